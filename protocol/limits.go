@@ -1,0 +1,19 @@
+package protocol
+
+// Limits every node enforces. A frame over MaxFrameSize closes the
+// connection with close code 1009 (message too big); a text over MaxTextBytes
+// gets a 413 reply and the connection stays open.
+const (
+	MaxFrameSize    = 64 << 10 // bytes of one client WebSocket frame
+	MaxTextBytes    = 8 << 10  // bytes of a chat text
+	MaxUsernameLen  = 32       // runes
+	MinPasswordLen  = 6        // bytes
+	MaxPasswordLen  = 72       // bytes; bcrypt ignores what lies beyond
+	MaxIDLen        = 64       // bytes of a request id or clientMsgId
+	MaxHistoryLimit = 100      // messages per history reply
+	DefaultHistory  = 50       // messages when limit is absent
+	RecentLen       = 50       // messages kept in a conversation's recent list
+	MaxSyncConvs    = 1000     // conversations in one sync request
+	MaxSyncMessages = 1000     // messages returned for one conversation by sync
+	MaxPeerFrame    = 4 << 20  // bytes of one peer-link frame
+)

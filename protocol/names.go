@@ -1,0 +1,66 @@
+package protocol
+
+import (
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Conversation name prefixes.
+const (
+	DMPrefix   = "dm:"
+	RoomPrefix = "room:"
+)
+
+// ValidName reports whether s is a usable user or room name: 1 to
+// MaxUsernameLen letters, digits, '_', '-' or '.', in any script. Names are
+// case-sensitive. ':' is excluded because conversation ids use it.
+func ValidName(s string) bool {
+	if s == "" || !utf8.ValidString(s) || utf8.RuneCountInString(s) > MaxUsernameLen {
+		return false
+	}
+	for _, r := range s {
+		if unicode.IsLetter(r) || unicode.IsDigit(r) || r == '_' || r == '-' || r == '.' {
+			continue
+		}
+		return false
+	}
+	return true
+}
+
+// DMConv is the conversation id of a direct conversation: the two names
+// sorted, so both sides name it alike.
+func DMConv(a, b string) string {
+	if b < a {
+		a, b = b, a
+	}
+	return DMPrefix + a + ":" + b
+}
+
+// RoomConv is the conversation id of a room.
+func RoomConv(room string) string { return RoomPrefix + room }
+
+// ParseConv splits a conversation id. For a direct conversation it returns
+// the two users; for a room, the room name. ok is false for anything else.
+func ParseConv(conv string) (kind string, a, b string, ok bool) {
+	switch {
+	case strings.HasPrefix(conv, DMPrefix):
+		rest := conv[len(DMPrefix):]
+		i := strings.IndexByte(rest, ':')
+		if i < 0 {
+			return "", "", "", false
+		}
+		a, b = rest[:i], rest[i+1:]
+		if !ValidName(a) || !ValidName(b) || a > b {
+			return "", "", "", false
+		}
+		return "dm", a, b, true
+	case strings.HasPrefix(conv, RoomPrefix):
+		r := conv[len(RoomPrefix):]
+		if !ValidName(r) {
+			return "", "", "", false
+		}
+		return "room", r, "", true
+	}
+	return "", "", "", false
+}
