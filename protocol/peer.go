@@ -26,6 +26,7 @@ type PeerFrame struct {
 	Message     *Message `json:"message,omitempty"`
 	Conn        string   `json:"conn,omitempty"`
 	Connections int      `json:"connections,omitempty"`
+	Started     int64    `json:"started,omitempty"` // node start, unix ms, on load frames
 }
 
 // EncodePeer encodes a peer frame.

@@ -1,0 +1,321 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+	"github.com/rs/zerolog"
+
+	"chatcluster/internal/testenv"
+)
+
+// testTimeout bounds every wait in these tests.
+const testTimeout = 10 * time.Second
+
+// env is one test's ZooKeeper servers and root.
+type env struct {
+	t       *testing.T
+	servers []string
+	root    string
+}
+
+// newEnv returns the ZooKeeper of the test run and a fresh root, removed
+// when the test ends.
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	e := &env{t: t, servers: testenv.ZK(t), root: "/" + testenv.Namespace(t)}
+	t.Cleanup(func() { // registered first: runs after every node is closed
+		conn := e.raw()
+		deleteTree(conn, e.root)
+		conn.Close()
+	})
+	return e
+}
+
+// node builds a node called id with a 1s session timeout; mod may change
+// its Config. The node is closed when the test ends.
+func (e *env) node(id string, mod func(*Config)) *Cluster {
+	e.t.Helper()
+	cfg := Config{
+		Servers:        e.servers,
+		Root:           e.root,
+		SessionTimeout: time.Second,
+		Self:           Member{ID: id, WS: "ws://127.0.0.1:9000/" + id, Peer: "127.0.0.1:7000/" + id},
+		Logger:         zerolog.New(zerolog.NewTestWriter(e.t)).Level(zerolog.InfoLevel).With().Timestamp().Logger(),
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	c, err := New(cfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+		defer cancel()
+		if err := c.Close(ctx); err != nil {
+			e.t.Errorf("close %s: %v", id, err)
+		}
+	})
+	return c
+}
+
+// started is node followed by a successful Start.
+func (e *env) started(id string, mod func(*Config)) *Cluster {
+	e.t.Helper()
+	c := e.node(id, mod)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	if err := c.Start(ctx); err != nil {
+		e.t.Fatalf("start %s: %v", id, err)
+	}
+	return c
+}
+
+// raw opens a plain ZooKeeper client for checks, closed when the test ends.
+func (e *env) raw() *zk.Conn {
+	e.t.Helper()
+	conn, _, err := zk.Connect(e.servers, 5*time.Second, zk.WithLogger(discard{}))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	testenv.WaitFor(e.t, testTimeout, "raw ZooKeeper client has a session", func() bool {
+		return conn.State() == zk.StateHasSession
+	})
+	return conn
+}
+
+type discard struct{}
+
+func (discard) Printf(string, ...any) {}
+
+func deleteTree(conn *zk.Conn, p string) {
+	children, _, err := conn.Children(p)
+	if err != nil {
+		return
+	}
+	for _, ch := range children {
+		deleteTree(conn, p+"/"+ch)
+	}
+	_ = conn.Delete(p, -1)
+}
+
+// agreed reports the leader when every node is connected, sees n members
+// and the same leader, and exactly that leader has IsLeader set.
+func agreed(n int, nodes ...*Cluster) (Leader, bool) {
+	var l Leader
+	for i, c := range nodes {
+		s := c.State()
+		if !s.Connected || len(s.Members) != n || s.Leader.ID == "" {
+			return Leader{}, false
+		}
+		if i == 0 {
+			l = s.Leader
+		} else if s.Leader != l {
+			return Leader{}, false
+		}
+		if s.IsLeader != (s.Leader.ID == c.cfg.Self.ID) {
+			return Leader{}, false
+		}
+	}
+	return l, true
+}
+
+// waitAgreed waits until the nodes agree (see agreed) and returns the
+// leader.
+func waitAgreed(t *testing.T, n int, nodes ...*Cluster) Leader {
+	t.Helper()
+	var l Leader
+	testenv.WaitFor(t, testTimeout, "nodes agree on members and leader", func() bool {
+		var ok bool
+		l, ok = agreed(n, nodes...)
+		return ok
+	})
+	return l
+}
+
+// ownElection returns the node's election znode name and the one it
+// watches.
+func ownElection(c *Cluster) (own, watching string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.own, c.watching
+}
+
+// proxy is a TCP proxy to ZooKeeper that a test can cut (connections
+// closed, new ones refused: a crashed or killed peer) or blackhole
+// (connections held open but nothing forwarded: a network partition).
+type proxy struct {
+	ln     net.Listener
+	target string
+
+	mu    sync.Mutex
+	mode  int // proxyUp, proxyCut, proxyBlackhole
+	held  int // connections accepted in blackhole mode
+	conns map[net.Conn]struct{}
+	wg    sync.WaitGroup
+}
+
+const (
+	proxyUp = iota
+	proxyCut
+	proxyBlackhole
+)
+
+func newProxy(t *testing.T, target string) *proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	p.wg.Add(1)
+	go p.accept()
+	t.Cleanup(func() {
+		ln.Close()
+		p.closeConns()
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *proxy) addr() string { return p.ln.Addr().String() }
+
+func (p *proxy) accept() {
+	defer p.wg.Done()
+	for {
+		in, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		mode := p.mode
+		if mode == proxyCut {
+			p.mu.Unlock()
+			in.Close()
+			continue
+		}
+		p.conns[in] = struct{}{}
+		if mode == proxyBlackhole {
+			p.held++
+		}
+		p.mu.Unlock()
+		if mode == proxyBlackhole {
+			p.wg.Add(1)
+			go func() { defer p.wg.Done(); _, _ = io.Copy(io.Discard, in) }()
+			continue
+		}
+		out, err := net.Dial("tcp", p.target)
+		if err != nil {
+			in.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns[out] = struct{}{}
+		p.mu.Unlock()
+		p.wg.Add(2)
+		go p.pipe(out, in)
+		go p.pipe(in, out)
+	}
+}
+
+// pipe copies src to dst while the proxy is up; in blackhole mode it reads
+// and drops.
+func (p *proxy) pipe(dst, src net.Conn) {
+	defer p.wg.Done()
+	defer dst.Close()
+	defer src.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			p.mu.Lock()
+			up := p.mode == proxyUp
+			p.mu.Unlock()
+			if up {
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (p *proxy) closeConns() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		c.Close()
+	}
+	clear(p.conns)
+}
+
+// cut closes every connection and refuses new ones, like a killed process.
+func (p *proxy) cut() {
+	p.mu.Lock()
+	p.mode = proxyCut
+	p.mu.Unlock()
+	p.closeConns()
+}
+
+// blackhole keeps connections open but stops forwarding, like a partition.
+func (p *proxy) blackhole() {
+	p.mu.Lock()
+	p.mode = proxyBlackhole
+	p.mu.Unlock()
+}
+
+// restore heals the proxy; held connections are closed so that the client
+// reconnects through a working one.
+func (p *proxy) restore() {
+	p.mu.Lock()
+	p.mode = proxyUp
+	p.mu.Unlock()
+	p.closeConns()
+}
+
+// heldConns returns how many connections were accepted in blackhole mode.
+func (p *proxy) heldConns() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.held
+}
+
+// viaProxy makes a node reach ZooKeeper through p.
+func viaProxy(p *proxy) func(*Config) {
+	return func(c *Config) { c.Servers = []string{p.addr()} }
+}
+
+// latest takes whatever snapshot is waiting on ch without blocking, and
+// reports whether ch is closed.
+func latest(ch <-chan State, last *State) (closed bool) {
+	select {
+	case s, ok := <-ch:
+		if !ok {
+			return true
+		}
+		*last = s
+	default:
+	}
+	return false
+}
+
+func isClosed(err error) bool { return errors.Is(err, ErrClosed) }
+
+func memberIDs(ms []Member) string {
+	ids := make([]string, len(ms))
+	for i, m := range ms {
+		ids[i] = m.ID
+	}
+	return strings.Join(ids, ",")
+}
