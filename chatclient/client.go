@@ -1,0 +1,347 @@
+// Package chatclient is a Go client of the chat service: it asks a
+// gateway for nodes and a token, holds a WebSocket to a node, matches
+// replies to requests by id, and hands server pushes to the caller in the
+// order they arrived. Tests, the terminal client and the load tool use it.
+package chatclient
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"chatcluster/protocol"
+)
+
+// ErrClosed is returned for requests on a closed connection.
+var ErrClosed = errors.New("chatclient: connection closed")
+
+// ReplyError is a reply with a non-zero code.
+type ReplyError struct {
+	Code int
+	Msg  string
+}
+
+func (e *ReplyError) Error() string { return fmt.Sprintf("code %d: %s", e.Code, e.Msg) }
+
+// Code returns the reply code of err, 0 if err is nil and -1 if it is not
+// a reply error.
+func Code(err error) int {
+	var re *ReplyError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &re):
+		return re.Code
+	}
+	return -1
+}
+
+// Push is a server-initiated frame.
+type Push struct {
+	Action string
+	Data   json.RawMessage
+}
+
+type reply struct {
+	Code  int             `json:"code"`
+	Data  json.RawMessage `json:"data"`
+	Error string          `json:"error"`
+	ID    string          `json:"id"`
+}
+
+// Conn is one WebSocket connection to a node. Its methods are safe for
+// concurrent use.
+type Conn struct {
+	ws     *websocket.Conn
+	wmu    sync.Mutex // serialises writes
+	nextID atomic.Uint64
+
+	mu      sync.Mutex
+	waiting map[string]chan reply // guarded by mu
+	err     error                 // why the read loop ended; guarded by mu
+
+	pushes chan Push
+	done   chan struct{}
+}
+
+// Dial opens a connection to a node's WebSocket URL. Pushes are buffered
+// up to pushBuffer; beyond that the read loop waits for the caller.
+func Dial(ctx context.Context, url string, pushBuffer int) (*Conn, error) {
+	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second}
+	ws, _, err := d.DialContext(ctx, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	c := &Conn{ws: ws, waiting: map[string]chan reply{}, pushes: make(chan Push, pushBuffer), done: make(chan struct{})}
+	go c.readLoop()
+	return c, nil
+}
+
+// Pushes delivers server pushes in arrival order; it is closed when the
+// connection ends.
+func (c *Conn) Pushes() <-chan Push { return c.pushes }
+
+// Done is closed when the connection has ended.
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// Err says why the connection ended.
+func (c *Conn) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// Close closes the connection.
+func (c *Conn) Close() error {
+	c.wmu.Lock()
+	_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+	c.wmu.Unlock()
+	err := c.ws.Close()
+	<-c.done
+	return err
+}
+
+func (c *Conn) readLoop() {
+	defer close(c.done)
+	defer close(c.pushes)
+	for {
+		_, b, err := c.ws.ReadMessage()
+		if err != nil {
+			c.mu.Lock()
+			c.err = err
+			for id, ch := range c.waiting {
+				close(ch)
+				delete(c.waiting, id)
+			}
+			c.mu.Unlock()
+			return
+		}
+		var f struct {
+			Action string          `json:"action"`
+			ID     *string         `json:"id"`
+			Code   *int            `json:"code"`
+			Data   json.RawMessage `json:"data"`
+			Error  string          `json:"error"`
+		}
+		if json.Unmarshal(b, &f) != nil {
+			continue
+		}
+		if f.Code == nil { // a push
+			c.pushes <- Push{Action: f.Action, Data: f.Data}
+			continue
+		}
+		id := ""
+		if f.ID != nil {
+			id = *f.ID
+		}
+		c.mu.Lock()
+		ch, ok := c.waiting[id]
+		delete(c.waiting, id)
+		c.mu.Unlock()
+		if ok {
+			ch <- reply{Code: *f.Code, Data: f.Data, Error: f.Error, ID: id}
+		}
+	}
+}
+
+// WriteRaw sends a raw frame, for tests of malformed input.
+func (c *Conn) WriteRaw(b []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.ws.WriteMessage(websocket.TextMessage, b)
+}
+
+// Await waits for the reply with id (sent with WriteRaw).
+func (c *Conn) Await(ctx context.Context, id string) (json.RawMessage, error) {
+	ch := c.expect(id)
+	return c.wait(ctx, id, ch)
+}
+
+func (c *Conn) expect(id string) chan reply {
+	ch := make(chan reply, 1)
+	c.mu.Lock()
+	if c.err == nil {
+		c.waiting[id] = ch
+	} else {
+		close(ch)
+	}
+	c.mu.Unlock()
+	return ch
+}
+
+func (c *Conn) wait(ctx context.Context, id string, ch chan reply) (json.RawMessage, error) {
+	select {
+	case r, ok := <-ch:
+		if !ok {
+			return nil, fmt.Errorf("%w: %v", ErrClosed, c.Err())
+		}
+		if r.Code != 0 {
+			return nil, &ReplyError{Code: r.Code, Msg: r.Error}
+		}
+		return r.Data, nil
+	case <-ctx.Done():
+		c.mu.Lock()
+		delete(c.waiting, id)
+		c.mu.Unlock()
+		return nil, ctx.Err()
+	}
+}
+
+// Do sends action with data and decodes the reply's data into out (which
+// may be nil).
+func (c *Conn) Do(ctx context.Context, action string, data, out any) error {
+	id := strconv.FormatUint(c.nextID.Add(1), 10)
+	b, err := json.Marshal(map[string]any{"action": action, "id": id, "data": data})
+	if err != nil {
+		return err
+	}
+	ch := c.expect(id)
+	if err := c.WriteRaw(b); err != nil {
+		c.mu.Lock()
+		delete(c.waiting, id)
+		c.mu.Unlock()
+		return fmt.Errorf("%w: %v", ErrClosed, err)
+	}
+	raw, err := c.wait(ctx, id, ch)
+	if err != nil || out == nil {
+		return err
+	}
+	return json.Unmarshal(raw, out)
+}
+
+// Login logs in with a password.
+func (c *Conn) Login(ctx context.Context, user, password string) (protocol.LoginReply, error) {
+	var r protocol.LoginReply
+	err := c.Do(ctx, protocol.ActionLogin, protocol.LoginData{Username: user, Password: password}, &r)
+	return r, err
+}
+
+// LoginToken logs in with a gateway token.
+func (c *Conn) LoginToken(ctx context.Context, token string) (protocol.LoginReply, error) {
+	var r protocol.LoginReply
+	err := c.Do(ctx, protocol.ActionLogin, map[string]string{"token": token}, &r)
+	return r, err
+}
+
+// Chat sends text to a user.
+func (c *Conn) Chat(ctx context.Context, to, text, clientMsgID string) (protocol.ChatReply, error) {
+	var r protocol.ChatReply
+	err := c.Do(ctx, protocol.ActionChat, protocol.ChatData{To: to, Text: text, ClientMsgID: clientMsgID}, &r)
+	return r, err
+}
+
+// History returns a page of a conversation.
+func (c *Conn) History(ctx context.Context, q protocol.HistoryData) ([]protocol.Message, error) {
+	var r protocol.Messages
+	err := c.Do(ctx, protocol.ActionHistory, q, &r)
+	return r.Messages, err
+}
+
+// Sync asks for what is missing after the given offsets (nil: everything).
+func (c *Conn) Sync(ctx context.Context, offsets map[string]int64) (protocol.SyncReply, error) {
+	var r protocol.SyncReply
+	if offsets == nil {
+		offsets = map[string]int64{}
+	}
+	err := c.Do(ctx, protocol.ActionSync, protocol.SyncData{Convs: offsets}, &r)
+	return r, err
+}
+
+// Gateway is an HTTP client of the gateway API.
+type Gateway struct {
+	URL  string // e.g. http://127.0.0.1:8080
+	HTTP *http.Client
+}
+
+// NodeInfo is a node as the gateway lists it.
+type NodeInfo struct {
+	ID          string `json:"id"`
+	WS          string `json:"ws"`
+	Connections int    `json:"connections"`
+}
+
+// Nodes is the reply of GET /api/nodes.
+type Nodes struct {
+	Leader string     `json:"leader"`
+	Nodes  []NodeInfo `json:"nodes"`
+}
+
+// HTTPError is a gateway reply with an error status.
+type HTTPError struct {
+	Status int
+	Msg    string
+}
+
+func (e *HTTPError) Error() string { return fmt.Sprintf("gateway: %d: %s", e.Status, e.Msg) }
+
+func (g *Gateway) client() *http.Client {
+	if g.HTTP != nil {
+		return g.HTTP
+	}
+	return &http.Client{Timeout: 10 * time.Second}
+}
+
+func (g *Gateway) call(ctx context.Context, method, path string, body, out any) error {
+	var rd *bytes.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	} else {
+		rd = bytes.NewReader(nil)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, g.URL+path, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := g.client().Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		var e struct {
+			Error string `json:"error"`
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&e)
+		return &HTTPError{Status: resp.StatusCode, Msg: e.Error}
+	}
+	if out == nil {
+		return nil
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// Nodes lists the live nodes, best first.
+func (g *Gateway) Nodes(ctx context.Context) (Nodes, error) {
+	var n Nodes
+	err := g.call(ctx, http.MethodGet, "/api/nodes", nil, &n)
+	return n, err
+}
+
+// Register creates a user.
+func (g *Gateway) Register(ctx context.Context, user, password string) error {
+	return g.call(ctx, http.MethodPost, "/api/register", map[string]string{"username": user, "password": password}, nil)
+}
+
+// Login returns a session token and the nodes.
+func (g *Gateway) Login(ctx context.Context, user, password string) (token string, nodes []NodeInfo, err error) {
+	var r struct {
+		Token string     `json:"token"`
+		Nodes []NodeInfo `json:"nodes"`
+	}
+	err = g.call(ctx, http.MethodPost, "/api/login", map[string]string{"username": user, "password": password}, &r)
+	return r.Token, r.Nodes, err
+}

@@ -1,0 +1,209 @@
+package chatlog
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"chatcluster/protocol"
+)
+
+// ErrNeedSeqInit is returned by Append when the conversation's counter is
+// missing from a Redis that did not hold the counters from the start (it was
+// restarted empty). The caller must seed the counter from durable history
+// with InitSeq and try again; assigning from zero could reuse a seq.
+var ErrNeedSeqInit = errors.New("chatlog: conversation counter must be seeded from history")
+
+// IdempotencyTTL is how long a clientMsgId is remembered.
+const IdempotencyTTL = 24 * time.Hour
+
+// Log reads and writes the Redis message journal. It is safe for concurrent
+// use.
+type Log struct {
+	rdb    redis.UniversalClient
+	prefix string
+}
+
+// New returns a Log over rdb whose keys all start with prefix.
+func New(rdb redis.UniversalClient, prefix string) *Log {
+	return &Log{rdb: rdb, prefix: prefix}
+}
+
+// Key names. Exposed for the history writer and tests.
+func (l *Log) SeqKey(conv string) string     { return l.prefix + "seq:" + conv }
+func (l *Log) RecentKey(conv string) string  { return l.prefix + "recent:" + conv }
+func (l *Log) PendingKey(conv string) string { return l.prefix + "pending:" + conv }
+func (l *Log) StreamKey() string             { return l.prefix + "history" }
+func (l *Log) ConvsKey(user string) string   { return l.prefix + "convs:" + user }
+func (l *Log) MarkerKey() string             { return l.prefix + "seqinit" }
+func (l *Log) idemKey(user, id string) string {
+	return l.prefix + "idem:" + user + ":" + id
+}
+
+// appendScript stores one message. KEYS: seq, recent, pending, stream,
+// marker, idem (or the marker again when there is no clientMsgId), then the
+// convs sets of every member. ARGV: JSON before the seq, JSON after it,
+// recent length, conv, idempotency TTL in seconds, has-idem flag.
+// Returns {status, message}: status 1 stored, 0 duplicate, -1 need init.
+var appendScript = redis.NewScript(`
+local hasIdem = ARGV[6] == '1'
+if hasIdem then
+  local prev = redis.call('GET', KEYS[6])
+  if prev then return {0, prev} end
+end
+if redis.call('EXISTS', KEYS[1]) == 0 and redis.call('EXISTS', KEYS[5]) == 0 then
+  return {-1, ''}
+end
+local seq = redis.call('INCR', KEYS[1])
+local msg = ARGV[1] .. seq .. ARGV[2]
+redis.call('LPUSH', KEYS[2], msg)
+redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
+redis.call('HSET', KEYS[3], seq, msg)
+redis.call('XADD', KEYS[4], '*', 'm', msg)
+for i = 7, #KEYS do redis.call('SADD', KEYS[i], ARGV[4]) end
+if hasIdem then redis.call('SET', KEYS[6], msg, 'EX', tonumber(ARGV[5])) end
+return {1, msg}
+`)
+
+// Append assigns m the next seq of m.Conv and records it. m.Seq is ignored.
+// members are the users whose conversation lists gain m.Conv. If
+// clientMsgID is not empty and m.From already sent it, Append returns that
+// first message and dup true, storing nothing.
+func (l *Log) Append(ctx context.Context, m protocol.Message, clientMsgID string, members []string) (protocol.Message, bool, error) {
+	m.Seq = 0
+	before, after, err := splitAtSeq(m)
+	if err != nil {
+		return protocol.Message{}, false, err
+	}
+	idem := l.MarkerKey()
+	hasIdem := "0"
+	if clientMsgID != "" {
+		idem = l.idemKey(m.From, clientMsgID)
+		hasIdem = "1"
+	}
+	keys := make([]string, 0, 6+len(members))
+	keys = append(keys, l.SeqKey(m.Conv), l.RecentKey(m.Conv), l.PendingKey(m.Conv), l.StreamKey(), l.MarkerKey(), idem)
+	for _, u := range members {
+		keys = append(keys, l.ConvsKey(u))
+	}
+	res, err := appendScript.Run(ctx, l.rdb, keys, before, after, protocol.RecentLen, m.Conv,
+		int(IdempotencyTTL/time.Second), hasIdem).Slice()
+	if err != nil {
+		return protocol.Message{}, false, fmt.Errorf("chatlog: append: %w", err)
+	}
+	status, _ := res[0].(int64)
+	raw, _ := res[1].(string)
+	if status == -1 {
+		return protocol.Message{}, false, ErrNeedSeqInit
+	}
+	var out protocol.Message
+	if err := json.Unmarshal([]byte(raw), &out); err != nil {
+		return protocol.Message{}, false, fmt.Errorf("chatlog: stored message: %w", err)
+	}
+	return out, status == 0, nil
+}
+
+// splitAtSeq encodes m with a placeholder seq and splits the JSON around
+// it, so the script can put the assigned seq in without decoding JSON.
+func splitAtSeq(m protocol.Message) (string, string, error) {
+	const mark = -7340033 // a value no real message has
+	m.Seq = mark
+	b, err := json.Marshal(m)
+	if err != nil {
+		return "", "", err
+	}
+	s := string(b)
+	tok := `"seq":` + strconv.Itoa(mark)
+	for i := 0; i+len(tok) <= len(s); i++ {
+		if s[i:i+len(tok)] == tok {
+			return s[:i+6], s[i+len(tok):], nil
+		}
+	}
+	return "", "", errors.New("chatlog: cannot place seq in message")
+}
+
+// InitSeq seeds conv's counter to latest unless it already exists.
+func (l *Log) InitSeq(ctx context.Context, conv string, latest int64) error {
+	if err := l.rdb.SetNX(ctx, l.SeqKey(conv), latest, 0).Err(); err != nil {
+		return fmt.Errorf("chatlog: init seq: %w", err)
+	}
+	return nil
+}
+
+// MarkFresh records that this Redis holds every counter from the start, so a
+// missing counter means a new conversation. Call it only when durable
+// history is known to be empty (a new deployment).
+func (l *Log) MarkFresh(ctx context.Context) error {
+	return l.rdb.SetNX(ctx, l.MarkerKey(), time.Now().UnixMilli(), 0).Err()
+}
+
+// Latest returns the latest seq of each conversation (0 when unknown).
+func (l *Log) Latest(ctx context.Context, convs []string) (map[string]int64, error) {
+	out := make(map[string]int64, len(convs))
+	if len(convs) == 0 {
+		return out, nil
+	}
+	keys := make([]string, len(convs))
+	for i, c := range convs {
+		keys[i] = l.SeqKey(c)
+	}
+	vals, err := l.rdb.MGet(ctx, keys...).Result()
+	if err != nil {
+		return nil, fmt.Errorf("chatlog: latest: %w", err)
+	}
+	for i, v := range vals {
+		if s, ok := v.(string); ok {
+			n, _ := strconv.ParseInt(s, 10, 64)
+			out[convs[i]] = n
+		} else {
+			out[convs[i]] = 0
+		}
+	}
+	return out, nil
+}
+
+// Convs returns the conversations user takes part in.
+func (l *Log) Convs(ctx context.Context, user string) ([]string, error) {
+	cs, err := l.rdb.SMembers(ctx, l.ConvsKey(user)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("chatlog: convs: %w", err)
+	}
+	sort.Strings(cs)
+	return cs, nil
+}
+
+// AddConv records that user takes part in conv.
+func (l *Log) AddConv(ctx context.Context, user, conv string) error {
+	return l.rdb.SAdd(ctx, l.ConvsKey(user), conv).Err()
+}
+
+// Unflushed returns the messages of conv that are in Redis (recent list and
+// the pending hash, which holds everything not yet in MongoDB), oldest first,
+// without duplicates.
+func (l *Log) Unflushed(ctx context.Context, conv string) ([]protocol.Message, error) {
+	pipe := l.rdb.Pipeline()
+	recent := pipe.LRange(ctx, l.RecentKey(conv), 0, -1)
+	pending := pipe.HVals(ctx, l.PendingKey(conv))
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("chatlog: read %s: %w", conv, err)
+	}
+	raws := append(recent.Val(), pending.Val()...)
+	out := make([]protocol.Message, 0, len(raws))
+	seen := make(map[int64]bool, len(raws))
+	for _, r := range raws {
+		var m protocol.Message
+		if json.Unmarshal([]byte(r), &m) != nil || seen[m.Seq] {
+			continue
+		}
+		seen[m.Seq] = true
+		out = append(out, m)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Seq < out[j].Seq })
+	return out, nil
+}

@@ -1,0 +1,57 @@
+// Command gateway runs the HTTP gateway: it hands clients the least loaded
+// live node, registers and logs in users, and shows the cluster's state.
+// Every flag has an environment variable; see -h.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"chatcluster/gateway"
+	"chatcluster/internal/flagenv"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "gateway:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	cfg := gateway.DefaultConfig()
+	fs := flagenv.New("gateway")
+	listen := fs.String("listen", "CHAT_GATEWAY_LISTEN", cfg.Listen, "HTTP listen address")
+	rds := fs.String("redis", "CHAT_REDIS", "127.0.0.1:6379", "Redis address")
+	prefix := fs.String("redis-prefix", "CHAT_REDIS_PREFIX", cfg.RedisPrefix, "prefix of every Redis key")
+	mongo := fs.String("mongo", "CHAT_MONGO", "mongodb://127.0.0.1:27017/", "MongoDB URI")
+	mongoDB := fs.String("mongo-db", "CHAT_MONGO_DB", cfg.MongoDB, "MongoDB database")
+	level := fs.String("log-level", "CHAT_LOG_LEVEL", "info", "log level: debug, info, warn, error")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log, err := flagenv.Logger(os.Stderr, *level)
+	if err != nil {
+		return err
+	}
+	cfg.Listen, cfg.Redis, cfg.RedisPrefix, cfg.Mongo, cfg.MongoDB, cfg.Logger = *listen, *rds, *prefix, *mongo, *mongoDB, log
+	g, err := gateway.New(cfg)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := g.Start(ctx); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "gateway listening on http://%s/\n", g.Addr())
+	<-ctx.Done()
+	stop()
+	closeCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return g.Close(closeCtx)
+}

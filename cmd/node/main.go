@@ -1,0 +1,91 @@
+// Command node runs one chat node: it serves clients on a WebSocket
+// listener, registers in ZooKeeper, takes part in leader election, links to
+// its peers on a separate authenticated listener and stores messages in
+// Redis and MongoDB. Every flag has an environment variable; see -h.
+//
+// SIGTERM or SIGINT drains it: it leaves ZooKeeper, tells clients to
+// reconnect elsewhere, and exits.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"chatcluster/internal/flagenv"
+	"chatcluster/node"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "node:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	cfg := node.DefaultConfig()
+	fs := flagenv.New("node")
+	id := fs.String("id", "CHAT_NODE_ID", "", "unique node id, e.g. n1")
+	listen := fs.String("listen", "CHAT_LISTEN", "127.0.0.1:9001", "client WebSocket listen address")
+	advertise := fs.String("advertise", "CHAT_ADVERTISE", "", "WebSocket URL given to clients (default ws://<listen>/ws)")
+	peer := fs.String("peer-listen", "CHAT_PEER_LISTEN", "127.0.0.1:9101", "peer-link listen address (never the client port)")
+	zk := fs.String("zk", "CHAT_ZK", "127.0.0.1:2181", "ZooKeeper servers, comma-separated")
+	zkRoot := fs.String("zk-root", "CHAT_ZK_ROOT", cfg.ZKRoot, "ZooKeeper root path of this cluster")
+	zkTimeout := fs.Duration("zk-session-timeout", "CHAT_ZK_SESSION_TIMEOUT", cfg.ZKSessionTimeout, "ZooKeeper session timeout: how soon a dead node is noticed")
+	rds := fs.String("redis", "CHAT_REDIS", "127.0.0.1:6379", "Redis address")
+	prefix := fs.String("redis-prefix", "CHAT_REDIS_PREFIX", cfg.RedisPrefix, "prefix of every Redis key")
+	mongo := fs.String("mongo", "CHAT_MONGO", "mongodb://127.0.0.1:27017/", "MongoDB URI")
+	mongoDB := fs.String("mongo-db", "CHAT_MONGO_DB", cfg.MongoDB, "MongoDB database")
+	secretFile := fs.String("cluster-secret-file", "CHAT_CLUSTER_SECRET_FILE", "", "file holding the shared cluster secret for the peer link")
+	level := fs.String("log-level", "CHAT_LOG_LEVEL", "info", "log level: debug, info, warn, error")
+	drain := fs.Duration("drain-timeout", "CHAT_DRAIN_TIMEOUT", cfg.DrainTimeout, "how long shutdown lets clients move away")
+	rate := fs.String("rate-limit", "CHAT_RATE_LIMIT", "200", "requests per second one client connection may send (bursts of twice that)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log, err := flagenv.Logger(os.Stderr, *level)
+	if err != nil {
+		return err
+	}
+	if *secretFile == "" {
+		return fmt.Errorf("--cluster-secret-file is required: every node of a cluster shares one secret (e.g. head -c 32 /dev/urandom | base64 > cluster.secret)")
+	}
+	secret, err := os.ReadFile(*secretFile)
+	if err != nil {
+		return fmt.Errorf("cluster secret: %w", err)
+	}
+	cfg.ID, cfg.Listen, cfg.Advertise, cfg.PeerListen = *id, *listen, *advertise, *peer
+	cfg.ZK, cfg.ZKRoot, cfg.ZKSessionTimeout = flagenv.List(*zk), *zkRoot, *zkTimeout
+	cfg.Redis, cfg.RedisPrefix, cfg.Mongo, cfg.MongoDB = *rds, *prefix, *mongo, *mongoDB
+	cfg.Secret = []byte(strings.TrimSpace(string(secret)))
+	cfg.DrainTimeout = *drain
+	if cfg.RateLimit, err = strconv.ParseFloat(*rate, 64); err != nil || cfg.RateLimit <= 0 {
+		return fmt.Errorf("--rate-limit %q must be a positive number", *rate)
+	}
+	cfg.Logger = log
+
+	srv, err := node.New(cfg)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err = srv.Start(startCtx)
+	cancel()
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	stop()
+	log.Info().Str("node", cfg.ID).Msg("signal received, draining")
+	closeCtx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout+10*time.Second)
+	defer cancel()
+	return srv.Close(closeCtx)
+}

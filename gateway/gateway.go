@@ -1,0 +1,375 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
+	"chatcluster/accounts"
+	"chatcluster/directory"
+	"chatcluster/history"
+)
+
+// Config of a gateway.
+type Config struct {
+	Listen      string
+	Redis       string
+	RedisPrefix string
+	Mongo       string
+	MongoDB     string
+	BcryptCost  int           // 0: bcrypt's default
+	TokenTTL    time.Duration // 0: accounts.DefaultTokenTTL
+	Logger      zerolog.Logger
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{Listen: "127.0.0.1:8080", RedisPrefix: "chat:", MongoDB: "chat", Logger: zerolog.Nop()}
+}
+
+// Validate checks the configuration.
+func (c Config) Validate() error {
+	var errs []error
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("--listen %q: %w", c.Listen, err))
+	}
+	if c.Redis == "" {
+		errs = append(errs, errors.New("a Redis address is required (--redis)"))
+	}
+	if c.Mongo == "" {
+		errs = append(errs, errors.New("a MongoDB URI is required (--mongo)"))
+	}
+	return errors.Join(errs...)
+}
+
+// Gateway serves the HTTP API.
+type Gateway struct {
+	cfg      Config
+	log      zerolog.Logger
+	started  time.Time
+	rdb      *redis.Client
+	store    *history.Store
+	accounts *accounts.Accounts
+	dir      *directory.Directory
+	ln       net.Listener
+	srv      *http.Server
+	done     chan struct{} // closed when Serve returned
+
+	closeOnce sync.Once
+}
+
+// New validates cfg. It opens nothing.
+func New(cfg Config) (*Gateway, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Gateway{cfg: cfg, log: cfg.Logger.With().Str("component", "gateway").Logger(), done: make(chan struct{})}, nil
+}
+
+// Addr is the address the gateway listens on, once started.
+func (g *Gateway) Addr() string { return g.ln.Addr().String() }
+
+// Start connects to Redis and MongoDB and starts serving.
+func (g *Gateway) Start(ctx context.Context) error {
+	g.started = time.Now()
+	g.rdb = redis.NewClient(&redis.Options{Addr: g.cfg.Redis, DialTimeout: 2 * time.Second, ReadTimeout: 3 * time.Second, WriteTimeout: 3 * time.Second})
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	err := g.rdb.Ping(pctx).Err()
+	cancel()
+	if err != nil {
+		g.rdb.Close()
+		return fmt.Errorf("gateway: cannot reach Redis at %s: %w", g.cfg.Redis, err)
+	}
+	g.store, err = history.Open(ctx, g.cfg.Mongo, g.cfg.MongoDB)
+	if err != nil {
+		g.rdb.Close()
+		return fmt.Errorf("gateway: cannot open MongoDB at %s: %w", g.cfg.Mongo, err)
+	}
+	g.accounts = accounts.New(g.rdb, g.cfg.RedisPrefix, g.store, g.cfg.BcryptCost, g.cfg.TokenTTL)
+	g.dir = directory.New(g.rdb, g.cfg.RedisPrefix)
+	g.ln, err = net.Listen("tcp", g.cfg.Listen)
+	if err != nil {
+		g.rdb.Close()
+		_ = g.store.Close(ctx)
+		return fmt.Errorf("gateway: listen: %w", err)
+	}
+	g.srv = &http.Server{
+		Handler:           g.routes(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
+	go func() {
+		defer close(g.done)
+		if err := g.srv.Serve(g.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			g.log.Error().Err(err).Msg("listener failed")
+		}
+	}()
+	g.log.Info().Str("addr", g.Addr()).Msg("gateway started")
+	return nil
+}
+
+// Close stops accepting requests, lets running ones finish within ctx,
+// then closes Redis and MongoDB. Idempotent.
+func (g *Gateway) Close(ctx context.Context) error {
+	var err error
+	g.closeOnce.Do(func() {
+		if g.srv != nil {
+			err = g.srv.Shutdown(ctx)
+			<-g.done
+		}
+		if g.rdb != nil {
+			g.rdb.Close()
+		}
+		if g.store != nil {
+			_ = g.store.Close(ctx)
+		}
+		g.log.Info().Msg("gateway stopped")
+	})
+	return err
+}
+
+func (g *Gateway) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/nodes", g.nodes)
+	mux.HandleFunc("POST /api/register", g.register)
+	mux.HandleFunc("POST /api/login", g.login)
+	mux.HandleFunc("GET /api/cluster", g.cluster)
+	mux.HandleFunc("GET /healthz", g.healthz)
+	mux.HandleFunc("GET /{$}", g.index)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
+	})
+	return g.logRequests(mux)
+}
+
+// logRequests logs failed requests at WARN and the rest at DEBUG.
+func (g *Gateway) logRequests(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		start := time.Now()
+		next.ServeHTTP(sw, r)
+		ev := g.log.Debug()
+		if sw.status >= 400 {
+			ev = g.log.Warn()
+		}
+		ev.Str("method", r.Method).Str("path", r.URL.Path).Int("status", sw.status).
+			Dur("took", time.Since(start)).Str("remote", r.RemoteAddr).Msg("request")
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg})
+}
+
+// nodeJSON is a node as the API shows it.
+type nodeJSON struct {
+	ID          string `json:"id"`
+	WS          string `json:"ws"`
+	Connections int    `json:"connections"`
+}
+
+type nodesReply struct {
+	Leader string     `json:"leader"`
+	Nodes  []nodeJSON `json:"nodes"`
+}
+
+// liveNodes reads the list; it writes the error reply itself on failure.
+func (g *Gateway) liveNodes(w http.ResponseWriter, r *http.Request) (directory.View, []nodeJSON, bool) {
+	v, err := g.dir.Read(r.Context())
+	switch {
+	case errors.Is(err, directory.ErrNoView):
+		writeError(w, http.StatusServiceUnavailable, "no chat node is live")
+		return v, nil, false
+	case err != nil:
+		g.log.Error().Err(err).Msg("reading the node list")
+		writeError(w, http.StatusServiceUnavailable, "node list unavailable")
+		return v, nil, false
+	}
+	nodes := make([]nodeJSON, 0, len(v.Nodes))
+	for _, n := range v.ByLoad() {
+		nodes = append(nodes, nodeJSON{ID: n.ID, WS: n.WS, Connections: n.Connections})
+	}
+	return v, nodes, true
+}
+
+func (g *Gateway) nodes(w http.ResponseWriter, r *http.Request) {
+	v, nodes, ok := g.liveNodes(w, r)
+	if ok {
+		writeJSON(w, http.StatusOK, nodesReply{Leader: v.Leader, Nodes: nodes})
+	}
+}
+
+type credentials struct {
+	Username string `json:"username"`
+	Password string `json:"password"`
+}
+
+// readCredentials decodes a small JSON body; it writes the 400 itself.
+func readCredentials(w http.ResponseWriter, r *http.Request) (credentials, bool) {
+	var c credentials
+	r.Body = http.MaxBytesReader(w, r.Body, 4<<10)
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		writeError(w, http.StatusBadRequest, "body must be a JSON object {\"username\", \"password\"}: "+err.Error())
+		return c, false
+	}
+	if c.Username == "" || c.Password == "" {
+		writeError(w, http.StatusBadRequest, "username and password are required")
+		return c, false
+	}
+	return c, true
+}
+
+func (g *Gateway) register(w http.ResponseWriter, r *http.Request) {
+	c, ok := readCredentials(w, r)
+	if !ok {
+		return
+	}
+	switch err := g.accounts.Register(r.Context(), c.Username, c.Password); {
+	case errors.Is(err, accounts.ErrInvalid):
+		writeError(w, http.StatusBadRequest, err.Error()[len("accounts: "):])
+	case errors.Is(err, accounts.ErrTaken):
+		writeError(w, http.StatusConflict, "username is taken")
+	case err != nil:
+		g.log.Error().Err(err).Msg("register")
+		writeError(w, http.StatusServiceUnavailable, "user store unavailable; retry shortly")
+	default:
+		g.log.Info().Str("user", c.Username).Msg("user registered")
+		writeJSON(w, http.StatusCreated, map[string]string{"username": c.Username})
+	}
+}
+
+type loginReply struct {
+	Username string     `json:"username"`
+	Token    string     `json:"token"`
+	Nodes    []nodeJSON `json:"nodes"`
+}
+
+func (g *Gateway) login(w http.ResponseWriter, r *http.Request) {
+	c, ok := readCredentials(w, r)
+	if !ok {
+		return
+	}
+	switch err := g.accounts.Check(r.Context(), c.Username, c.Password); {
+	case errors.Is(err, accounts.ErrBadCredentials):
+		writeError(w, http.StatusUnauthorized, "wrong username or password")
+		return
+	case err != nil:
+		g.log.Error().Err(err).Msg("login")
+		writeError(w, http.StatusServiceUnavailable, "user store unavailable; retry shortly")
+		return
+	}
+	tok, err := g.accounts.IssueToken(r.Context(), c.Username)
+	if err != nil {
+		g.log.Error().Err(err).Msg("issue token")
+		writeError(w, http.StatusServiceUnavailable, "session store unavailable; retry shortly")
+		return
+	}
+	nodes := []nodeJSON{}
+	if v, err := g.dir.Read(r.Context()); err == nil {
+		for _, n := range v.ByLoad() {
+			nodes = append(nodes, nodeJSON{ID: n.ID, WS: n.WS, Connections: n.Connections})
+		}
+	}
+	writeJSON(w, http.StatusOK, loginReply{Username: c.Username, Token: tok, Nodes: nodes})
+}
+
+type clusterNode struct {
+	ID          string  `json:"id"`
+	WS          string  `json:"ws"`
+	Connections int     `json:"connections"`
+	Leader      bool    `json:"leader"`
+	Linked      bool    `json:"linked"`
+	Started     int64   `json:"started,omitempty"`
+	Uptime      float64 `json:"uptimeSeconds,omitempty"`
+}
+
+type clusterReply struct {
+	Leader        string        `json:"leader"`
+	Epoch         int64         `json:"epoch"`
+	LeaderSince   int64         `json:"leaderSince"`
+	Updated       int64         `json:"updated"`
+	Connections   int           `json:"connections"`
+	Nodes         []clusterNode `json:"nodes"`
+	GatewayUptime float64       `json:"gatewayUptimeSeconds"`
+}
+
+func (g *Gateway) cluster(w http.ResponseWriter, r *http.Request) {
+	v, err := g.dir.Read(r.Context())
+	if err != nil && !errors.Is(err, directory.ErrNoView) {
+		writeError(w, http.StatusServiceUnavailable, "node list unavailable")
+		return
+	}
+	now := time.Now()
+	out := clusterReply{Leader: v.Leader, Epoch: v.Epoch, LeaderSince: v.LeaderSince, Updated: v.Updated,
+		Nodes: []clusterNode{}, GatewayUptime: now.Sub(g.started).Seconds()}
+	for _, n := range v.Nodes {
+		cn := clusterNode{ID: n.ID, WS: n.WS, Connections: n.Connections, Leader: n.ID == v.Leader, Linked: n.Linked, Started: n.Started}
+		if n.Started > 0 {
+			cn.Uptime = now.Sub(time.UnixMilli(n.Started)).Seconds()
+		}
+		out.Connections += n.Connections
+		out.Nodes = append(out.Nodes, cn)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (g *Gateway) healthz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	status := map[string]string{"redis": "ok", "mongo": "ok"}
+	code := http.StatusOK
+	if err := g.rdb.Ping(ctx).Err(); err != nil {
+		status["redis"], code = err.Error(), http.StatusServiceUnavailable
+	}
+	if err := g.store.Ping(ctx); err != nil {
+		status["mongo"], code = err.Error(), http.StatusServiceUnavailable
+	}
+	writeJSON(w, code, status)
+}
+
+func (g *Gateway) index(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	fmt.Fprint(w, indexHTML)
+}
+
+const indexHTML = `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>chat cluster</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"></head>
+<body style="font-family: sans-serif; max-width: 40em; margin: 2em auto">
+<h1>chat cluster gateway</h1>
+<p>Connect a client: <code>POST /api/login</code>, then open a WebSocket to the first node of
+<a href="/api/nodes">/api/nodes</a> and send <code>login</code> with the token.
+The protocol is in <code>docs/protocol.md</code>.</p>
+<ul><li><a href="/api/nodes">/api/nodes</a></li><li><a href="/api/cluster">/api/cluster</a></li>
+<li><a href="/healthz">/healthz</a></li></ul>
+</body></html>
+`

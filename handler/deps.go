@@ -1,0 +1,80 @@
+package handler
+
+import (
+	"context"
+	"errors"
+
+	"chatcluster/protocol"
+)
+
+// Errors the dependencies return that the handler maps to client codes.
+var (
+	ErrBadCredentials = errors.New("handler: bad credentials")
+	ErrUnknownUser    = errors.New("handler: unknown user")
+	ErrUnavailable    = errors.New("handler: dependency unavailable")
+	ErrBusy           = errors.New("handler: routing queue full")
+)
+
+// Conn is the client connection a request came in on.
+type Conn interface {
+	ConnID() string
+	// User is the logged-in user, "" before login.
+	User() string
+}
+
+// Users authenticates users and answers whether they exist.
+type Users interface {
+	// CheckPassword returns nil, ErrBadCredentials or ErrUnavailable.
+	CheckPassword(ctx context.Context, user, password string) error
+	// TokenUser returns the user a session token belongs to, or
+	// ErrBadCredentials.
+	TokenUser(ctx context.Context, token string) (string, error)
+	// Exists returns nil, ErrUnknownUser or ErrUnavailable.
+	Exists(ctx context.Context, user string) error
+}
+
+// Presence is where users are logged in.
+type Presence struct {
+	Online    bool
+	Node      string
+	LoginTime int64
+}
+
+// Sessions logs connections in and says where users are.
+type Sessions interface {
+	// Login binds c to user locally and globally and kicks any older
+	// connection of the user. It returns the session id.
+	Login(ctx context.Context, c Conn, user string) (string, error)
+	// Lookup says whether user is online; a session on a node that is not
+	// live counts as offline.
+	Lookup(ctx context.Context, user string) (Presence, error)
+}
+
+// Journal stores and reads messages.
+type Journal interface {
+	// Append stores m (its Seq is assigned), recording the conversation for
+	// members. A repeated clientMsgID of the same sender returns the first
+	// message and dup true.
+	Append(ctx context.Context, m protocol.Message, clientMsgID string, members []string) (stored protocol.Message, dup bool, err error)
+	// Latest returns each conversation's latest seq, 0 when it has none.
+	Latest(ctx context.Context, convs []string) (map[string]int64, error)
+	// Convs lists the user's conversations.
+	Convs(ctx context.Context, user string) ([]string, error)
+	// Range returns messages with after < seq < before (before <= 0: no
+	// bound), oldest first: the last limit of them if newest, else the
+	// first limit.
+	Range(ctx context.Context, conv string, after, before int64, limit int, newest bool) ([]protocol.Message, error)
+}
+
+// Router delivers stored messages to recipients wherever they are.
+type Router interface {
+	// Ready returns ErrBusy when cross-node traffic cannot be accepted now;
+	// the handler then refuses the message before storing it.
+	Ready() error
+	// Deliver hands m to its recipients, live ones now; it must not block on
+	// the network. Recipients it cannot reach get m through sync.
+	Deliver(m protocol.Message, to []string)
+}
+
+// Clock returns the time in unix milliseconds.
+type Clock func() int64

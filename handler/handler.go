@@ -1,0 +1,349 @@
+package handler
+
+import (
+	"context"
+	"errors"
+	"unicode/utf8"
+
+	"chatcluster/protocol"
+)
+
+// Deps is what the handler needs from the node.
+type Deps struct {
+	Node     string // this node's id, reported at login
+	Users    Users
+	Sessions Sessions
+	Journal  Journal
+	Router   Router
+	Now      Clock
+	NewID    func() string // message ids
+}
+
+// Handler dispatches requests to actions. Create it with New.
+type Handler struct {
+	d       Deps
+	actions map[string]action
+}
+
+type action struct {
+	fn        func(ctx context.Context, c Conn, req protocol.Request) (any, error)
+	needLogin bool
+}
+
+// peerActions are the peer-link frame types; on the client port they are
+// refused with 403 rather than 400 so probing is visible in logs.
+var peerActions = map[string]bool{
+	protocol.PeerHello: true, protocol.PeerLoad: true, protocol.PeerRoute: true,
+	protocol.PeerDeliver: true, protocol.PeerKick: true,
+}
+
+// New returns a handler over d.
+func New(d Deps) *Handler {
+	h := &Handler{d: d}
+	h.actions = map[string]action{
+		protocol.ActionLogin:    {h.login, false},
+		protocol.ActionPing:     {h.ping, false},
+		protocol.ActionChat:     {h.chat, true},
+		protocol.ActionHistory:  {h.history, true},
+		protocol.ActionSync:     {h.sync, true},
+		protocol.ActionUserInfo: {h.userInfo, true},
+	}
+	return h
+}
+
+// Handle runs one request for connection c and returns the reply to send.
+// Errors are already in the reply; the caller only logs failures.
+func (h *Handler) Handle(ctx context.Context, c Conn, req protocol.Request) protocol.Reply {
+	data, err := h.dispatch(ctx, c, req)
+	if err != nil {
+		return protocol.ReplyError(req.Action, req.ID, clientError(err))
+	}
+	return protocol.Reply{Action: req.Action, ID: req.ID, Code: protocol.CodeOK, Data: data}
+}
+
+func (h *Handler) dispatch(ctx context.Context, c Conn, req protocol.Request) (any, error) {
+	a, ok := h.actions[req.Action]
+	if !ok {
+		if peerActions[req.Action] {
+			return nil, protocol.Errorf(protocol.CodeForbidden, "peer action %q is not accepted on the client port", req.Action)
+		}
+		return nil, protocol.Errorf(protocol.CodeBadRequest, "unknown action %q", req.Action)
+	}
+	if a.needLogin && c.User() == "" {
+		return nil, protocol.Errorf(protocol.CodeUnauthorized, "log in first")
+	}
+	return a.fn(ctx, c, req)
+}
+
+// clientError maps dependency errors to client codes.
+func clientError(err error) error {
+	var pe *protocol.Error
+	switch {
+	case errors.As(err, &pe):
+		return pe
+	case errors.Is(err, ErrBadCredentials):
+		return protocol.Errorf(protocol.CodeUnauthorized, "wrong username, password or token")
+	case errors.Is(err, ErrUnknownUser):
+		return protocol.Errorf(protocol.CodeNotFound, "unknown user")
+	case errors.Is(err, ErrBusy):
+		return protocol.Errorf(protocol.CodeUnavailable, "cluster is busy re-electing its leader; retry shortly")
+	case errors.Is(err, ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+		return protocol.Errorf(protocol.CodeUnavailable, "service temporarily unavailable; retry shortly")
+	}
+	return err
+}
+
+func (h *Handler) ping(context.Context, Conn, protocol.Request) (any, error) {
+	return protocol.Empty{}, nil
+}
+
+func (h *Handler) login(ctx context.Context, c Conn, req protocol.Request) (any, error) {
+	if c.User() != "" {
+		return nil, protocol.Errorf(protocol.CodeBadRequest, "already logged in as %s", c.User())
+	}
+	var d protocol.LoginData
+	if err := protocol.DecodeData(req.Data, &d); err != nil {
+		return nil, err
+	}
+	var user string
+	switch {
+	case d.Token != "":
+		if len(d.Token) > 128 {
+			return nil, protocol.Errorf(protocol.CodeBadRequest, "token is too long")
+		}
+		u, err := h.d.Users.TokenUser(ctx, d.Token)
+		if err != nil {
+			return nil, err
+		}
+		user = u
+	case d.Username != "" || d.Password != "":
+		if !protocol.ValidName(d.Username) {
+			return nil, protocol.Errorf(protocol.CodeBadRequest, "username must be 1 to %d letters, digits, '_', '-' or '.'", protocol.MaxUsernameLen)
+		}
+		if d.Password == "" || len(d.Password) > protocol.MaxPasswordLen {
+			return nil, protocol.Errorf(protocol.CodeBadRequest, "password is missing or longer than %d bytes", protocol.MaxPasswordLen)
+		}
+		if err := h.d.Users.CheckPassword(ctx, d.Username, d.Password); err != nil {
+			return nil, err
+		}
+		user = d.Username
+	default:
+		return nil, protocol.Errorf(protocol.CodeBadRequest, "login needs username and password, or token")
+	}
+	sid, err := h.d.Sessions.Login(ctx, c, user)
+	if err != nil {
+		return nil, err
+	}
+	return protocol.LoginReply{Username: user, Node: h.d.Node, SessionID: sid}, nil
+}
+
+func (h *Handler) chat(ctx context.Context, c Conn, req protocol.Request) (any, error) {
+	var d protocol.ChatData
+	if err := protocol.DecodeData(req.Data, &d); err != nil {
+		return nil, err
+	}
+	switch {
+	case d.Room != "" && d.To != "":
+		return nil, protocol.Errorf(protocol.CodeBadRequest, "give either to or room, not both")
+	case d.Room != "":
+		if !protocol.ValidName(d.Room) {
+			return nil, protocol.Errorf(protocol.CodeBadRequest, "invalid room name")
+		}
+		return nil, protocol.Errorf(protocol.CodeNotFound, "unknown room %q", d.Room)
+	case d.To == "":
+		return nil, protocol.Errorf(protocol.CodeBadRequest, "chat needs to (a user) or room")
+	case !protocol.ValidName(d.To):
+		return nil, protocol.Errorf(protocol.CodeBadRequest, "invalid username in to")
+	}
+	if err := checkText(d.Text); err != nil {
+		return nil, err
+	}
+	if len(d.ClientMsgID) > protocol.MaxIDLen {
+		return nil, protocol.Errorf(protocol.CodeBadRequest, "clientMsgId is longer than %d bytes", protocol.MaxIDLen)
+	}
+	if err := h.d.Users.Exists(ctx, d.To); err != nil {
+		return nil, err
+	}
+	if err := h.d.Router.Ready(); err != nil {
+		return nil, err
+	}
+	from := c.User()
+	m := protocol.Message{
+		ID:   h.d.NewID(),
+		Conv: protocol.DMConv(from, d.To),
+		From: from,
+		To:   d.To,
+		Text: d.Text,
+		TS:   h.d.Now(),
+	}
+	stored, dup, err := h.d.Journal.Append(ctx, m, d.ClientMsgID, []string{from, d.To})
+	if err != nil {
+		return nil, err
+	}
+	if !dup {
+		h.d.Router.Deliver(stored, []string{d.To})
+	}
+	return protocol.ChatReply{ID: stored.ID, Conv: stored.Conv, Seq: stored.Seq, TS: stored.TS}, nil
+}
+
+func checkText(text string) error {
+	switch {
+	case text == "":
+		return protocol.Errorf(protocol.CodeBadRequest, "text is empty")
+	case len(text) > protocol.MaxTextBytes:
+		return protocol.Errorf(protocol.CodeTooLarge, "text of %d bytes is over the limit of %d", len(text), protocol.MaxTextBytes)
+	case !utf8.ValidString(text):
+		return protocol.Errorf(protocol.CodeBadRequest, "text is not valid UTF-8")
+	}
+	return nil
+}
+
+// convFor resolves the conversation a history request names and checks that
+// user may read it.
+func convFor(user string, d protocol.HistoryData) (string, error) {
+	n := 0
+	for _, s := range []string{d.Conv, d.With, d.Room} {
+		if s != "" {
+			n++
+		}
+	}
+	if n != 1 {
+		return "", protocol.Errorf(protocol.CodeBadRequest, "give exactly one of conv, with or room")
+	}
+	conv := d.Conv
+	switch {
+	case d.With != "":
+		if !protocol.ValidName(d.With) {
+			return "", protocol.Errorf(protocol.CodeBadRequest, "invalid username in with")
+		}
+		conv = protocol.DMConv(user, d.With)
+	case d.Room != "":
+		if !protocol.ValidName(d.Room) {
+			return "", protocol.Errorf(protocol.CodeBadRequest, "invalid room name")
+		}
+		conv = protocol.RoomConv(d.Room)
+	}
+	return conv, canRead(user, conv)
+}
+
+// canRead checks that user takes part in conv.
+func canRead(user, conv string) error {
+	kind, a, b, ok := protocol.ParseConv(conv)
+	if !ok {
+		return protocol.Errorf(protocol.CodeBadRequest, "invalid conversation %q", conv)
+	}
+	switch kind {
+	case "dm":
+		if user != a && user != b {
+			return protocol.Errorf(protocol.CodeForbidden, "not a participant of %s", conv)
+		}
+		return nil
+	default:
+		return protocol.Errorf(protocol.CodeNotFound, "unknown room %q", a)
+	}
+}
+
+func (h *Handler) history(ctx context.Context, c Conn, req protocol.Request) (any, error) {
+	var d protocol.HistoryData
+	if err := protocol.DecodeData(req.Data, &d); err != nil {
+		return nil, err
+	}
+	conv, err := convFor(c.User(), d)
+	if err != nil {
+		return nil, err
+	}
+	limit := d.Limit
+	switch {
+	case limit == 0:
+		limit = protocol.DefaultHistory
+	case limit < 0 || limit > protocol.MaxHistoryLimit:
+		return nil, protocol.Errorf(protocol.CodeBadRequest, "limit must be 1 to %d", protocol.MaxHistoryLimit)
+	}
+	if d.Before < 0 {
+		return nil, protocol.Errorf(protocol.CodeBadRequest, "before must not be negative")
+	}
+	msgs, err := h.d.Journal.Range(ctx, conv, 0, d.Before, limit, true)
+	if err != nil {
+		return nil, err
+	}
+	return protocol.Messages{Messages: nonNil(msgs)}, nil
+}
+
+func (h *Handler) sync(ctx context.Context, c Conn, req protocol.Request) (any, error) {
+	var d protocol.SyncData
+	if err := protocol.DecodeData(req.Data, &d); err != nil {
+		return nil, err
+	}
+	if len(d.Convs) > protocol.MaxSyncConvs {
+		return nil, protocol.Errorf(protocol.CodeTooLarge, "sync of %d conversations is over the limit of %d", len(d.Convs), protocol.MaxSyncConvs)
+	}
+	user := c.User()
+	offsets := d.Convs
+	if len(offsets) == 0 {
+		convs, err := h.d.Journal.Convs(ctx, user)
+		if err != nil {
+			return nil, err
+		}
+		offsets = make(map[string]int64, len(convs))
+		for _, cv := range convs {
+			offsets[cv] = 0
+		}
+	}
+	convs := make([]string, 0, len(offsets))
+	for cv, off := range offsets {
+		if err := canRead(user, cv); err != nil {
+			return nil, err
+		}
+		if off < 0 {
+			return nil, protocol.Errorf(protocol.CodeBadRequest, "offset of %s is negative", cv)
+		}
+		convs = append(convs, cv)
+	}
+	latest, err := h.d.Journal.Latest(ctx, convs)
+	if err != nil {
+		return nil, err
+	}
+	out := protocol.SyncReply{Convs: make(map[string]protocol.SyncConv, len(convs))}
+	for _, cv := range convs {
+		off, top := offsets[cv], latest[cv]
+		sc := protocol.SyncConv{Latest: top, Messages: []protocol.Message{}}
+		switch {
+		case off > top:
+			sc.Rebuild = true
+		case off < top:
+			msgs, err := h.d.Journal.Range(ctx, cv, off, top+1, protocol.MaxSyncMessages, false)
+			if err != nil {
+				return nil, err
+			}
+			sc.Messages = nonNil(msgs)
+			sc.More = len(msgs) > 0 && msgs[len(msgs)-1].Seq < top
+		}
+		out.Convs[cv] = sc
+	}
+	return out, nil
+}
+
+func (h *Handler) userInfo(ctx context.Context, c Conn, req protocol.Request) (any, error) {
+	var d protocol.UserInfoData
+	if err := protocol.DecodeData(req.Data, &d); err != nil {
+		return nil, err
+	}
+	if !protocol.ValidName(d.Username) {
+		return nil, protocol.Errorf(protocol.CodeBadRequest, "invalid username")
+	}
+	if err := h.d.Users.Exists(ctx, d.Username); err != nil {
+		return nil, err
+	}
+	p, err := h.d.Sessions.Lookup(ctx, d.Username)
+	if err != nil {
+		return nil, err
+	}
+	return protocol.UserInfoReply{Username: d.Username, Online: p.Online, Node: p.Node, LoginTime: p.LoginTime}, nil
+}
+
+func nonNil(m []protocol.Message) []protocol.Message {
+	if m == nil {
+		return []protocol.Message{}
+	}
+	return m
+}

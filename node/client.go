@@ -1,0 +1,195 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/rs/zerolog"
+
+	"chatcluster/protocol"
+)
+
+// client is one WebSocket connection. It has exactly two goroutines: the
+// read loop (which also runs the handler, one request at a time) and the
+// write loop, which alone writes to ws.
+type client struct {
+	srv  *Server
+	ws   *websocket.Conn
+	id   string
+	log  zerolog.Logger
+	user atomic.Pointer[string] // set once by login
+
+	send    chan []byte   // frames for the write loop; never closed
+	closing chan struct{} // closed once by close
+	once    sync.Once
+
+	// closeCode/closeText are set before closing is closed and read by the
+	// write loop after it.
+	closeCode int
+	closeText string
+
+	tokens  float64 // rate limiter, read loop only
+	lastTok time.Time
+}
+
+func (c *client) ConnID() string { return c.id }
+
+func (c *client) User() string {
+	if p := c.user.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+// enqueue hands a frame to the write loop without blocking. A client whose
+// queue is full is too slow to keep up; it is disconnected rather than
+// allowed to hold back the sender. Safe from any goroutine.
+func (c *client) enqueue(frame []byte) bool {
+	select {
+	case <-c.closing:
+		return false
+	default:
+	}
+	select {
+	case c.send <- frame:
+		return true
+	default:
+		c.log.Warn().Str("user", c.User()).Int("queue", cap(c.send)).Msg("client too slow, disconnecting")
+		c.close(websocket.ClosePolicyViolation, "too slow: send queue full")
+		return false
+	}
+}
+
+// kick sends a kicked push and closes the connection.
+func (c *client) kick(reason string) {
+	if b, err := protocol.EncodePush(protocol.PushKicked, protocol.KickedPush{Reason: reason}); err == nil {
+		c.enqueue(b)
+	}
+	c.close(websocket.CloseNormalClosure, reason)
+}
+
+// close asks the write loop to flush what is queued, send a close frame
+// and drop the connection. Idempotent; safe from any goroutine.
+func (c *client) close(code int, text string) {
+	c.once.Do(func() {
+		c.closeCode, c.closeText = code, text
+		close(c.closing)
+	})
+}
+
+func (c *client) writeLoop() {
+	defer c.ws.Close()
+	ping := time.NewTicker(c.srv.cfg.PingInterval)
+	defer ping.Stop()
+	write := func(b []byte) bool {
+		_ = c.ws.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
+		if err := c.ws.WriteMessage(websocket.TextMessage, b); err != nil {
+			c.close(websocket.CloseGoingAway, "write failed")
+			return false
+		}
+		return true
+	}
+	for {
+		select {
+		case b := <-c.send:
+			if !write(b) {
+				return
+			}
+		case <-ping.C:
+			if c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.srv.cfg.WriteTimeout)) != nil {
+				c.close(websocket.CloseGoingAway, "ping failed")
+				return
+			}
+		case <-c.closing:
+			// Flush what was queued before the close (a kicked push, the
+			// last replies), then say goodbye.
+			for {
+				select {
+				case b := <-c.send:
+					if !write(b) {
+						return
+					}
+					continue
+				default:
+				}
+				break
+			}
+			msg := websocket.FormatCloseMessage(c.closeCode, c.closeText)
+			_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
+			return
+		}
+	}
+}
+
+func (c *client) readLoop(ctx context.Context) {
+	defer c.srv.disconnected(c)
+	defer c.close(websocket.CloseNormalClosure, "")
+	c.ws.SetReadLimit(protocol.MaxFrameSize)
+	deadline := 2*c.srv.cfg.PingInterval + 5*time.Second
+	_ = c.ws.SetReadDeadline(time.Now().Add(deadline))
+	c.ws.SetPongHandler(func(string) error {
+		return c.ws.SetReadDeadline(time.Now().Add(deadline))
+	})
+	c.tokens, c.lastTok = 2*c.srv.cfg.RateLimit, time.Now()
+	for {
+		_, data, err := c.ws.ReadMessage()
+		if err != nil {
+			if errors.Is(err, websocket.ErrReadLimit) {
+				c.log.Warn().Str("user", c.User()).Int("limit", protocol.MaxFrameSize).Msg("client frame over the read limit, closing")
+				c.close(websocket.CloseMessageTooBig, "frame over the limit")
+			}
+			return
+		}
+		_ = c.ws.SetReadDeadline(time.Now().Add(deadline))
+		c.handle(ctx, data)
+	}
+}
+
+// handle decodes and answers one frame. Read loop only.
+func (c *client) handle(ctx context.Context, data []byte) {
+	req, err := protocol.DecodeRequest(data)
+	var reply protocol.Reply
+	switch {
+	case err != nil:
+		reply = protocol.ReplyError(req.Action, req.ID, err)
+	case !c.allow():
+		reply = protocol.ReplyError(req.Action, req.ID, protocol.Errorf(protocol.CodeRateLimited, "over %v requests per second", c.srv.cfg.RateLimit))
+	default:
+		rctx, cancel := context.WithTimeout(ctx, c.srv.cfg.RequestTimeout)
+		reply = c.srv.handler.Handle(rctx, c, req)
+		cancel()
+	}
+	if reply.Code != protocol.CodeOK {
+		ev := c.log.Warn()
+		if reply.Code >= 500 {
+			ev = c.log.Error()
+		}
+		ev.Str("user", c.User()).Str("action", req.Action).Int("code", reply.Code).Str("error", reply.Error).Msg("request failed")
+	}
+	b, err := protocol.EncodeReply(reply)
+	if err != nil {
+		c.log.Error().Err(err).Msg("encode reply")
+		return
+	}
+	c.enqueue(b)
+}
+
+// allow is a token bucket: RateLimit per second, bursts of twice that.
+func (c *client) allow() bool {
+	now := time.Now()
+	rate := c.srv.cfg.RateLimit
+	c.tokens += now.Sub(c.lastTok).Seconds() * rate
+	c.lastTok = now
+	if c.tokens > 2*rate {
+		c.tokens = 2 * rate
+	}
+	if c.tokens < 1 {
+		return false
+	}
+	c.tokens--
+	return true
+}

@@ -1,0 +1,97 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Config is everything a node needs. Zero fields take the defaults of
+// DefaultConfig where noted.
+type Config struct {
+	ID         string // unique node id, e.g. "n1"
+	Listen     string // client WebSocket listener, host:port
+	Advertise  string // WebSocket URL clients are told to use; default ws://<Listen>/ws
+	PeerListen string // peer-link listener, host:port; never the client port
+
+	ZK               []string
+	ZKRoot           string
+	ZKSessionTimeout time.Duration
+
+	Redis       string
+	RedisPrefix string
+	Mongo       string // mongodb:// URI
+	MongoDB     string // database name
+
+	Secret []byte // shared cluster secret for the peer link, at least 16 bytes
+
+	SendQueue      int           // frames queued per client before it counts as slow
+	PeerQueue      int           // frames queued per peer link / while no leader
+	WriteTimeout   time.Duration // per client write
+	PingInterval   time.Duration // server ping to clients; a client silent for 2x is dropped
+	DrainTimeout   time.Duration // how long Close lets clients go before closing them
+	RequestTimeout time.Duration // bound for one client request's store calls
+	RateLimit      float64       // client requests per second (burst 2x)
+
+	Logger zerolog.Logger
+}
+
+// DefaultConfig returns a Config with every default filled in and no
+// addresses.
+func DefaultConfig() Config {
+	return Config{
+		ZKRoot:           "/chat",
+		ZKSessionTimeout: 2 * time.Second,
+		RedisPrefix:      "chat:",
+		MongoDB:          "chat",
+		SendQueue:        1024,
+		PeerQueue:        65536,
+		WriteTimeout:     10 * time.Second,
+		PingInterval:     30 * time.Second,
+		DrainTimeout:     5 * time.Second,
+		RequestTimeout:   5 * time.Second,
+		RateLimit:        200,
+		Logger:           zerolog.Nop(),
+	}
+}
+
+// Validate checks the configuration and fills Advertise.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.ID == "" {
+		errs = append(errs, errors.New("node id is required (--id)"))
+	}
+	for name, addr := range map[string]string{"listen": c.Listen, "peer-listen": c.PeerListen} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			errs = append(errs, fmt.Errorf("--%s %q: %w", name, addr, err))
+		}
+	}
+	if c.Listen != "" && c.Listen == c.PeerListen {
+		errs = append(errs, errors.New("--listen and --peer-listen must differ: peers and clients never share a port"))
+	}
+	if c.Advertise == "" {
+		c.Advertise = "ws://" + c.Listen + "/ws"
+	} else if u, err := url.Parse(c.Advertise); err != nil || (u.Scheme != "ws" && u.Scheme != "wss") {
+		errs = append(errs, fmt.Errorf("--advertise %q must be a ws:// or wss:// URL", c.Advertise))
+	}
+	if len(c.ZK) == 0 {
+		errs = append(errs, errors.New("at least one ZooKeeper server is required (--zk)"))
+	}
+	if c.Redis == "" {
+		errs = append(errs, errors.New("a Redis address is required (--redis)"))
+	}
+	if c.Mongo == "" {
+		errs = append(errs, errors.New("a MongoDB URI is required (--mongo)"))
+	}
+	if len(c.Secret) < 16 {
+		errs = append(errs, errors.New("the cluster secret must be at least 16 bytes (--cluster-secret-file)"))
+	}
+	if c.SendQueue <= 0 || c.PeerQueue <= 0 {
+		errs = append(errs, errors.New("queue sizes must be positive"))
+	}
+	return errors.Join(errs...)
+}

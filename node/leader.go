@@ -1,0 +1,260 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"sync"
+	"time"
+
+	"chatcluster/cluster"
+	"chatcluster/directory"
+	"chatcluster/protocol"
+)
+
+// leadership is this node's term as leader: its links to every other node
+// and the load they report.
+type leadership struct {
+	s     *Server
+	epoch int64
+	since time.Time
+	ctx   context.Context
+	stopF context.CancelFunc
+	wake  chan struct{} // publish now
+
+	mu      sync.Mutex
+	members map[string]cluster.Member     // guarded by mu
+	dialers map[string]context.CancelFunc // guarded by mu
+	links   map[string]*peerLink          // guarded by mu
+	loads   map[string]protocol.PeerFrame // last load frame per node; guarded by mu
+}
+
+// watchCluster applies cluster state changes in order: membership,
+// epochs, and starting or stopping leader duties.
+func (s *Server) watchCluster() {
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case st, ok := <-s.cluster.Updates():
+			if !ok {
+				return
+			}
+			s.applyState(st)
+		}
+	}
+}
+
+func (s *Server) applyState(st cluster.State) {
+	m := make(map[string]cluster.Member, len(st.Members))
+	for _, mb := range st.Members {
+		m[mb.ID] = mb
+	}
+	s.members.Store(&m)
+	s.raiseEpoch(st.Leader.Epoch)
+
+	r := s.routes
+	r.mu.Lock()
+	lead := r.lead
+	if lead != nil && (!st.IsLeader || lead.epoch != st.Leader.Epoch) {
+		r.lead = nil
+		r.mu.Unlock()
+		s.log.Info().Int64("epoch", lead.epoch).Bool("connected", st.Connected).Msg("leader duties stopped")
+		lead.stop()
+		r.mu.Lock()
+		lead = nil
+	}
+	if lead == nil && st.IsLeader {
+		lead = s.newLeadership(st.Leader.Epoch)
+		r.lead = lead
+		s.log.Info().Int64("epoch", lead.epoch).Msg("leader duties started")
+	}
+	link := r.link
+	r.mu.Unlock()
+	if lead != nil {
+		lead.setMembers(st.Members)
+	}
+	if link != nil && st.Leader.ID != "" && link.remote != st.Leader.ID {
+		link.log.Info().Str("leader", st.Leader.ID).Msg("leader changed; closing link to the old one")
+		r.dropLink(link)
+	}
+}
+
+func (s *Server) newLeadership(epoch int64) *leadership {
+	ctx, cancel := context.WithCancel(s.ctx)
+	l := &leadership{
+		s: s, epoch: epoch, since: time.Now(), ctx: ctx, stopF: cancel,
+		wake:    make(chan struct{}, 1),
+		members: map[string]cluster.Member{}, dialers: map[string]context.CancelFunc{},
+		links: map[string]*peerLink{}, loads: map[string]protocol.PeerFrame{},
+	}
+	s.goAttach(l.publishLoop)
+	return l
+}
+
+func (l *leadership) stop() {
+	l.stopF()
+	l.mu.Lock()
+	for _, link := range l.links {
+		link.close()
+	}
+	l.mu.Unlock()
+}
+
+// setMembers starts a dialer for every new member and stops those of
+// members that left.
+func (l *leadership) setMembers(ms []cluster.Member) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ctx.Err() != nil {
+		return
+	}
+	next := make(map[string]cluster.Member, len(ms))
+	for _, m := range ms {
+		next[m.ID] = m
+	}
+	for id, cancel := range l.dialers {
+		if nm, ok := next[id]; !ok || nm != l.members[id] {
+			cancel()
+			delete(l.dialers, id)
+		}
+	}
+	l.members = next
+	for id, m := range next {
+		if id == l.s.cfg.ID {
+			continue
+		}
+		if _, ok := l.dialers[id]; !ok {
+			ctx, cancel := context.WithCancel(l.ctx)
+			l.dialers[id] = cancel
+			l.s.goAttach(func() { l.dial(ctx, m) })
+		}
+	}
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+// dial keeps a link open to m while this term lasts and m is a member.
+func (l *leadership) dial(ctx context.Context, m cluster.Member) {
+	backoff := 50 * time.Millisecond
+	for ctx.Err() == nil {
+		ws, err := dialPeer(l.s.cfg.Secret, l.s.cfg.ID, m.ID, m.Peer, l.epoch, 3*time.Second)
+		if err != nil {
+			l.s.log.Warn().Err(err).Str("peer", m.ID).Msg("cannot link to node; retrying")
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, time.Second)
+			continue
+		}
+		backoff = 50 * time.Millisecond
+		link := newPeerLink(ws, m.ID, l.epoch, l.s.cfg.PeerQueue, l.s.log)
+		l.mu.Lock()
+		l.links[m.ID] = link
+		l.mu.Unlock()
+		link.log.Info().Msg("linked to node")
+		stopOnCancel := context.AfterFunc(ctx, link.close)
+		if l.s.goAttach(func() { link.writeLoop(l.s.cfg.WriteTimeout) }) {
+			link.readLoop(func(f protocol.PeerFrame) { l.onNodeFrame(m.ID, f) })
+		} else {
+			ws.Close()
+		}
+		stopOnCancel()
+		link.close()
+		<-link.done
+		l.mu.Lock()
+		if l.links[m.ID] == link {
+			delete(l.links, m.ID)
+		}
+		l.mu.Unlock()
+	}
+}
+
+// onNodeFrame handles a frame a node sent up. Link read loop only.
+func (l *leadership) onNodeFrame(from string, f protocol.PeerFrame) {
+	switch f.Type {
+	case protocol.PeerRoute, protocol.PeerKick:
+		l.forward(&f)
+	case protocol.PeerLoad:
+		l.mu.Lock()
+		l.loads[from] = f
+		l.mu.Unlock()
+	default:
+		l.s.log.Warn().Str("peer", from).Str("type", f.Type).Msg("unexpected peer frame from node")
+	}
+}
+
+// forward sends a route or kick frame on to its destination node.
+func (l *leadership) forward(f *protocol.PeerFrame) {
+	if f.Dest == l.s.cfg.ID {
+		if f.Type == protocol.PeerKick {
+			for _, u := range f.Users {
+				l.s.kickLocal(u, f.Conn)
+			}
+			return
+		}
+		l.s.deliverLocal(f.Users, f.Message)
+		return
+	}
+	out := protocol.PeerFrame{Type: protocol.PeerDeliver, Epoch: l.epoch, From: l.s.cfg.ID, Users: f.Users, Message: f.Message, Conn: f.Conn}
+	if f.Type == protocol.PeerKick {
+		out.Type = protocol.PeerKick
+	}
+	b, err := protocol.EncodePeer(&out)
+	if err != nil {
+		return
+	}
+	l.mu.Lock()
+	link := l.links[f.Dest]
+	l.mu.Unlock()
+	if link == nil || !link.enqueue(b) {
+		l.s.log.Warn().Str("dest", f.Dest).Msg("no usable link to node; recipients get the message by sync")
+	}
+}
+
+// publishLoop writes the live-node list to Redis for the gateway, at once
+// on every membership change and every directory.PublishEvery.
+func (l *leadership) publishLoop() {
+	t := time.NewTicker(directory.PublishEvery)
+	defer t.Stop()
+	for {
+		l.publish()
+		select {
+		case <-l.ctx.Done():
+			return
+		case <-t.C:
+		case <-l.wake:
+		}
+	}
+}
+
+func (l *leadership) publish() {
+	l.mu.Lock()
+	v := directory.View{Leader: l.s.cfg.ID, Epoch: l.epoch, LeaderSince: l.since.UnixMilli(), Updated: time.Now().UnixMilli()}
+	for id, m := range l.members {
+		n := directory.Node{ID: id, WS: m.WS}
+		if link := l.links[id]; link != nil && !link.closed() || id == l.s.cfg.ID {
+			n.Linked = true
+		}
+		if id == l.s.cfg.ID {
+			n.Connections, n.Started = l.s.local.Len(), l.s.started.UnixMilli()
+		} else if ld, ok := l.loads[id]; ok {
+			n.Connections, n.Started = ld.Connections, ld.Started
+		}
+		v.Nodes = append(v.Nodes, n)
+	}
+	l.mu.Unlock()
+	sort.Slice(v.Nodes, func(i, j int) bool { return v.Nodes[i].ID < v.Nodes[j].ID })
+	ctx, cancel := context.WithTimeout(l.ctx, time.Second)
+	defer cancel()
+	switch err := l.s.dir.Publish(ctx, v); {
+	case errors.Is(err, directory.ErrFenced):
+		l.s.log.Warn().Int64("epoch", l.epoch).Msg("a newer leader published the node list; this term is over")
+	case err != nil && l.ctx.Err() == nil:
+		l.s.log.Warn().Err(err).Msg("cannot publish the node list")
+	}
+}

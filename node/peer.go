@@ -1,0 +1,217 @@
+package node
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/rs/zerolog"
+
+	"chatcluster/protocol"
+)
+
+// Peer-link handshake headers. The leader dials a node's peer listener and
+// proves it knows the cluster secret; the node answers with its own proof
+// over the leader's nonce, so both ends are authenticated.
+const (
+	hdrNode   = "X-Chat-Node"
+	hdrEpoch  = "X-Chat-Epoch"
+	hdrTime   = "X-Chat-Time"
+	hdrNonce  = "X-Chat-Nonce"
+	hdrAuth   = "X-Chat-Auth"
+	hdrAccept = "X-Chat-Accept"
+
+	peerPath      = "/peer"
+	handshakeSkew = 30 * time.Second
+)
+
+func mac(secret []byte, parts ...string) string {
+	h := hmac.New(sha256.New, secret)
+	for _, p := range parts {
+		h.Write([]byte(p))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// dialProof is what the leader sends; acceptProof what the node answers.
+func dialProof(secret []byte, leader, target string, epoch int64, ts, nonce string) string {
+	return mac(secret, "dial", leader, target, strconv.FormatInt(epoch, 10), ts, nonce)
+}
+
+func acceptProof(secret []byte, node, nonce string) string {
+	return mac(secret, "accept", node, nonce)
+}
+
+// nonces remembers handshake nonces inside the clock-skew window so a
+// captured handshake cannot be replayed.
+type nonces struct {
+	mu   sync.Mutex
+	seen map[string]time.Time // guarded by mu
+}
+
+func (n *nonces) fresh(nonce string, now time.Time) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.seen == nil {
+		n.seen = make(map[string]time.Time)
+	}
+	for k, t := range n.seen {
+		if now.Sub(t) > 2*handshakeSkew {
+			delete(n.seen, k)
+		}
+	}
+	if _, ok := n.seen[nonce]; ok {
+		return false
+	}
+	n.seen[nonce] = now
+	return true
+}
+
+// peerLink is one authenticated peer connection. Like a client it has one
+// read loop and one write loop; the write loop alone writes to ws.
+type peerLink struct {
+	ws     *websocket.Conn
+	remote string // the other node's id
+	epoch  int64  // the leader's epoch this link was opened under
+	log    zerolog.Logger
+
+	send    chan []byte
+	closing chan struct{}
+	once    sync.Once
+	done    chan struct{} // closed when the write loop has returned
+}
+
+func newPeerLink(ws *websocket.Conn, remote string, epoch int64, queue int, log zerolog.Logger) *peerLink {
+	ws.SetReadLimit(protocol.MaxPeerFrame)
+	return &peerLink{
+		ws: ws, remote: remote, epoch: epoch, log: log.With().Str("peer", remote).Int64("epoch", epoch).Logger(),
+		send: make(chan []byte, queue), closing: make(chan struct{}), done: make(chan struct{}),
+	}
+}
+
+// enqueue queues a frame without blocking; false when the link is closed
+// or its queue is full (the frame's recipients then catch up by sync).
+func (l *peerLink) enqueue(b []byte) bool {
+	select {
+	case <-l.closing:
+		return false
+	default:
+	}
+	select {
+	case l.send <- b:
+		return true
+	default:
+		return false
+	}
+}
+
+func (l *peerLink) close() { l.once.Do(func() { close(l.closing) }) }
+
+func (l *peerLink) closed() bool {
+	select {
+	case <-l.closing:
+		return true
+	default:
+		return false
+	}
+}
+
+// writeLoop drains the queue, batching what is queued into consecutive
+// writes, and pings so a dead peer is noticed.
+func (l *peerLink) writeLoop(writeTimeout time.Duration) {
+	defer close(l.done)
+	defer l.ws.Close()
+	ping := time.NewTicker(time.Second)
+	defer ping.Stop()
+	for {
+		select {
+		case b := <-l.send:
+			_ = l.ws.SetWriteDeadline(time.Now().Add(writeTimeout))
+			if err := l.ws.WriteMessage(websocket.TextMessage, b); err != nil {
+				l.log.Warn().Err(err).Msg("peer write failed, closing link")
+				l.close()
+				return
+			}
+		case <-ping.C:
+			if err := l.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeTimeout)); err != nil {
+				l.close()
+				return
+			}
+		case <-l.closing:
+			_ = l.ws.WriteControl(websocket.CloseMessage,
+				websocket.FormatCloseMessage(websocket.CloseGoingAway, ""), time.Now().Add(200*time.Millisecond))
+			return
+		}
+	}
+}
+
+// readLoop calls fn for every frame until the link fails or closes. A peer
+// silent for several ping intervals is dropped.
+func (l *peerLink) readLoop(fn func(protocol.PeerFrame)) {
+	defer l.close()
+	const idle = 5 * time.Second
+	_ = l.ws.SetReadDeadline(time.Now().Add(idle))
+	l.ws.SetPongHandler(func(string) error { return l.ws.SetReadDeadline(time.Now().Add(idle)) })
+	l.ws.SetPingHandler(func(data string) error {
+		_ = l.ws.SetReadDeadline(time.Now().Add(idle))
+		err := l.ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+		if errors.Is(err, websocket.ErrCloseSent) {
+			return nil
+		}
+		return err
+	})
+	for {
+		_, b, err := l.ws.ReadMessage()
+		if err != nil {
+			if !l.closed() {
+				l.log.Info().Err(err).Msg("peer link lost")
+			}
+			return
+		}
+		_ = l.ws.SetReadDeadline(time.Now().Add(idle))
+		f, err := protocol.DecodePeer(b)
+		if err != nil {
+			l.log.Warn().Err(err).Msg("bad peer frame dropped")
+			continue
+		}
+		fn(f)
+	}
+}
+
+// dialPeer opens an authenticated link from this node (the leader, with
+// epoch) to the node m.
+func dialPeer(secret []byte, self, target, addr string, epoch int64, timeout time.Duration) (*websocket.Conn, error) {
+	var nb [16]byte
+	_, _ = rand.Read(nb[:])
+	nonce := hex.EncodeToString(nb[:])
+	ts := strconv.FormatInt(time.Now().Unix(), 10)
+	h := http.Header{}
+	h.Set(hdrNode, self)
+	h.Set(hdrEpoch, strconv.FormatInt(epoch, 10))
+	h.Set(hdrTime, ts)
+	h.Set(hdrNonce, nonce)
+	h.Set(hdrAuth, dialProof(secret, self, target, epoch, ts, nonce))
+	d := websocket.Dialer{HandshakeTimeout: timeout, ReadBufferSize: 16 << 10, WriteBufferSize: 16 << 10}
+	ws, resp, err := d.Dial("ws://"+addr+peerPath, h)
+	if err != nil {
+		if resp != nil {
+			return nil, fmt.Errorf("peer %s refused the link: %s", target, resp.Status)
+		}
+		return nil, err
+	}
+	want := acceptProof(secret, target, nonce)
+	if !hmac.Equal([]byte(resp.Header.Get(hdrAccept)), []byte(want)) {
+		ws.Close()
+		return nil, fmt.Errorf("peer %s did not prove the cluster secret", target)
+	}
+	return ws, nil
+}

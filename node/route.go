@@ -1,0 +1,386 @@
+package node
+
+import (
+	"context"
+	"crypto/hmac"
+	"errors"
+	"hash/maphash"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"chatcluster/handler"
+	"chatcluster/protocol"
+	"chatcluster/session"
+)
+
+const routeWorkers = 8
+
+// router delivers stored messages. Local recipients get the push at once;
+// the others are looked up in the global session by a worker chosen by the
+// recipient's name (so one recipient's messages stay in order) and sent to
+// the leader, which forwards them to the recipient's node.
+//
+// Lock order: router.mu, then leadership.mu.
+type router struct {
+	s    *Server
+	seed maphash.Seed
+	work [routeWorkers]chan routeJob
+
+	// up holds encoded frames for the leader, in order. While there is no
+	// leader link it fills; once full, new chats are refused (503) instead
+	// of being acknowledged without a way to route them.
+	up chan []byte
+
+	mu      sync.Mutex
+	link    *peerLink     // follower side: the link the current leader opened; guarded by mu
+	linkSet chan struct{} // closed and replaced whenever link changes; guarded by mu
+	lead    *leadership   // leader side: non-nil while this node leads; guarded by mu
+}
+
+type routeJob struct {
+	m    *protocol.Message
+	user string
+}
+
+func newRouter(s *Server) *router {
+	r := &router{s: s, seed: maphash.MakeSeed(), up: make(chan []byte, s.cfg.PeerQueue), linkSet: make(chan struct{})}
+	for i := range r.work {
+		r.work[i] = make(chan routeJob, s.cfg.PeerQueue/routeWorkers+1)
+	}
+	return r
+}
+
+func (r *router) start() {
+	for i := range r.work {
+		q := r.work[i]
+		r.s.goAttach(func() { r.worker(q) })
+	}
+	r.s.goAttach(r.uplink)
+	r.s.goAttach(r.reportLoad)
+}
+
+// Ready implements handler.Router.
+func (r *router) Ready() error {
+	if r.leading() == nil && len(r.up) >= cap(r.up) {
+		return handler.ErrBusy
+	}
+	return nil
+}
+
+// Deliver implements handler.Router. It never blocks.
+func (r *router) Deliver(m protocol.Message, to []string) {
+	var push []byte
+	for _, u := range to {
+		if c, ok := r.s.local.Get(u); ok {
+			if push == nil {
+				push = encodeMessage(m)
+			}
+			c.enqueue(push)
+			continue
+		}
+		q := r.work[maphash.String(r.seed, u)%routeWorkers]
+		select {
+		case q <- routeJob{m: &m, user: u}:
+		default:
+			r.s.log.Warn().Str("user", u).Str("conv", m.Conv).Int64("seq", m.Seq).Msg("route queue full; recipient will get it by sync")
+		}
+	}
+}
+
+func encodeMessage(m protocol.Message) []byte {
+	b, _ := protocol.EncodePush(protocol.PushMessage, m)
+	return b
+}
+
+func (r *router) worker(q chan routeJob) {
+	for {
+		select {
+		case <-r.s.ctx.Done():
+			return
+		case j := <-q:
+			r.route(j)
+		}
+	}
+}
+
+func (r *router) route(j routeJob) {
+	ctx, cancel := context.WithTimeout(r.s.ctx, 2*time.Second)
+	rec, err := r.s.sessions.Get(ctx, j.user)
+	cancel()
+	switch {
+	case errors.Is(err, session.ErrNotFound):
+		return // offline: the message waits for their sync
+	case err != nil:
+		r.s.log.Warn().Err(err).Str("user", j.user).Msg("session lookup failed; recipient will get the message by sync")
+		return
+	case rec.Node == r.s.cfg.ID:
+		if c, ok := r.s.local.Get(j.user); ok {
+			c.enqueue(encodeMessage(*j.m))
+		}
+		return
+	case !r.s.isLive(rec.Node):
+		return
+	}
+	r.toLeader(&protocol.PeerFrame{Type: protocol.PeerRoute, From: r.s.cfg.ID, Dest: rec.Node, Users: []string{j.user}, Message: j.m})
+}
+
+// kickRemote asks node to close user's connection conn.
+func (r *router) kickRemote(node, user, conn string) {
+	r.toLeader(&protocol.PeerFrame{Type: protocol.PeerKick, From: r.s.cfg.ID, Dest: node, Users: []string{user}, Conn: conn})
+}
+
+// toLeader hands a frame to the leader: directly when this node leads,
+// else through the uplink queue.
+func (r *router) toLeader(f *protocol.PeerFrame) {
+	if l := r.leading(); l != nil {
+		l.forward(f)
+		return
+	}
+	f.Epoch = r.s.maxEpoch.Load()
+	b, err := protocol.EncodePeer(f)
+	if err != nil {
+		return
+	}
+	select {
+	case r.up <- b:
+	default:
+		r.s.log.Warn().Str("dest", f.Dest).Msg("no leader and the uplink queue is full; frame dropped, recipients get it by sync")
+	}
+}
+
+func (r *router) leading() *leadership {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.lead
+}
+
+// currentLink returns the leader link and a channel closed when it changes.
+func (r *router) currentLink() (*peerLink, <-chan struct{}) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.link, r.linkSet
+}
+
+func (r *router) setLink(l *peerLink) {
+	r.mu.Lock()
+	old := r.link
+	r.link = l
+	close(r.linkSet)
+	r.linkSet = make(chan struct{})
+	r.mu.Unlock()
+	if old != nil && old != l {
+		old.close()
+	}
+}
+
+// dropLink forgets l if it is still the leader link.
+func (r *router) dropLink(l *peerLink) {
+	r.mu.Lock()
+	if r.link == l {
+		r.link = nil
+		close(r.linkSet)
+		r.linkSet = make(chan struct{})
+	}
+	r.mu.Unlock()
+	l.close()
+}
+
+// uplink moves frames from the up queue to the leader link, in order,
+// holding a frame while there is no link.
+func (r *router) uplink() {
+	var held []byte
+	for {
+		link, changed := r.currentLink()
+		if link == nil || link.closed() {
+			select {
+			case <-changed:
+				continue
+			case <-r.s.ctx.Done():
+				return
+			}
+		}
+		if held == nil {
+			select {
+			case held = <-r.up:
+			case <-changed:
+				continue
+			case <-link.closing:
+				continue
+			case <-r.s.ctx.Done():
+				return
+			}
+		}
+		select {
+		case link.send <- held:
+			held = nil
+		case <-link.closing:
+		case <-r.s.ctx.Done():
+			return
+		}
+	}
+}
+
+// reportLoad tells the leader this node's connection count every second.
+func (r *router) reportLoad() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.s.ctx.Done():
+			return
+		case <-t.C:
+			if link, _ := r.currentLink(); link != nil {
+				r.sendLoad(link)
+			}
+		}
+	}
+}
+
+func (r *router) sendLoad(link *peerLink) {
+	b, _ := protocol.EncodePeer(&protocol.PeerFrame{
+		Type: protocol.PeerLoad, Epoch: link.epoch, From: r.s.cfg.ID,
+		Connections: r.s.local.Len(), Started: r.s.started.UnixMilli(),
+	})
+	link.enqueue(b)
+}
+
+// drain waits, within ctx and a short bound, for queued cross-node frames
+// to reach the leader before the node goes.
+func (r *router) drain(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		link, _ := r.currentLink()
+		if len(r.up) == 0 && (link == nil || len(link.send) == 0) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			r.s.log.Warn().Int("queued", len(r.up)).Msg("stopping with cross-node frames still queued; recipients get them by sync")
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (r *router) closeLinks() {
+	r.mu.Lock()
+	link, lead := r.link, r.lead
+	r.lead = nil
+	r.mu.Unlock()
+	if link != nil {
+		link.close()
+	}
+	if lead != nil {
+		lead.stop()
+	}
+}
+
+// deliverLocal pushes m to the named users connected here, encoding the
+// frame once for all of them.
+func (s *Server) deliverLocal(users []string, m *protocol.Message) {
+	if m == nil {
+		return
+	}
+	var push []byte
+	for _, u := range users {
+		c, ok := s.local.Get(u)
+		if !ok {
+			continue
+		}
+		if push == nil {
+			push = encodeMessage(*m)
+		}
+		c.enqueue(push)
+	}
+}
+
+// servePeer accepts the leader's link. The leader must prove the cluster
+// secret and be the leader ZooKeeper names now, with an epoch no older than
+// any this node has seen.
+func (s *Server) servePeer(w http.ResponseWriter, req *http.Request) {
+	from := req.Header.Get(hdrNode)
+	ts := req.Header.Get(hdrTime)
+	nonce := req.Header.Get(hdrNonce)
+	epoch, _ := strconv.ParseInt(req.Header.Get(hdrEpoch), 10, 64)
+	sec, _ := strconv.ParseInt(ts, 10, 64)
+	now := time.Now()
+	refuse := func(code int, why string) {
+		s.log.Warn().Str("from", from).Str("remote", req.RemoteAddr).Int64("epoch", epoch).Msg("peer link refused: " + why)
+		http.Error(w, why, code)
+	}
+	want := dialProof(s.cfg.Secret, from, s.cfg.ID, epoch, ts, nonce)
+	switch {
+	case from == "" || nonce == "" || !hmac.Equal([]byte(req.Header.Get(hdrAuth)), []byte(want)):
+		refuse(http.StatusUnauthorized, "bad peer credentials")
+		return
+	case now.Sub(time.Unix(sec, 0)).Abs() > handshakeSkew:
+		refuse(http.StatusUnauthorized, "peer handshake too old or clocks apart")
+		return
+	case !s.nonces.fresh(nonce, now):
+		refuse(http.StatusUnauthorized, "replayed peer handshake")
+		return
+	case epoch < s.maxEpoch.Load():
+		refuse(http.StatusConflict, "leader epoch is older than one already seen")
+		return
+	}
+	ctx, cancel := context.WithTimeout(req.Context(), 3*time.Second)
+	leader, err := s.cluster.CurrentLeader(ctx)
+	cancel()
+	if err != nil || leader.ID != from || leader.Epoch != epoch {
+		refuse(http.StatusConflict, "not the current leader in ZooKeeper")
+		return
+	}
+	s.raiseEpoch(epoch)
+	hdr := http.Header{}
+	hdr.Set(hdrAccept, acceptProof(s.cfg.Secret, s.cfg.ID, nonce))
+	ws, err := s.upgrader.Upgrade(w, req, hdr)
+	if err != nil {
+		return
+	}
+	link := newPeerLink(ws, from, epoch, s.cfg.PeerQueue, s.log)
+	if !s.goAttach(func() { link.writeLoop(s.cfg.WriteTimeout) }) {
+		ws.Close()
+		return
+	}
+	s.routes.setLink(link)
+	link.log.Info().Msg("linked to leader")
+	s.routes.sendLoad(link)
+	s.goAttach(func() {
+		defer s.routes.dropLink(link)
+		link.readLoop(func(f protocol.PeerFrame) { s.onLeaderFrame(link, f) })
+	})
+}
+
+// raiseEpoch records a leader epoch seen, keeping the maximum.
+func (s *Server) raiseEpoch(e int64) {
+	for {
+		cur := s.maxEpoch.Load()
+		if e <= cur || s.maxEpoch.CompareAndSwap(cur, e) {
+			return
+		}
+	}
+}
+
+// onLeaderFrame handles a frame from the leader. Link read loop only.
+func (s *Server) onLeaderFrame(link *peerLink, f protocol.PeerFrame) {
+	if f.Epoch < s.maxEpoch.Load() {
+		link.log.Warn().Int64("frameEpoch", f.Epoch).Int64("known", s.maxEpoch.Load()).Msg("frame from a deposed leader refused")
+		link.close()
+		return
+	}
+	switch f.Type {
+	case protocol.PeerDeliver:
+		s.deliverLocal(f.Users, f.Message)
+	case protocol.PeerKick:
+		for _, u := range f.Users {
+			s.kickLocal(u, f.Conn)
+		}
+	default:
+		link.log.Warn().Str("type", f.Type).Msg("unexpected peer frame from leader")
+	}
+}

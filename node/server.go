@@ -1,0 +1,398 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
+	"chatcluster/accounts"
+	"chatcluster/chatlog"
+	"chatcluster/cluster"
+	"chatcluster/directory"
+	"chatcluster/handler"
+	"chatcluster/history"
+	"chatcluster/protocol"
+	"chatcluster/session"
+)
+
+// Server is one chat node. Create it with New, run it with Start, stop it
+// with Close.
+type Server struct {
+	cfg     Config
+	log     zerolog.Logger
+	started time.Time
+
+	rdb      *redis.Client
+	store    *history.Store
+	chatlog  *chatlog.Log
+	accounts *accounts.Accounts
+	dir      *directory.Directory
+	sessions *session.Store
+	local    *session.Local[*client]
+	handler  *handler.Handler
+	cluster  *cluster.Cluster
+	writer   *history.Writer
+
+	clientLn, peerLn net.Listener
+	clientHTTP       *http.Server
+	peerHTTP         *http.Server
+	upgrader         websocket.Upgrader
+	nonces           nonces
+
+	// conns holds every open client connection, logged in or not, so Close
+	// can reach them all.
+	connsMu sync.Mutex
+	conns   map[*client]struct{} // guarded by connsMu
+
+	// Cluster view, written only by the watch loop.
+	members  atomic.Pointer[map[string]cluster.Member]
+	maxEpoch atomic.Int64 // the newest leader epoch this node has seen
+
+	routes *router
+
+	ctx    context.Context // canceled when Close begins its last phase
+	cancel context.CancelFunc
+
+	wgMu     sync.RWMutex
+	wg       sync.WaitGroup
+	stopping bool // guarded by wgMu
+
+	ready     chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New validates cfg and wires a Server. It opens no socket and starts no
+// goroutine.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:   cfg,
+		log:   cfg.Logger.With().Str("node", cfg.ID).Logger(),
+		local: session.NewLocal[*client](),
+		conns: make(map[*client]struct{}),
+		ready: make(chan struct{}),
+		upgrader: websocket.Upgrader{
+			ReadBufferSize:  4 << 10,
+			WriteBufferSize: 4 << 10,
+			// Clients authenticate in-band (password or token in login),
+			// never by cookie, so a cross-origin page gains nothing.
+			CheckOrigin: func(*http.Request) bool { return true },
+		},
+	}
+	empty := map[string]cluster.Member{}
+	s.members.Store(&empty)
+	s.routes = newRouter(s)
+	return s, nil
+}
+
+// Ready is closed once Start has completed.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// goAttach runs f in a goroutine the server owns, unless Close began.
+func (s *Server) goAttach(f func()) bool {
+	s.wgMu.RLock()
+	defer s.wgMu.RUnlock()
+	if s.stopping {
+		return false
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f()
+	}()
+	return true
+}
+
+// Start connects to Redis and MongoDB, opens the client and peer
+// listeners, registers in ZooKeeper and starts every loop. It returns once
+// the node is registered; on error everything it opened is closed.
+func (s *Server) Start(ctx context.Context) (err error) {
+	s.started = time.Now()
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	defer func() {
+		if err != nil {
+			cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = s.Close(cctx)
+		}
+	}()
+
+	s.rdb = redis.NewClient(&redis.Options{
+		Addr: s.cfg.Redis, DialTimeout: 2 * time.Second,
+		ReadTimeout: 3 * time.Second, WriteTimeout: 3 * time.Second,
+		PoolSize: 64, MinIdleConns: 4,
+	})
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	err = s.rdb.Ping(pctx).Err()
+	cancel()
+	if err != nil {
+		return fmt.Errorf("node: cannot reach Redis at %s: %w", s.cfg.Redis, err)
+	}
+	s.store, err = history.Open(ctx, s.cfg.Mongo, s.cfg.MongoDB)
+	if err != nil {
+		return fmt.Errorf("node: cannot open MongoDB at %s: %w", s.cfg.Mongo, err)
+	}
+	s.chatlog = chatlog.New(s.rdb, s.cfg.RedisPrefix)
+	s.accounts = accounts.New(s.rdb, s.cfg.RedisPrefix, s.store, 0, 0)
+	s.dir = directory.New(s.rdb, s.cfg.RedisPrefix)
+	s.sessions = session.NewStore(s.rdb, s.cfg.RedisPrefix)
+	s.handler = handler.New(handler.Deps{
+		Node:     s.cfg.ID,
+		Users:    users{s.accounts},
+		Sessions: sessionsSvc{s},
+		Journal:  &journal{log: s.chatlog, store: s.store},
+		Router:   s.routes,
+		Now:      func() int64 { return time.Now().UnixMilli() },
+		NewID:    newID,
+	})
+	s.writer, err = history.NewWriter(history.WriterConfig{
+		Redis: s.rdb, Prefix: s.cfg.RedisPrefix, Store: s.store, Consumer: s.cfg.ID,
+		Logger: s.log.With().Str("component", "history").Logger(),
+	})
+	if err != nil {
+		return err
+	}
+
+	if s.clientLn, err = net.Listen("tcp", s.cfg.Listen); err != nil {
+		return fmt.Errorf("node: client listener: %w", err)
+	}
+	if s.peerLn, err = net.Listen("tcp", s.cfg.PeerListen); err != nil {
+		return fmt.Errorf("node: peer listener: %w", err)
+	}
+	cmux := http.NewServeMux()
+	cmux.HandleFunc("/ws", s.serveWS)
+	cmux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"node":%q,"connections":%d}`+"\n", s.cfg.ID, s.local.Len())
+	})
+	s.clientHTTP = &http.Server{Handler: cmux, ReadHeaderTimeout: 10 * time.Second}
+	pmux := http.NewServeMux()
+	pmux.HandleFunc(peerPath, s.servePeer)
+	s.peerHTTP = &http.Server{Handler: pmux, ReadHeaderTimeout: 5 * time.Second}
+	cln, pln := s.clientLn, s.peerLn
+	s.goAttach(func() { s.serveHTTP(s.peerHTTP, pln, "peer") })
+
+	s.cluster, err = cluster.New(cluster.Config{
+		Servers: s.cfg.ZK, Root: s.cfg.ZKRoot, SessionTimeout: s.cfg.ZKSessionTimeout,
+		Self:   cluster.Member{ID: s.cfg.ID, WS: s.cfg.Advertise, Peer: s.cfg.PeerListen},
+		Logger: s.log.With().Str("component", "cluster").Logger(),
+	})
+	if err != nil {
+		return err
+	}
+	if err = s.cluster.Start(ctx); err != nil {
+		return fmt.Errorf("node: join cluster: %w", err)
+	}
+	s.goAttach(s.watchCluster)
+	s.routes.start()
+	s.goAttach(func() {
+		if err := s.writer.Run(s.ctx); err != nil && !errors.Is(err, context.Canceled) {
+			s.log.Error().Err(err).Msg("history writer stopped")
+		}
+	})
+	s.goAttach(func() { s.serveHTTP(s.clientHTTP, cln, "client") })
+	s.log.Info().Str("ws", s.cfg.Advertise).Str("peer", s.cfg.PeerListen).Msg("node started")
+	close(s.ready)
+	return nil
+}
+
+func (s *Server) serveHTTP(srv *http.Server, ln net.Listener, name string) {
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		s.log.Error().Err(err).Str("listener", name).Msg("listener failed")
+	}
+}
+
+func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
+	ws, err := s.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader already answered
+	}
+	c := &client{
+		srv: s, ws: ws, id: newID(),
+		send: make(chan []byte, s.cfg.SendQueue), closing: make(chan struct{}),
+	}
+	c.log = s.log.With().Str("conn", c.id).Str("remote", r.RemoteAddr).Logger()
+	s.connsMu.Lock()
+	s.conns[c] = struct{}{}
+	s.connsMu.Unlock()
+	if !s.goAttach(c.writeLoop) {
+		s.dropConn(c)
+		ws.Close()
+		return
+	}
+	if !s.goAttach(func() { c.readLoop(s.ctx) }) {
+		c.close(websocket.CloseGoingAway, "node is shutting down")
+		s.dropConn(c)
+	}
+}
+
+func (s *Server) dropConn(c *client) {
+	s.connsMu.Lock()
+	delete(s.conns, c)
+	s.connsMu.Unlock()
+}
+
+// login binds c to user: locally (kicking an older local connection) and in
+// the global session (kicking an older connection on another node).
+func (s *Server) login(ctx context.Context, c *client, user string) (string, error) {
+	ver, err := s.sessions.NextVersion(ctx)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", handler.ErrUnavailable, err)
+	}
+	c.user.Store(&user)
+	if old, replaced := s.local.Add(c); replaced && old != c {
+		old.kick("logged in elsewhere")
+	}
+	rec := session.Record{User: user, Node: s.cfg.ID, Conn: c.id, LoginTime: time.Now().UnixMilli(), Version: ver}
+	prev, stored, err := s.sessions.Put(ctx, rec)
+	if err != nil {
+		s.local.Remove(c)
+		c.user.Store(nil)
+		return "", fmt.Errorf("%w: %v", handler.ErrUnavailable, err)
+	}
+	if !stored {
+		// A newer login of the same user won the race: this one loses.
+		s.local.Remove(c)
+		c.kick("logged in elsewhere")
+		return "", protocol.Errorf(protocol.CodeConflict, "a newer login of %s exists", user)
+	}
+	if prev.Conn != "" && prev.Conn != c.id && prev.Node != s.cfg.ID && s.isLive(prev.Node) {
+		s.routes.kickRemote(prev.Node, user, prev.Conn)
+	}
+	c.log = c.log.With().Str("user", user).Logger()
+	c.log.Info().Msg("logged in")
+	return c.id, nil
+}
+
+// disconnected runs once when c's read loop ends.
+func (s *Server) disconnected(c *client) {
+	s.dropConn(c)
+	user := c.User()
+	if user == "" || !s.local.Remove(c) {
+		return
+	}
+	c.log.Info().Msg("logged out")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := s.sessions.Delete(ctx, user, c.id); err != nil {
+		c.log.Warn().Err(err).Msg("could not remove global session; it counts as offline once this node is gone")
+	}
+}
+
+// kickLocal closes user's connection conn if it is on this node.
+func (s *Server) kickLocal(user, conn string) {
+	if c, ok := s.local.Get(user); ok && c.id == conn {
+		c.kick("logged in elsewhere")
+	}
+}
+
+// isLive reports whether node is registered in ZooKeeper now.
+func (s *Server) isLive(node string) bool {
+	_, ok := (*s.members.Load())[node]
+	return ok
+}
+
+// Close stops the node gracefully, in this order: stop accepting clients;
+// leave ZooKeeper, so the gateway stops handing this node out and the
+// leader stops routing here; tell every client to reconnect elsewhere and
+// give them DrainTimeout to go; close the rest; flush queued peer traffic;
+// stop every goroutine; close Redis and MongoDB. It is idempotent and
+// bounded by ctx.
+func (s *Server) Close(ctx context.Context) error {
+	s.closeOnce.Do(func() { s.closeErr = s.doClose(ctx) })
+	return s.closeErr
+}
+
+func (s *Server) doClose(ctx context.Context) error {
+	s.log.Info().Msg("node stopping")
+	if s.clientHTTP != nil {
+		_ = s.clientHTTP.Close() // hijacked WebSockets are ours to close below
+	}
+	if s.cluster != nil {
+		if err := s.cluster.Close(ctx); err != nil {
+			s.log.Warn().Err(err).Msg("leaving ZooKeeper")
+		}
+	}
+	s.drainClients(ctx)
+	s.routes.drain(ctx)
+
+	s.wgMu.Lock()
+	s.stopping = true
+	s.wgMu.Unlock()
+	if s.peerHTTP != nil {
+		_ = s.peerHTTP.Close()
+	}
+	s.routes.closeLinks()
+	if s.cancel != nil {
+		s.cancel()
+	}
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = fmt.Errorf("node: goroutines still running at close deadline: %w", ctx.Err())
+	}
+	if s.rdb != nil {
+		_ = s.rdb.Close()
+	}
+	if s.store != nil {
+		cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = s.store.Close(cctx)
+		cancel()
+	}
+	s.log.Info().Msg("node stopped")
+	return err
+}
+
+// drainClients pushes node{reconnect} to every client, waits up to
+// DrainTimeout for them to leave, then closes the rest.
+func (s *Server) drainClients(ctx context.Context) {
+	push, _ := protocol.EncodePush(protocol.PushNode, protocol.NodePush{Reconnect: true})
+	s.connsMu.Lock()
+	all := make([]*client, 0, len(s.conns))
+	for c := range s.conns {
+		all = append(all, c)
+	}
+	s.connsMu.Unlock()
+	for _, c := range all {
+		c.enqueue(push)
+	}
+	deadline := time.NewTimer(s.cfg.DrainTimeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		s.connsMu.Lock()
+		n := len(s.conns)
+		s.connsMu.Unlock()
+		if n == 0 {
+			return
+		}
+		select {
+		case <-tick.C:
+			continue
+		case <-deadline.C:
+		case <-ctx.Done():
+		}
+		break
+	}
+	s.connsMu.Lock()
+	for c := range s.conns {
+		c.close(websocket.CloseGoingAway, "node is shutting down")
+	}
+	s.connsMu.Unlock()
+}

@@ -1,0 +1,169 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"time"
+
+	"chatcluster/accounts"
+	"chatcluster/chatlog"
+	"chatcluster/handler"
+	"chatcluster/history"
+	"chatcluster/protocol"
+	"chatcluster/session"
+)
+
+// users adapts accounts to handler.Users.
+type users struct{ a *accounts.Accounts }
+
+func userErr(err error) error {
+	switch {
+	case errors.Is(err, accounts.ErrBadCredentials):
+		return handler.ErrBadCredentials
+	case errors.Is(err, accounts.ErrUnknownUser):
+		return handler.ErrUnknownUser
+	case errors.Is(err, accounts.ErrUnavailable):
+		return fmt.Errorf("%w: %v", handler.ErrUnavailable, err)
+	}
+	return err
+}
+
+func (u users) CheckPassword(ctx context.Context, name, password string) error {
+	return userErr(u.a.Check(ctx, name, password))
+}
+
+func (u users) TokenUser(ctx context.Context, token string) (string, error) {
+	name, err := u.a.TokenUser(ctx, token)
+	return name, userErr(err)
+}
+
+func (u users) Exists(ctx context.Context, name string) error { return userErr(u.a.Exists(ctx, name)) }
+
+// journal implements handler.Journal: Redis for what is new, MongoDB for
+// what the history writer has made durable.
+type journal struct {
+	log   *chatlog.Log
+	store *history.Store
+}
+
+func (j *journal) Append(ctx context.Context, m protocol.Message, clientMsgID string, members []string) (protocol.Message, bool, error) {
+	out, dup, err := j.log.Append(ctx, m, clientMsgID, members)
+	if errors.Is(err, chatlog.ErrNeedSeqInit) {
+		// Redis lost its counters: continue from what MongoDB holds.
+		latest, merr := j.store.LatestSeq(ctx, m.Conv)
+		if merr != nil {
+			return protocol.Message{}, false, fmt.Errorf("%w: cannot seed counter of %s: %v", handler.ErrUnavailable, m.Conv, merr)
+		}
+		if err := j.log.InitSeq(ctx, m.Conv, latest); err != nil {
+			return protocol.Message{}, false, fmt.Errorf("%w: %v", handler.ErrUnavailable, err)
+		}
+		out, dup, err = j.log.Append(ctx, m, clientMsgID, members)
+	}
+	if err != nil {
+		return protocol.Message{}, false, fmt.Errorf("%w: %v", handler.ErrUnavailable, err)
+	}
+	return out, dup, nil
+}
+
+func (j *journal) Latest(ctx context.Context, convs []string) (map[string]int64, error) {
+	out, err := j.log.Latest(ctx, convs)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", handler.ErrUnavailable, err)
+	}
+	return out, nil
+}
+
+func (j *journal) Convs(ctx context.Context, user string) ([]string, error) {
+	out, err := j.log.Convs(ctx, user)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", handler.ErrUnavailable, err)
+	}
+	return out, nil
+}
+
+// Range merges MongoDB with what only Redis holds yet. Redis is read first:
+// the history writer deletes a pending entry only after MongoDB has it, so
+// a message missing from the Redis read is in the later MongoDB read.
+func (j *journal) Range(ctx context.Context, conv string, after, before int64, limit int, newest bool) ([]protocol.Message, error) {
+	unflushed, err := j.log.Unflushed(ctx, conv)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", handler.ErrUnavailable, err)
+	}
+	durable, merr := j.store.Messages(ctx, conv, after, before, limit, newest)
+	inRange := func(m protocol.Message) bool { return m.Seq > after && (before <= 0 || m.Seq < before) }
+	seen := make(map[int64]bool, len(durable)+len(unflushed))
+	all := make([]protocol.Message, 0, len(durable)+len(unflushed))
+	for _, list := range [][]protocol.Message{durable, unflushed} {
+		for _, m := range list {
+			if inRange(m) && !seen[m.Seq] {
+				seen[m.Seq] = true
+				all = append(all, m)
+			}
+		}
+	}
+	sort.Slice(all, func(a, b int) bool { return all[a].Seq < all[b].Seq })
+	if merr != nil && !contiguous(all, after, limit, newest) {
+		// Redis alone cannot answer without a hole: say so rather than
+		// return a history with messages silently missing.
+		return nil, fmt.Errorf("%w: history store: %v", handler.ErrUnavailable, merr)
+	}
+	if len(all) > limit {
+		if newest {
+			all = all[len(all)-limit:]
+		} else {
+			all = all[:limit]
+		}
+	}
+	return all, nil
+}
+
+// contiguous reports whether msgs (sorted) answer a range query on their
+// own: no gap between consecutive seqs, and either limit of them or, for a
+// forward read, starting right after `after`.
+func contiguous(msgs []protocol.Message, after int64, limit int, newest bool) bool {
+	for i := 1; i < len(msgs); i++ {
+		if msgs[i].Seq != msgs[i-1].Seq+1 {
+			return false
+		}
+	}
+	if len(msgs) >= limit {
+		return true
+	}
+	if newest {
+		return len(msgs) > 0 && msgs[0].Seq == 1 || after > 0 && (len(msgs) == 0 || msgs[0].Seq == after+1)
+	}
+	return len(msgs) == 0 || msgs[0].Seq == after+1
+}
+
+// newID returns a message or connection id: time-ordered, unique.
+func newID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return strconv.FormatInt(time.Now().UnixMilli(), 36) + "-" + hex.EncodeToString(b[:])
+}
+
+// sessionsSvc implements handler.Sessions.
+type sessionsSvc struct{ s *Server }
+
+func (ss sessionsSvc) Login(ctx context.Context, hc handler.Conn, user string) (string, error) {
+	return ss.s.login(ctx, hc.(*client), user)
+}
+
+func (ss sessionsSvc) Lookup(ctx context.Context, user string) (handler.Presence, error) {
+	rec, err := ss.s.sessions.Get(ctx, user)
+	switch {
+	case errors.Is(err, session.ErrNotFound):
+		return handler.Presence{}, nil
+	case err != nil:
+		return handler.Presence{}, fmt.Errorf("%w: %v", handler.ErrUnavailable, err)
+	}
+	if !ss.s.isLive(rec.Node) {
+		return handler.Presence{}, nil
+	}
+	return handler.Presence{Online: true, Node: rec.Node, LoginTime: rec.LoginTime}, nil
+}
