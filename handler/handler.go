@@ -3,7 +3,6 @@ package handler
 import (
 	"context"
 	"errors"
-	"unicode/utf8"
 
 	"chatcluster/protocol"
 )
@@ -192,8 +191,6 @@ func checkText(text string) error {
 		return protocol.Errorf(protocol.CodeBadRequest, "text is empty")
 	case len(text) > protocol.MaxTextBytes:
 		return protocol.Errorf(protocol.CodeTooLarge, "text of %d bytes is over the limit of %d", len(text), protocol.MaxTextBytes)
-	case !utf8.ValidString(text):
-		return protocol.Errorf(protocol.CodeBadRequest, "text is not valid UTF-8")
 	}
 	return nil
 }
