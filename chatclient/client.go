@@ -160,9 +160,16 @@ func (c *Conn) WriteRaw(b []byte) error {
 	return c.ws.WriteMessage(websocket.TextMessage, b)
 }
 
-// Await waits for the reply with id (sent with WriteRaw).
-func (c *Conn) Await(ctx context.Context, id string) (json.RawMessage, error) {
+// RawRequest sends a raw frame and waits for the reply carrying id (""
+// for frames whose id the server cannot read). For tests of bad input.
+func (c *Conn) RawRequest(ctx context.Context, id string, frame []byte) (json.RawMessage, error) {
 	ch := c.expect(id)
+	if err := c.WriteRaw(frame); err != nil {
+		c.mu.Lock()
+		delete(c.waiting, id)
+		c.mu.Unlock()
+		return nil, fmt.Errorf("%w: %v", ErrClosed, err)
+	}
 	return c.wait(ctx, id, ch)
 }
 
@@ -254,6 +261,33 @@ func (c *Conn) Sync(ctx context.Context, offsets map[string]int64) (protocol.Syn
 	}
 	err := c.Do(ctx, protocol.ActionSync, protocol.SyncData{Convs: offsets}, &r)
 	return r, err
+}
+
+// SyncAll syncs the given conversations (nil: all of the user's) from their
+// offsets, calling again while the server says there is more, and returns
+// every missing message per conversation, oldest first, with the latest seq.
+func (c *Conn) SyncAll(ctx context.Context, offsets map[string]int64) (map[string]protocol.SyncConv, error) {
+	out := map[string]protocol.SyncConv{}
+	next := offsets
+	for {
+		r, err := c.Sync(ctx, next)
+		if err != nil {
+			return nil, err
+		}
+		next = map[string]int64{}
+		for conv, sc := range r.Convs {
+			acc := out[conv]
+			acc.Latest, acc.Rebuild = sc.Latest, sc.Rebuild
+			acc.Messages = append(acc.Messages, sc.Messages...)
+			out[conv] = acc
+			if sc.More && len(sc.Messages) > 0 {
+				next[conv] = sc.Messages[len(sc.Messages)-1].Seq
+			}
+		}
+		if len(next) == 0 {
+			return out, nil
+		}
+	}
 }
 
 // Gateway is an HTTP client of the gateway API.

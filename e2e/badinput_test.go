@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strings"
@@ -34,7 +35,7 @@ func TestBadInput(t *testing.T) {
 		code  int
 	}{
 		{"malformed JSON", `{"action": "ping", "id": "1"`, 400},
-		{"not an object", `["ping"]`, 400},
+		{"not an object", `["ping", "1"]`, 400},
 		{"unknown action", `{"action": "fly", "id": "1"}`, 400},
 		{"action not a string", `{"action": 7, "id": "1"}`, 400},
 		{"no action", `{"id": "1"}`, 400},
@@ -53,10 +54,12 @@ func TestBadInput(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			if err := anon.WriteRaw([]byte(tc.frame)); err != nil {
-				t.Fatal(err)
+			// A frame whose id cannot be read is answered with no id.
+			id := "1"
+			if !json.Valid([]byte(tc.frame)) || tc.frame[0] != '{' {
+				id = ""
 			}
-			_, err := anon.Await(ctxT(t, 10*time.Second), "1")
+			_, err := anon.RawRequest(ctxT(t, 10*time.Second), id, []byte(tc.frame))
 			if got := chatclient.Code(err); got != tc.code {
 				t.Fatalf("code %d (%v), want %d", got, err, tc.code)
 			}

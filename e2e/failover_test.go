@@ -92,7 +92,7 @@ func TestLeaderKilledWhileMessagesFlow(t *testing.T) {
 	live := ben.received()
 	checkOrderOnce(t, "ben (live)", live)
 	conv := protocol.DMConv("ann", "ben")
-	sr, err := ben.conn.Sync(ctxT(t, 10*time.Second), map[string]int64{conv: 0})
+	synced, err := ben.conn.SyncAll(ctxT(t, 30*time.Second), map[string]int64{conv: 0})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +100,7 @@ func TestLeaderKilledWhileMessagesFlow(t *testing.T) {
 	for _, m := range live {
 		have[m.Seq] = m.ID
 	}
-	for _, m := range sr.Convs[conv].Messages {
+	for _, m := range synced[conv].Messages {
 		if id, ok := have[m.Seq]; ok && id != m.ID {
 			t.Fatalf("seq %d is %s live but %s in sync", m.Seq, id, m.ID)
 		}

@@ -15,7 +15,10 @@ import (
 	"chatcluster/session"
 )
 
-const routeWorkers = 8
+const (
+	routeWorkers = 8
+	uplinkQueue  = 64 // frames in flight on the link to the leader
+)
 
 // router delivers stored messages. Local recipients get the push at once;
 // the others are looked up in the global session by a worker chosen by the
@@ -342,7 +345,10 @@ func (s *Server) servePeer(w http.ResponseWriter, req *http.Request) {
 	if err != nil {
 		return
 	}
-	link := newPeerLink(ws, from, epoch, s.cfg.PeerQueue, s.log)
+	// A small queue on the link itself: frames wait in the router's up
+	// queue instead, so when this leader dies they go to the next one
+	// rather than dying with the link.
+	link := newPeerLink(ws, from, epoch, uplinkQueue, s.log)
 	if !s.goAttach(func() { link.writeLoop(s.cfg.WriteTimeout) }) {
 		ws.Close()
 		return
