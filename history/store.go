@@ -1,0 +1,284 @@
+package history
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"chatcluster/protocol"
+)
+
+// Errors of the Store.
+var (
+	ErrUserExists = errors.New("history: user exists")
+	ErrNotFound   = errors.New("history: not found")
+	// ErrConflict means a message could not be stored because its (conv,
+	// seq) already holds a message with another id. The stored message is
+	// kept; the others of the same UpsertMessages call were written.
+	ErrConflict = errors.New("history: seq already holds another message")
+)
+
+// ConflictError names the messages UpsertMessages could not store because
+// their (conv, seq) holds another message. errors.Is(err, ErrConflict)
+// holds for it.
+type ConflictError struct {
+	IDs []string // ids of the messages not stored
+}
+
+func (e *ConflictError) Error() string {
+	return ErrConflict.Error() + ": " + strings.Join(e.IDs, ", ")
+}
+
+// Is makes errors.Is(err, ErrConflict) true.
+func (e *ConflictError) Is(target error) bool { return target == ErrConflict }
+
+// Collection names.
+const (
+	usersColl    = "users"
+	messagesColl = "messages"
+)
+
+// DefaultTimeout bounds server selection and connecting: a MongoDB that is
+// down fails an operation within about this long instead of hanging.
+const DefaultTimeout = 2 * time.Second
+
+// User is a registered user. Hash is the password hash; the store never
+// sees passwords.
+type User struct {
+	Name    string    `bson:"_id"`
+	Hash    []byte    `bson:"hash"`
+	Created time.Time `bson:"created"`
+}
+
+// msgDoc is a message as stored.
+type msgDoc struct {
+	ID   string `bson:"_id"`
+	Conv string `bson:"conv"`
+	Seq  int64  `bson:"seq"`
+	From string `bson:"from"`
+	To   string `bson:"to,omitempty"`
+	Room string `bson:"room,omitempty"`
+	Text string `bson:"text"`
+	TS   int64  `bson:"ts"`
+}
+
+func toDoc(m protocol.Message) msgDoc {
+	return msgDoc{ID: m.ID, Conv: m.Conv, Seq: m.Seq, From: m.From, To: m.To, Room: m.Room, Text: m.Text, TS: m.TS}
+}
+
+func (d msgDoc) message() protocol.Message {
+	return protocol.Message{ID: d.ID, Conv: d.Conv, Seq: d.Seq, From: d.From, To: d.To, Room: d.Room, Text: d.Text, TS: d.TS}
+}
+
+// Store reads and writes users and messages in MongoDB. It is safe for
+// concurrent use. Every method honours its context; an unreachable server
+// fails within DefaultTimeout.
+type Store struct {
+	client   *mongo.Client
+	users    *mongo.Collection
+	messages *mongo.Collection
+}
+
+// Open connects to the MongoDB at uri, uses database dbName, and makes sure
+// the indexes exist (messages: unique {conv, seq}; users are keyed by name
+// through _id). It fails, within about DefaultTimeout, if the server cannot
+// be reached.
+func Open(ctx context.Context, uri, dbName string) (*Store, error) {
+	if dbName == "" {
+		return nil, errors.New("history: open: empty database name")
+	}
+	opts := options.Client().ApplyURI(uri).
+		SetServerSelectionTimeout(DefaultTimeout).
+		SetConnectTimeout(DefaultTimeout)
+	client, err := mongo.Connect(opts)
+	if err != nil {
+		return nil, fmt.Errorf("history: open %s: %w", uri, err)
+	}
+	db := client.Database(dbName)
+	s := &Store{client: client, users: db.Collection(usersColl), messages: db.Collection(messagesColl)}
+	_, err = s.messages.Indexes().CreateOne(ctx, mongo.IndexModel{
+		Keys:    bson.D{{Key: "conv", Value: 1}, {Key: "seq", Value: 1}},
+		Options: options.Index().SetName("conv_seq").SetUnique(true),
+	})
+	if err != nil {
+		_ = client.Disconnect(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("history: open %s: create index: %w", uri, err)
+	}
+	return s, nil
+}
+
+// Close disconnects from the server. Call it once, after every user of the
+// Store (a running Writer included) is done.
+func (s *Store) Close(ctx context.Context) error {
+	if err := s.client.Disconnect(ctx); err != nil {
+		return fmt.Errorf("history: close: %w", err)
+	}
+	return nil
+}
+
+// Ping checks that the server answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.client.Ping(ctx, nil); err != nil {
+		return fmt.Errorf("history: ping: %w", err)
+	}
+	return nil
+}
+
+// CreateUser stores a new user with the given password hash. It returns
+// ErrUserExists if the name is taken.
+func (s *Store) CreateUser(ctx context.Context, name string, hash []byte) error {
+	u := User{Name: name, Hash: hash, Created: time.Now().UTC().Truncate(time.Millisecond)}
+	if _, err := s.users.InsertOne(ctx, u); err != nil {
+		if mongo.IsDuplicateKeyError(err) {
+			return ErrUserExists
+		}
+		return fmt.Errorf("history: create user %s: %w", name, err)
+	}
+	return nil
+}
+
+// User returns the named user, or ErrNotFound.
+func (s *Store) User(ctx context.Context, name string) (User, error) {
+	var u User
+	err := s.users.FindOne(ctx, bson.D{{Key: "_id", Value: name}}).Decode(&u)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return User{}, ErrNotFound
+	}
+	if err != nil {
+		return User{}, fmt.Errorf("history: user %s: %w", name, err)
+	}
+	return u, nil
+}
+
+// UpsertMessages stores msgs, keyed by message id, so that writing the
+// same messages again changes nothing: one unordered bulk insert, where a
+// message whose id is already stored is left as it is (messages are
+// immutable once they have an id and a seq). Messages with an empty id are
+// rejected before anything is written.
+//
+// If some messages could not be stored because their (conv, seq) already
+// holds a message with another id, the rest are stored and the error is a
+// *ConflictError (errors.Is ErrConflict) that names them; the stored messages win. Any other error
+// means the call may have stored some, all or none of msgs, and calling it
+// again with the same messages is safe.
+//
+// It inserts rather than sending ReplaceOne upserts because a bulk insert
+// is one cheap statement on every MongoDB-wire server, while upserts are
+// per-document updates: on the SQLite-backed server each costs a write
+// transaction that grows with the collection (about 60 upserts/s at 20k
+// documents against about 17k inserted documents/s).
+func (s *Store) UpsertMessages(ctx context.Context, msgs []protocol.Message) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	docs := make([]any, 0, len(msgs))
+	ids := make([]string, 0, len(msgs))
+	seen := make(map[string]struct{}, len(msgs))
+	for _, m := range msgs {
+		if m.ID == "" {
+			return fmt.Errorf("history: upsert: message %s/%d has no id", m.Conv, m.Seq)
+		}
+		if _, dup := seen[m.ID]; dup {
+			continue
+		}
+		seen[m.ID] = struct{}{}
+		docs = append(docs, toDoc(m))
+		ids = append(ids, m.ID)
+	}
+	_, err := s.messages.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
+	if err == nil {
+		return nil
+	}
+	var bwe mongo.BulkWriteException
+	if !errors.As(err, &bwe) || bwe.WriteConcernError != nil || len(bwe.WriteErrors) == 0 {
+		return fmt.Errorf("history: upsert %d messages: %w", len(docs), err)
+	}
+	for _, we := range bwe.WriteErrors {
+		if !isDuplicateKey(we.Code) || we.Index < 0 || we.Index >= len(ids) {
+			return fmt.Errorf("history: upsert %d messages: %w", len(docs), err)
+		}
+	}
+	// Every failure is a duplicate key: either the id is stored already (a
+	// redelivery) or the (conv, seq) holds another message. Looking up the
+	// id tells which; servers differ in how they name the violated index.
+	var conflicts []string
+	for _, we := range bwe.WriteErrors {
+		id := ids[we.Index]
+		err := s.messages.FindOne(ctx, bson.D{{Key: "_id", Value: id}},
+			options.FindOne().SetProjection(bson.D{{Key: "_id", Value: 1}})).Err()
+		switch {
+		case errors.Is(err, mongo.ErrNoDocuments):
+			conflicts = append(conflicts, id)
+		case err != nil:
+			return fmt.Errorf("history: upsert %d messages: %w", len(docs), err)
+		}
+	}
+	if len(conflicts) > 0 {
+		return &ConflictError{IDs: conflicts}
+	}
+	return nil
+}
+
+func isDuplicateKey(code int) bool { return code == 11000 || code == 11001 }
+
+// Messages returns the messages of conv with afterSeq < seq < beforeSeq
+// (beforeSeq <= 0: no upper bound), oldest first. With newest it returns the
+// last limit messages of that range, otherwise the first limit; limit <= 0
+// means no limit.
+func (s *Store) Messages(ctx context.Context, conv string, afterSeq, beforeSeq int64, limit int, newest bool) ([]protocol.Message, error) {
+	rng := bson.D{{Key: "$gt", Value: afterSeq}}
+	if beforeSeq > 0 {
+		if beforeSeq <= afterSeq+1 {
+			return []protocol.Message{}, nil
+		}
+		rng = append(rng, bson.E{Key: "$lt", Value: beforeSeq})
+	}
+	filter := bson.D{{Key: "conv", Value: conv}, {Key: "seq", Value: rng}}
+	dir := 1
+	if newest {
+		dir = -1
+	}
+	opts := options.Find().SetSort(bson.D{{Key: "seq", Value: dir}})
+	if limit > 0 {
+		opts.SetLimit(int64(limit))
+	}
+	cur, err := s.messages.Find(ctx, filter, opts)
+	if err != nil {
+		return nil, fmt.Errorf("history: messages %s: %w", conv, err)
+	}
+	var docs []msgDoc
+	if err := cur.All(ctx, &docs); err != nil {
+		return nil, fmt.Errorf("history: messages %s: %w", conv, err)
+	}
+	out := make([]protocol.Message, len(docs))
+	for i, d := range docs {
+		out[i] = d.message()
+	}
+	if newest {
+		slices.Reverse(out)
+	}
+	return out, nil
+}
+
+// LatestSeq returns the highest seq stored for conv, or 0 if it has none.
+func (s *Store) LatestSeq(ctx context.Context, conv string) (int64, error) {
+	var d struct {
+		Seq int64 `bson:"seq"`
+	}
+	err := s.messages.FindOne(ctx, bson.D{{Key: "conv", Value: conv}},
+		options.FindOne().SetSort(bson.D{{Key: "seq", Value: -1}}).SetProjection(bson.D{{Key: "seq", Value: 1}})).Decode(&d)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("history: latest seq %s: %w", conv, err)
+	}
+	return d.Seq, nil
+}
