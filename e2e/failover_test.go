@@ -35,7 +35,6 @@ func TestLeaderKilledWhileMessagesFlow(t *testing.T) {
 		mu    sync.Mutex
 		acked []protocol.ChatReply
 		stop  atomic.Bool
-		sent  atomic.Int64
 		wg    sync.WaitGroup
 	)
 	wg.Add(1)
@@ -51,7 +50,6 @@ func TestLeaderKilledWhileMessagesFlow(t *testing.T) {
 			mu.Lock()
 			acked = append(acked, r)
 			mu.Unlock()
-			sent.Add(1)
 		}
 	}()
 	testenv.WaitFor(t, 10*time.Second, "traffic flows before the kill", func() bool { return len(ben.received()) >= 50 })
@@ -76,10 +74,12 @@ func TestLeaderKilledWhileMessagesFlow(t *testing.T) {
 		newLeader, time.Since(killed).Round(time.Millisecond), leader, sessionTimeout)
 
 	// Cross-node delivery works again: a message sent now arrives live.
-	before := sent.Load()
+	mu.Lock()
+	lastBefore := acked[len(acked)-1].Seq
+	mu.Unlock()
 	testenv.WaitFor(t, 15*time.Second, "live delivery resumes through the new leader", func() bool {
 		for _, m := range ben.received() {
-			if m.Seq > acked[before-1].Seq {
+			if m.Seq > lastBefore {
 				return true
 			}
 		}

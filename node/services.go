@@ -86,19 +86,34 @@ func (j *journal) Convs(ctx context.Context, user string) ([]string, error) {
 	return out, nil
 }
 
-// Range merges MongoDB with what only Redis holds yet. Redis is read first:
-// the history writer deletes a pending entry only after MongoDB has it, so
-// a message missing from the Redis read is in the later MongoDB read.
+// Range answers from Redis alone when Redis provably holds the whole
+// answer (the recent list always holds a conversation's newest messages,
+// the pending hash everything MongoDB lacks), and merges in MongoDB
+// otherwise. Redis is read first: the history writer deletes a pending
+// entry only after MongoDB has it, so a message missing from the Redis read
+// is in the later MongoDB read.
 func (j *journal) Range(ctx context.Context, conv string, after, before int64, limit int, newest bool) ([]protocol.Message, error) {
 	unflushed, err := j.log.Unflushed(ctx, conv)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", handler.ErrUnavailable, err)
 	}
-	durable, merr := j.store.Messages(ctx, conv, after, before, limit, newest)
 	inRange := func(m protocol.Message) bool { return m.Seq > after && (before <= 0 || m.Seq < before) }
-	seen := make(map[int64]bool, len(durable)+len(unflushed))
-	all := make([]protocol.Message, 0, len(durable)+len(unflushed))
-	for _, list := range [][]protocol.Message{durable, unflushed} {
+	fromRedis := make([]protocol.Message, 0, len(unflushed))
+	for _, m := range unflushed {
+		if inRange(m) {
+			fromRedis = append(fromRedis, m)
+		}
+	}
+	if covers(fromRedis, after, before, limit, newest) {
+		return trim(fromRedis, limit, newest), nil
+	}
+	durable, err := j.store.Messages(ctx, conv, after, before, limit, newest)
+	if err != nil {
+		return nil, fmt.Errorf("%w: history store: %v", handler.ErrUnavailable, err)
+	}
+	seen := make(map[int64]bool, len(durable)+len(fromRedis))
+	all := make([]protocol.Message, 0, len(durable)+len(fromRedis))
+	for _, list := range [][]protocol.Message{durable, fromRedis} {
 		for _, m := range list {
 			if inRange(m) && !seen[m.Seq] {
 				seen[m.Seq] = true
@@ -107,37 +122,39 @@ func (j *journal) Range(ctx context.Context, conv string, after, before int64, l
 		}
 	}
 	sort.Slice(all, func(a, b int) bool { return all[a].Seq < all[b].Seq })
-	if merr != nil && !contiguous(all, after, limit, newest) {
-		// Redis alone cannot answer without a hole: say so rather than
-		// return a history with messages silently missing.
-		return nil, fmt.Errorf("%w: history store: %v", handler.ErrUnavailable, merr)
-	}
-	if len(all) > limit {
-		if newest {
-			all = all[len(all)-limit:]
-		} else {
-			all = all[:limit]
-		}
-	}
-	return all, nil
+	return trim(all, limit, newest), nil
 }
 
-// contiguous reports whether msgs (sorted) answer a range query on their
-// own: no gap between consecutive seqs, and either limit of them or, for a
-// forward read, starting right after `after`.
-func contiguous(msgs []protocol.Message, after int64, limit int, newest bool) bool {
+// covers reports whether msgs (sorted, all in (after, before)) are the
+// complete answer to a range query: no gap, the right end present, and
+// either limit of them or everything down to after.
+func covers(msgs []protocol.Message, after, before int64, limit int, newest bool) bool {
+	if len(msgs) == 0 {
+		return false
+	}
 	for i := 1; i < len(msgs); i++ {
 		if msgs[i].Seq != msgs[i-1].Seq+1 {
 			return false
 		}
 	}
-	if len(msgs) >= limit {
-		return true
+	first, last := msgs[0].Seq, msgs[len(msgs)-1].Seq
+	if newest {
+		// With no upper bound the newest message is always in the recent
+		// list; with one, the message just below it must be here.
+		top := before <= 0 || last == before-1
+		return top && (len(msgs) >= limit || first == after+1)
+	}
+	return first == after+1 && (len(msgs) >= limit || before > 0 && last == before-1)
+}
+
+func trim(msgs []protocol.Message, limit int, newest bool) []protocol.Message {
+	if len(msgs) <= limit {
+		return msgs
 	}
 	if newest {
-		return len(msgs) > 0 && msgs[0].Seq == 1 || after > 0 && (len(msgs) == 0 || msgs[0].Seq == after+1)
+		return msgs[len(msgs)-limit:]
 	}
-	return len(msgs) == 0 || msgs[0].Seq == after+1
+	return msgs[:limit]
 }
 
 // newID returns a message or connection id: time-ordered, unique.
