@@ -1,0 +1,38 @@
+# The chat cluster. `make run` starts a whole cluster on this machine,
+# `make test` runs the suite against real ZooKeeper, Redis and MongoDB-wire
+# servers it starts for the purpose. See deploy/*.sh for the details.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+GO ?= go
+
+.PHONY: all run build test check install clean
+
+all: build
+
+run:
+	deploy/run.sh
+
+install:
+	deploy/install.sh
+
+build:
+	$(GO) build -o bin/node ./cmd/node
+	$(GO) build -o bin/gateway ./cmd/gateway
+	cd deploy/mongostore && $(GO) build -tags ferretdb_no_postgresql -o ../../bin/mongostore .
+
+# check: formatting and vet, in both modules.
+check:
+	@unformatted="$$(gofmt -l .)"; \
+	if [[ -n "$$unformatted" ]]; then \
+		echo "gofmt needed on:"; echo "$$unformatted"; exit 1; \
+	fi
+	$(GO) vet ./...
+	cd deploy/mongostore && $(GO) vet ./...
+
+test: install check
+	deploy/with-deps.sh $(GO) test -race -count=1 -timeout 30m ./...
+	cd deploy/mongostore && $(GO) test -count=1 ./...
+
+clean:
+	rm -rf bin .cache

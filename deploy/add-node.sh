@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Usage: deploy/add-node.sh ID CLIENT-PORT PEER-PORT
+#    e.g. deploy/add-node.sh n4 9004 9104
+#
+# Starts one more chat node against the ZooKeeper, Redis and mongostore of a
+# running `make run` (deploy/run.sh) with the same CHAT_DATA_DIR. The node
+# registers in ZooKeeper, the leader links to it and the gateway starts
+# handing it out. Ports may also be given as host:port.
+#
+# Its log is $CHAT_DATA_DIR/logs/ID.log; `make run` stops it with the rest
+# on Ctrl-C. To stop only this node: kill "$(cat $CHAT_DATA_DIR/run/node-ID.pid)"
+# (SIGTERM drains it: clients are told to reconnect elsewhere).
+set -euo pipefail
+
+# shellcheck source=deploy/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+usage() {
+	print_usage "${BASH_SOURCE[0]}"
+	exit 2
+}
+[[ $# -eq 3 ]] || usage
+ID=$1
+[[ $ID =~ ^[A-Za-z0-9._-]+$ ]] || die "node id '$ID' may hold only letters, digits, '.', '_' and '-'"
+addr() { # PORT or HOST:PORT -> HOST:PORT
+	if [[ $1 =~ ^[0-9]+$ ]]; then
+		echo "127.0.0.1:$1"
+	elif [[ $1 =~ ^[^:]+:[0-9]+$ ]]; then
+		echo "$1"
+	else
+		die "'$1' is neither a port nor host:port"
+	fi
+}
+LISTEN=$(addr "$2")
+PEER=$(addr "$3")
+
+DATA=${CHAT_DATA_DIR:-$CHAT_ROOT/data}
+[[ -d $DATA ]] && DATA=$(cd "$DATA" && pwd)
+RUN=$DATA/run
+[[ -f $RUN/env ]] || die "no running cluster uses $DATA: start it with 'make run' (or set CHAT_DATA_DIR to the folder it uses)"
+if flock -n "$RUN/lock" true; then
+	die "no running cluster uses $DATA ('make run' is not running); start it first"
+fi
+# shellcheck source=/dev/null
+source "$RUN/env"
+
+pidfile=$RUN/node-$ID.pid
+pid=$(pid_of "$pidfile")
+if [[ -n $pid ]] && alive "$pid"; then
+	die "node $ID is already running (pid $pid)"
+fi
+[[ $LISTEN != "$PEER" ]] || die "the client and peer addresses must differ"
+for a in "$LISTEN" "$PEER"; do
+	if (exec 3<>"/dev/tcp/${a%:*}/${a##*:}") 2>/dev/null; then
+		die "address $a is already in use"
+	fi
+done
+[[ -x $CHAT_ROOT/bin/node ]] || die "bin/node is missing: run 'make build'"
+
+log=$DATA/logs/$ID.log
+[[ -f $log ]] && mv -f "$log" "$log.1"
+launch "$pidfile" "$log" "$CHAT_ROOT/bin/node" --id "$ID" --listen "$LISTEN" --peer-listen "$PEER" \
+	--zk "$CHAT_ZK" --redis "$CHAT_REDIS" --mongo "$CHAT_MONGO" \
+	--cluster-secret-file "$CHAT_CLUSTER_SECRET_FILE"
+node_up() { (exec 3<>"/dev/tcp/${LISTEN%:*}/${LISTEN##*:}") 2>/dev/null; }
+if ! wait_until "node $ID" "$LAUNCHED_PID" "$log" 60 node_up; then
+	rm -f "$pidfile"
+	exit 1
+fi
+say "node $ID up: ws://$LISTEN/ws (peer link $PEER), pid $LAUNCHED_PID, log $log"

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Usage: deploy/install.sh
+#
+# Makes this machine ready to build, run and test the chat cluster:
+#   - Debian packages zookeeper (with Java) and redis-server, installed with
+#     apt-get only if missing (as root, or through sudo);
+#   - the Go modules of the root module and of deploy/mongostore.
+# Idempotent, and quick when everything is present.
+#
+# The scripts start their own ZooKeeper and Redis on their own ports; they
+# never use a system-wide service. If this script installs redis-server and
+# the package starts the system service, it is stopped and disabled so that
+# it does not hold port 6379, which `make run` uses by default.
+set -euo pipefail
+
+# shellcheck source=deploy/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+# installed PKG: the Debian package is installed.
+installed() {
+	[[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) == "install ok installed" ]]
+}
+
+missing=()
+if ! installed zookeeper || [[ ! -f /usr/share/java/zookeeper.jar ]] || ! command -v java >/dev/null; then
+	missing+=(zookeeper)
+fi
+if ! installed redis-server || ! command -v redis-server >/dev/null; then
+	missing+=(redis-server)
+fi
+
+if ((${#missing[@]} > 0)); then
+	command -v apt-get >/dev/null || die "missing ${missing[*]} and no apt-get: install them by hand (this script knows Debian/Ubuntu)"
+	as_root=()
+	if ((EUID != 0)); then
+		command -v sudo >/dev/null || die "missing ${missing[*]}: run deploy/install.sh as root (no sudo found)"
+		as_root=(sudo)
+	fi
+	had_redis=0
+	installed redis-server && had_redis=1
+	say "installing ${missing[*]} with apt-get"
+	export DEBIAN_FRONTEND=noninteractive
+	"${as_root[@]}" apt-get update -qq
+	"${as_root[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	if ((had_redis == 0)); then
+		# The package may have started its own service on port 6379. Our
+		# scripts run their own Redis; keep the port free for `make run`.
+		if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null; then
+			"${as_root[@]}" systemctl disable --now redis-server.service >/dev/null 2>&1 || true
+		elif [[ -x /etc/init.d/redis-server ]]; then
+			"${as_root[@]}" /etc/init.d/redis-server stop >/dev/null 2>&1 || true
+			command -v update-rc.d >/dev/null && { "${as_root[@]}" update-rc.d redis-server disable >/dev/null 2>&1 || true; }
+		fi
+	fi
+	[[ -f /usr/share/java/zookeeper.jar ]] || die "zookeeper installed but /usr/share/java/zookeeper.jar is missing"
+	command -v java >/dev/null || die "zookeeper installed but java is not on PATH"
+	command -v redis-server >/dev/null || die "redis-server installed but not on PATH"
+fi
+
+need_cmd go setsid flock
+(cd "$CHAT_ROOT" && go mod download) || die "go mod download failed for the root module"
+(cd "$CHAT_ROOT/deploy/mongostore" && go mod download) || die "go mod download failed for deploy/mongostore"

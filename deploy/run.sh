@@ -1,0 +1,247 @@
+#!/usr/bin/env bash
+# shellcheck disable=SC2317 # functions called from traps
+# Usage: deploy/run.sh        (what `make run` calls)
+#
+# Installs what is missing, builds bin/node, bin/gateway and bin/mongostore,
+# then starts ZooKeeper, Redis, mongostore (the MongoDB-wire store), the
+# gateway and three chat nodes on loopback, all data under one folder.
+# Ctrl-C (or SIGTERM) stops everything it started: the nodes first, then the
+# gateway, then the dependencies.
+#
+# Settings (environment):
+#   CHAT_DATA_DIR      data, logs and the cluster secret      (./data)
+#   CHAT_ZK_PORT       ZooKeeper client port                  (2181)
+#   CHAT_REDIS_PORT    Redis port                             (6379)
+#   CHAT_MONGO_PORT    mongostore port                        (27017)
+#   CHAT_GATEWAY_ADDR  gateway HTTP address                   (127.0.0.1:8080)
+#   CHAT_NODES         how many nodes, n1..nN                 (3)
+#   CHAT_NODE_PORT     client port of n1; n2 gets the next... (9001)
+#   CHAT_PEER_PORT     peer-link port of n1; likewise         (9101)
+#   CHAT_LOG_LEVEL     log level of gateway and nodes         (info)
+#   CHAT_SKIP_INSTALL  1: do not run deploy/install.sh
+#
+# Everything listens on 127.0.0.1. The logs are in $CHAT_DATA_DIR/logs/;
+# deploy/add-node.sh starts one more node while this runs.
+set -euo pipefail
+
+# shellcheck source=deploy/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+if [[ ${1:-} == -h || ${1:-} == --help ]]; then
+	print_usage "${BASH_SOURCE[0]}"
+	exit 0
+fi
+(($# == 0)) || die "no arguments expected (settings are environment variables; see --help)"
+
+ZK_PORT=${CHAT_ZK_PORT:-2181}
+REDIS_PORT=${CHAT_REDIS_PORT:-6379}
+MONGO_PORT=${CHAT_MONGO_PORT:-27017}
+GATEWAY_ADDR=${CHAT_GATEWAY_ADDR:-127.0.0.1:8080}
+NODES=${CHAT_NODES:-3}
+NODE_PORT=${CHAT_NODE_PORT:-9001}
+PEER_PORT=${CHAT_PEER_PORT:-9101}
+for v in ZK_PORT REDIS_PORT MONGO_PORT NODES NODE_PORT PEER_PORT; do
+	[[ ${!v} =~ ^[0-9]+$ ]] || die "CHAT_$v must be a number, not '${!v}'"
+done
+[[ $GATEWAY_ADDR =~ ^[^:]+:[0-9]+$ ]] || die "CHAT_GATEWAY_ADDR must be host:port, not '$GATEWAY_ADDR'"
+((NODES >= 1)) || die "CHAT_NODES must be at least 1"
+
+if [[ ${CHAT_SKIP_INSTALL:-} != 1 ]]; then
+	"$CHAT_ROOT/deploy/install.sh"
+fi
+zk_check_installed
+need_cmd redis-server go setsid flock
+
+DATA=${CHAT_DATA_DIR:-$CHAT_ROOT/data}
+mkdir -p "$DATA"
+DATA=$(cd "$DATA" && pwd)
+RUN=$DATA/run
+LOGS=$DATA/logs
+mkdir -p "$RUN" "$LOGS" "$DATA/zookeeper" "$DATA/redis" "$DATA/mongo"
+
+# One run per data folder. Descriptor 9 is held until this script exits.
+exec 9>"$RUN/lock"
+flock -n 9 || die "another deploy/run.sh is already running with $DATA (stop it, or set CHAT_DATA_DIR)"
+
+# Leftovers of a run that was killed: refuse to start over live processes.
+shopt -s nullglob
+for f in "$RUN"/*.pid; do
+	pid=$(pid_of "$f")
+	if [[ -n $pid ]] && alive "$pid"; then
+		die "process $pid from an earlier run (${f##*/}) is still running; stop it first (kill $pid)"
+	fi
+	rm -f "$f"
+done
+rm -f "$RUN/env"
+
+# Every port we are about to use must be free.
+ports=("zookeeper:$ZK_PORT:CHAT_ZK_PORT" "redis:$REDIS_PORT:CHAT_REDIS_PORT"
+	"mongostore:$MONGO_PORT:CHAT_MONGO_PORT" "gateway:${GATEWAY_ADDR##*:}:CHAT_GATEWAY_ADDR")
+for ((i = 1; i <= NODES; i++)); do
+	ports+=("node n$i:$((NODE_PORT + i - 1)):CHAT_NODE_PORT" "node n$i peer link:$((PEER_PORT + i - 1)):CHAT_PEER_PORT")
+done
+seen=" "
+for entry in "${ports[@]}"; do
+	IFS=: read -r what port var <<<"$entry"
+	[[ $seen == *" $port "* ]] && die "port $port is configured twice (check $var and the other port settings)"
+	seen+="$port "
+	if port_in_use "$port"; then
+		die "port $port ($what) is already in use; stop what holds it or choose another port with $var"
+	fi
+done
+
+# Build.
+for c in node gateway; do
+	[[ -d $CHAT_ROOT/cmd/$c ]] || die "cmd/$c does not exist in $CHAT_ROOT"
+done
+say "building bin/node, bin/gateway, bin/mongostore"
+(cd "$CHAT_ROOT" && go build -o bin/node ./cmd/node && go build -o bin/gateway ./cmd/gateway) || die "build failed"
+build_mongostore "$CHAT_ROOT/bin/mongostore"
+
+# The cluster secret: made once, readable by the owner only, never in the repo.
+SECRET=$DATA/cluster.secret
+if [[ ! -s $SECRET ]]; then
+	(umask 077 && head -c 32 /dev/urandom | base64 >"$SECRET")
+	say "generated the cluster secret in $SECRET"
+fi
+chmod 600 "$SECRET"
+
+# ---- process bookkeeping --------------------------------------------------
+
+STOPPING=0
+declare -A REPORTED=() # pids whose exit was reported
+
+# start_proc NAME PIDFILE CMD...: start a process whose log is $LOGS/NAME.log (the
+# previous run's log is kept as NAME.log.1).
+start_proc() {
+	local name=$1 pidfile=$2 log=$LOGS/$1.log
+	shift 2
+	[[ -f $log ]] && mv -f "$log" "$log.1"
+	launch "$pidfile" "$log" "$@"
+}
+
+stop_pidfiles() { # GRACE PIDFILE...: stop these in parallel, then forget them
+	local grace=$1 f pid stoppers=()
+	shift
+	for f in "$@"; do
+		pid=$(pid_of "$f")
+		[[ -n $pid ]] || continue
+		stop_proc "$pid" "$grace" &
+		stoppers+=($!)
+	done
+	((${#stoppers[@]} == 0)) || wait "${stoppers[@]}" || true
+	rm -f "$@"
+}
+
+cleanup() {
+	local rc=$?
+	trap - EXIT INT TERM HUP
+	STOPPING=1
+	[[ -n ${WATCHDOG_PID:-} ]] && kill "$WATCHDOG_PID" 2>/dev/null
+	local nodes=("$RUN"/node-*.pid)
+	if ((${#nodes[@]} > 0)); then
+		say "stopping nodes"
+		stop_pidfiles 30 "${nodes[@]}"
+	fi
+	[[ -f $RUN/gateway.pid ]] && stop_pidfiles 10 "$RUN/gateway.pid"
+	local f
+	for f in mongostore redis zookeeper; do
+		[[ -f $RUN/$f.pid ]] && stop_pidfiles 20 "$RUN/$f.pid"
+	done
+	rm -f "$RUN/env"
+	say "stopped"
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 0' INT TERM HUP
+
+start_watchdog "$RUN" keep
+
+# ---- dependencies ---------------------------------------------------------
+
+zk_write_conf "$DATA/zookeeper" "$ZK_PORT"
+zk_command "$DATA/zookeeper"
+start_proc zookeeper "$RUN/zookeeper.pid" "${ZK_CMD[@]}"
+ZK_PID=$LAUNCHED_PID
+
+start_proc redis "$RUN/redis.pid" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 \
+	--dir "$DATA/redis" --appendonly yes --daemonize no --logfile '' --loglevel notice
+REDIS_PID=$LAUNCHED_PID
+
+start_proc mongostore "$RUN/mongostore.pid" \
+	"$CHAT_ROOT/bin/mongostore" --listen "127.0.0.1:$MONGO_PORT" --dir "$DATA/mongo"
+MONGO_PID=$LAUNCHED_PID
+
+wait_until zookeeper "$ZK_PID" "$LOGS/zookeeper.log" 60 zk_ready "$ZK_PORT" || exit 1
+say "zookeeper  127.0.0.1:$ZK_PORT"
+wait_until redis "$REDIS_PID" "$LOGS/redis.log" 60 redis_ready "$REDIS_PORT" || exit 1
+say "redis      127.0.0.1:$REDIS_PORT"
+wait_until mongostore "$MONGO_PID" "$LOGS/mongostore.log" 60 mongo_ready "$LOGS/mongostore.log" "$MONGO_PORT" || exit 1
+say "mongostore 127.0.0.1:$MONGO_PORT"
+
+# What deploy/add-node.sh needs to start a node against this run.
+cat >"$RUN/env" <<EOF
+CHAT_ZK=127.0.0.1:$ZK_PORT
+CHAT_REDIS=127.0.0.1:$REDIS_PORT
+CHAT_MONGO=mongodb://127.0.0.1:$MONGO_PORT/
+CHAT_CLUSTER_SECRET_FILE=$SECRET
+EOF
+# shellcheck source=/dev/null
+source "$RUN/env"
+export CHAT_ZK CHAT_REDIS CHAT_MONGO CHAT_CLUSTER_SECRET_FILE
+
+# ---- gateway and nodes ----------------------------------------------------
+
+start_proc gateway "$RUN/gateway.pid" "$CHAT_ROOT/bin/gateway" \
+	--listen "$GATEWAY_ADDR" --redis "$CHAT_REDIS" --mongo "$CHAT_MONGO"
+GATEWAY_PID=$LAUNCHED_PID
+
+node_pids=()
+for ((i = 1; i <= NODES; i++)); do
+	start_proc "n$i" "$RUN/node-n$i.pid" "$CHAT_ROOT/bin/node" --id "n$i" \
+		--listen "127.0.0.1:$((NODE_PORT + i - 1))" --peer-listen "127.0.0.1:$((PEER_PORT + i - 1))" \
+		--zk "$CHAT_ZK" --redis "$CHAT_REDIS" --mongo "$CHAT_MONGO" \
+		--cluster-secret-file "$SECRET"
+	node_pids+=("$LAUNCHED_PID")
+done
+
+wait_until gateway "$GATEWAY_PID" "$LOGS/gateway.log" 60 port_in_use "${GATEWAY_ADDR##*:}" || exit 1
+say "gateway    http://$GATEWAY_ADDR/"
+for ((i = 1; i <= NODES; i++)); do
+	wait_until "node n$i" "${node_pids[i - 1]}" "$LOGS/n$i.log" 60 port_in_use "$((NODE_PORT + i - 1))" || exit 1
+	say "node n$i    ws://127.0.0.1:$((NODE_PORT + i - 1))/ws (peer link 127.0.0.1:$((PEER_PORT + i - 1)))"
+done
+if ! wait_until "cluster" "$GATEWAY_PID" "$LOGS/gateway.log" 30 http_ok "$GATEWAY_ADDR" /api/nodes; then
+	say "warning: the gateway does not list any live node yet; see the logs"
+fi
+
+cat >&2 <<EOF
+
+  chat cluster is up: http://$GATEWAY_ADDR/
+
+  logs:        $LOGS/<name>.log  (zookeeper, redis, mongostore, gateway, n1..n$NODES)
+  data:        $DATA
+  add a node:  deploy/add-node.sh n$((NODES + 1)) $((NODE_PORT + NODES)) $((PEER_PORT + NODES))
+  Ctrl-C stops everything.
+
+EOF
+
+# ---- watch ----------------------------------------------------------------
+
+# Report any process that exits while we run; keep the rest running (a
+# node going away is something the cluster is built to survive).
+while ((STOPPING == 0)); do
+	for f in "$RUN"/*.pid; do
+		pid=$(pid_of "$f")
+		[[ -z $pid || -n ${REPORTED[$pid]:-} ]] && continue
+		alive "$pid" && continue
+		REPORTED[$pid]=1
+		name=${f##*/}
+		name=${name%.pid}
+		name=${name#node-}
+		say "$name (pid $pid) exited unexpectedly; its log: $LOGS/$name.log"
+		log_tail "$LOGS/$name.log" 5
+	done
+	sleep 1 &
+	wait $! || true
+done
