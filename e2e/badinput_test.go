@@ -21,7 +21,7 @@ import (
 func TestBadInput(t *testing.T) {
 	c := testenv.StartCluster(t, testenv.Options{Nodes: 1, Env: fastEnv})
 	c.WaitLeader(t)
-	register(t, c, "lee", "max")
+	register(t, c, "lee", "max", "lou")
 	ws := c.Node(0).WSURL
 	bystander := connect(t, ws, "max")
 
@@ -44,6 +44,7 @@ func TestBadInput(t *testing.T) {
 		{"history before login", `{"action": "history", "id": "1", "data": {"with": "max"}}`, 401},
 		{"sync before login", `{"action": "sync", "id": "1", "data": {}}`, 401},
 		{"userInfo before login", `{"action": "userInfo", "id": "1", "data": {"username": "max"}}`, 401},
+		{"ping before login", `{"action": "ping", "id": "1"}`, 401},
 		{"peer action on client port", `{"action": "route", "id": "1", "data": {}}`, 403},
 		{"peer hello on client port", `{"action": "hello", "id": "1", "data": {}}`, 403},
 		{"login without fields", `{"action": "login", "id": "1", "data": {}}`, 400},
@@ -81,6 +82,7 @@ func TestBadInput(t *testing.T) {
 		{"chat text too large", map[string]any{"to": "max", "text": strings.Repeat("x", protocol.MaxTextBytes+1)}, "chat", 413},
 		{"chat unknown room", map[string]any{"room": "nowhere", "text": "hi"}, "chat", 404},
 		{"history of others", map[string]any{"conv": protocol.DMConv("max", "nobody")}, "history", 403},
+		{"history with unknown user", map[string]any{"with": "nobody"}, "history", 404},
 		{"history bad conv", map[string]any{"conv": "xyz"}, "history", 400},
 		{"history limit too big", map[string]any{"with": "max", "limit": 101}, "history", 400},
 		{"history two selectors", map[string]any{"with": "max", "conv": "dm:lee:max"}, "history", 400},
@@ -114,8 +116,12 @@ func TestBadInput(t *testing.T) {
 		t.Fatalf("oversized frame: got %v, want close 1009", err)
 	}
 
-	// ... and everyone else is still served.
-	for _, conn := range []*chatclient.Conn{anon, lee.conn, bystander.conn} {
+	// ... and everyone else is still served: the anonymous connection can
+	// still log in, the others still answer.
+	if _, err := anon.Login(ctxT(t, 5*time.Second), "lou", password); err != nil {
+		t.Fatalf("login after bad input: %v", err)
+	}
+	for _, conn := range []*chatclient.Conn{lee.conn, bystander.conn} {
 		if err := conn.Do(ctxT(t, 5*time.Second), protocol.ActionPing, struct{}{}, nil); err != nil {
 			t.Fatalf("ping after bad input: %v", err)
 		}

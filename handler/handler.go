@@ -41,7 +41,7 @@ func New(d Deps) *Handler {
 	h := &Handler{d: d}
 	h.actions = map[string]action{
 		protocol.ActionLogin:    {h.login, false},
-		protocol.ActionPing:     {h.ping, false},
+		protocol.ActionPing:     {h.ping, true},
 		protocol.ActionChat:     {h.chat, true},
 		protocol.ActionHistory:  {h.history, true},
 		protocol.ActionSync:     {h.sync, true},
@@ -249,6 +249,11 @@ func (h *Handler) history(ctx context.Context, c Conn, req protocol.Request) (an
 	if err != nil {
 		return nil, err
 	}
+	if d.With != "" {
+		if err := h.d.Users.Exists(ctx, d.With); err != nil {
+			return nil, err
+		}
+	}
 	limit := d.Limit
 	switch {
 	case limit == 0:
@@ -280,6 +285,11 @@ func (h *Handler) sync(ctx context.Context, c Conn, req protocol.Request) (any, 
 		convs, err := h.d.Journal.Convs(ctx, user)
 		if err != nil {
 			return nil, err
+		}
+		if len(convs) > protocol.MaxSyncConvs {
+			// The newest conversation ids sort last; older ones can be
+			// synced by naming them.
+			convs = convs[len(convs)-protocol.MaxSyncConvs:]
 		}
 		offsets = make(map[string]int64, len(convs))
 		for _, cv := range convs {

@@ -131,7 +131,9 @@ func TestActions(t *testing.T) {
 		code  int
 		check func(t *testing.T, data any)
 	}{
-		{name: "ping before login", req: req("ping", nil)},
+		{name: "ping before login", req: req("ping", nil), code: 401},
+		{name: "ping", user: "amy", req: req("ping", nil)},
+		{name: "history with unknown user", user: "amy", req: req("history", map[string]any{"with": "zed"}), code: 404},
 		{name: "chat before login", req: req("chat", map[string]string{"to": "bob", "text": "x"}), code: 401},
 		{name: "unknown action", user: "amy", req: req("dance", nil), code: 400},
 		{name: "peer action", user: "amy", req: req("deliver", nil), code: 403},
