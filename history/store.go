@@ -282,3 +282,15 @@ func (s *Store) LatestSeq(ctx context.Context, conv string) (int64, error) {
 	}
 	return d.Seq, nil
 }
+
+// Empty reports whether no message has ever been stored: a new deployment.
+func (s *Store) Empty(ctx context.Context) (bool, error) {
+	err := s.messages.FindOne(ctx, bson.D{}, options.FindOne().SetProjection(bson.D{{Key: "_id", Value: 1}})).Err()
+	switch {
+	case errors.Is(err, mongo.ErrNoDocuments):
+		return true, nil
+	case err != nil:
+		return false, fmt.Errorf("history: empty: %w", err)
+	}
+	return false, nil
+}

@@ -145,6 +145,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("node: cannot open MongoDB at %s: %w", s.cfg.Mongo, err)
 	}
 	s.chatlog = chatlog.New(s.rdb, s.cfg.RedisPrefix)
+	if err = s.markFresh(ctx); err != nil {
+		return err
+	}
 	s.accounts = accounts.New(s.rdb, s.cfg.RedisPrefix, s.store, 0, 0)
 	s.dir = directory.New(s.rdb, s.cfg.RedisPrefix)
 	s.sessions = session.NewStore(s.rdb, s.cfg.RedisPrefix)
@@ -205,6 +208,25 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	s.goAttach(func() { s.serveHTTP(s.clientHTTP, cln, "client") })
 	s.log.Info().Str("ws", s.cfg.Advertise).Str("peer", s.cfg.PeerListen).Msg("node started")
 	close(s.ready)
+	return nil
+}
+
+// markFresh tells the journal that Redis holds every sequence counter from
+// the start when durable history is empty (a new deployment), so that a
+// new conversation needs only Redis. Otherwise counters missing from Redis
+// (it was restarted empty) are seeded from MongoDB one conversation at a
+// time, which never reuses a seq.
+func (s *Server) markFresh(ctx context.Context) error {
+	empty, err := s.store.Empty(ctx)
+	if err != nil {
+		return fmt.Errorf("node: reading history: %w", err)
+	}
+	if !empty {
+		return nil
+	}
+	if err := s.chatlog.MarkFresh(ctx); err != nil {
+		return fmt.Errorf("node: marking a new deployment in Redis: %w", err)
+	}
 	return nil
 }
 
