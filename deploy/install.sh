@@ -2,8 +2,9 @@
 # Usage: deploy/install.sh
 #
 # Makes this machine ready to build, run and test the chat cluster:
-#   - Debian packages zookeeper (with Java) and redis-server, installed with
-#     apt-get only if missing (as root, or through sudo);
+#   - Debian packages zookeeper (with Java) and redis-server, and make and
+#     gcc (for the race detector) where absent, installed with apt-get only
+#     if missing (as root, or through sudo);
 #   - the Go modules of the root module and of deploy/mongostore.
 # Idempotent, and quick when everything is present.
 #
@@ -28,6 +29,11 @@ fi
 if ! installed redis-server || ! command -v redis-server >/dev/null; then
 	missing+=(redis-server)
 fi
+# The rest is on any Debian system, but not always in a minimal one. The
+# race detector (make test) needs cgo, hence a C compiler.
+command -v make >/dev/null || missing+=(make)
+command -v gcc >/dev/null || missing+=(gcc libc6-dev)
+command -v flock >/dev/null && command -v setsid >/dev/null || missing+=(util-linux)
 
 if ((${#missing[@]} > 0)); then
 	command -v apt-get >/dev/null || die "missing ${missing[*]} and no apt-get: install them by hand (this script knows Debian/Ubuntu)"
@@ -57,6 +63,7 @@ if ((${#missing[@]} > 0)); then
 	command -v redis-server >/dev/null || die "redis-server installed but not on PATH"
 fi
 
-need_cmd go setsid flock
+command -v go >/dev/null || die "'go' not found: install Go $(sed -n 's/^go //p' "$CHAT_ROOT/go.mod") or newer from https://go.dev/dl/ and put it on PATH"
+need_cmd setsid flock
 (cd "$CHAT_ROOT" && go mod download) || die "go mod download failed for the root module"
 (cd "$CHAT_ROOT/deploy/mongostore" && go mod download) || die "go mod download failed for deploy/mongostore"

@@ -29,7 +29,9 @@ print_usage() {
 need_cmd() {
 	local c
 	for c in "$@"; do
-		command -v "$c" >/dev/null 2>&1 || die "'$c' not found; run deploy/install.sh (as root) first"
+		command -v "$c" >/dev/null 2>&1 && continue
+		[[ $c == go ]] && die "'go' not found: install Go (see go.mod for the version) from https://go.dev/dl/ and put it on PATH"
+		die "'$c' not found; run deploy/install.sh (as root) first"
 	done
 }
 
@@ -80,9 +82,8 @@ stop_proc() {
 # pid_of PIDFILE: the pid stored in a pid file, or nothing.
 pid_of() {
 	local p=
-	[[ -f $1 ]] && p=$(cat "$1" 2>/dev/null)
-	[[ $p =~ ^[0-9]+$ ]] && printf '%s' "$p"
-	return 0
+	read -r p 2>/dev/null <"$1" || true
+	if [[ $p =~ ^[0-9]+$ ]]; then printf '%s' "$p"; fi
 }
 
 # DEFAULT_SIGNALS runs a command with SIGINT and SIGQUIT back to their
@@ -90,6 +91,7 @@ pid_of() {
 # command that ignores SIGINT cannot be interrupted when we pass Ctrl-C on.
 DEFAULT_SIGNALS=()
 if env --default-signal=INT,QUIT true 2>/dev/null; then
+	# shellcheck disable=SC2054 # the comma is env's list separator
 	DEFAULT_SIGNALS=(env --default-signal=INT,QUIT)
 fi
 
@@ -120,14 +122,14 @@ port_in_use() {
 	(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
-# free_port: print a port on 127.0.0.1 that nothing listens on, picked at
+# free_port: set FREE_PORT to a port of 127.0.0.1 that nothing listens on, picked at
 # random below the kernel's ephemeral range (so it never collides with the
 # ports tests get from listening on :0), and not handed out before by this
 # script.
 _given_ports=" "
 free_port() {
 	local lo=20000 hi=32767 p i eph
-	read -r eph _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || eph=32768
+	read -r eph _ 2>/dev/null </proc/sys/net/ipv4/ip_local_port_range || eph=32768
 	if ((eph > lo + 1000)); then hi=$((eph - 1)); fi
 	for ((i = 0; i < 200; i++)); do
 		p=$((lo + (RANDOM * 32768 + RANDOM) % (hi - lo + 1)))

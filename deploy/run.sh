@@ -121,12 +121,14 @@ start_proc() {
 }
 
 stop_pidfiles() { # GRACE PIDFILE...: stop these in parallel, then forget them
-	local grace=$1 f pid stoppers=()
+	local grace=$1 f pid name stoppers=()
 	shift
 	for f in "$@"; do
 		pid=$(pid_of "$f")
 		[[ -n $pid ]] || continue
-		stop_proc "$pid" "$grace" &
+		name=${f##*/}
+		name=${name%.pid}
+		{ stop_proc "$pid" "$grace" || say "${name#node-} did not stop within ${grace}s; killed it"; } &
 		stoppers+=($!)
 	done
 	((${#stoppers[@]} == 0)) || wait "${stoppers[@]}" || true
@@ -137,7 +139,7 @@ cleanup() {
 	local rc=$?
 	trap - EXIT INT TERM HUP
 	STOPPING=1
-	[[ -n ${WATCHDOG_PID:-} ]] && kill "$WATCHDOG_PID" 2>/dev/null
+	if [[ -n ${WATCHDOG_PID:-} ]]; then kill "$WATCHDOG_PID" 2>/dev/null || true; fi
 	local nodes=("$RUN"/node-*.pid)
 	if ((${#nodes[@]} > 0)); then
 		say "stopping nodes"

@@ -56,7 +56,7 @@ cleanup() {
 	if [[ -n $CMD_PID ]] && group_alive "$CMD_PID"; then
 		stop_proc "$CMD_PID" 5 || say "killed what was left of the command's processes"
 	fi
-	[[ -n ${WATCHDOG_PID:-} ]] && kill "$WATCHDOG_PID" 2>/dev/null
+	if [[ -n ${WATCHDOG_PID:-} ]]; then kill "$WATCHDOG_PID" 2>/dev/null || true; fi
 	# Ensemble members may have been restarted by a test: read pids afresh.
 	local files=("${PIDFILES[@]}")
 	if [[ -d $WORK/ensemble ]]; then
@@ -103,11 +103,56 @@ start_zk() {
 	launch "$dir/pid" "$dir/log" "${ZK_CMD[@]}"
 }
 
+MONGOSTORE=$CHAT_ROOT/.cache/bin/mongostore
+mkdir -p "$WORK/redis" "$WORK/mongo"
+
+# start_dep NAME: start the dependency NAME on a free port; sets its
+# *_PORT and *_PID.
+start_dep() {
+	free_port
+	case $1 in
+	zookeeper)
+		ZK_PORT=$FREE_PORT
+		start_zk zookeeper "$WORK/zk" "$ZK_PORT"
+		ZK_PID=$LAUNCHED_PID
+		;;
+	redis)
+		REDIS_PORT=$FREE_PORT
+		launch "$WORK/pids/redis.pid" "$WORK/redis/log" \
+			redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$WORK/redis" \
+			--save '' --appendonly no --daemonize no --logfile '' --loglevel warning
+		REDIS_PID=$LAUNCHED_PID
+		;;
+	mongostore)
+		MONGO_PORT=$FREE_PORT
+		launch "$WORK/pids/mongostore.pid" "$WORK/mongo/log" \
+			"$MONGOSTORE" --listen "127.0.0.1:$MONGO_PORT" --dir "$WORK/mongo/data"
+		MONGO_PID=$LAUNCHED_PID
+		;;
+	esac
+}
+
+# wait_dep NAME: wait until NAME serves. If it could not bind its port
+# (another process took it since we looked), start it again on another.
+wait_dep() {
+	local name=$1 attempt log
+	for attempt in 1 2 3; do
+		case $name in
+		zookeeper) log=$WORK/zk/log && wait_until "$name" "$ZK_PID" "$log" 60 zk_ready "$ZK_PORT" && return 0 ;;
+		redis) log=$WORK/redis/log && wait_until "$name" "$REDIS_PID" "$log" 30 redis_ready "$REDIS_PORT" && return 0 ;;
+		mongostore) log=$WORK/mongo/log && wait_until "$name" "$MONGO_PID" "$log" 30 mongo_ready "$log" "$MONGO_PORT" && return 0 ;;
+		esac
+		if ((attempt < 3)) && grep -qi 'address already in use' "$log"; then
+			say "$name: its port was taken meanwhile; trying another"
+			start_dep "$name"
+			continue
+		fi
+		exit 1
+	done
+}
+
 # ZooKeeper first: the JVM takes the longest, so it boots while we do the rest.
-free_port
-ZK_PORT=$FREE_PORT
-start_zk zookeeper "$WORK/zk" "$ZK_PORT"
-ZK_PID=$LAUNCHED_PID
+start_dep zookeeper
 PIDFILES+=("$WORK/zk/pid")
 
 ENSEMBLE=
@@ -145,30 +190,17 @@ if [[ ${CHAT_TEST_ZK_ENSEMBLE:-} == 1 ]]; then
 	ENSEMBLE="127.0.0.1:${cports[0]},127.0.0.1:${cports[1]},127.0.0.1:${cports[2]}"
 fi
 
-free_port
-REDIS_PORT=$FREE_PORT
-mkdir -p "$WORK/redis"
-launch "$WORK/pids/redis.pid" "$WORK/redis/log" \
-	redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$WORK/redis" \
-	--save '' --appendonly no --daemonize no --logfile '' --loglevel warning
-REDIS_PID=$LAUNCHED_PID
+start_dep redis
 PIDFILES+=("$WORK/pids/redis.pid")
-
-MONGOSTORE=$CHAT_ROOT/.cache/bin/mongostore
 build_mongostore "$MONGOSTORE"
-free_port
-MONGO_PORT=$FREE_PORT
-mkdir -p "$WORK/mongo"
-launch "$WORK/pids/mongostore.pid" "$WORK/mongo/log" \
-	"$MONGOSTORE" --listen "127.0.0.1:$MONGO_PORT" --dir "$WORK/mongo/data"
-MONGO_PID=$LAUNCHED_PID
+start_dep mongostore
 PIDFILES+=("$WORK/pids/mongostore.pid")
 
-wait_until zookeeper "$ZK_PID" "$WORK/zk/log" 60 zk_ready "$ZK_PORT" || exit 1
+wait_dep zookeeper
 say "zookeeper on 127.0.0.1:$ZK_PORT"
-wait_until redis "$REDIS_PID" "$WORK/redis/log" 30 redis_ready "$REDIS_PORT" || exit 1
+wait_dep redis
 say "redis on 127.0.0.1:$REDIS_PORT"
-wait_until mongostore "$MONGO_PID" "$WORK/mongo/log" 30 mongo_ready "$WORK/mongo/log" "$MONGO_PORT" || exit 1
+wait_dep mongostore
 say "mongostore on 127.0.0.1:$MONGO_PORT"
 if [[ -n $ENSEMBLE ]]; then
 	for i in 1 2 3; do

@@ -149,7 +149,6 @@ type Proc struct {
 	PeerAddr string // peer-link address, 127.0.0.1:port (nodes)
 	Log      string // file with the process's stdout and stderr
 
-	args []string // the command line
 	// Set by start, read under Cluster.mu; exited is closed once the
 	// process was waited for.
 	cmd    *exec.Cmd
@@ -540,7 +539,7 @@ func (c *Cluster) start(p *Proc) error {
 		close(exited)
 	}()
 	c.mu.Lock()
-	p.args, p.cmd, p.exited, p.paused = args, cmd, exited, false
+	p.cmd, p.exited, p.paused = cmd, exited, false
 	c.mu.Unlock()
 
 	var early bool // exited before accepting
