@@ -138,13 +138,13 @@ func TestLeaderCloseFailover(t *testing.T) {
 // process is killed: its session expires and the next node leads.
 func TestLeaderKilled(t *testing.T) {
 	e := newEnv(t)
-	p := newProxy(t, e.servers[0])
+	p := testenv.NewProxy(t, e.servers[0])
 	n1 := e.started("n1", viaProxy(p))
 	n2, n3 := e.started("n2", nil), e.started("n3", nil)
 	old := waitAgreed(t, 3, n1, n2, n3)
 
 	start := time.Now()
-	p.cut()
+	p.Cut()
 	testenv.WaitFor(t, testTimeout, "killed leader stops leading", func() bool {
 		s := n1.State()
 		return !s.Connected && !s.IsLeader
@@ -169,12 +169,12 @@ func TestLeaderKilled(t *testing.T) {
 // is open but nothing answers), even with a request in flight.
 func TestClosePartitioned(t *testing.T) {
 	e := newEnv(t)
-	p := newProxy(t, e.servers[0])
+	p := testenv.NewProxy(t, e.servers[0])
 	n1 := e.started("n1", viaProxy(p))
 	waitAgreed(t, 1, n1)
 	base := runtime.NumGoroutine()
 
-	p.blackhole()
+	p.Blackhole()
 	errc := make(chan error, 1)
 	go func() { // a fencing read that will not get an answer
 		_, err := n1.CurrentLeader(context.Background())
@@ -182,7 +182,7 @@ func TestClosePartitioned(t *testing.T) {
 	}()
 	testenv.WaitFor(t, testTimeout, "n1 notices the dead link", func() bool { return !n1.State().Connected })
 	// The client now hangs in the handshake of a new connection.
-	testenv.WaitFor(t, testTimeout, "n1 reconnects into the hanging link", func() bool { return p.heldConns() > 0 })
+	testenv.WaitFor(t, testTimeout, "n1 reconnects into the hanging link", func() bool { return p.Held() > 0 })
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
@@ -204,7 +204,7 @@ func TestClosePartitioned(t *testing.T) {
 // a new session, registered again and in the election behind the others.
 func TestPartitionedLeader(t *testing.T) {
 	e := newEnv(t)
-	p := newProxy(t, e.servers[0])
+	p := testenv.NewProxy(t, e.servers[0])
 	n1 := e.started("n1", viaProxy(p))
 	n2, n3 := e.started("n2", nil), e.started("n3", nil)
 	old := waitAgreed(t, 3, n1, n2, n3)
@@ -212,7 +212,7 @@ func TestPartitionedLeader(t *testing.T) {
 	oldOwn, _ := ownElection(n1)
 
 	start := time.Now()
-	p.blackhole()
+	p.Blackhole()
 	var paused time.Duration
 	testenv.WaitFor(t, testTimeout, "others elect a new leader", func() bool {
 		if s := n1.State(); paused == 0 && !s.IsLeader {
@@ -231,7 +231,7 @@ func TestPartitionedLeader(t *testing.T) {
 		t.Fatalf("new leader = %+v, want n2 with an epoch above %d", newLeader, old.Epoch)
 	}
 
-	p.restore()
+	p.Restore()
 	waitAgreed(t, 3, n1, n2, n3)
 	s := n1.State()
 	own, watching := ownElection(n1)
@@ -254,7 +254,7 @@ func TestPartitionedLeader(t *testing.T) {
 // resumes with the same session, znodes and epoch.
 func TestDisconnectKeepsSession(t *testing.T) {
 	e := newEnv(t)
-	p := newProxy(t, e.servers[0])
+	p := testenv.NewProxy(t, e.servers[0])
 	// A longer session than the client's ~1s reconnect delay.
 	n1 := e.started("n1", func(c *Config) { viaProxy(p)(c); c.SessionTimeout = 4 * time.Second })
 	n2 := e.started("n2", nil)
@@ -262,12 +262,12 @@ func TestDisconnectKeepsSession(t *testing.T) {
 	before := n1.State()
 	ownBefore, _ := ownElection(n1)
 
-	p.cut()
+	p.Cut()
 	testenv.WaitFor(t, testTimeout, "n1 paused", func() bool {
 		s := n1.State()
 		return !s.Connected && !s.IsLeader
 	})
-	p.restore()
+	p.Restore()
 	testenv.WaitFor(t, testTimeout, "n1 leads again", func() bool {
 		s := n1.State()
 		return s.Connected && s.IsLeader
@@ -322,12 +322,12 @@ func TestDuplicateIDFailsStart(t *testing.T) {
 // its old session to expire instead of failing as a duplicate.
 func TestRestartAfterCrash(t *testing.T) {
 	e := newEnv(t)
-	p := newProxy(t, e.servers[0])
+	p := testenv.NewProxy(t, e.servers[0])
 	old := e.started("n1", viaProxy(p))
 	other := e.started("n2", nil)
 	waitAgreed(t, 2, old, other)
 
-	p.cut() // the old process is gone; its session lingers for up to 1s
+	p.Cut() // the old process is gone; its session lingers for up to 1s
 	start := time.Now()
 	restarted := e.started("n1", func(c *Config) { c.StaleWait = 5 * time.Second })
 	t.Logf("restart waited %s for the old session to expire", time.Since(start).Round(time.Millisecond))
@@ -390,8 +390,8 @@ func TestCloseIdempotentNoLeak(t *testing.T) {
 
 func TestStartGivesUpWithContext(t *testing.T) {
 	e := newEnv(t)
-	p := newProxy(t, e.servers[0])
-	p.cut() // nothing answers
+	p := testenv.NewProxy(t, e.servers[0])
+	p.Cut() // nothing answers
 	base := runtime.NumGoroutine()
 	c := e.node("n1", viaProxy(p))
 

@@ -3,10 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
-	"io"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -149,151 +146,9 @@ func ownElection(c *Cluster) (own, watching string) {
 	return c.own, c.watching
 }
 
-// proxy is a TCP proxy to ZooKeeper that a test can cut (connections
-// closed, new ones refused: a crashed or killed peer) or blackhole
-// (connections held open but nothing forwarded: a network partition).
-type proxy struct {
-	ln     net.Listener
-	target string
-
-	mu    sync.Mutex
-	mode  int // proxyUp, proxyCut, proxyBlackhole
-	held  int // connections accepted in blackhole mode
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
-}
-
-const (
-	proxyUp = iota
-	proxyCut
-	proxyBlackhole
-)
-
-func newProxy(t *testing.T, target string) *proxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
-	p.wg.Add(1)
-	go p.accept()
-	t.Cleanup(func() {
-		ln.Close()
-		p.closeConns()
-		p.wg.Wait()
-	})
-	return p
-}
-
-func (p *proxy) addr() string { return p.ln.Addr().String() }
-
-func (p *proxy) accept() {
-	defer p.wg.Done()
-	for {
-		in, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		p.mu.Lock()
-		mode := p.mode
-		if mode == proxyCut {
-			p.mu.Unlock()
-			in.Close()
-			continue
-		}
-		p.conns[in] = struct{}{}
-		if mode == proxyBlackhole {
-			p.held++
-		}
-		p.mu.Unlock()
-		if mode == proxyBlackhole {
-			p.wg.Add(1)
-			go func() { defer p.wg.Done(); _, _ = io.Copy(io.Discard, in) }()
-			continue
-		}
-		out, err := net.Dial("tcp", p.target)
-		if err != nil {
-			in.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns[out] = struct{}{}
-		p.mu.Unlock()
-		p.wg.Add(2)
-		go p.pipe(out, in)
-		go p.pipe(in, out)
-	}
-}
-
-// pipe copies src to dst while the proxy is up; in blackhole mode it reads
-// and drops.
-func (p *proxy) pipe(dst, src net.Conn) {
-	defer p.wg.Done()
-	defer dst.Close()
-	defer src.Close()
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			p.mu.Lock()
-			up := p.mode == proxyUp
-			p.mu.Unlock()
-			if up {
-				if _, werr := dst.Write(buf[:n]); werr != nil {
-					return
-				}
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-func (p *proxy) closeConns() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for c := range p.conns {
-		c.Close()
-	}
-	clear(p.conns)
-}
-
-// cut closes every connection and refuses new ones, like a killed process.
-func (p *proxy) cut() {
-	p.mu.Lock()
-	p.mode = proxyCut
-	p.mu.Unlock()
-	p.closeConns()
-}
-
-// blackhole keeps connections open but stops forwarding, like a partition.
-func (p *proxy) blackhole() {
-	p.mu.Lock()
-	p.mode = proxyBlackhole
-	p.mu.Unlock()
-}
-
-// restore heals the proxy; held connections are closed so that the client
-// reconnects through a working one.
-func (p *proxy) restore() {
-	p.mu.Lock()
-	p.mode = proxyUp
-	p.mu.Unlock()
-	p.closeConns()
-}
-
-// heldConns returns how many connections were accepted in blackhole mode.
-func (p *proxy) heldConns() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.held
-}
-
 // viaProxy makes a node reach ZooKeeper through p.
-func viaProxy(p *proxy) func(*Config) {
-	return func(c *Config) { c.Servers = []string{p.addr()} }
+func viaProxy(p *testenv.Proxy) func(*Config) {
+	return func(c *Config) { c.Servers = []string{p.Addr()} }
 }
 
 // latest takes whatever snapshot is waiting on ch without blocking, and

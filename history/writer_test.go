@@ -313,7 +313,7 @@ func TestWriterMongoDown(t *testing.T) {
 	// check store talks to it directly.
 	uri := testenv.Mongo(t)
 	check := openStoreAt(t, uri, ns)
-	px := startProxy(t, hostPort(t, uri))
+	px := testenv.NewProxy(t, hostPort(t, uri))
 	s := openStoreAt(t, "mongodb://"+px.Addr()+"/", ns)
 
 	log := &logBuf{}
@@ -327,7 +327,7 @@ func TestWriterMongoDown(t *testing.T) {
 		return drained(t, rdb, prefix, convsOf(before))
 	})
 
-	px.SetDown(true)
+	px.Cut()
 	during := makeMessages(50, 5, "d")
 	appendMessages(t, rdb, prefix, during)
 	testenv.WaitFor(t, 60*time.Second, "three failed write attempts", func() bool {
@@ -352,7 +352,7 @@ func TestWriterMongoDown(t *testing.T) {
 		}
 	}
 
-	px.SetDown(false)
+	px.Restore()
 	testenv.WaitFor(t, 60*time.Second, "backlog written after MongoDB came back", func() bool {
 		return drained(t, rdb, prefix, convsOf(during))
 	})
@@ -373,7 +373,7 @@ func TestWriterRedisTrouble(t *testing.T) {
 	prefix := ns + ":"
 	ctx := context.Background()
 	direct := redisClient(t, testenv.Redis(t), prefix)
-	px := startProxy(t, testenv.Redis(t))
+	px := testenv.NewProxy(t, testenv.Redis(t))
 	rdb := redis.NewClient(&redis.Options{Addr: px.Addr(), MaxRetries: -1, DialTimeout: time.Second})
 	t.Cleanup(func() { rdb.Close() })
 	s := openStore(t)
@@ -390,13 +390,13 @@ func TestWriterRedisTrouble(t *testing.T) {
 	})
 
 	// Redis goes away for a while.
-	px.SetDown(true)
+	px.Cut()
 	testenv.WaitFor(t, 30*time.Second, "the writer noticed Redis is gone", func() bool {
 		return len(log.Lines("Redis failed")) > 0
 	})
 	two := makeMessages(30, 3, "y")
 	appendMessages(t, direct, prefix, two)
-	px.SetDown(false)
+	px.Restore()
 	testenv.WaitFor(t, 30*time.Second, "written after Redis came back", func() bool {
 		return drained(t, direct, prefix, convsOf(two))
 	})
