@@ -287,9 +287,9 @@ func (h *Handler) sync(ctx context.Context, c Conn, req protocol.Request) (any, 
 			return nil, err
 		}
 		if len(convs) > protocol.MaxSyncConvs {
-			// The newest conversation ids sort last; older ones can be
-			// synced by naming them.
-			convs = convs[len(convs)-protocol.MaxSyncConvs:]
+			// Bounded like a listed sync: the first MaxSyncConvs in id
+			// order; the rest are synced by naming them.
+			convs = convs[:protocol.MaxSyncConvs]
 		}
 		offsets = make(map[string]int64, len(convs))
 		for _, cv := range convs {

@@ -2,6 +2,7 @@ package handler
 
 import (
 	"context"
+	"fmt"
 	"encoding/json"
 	"sort"
 	"testing"
@@ -221,5 +222,16 @@ func TestSyncOffsets(t *testing.T) {
 	rep = h.Handle(context.Background(), c, req("sync", map[string]any{}))
 	if sc := rep.Data.(protocol.SyncReply).Convs["dm:amy:bob"]; len(sc.Messages) != 5 {
 		t.Fatalf("empty sync covers every conversation: %+v", rep.Data)
+	}
+}
+
+func TestEmptySyncIsBounded(t *testing.T) {
+	h, j, _ := newTest()
+	for i := 0; i < protocol.MaxSyncConvs+5; i++ {
+		j.convs[fmt.Sprintf("dm:amy:u%04d", i)] = nil
+	}
+	rep := h.Handle(context.Background(), &fakeConn{id: "c", user: "amy"}, req("sync", map[string]any{}))
+	if n := len(rep.Data.(protocol.SyncReply).Convs); rep.Code != 0 || n != protocol.MaxSyncConvs {
+		t.Fatalf("empty sync covered %d conversations (code %d), want %d", n, rep.Code, protocol.MaxSyncConvs)
 	}
 }
