@@ -2,8 +2,8 @@ package handler
 
 import (
 	"context"
-	"fmt"
 	"encoding/json"
+	"fmt"
 	"sort"
 	"testing"
 
