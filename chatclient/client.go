@@ -246,6 +246,42 @@ func (c *Conn) Chat(ctx context.Context, to, text, clientMsgID string) (protocol
 	return r, err
 }
 
+// ChatRoom sends text to a room the user is a member of.
+func (c *Conn) ChatRoom(ctx context.Context, room, text, clientMsgID string) (protocol.ChatReply, error) {
+	var r protocol.ChatReply
+	err := c.Do(ctx, protocol.ActionChat, protocol.ChatData{Room: room, Text: text, ClientMsgID: clientMsgID}, &r)
+	return r, err
+}
+
+// JoinRoom joins (and if need be creates) a room; the reply holds its
+// members and recent messages.
+func (c *Conn) JoinRoom(ctx context.Context, room string) (protocol.RoomReply, error) {
+	var r protocol.RoomReply
+	err := c.Do(ctx, protocol.ActionJoin, protocol.RoomData{Room: room}, &r)
+	return r, err
+}
+
+// LeaveRoom leaves a room.
+func (c *Conn) LeaveRoom(ctx context.Context, room string) (protocol.RoomReply, error) {
+	var r protocol.RoomReply
+	err := c.Do(ctx, protocol.ActionLeave, protocol.RoomData{Room: room}, &r)
+	return r, err
+}
+
+// Rooms lists every room.
+func (c *Conn) Rooms(ctx context.Context) ([]protocol.RoomInfo, error) {
+	var r protocol.RoomsReply
+	err := c.Do(ctx, protocol.ActionRooms, protocol.Empty{}, &r)
+	return r.Rooms, err
+}
+
+// Popular returns the n most used words (n 0: the server's default).
+func (c *Conn) Popular(ctx context.Context, n int) ([]protocol.WordCount, error) {
+	var r protocol.PopularReply
+	err := c.Do(ctx, protocol.ActionPopular, protocol.PopularData{N: n}, &r)
+	return r.Words, err
+}
+
 // History returns a page of a conversation.
 func (c *Conn) History(ctx context.Context, q protocol.HistoryData) ([]protocol.Message, error) {
 	var r protocol.Messages

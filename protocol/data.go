@@ -100,3 +100,53 @@ type KickedPush struct {
 type NodePush struct {
 	Reconnect bool `json:"reconnect"`
 }
+
+// ChatReply for a room message is the same as for a direct one.
+
+// RoomData names a room: the data of joinRoom and leaveRoom.
+type RoomData struct {
+	Room string `json:"room"`
+}
+
+// RoomReply is the data of a joinRoom or leaveRoom reply. Members are
+// sorted; Recent (join only) holds the room's last messages, oldest first.
+type RoomReply struct {
+	Room    string    `json:"room"`
+	Members []string  `json:"members"`
+	Recent  []Message `json:"recent,omitempty"`
+}
+
+// RoomInfo describes one room in a rooms reply.
+type RoomInfo struct {
+	Name    string `json:"name"`
+	Members int    `json:"members"` // how many members it has
+	Joined  bool   `json:"joined"`  // whether the asking user is a member
+}
+
+// RoomsReply is the data of a rooms reply, sorted by name.
+type RoomsReply struct {
+	Rooms []RoomInfo `json:"rooms"`
+}
+
+// PopularData asks for the n most used words (default DefaultPopular).
+type PopularData struct {
+	N int `json:"n"`
+}
+
+// WordCount is one word of the hot-word ranking.
+type WordCount struct {
+	Word  string `json:"word"`
+	Count int64  `json:"count"`
+}
+
+// PopularReply is the ranking, most used first.
+type PopularReply struct {
+	Words []WordCount `json:"words"`
+}
+
+// PresencePush tells a room member that another member came online or
+// went offline.
+type PresencePush struct {
+	Username string `json:"username"`
+	Online   bool   `json:"online"`
+}

@@ -15,6 +15,10 @@ const (
 	ActionSync     = "sync"
 	ActionUserInfo = "userInfo"
 	ActionPing     = "ping"
+	ActionJoin     = "joinRoom"
+	ActionLeave    = "leaveRoom"
+	ActionRooms    = "rooms"
+	ActionPopular  = "popular"
 )
 
 // Server pushes.

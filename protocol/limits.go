@@ -16,4 +16,6 @@ const (
 	MaxSyncConvs    = 1000     // conversations in one sync request
 	MaxSyncMessages = 1000     // messages returned for one conversation by sync
 	MaxPeerFrame    = 4 << 20  // bytes of one peer-link frame
+	MaxPopular      = 100      // words one popular reply may hold
+	DefaultPopular  = 10       // words when n is absent
 )
