@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"chatcluster/protocol"
+	"chatcluster/room"
 )
 
 // ErrNeedSeqInit is returned by Append when the conversation's counter is
@@ -181,6 +182,32 @@ func (l *Log) Convs(ctx context.Context, user string) ([]string, error) {
 // AddConv records that user takes part in conv.
 func (l *Log) AddConv(ctx context.Context, user, conv string) error {
 	return l.rdb.SAdd(ctx, l.ConvsKey(user), conv).Err()
+}
+
+// RemoveConv records that user no longer takes part in conv.
+func (l *Log) RemoveConv(ctx context.Context, user, conv string) error {
+	return l.rdb.SRem(ctx, l.ConvsKey(user), conv).Err()
+}
+
+// AddMembers records, for every room, that its members take part in its
+// conversation, in one round trip.
+func (l *Log) AddMembers(ctx context.Context, rooms []room.Room) error {
+	pipe := l.rdb.Pipeline()
+	n := 0
+	for _, r := range rooms {
+		conv := protocol.RoomConv(r.Name)
+		for _, u := range r.Members {
+			pipe.SAdd(ctx, l.ConvsKey(u), conv)
+			n++
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("chatlog: add room members: %w", err)
+	}
+	return nil
 }
 
 // Unflushed returns the messages of conv that are in Redis (recent list and

@@ -76,5 +76,33 @@ type Router interface {
 	Deliver(m protocol.Message, to []string)
 }
 
+// Rooms are chat rooms, owned by the cluster's leader.
+type Rooms interface {
+	// Join makes user a member of room, creating the room if need be, and
+	// returns its members. Joining again changes nothing.
+	Join(ctx context.Context, user, room string) ([]string, error)
+	// Leave removes user from room and returns the members left; a
+	// *protocol.Error 404 if the room does not exist.
+	Leave(ctx context.Context, user, room string) ([]string, error)
+	// List returns every room, saying which ones user has joined.
+	List(ctx context.Context, user string) ([]protocol.RoomInfo, error)
+	// Post stores m (its Seq is assigned) in room m.Room and delivers it to
+	// every member, m.From included. A repeated clientMsgID returns the
+	// first message and dup true. Errors: *protocol.Error 404 unknown room,
+	// 403 not a member.
+	Post(ctx context.Context, m protocol.Message, clientMsgID string) (stored protocol.Message, dup bool, err error)
+}
+
+// Words counts the words of messages for the hot-word ranking.
+type Words interface {
+	// Count counts the words of a stored message's text. It must not block.
+	Count(text string)
+	// Top returns the n most used words, most used first.
+	Top(ctx context.Context, n int) ([]protocol.WordCount, error)
+}
+
+// Filter masks unwanted words in a text before it is stored.
+type Filter func(text string) string
+
 // Clock returns the time in unix milliseconds.
 type Clock func() int64

@@ -3,6 +3,7 @@ package handler
 import (
 	"context"
 	"errors"
+	"strings"
 
 	"chatcluster/protocol"
 )
@@ -14,6 +15,9 @@ type Deps struct {
 	Sessions Sessions
 	Journal  Journal
 	Router   Router
+	Rooms    Rooms
+	Words    Words
+	Filter   Filter // nil: texts are stored as sent
 	Now      Clock
 	NewID    func() string // message ids
 }
@@ -33,7 +37,9 @@ type action struct {
 // refused with 403 rather than 400 so probing is visible in logs.
 var peerActions = map[string]bool{
 	protocol.PeerHello: true, protocol.PeerLoad: true, protocol.PeerRoute: true,
-	protocol.PeerDeliver: true, protocol.PeerKick: true,
+	protocol.PeerDeliver: true, protocol.PeerKick: true, protocol.PeerRoom: true,
+	protocol.PeerReply: true, protocol.PeerOnline: true, protocol.PeerRoster: true,
+	protocol.PeerPush: true,
 }
 
 // New returns a handler over d.
@@ -46,6 +52,10 @@ func New(d Deps) *Handler {
 		protocol.ActionHistory:  {h.history, true},
 		protocol.ActionSync:     {h.sync, true},
 		protocol.ActionUserInfo: {h.userInfo, true},
+		protocol.ActionJoin:     {h.joinRoom, true},
+		protocol.ActionLeave:    {h.leaveRoom, true},
+		protocol.ActionRooms:    {h.rooms, true},
+		protocol.ActionPopular:  {h.popular, true},
 	}
 	return h
 }
@@ -148,7 +158,6 @@ func (h *Handler) chat(ctx context.Context, c Conn, req protocol.Request) (any, 
 		if !protocol.ValidName(d.Room) {
 			return nil, protocol.Errorf(protocol.CodeBadRequest, "invalid room name")
 		}
-		return nil, protocol.Errorf(protocol.CodeNotFound, "unknown room %q", d.Room)
 	case d.To == "":
 		return nil, protocol.Errorf(protocol.CodeBadRequest, "chat needs to (a user) or room")
 	case !protocol.ValidName(d.To):
@@ -160,27 +169,44 @@ func (h *Handler) chat(ctx context.Context, c Conn, req protocol.Request) (any, 
 	if len(d.ClientMsgID) > protocol.MaxIDLen {
 		return nil, protocol.Errorf(protocol.CodeBadRequest, "clientMsgId is longer than %d bytes", protocol.MaxIDLen)
 	}
-	if err := h.d.Users.Exists(ctx, d.To); err != nil {
-		return nil, err
-	}
-	if err := h.d.Router.Ready(); err != nil {
-		return nil, err
-	}
 	from := c.User()
-	m := protocol.Message{
-		ID:   h.d.NewID(),
-		Conv: protocol.DMConv(from, d.To),
-		From: from,
-		To:   d.To,
-		Text: d.Text,
-		TS:   h.d.Now(),
+	text := d.Text
+	if h.d.Filter != nil {
+		text = h.d.Filter(text)
 	}
-	stored, dup, err := h.d.Journal.Append(ctx, m, d.ClientMsgID, []string{from, d.To})
-	if err != nil {
-		return nil, err
+	m := protocol.Message{ID: h.d.NewID(), From: from, Text: text, TS: h.d.Now()}
+	var (
+		stored protocol.Message
+		dup    bool
+		err    error
+	)
+	if d.Room != "" {
+		m.Conv, m.Room = protocol.RoomConv(d.Room), d.Room
+		if err := h.d.Router.Ready(); err != nil {
+			return nil, err
+		}
+		stored, dup, err = h.d.Rooms.Post(ctx, m, d.ClientMsgID)
+		if err != nil {
+			return nil, err
+		}
+	} else {
+		if err := h.d.Users.Exists(ctx, d.To); err != nil {
+			return nil, err
+		}
+		if err := h.d.Router.Ready(); err != nil {
+			return nil, err
+		}
+		m.Conv, m.To = protocol.DMConv(from, d.To), d.To
+		stored, dup, err = h.d.Journal.Append(ctx, m, d.ClientMsgID, []string{from, d.To})
+		if err != nil {
+			return nil, err
+		}
+		if !dup {
+			h.d.Router.Deliver(stored, []string{d.To})
+		}
 	}
 	if !dup {
-		h.d.Router.Deliver(stored, []string{d.To})
+		h.d.Words.Count(stored.Text)
 	}
 	return protocol.ChatReply{ID: stored.ID, Conv: stored.Conv, Seq: stored.Seq, TS: stored.TS}, nil
 }
@@ -195,8 +221,7 @@ func checkText(text string) error {
 	return nil
 }
 
-// convFor resolves the conversation a history request names and checks that
-// user may read it.
+// convFor resolves the conversation a history request names.
 func convFor(user string, d protocol.HistoryData) (string, error) {
 	n := 0
 	for _, s := range []string{d.Conv, d.With, d.Room} {
@@ -207,37 +232,56 @@ func convFor(user string, d protocol.HistoryData) (string, error) {
 	if n != 1 {
 		return "", protocol.Errorf(protocol.CodeBadRequest, "give exactly one of conv, with or room")
 	}
-	conv := d.Conv
 	switch {
 	case d.With != "":
 		if !protocol.ValidName(d.With) {
 			return "", protocol.Errorf(protocol.CodeBadRequest, "invalid username in with")
 		}
-		conv = protocol.DMConv(user, d.With)
+		return protocol.DMConv(user, d.With), nil
 	case d.Room != "":
 		if !protocol.ValidName(d.Room) {
 			return "", protocol.Errorf(protocol.CodeBadRequest, "invalid room name")
 		}
-		conv = protocol.RoomConv(d.Room)
+		return protocol.RoomConv(d.Room), nil
 	}
-	return conv, canRead(user, conv)
+	return d.Conv, nil
 }
 
-// canRead checks that user takes part in conv.
-func canRead(user, conv string) error {
+// readable checks that user may read conv. A direct conversation is
+// readable by its two participants; a room by its members, which are the
+// users whose conversation list holds it (joining adds it, leaving removes
+// it). member is loaded once per request, when a room needs it.
+type readable struct {
+	h      *Handler
+	user   string
+	member map[string]bool
+}
+
+func (r *readable) check(ctx context.Context, conv string) error {
 	kind, a, b, ok := protocol.ParseConv(conv)
 	if !ok {
 		return protocol.Errorf(protocol.CodeBadRequest, "invalid conversation %q", conv)
 	}
-	switch kind {
-	case "dm":
-		if user != a && user != b {
+	if kind == "dm" {
+		if r.user != a && r.user != b {
 			return protocol.Errorf(protocol.CodeForbidden, "not a participant of %s", conv)
 		}
 		return nil
-	default:
-		return protocol.Errorf(protocol.CodeNotFound, "unknown room %q", a)
 	}
+	if r.member == nil {
+		convs, err := r.h.d.Journal.Convs(ctx, r.user)
+		if err != nil {
+			return err
+		}
+		r.member = make(map[string]bool, len(convs))
+		for _, cv := range convs {
+			r.member[cv] = true
+		}
+	}
+	if !r.member[conv] {
+		return protocol.Errorf(protocol.CodeForbidden, "not a member of room %q", a)
+	}
+	return nil
 }
 
 func (h *Handler) history(ctx context.Context, c Conn, req protocol.Request) (any, error) {
@@ -247,6 +291,10 @@ func (h *Handler) history(ctx context.Context, c Conn, req protocol.Request) (an
 	}
 	conv, err := convFor(c.User(), d)
 	if err != nil {
+		return nil, err
+	}
+	rd := readable{h: h, user: c.User()}
+	if err := rd.check(ctx, conv); err != nil {
 		return nil, err
 	}
 	if d.With != "" {
@@ -297,8 +345,16 @@ func (h *Handler) sync(ctx context.Context, c Conn, req protocol.Request) (any, 
 		}
 	}
 	convs := make([]string, 0, len(offsets))
+	rd := readable{h: h, user: user}
 	for cv, off := range offsets {
-		if err := canRead(user, cv); err != nil {
+		if err := rd.check(ctx, cv); err != nil {
+			var pe *protocol.Error
+			if errors.As(err, &pe) && pe.Code == protocol.CodeForbidden && strings.HasPrefix(cv, protocol.RoomPrefix) {
+				// A room the user has left: nothing to sync, and not
+				// an error, so a client's old offsets do not break
+				// its sync.
+				continue
+			}
 			return nil, err
 		}
 		if off < 0 {
@@ -353,4 +409,79 @@ func nonNil(m []protocol.Message) []protocol.Message {
 		return []protocol.Message{}
 	}
 	return m
+}
+
+func (h *Handler) roomName(req protocol.Request) (string, error) {
+	var d protocol.RoomData
+	if err := protocol.DecodeData(req.Data, &d); err != nil {
+		return "", err
+	}
+	if !protocol.ValidName(d.Room) {
+		return "", protocol.Errorf(protocol.CodeBadRequest, "room must be 1 to %d letters, digits, '_', '-' or '.'", protocol.MaxUsernameLen)
+	}
+	return d.Room, nil
+}
+
+func (h *Handler) joinRoom(ctx context.Context, c Conn, req protocol.Request) (any, error) {
+	room, err := h.roomName(req)
+	if err != nil {
+		return nil, err
+	}
+	members, err := h.d.Rooms.Join(ctx, c.User(), room)
+	if err != nil {
+		return nil, err
+	}
+	recent, err := h.d.Journal.Range(ctx, protocol.RoomConv(room), 0, 0, protocol.RecentLen, true)
+	if err != nil {
+		return nil, err
+	}
+	return protocol.RoomReply{Room: room, Members: members, Recent: nonNil(recent)}, nil
+}
+
+func (h *Handler) leaveRoom(ctx context.Context, c Conn, req protocol.Request) (any, error) {
+	room, err := h.roomName(req)
+	if err != nil {
+		return nil, err
+	}
+	members, err := h.d.Rooms.Leave(ctx, c.User(), room)
+	if err != nil {
+		return nil, err
+	}
+	return protocol.RoomReply{Room: room, Members: members}, nil
+}
+
+func (h *Handler) rooms(ctx context.Context, c Conn, req protocol.Request) (any, error) {
+	var d protocol.Empty
+	if err := protocol.DecodeData(req.Data, &d); err != nil {
+		return nil, err
+	}
+	list, err := h.d.Rooms.List(ctx, c.User())
+	if err != nil {
+		return nil, err
+	}
+	if list == nil {
+		list = []protocol.RoomInfo{}
+	}
+	return protocol.RoomsReply{Rooms: list}, nil
+}
+
+func (h *Handler) popular(ctx context.Context, c Conn, req protocol.Request) (any, error) {
+	var d protocol.PopularData
+	if err := protocol.DecodeData(req.Data, &d); err != nil {
+		return nil, err
+	}
+	switch {
+	case d.N == 0:
+		d.N = protocol.DefaultPopular
+	case d.N < 0 || d.N > protocol.MaxPopular:
+		return nil, protocol.Errorf(protocol.CodeBadRequest, "n must be 1 to %d", protocol.MaxPopular)
+	}
+	words, err := h.d.Words.Top(ctx, d.N)
+	if err != nil {
+		return nil, err
+	}
+	if words == nil {
+		words = []protocol.WordCount{}
+	}
+	return protocol.PopularReply{Words: words}, nil
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
+	"strings"
 	"testing"
 
 	"chatcluster/protocol"
@@ -50,6 +52,7 @@ func (fakeSessions) Lookup(context.Context, string) (Presence, error) {
 type fakeJournal struct {
 	convs map[string][]protocol.Message
 	idem  map[string]protocol.Message
+	rooms map[string][]string // user -> room conversations joined
 }
 
 func (j *fakeJournal) Append(_ context.Context, m protocol.Message, cid string, members []string) (protocol.Message, bool, error) {
@@ -68,11 +71,14 @@ func (j *fakeJournal) Latest(_ context.Context, convs []string) (map[string]int6
 	}
 	return out, nil
 }
-func (j *fakeJournal) Convs(context.Context, string) ([]string, error) {
+func (j *fakeJournal) Convs(_ context.Context, user string) ([]string, error) {
 	var out []string
 	for c := range j.convs {
-		out = append(out, c)
+		if strings.HasPrefix(c, protocol.DMPrefix) {
+			out = append(out, c)
+		}
 	}
+	out = append(out, j.rooms[user]...)
 	sort.Strings(out)
 	return out, nil
 }
@@ -106,17 +112,78 @@ func (r *fakeRouter) Ready() error {
 }
 func (r *fakeRouter) Deliver(m protocol.Message, to []string) { r.delivered = append(r.delivered, m) }
 
+// fakeRooms keeps rooms in memory and stores posts in the journal.
+type fakeRooms struct {
+	j       *fakeJournal
+	members map[string][]string
+	posted  []protocol.Message
+}
+
+func (f *fakeRooms) Join(_ context.Context, user, room string) ([]string, error) {
+	if !slices.Contains(f.members[room], user) {
+		f.members[room] = append(f.members[room], user)
+		sort.Strings(f.members[room])
+		f.j.rooms[user] = append(f.j.rooms[user], protocol.RoomConv(room))
+	}
+	return f.members[room], nil
+}
+func (f *fakeRooms) Leave(_ context.Context, user, room string) ([]string, error) {
+	ms, ok := f.members[room]
+	if !ok {
+		return nil, protocol.Errorf(protocol.CodeNotFound, "unknown room %q", room)
+	}
+	f.members[room] = slices.DeleteFunc(ms, func(u string) bool { return u == user })
+	f.j.rooms[user] = slices.DeleteFunc(f.j.rooms[user], func(c string) bool { return c == protocol.RoomConv(room) })
+	return f.members[room], nil
+}
+func (f *fakeRooms) List(_ context.Context, user string) ([]protocol.RoomInfo, error) {
+	var out []protocol.RoomInfo
+	for name, ms := range f.members {
+		out = append(out, protocol.RoomInfo{Name: name, Members: len(ms), Joined: slices.Contains(ms, user)})
+	}
+	return out, nil
+}
+func (f *fakeRooms) Post(ctx context.Context, m protocol.Message, cid string) (protocol.Message, bool, error) {
+	ms, ok := f.members[m.Room]
+	switch {
+	case !ok:
+		return m, false, protocol.Errorf(protocol.CodeNotFound, "unknown room %q", m.Room)
+	case !slices.Contains(ms, m.From):
+		return m, false, protocol.Errorf(protocol.CodeForbidden, "not a member of room %q", m.Room)
+	}
+	stored, dup, err := f.j.Append(ctx, m, cid, nil)
+	if !dup {
+		f.posted = append(f.posted, stored)
+	}
+	return stored, dup, err
+}
+
+type fakeWords struct{ counted []string }
+
+func (w *fakeWords) Count(text string) { w.counted = append(w.counted, text) }
+func (w *fakeWords) Top(_ context.Context, n int) ([]protocol.WordCount, error) {
+	return []protocol.WordCount{{Word: "hi", Count: int64(n)}}, nil
+}
+
 func newTest() (*Handler, *fakeJournal, *fakeRouter) {
-	j := &fakeJournal{convs: map[string][]protocol.Message{}, idem: map[string]protocol.Message{}}
+	h, j, r, _, _ := newTestRooms()
+	return h, j, r
+}
+
+func newTestRooms() (*Handler, *fakeJournal, *fakeRouter, *fakeRooms, *fakeWords) {
+	j := &fakeJournal{convs: map[string][]protocol.Message{}, idem: map[string]protocol.Message{}, rooms: map[string][]string{}}
 	r := &fakeRouter{}
+	rooms := &fakeRooms{j: j, members: map[string][]string{}}
+	words := &fakeWords{}
 	n := 0
 	h := New(Deps{
 		Node: "n1", Users: fakeUsers{pw: map[string]string{"amy": "secret1", "bob": "secret2"}},
-		Sessions: fakeSessions{}, Journal: j, Router: r,
-		Now:   func() int64 { return 1000 },
-		NewID: func() string { n++; return string(rune('a' + n)) },
+		Sessions: fakeSessions{}, Journal: j, Router: r, Rooms: rooms, Words: words,
+		Filter: func(s string) string { return strings.ReplaceAll(s, "darn", "****") },
+		Now:    func() int64 { return 1000 },
+		NewID:  func() string { n++; return string(rune('a' + n)) },
 	})
-	return h, j, r
+	return h, j, r, rooms, words
 }
 
 func req(action string, data any) protocol.Request {
@@ -233,5 +300,83 @@ func TestEmptySyncIsBounded(t *testing.T) {
 	rep := h.Handle(context.Background(), &fakeConn{id: "c", user: "amy"}, req("sync", map[string]any{}))
 	if n := len(rep.Data.(protocol.SyncReply).Convs); rep.Code != 0 || n != protocol.MaxSyncConvs {
 		t.Fatalf("empty sync covered %d conversations (code %d), want %d", n, rep.Code, protocol.MaxSyncConvs)
+	}
+}
+
+func TestRooms(t *testing.T) {
+	h, _, r, rooms, words := newTestRooms()
+	amy := &fakeConn{id: "a", user: "amy"}
+	bob := &fakeConn{id: "b", user: "bob"}
+	do := func(c *fakeConn, action string, data any) protocol.Reply {
+		t.Helper()
+		return h.Handle(context.Background(), c, req(action, data))
+	}
+	post := map[string]string{"room": "lobby", "text": "hi darn you"}
+	if rep := do(amy, "chat", post); rep.Code != 404 {
+		t.Fatalf("post to a room nobody created: %d %s", rep.Code, rep.Error)
+	}
+	if rep := do(amy, "joinRoom", map[string]string{"room": "bad name"}); rep.Code != 400 {
+		t.Fatalf("join with a bad name: %d", rep.Code)
+	}
+	rep := do(amy, "joinRoom", map[string]string{"room": "lobby"})
+	if jr := rep.Data.(protocol.RoomReply); rep.Code != 0 || !slices.Equal(jr.Members, []string{"amy"}) || jr.Recent == nil {
+		t.Fatalf("join: %d %+v", rep.Code, rep.Data)
+	}
+	if rep := do(bob, "chat", post); rep.Code != 403 {
+		t.Fatalf("post by a non-member: %d", rep.Code)
+	}
+	if rep := do(bob, "history", map[string]string{"room": "lobby"}); rep.Code != 403 {
+		t.Fatalf("history by a non-member: %d", rep.Code)
+	}
+	rep = do(amy, "chat", post)
+	if cr := rep.Data.(protocol.ChatReply); rep.Code != 0 || cr.Conv != "room:lobby" || cr.Seq != 1 {
+		t.Fatalf("post: %d %+v", rep.Code, rep.Data)
+	}
+	if len(rooms.posted) != 1 || rooms.posted[0].Text != "hi **** you" || rooms.posted[0].Room != "lobby" || len(r.delivered) != 0 {
+		t.Fatalf("posted %+v (direct deliveries %d): want one filtered room message", rooms.posted, len(r.delivered))
+	}
+	if !slices.Equal(words.counted, []string{"hi **** you"}) {
+		t.Fatalf("counted %q: want the stored, filtered text", words.counted)
+	}
+	rep = do(bob, "joinRoom", map[string]string{"room": "lobby"})
+	if jr := rep.Data.(protocol.RoomReply); len(jr.Recent) != 1 || !slices.Equal(jr.Members, []string{"amy", "bob"}) {
+		t.Fatalf("second join: %+v", rep.Data)
+	}
+	rep = do(bob, "rooms", nil)
+	if rr := rep.Data.(protocol.RoomsReply); len(rr.Rooms) != 1 || rr.Rooms[0] != (protocol.RoomInfo{Name: "lobby", Members: 2, Joined: true}) {
+		t.Fatalf("rooms: %+v", rep.Data)
+	}
+	if rep := do(bob, "leaveRoom", map[string]string{"room": "lobby"}); rep.Code != 0 {
+		t.Fatalf("leave: %d", rep.Code)
+	}
+	if rep := do(bob, "leaveRoom", map[string]string{"room": "nope"}); rep.Code != 404 {
+		t.Fatalf("leave unknown room: %d", rep.Code)
+	}
+	// A room the user left is skipped by sync, not an error.
+	rep = do(bob, "sync", map[string]any{"convs": map[string]int64{"room:lobby": 0}})
+	if rep.Code != 0 || len(rep.Data.(protocol.SyncReply).Convs) != 0 {
+		t.Fatalf("sync of a room left: %d %+v", rep.Code, rep.Data)
+	}
+	rep = do(amy, "sync", map[string]any{})
+	if sc, ok := rep.Data.(protocol.SyncReply).Convs["room:lobby"]; !ok || sc.Latest != 1 {
+		t.Fatalf("empty sync of a member misses the room: %+v", rep.Data)
+	}
+}
+
+func TestPopular(t *testing.T) {
+	h, _, _ := newTest()
+	c := &fakeConn{id: "a", user: "amy"}
+	for _, tc := range []struct {
+		data any
+		code int
+		n    int64
+	}{{nil, 0, protocol.DefaultPopular}, {map[string]int{"n": 3}, 0, 3}, {map[string]int{"n": -1}, 400, 0}, {map[string]int{"n": protocol.MaxPopular + 1}, 400, 0}} {
+		rep := h.Handle(context.Background(), c, req("popular", tc.data))
+		if rep.Code != tc.code {
+			t.Fatalf("popular %v: code %d", tc.data, rep.Code)
+		}
+		if tc.code == 0 && rep.Data.(protocol.PopularReply).Words[0].Count != tc.n {
+			t.Fatalf("popular %v asked for %+v", tc.data, rep.Data)
+		}
 	}
 }

@@ -43,6 +43,7 @@ func (e *ConflictError) Is(target error) bool { return target == ErrConflict }
 const (
 	usersColl    = "users"
 	messagesColl = "messages"
+	roomsColl    = "rooms"
 )
 
 // DefaultTimeout bounds server selection and connecting: a MongoDB that is
@@ -84,6 +85,7 @@ type Store struct {
 	client   *mongo.Client
 	users    *mongo.Collection
 	messages *mongo.Collection
+	rooms    *mongo.Collection
 }
 
 // Open connects to the MongoDB at uri, uses database dbName, and makes sure
@@ -102,7 +104,7 @@ func Open(ctx context.Context, uri, dbName string) (*Store, error) {
 		return nil, fmt.Errorf("history: open %s: %w", uri, err)
 	}
 	db := client.Database(dbName)
-	s := &Store{client: client, users: db.Collection(usersColl), messages: db.Collection(messagesColl)}
+	s := &Store{client: client, users: db.Collection(usersColl), messages: db.Collection(messagesColl), rooms: db.Collection(roomsColl)}
 	_, err = s.messages.Indexes().CreateOne(ctx, mongo.IndexModel{
 		Keys:    bson.D{{Key: "conv", Value: 1}, {Key: "seq", Value: 1}},
 		Options: options.Index().SetName("conv_seq").SetUnique(true),

@@ -37,6 +37,9 @@ type Config struct {
 	RequestTimeout time.Duration // bound for one client request's store calls
 	RateLimit      float64       // client requests per second (burst 2x)
 
+	WordFilterFile string        // word list of the dirty-word filter; "" filters nothing
+	HotWordsReset  time.Duration // how often the leader resets the hot-word ranking; 0 never
+
 	Logger zerolog.Logger
 }
 
@@ -55,6 +58,7 @@ func DefaultConfig() Config {
 		DrainTimeout:     5 * time.Second,
 		RequestTimeout:   5 * time.Second,
 		RateLimit:        200,
+		HotWordsReset:    24 * time.Hour,
 		Logger:           zerolog.Nop(),
 	}
 }
@@ -89,6 +93,9 @@ func (c *Config) Validate() error {
 	}
 	if len(c.Secret) < 16 {
 		errs = append(errs, errors.New("the cluster secret must be at least 16 bytes (--cluster-secret-file)"))
+	}
+	if c.HotWordsReset < 0 {
+		errs = append(errs, errors.New("--hot-words-reset must not be negative"))
 	}
 	if c.SendQueue <= 0 || c.PeerQueue <= 0 {
 		errs = append(errs, errors.New("queue sizes must be positive"))

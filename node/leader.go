@@ -21,6 +21,7 @@ type leadership struct {
 	ctx   context.Context
 	stopF context.CancelFunc
 	wake  chan struct{} // publish now
+	rooms *roomService
 
 	mu      sync.Mutex
 	members map[string]cluster.Member     // guarded by mu
@@ -58,6 +59,7 @@ func (s *Server) applyState(st cluster.State) {
 	lead := r.lead
 	if lead != nil && (!st.IsLeader || lead.epoch != st.Leader.Epoch) {
 		r.lead = nil
+		r.changedLocked()
 		r.mu.Unlock()
 		s.log.Info().Int64("epoch", lead.epoch).Bool("connected", st.Connected).Msg("leader duties stopped")
 		lead.stop()
@@ -67,6 +69,7 @@ func (s *Server) applyState(st cluster.State) {
 	if lead == nil && st.IsLeader {
 		lead = s.newLeadership(st.Leader.Epoch)
 		r.lead = lead
+		r.changedLocked()
 		s.log.Info().Int64("epoch", lead.epoch).Msg("leader duties started")
 	}
 	link := r.link
@@ -88,7 +91,16 @@ func (s *Server) newLeadership(epoch int64) *leadership {
 		members: map[string]cluster.Member{}, dialers: map[string]context.CancelFunc{},
 		links: map[string]*peerLink{}, loads: map[string]protocol.PeerFrame{},
 	}
+	l.rooms = newRoomService(l)
+	// This node's own sessions, as every other node sends when it links.
+	for _, b := range s.rosterFrames(epoch) {
+		if f, err := protocol.DecodePeer(b); err == nil {
+			l.rooms.roster(s.cfg.ID, f)
+		}
+	}
+	l.rooms.start()
 	s.goAttach(l.publishLoop)
+	s.goAttach(l.hotWordsLoop)
 	return l
 }
 
@@ -104,10 +116,20 @@ func (l *leadership) stop() {
 // setMembers starts a dialer for every new member and stops those of
 // members that left.
 func (l *leadership) setMembers(ms []cluster.Member) {
+	// The users of nodes that left are offline; told outside mu, which
+	// sending takes.
+	for _, id := range l.applyMembers(ms) {
+		l.rooms.nodeGone(id)
+	}
+}
+
+// applyMembers does the work of setMembers under mu and returns the ids
+// of the nodes that left.
+func (l *leadership) applyMembers(ms []cluster.Member) (gone []string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.ctx.Err() != nil {
-		return
+		return nil
 	}
 	next := make(map[string]cluster.Member, len(ms))
 	for _, m := range ms {
@@ -117,6 +139,11 @@ func (l *leadership) setMembers(ms []cluster.Member) {
 		if nm, ok := next[id]; !ok || nm != l.members[id] {
 			cancel()
 			delete(l.dialers, id)
+		}
+	}
+	for id := range l.members {
+		if _, ok := next[id]; !ok && id != l.s.cfg.ID {
+			gone = append(gone, id)
 		}
 	}
 	l.members = next
@@ -134,6 +161,7 @@ func (l *leadership) setMembers(ms []cluster.Member) {
 	case l.wake <- struct{}{}:
 	default:
 	}
+	return gone
 }
 
 // dial keeps a link open to m while this term lasts and m is a member.
@@ -176,9 +204,21 @@ func (l *leadership) dial(ctx context.Context, m cluster.Member) {
 
 // onNodeFrame handles a frame a node sent up. Link read loop only.
 func (l *leadership) onNodeFrame(from string, f protocol.PeerFrame) {
+	l.handle(from, f)
+}
+
+// handle runs a frame from node from (this node included). It never
+// blocks on the network.
+func (l *leadership) handle(from string, f protocol.PeerFrame) {
 	switch f.Type {
 	case protocol.PeerRoute, protocol.PeerKick:
 		l.forward(&f)
+	case protocol.PeerRoom:
+		l.rooms.submit(from, f)
+	case protocol.PeerOnline:
+		l.rooms.online(from, f)
+	case protocol.PeerRoster:
+		l.rooms.roster(from, f)
 	case protocol.PeerLoad:
 		l.mu.Lock()
 		l.loads[from] = f
@@ -200,20 +240,39 @@ func (l *leadership) forward(f *protocol.PeerFrame) {
 		l.s.deliverLocal(f.Users, f.Message)
 		return
 	}
-	out := protocol.PeerFrame{Type: protocol.PeerDeliver, Epoch: l.epoch, From: l.s.cfg.ID, Users: f.Users, Message: f.Message, Conn: f.Conn}
+	out := protocol.PeerFrame{Type: protocol.PeerDeliver, Users: f.Users, Message: f.Message, Conn: f.Conn}
 	if f.Type == protocol.PeerKick {
 		out.Type = protocol.PeerKick
 	}
-	b, err := protocol.EncodePeer(&out)
+	l.send(f.Dest, &out)
+}
+
+// send queues f for node, stamped with this term. Recipients it cannot
+// reach catch up by sync.
+func (l *leadership) send(node string, f *protocol.PeerFrame) {
+	f.Epoch, f.From = l.epoch, l.s.cfg.ID
+	b, err := protocol.EncodePeer(f)
 	if err != nil {
+		l.s.log.Error().Err(err).Str("type", f.Type).Msg("cannot encode peer frame")
 		return
 	}
 	l.mu.Lock()
-	link := l.links[f.Dest]
+	link := l.links[node]
 	l.mu.Unlock()
 	if link == nil || !link.enqueue(b) {
-		l.s.log.Warn().Str("dest", f.Dest).Msg("no usable link to node; recipients get the message by sync")
+		l.s.log.Warn().Str("dest", node).Str("type", f.Type).Msg("no usable link to node; frame dropped")
 	}
+}
+
+// reply answers request f.Req of node to.
+func (l *leadership) reply(to string, f protocol.PeerFrame) {
+	f.Type = protocol.PeerReply
+	if to == l.s.cfg.ID {
+		f.Epoch, f.From = l.epoch, l.s.cfg.ID
+		l.s.routes.onReply(f)
+		return
+	}
+	l.send(to, &f)
 }
 
 // publishLoop writes the live-node list to Redis for the gateway, at once

@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/hmac"
 	"errors"
+	"fmt"
 	"hash/maphash"
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"chatcluster/handler"
@@ -38,8 +40,13 @@ type router struct {
 
 	mu      sync.Mutex
 	link    *peerLink     // follower side: the link the current leader opened; guarded by mu
-	linkSet chan struct{} // closed and replaced whenever link changes; guarded by mu
+	linkSet chan struct{} // closed and replaced whenever link or lead changes; guarded by mu
 	lead    *leadership   // leader side: non-nil while this node leads; guarded by mu
+
+	// Requests to the leader waiting for its reply, by request id.
+	reqSeq  atomic.Uint64
+	pendMu  sync.Mutex
+	pending map[uint64]chan protocol.PeerFrame // guarded by pendMu
 }
 
 type routeJob struct {
@@ -48,7 +55,8 @@ type routeJob struct {
 }
 
 func newRouter(s *Server) *router {
-	r := &router{s: s, seed: maphash.MakeSeed(), up: make(chan []byte, s.cfg.PeerQueue), linkSet: make(chan struct{})}
+	r := &router{s: s, seed: maphash.MakeSeed(), up: make(chan []byte, s.cfg.PeerQueue), linkSet: make(chan struct{}),
+		pending: map[uint64]chan protocol.PeerFrame{}}
 	for i := range r.work {
 		r.work[i] = make(chan routeJob, s.cfg.PeerQueue/routeWorkers+1)
 	}
@@ -126,30 +134,77 @@ func (r *router) route(j routeJob) {
 	case !r.s.isLive(rec.Node):
 		return
 	}
-	r.toLeader(&protocol.PeerFrame{Type: protocol.PeerRoute, From: r.s.cfg.ID, Dest: rec.Node, Users: []string{j.user}, Message: j.m})
+	r.toLeader(&protocol.PeerFrame{Type: protocol.PeerRoute, Dest: rec.Node, Users: []string{j.user}, Message: j.m})
 }
 
 // kickRemote asks node to close user's connection conn.
 func (r *router) kickRemote(node, user, conn string) {
-	r.toLeader(&protocol.PeerFrame{Type: protocol.PeerKick, From: r.s.cfg.ID, Dest: node, Users: []string{user}, Conn: conn})
+	r.toLeader(&protocol.PeerFrame{Type: protocol.PeerKick, Dest: node, Users: []string{user}, Conn: conn})
 }
 
 // toLeader hands a frame to the leader: directly when this node leads,
-// else through the uplink queue.
-func (r *router) toLeader(f *protocol.PeerFrame) {
+// else through the uplink queue. It reports false when the frame could not
+// be queued.
+func (r *router) toLeader(f *protocol.PeerFrame) bool {
+	f.From = r.s.cfg.ID
 	if l := r.leading(); l != nil {
-		l.forward(f)
-		return
+		l.handle(r.s.cfg.ID, *f)
+		return true
 	}
 	f.Epoch = r.s.maxEpoch.Load()
 	b, err := protocol.EncodePeer(f)
 	if err != nil {
-		return
+		return false
 	}
 	select {
 	case r.up <- b:
+		return true
 	default:
-		r.s.log.Warn().Str("dest", f.Dest).Msg("no leader and the uplink queue is full; frame dropped, recipients get it by sync")
+		r.s.log.Warn().Str("type", f.Type).Str("dest", f.Dest).Msg("no leader and the uplink queue is full; frame dropped")
+		return false
+	}
+}
+
+// request sends a request frame to the leader and waits for its reply
+// until ctx ends. The leader skips a request whose asker has stopped
+// waiting, so a request reported as failed is, as a rule, not carried out.
+func (r *router) request(ctx context.Context, f *protocol.PeerFrame) (protocol.PeerFrame, error) {
+	id := r.reqSeq.Add(1)
+	ch := make(chan protocol.PeerFrame, 1)
+	r.pendMu.Lock()
+	r.pending[id] = ch
+	r.pendMu.Unlock()
+	defer func() {
+		r.pendMu.Lock()
+		delete(r.pending, id)
+		r.pendMu.Unlock()
+	}()
+	f.Req = id
+	if dl, ok := ctx.Deadline(); ok {
+		f.Deadline = dl.Add(-250 * time.Millisecond).UnixMilli()
+	}
+	if !r.toLeader(f) {
+		return protocol.PeerFrame{}, handler.ErrBusy
+	}
+	select {
+	case rep := <-ch:
+		return rep, nil
+	case <-ctx.Done():
+		return protocol.PeerFrame{}, fmt.Errorf("%w: no answer from the leader", handler.ErrUnavailable)
+	}
+}
+
+// onReply hands a reply from the leader to the request waiting for it.
+func (r *router) onReply(f protocol.PeerFrame) {
+	r.pendMu.Lock()
+	ch := r.pending[f.Req]
+	r.pendMu.Unlock()
+	if ch == nil {
+		return // the asker gave up
+	}
+	select {
+	case ch <- f:
+	default:
 	}
 }
 
@@ -159,19 +214,31 @@ func (r *router) leading() *leadership {
 	return r.lead
 }
 
-// currentLink returns the leader link and a channel closed when it changes.
-func (r *router) currentLink() (*peerLink, <-chan struct{}) {
+// current returns the leadership (if this node leads), the leader link,
+// and a channel closed when either changes.
+func (r *router) current() (*leadership, *peerLink, <-chan struct{}) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.link, r.linkSet
+	return r.lead, r.link, r.linkSet
+}
+
+// currentLink returns the leader link and a channel closed when it changes.
+func (r *router) currentLink() (*peerLink, <-chan struct{}) {
+	_, link, changed := r.current()
+	return link, changed
+}
+
+// changedLocked wakes whoever waits on linkSet. r.mu held.
+func (r *router) changedLocked() {
+	close(r.linkSet)
+	r.linkSet = make(chan struct{})
 }
 
 func (r *router) setLink(l *peerLink) {
 	r.mu.Lock()
 	old := r.link
 	r.link = l
-	close(r.linkSet)
-	r.linkSet = make(chan struct{})
+	r.changedLocked()
 	r.mu.Unlock()
 	if old != nil && old != l {
 		old.close()
@@ -183,19 +250,38 @@ func (r *router) dropLink(l *peerLink) {
 	r.mu.Lock()
 	if r.link == l {
 		r.link = nil
-		close(r.linkSet)
-		r.linkSet = make(chan struct{})
+		r.changedLocked()
 	}
 	r.mu.Unlock()
 	l.close()
 }
 
-// uplink moves frames from the up queue to the leader link, in order,
-// holding a frame while there is no link.
+// uplink moves frames from the up queue to the leader, in order: over the
+// leader link, or straight to this node's own leadership when it leads. It
+// holds a frame while there is neither.
 func (r *router) uplink() {
 	var held []byte
+	local := func(l *leadership, b []byte) {
+		if f, err := protocol.DecodePeer(b); err == nil {
+			l.handle(r.s.cfg.ID, f)
+		}
+	}
 	for {
-		link, changed := r.currentLink()
+		lead, link, changed := r.current()
+		if lead != nil {
+			if held != nil {
+				local(lead, held)
+				held = nil
+			}
+			select {
+			case b := <-r.up:
+				local(lead, b)
+			case <-changed:
+			case <-r.s.ctx.Done():
+				return
+			}
+			continue
+		}
 		if link == nil || link.closed() {
 			select {
 			case <-changed:
@@ -219,6 +305,7 @@ func (r *router) uplink() {
 		case link.send <- held:
 			held = nil
 		case <-link.closing:
+		case <-changed:
 		case <-r.s.ctx.Done():
 			return
 		}
@@ -353,6 +440,11 @@ func (s *Server) servePeer(w http.ResponseWriter, req *http.Request) {
 		ws.Close()
 		return
 	}
+	// The roster goes first, before anything queued for the leader, so the
+	// presence changes queued meanwhile apply on top of it.
+	for _, b := range s.rosterFrames(epoch) {
+		link.enqueue(b)
+	}
 	s.routes.setLink(link)
 	link.log.Info().Msg("linked to leader")
 	s.routes.sendLoad(link)
@@ -386,6 +478,10 @@ func (s *Server) onLeaderFrame(link *peerLink, f protocol.PeerFrame) {
 		for _, u := range f.Users {
 			s.kickLocal(u, f.Conn)
 		}
+	case protocol.PeerPush:
+		s.deliverRaw(f.Users, f.Push)
+	case protocol.PeerReply:
+		s.routes.onReply(f)
 	default:
 		link.log.Warn().Str("type", f.Type).Msg("unexpected peer frame from leader")
 	}

@@ -22,6 +22,7 @@ import (
 	"chatcluster/history"
 	"chatcluster/protocol"
 	"chatcluster/session"
+	"chatcluster/wordfilter"
 )
 
 // Server is one chat node. Create it with New, run it with Start, stop it
@@ -34,6 +35,9 @@ type Server struct {
 	rdb      *redis.Client
 	store    *history.Store
 	chatlog  *chatlog.Log
+	journal  *journal
+	words    *wordsSvc
+	filter   *wordfilter.Filter
 	accounts *accounts.Accounts
 	dir      *directory.Directory
 	sessions *session.Store
@@ -91,6 +95,14 @@ func New(cfg Config) (*Server, error) {
 			CheckOrigin: func(*http.Request) bool { return true },
 		},
 	}
+	if cfg.WordFilterFile != "" {
+		f, err := wordfilter.Load(cfg.WordFilterFile)
+		if err != nil {
+			return nil, fmt.Errorf("node: word filter: %w", err)
+		}
+		s.filter = f
+		s.log.Info().Str("file", cfg.WordFilterFile).Int("words", f.Len()).Msg("word filter loaded")
+	}
 	empty := map[string]cluster.Member{}
 	s.members.Store(&empty)
 	s.routes = newRouter(s)
@@ -145,6 +157,8 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("node: cannot open MongoDB at %s: %w", s.cfg.Mongo, err)
 	}
 	s.chatlog = chatlog.New(s.rdb, s.cfg.RedisPrefix)
+	s.journal = &journal{log: s.chatlog, store: s.store}
+	s.words = newWordsSvc(s)
 	if err = s.markFresh(ctx); err != nil {
 		return err
 	}
@@ -155,8 +169,11 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		Node:     s.cfg.ID,
 		Users:    users{s.accounts},
 		Sessions: sessionsSvc{s},
-		Journal:  &journal{log: s.chatlog, store: s.store},
+		Journal:  s.journal,
 		Router:   s.routes,
+		Rooms:    roomsSvc{s},
+		Words:    s.words,
+		Filter:   s.mask,
 		Now:      func() int64 { return time.Now().UnixMilli() },
 		NewID:    newID,
 	})
@@ -200,6 +217,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 	s.goAttach(s.watchCluster)
 	s.routes.start()
+	s.goAttach(s.words.run)
 	s.goAttach(func() {
 		if err := s.writer.Run(s.ctx); err != nil && !errors.Is(err, context.Canceled) {
 			s.log.Error().Err(err).Msg("history writer stopped")
@@ -293,6 +311,7 @@ func (s *Server) login(ctx context.Context, c *client, user string) (string, err
 	if prev.Conn != "" && prev.Conn != c.id && prev.Node != s.cfg.ID && s.isLive(prev.Node) {
 		s.routes.kickRemote(prev.Node, user, prev.Conn)
 	}
+	s.routes.toLeader(&protocol.PeerFrame{Type: protocol.PeerOnline, User: user, Conn: c.id, Online: true})
 	c.log = c.log.With().Str("user", user).Logger()
 	c.log.Info().Msg("logged in")
 	return c.id, nil
@@ -306,6 +325,7 @@ func (s *Server) disconnected(c *client) {
 		return
 	}
 	c.log.Info().Msg("logged out")
+	s.routes.toLeader(&protocol.PeerFrame{Type: protocol.PeerOnline, User: user, Conn: c.id})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if _, err := s.sessions.Delete(ctx, user, c.id); err != nil {
@@ -417,4 +437,10 @@ func (s *Server) drainClients(ctx context.Context) {
 		c.close(websocket.CloseGoingAway, "node is shutting down")
 	}
 	s.connsMu.Unlock()
+}
+
+// mask applies the word filter to a message text.
+func (s *Server) mask(text string) string {
+	out, _ := s.filter.Mask(text)
+	return out
 }

@@ -11,7 +11,26 @@ const (
 	PeerRoute   = "route"   // node -> leader: deliver Message to Users on node Dest
 	PeerDeliver = "deliver" // leader -> node: deliver Message to local Users
 	PeerKick    = "kick"    // node -> leader -> node: close User's connection Conn
+	PeerRoom    = "room"    // node -> leader: room request Op for User, answered by a reply with the same Req
+	PeerReply   = "reply"   // leader -> node: the answer to request Req
+	PeerOnline  = "online"  // node -> leader: User logged in (Online) or out on connection Conn
+	PeerRoster  = "roster"  // node -> leader: every session on the node, sent when a leader links
+	PeerPush    = "push"    // leader -> node: hand the encoded push Push to local Users
 )
+
+// Room request operations, in PeerFrame.Op.
+const (
+	RoomJoin  = "join"
+	RoomLeave = "leave"
+	RoomList  = "list"
+	RoomPost  = "post"
+)
+
+// PeerSession is one logged-in connection in a roster frame.
+type PeerSession struct {
+	User string `json:"user"`
+	Conn string `json:"conn"`
+}
 
 // PeerFrame is one frame of the peer link. Epoch is the sending leader's
 // epoch on frames a leader sends, and the epoch of the leader the node
@@ -27,6 +46,22 @@ type PeerFrame struct {
 	Conn        string   `json:"conn,omitempty"`
 	Connections int      `json:"connections,omitempty"`
 	Started     int64    `json:"started,omitempty"` // node start, unix ms, on load frames
+
+	// Requests to the leader and their replies.
+	Req         uint64          `json:"req,omitempty"`         // request id, chosen by the asking node
+	Op          string          `json:"op,omitempty"`          // room operation
+	Room        string          `json:"room,omitempty"`        // room name
+	User        string          `json:"user,omitempty"`        // the user asking, or whose presence changed
+	ClientMsgID string          `json:"clientMsgId,omitempty"` // idempotency key of a post
+	Deadline    int64           `json:"deadline,omitempty"`    // unix ms after which the asker no longer waits
+	Code        int             `json:"code,omitempty"`        // reply: 0 or a client error code
+	Error       string          `json:"error,omitempty"`       // reply: why, for the client
+	Members     []string        `json:"members,omitempty"`     // reply: room members
+	Rooms       []RoomInfo      `json:"rooms,omitempty"`       // reply: room list
+	Dup         bool            `json:"dup,omitempty"`         // reply to a post: the clientMsgId was seen before
+	Online      bool            `json:"online,omitempty"`      // presence: logged in (true) or out
+	Sessions    []PeerSession   `json:"sessions,omitempty"`    // roster
+	Push        json.RawMessage `json:"push,omitempty"`        // an encoded client push
 }
 
 // EncodePeer encodes a peer frame.

@@ -46,6 +46,8 @@ func run(args []string) error {
 	level := fs.String("log-level", "CHAT_LOG_LEVEL", "info", "log level: debug, info, warn, error")
 	drain := fs.Duration("drain-timeout", "CHAT_DRAIN_TIMEOUT", cfg.DrainTimeout, "how long shutdown lets clients move away")
 	rate := fs.String("rate-limit", "CHAT_RATE_LIMIT", "200", "requests per second one client connection may send (bursts of twice that)")
+	filter := fs.String("word-filter-file", "CHAT_WORD_FILTER_FILE", "", "word list of the dirty-word filter, one word per line (empty: no filter)")
+	hotReset := fs.Duration("hot-words-reset", "CHAT_HOT_WORDS_RESET", cfg.HotWordsReset, "how often the leader resets the hot-word ranking (0: never)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -65,6 +67,7 @@ func run(args []string) error {
 	cfg.Redis, cfg.RedisPrefix, cfg.Mongo, cfg.MongoDB = *rds, *prefix, *mongo, *mongoDB
 	cfg.Secret = []byte(strings.TrimSpace(string(secret)))
 	cfg.DrainTimeout = *drain
+	cfg.WordFilterFile, cfg.HotWordsReset = *filter, *hotReset
 	if cfg.RateLimit, err = strconv.ParseFloat(*rate, 64); err != nil || cfg.RateLimit <= 0 {
 		return fmt.Errorf("--rate-limit %q must be a positive number", *rate)
 	}

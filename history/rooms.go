@@ -1,0 +1,65 @@
+package history
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"chatcluster/room"
+)
+
+// ErrFenced means a leader with a newer epoch has written the room: the
+// writer has been deposed and its change is not stored.
+var ErrFenced = errors.New("history: a newer leader owns this room")
+
+// roomDoc is a room as stored. Epoch is the epoch of the leader that wrote
+// it last; an older leader can no longer replace it.
+type roomDoc struct {
+	Name    string    `bson:"_id"`
+	Members []string  `bson:"members"`
+	Epoch   int64     `bson:"epoch"`
+	Updated time.Time `bson:"updated"`
+}
+
+// SaveRoom stores room with members as written by the leader of epoch. It
+// returns ErrFenced when a leader with a newer epoch has written the room.
+func (s *Store) SaveRoom(ctx context.Context, name string, members []string, epoch int64) error {
+	if members == nil {
+		members = []string{}
+	}
+	doc := roomDoc{Name: name, Members: members, Epoch: epoch, Updated: time.Now().UTC().Truncate(time.Millisecond)}
+	// The filter only matches a document of this or an older epoch; when a
+	// newer one exists the upsert tries to insert a second document with
+	// the same _id, which the server refuses.
+	filter := bson.D{{Key: "_id", Value: name}, {Key: "epoch", Value: bson.D{{Key: "$lte", Value: epoch}}}}
+	_, err := s.rooms.ReplaceOne(ctx, filter, doc, options.Replace().SetUpsert(true))
+	switch {
+	case mongo.IsDuplicateKeyError(err):
+		return ErrFenced
+	case err != nil:
+		return fmt.Errorf("history: save room %s: %w", name, err)
+	}
+	return nil
+}
+
+// Rooms returns every stored room.
+func (s *Store) Rooms(ctx context.Context) ([]room.Room, error) {
+	cur, err := s.rooms.Find(ctx, bson.D{})
+	if err != nil {
+		return nil, fmt.Errorf("history: rooms: %w", err)
+	}
+	var docs []roomDoc
+	if err := cur.All(ctx, &docs); err != nil {
+		return nil, fmt.Errorf("history: rooms: %w", err)
+	}
+	out := make([]room.Room, len(docs))
+	for i, d := range docs {
+		out[i] = room.Room{Name: d.Name, Members: d.Members}
+	}
+	return out, nil
+}

@@ -1,0 +1,49 @@
+package history_test
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"sort"
+	"testing"
+	"time"
+
+	"chatcluster/history"
+	"chatcluster/room"
+)
+
+func TestRoomsSaveLoadAndFence(t *testing.T) {
+	s := openStore(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	if got, err := s.Rooms(ctx); err != nil || len(got) != 0 {
+		t.Fatalf("Rooms of a new store = %v, %v", got, err)
+	}
+	if err := s.SaveRoom(ctx, "lobby", []string{"alice", "bob"}, 5); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SaveRoom(ctx, "empty", nil, 5); err != nil {
+		t.Fatal(err)
+	}
+	// The same epoch may write again; a newer one too.
+	if err := s.SaveRoom(ctx, "lobby", []string{"alice", "bob", "carol"}, 5); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SaveRoom(ctx, "lobby", []string{"bob", "carol"}, 9); err != nil {
+		t.Fatal(err)
+	}
+	// A deposed leader cannot overwrite what a newer one wrote.
+	if err := s.SaveRoom(ctx, "lobby", []string{"mallory"}, 7); !errors.Is(err, history.ErrFenced) {
+		t.Fatalf("save by an older epoch: %v, want ErrFenced", err)
+	}
+	got, err := s.Rooms(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Slice(got, func(i, j int) bool { return got[i].Name < got[j].Name })
+	want := []room.Room{{Name: "empty", Members: []string{}}, {Name: "lobby", Members: []string{"bob", "carol"}}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("Rooms = %+v, want %+v", got, want)
+	}
+}

@@ -1,0 +1,92 @@
+package node
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/rs/zerolog"
+
+	"chatcluster/protocol"
+	"chatcluster/session"
+)
+
+// localRecipients returns a server with n logged-in local clients whose
+// send queues hold one frame, and their names.
+func localRecipients(n int) (*Server, []string, []*client) {
+	s := &Server{local: session.NewLocal[*client](), log: zerolog.Nop()}
+	users := make([]string, n)
+	clients := make([]*client, n)
+	for i := range users {
+		users[i] = fmt.Sprintf("user%04d", i)
+		c := &client{srv: s, id: users[i], send: make(chan []byte, 1), closing: make(chan struct{}), log: zerolog.Nop()}
+		c.user.Store(&users[i])
+		s.local.Add(c)
+		clients[i] = c
+	}
+	return s, users, clients
+}
+
+func roomMessage() *protocol.Message {
+	return &protocol.Message{ID: "mjuohs2s-c83515199ead7b82", Conv: "room:lobby", Seq: 42, From: "alice", Room: "lobby", Text: "hello everyone in the lobby", TS: 1767225600100}
+}
+
+// Every local recipient gets the same encoded bytes, once.
+func TestDeliverLocalSharesOneEncoding(t *testing.T) {
+	s, users, clients := localRecipients(3)
+	s.deliverLocal(append(users, "absent"), roomMessage())
+	var first []byte
+	for i, c := range clients {
+		select {
+		case b := <-c.send:
+			if i == 0 {
+				first = b
+			} else if &b[0] != &first[0] {
+				t.Fatalf("recipient %d got its own copy of the frame", i)
+			}
+		default:
+			t.Fatalf("recipient %d got nothing", i)
+		}
+	}
+	want, _ := protocol.EncodePush(protocol.PushMessage, *roomMessage())
+	if string(first) != string(want) {
+		t.Fatalf("pushed %s, want %s", first, want)
+	}
+}
+
+// BenchmarkRoomBroadcast measures a node handing one room message to its
+// local recipients: the frame is encoded once and the same bytes go to
+// every recipient's queue, so allocations do not grow with recipients.
+// The "fromLeader" variant starts from the leader's frame as it arrives on
+// the peer link, decoding included.
+func BenchmarkRoomBroadcast(b *testing.B) {
+	for _, n := range []int{1, 100, 1000} {
+		s, users, clients := localRecipients(n)
+		m := roomMessage()
+		b.Run(fmt.Sprintf("local/recipients=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				s.deliverLocal(users, m)
+				for _, c := range clients {
+					<-c.send
+				}
+			}
+		})
+		frame, err := protocol.EncodePeer(&protocol.PeerFrame{Type: protocol.PeerDeliver, Epoch: 7, From: "n1", Users: users, Message: m})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(fmt.Sprintf("fromLeader/recipients=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				f, err := protocol.DecodePeer(frame)
+				if err != nil {
+					b.Fatal(err)
+				}
+				s.deliverLocal(f.Users, f.Message)
+				for _, c := range clients {
+					<-c.send
+				}
+			}
+		})
+	}
+}

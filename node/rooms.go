@@ -1,0 +1,396 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"time"
+
+	"chatcluster/handler"
+	"chatcluster/history"
+	"chatcluster/protocol"
+	"chatcluster/room"
+)
+
+const (
+	roomWorkers = 8     // leader goroutines running room requests, by room
+	roomQueue   = 1024  // requests queued per worker before the leader answers 503
+	rosterChunk = 10000 // sessions per roster frame, well inside MaxPeerFrame
+)
+
+// roomJob is a room request the leader runs: from the node that asked.
+type roomJob struct {
+	from string
+	f    protocol.PeerFrame
+}
+
+// roomService is the leader's part of rooms: it loads membership from
+// MongoDB when the term starts and runs every request of one room on one
+// worker, in arrival order, so a room's messages get their seq and are
+// handed to the node links in the same order.
+type roomService struct {
+	l      *leadership
+	reg    *room.Registry
+	seed   maphash.Seed
+	work   [roomWorkers]chan roomJob
+	loaded chan struct{} // closed once membership is loaded
+}
+
+func newRoomService(l *leadership) *roomService {
+	rs := &roomService{l: l, reg: room.New(), seed: maphash.MakeSeed(), loaded: make(chan struct{})}
+	for i := range rs.work {
+		rs.work[i] = make(chan roomJob, roomQueue)
+	}
+	return rs
+}
+
+func (rs *roomService) start() {
+	s := rs.l.s
+	s.goAttach(rs.load)
+	for i := range rs.work {
+		q := rs.work[i]
+		s.goAttach(func() { rs.worker(q) })
+	}
+}
+
+// load reads every room from MongoDB, retrying until it succeeds or the
+// term ends, and makes sure every member can read the room (its
+// conversation is in the member's list in Redis).
+func (rs *roomService) load() {
+	l := rs.l
+	backoff := 100 * time.Millisecond
+	for {
+		ctx, cancel := context.WithTimeout(l.ctx, 5*time.Second)
+		rooms, err := l.s.store.Rooms(ctx)
+		if err == nil {
+			err = l.s.chatlog.AddMembers(ctx, rooms)
+		}
+		cancel()
+		if err == nil {
+			rs.reg.Load(rooms)
+			close(rs.loaded)
+			l.s.log.Info().Int("rooms", len(rooms)).Int64("epoch", l.epoch).Msg("rooms loaded")
+			return
+		}
+		if l.ctx.Err() != nil {
+			return
+		}
+		l.s.log.Warn().Err(err).Dur("retry", backoff).Msg("cannot load rooms; room requests wait")
+		select {
+		case <-l.ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// submit queues a room request. It never blocks: when the room's worker is
+// full the asker gets 503 at once.
+func (rs *roomService) submit(from string, f protocol.PeerFrame) {
+	q := rs.work[maphash.String(rs.seed, f.Room)%roomWorkers]
+	select {
+	case q <- roomJob{from: from, f: f}:
+	default:
+		rs.l.reply(from, protocol.PeerFrame{Req: f.Req, Code: protocol.CodeUnavailable, Error: "the leader is overloaded; retry shortly"})
+	}
+}
+
+func (rs *roomService) worker(q chan roomJob) {
+	l := rs.l
+	for {
+		select {
+		case <-l.ctx.Done():
+			return
+		case j := <-q:
+			if !rs.waitLoaded(j.f.Deadline) {
+				if l.ctx.Err() != nil {
+					return
+				}
+				l.reply(j.from, protocol.PeerFrame{Req: j.f.Req, Code: protocol.CodeUnavailable, Error: "rooms are not loaded yet; retry shortly"})
+				continue
+			}
+			if j.f.Deadline > 0 && time.Now().UnixMilli() > j.f.Deadline {
+				// The asker has given up and told its client so; doing
+				// it now would act on a request reported as failed.
+				continue
+			}
+			out := rs.run(j.f)
+			out.Req = j.f.Req
+			l.reply(j.from, out)
+		}
+	}
+}
+
+// waitLoaded waits for membership to be loaded, until deadline (unix ms;
+// 0: a few seconds).
+func (rs *roomService) waitLoaded(deadline int64) bool {
+	select {
+	case <-rs.loaded:
+		return true
+	default:
+	}
+	wait := 5 * time.Second
+	if deadline > 0 {
+		wait = time.Until(time.UnixMilli(deadline))
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-rs.loaded:
+		return true
+	case <-t.C:
+	case <-rs.l.ctx.Done():
+	}
+	return false
+}
+
+func fail(code int, format string, args ...any) protocol.PeerFrame {
+	return protocol.PeerFrame{Code: code, Error: fmt.Sprintf(format, args...)}
+}
+
+// run executes one request. Worker of the request's room only.
+func (rs *roomService) run(f protocol.PeerFrame) protocol.PeerFrame {
+	l := rs.l
+	ctx, cancel := context.WithTimeout(l.ctx, l.s.cfg.RequestTimeout)
+	defer cancel()
+	switch f.Op {
+	case protocol.RoomList:
+		return protocol.PeerFrame{Rooms: rs.reg.List(f.User)}
+	case protocol.RoomJoin:
+		return rs.join(ctx, f.User, f.Room)
+	case protocol.RoomLeave:
+		return rs.leave(ctx, f.User, f.Room)
+	case protocol.RoomPost:
+		return rs.post(ctx, f)
+	}
+	return fail(protocol.CodeBadRequest, "unknown room operation %q", f.Op)
+}
+
+func (rs *roomService) storeErr(room string, err error) protocol.PeerFrame {
+	if errors.Is(err, history.ErrFenced) {
+		rs.l.s.log.Warn().Str("room", room).Int64("epoch", rs.l.epoch).Msg("a newer leader owns the rooms; this term is over")
+		return fail(protocol.CodeUnavailable, "the cluster is changing leader; retry shortly")
+	}
+	rs.l.s.log.Warn().Err(err).Str("room", room).Msg("cannot store room membership")
+	return fail(protocol.CodeUnavailable, "room membership cannot be stored now; retry shortly")
+}
+
+func (rs *roomService) join(ctx context.Context, user, name string) protocol.PeerFrame {
+	s := rs.l.s
+	if _, member := rs.reg.IsMember(name, user); !member {
+		members := rs.reg.WithMember(name, user)
+		if err := s.store.SaveRoom(ctx, name, members, rs.l.epoch); err != nil {
+			return rs.storeErr(name, err)
+		}
+		rs.reg.Set(name, members)
+		s.log.Info().Str("room", name).Str("user", user).Int("members", len(members)).Msg("joined room")
+	}
+	// Also on a repeated join, so a retry after a failure here completes it.
+	if err := s.chatlog.AddConv(ctx, user, protocol.RoomConv(name)); err != nil {
+		return fail(protocol.CodeUnavailable, "service temporarily unavailable; retry shortly")
+	}
+	members, _ := rs.reg.Members(name)
+	return protocol.PeerFrame{Members: members}
+}
+
+func (rs *roomService) leave(ctx context.Context, user, name string) protocol.PeerFrame {
+	s := rs.l.s
+	exists, member := rs.reg.IsMember(name, user)
+	if !exists {
+		return fail(protocol.CodeNotFound, "unknown room %q", name)
+	}
+	if member {
+		members := rs.reg.WithoutMember(name, user)
+		if err := s.store.SaveRoom(ctx, name, members, rs.l.epoch); err != nil {
+			return rs.storeErr(name, err)
+		}
+		rs.reg.Set(name, members)
+		s.log.Info().Str("room", name).Str("user", user).Int("members", len(members)).Msg("left room")
+	}
+	if err := s.chatlog.RemoveConv(ctx, user, protocol.RoomConv(name)); err != nil {
+		return fail(protocol.CodeUnavailable, "service temporarily unavailable; retry shortly")
+	}
+	members, _ := rs.reg.Members(name)
+	return protocol.PeerFrame{Members: members}
+}
+
+// post stores a room message and hands it to every online member: one
+// frame per node, carrying that node's recipients.
+func (rs *roomService) post(ctx context.Context, f protocol.PeerFrame) protocol.PeerFrame {
+	if f.Message == nil {
+		return fail(protocol.CodeBadRequest, "post without a message")
+	}
+	exists, member := rs.reg.IsMember(f.Room, f.User)
+	switch {
+	case !exists:
+		return fail(protocol.CodeNotFound, "unknown room %q", f.Room)
+	case !member:
+		return fail(protocol.CodeForbidden, "not a member of room %q", f.Room)
+	}
+	m := *f.Message
+	m.From, m.Room, m.Conv, m.To = f.User, f.Room, protocol.RoomConv(f.Room), ""
+	stored, dup, err := rs.l.s.journal.Append(ctx, m, f.ClientMsgID, nil)
+	if err != nil {
+		rs.l.s.log.Warn().Err(err).Str("room", f.Room).Msg("cannot store room message")
+		return fail(protocol.CodeUnavailable, "service temporarily unavailable; retry shortly")
+	}
+	if !dup {
+		rs.fanout(&stored)
+	}
+	return protocol.PeerFrame{Message: &stored, Dup: dup}
+}
+
+func (rs *roomService) fanout(m *protocol.Message) {
+	l := rs.l
+	for node, users := range rs.reg.Plan(m.Room) {
+		if node == l.s.cfg.ID {
+			l.s.deliverLocal(users, m)
+			continue
+		}
+		l.send(node, &protocol.PeerFrame{Type: protocol.PeerDeliver, Users: users, Message: m})
+	}
+}
+
+// presence tells user's room mates that user came online or went offline.
+func (rs *roomService) presence(user string, online bool) {
+	mates := rs.reg.Mates(user)
+	if len(mates) == 0 {
+		return
+	}
+	push, err := protocol.EncodePush(protocol.PushPresence, protocol.PresencePush{Username: user, Online: online})
+	if err != nil {
+		return
+	}
+	l := rs.l
+	for node, users := range mates {
+		if node == l.s.cfg.ID {
+			l.s.deliverRaw(users, push)
+			continue
+		}
+		l.send(node, &protocol.PeerFrame{Type: protocol.PeerPush, Users: users, Push: push})
+	}
+}
+
+// online applies a login or logout a node reported.
+func (rs *roomService) online(node string, f protocol.PeerFrame) {
+	if f.Online {
+		if rs.reg.Online(f.User, node, f.Conn) {
+			rs.presence(f.User, true)
+		}
+		return
+	}
+	if rs.reg.Offline(f.User, f.Conn) {
+		rs.presence(f.User, false)
+	}
+}
+
+// roster applies a node's list of sessions. The first frame of a roster
+// (Op "") replaces what is known of the node; further ones (Op "more")
+// add to it. Presence changes it reveals are pushed.
+func (rs *roomService) roster(node string, f protocol.PeerFrame) {
+	sessions := make([]room.Session, len(f.Sessions))
+	for i, ps := range f.Sessions {
+		sessions[i] = room.Session{User: ps.User, Conn: ps.Conn}
+	}
+	if f.Op == "more" {
+		for _, ss := range sessions {
+			if rs.reg.Online(ss.User, node, ss.Conn) {
+				rs.presence(ss.User, true)
+			}
+		}
+		return
+	}
+	offline, online := rs.reg.Roster(node, sessions)
+	for _, u := range offline {
+		rs.presence(u, false)
+	}
+	for _, u := range online {
+		rs.presence(u, true)
+	}
+}
+
+// nodeGone takes every user of a node that left the cluster offline.
+func (rs *roomService) nodeGone(node string) {
+	for _, u := range rs.reg.NodeGone(node) {
+		rs.presence(u, false)
+	}
+}
+
+// rosterFrames are this node's sessions as roster frames.
+func (s *Server) rosterFrames(epoch int64) [][]byte {
+	var all []protocol.PeerSession
+	s.local.Each(func(c *client) bool {
+		all = append(all, protocol.PeerSession{User: c.User(), Conn: c.id})
+		return true
+	})
+	var out [][]byte
+	for i := 0; i == 0 || i < len(all); i += rosterChunk {
+		f := protocol.PeerFrame{Type: protocol.PeerRoster, Epoch: epoch, From: s.cfg.ID, Sessions: all[i:min(i+rosterChunk, len(all))]}
+		if i > 0 {
+			f.Op = "more"
+		}
+		if b, err := protocol.EncodePeer(&f); err == nil {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// deliverRaw hands an encoded push to the named users connected here.
+func (s *Server) deliverRaw(users []string, push []byte) {
+	for _, u := range users {
+		if c, ok := s.local.Get(u); ok {
+			c.enqueue(push)
+		}
+	}
+}
+
+// roomsSvc implements handler.Rooms on every node by asking the leader.
+type roomsSvc struct{ s *Server }
+
+func (rs roomsSvc) ask(ctx context.Context, f protocol.PeerFrame) (protocol.PeerFrame, error) {
+	f.Type = protocol.PeerRoom
+	rep, err := rs.s.routes.request(ctx, &f)
+	if err != nil {
+		return rep, err
+	}
+	if rep.Code != 0 {
+		return rep, protocol.Errorf(rep.Code, "%s", rep.Error)
+	}
+	return rep, nil
+}
+
+func (rs roomsSvc) Join(ctx context.Context, user, name string) ([]string, error) {
+	rep, err := rs.ask(ctx, protocol.PeerFrame{Op: protocol.RoomJoin, User: user, Room: name})
+	return nonNilStrings(rep.Members), err
+}
+
+func (rs roomsSvc) Leave(ctx context.Context, user, name string) ([]string, error) {
+	rep, err := rs.ask(ctx, protocol.PeerFrame{Op: protocol.RoomLeave, User: user, Room: name})
+	return nonNilStrings(rep.Members), err
+}
+
+func (rs roomsSvc) List(ctx context.Context, user string) ([]protocol.RoomInfo, error) {
+	rep, err := rs.ask(ctx, protocol.PeerFrame{Op: protocol.RoomList, User: user})
+	return rep.Rooms, err
+}
+
+func (rs roomsSvc) Post(ctx context.Context, m protocol.Message, clientMsgID string) (protocol.Message, bool, error) {
+	rep, err := rs.ask(ctx, protocol.PeerFrame{Op: protocol.RoomPost, User: m.From, Room: m.Room, Message: &m, ClientMsgID: clientMsgID})
+	if err != nil {
+		return protocol.Message{}, false, err
+	}
+	if rep.Message == nil {
+		return protocol.Message{}, false, fmt.Errorf("%w: leader answered a post without the message", handler.ErrUnavailable)
+	}
+	return *rep.Message, rep.Dup, nil
+}
+
+func nonNilStrings(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}

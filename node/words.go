@@ -1,0 +1,105 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"chatcluster/handler"
+	"chatcluster/hotwords"
+	"chatcluster/protocol"
+)
+
+// wordsQueue is how many message texts may wait to be counted; beyond it
+// texts are not counted (the ranking is a statistic; chat never waits on it).
+const wordsQueue = 4096
+
+// wordsSvc implements handler.Words: counting happens off the request
+// path, on one goroutine that owns the queue.
+type wordsSvc struct {
+	s       *Server
+	counter *hotwords.Counter
+	queue   chan string
+}
+
+func newWordsSvc(s *Server) *wordsSvc {
+	return &wordsSvc{s: s, counter: hotwords.New(s.rdb, s.cfg.RedisPrefix), queue: make(chan string, wordsQueue)}
+}
+
+// Count queues text to be counted; it never blocks.
+func (w *wordsSvc) Count(text string) {
+	select {
+	case w.queue <- text:
+	default:
+	}
+}
+
+// Top returns the n most used words.
+func (w *wordsSvc) Top(ctx context.Context, n int) ([]protocol.WordCount, error) {
+	out, err := w.counter.Top(ctx, n)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", handler.ErrUnavailable, err)
+	}
+	return out, nil
+}
+
+// run counts queued texts until the node stops.
+func (w *wordsSvc) run() {
+	var failing bool
+	for {
+		select {
+		case <-w.s.ctx.Done():
+			return
+		case text := <-w.queue:
+			ctx, cancel := context.WithTimeout(w.s.ctx, 2*time.Second)
+			err := w.counter.Add(ctx, text)
+			cancel()
+			switch {
+			case err != nil && !failing && w.s.ctx.Err() == nil:
+				w.s.log.Warn().Err(err).Msg("cannot count hot words; they are skipped until Redis answers")
+				failing = true
+			case err == nil && failing:
+				w.s.log.Info().Msg("counting hot words again")
+				failing = false
+			}
+		}
+	}
+}
+
+// hotWordsLoop resets the hot-word ranking every HotWordsReset while this
+// term lasts. The schedule follows the last reset recorded in Redis, so a
+// new leader continues it rather than starting over, and the reset is
+// fenced by epoch, so a deposed leader cannot reset.
+func (l *leadership) hotWordsLoop() {
+	every := l.s.cfg.HotWordsReset
+	if every <= 0 {
+		return
+	}
+	check := min(max(every/10, 50*time.Millisecond), time.Minute)
+	t := time.NewTicker(check)
+	defer t.Stop()
+	counter := l.s.words.counter
+	for {
+		select {
+		case <-l.ctx.Done():
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(l.ctx, 2*time.Second)
+		last, err := counter.LastReset(ctx)
+		if err == nil && hotwords.Due(last, every, time.Now()) {
+			var done bool
+			done, err = counter.Reset(ctx, l.s.cfg.ID, l.epoch, time.Now())
+			switch {
+			case err == nil && done:
+				l.s.log.Info().Dur("every", every).Msg("hot words reset")
+			case err == nil:
+				l.s.log.Warn().Int64("epoch", l.epoch).Msg("hot words not reset: a newer leader exists")
+			}
+		}
+		cancel()
+		if err != nil && l.ctx.Err() == nil {
+			l.s.log.Warn().Err(err).Msg("cannot reset hot words")
+		}
+	}
+}

@@ -1,0 +1,86 @@
+package room
+
+import (
+	"reflect"
+	"testing"
+
+	"chatcluster/protocol"
+)
+
+func TestMembership(t *testing.T) {
+	r := New()
+	r.Load([]Room{{Name: "lobby", Members: []string{"bob", "alice"}}, {Name: "empty"}})
+	if got, ok := r.Members("lobby"); !ok || !reflect.DeepEqual(got, []string{"alice", "bob"}) {
+		t.Fatalf("Members(lobby) = %v, %v", got, ok)
+	}
+	if _, ok := r.Members("nope"); ok {
+		t.Fatal("unknown room exists")
+	}
+	if exists, member := r.IsMember("lobby", "carol"); !exists || member {
+		t.Fatalf("IsMember(lobby, carol) = %v, %v", exists, member)
+	}
+
+	with := r.WithMember("lobby", "carol")
+	if !reflect.DeepEqual(with, []string{"alice", "bob", "carol"}) {
+		t.Fatalf("WithMember = %v", with)
+	}
+	if _, member := r.IsMember("lobby", "carol"); member {
+		t.Fatal("WithMember changed the registry")
+	}
+	r.Set("lobby", with)
+	if _, member := r.IsMember("lobby", "carol"); !member {
+		t.Fatal("Set did not add carol")
+	}
+	r.Set("lobby", r.WithoutMember("lobby", "alice"))
+	r.Set("new", r.WithMember("new", "alice"))
+	want := []protocol.RoomInfo{
+		{Name: "empty", Members: 0},
+		{Name: "lobby", Members: 2, Joined: true},
+		{Name: "new", Members: 1},
+	}
+	if got := r.List("bob"); !reflect.DeepEqual(got, want) {
+		t.Fatalf("List(bob) = %+v, want %+v", got, want)
+	}
+	if r.Len() != 3 {
+		t.Fatalf("Len = %d", r.Len())
+	}
+}
+
+func TestPresenceAndPlan(t *testing.T) {
+	r := New()
+	r.Load([]Room{{Name: "lobby", Members: []string{"a", "b", "c", "d"}}, {Name: "side", Members: []string{"a", "e"}}})
+	if !r.Online("a", "n1", "c1") || !r.Online("b", "n2", "c2") || !r.Online("c", "n2", "c3") {
+		t.Fatal("first login is not a presence change")
+	}
+	if r.Online("a", "n3", "c4") {
+		t.Fatal("a login that replaces another is a presence change")
+	}
+	if r.Offline("a", "c1") {
+		t.Fatal("the end of a replaced connection took the user offline")
+	}
+	if n, _ := r.Where("a"); n != "n3" {
+		t.Fatalf("a is on %s", n)
+	}
+	want := map[string][]string{"n3": {"a"}, "n2": {"b", "c"}}
+	if got := r.Plan("lobby"); !reflect.DeepEqual(got, want) {
+		t.Fatalf("Plan = %v, want %v", got, want)
+	}
+	r.Online("e", "n1", "c5")
+	if got, want := r.Mates("a"), map[string][]string{"n1": {"e"}, "n2": {"b", "c"}}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("Mates(a) = %v, want %v", got, want)
+	}
+
+	off, on := r.Roster("n2", []Session{{User: "c", Conn: "c3"}, {User: "f", Conn: "c6"}})
+	if !reflect.DeepEqual(off, []string{"b"}) || !reflect.DeepEqual(on, []string{"f"}) {
+		t.Fatalf("Roster = %v, %v", off, on)
+	}
+	if got := r.NodeGone("n2"); !reflect.DeepEqual(got, []string{"c", "f"}) {
+		t.Fatalf("NodeGone = %v", got)
+	}
+	if !r.Offline("a", "c4") {
+		t.Fatal("the current connection ending did not take a offline")
+	}
+	if got := r.Plan("lobby"); len(got) != 0 {
+		t.Fatalf("Plan with nobody online = %v", got)
+	}
+}
