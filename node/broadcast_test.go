@@ -2,6 +2,7 @@ package node
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/rs/zerolog"
@@ -33,7 +34,7 @@ func roomMessage() *protocol.Message {
 // Every local recipient gets the same encoded bytes, once.
 func TestDeliverLocalSharesOneEncoding(t *testing.T) {
 	s, users, clients := localRecipients(3)
-	s.deliverLocal(append(users, "absent"), roomMessage())
+	s.deliverLocal(slices.Values(append(users, "absent")), roomMessage())
 	var first []byte
 	for i, c := range clients {
 		select {
@@ -65,13 +66,13 @@ func BenchmarkRoomBroadcast(b *testing.B) {
 		b.Run(fmt.Sprintf("local/recipients=%d", n), func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				s.deliverLocal(users, m)
+				s.deliverLocal(slices.Values(users), m)
 				for _, c := range clients {
 					<-c.send
 				}
 			}
 		})
-		frame, err := protocol.EncodePeer(&protocol.PeerFrame{Type: protocol.PeerDeliver, Epoch: 7, From: "n1", Users: users, Message: m})
+		frame, err := protocol.EncodePeer(&protocol.PeerFrame{Type: protocol.PeerDeliver, Epoch: 7, From: "n1", Recipients: protocol.JoinNames(users), Message: m})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -82,7 +83,7 @@ func BenchmarkRoomBroadcast(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				s.deliverLocal(f.Users, f.Message)
+				s.deliverLocal(protocol.Names(f.Recipients), f.Message)
 				for _, c := range clients {
 					<-c.send
 				}

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -22,6 +23,13 @@ type leadership struct {
 	stopF context.CancelFunc
 	wake  chan struct{} // publish now
 	rooms *roomService
+
+	// linked is closed once this term has a link to every member (or
+	// linkWait has passed): frames queued before the term are then
+	// handed over, rather than dropped for want of a link.
+	linked     chan struct{}
+	linkedOnce sync.Once
+	linkTimer  *time.Timer
 
 	mu      sync.Mutex
 	members map[string]cluster.Member     // guarded by mu
@@ -91,6 +99,8 @@ func (s *Server) newLeadership(epoch int64) *leadership {
 		members: map[string]cluster.Member{}, dialers: map[string]context.CancelFunc{},
 		links: map[string]*peerLink{}, loads: map[string]protocol.PeerFrame{},
 	}
+	l.linked = make(chan struct{})
+	l.linkTimer = time.AfterFunc(linkWait, l.markLinked)
 	l.rooms = newRoomService(l)
 	// This node's own sessions, as every other node sends when it links.
 	for _, b := range s.rosterFrames(epoch) {
@@ -104,7 +114,24 @@ func (s *Server) newLeadership(epoch int64) *leadership {
 	return l
 }
 
+// linkWait bounds how long a new term holds back queued frames while it
+// links to the members.
+const linkWait = 2 * time.Second
+
+func (l *leadership) markLinked() { l.linkedOnce.Do(func() { close(l.linked) }) }
+
+// checkLinked closes linked when every member has a link. l.mu held.
+func (l *leadership) checkLinkedLocked() {
+	for id := range l.members {
+		if id != l.s.cfg.ID && l.links[id] == nil {
+			return
+		}
+	}
+	l.markLinked()
+}
+
 func (l *leadership) stop() {
+	l.linkTimer.Stop()
 	l.stopF()
 	l.mu.Lock()
 	for _, link := range l.links {
@@ -157,6 +184,7 @@ func (l *leadership) applyMembers(ms []cluster.Member) (gone []string) {
 			l.s.goAttach(func() { l.dial(ctx, m) })
 		}
 	}
+	l.checkLinkedLocked()
 	select {
 	case l.wake <- struct{}{}:
 	default:
@@ -183,6 +211,7 @@ func (l *leadership) dial(ctx context.Context, m cluster.Member) {
 		link := newPeerLink(ws, m.ID, l.epoch, l.s.cfg.PeerQueue, l.s.log)
 		l.mu.Lock()
 		l.links[m.ID] = link
+		l.checkLinkedLocked()
 		l.mu.Unlock()
 		link.log.Info().Msg("linked to node")
 		stopOnCancel := context.AfterFunc(ctx, link.close)
@@ -237,12 +266,12 @@ func (l *leadership) forward(f *protocol.PeerFrame) {
 			}
 			return
 		}
-		l.s.deliverLocal(f.Users, f.Message)
+		l.s.deliverLocal(slices.Values(f.Users), f.Message)
 		return
 	}
-	out := protocol.PeerFrame{Type: protocol.PeerDeliver, Users: f.Users, Message: f.Message, Conn: f.Conn}
+	out := protocol.PeerFrame{Type: protocol.PeerDeliver, Recipients: protocol.JoinNames(f.Users), Message: f.Message}
 	if f.Type == protocol.PeerKick {
-		out.Type = protocol.PeerKick
+		out = protocol.PeerFrame{Type: protocol.PeerKick, Users: f.Users, Conn: f.Conn}
 	}
 	l.send(f.Dest, &out)
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"iter"
+	"slices"
 	"time"
 
 	"chatcluster/handler"
@@ -246,10 +248,10 @@ func (rs *roomService) fanout(m *protocol.Message) {
 	l := rs.l
 	for node, users := range rs.reg.Plan(m.Room) {
 		if node == l.s.cfg.ID {
-			l.s.deliverLocal(users, m)
+			l.s.deliverLocal(slices.Values(users), m)
 			continue
 		}
-		l.send(node, &protocol.PeerFrame{Type: protocol.PeerDeliver, Users: users, Message: m})
+		l.send(node, &protocol.PeerFrame{Type: protocol.PeerDeliver, Recipients: protocol.JoinNames(users), Message: m})
 	}
 }
 
@@ -266,10 +268,10 @@ func (rs *roomService) presence(user string, online bool) {
 	l := rs.l
 	for node, users := range mates {
 		if node == l.s.cfg.ID {
-			l.s.deliverRaw(users, push)
+			l.s.deliverRaw(slices.Values(users), push)
 			continue
 		}
-		l.send(node, &protocol.PeerFrame{Type: protocol.PeerPush, Users: users, Push: push})
+		l.send(node, &protocol.PeerFrame{Type: protocol.PeerPush, Recipients: protocol.JoinNames(users), Push: push})
 	}
 }
 
@@ -339,8 +341,8 @@ func (s *Server) rosterFrames(epoch int64) [][]byte {
 }
 
 // deliverRaw hands an encoded push to the named users connected here.
-func (s *Server) deliverRaw(users []string, push []byte) {
-	for _, u := range users {
+func (s *Server) deliverRaw(users iter.Seq[string], push []byte) {
+	for u := range users {
 		if c, ok := s.local.Get(u); ok {
 			c.enqueue(push)
 		}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"iter"
 	"net/http"
 	"strconv"
 	"sync"
@@ -42,6 +43,11 @@ type router struct {
 	link    *peerLink     // follower side: the link the current leader opened; guarded by mu
 	linkSet chan struct{} // closed and replaced whenever link or lead changes; guarded by mu
 	lead    *leadership   // leader side: non-nil while this node leads; guarded by mu
+
+	// upMu orders frames for the leader: queued counts those taken into up
+	// and not yet handed over, held frame included.
+	upMu   sync.Mutex
+	queued int // guarded by upMu
 
 	// Requests to the leader waiting for its reply, by request id.
 	reqSeq  atomic.Uint64
@@ -147,7 +153,11 @@ func (r *router) kickRemote(node, user, conn string) {
 // be queued.
 func (r *router) toLeader(f *protocol.PeerFrame) bool {
 	f.From = r.s.cfg.ID
-	if l := r.leading(); l != nil {
+	r.upMu.Lock()
+	defer r.upMu.Unlock()
+	// Straight to this node's own leadership only when nothing older is
+	// still on its way there, so frames keep their order.
+	if l := r.leading(); l != nil && r.queued == 0 {
 		l.handle(r.s.cfg.ID, *f)
 		return true
 	}
@@ -158,11 +168,21 @@ func (r *router) toLeader(f *protocol.PeerFrame) bool {
 	}
 	select {
 	case r.up <- b:
+		r.queued++
 		return true
 	default:
 		r.s.log.Warn().Str("type", f.Type).Str("dest", f.Dest).Msg("no leader and the uplink queue is full; frame dropped")
 		return false
 	}
+}
+
+// sent records that a frame taken from up has reached the leader (or
+// this node's leadership): frames may go straight there again once none
+// is left.
+func (r *router) sent() {
+	r.upMu.Lock()
+	r.queued--
+	r.upMu.Unlock()
 }
 
 // request sends a request frame to the leader and waits for its reply
@@ -262,13 +282,28 @@ func (r *router) dropLink(l *peerLink) {
 func (r *router) uplink() {
 	var held []byte
 	local := func(l *leadership, b []byte) {
+		// Under upMu, so that toLeader cannot overtake this frame.
+		r.upMu.Lock()
+		defer r.upMu.Unlock()
 		if f, err := protocol.DecodePeer(b); err == nil {
 			l.handle(r.s.cfg.ID, f)
 		}
+		r.queued--
 	}
 	for {
 		lead, link, changed := r.current()
 		if lead != nil {
+			select {
+			case <-lead.linked:
+			default:
+				select {
+				case <-lead.linked:
+				case <-changed:
+				case <-r.s.ctx.Done():
+					return
+				}
+				continue
+			}
 			if held != nil {
 				local(lead, held)
 				held = nil
@@ -304,6 +339,7 @@ func (r *router) uplink() {
 		select {
 		case link.send <- held:
 			held = nil
+			r.sent()
 		case <-link.closing:
 		case <-changed:
 		case <-r.s.ctx.Done():
@@ -372,12 +408,12 @@ func (r *router) closeLinks() {
 
 // deliverLocal pushes m to the named users connected here, encoding the
 // frame once for all of them.
-func (s *Server) deliverLocal(users []string, m *protocol.Message) {
+func (s *Server) deliverLocal(users iter.Seq[string], m *protocol.Message) {
 	if m == nil {
 		return
 	}
 	var push []byte
-	for _, u := range users {
+	for u := range users {
 		c, ok := s.local.Get(u)
 		if !ok {
 			continue
@@ -473,13 +509,13 @@ func (s *Server) onLeaderFrame(link *peerLink, f protocol.PeerFrame) {
 	}
 	switch f.Type {
 	case protocol.PeerDeliver:
-		s.deliverLocal(f.Users, f.Message)
+		s.deliverLocal(protocol.Names(f.Recipients), f.Message)
 	case protocol.PeerKick:
 		for _, u := range f.Users {
 			s.kickLocal(u, f.Conn)
 		}
 	case protocol.PeerPush:
-		s.deliverRaw(f.Users, f.Push)
+		s.deliverRaw(protocol.Names(f.Recipients), f.Push)
 	case protocol.PeerReply:
 		s.routes.onReply(f)
 	default:

@@ -1,6 +1,10 @@
 package protocol
 
-import "encoding/json"
+import (
+	"encoding/json"
+	"iter"
+	"strings"
+)
 
 // Peer frame types, exchanged between nodes on the peer listener only. A
 // client connection can never send them: the client port decodes only
@@ -62,6 +66,27 @@ type PeerFrame struct {
 	Online      bool            `json:"online,omitempty"`      // presence: logged in (true) or out
 	Sessions    []PeerSession   `json:"sessions,omitempty"`    // roster
 	Push        json.RawMessage `json:"push,omitempty"`        // an encoded client push
+
+	// Recipients names the local users of a deliver or push frame, joined
+	// by commas (names never hold one): a node walks it without
+	// allocating per recipient.
+	Recipients string `json:"recipients,omitempty"`
+}
+
+// JoinNames joins user names for PeerFrame.Recipients.
+func JoinNames(users []string) string { return strings.Join(users, ",") }
+
+// Names yields the names of a PeerFrame.Recipients list.
+func Names(list string) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		for list != "" {
+			name, rest, _ := strings.Cut(list, ",")
+			if !yield(name) {
+				return
+			}
+			list = rest
+		}
+	}
 }
 
 // EncodePeer encodes a peer frame.

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -177,4 +178,16 @@ func jsonEqual(a, b json.RawMessage) bool {
 		return string(a) == string(b)
 	}
 	return reflect.DeepEqual(x, y)
+}
+
+func TestRecipientNames(t *testing.T) {
+	for _, users := range [][]string{nil, {"a"}, {"alice", "bob", "Zoë"}} {
+		var got []string
+		for n := range Names(JoinNames(users)) {
+			got = append(got, n)
+		}
+		if !slices.Equal(got, users) {
+			t.Fatalf("names of %q = %q", users, got)
+		}
+	}
 }
