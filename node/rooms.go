@@ -281,6 +281,9 @@ func (rs *roomService) online(node string, f protocol.PeerFrame) {
 		if rs.reg.Online(f.User, node, f.Conn) {
 			rs.presence(f.User, true)
 		}
+		if f.Req != 0 {
+			rs.l.reply(node, protocol.PeerFrame{Req: f.Req})
+		}
 		return
 	}
 	if rs.reg.Offline(f.User, f.Conn) {

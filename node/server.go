@@ -311,11 +311,22 @@ func (s *Server) login(ctx context.Context, c *client, user string) (string, err
 	if prev.Conn != "" && prev.Conn != c.id && prev.Node != s.cfg.ID && s.isLive(prev.Node) {
 		s.routes.kickRemote(prev.Node, user, prev.Conn)
 	}
-	s.routes.toLeader(&protocol.PeerFrame{Type: protocol.PeerOnline, User: user, Conn: c.id, Online: true})
+	// The leader learns of the login before the client hears it is logged
+	// in, so room messages posted after the reply reach this connection
+	// live. Bounded: without a leader the login goes on and the news
+	// follows from the queue.
+	octx, cancel := context.WithTimeout(ctx, onlineWait)
+	if _, err := s.routes.request(octx, &protocol.PeerFrame{Type: protocol.PeerOnline, User: user, Conn: c.id, Online: true}); err != nil {
+		c.log.Debug().Err(err).Msg("leader has not confirmed the login yet")
+	}
+	cancel()
 	c.log = c.log.With().Str("user", user).Logger()
 	c.log.Info().Msg("logged in")
 	return c.id, nil
 }
+
+// onlineWait bounds how long a login waits for the leader to record it.
+const onlineWait = 500 * time.Millisecond
 
 // disconnected runs once when c's read loop ends.
 func (s *Server) disconnected(c *client) {
