@@ -37,6 +37,7 @@ type View struct {
 	Epoch       int64  `json:"epoch"`
 	LeaderSince int64  `json:"leaderSince"` // unix ms
 	Updated     int64  `json:"updated"`     // unix ms
+	Backlog     int64  `json:"backlog"`     // messages waiting to be written to MongoDB
 	Nodes       []Node `json:"nodes"`
 }
 
@@ -47,6 +48,7 @@ type Node struct {
 	Connections int    `json:"connections"`
 	Started     int64  `json:"started,omitempty"` // unix ms
 	Linked      bool   `json:"linked"`            // the leader holds a peer link to it (always true for the leader)
+	Messages    int64  `json:"messages"`          // messages accepted from its clients since it started
 }
 
 // ByLoad returns the nodes least loaded first (ties by id), the order the

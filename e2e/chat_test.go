@@ -95,6 +95,17 @@ func TestDirectChatAcrossNodes(t *testing.T) {
 			t.Fatalf("history[%d] has seq %d, want %d", i, m.Seq, i+1)
 		}
 	}
+
+	// The cluster page counts what each node accepted, and the history
+	// backlog drains to zero once MongoDB holds everything.
+	testenv.WaitFor(t, 10*time.Second, "/api/cluster counts the messages and an empty backlog", func() bool {
+		v := clusterInfo(t, c)
+		var sum int64
+		for _, nd := range v.Nodes {
+			sum += nd.Messages
+		}
+		return sum == 2*n && v.Backlog == 0
+	})
 }
 
 // A message to a user who is offline is stored and reaches them through

@@ -165,7 +165,9 @@ type clusterView struct {
 		ID          string `json:"id"`
 		Connections int    `json:"connections"`
 		Linked      bool   `json:"linked"`
+		Messages    int64  `json:"messages"`
 	} `json:"nodes"`
+	Backlog int64 `json:"historyBacklog"`
 }
 
 // linked reports whether the leader holds a peer link to every live node.

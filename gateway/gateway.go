@@ -310,6 +310,7 @@ type clusterNode struct {
 	Linked      bool    `json:"linked"`
 	Started     int64   `json:"started,omitempty"`
 	Uptime      float64 `json:"uptimeSeconds,omitempty"`
+	Messages    int64   `json:"messages"` // accepted from its clients since it started
 }
 
 type clusterReply struct {
@@ -318,6 +319,7 @@ type clusterReply struct {
 	LeaderSince   int64         `json:"leaderSince"`
 	Updated       int64         `json:"updated"`
 	Connections   int           `json:"connections"`
+	Backlog       int64         `json:"historyBacklog"` // messages not yet in MongoDB
 	Nodes         []clusterNode `json:"nodes"`
 	GatewayUptime float64       `json:"gatewayUptimeSeconds"`
 }
@@ -330,9 +332,9 @@ func (g *Gateway) cluster(w http.ResponseWriter, r *http.Request) {
 	}
 	now := time.Now()
 	out := clusterReply{Leader: v.Leader, Epoch: v.Epoch, LeaderSince: v.LeaderSince, Updated: v.Updated,
-		Nodes: []clusterNode{}, GatewayUptime: now.Sub(g.started).Seconds()}
+		Backlog: v.Backlog, Nodes: []clusterNode{}, GatewayUptime: now.Sub(g.started).Seconds()}
 	for _, n := range v.Nodes {
-		cn := clusterNode{ID: n.ID, WS: n.WS, Connections: n.Connections, Leader: n.ID == v.Leader, Linked: n.Linked, Started: n.Started}
+		cn := clusterNode{ID: n.ID, WS: n.WS, Connections: n.Connections, Leader: n.ID == v.Leader, Linked: n.Linked, Started: n.Started, Messages: n.Messages}
 		if n.Started > 0 {
 			cn.Uptime = now.Sub(time.UnixMilli(n.Started)).Seconds()
 		}

@@ -329,9 +329,9 @@ func (l *leadership) publish() {
 			n.Linked = true
 		}
 		if id == l.s.cfg.ID {
-			n.Connections, n.Started = l.s.local.Len(), l.s.started.UnixMilli()
+			n.Connections, n.Started, n.Messages = l.s.local.Len(), l.s.started.UnixMilli(), l.s.messagesIn.Load()
 		} else if ld, ok := l.loads[id]; ok {
-			n.Connections, n.Started = ld.Connections, ld.Started
+			n.Connections, n.Started, n.Messages = ld.Connections, ld.Started, ld.Messages
 		}
 		v.Nodes = append(v.Nodes, n)
 	}
@@ -339,6 +339,9 @@ func (l *leadership) publish() {
 	sort.Slice(v.Nodes, func(i, j int) bool { return v.Nodes[i].ID < v.Nodes[j].ID })
 	ctx, cancel := context.WithTimeout(l.ctx, time.Second)
 	defer cancel()
+	if n, err := l.s.writer.Backlog(ctx); err == nil {
+		v.Backlog = n
+	}
 	switch err := l.s.dir.Publish(ctx, v); {
 	case errors.Is(err, directory.ErrFenced):
 		l.s.log.Warn().Int64("epoch", l.epoch).Msg("a newer leader published the node list; this term is over")

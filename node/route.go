@@ -367,7 +367,7 @@ func (r *router) reportLoad() {
 func (r *router) sendLoad(link *peerLink) {
 	b, _ := protocol.EncodePeer(&protocol.PeerFrame{
 		Type: protocol.PeerLoad, Epoch: link.epoch, From: r.s.cfg.ID,
-		Connections: r.s.local.Len(), Started: r.s.started.UnixMilli(),
+		Connections: r.s.local.Len(), Started: r.s.started.UnixMilli(), Messages: r.s.messagesIn.Load(),
 	})
 	link.enqueue(b)
 }

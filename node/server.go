@@ -61,6 +61,8 @@ type Server struct {
 	members  atomic.Pointer[map[string]cluster.Member]
 	maxEpoch atomic.Int64 // the newest leader epoch this node has seen
 
+	messagesIn atomic.Int64 // messages accepted from this node's clients
+
 	routes *router
 
 	ctx    context.Context // canceled when Close begins its last phase

@@ -26,8 +26,11 @@ func newWordsSvc(s *Server) *wordsSvc {
 	return &wordsSvc{s: s, counter: hotwords.New(s.rdb, s.cfg.RedisPrefix), queue: make(chan string, wordsQueue)}
 }
 
-// Count queues text to be counted; it never blocks.
+// Count queues text to be counted; it never blocks. The handler calls it
+// once per message stored for a client of this node, so it also counts
+// the messages the node accepted.
 func (w *wordsSvc) Count(text string) {
+	w.s.messagesIn.Add(1)
 	select {
 	case w.queue <- text:
 	default:

@@ -50,6 +50,7 @@ type PeerFrame struct {
 	Conn        string   `json:"conn,omitempty"`
 	Connections int      `json:"connections,omitempty"`
 	Started     int64    `json:"started,omitempty"` // node start, unix ms, on load frames
+	Messages    int64    `json:"messages,omitempty"` // messages accepted since start, on load frames
 
 	// Requests to the leader and their replies.
 	Req         uint64          `json:"req,omitempty"`         // request id, chosen by the asking node
