@@ -49,7 +49,7 @@ type PeerFrame struct {
 	Message     *Message `json:"message,omitempty"`
 	Conn        string   `json:"conn,omitempty"`
 	Connections int      `json:"connections,omitempty"`
-	Started     int64    `json:"started,omitempty"` // node start, unix ms, on load frames
+	Started     int64    `json:"started,omitempty"`  // node start, unix ms, on load frames
 	Messages    int64    `json:"messages,omitempty"` // messages accepted since start, on load frames
 
 	// Requests to the leader and their replies.
