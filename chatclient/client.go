@@ -275,6 +275,13 @@ func (c *Conn) Rooms(ctx context.Context) ([]protocol.RoomInfo, error) {
 	return r.Rooms, err
 }
 
+// Rebuild uploads messages of conv the client holds and the server lost.
+func (c *Conn) Rebuild(ctx context.Context, conv string, msgs []protocol.Message) (protocol.RebuildReply, error) {
+	var r protocol.RebuildReply
+	err := c.Do(ctx, protocol.ActionRebuild, protocol.RebuildData{Conv: conv, Messages: msgs}, &r)
+	return r, err
+}
+
 // Popular returns the n most used words (n 0: the server's default).
 func (c *Conn) Popular(ctx context.Context, n int) ([]protocol.WordCount, error) {
 	var r protocol.PopularReply

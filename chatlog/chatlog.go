@@ -129,6 +129,76 @@ func splitAtSeq(m protocol.Message) (string, string, error) {
 	return "", "", errors.New("chatlog: cannot place seq in message")
 }
 
+// restoreScript stores messages a client uploaded for a conversation the
+// server has lost. KEYS: seq, recent, pending, stream, marker, then the
+// convs sets of the members. ARGV: recent length, conv, then seq and JSON
+// pairs in ascending seq order. Only messages above the counter are
+// stored: a seq at or below it was assigned by this server, which keeps its
+// own message. Returns {restored, latest}, or {-1} when the counter must
+// be seeded first.
+var restoreScript = redis.NewScript(`
+local cur = redis.call('GET', KEYS[1])
+if not cur then
+  if redis.call('EXISTS', KEYS[5]) == 0 then return {-1, 0} end
+  cur = 0
+end
+cur = tonumber(cur)
+local top, restored = cur, 0
+for i = 3, #ARGV, 2 do
+  local seq = tonumber(ARGV[i])
+  if seq > cur then
+    local msg = ARGV[i + 1]
+    redis.call('HSET', KEYS[3], seq, msg)
+    redis.call('XADD', KEYS[4], '*', 'm', msg)
+    redis.call('LPUSH', KEYS[2], msg)
+    restored = restored + 1
+    if seq > top then top = seq end
+  end
+end
+if restored > 0 then
+  redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[1]) - 1)
+  redis.call('SET', KEYS[1], top)
+end
+for i = 6, #KEYS do redis.call('SADD', KEYS[i], ARGV[2]) end
+return {restored, top}
+`)
+
+// Restore stores msgs of conv that a client still holds but the server
+// has lost: those above the conversation's counter, which then moves to
+// the highest of them. Messages at or below the counter are left alone,
+// so restoring twice changes nothing. msgs must belong to conv, with
+// distinct seqs; members gain conv in their conversation lists. It returns
+// how many messages were stored and the conversation's latest seq, or
+// ErrNeedSeqInit like Append.
+func (l *Log) Restore(ctx context.Context, conv string, msgs []protocol.Message, members []string) (int, int64, error) {
+	sorted := append([]protocol.Message(nil), msgs...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Seq < sorted[j].Seq })
+	args := make([]any, 0, 2+2*len(sorted))
+	args = append(args, protocol.RecentLen, conv)
+	for _, m := range sorted {
+		if m.Conv != conv || m.Seq <= 0 {
+			return 0, 0, fmt.Errorf("chatlog: restore %s: message %s does not belong", conv, m.ID)
+		}
+		b, err := json.Marshal(m)
+		if err != nil {
+			return 0, 0, err
+		}
+		args = append(args, m.Seq, string(b))
+	}
+	keys := []string{l.SeqKey(conv), l.RecentKey(conv), l.PendingKey(conv), l.StreamKey(), l.MarkerKey()}
+	for _, u := range members {
+		keys = append(keys, l.ConvsKey(u))
+	}
+	res, err := restoreScript.Run(ctx, l.rdb, keys, args...).Int64Slice()
+	if err != nil {
+		return 0, 0, fmt.Errorf("chatlog: restore %s: %w", conv, err)
+	}
+	if res[0] < 0 {
+		return 0, 0, ErrNeedSeqInit
+	}
+	return int(res[0]), res[1], nil
+}
+
 // InitSeq seeds conv's counter to latest unless it already exists.
 func (l *Log) InitSeq(ctx context.Context, conv string, latest int64) error {
 	if err := l.rdb.SetNX(ctx, l.SeqKey(conv), latest, 0).Err(); err != nil {
@@ -142,6 +212,17 @@ func (l *Log) InitSeq(ctx context.Context, conv string, latest int64) error {
 // history is known to be empty (a new deployment).
 func (l *Log) MarkFresh(ctx context.Context) error {
 	return l.rdb.SetNX(ctx, l.MarkerKey(), time.Now().UnixMilli(), 0).Err()
+}
+
+// Fresh reports whether this Redis holds every counter from the start
+// (MarkFresh): a missing counter then means a conversation without
+// messages, not a counter lost with Redis.
+func (l *Log) Fresh(ctx context.Context) (bool, error) {
+	n, err := l.rdb.Exists(ctx, l.MarkerKey()).Result()
+	if err != nil {
+		return false, fmt.Errorf("chatlog: fresh: %w", err)
+	}
+	return n == 1, nil
 }
 
 // Latest returns the latest seq of each conversation (0 when unknown).

@@ -3,6 +3,7 @@ package chatlog
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
@@ -72,5 +73,55 @@ func TestRecentListIsCapped(t *testing.T) {
 	n, err := l.rdb.LLen(ctx, l.RecentKey("room:r")).Result()
 	if err != nil || n != protocol.RecentLen {
 		t.Fatalf("recent list has %d entries, want %d", n, protocol.RecentLen)
+	}
+}
+
+func TestRestoreOnlyWhatTheServerLost(t *testing.T) {
+	ctx := context.Background()
+	l := newLog(t)
+	conv := "dm:x:y"
+	msg := func(seq int64, id string) protocol.Message {
+		return protocol.Message{ID: id, Conv: conv, Seq: seq, From: "x", To: "y", Text: "t " + id, TS: seq}
+	}
+	if _, _, err := l.Restore(ctx, conv, []protocol.Message{msg(1, "a")}, nil); !errors.Is(err, ErrNeedSeqInit) {
+		t.Fatalf("restore without counter or marker: %v, want ErrNeedSeqInit", err)
+	}
+	if err := l.MarkFresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		if _, _, err := l.Append(ctx, msg(0, "s"+string(rune('1'+i))), "", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The client holds 1..5; the server knows 1..2 (its own, which win).
+	up := []protocol.Message{msg(5, "c5"), msg(3, "c3"), msg(1, "c1"), msg(4, "c4"), msg(2, "c2")}
+	n, latest, err := l.Restore(ctx, conv, up, []string{"x", "y"})
+	if err != nil || n != 3 || latest != 5 {
+		t.Fatalf("restore: %d restored, latest %d, %v; want 3, 5", n, latest, err)
+	}
+	if n, latest, err := l.Restore(ctx, conv, up, nil); err != nil || n != 0 || latest != 5 {
+		t.Fatalf("restore again: %d restored, latest %d, %v; want 0, 5", n, latest, err)
+	}
+	got, err := l.Unflushed(ctx, conv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, m := range got {
+		ids = append(ids, m.ID)
+	}
+	if want := []string{"s1", "s2", "c3", "c4", "c5"}; !slices.Equal(ids, want) {
+		t.Fatalf("conversation holds %v, want %v", ids, want)
+	}
+	next, _, err := l.Append(ctx, msg(0, "n"), "", nil)
+	if err != nil || next.Seq != 6 {
+		t.Fatalf("next message after restore: seq %d, %v; want 6", next.Seq, err)
+	}
+	if convs, _ := l.Convs(ctx, "y"); !slices.Equal(convs, []string{conv}) {
+		t.Fatalf("y's conversations: %v", convs)
+	}
+	if _, _, err := l.Restore(ctx, conv, []protocol.Message{{ID: "z", Conv: "dm:o:p", Seq: 9}}, nil); err == nil {
+		t.Fatal("restore accepted a message of another conversation")
 	}
 }

@@ -60,6 +60,10 @@ type Journal interface {
 	Latest(ctx context.Context, convs []string) (map[string]int64, error)
 	// Convs lists the user's conversations.
 	Convs(ctx context.Context, user string) ([]string, error)
+	// Restore stores messages of conv a client uploaded that the server
+	// lost (those above its latest seq), recording conv for members, and
+	// returns how many it stored and the latest seq.
+	Restore(ctx context.Context, conv string, msgs []protocol.Message, members []string) (int, int64, error)
 	// Range returns messages with after < seq < before (before <= 0: no
 	// bound), oldest first: the last limit of them if newest, else the
 	// first limit.

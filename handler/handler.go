@@ -56,6 +56,7 @@ func New(d Deps) *Handler {
 		protocol.ActionLeave:    {h.leaveRoom, true},
 		protocol.ActionRooms:    {h.rooms, true},
 		protocol.ActionPopular:  {h.popular, true},
+		protocol.ActionRebuild:  {h.rebuild, true},
 	}
 	return h
 }
@@ -417,7 +418,7 @@ func (h *Handler) roomName(req protocol.Request) (string, error) {
 		return "", err
 	}
 	if !protocol.ValidName(d.Room) {
-		return "", protocol.Errorf(protocol.CodeBadRequest, "room must be 1 to %d letters, digits, '_', '-' or '.'", protocol.MaxUsernameLen)
+		return "", protocol.Errorf(protocol.CodeBadRequest, "invalid room name")
 	}
 	return d.Room, nil
 }
@@ -435,7 +436,7 @@ func (h *Handler) joinRoom(ctx context.Context, c Conn, req protocol.Request) (a
 	if err != nil {
 		return nil, err
 	}
-	return protocol.RoomReply{Room: room, Members: members, Recent: nonNil(recent)}, nil
+	return protocol.JoinReply{Room: room, Members: members, Recent: nonNil(recent)}, nil
 }
 
 func (h *Handler) leaveRoom(ctx context.Context, c Conn, req protocol.Request) (any, error) {
@@ -463,6 +464,65 @@ func (h *Handler) rooms(ctx context.Context, c Conn, req protocol.Request) (any,
 		list = []protocol.RoomInfo{}
 	}
 	return protocol.RoomsReply{Rooms: list}, nil
+}
+
+// rebuild restores messages the client holds and the server lost. Every
+// message is checked to belong to the conversation as a message there
+// could: right conversation, a participant as sender, a valid text.
+func (h *Handler) rebuild(ctx context.Context, c Conn, req protocol.Request) (any, error) {
+	var d protocol.RebuildData
+	if err := protocol.DecodeData(req.Data, &d); err != nil {
+		return nil, err
+	}
+	user := c.User()
+	rd := readable{h: h, user: user}
+	if err := rd.check(ctx, d.Conv); err != nil {
+		return nil, err
+	}
+	if len(d.Messages) == 0 {
+		return nil, protocol.Errorf(protocol.CodeBadRequest, "rebuild needs messages")
+	}
+	if len(d.Messages) > protocol.MaxSyncMessages {
+		return nil, protocol.Errorf(protocol.CodeTooLarge, "rebuild of %d messages is over the limit of %d", len(d.Messages), protocol.MaxSyncMessages)
+	}
+	kind, a, b, _ := protocol.ParseConv(d.Conv)
+	seqs := make(map[int64]bool, len(d.Messages))
+	for i, m := range d.Messages {
+		bad := func(why string) error {
+			return protocol.Errorf(protocol.CodeBadRequest, "message %d (seq %d): %s", i, m.Seq, why)
+		}
+		switch {
+		case m.Conv != d.Conv:
+			return nil, bad("conv is not " + d.Conv)
+		case m.Seq <= 0:
+			return nil, bad("seq must be positive")
+		case seqs[m.Seq]:
+			return nil, bad("seq given twice")
+		case m.ID == "" || len(m.ID) > protocol.MaxIDLen:
+			return nil, bad("id must be 1 to 64 bytes")
+		case m.TS <= 0:
+			return nil, bad("ts must be positive")
+		case checkText(m.Text) != nil:
+			return nil, bad("text must be 1 to 8192 bytes")
+		}
+		if kind == "dm" {
+			if !(m.From == a && m.To == b || m.From == b && m.To == a) || m.Room != "" {
+				return nil, bad("from and to must be the conversation's two users")
+			}
+		} else if m.Room != a || m.To != "" || !protocol.ValidName(m.From) {
+			return nil, bad("room must be " + a + " and from a valid name")
+		}
+		seqs[m.Seq] = true
+	}
+	var members []string
+	if kind == "dm" {
+		members = []string{a, b}
+	}
+	restored, latest, err := h.d.Journal.Restore(ctx, d.Conv, d.Messages, members)
+	if err != nil {
+		return nil, err
+	}
+	return protocol.RebuildReply{Conv: d.Conv, Restored: restored, Latest: latest}, nil
 }
 
 func (h *Handler) popular(ctx context.Context, c Conn, req protocol.Request) (any, error) {

@@ -64,6 +64,19 @@ func (j *fakeJournal) Append(_ context.Context, m protocol.Message, cid string, 
 	j.idem[m.From+cid] = m
 	return m, false, nil
 }
+func (j *fakeJournal) Restore(_ context.Context, conv string, msgs []protocol.Message, members []string) (int, int64, error) {
+	latest := int64(len(j.convs[conv]))
+	sort.Slice(msgs, func(a, b int) bool { return msgs[a].Seq < msgs[b].Seq })
+	n := 0
+	for _, m := range msgs {
+		if m.Seq > latest {
+			j.convs[conv] = append(j.convs[conv], m)
+			latest, n = m.Seq, n+1
+		}
+	}
+	return n, latest, nil
+}
+
 func (j *fakeJournal) Latest(_ context.Context, convs []string) (map[string]int64, error) {
 	out := map[string]int64{}
 	for _, c := range convs {
@@ -319,7 +332,7 @@ func TestRooms(t *testing.T) {
 		t.Fatalf("join with a bad name: %d", rep.Code)
 	}
 	rep := do(amy, "joinRoom", map[string]string{"room": "lobby"})
-	if jr := rep.Data.(protocol.RoomReply); rep.Code != 0 || !slices.Equal(jr.Members, []string{"amy"}) || jr.Recent == nil {
+	if jr := rep.Data.(protocol.JoinReply); rep.Code != 0 || !slices.Equal(jr.Members, []string{"amy"}) || jr.Recent == nil {
 		t.Fatalf("join: %d %+v", rep.Code, rep.Data)
 	}
 	if rep := do(bob, "chat", post); rep.Code != 403 {
@@ -339,7 +352,7 @@ func TestRooms(t *testing.T) {
 		t.Fatalf("counted %q: want the stored, filtered text", words.counted)
 	}
 	rep = do(bob, "joinRoom", map[string]string{"room": "lobby"})
-	if jr := rep.Data.(protocol.RoomReply); len(jr.Recent) != 1 || !slices.Equal(jr.Members, []string{"amy", "bob"}) {
+	if jr := rep.Data.(protocol.JoinReply); len(jr.Recent) != 1 || !slices.Equal(jr.Members, []string{"amy", "bob"}) {
 		t.Fatalf("second join: %+v", rep.Data)
 	}
 	rep = do(bob, "rooms", nil)
@@ -377,6 +390,43 @@ func TestPopular(t *testing.T) {
 		}
 		if tc.code == 0 && rep.Data.(protocol.PopularReply).Words[0].Count != tc.n {
 			t.Fatalf("popular %v asked for %+v", tc.data, rep.Data)
+		}
+	}
+}
+
+func TestRebuild(t *testing.T) {
+	h, j, _ := newTest()
+	amy := &fakeConn{id: "a", user: "amy"}
+	for i := 0; i < 2; i++ {
+		h.Handle(context.Background(), amy, req("chat", map[string]string{"to": "bob", "text": "hi"}))
+	}
+	msg := func(seq int64, from, to string) protocol.Message {
+		return protocol.Message{ID: fmt.Sprintf("m%d", seq), Conv: "dm:amy:bob", Seq: seq, From: from, To: to, Text: "held", TS: 9}
+	}
+	good := []protocol.Message{msg(2, "amy", "bob"), msg(3, "bob", "amy"), msg(4, "amy", "bob")}
+	rep := h.Handle(context.Background(), amy, req("rebuild", map[string]any{"conv": "dm:amy:bob", "messages": good}))
+	if r, ok := rep.Data.(protocol.RebuildReply); rep.Code != 0 || !ok || r.Restored != 2 || r.Latest != 4 {
+		t.Fatalf("rebuild: %d %s %+v", rep.Code, rep.Error, rep.Data)
+	}
+	if got := j.convs["dm:amy:bob"]; len(got) != 4 || got[1].ID == "m2" {
+		t.Fatalf("the server's own seq 2 must win: %+v", got)
+	}
+	for name, tc := range map[string]struct {
+		conv string
+		msgs []protocol.Message
+		code int
+	}{
+		"not mine":       {"dm:bob:zed", []protocol.Message{{ID: "x", Conv: "dm:bob:zed", Seq: 1, From: "bob", To: "zed", Text: "t", TS: 1}}, 403},
+		"empty":          {"dm:amy:bob", nil, 400},
+		"other conv":     {"dm:amy:bob", []protocol.Message{{ID: "x", Conv: "dm:amy:amy", Seq: 5, From: "amy", To: "amy", Text: "t", TS: 1}}, 400},
+		"forged sender":  {"dm:amy:bob", []protocol.Message{msg(5, "zed", "bob")}, 400},
+		"seq twice":      {"dm:amy:bob", []protocol.Message{msg(5, "amy", "bob"), msg(5, "bob", "amy")}, 400},
+		"zero seq":       {"dm:amy:bob", []protocol.Message{msg(0, "amy", "bob")}, 400},
+		"room of others": {"room:lobby", []protocol.Message{{ID: "x", Conv: "room:lobby", Seq: 1, From: "amy", Room: "lobby", Text: "t", TS: 1}}, 403},
+	} {
+		rep := h.Handle(context.Background(), amy, req("rebuild", map[string]any{"conv": tc.conv, "messages": tc.msgs}))
+		if rep.Code != tc.code {
+			t.Errorf("%s: code %d (%s), want %d", name, rep.Code, rep.Error, tc.code)
 		}
 	}
 }

@@ -47,6 +47,18 @@ func (s *Store) SaveRoom(ctx context.Context, name string, members []string, epo
 	return nil
 }
 
+// ClaimRooms stamps every room with epoch, so that from now on a leader
+// with an older epoch can no longer write any of them (SaveRoom returns
+// ErrFenced). A new leader calls it before it loads the rooms.
+func (s *Store) ClaimRooms(ctx context.Context, epoch int64) error {
+	_, err := s.rooms.UpdateMany(ctx, bson.D{{Key: "epoch", Value: bson.D{{Key: "$lt", Value: epoch}}}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "epoch", Value: epoch}}}})
+	if err != nil {
+		return fmt.Errorf("history: claim rooms: %w", err)
+	}
+	return nil
+}
+
 // Rooms returns every stored room.
 func (s *Store) Rooms(ctx context.Context) ([]room.Room, error) {
 	cur, err := s.rooms.Find(ctx, bson.D{})

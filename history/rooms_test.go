@@ -37,6 +37,13 @@ func TestRoomsSaveLoadAndFence(t *testing.T) {
 	if err := s.SaveRoom(ctx, "lobby", []string{"mallory"}, 7); !errors.Is(err, history.ErrFenced) {
 		t.Fatalf("save by an older epoch: %v, want ErrFenced", err)
 	}
+	// A new leader claims every room: the one before can write none.
+	if err := s.ClaimRooms(ctx, 12); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SaveRoom(ctx, "empty", []string{"mallory"}, 9); !errors.Is(err, history.ErrFenced) {
+		t.Fatalf("save by the previous leader after a claim: %v, want ErrFenced", err)
+	}
 	got, err := s.Rooms(ctx)
 	if err != nil {
 		t.Fatal(err)

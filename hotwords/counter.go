@@ -150,6 +150,20 @@ func (c *Counter) Reset(ctx context.Context, node string, epoch int64, now time.
 	return done == 1, nil
 }
 
+// Begin starts the reset schedule at now, without clearing the ranking,
+// unless a reset is already recorded. It reports whether it started it.
+func (c *Counter) Begin(ctx context.Context, node string, epoch int64, now time.Time) (bool, error) {
+	rec, err := json.Marshal(resetRecord{Node: node, Epoch: epoch, At: now.UnixMilli()})
+	if err != nil {
+		return false, fmt.Errorf("hotwords: begin: %w", err)
+	}
+	ok, err := c.rdb.SetNX(ctx, c.resetKey(), rec, 0).Result()
+	if err != nil {
+		return false, fmt.Errorf("hotwords: begin: %w", err)
+	}
+	return ok, nil
+}
+
 // LastReset returns the last recorded reset, or the zero ResetInfo if the
 // ranking was never reset.
 func (c *Counter) LastReset(ctx context.Context) (ResetInfo, error) {
@@ -173,7 +187,8 @@ func (c *Counter) LastReset(ctx context.Context) (ResetInfo, error) {
 // one left off rather than starting over:
 //
 //   - every <= 0: never due (resets are off);
-//   - never reset (zero last.At): due at once, which starts the schedule;
+//   - never reset (zero last.At): not due; the leader starts the schedule
+//     with Begin, so a new deployment does not lose its first counts;
 //   - otherwise due from last.At+every on. A last.At more than every
 //     ahead of now is taken as the mark of a badly wrong clock and the reset
 //     is due, so that such a record cannot stall the schedule.
@@ -182,7 +197,7 @@ func Due(last ResetInfo, every time.Duration, now time.Time) bool {
 	case every <= 0:
 		return false
 	case last.At.IsZero():
-		return true
+		return false
 	case last.At.After(now.Add(every)):
 		return true
 	}

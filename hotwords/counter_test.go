@@ -216,7 +216,7 @@ func TestDue(t *testing.T) {
 		every time.Duration
 		want  bool
 	}{
-		{"never reset", ResetInfo{}, day, true},
+		{"never reset: the schedule is begun, not due", ResetInfo{}, day, false},
 		{"resets off", ResetInfo{}, 0, false},
 		{"resets off, negative", at(-2 * day), -time.Second, false},
 		{"just reset", at(0), day, false},
@@ -245,11 +245,11 @@ func TestScheduleSurvivesLeaderChange(t *testing.T) {
 	t0 := time.UnixMilli(1_800_000_000_000)
 
 	// Leader n1 (epoch 1) starts the schedule.
-	if !Due(lastReset(t, c), every, t0) {
-		t.Fatal("first reset not due")
+	if Due(lastReset(t, c), every, t0) {
+		t.Fatal("a reset is due before the schedule began")
 	}
-	if done, err := c.Reset(ctx, "n1", 1, t0); err != nil || !done {
-		t.Fatalf("n1 reset: %v %v", done, err)
+	if done, err := c.Begin(ctx, "n1", 1, t0); err != nil || !done {
+		t.Fatalf("n1 begins: %v %v", done, err)
 	}
 	// n1 dies 40 minutes later; n2 wins with epoch 2 and publishes.
 	if err := rdb.Set(ctx, prefix+"cluster:epoch", 2, 0).Err(); err != nil {
@@ -278,4 +278,26 @@ func TestScheduleSurvivesLeaderChange(t *testing.T) {
 func ExampleTokens() {
 	fmt.Println(Tokens("The NEW release of go-redis is out! 今天天气不错"))
 	// Output: [new release go redis out 今天 天天 天气 气不 不错]
+}
+
+func TestBeginStartsTheScheduleWithoutClearing(t *testing.T) {
+	ctx := context.Background()
+	c, _, _ := newCounter(t)
+	if err := c.Add(ctx, "kept words"); err != nil {
+		t.Fatal(err)
+	}
+	now := time.UnixMilli(1767225600000)
+	if ok, err := c.Begin(ctx, "n1", 3, now); err != nil || !ok {
+		t.Fatalf("Begin: %v, %v", ok, err)
+	}
+	if ok, err := c.Begin(ctx, "n2", 4, now.Add(time.Hour)); err != nil || ok {
+		t.Fatalf("second Begin: %v, %v; want false", ok, err)
+	}
+	last, err := c.LastReset(ctx)
+	if err != nil || last.Node != "n1" || !last.At.Equal(now) {
+		t.Fatalf("LastReset after Begin: %+v, %v", last, err)
+	}
+	if words, err := c.Top(ctx, 10); err != nil || len(words) != 2 {
+		t.Fatalf("Begin cleared the ranking: %v, %v", words, err)
+	}
 }

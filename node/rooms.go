@@ -7,6 +7,7 @@ import (
 	"hash/maphash"
 	"iter"
 	"slices"
+	"sync"
 	"time"
 
 	"chatcluster/handler"
@@ -32,15 +33,19 @@ type roomJob struct {
 // worker, in arrival order, so a room's messages get their seq and are
 // handed to the node links in the same order.
 type roomService struct {
-	l      *leadership
-	reg    *room.Registry
+	l   *leadership
+	reg *room.Registry
+
+	rosterMu sync.Mutex
+	rostered map[string]bool // nodes whose roster this term has; guarded by rosterMu
+
 	seed   maphash.Seed
 	work   [roomWorkers]chan roomJob
 	loaded chan struct{} // closed once membership is loaded
 }
 
 func newRoomService(l *leadership) *roomService {
-	rs := &roomService{l: l, reg: room.New(), seed: maphash.MakeSeed(), loaded: make(chan struct{})}
+	rs := &roomService{l: l, reg: room.New(), seed: maphash.MakeSeed(), loaded: make(chan struct{}), rostered: map[string]bool{}}
 	for i := range rs.work {
 		rs.work[i] = make(chan roomJob, roomQueue)
 	}
@@ -64,7 +69,11 @@ func (rs *roomService) load() {
 	backoff := 100 * time.Millisecond
 	for {
 		ctx, cancel := context.WithTimeout(l.ctx, 5*time.Second)
-		rooms, err := l.s.store.Rooms(ctx)
+		err := l.s.store.ClaimRooms(ctx, l.epoch)
+		var rooms []room.Room
+		if err == nil {
+			rooms, err = l.s.store.Rooms(ctx)
+		}
 		if err == nil {
 			err = l.s.chatlog.AddMembers(ctx, rooms)
 		}
@@ -159,7 +168,11 @@ func (rs *roomService) run(f protocol.PeerFrame) protocol.PeerFrame {
 	defer cancel()
 	switch f.Op {
 	case protocol.RoomList:
-		return protocol.PeerFrame{Rooms: rs.reg.List(f.User)}
+		list := rs.reg.List(f.User)
+		if len(list) > protocol.MaxRoomsListed {
+			list = list[:protocol.MaxRoomsListed]
+		}
+		return protocol.PeerFrame{Rooms: list}
 	case protocol.RoomJoin:
 		return rs.join(ctx, f.User, f.Room)
 	case protocol.RoomLeave:
@@ -183,6 +196,9 @@ func (rs *roomService) join(ctx context.Context, user, name string) protocol.Pee
 	s := rs.l.s
 	if _, member := rs.reg.IsMember(name, user); !member {
 		members := rs.reg.WithMember(name, user)
+		if len(members) > protocol.MaxRoomMembers {
+			return fail(protocol.CodeForbidden, "room %q is full (%d members)", name, protocol.MaxRoomMembers)
+		}
 		if err := s.store.SaveRoom(ctx, name, members, rs.l.epoch); err != nil {
 			return rs.storeErr(name, err)
 		}
@@ -308,6 +324,15 @@ func (rs *roomService) roster(node string, f protocol.PeerFrame) {
 		return
 	}
 	offline, online := rs.reg.Roster(node, sessions)
+	rs.rosterMu.Lock()
+	first := !rs.rostered[node]
+	rs.rostered[node] = true
+	rs.rosterMu.Unlock()
+	if first {
+		// A term's first roster from a node tells what was already
+		// true before the term: nothing changed for the room mates.
+		return
+	}
 	for _, u := range offline {
 		rs.presence(u, false)
 	}

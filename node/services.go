@@ -55,14 +55,9 @@ func (j *journal) Append(ctx context.Context, m protocol.Message, clientMsgID st
 	out, dup, err := j.log.Append(ctx, m, clientMsgID, members)
 	if errors.Is(err, chatlog.ErrNeedSeqInit) {
 		// Redis lost its counters: continue from what MongoDB holds.
-		latest, merr := j.store.LatestSeq(ctx, m.Conv)
-		if merr != nil {
-			return protocol.Message{}, false, fmt.Errorf("%w: cannot seed counter of %s: %v", handler.ErrUnavailable, m.Conv, merr)
+		if err = j.seed(ctx, m.Conv); err == nil {
+			out, dup, err = j.log.Append(ctx, m, clientMsgID, members)
 		}
-		if err := j.log.InitSeq(ctx, m.Conv, latest); err != nil {
-			return protocol.Message{}, false, fmt.Errorf("%w: %v", handler.ErrUnavailable, err)
-		}
-		out, dup, err = j.log.Append(ctx, m, clientMsgID, members)
 	}
 	if err != nil {
 		return protocol.Message{}, false, fmt.Errorf("%w: %v", handler.ErrUnavailable, err)
@@ -70,10 +65,64 @@ func (j *journal) Append(ctx context.Context, m protocol.Message, clientMsgID st
 	return out, dup, nil
 }
 
+func (j *journal) Restore(ctx context.Context, conv string, msgs []protocol.Message, members []string) (int, int64, error) {
+	n, latest, err := j.log.Restore(ctx, conv, msgs, members)
+	if errors.Is(err, chatlog.ErrNeedSeqInit) {
+		if err = j.seed(ctx, conv); err == nil {
+			n, latest, err = j.log.Restore(ctx, conv, msgs, members)
+		}
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("%w: %v", handler.ErrUnavailable, err)
+	}
+	return n, latest, nil
+}
+
+// seed sets conv's missing counter to what MongoDB holds.
+func (j *journal) seed(ctx context.Context, conv string) error {
+	latest, err := j.store.LatestSeq(ctx, conv)
+	if err != nil {
+		return fmt.Errorf("cannot seed counter of %s: %v", conv, err)
+	}
+	return j.log.InitSeq(ctx, conv, latest)
+}
+
+// Latest reads the counters from Redis. When some are missing and Redis
+// did not hold them from the start (it was restarted empty), they are
+// seeded from MongoDB first, so a client is never told a conversation is
+// emptier than the durable history says.
 func (j *journal) Latest(ctx context.Context, convs []string) (map[string]int64, error) {
 	out, err := j.log.Latest(ctx, convs)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", handler.ErrUnavailable, err)
+	}
+	var missing []string
+	for _, cv := range convs {
+		if out[cv] == 0 {
+			missing = append(missing, cv)
+		}
+	}
+	if len(missing) == 0 {
+		return out, nil
+	}
+	fresh, err := j.log.Fresh(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", handler.ErrUnavailable, err)
+	}
+	if fresh {
+		return out, nil
+	}
+	for _, cv := range missing {
+		if err := j.seed(ctx, cv); err != nil {
+			return nil, fmt.Errorf("%w: %v", handler.ErrUnavailable, err)
+		}
+	}
+	again, err := j.log.Latest(ctx, missing)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", handler.ErrUnavailable, err)
+	}
+	for cv, n := range again {
+		out[cv] = n
 	}
 	return out, nil
 }

@@ -90,7 +90,9 @@ func (l *leadership) hotWordsLoop() {
 		}
 		ctx, cancel := context.WithTimeout(l.ctx, 2*time.Second)
 		last, err := counter.LastReset(ctx)
-		if err == nil && hotwords.Due(last, every, time.Now()) {
+		if err == nil && last.At.IsZero() {
+			_, err = counter.Begin(ctx, l.s.cfg.ID, l.epoch, time.Now())
+		} else if err == nil && hotwords.Due(last, every, time.Now()) {
 			var done bool
 			done, err = counter.Reset(ctx, l.s.cfg.ID, l.epoch, time.Now())
 			switch {

@@ -75,6 +75,21 @@ type SyncReply struct {
 	Convs map[string]SyncConv `json:"convs"`
 }
 
+// RebuildData uploads messages of one conversation that the client holds
+// and the server has lost (a sync reply marked the conversation rebuild).
+type RebuildData struct {
+	Conv     string    `json:"conv"`
+	Messages []Message `json:"messages"`
+}
+
+// RebuildReply says how many uploaded messages the server stored and the
+// conversation's latest seq afterwards.
+type RebuildReply struct {
+	Conv     string `json:"conv"`
+	Restored int    `json:"restored"`
+	Latest   int64  `json:"latest"`
+}
+
 // UserInfoData names a user.
 type UserInfoData struct {
 	Username string `json:"username"`
@@ -114,6 +129,14 @@ type RoomReply struct {
 	Room    string    `json:"room"`
 	Members []string  `json:"members"`
 	Recent  []Message `json:"recent,omitempty"`
+}
+
+// JoinReply is the data of a joinRoom reply: RoomReply with Recent
+// always present, [] when the room has no message yet.
+type JoinReply struct {
+	Room    string    `json:"room"`
+	Members []string  `json:"members"`
+	Recent  []Message `json:"recent"`
 }
 
 // RoomInfo describes one room in a rooms reply.

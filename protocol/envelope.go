@@ -19,6 +19,7 @@ const (
 	ActionLeave    = "leaveRoom"
 	ActionRooms    = "rooms"
 	ActionPopular  = "popular"
+	ActionRebuild  = "rebuild"
 )
 
 // Server pushes.

@@ -18,4 +18,6 @@ const (
 	MaxPeerFrame    = 4 << 20  // bytes of one peer-link frame
 	MaxPopular      = 100      // words one popular reply may hold
 	DefaultPopular  = 10       // words when n is absent
+	MaxRoomMembers  = 10000    // members of one room
+	MaxRoomsListed  = 1000     // rooms one rooms reply lists (the first, by name)
 )

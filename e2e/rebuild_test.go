@@ -1,0 +1,100 @@
+package e2e
+
+import (
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"chatcluster/internal/testenv"
+	"chatcluster/protocol"
+)
+
+// The server loses its newest messages (Redis restarted before the history
+// writer reached MongoDB, simulated by deleting them from both): a client
+// that still holds them is told to rebuild, uploads them, and afterwards
+// every participant reads the same messages, with the next one numbered
+// after them.
+func TestRebuildAfterServerLostRecentMessages(t *testing.T) {
+	c := testenv.StartCluster(t, testenv.Options{Nodes: 2, Env: fastEnv})
+	c.WaitLeader(t)
+	register(t, c, "ria", "rob")
+	ria := connect(t, c.Node(0).WSURL, "ria")
+	rob := connect(t, c.Node(1).WSURL, "rob")
+	conv := protocol.DMConv("ria", "rob")
+	const n, kept = 10, 6
+	for i := 0; i < n; i++ {
+		if _, err := ria.conn.Chat(ctxT(t, 5*time.Second), "rob", text("ria", i), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testenv.WaitFor(t, 10*time.Second, "rob receives every message", func() bool { return len(rob.received()) == n })
+
+	mc, err := mongo.Connect(options.Client().ApplyURI(testenv.Mongo(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mc.Disconnect(ctxT(t, 5*time.Second)) })
+	coll := mc.Database(c.Namespace()).Collection("messages")
+	count := func() int64 {
+		cnt, err := coll.CountDocuments(ctxT(t, 5*time.Second), bson.M{"conv": conv})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cnt
+	}
+	testenv.WaitFor(t, 30*time.Second, "history writer stores the messages", func() bool { return count() == n })
+
+	// The server loses seq 7..10.
+	if _, err := coll.DeleteMany(ctxT(t, 10*time.Second), bson.M{"conv": conv, "seq": bson.M{"$gt": kept}}); err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: testenv.Redis(t)})
+	t.Cleanup(func() { rdb.Close() })
+	p := c.Namespace() + ":"
+	if err := rdb.Del(ctxT(t, 5*time.Second), p+"seq:"+conv, p+"recent:"+conv, p+"pending:"+conv, p+"seqinit").Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	sc, err := rob.conn.Sync(ctxT(t, 10*time.Second), map[string]int64{conv: n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := sc.Convs[conv]; !got.Rebuild || got.Latest != kept || len(got.Messages) != 0 {
+		t.Fatalf("sync of a client ahead of the server: %+v, want rebuild with latest %d", got, kept)
+	}
+	held := rob.received()
+	rr, err := rob.conn.Rebuild(ctxT(t, 10*time.Second), conv, held)
+	if err != nil || rr.Restored != n-kept || rr.Latest != n {
+		t.Fatalf("rebuild: %+v, %v; want %d restored, latest %d", rr, err, n-kept, n)
+	}
+	if rr, err := rob.conn.Rebuild(ctxT(t, 10*time.Second), conv, held); err != nil || rr.Restored != 0 || rr.Latest != n {
+		t.Fatalf("rebuild again: %+v, %v; want nothing restored", rr, err)
+	}
+
+	// Both sides agree: ria catches up from what she had before the loss
+	// and gets rob's copies, and the conversation continues after them.
+	got, err := ria.conn.SyncAll(ctxT(t, 10*time.Second), map[string]int64{conv: kept})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sc := got[conv]; sc.Rebuild || sc.Latest != n || len(sc.Messages) != n-kept {
+		t.Fatalf("ria's sync after the rebuild: %+v", sc)
+	}
+	for i, m := range got[conv].Messages {
+		if want := held[kept+i]; m != want {
+			t.Fatalf("seq %d after rebuild is %+v, want %+v", m.Seq, m, want)
+		}
+	}
+	next, err := ria.conn.Chat(ctxT(t, 5*time.Second), "rob", "after the rebuild", "")
+	if err != nil || next.Seq != n+1 {
+		t.Fatalf("next message: %+v, %v; want seq %d", next, err, n+1)
+	}
+	testenv.WaitFor(t, 30*time.Second, "MongoDB holds every message once", func() bool { return count() == n+1 })
+	if h := allHistory(t, rob, conv); len(h) != n+1 {
+		t.Fatalf("history has %d messages, want %d", len(h), n+1)
+	}
+}
