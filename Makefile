@@ -19,6 +19,7 @@ install:
 build:
 	$(GO) build -o bin/node ./cmd/node
 	$(GO) build -o bin/gateway ./cmd/gateway
+	$(GO) build -o bin/chat ./cmd/chat
 	cd deploy/mongostore && $(GO) build -tags ferretdb_no_postgresql -o ../../bin/mongostore .
 
 # check: formatting and vet, in both modules.

@@ -2,9 +2,10 @@
 # shellcheck disable=SC2317 # functions called from traps
 # Usage: deploy/run.sh        (what `make run` calls)
 #
-# Installs what is missing, builds bin/node, bin/gateway and bin/mongostore,
-# then starts ZooKeeper, Redis, mongostore (the MongoDB-wire store), the
-# gateway and three chat nodes on loopback, all data under one folder.
+# Installs what is missing, builds bin/node, bin/gateway, bin/chat and
+# bin/mongostore, then starts ZooKeeper, Redis, mongostore (the MongoDB-wire
+# store), the gateway and three chat nodes on loopback, all data under one
+# folder, and creates the demo users and rooms where they are missing.
 # Ctrl-C (or SIGTERM) stops everything it started: the nodes first, then the
 # gateway, then the dependencies.
 #
@@ -18,7 +19,9 @@
 #   CHAT_NODE_PORT     client port of n1; n2 gets the next... (9001)
 #   CHAT_PEER_PORT     peer-link port of n1; likewise         (9101)
 #   CHAT_LOG_LEVEL     log level of gateway and nodes         (info)
+#   CHAT_WORD_FILTER_FILE  words the nodes mask    (deploy/filter-words.txt)
 #   CHAT_SKIP_INSTALL  1: do not run deploy/install.sh
+#   CHAT_DEMO          0: skip the demo users and rooms       (1)
 #
 # Everything listens on 127.0.0.1. The logs are in $CHAT_DATA_DIR/logs/;
 # deploy/add-node.sh starts one more node while this runs.
@@ -45,6 +48,8 @@ for v in ZK_PORT REDIS_PORT MONGO_PORT NODES NODE_PORT PEER_PORT; do
 done
 [[ $GATEWAY_ADDR =~ ^[^:]+:[0-9]+$ ]] || die "CHAT_GATEWAY_ADDR must be host:port, not '$GATEWAY_ADDR'"
 ((NODES >= 1)) || die "CHAT_NODES must be at least 1"
+DEMO=${CHAT_DEMO:-1}
+[[ $DEMO == [01] ]] || die "CHAT_DEMO must be 0 or 1, not '$DEMO'"
 
 if [[ ${CHAT_SKIP_INSTALL:-} != 1 ]]; then
 	"$CHAT_ROOT/deploy/install.sh"
@@ -91,11 +96,12 @@ for entry in "${ports[@]}"; do
 done
 
 # Build.
-for c in node gateway; do
+for c in node gateway chat; do
 	[[ -d $CHAT_ROOT/cmd/$c ]] || die "cmd/$c does not exist in $CHAT_ROOT"
 done
-say "building bin/node, bin/gateway, bin/mongostore"
-(cd "$CHAT_ROOT" && go build -o bin/node ./cmd/node && go build -o bin/gateway ./cmd/gateway) || die "build failed"
+say "building bin/node, bin/gateway, bin/chat, bin/mongostore"
+(cd "$CHAT_ROOT" && go build -o bin/node ./cmd/node && go build -o bin/gateway ./cmd/gateway &&
+	go build -o bin/chat ./cmd/chat) || die "build failed"
 build_mongostore "$CHAT_ROOT/bin/mongostore"
 
 # The cluster secret: made once, readable by the owner only, never in the repo.
@@ -187,10 +193,11 @@ CHAT_ZK=127.0.0.1:$ZK_PORT
 CHAT_REDIS=127.0.0.1:$REDIS_PORT
 CHAT_MONGO=mongodb://127.0.0.1:$MONGO_PORT/
 CHAT_CLUSTER_SECRET_FILE=$SECRET
+CHAT_WORD_FILTER_FILE=${CHAT_WORD_FILTER_FILE:-$CHAT_ROOT/deploy/filter-words.txt}
 EOF
 # shellcheck source=/dev/null
 source "$RUN/env"
-export CHAT_ZK CHAT_REDIS CHAT_MONGO CHAT_CLUSTER_SECRET_FILE
+export CHAT_ZK CHAT_REDIS CHAT_MONGO CHAT_CLUSTER_SECRET_FILE CHAT_WORD_FILTER_FILE
 
 # ---- gateway and nodes ----------------------------------------------------
 
@@ -217,10 +224,29 @@ if ! wait_until "cluster" "$GATEWAY_PID" "$LOGS/gateway.log" 30 http_ok "$GATEWA
 	say "warning: the gateway does not list any live node yet; see the logs"
 fi
 
+# ---- demo data ------------------------------------------------------------
+
+# The demo users and rooms (README, "Demo users"), through the public API.
+# What exists is left alone, so this changes nothing on later runs. The
+# seeder waits (bounded) for a listed node and retries while the cluster
+# settles, printing its progress.
+demo_note="demo users:  none (CHAT_DEMO=0)"
+if ((DEMO == 1)); then
+	say "seeding the demo users and rooms (CHAT_DEMO=0 skips this)"
+	if "$CHAT_ROOT/bin/chat" seed-demo --gateway "http://$GATEWAY_ADDR" --wait 30s </dev/null >&2; then
+		demo_note="demo users:  alice, bob, carol, dave (password: <name>-demo); try
+               CHAT_PASSWORD=alice-demo bin/chat --user alice --room lobby"
+	else
+		say "warning: seeding the demo data failed (see above); the cluster runs without it"
+		demo_note="demo users:  not seeded (see above)"
+	fi
+fi
+
 cat >&2 <<EOF
 
   chat cluster is up: http://$GATEWAY_ADDR/
 
+  $demo_note
   logs:        $LOGS/<name>.log  (zookeeper, redis, mongostore, gateway, n1..n$NODES)
   data:        $DATA
   add a node:  deploy/add-node.sh n$((NODES + 1)) $((NODE_PORT + NODES)) $((PEER_PORT + NODES))

@@ -39,6 +39,7 @@ const (
 type Binaries struct {
 	Node    string
 	Gateway string
+	Chat    string // the terminal client
 }
 
 var build struct {
@@ -47,9 +48,10 @@ var build struct {
 	err  error
 }
 
-// Build builds ./cmd/node and ./cmd/gateway once per test binary, into a
-// temporary folder of this process, and returns their paths. Folders left
-// by earlier test processes that are gone are removed on the way.
+// Build builds ./cmd/node, ./cmd/gateway and ./cmd/chat once per test
+// binary, into a temporary folder of this process, and returns their paths.
+// Folders left by earlier test processes that are gone are removed on the
+// way.
 func Build(t testing.TB) Binaries {
 	t.Helper()
 	build.once.Do(func() {
@@ -73,13 +75,13 @@ func buildBinaries() (Binaries, error) {
 	if err != nil {
 		return Binaries{}, err
 	}
-	cmd := exec.Command(goCommand(), "build", "-o", dir+string(filepath.Separator), "./cmd/node", "./cmd/gateway")
+	cmd := exec.Command(goCommand(), "build", "-o", dir+string(filepath.Separator), "./cmd/node", "./cmd/gateway", "./cmd/chat")
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
 		os.RemoveAll(dir)
-		return Binaries{}, fmt.Errorf("building the node and gateway: %v\n%s", err, out)
+		return Binaries{}, fmt.Errorf("building the node, gateway and chat client: %v\n%s", err, out)
 	}
-	return Binaries{Node: filepath.Join(dir, "node"), Gateway: filepath.Join(dir, "gateway")}, nil
+	return Binaries{Node: filepath.Join(dir, "node"), Gateway: filepath.Join(dir, "gateway"), Chat: filepath.Join(dir, "chat")}, nil
 }
 
 // removeStaleBinDirs removes the binary folders of test processes that no

@@ -1,0 +1,234 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"slices"
+	"strings"
+
+	"chatcluster/chatclient"
+	"chatcluster/protocol"
+)
+
+// cmdState is the command loop's own state; only the command loop uses it.
+type cmdState struct {
+	room string // the current room; "" for none
+}
+
+// exec executes one command and prints its outcome. It returns when the
+// reply has arrived (for a room message: when the message was printed).
+func (c *client) exec(ctx context.Context, st *cmdState, cmd command) {
+	var err error
+	switch cmd.kind {
+	case cmdNone, cmdQuit:
+	case cmdHelp:
+		c.out.block(strings.Split(helpText, "\n"))
+	case cmdSay:
+		if st.room == "" {
+			err = errors.New("no current room: /join <room> first, or /msg <user> <text>")
+			break
+		}
+		err = c.sayRoom(ctx, st.room, cmd.text)
+	case cmdJoin:
+		err = c.join(ctx, st, cmd.arg)
+	case cmdLeave:
+		err = c.leave(ctx, st, cmd.arg)
+	case cmdRooms:
+		var rooms []protocol.RoomInfo
+		_, err = c.request(ctx, func(ctx context.Context, conn *chatclient.Conn) (err error) {
+			rooms, err = conn.Rooms(ctx)
+			return err
+		})
+		if err == nil {
+			c.out.line("%s", formatRooms(rooms))
+		}
+	case cmdMsg:
+		err = c.sendDM(ctx, cmd.arg, cmd.text)
+	case cmdHistory:
+		err = c.history(ctx, st, cmd.arg)
+	case cmdWho:
+		var r protocol.UserInfoReply
+		_, err = c.request(ctx, func(ctx context.Context, conn *chatclient.Conn) error {
+			return conn.Do(ctx, protocol.ActionUserInfo, protocol.UserInfoData{Username: cmd.arg}, &r)
+		})
+		if err == nil {
+			c.out.line("%s", formatWho(r))
+		}
+	case cmdTop:
+		var words []protocol.WordCount
+		_, err = c.request(ctx, func(ctx context.Context, conn *chatclient.Conn) (err error) {
+			words, err = conn.Popular(ctx, cmd.n)
+			return err
+		})
+		if err == nil {
+			c.out.line("%s", formatTop(words))
+		}
+	default:
+		err = errors.New("unknown command")
+	}
+	if err != nil && !errors.Is(err, errEnded) && ctx.Err() == nil {
+		c.out.line("error: %s", userError(err))
+	}
+}
+
+// join joins a room, makes it the current room, and prints its members
+// and the recent messages this session has not printed yet.
+func (c *client) join(ctx context.Context, st *cmdState, room string) error {
+	var r protocol.RoomReply
+	_, err := c.request(ctx, func(ctx context.Context, conn *chatclient.Conn) (err error) {
+		r, err = conn.JoinRoom(ctx, room)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if r.Room == "" {
+		r.Room = room
+	}
+	st.room = r.Room
+	conv := protocol.RoomPrefix + r.Room
+	slices.SortFunc(r.Recent, bySeq)
+
+	c.deliverMu.Lock()
+	defer c.deliverMu.Unlock()
+	lines := []string{formatJoined(r)}
+	for _, m := range r.Recent {
+		if m.Conv == "" {
+			m.Conv = conv
+		}
+		if c.offs.acceptRecent(m) {
+			lines = append(lines, formatMessage(c.cfg.User, m))
+		}
+	}
+	c.offs.know(conv)
+	c.out.block(lines)
+	return nil
+}
+
+// leave leaves a room (the current one if room is empty).
+func (c *client) leave(ctx context.Context, st *cmdState, room string) error {
+	if room == "" {
+		room = st.room
+	}
+	if room == "" {
+		return errors.New("no current room: /leave <room>")
+	}
+	_, err := c.request(ctx, func(ctx context.Context, conn *chatclient.Conn) error {
+		_, err := conn.LeaveRoom(ctx, room)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	c.deliverMu.Lock()
+	c.offs.forget(protocol.RoomPrefix + room)
+	c.deliverMu.Unlock()
+	if st.room == room {
+		st.room = ""
+	}
+	c.out.line("left %s", clean(room))
+	return nil
+}
+
+// sayRoom sends text to a room and waits until the room sends it back,
+// so that it is printed, like everyone's, in seq order, before the next
+// command runs. If the copy does not come in time, it is fetched with sync.
+func (c *client) sayRoom(ctx context.Context, room, text string) error {
+	id := newClientMsgID()
+	var ack protocol.ChatReply
+	conn, err := c.request(ctx, func(ctx context.Context, conn *chatclient.Conn) (err error) {
+		ack, err = conn.ChatRoom(ctx, room, text, id)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, echoWait)
+	arrived := c.offs.wait(wctx, ack.Conv, ack.Seq)
+	cancel()
+	if arrived || ctx.Err() != nil {
+		return nil
+	}
+	c.fetchUpTo(ctx, conn, ack.Conv, ack.Seq)
+	return nil
+}
+
+// fetchUpTo syncs conv from its offset and prints what is new, so that
+// the message with seq is printed (when sync has it).
+func (c *client) fetchUpTo(ctx context.Context, conn *chatclient.Conn, conv string, seq int64) {
+	c.deliverMu.Lock()
+	defer c.deliverMu.Unlock()
+	held, known := c.offs.get(conv)
+	if known && held >= seq {
+		return
+	}
+	if !known {
+		held = seq - 1
+	}
+	rctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	got, err := conn.SyncAll(rctx, map[string]int64{conv: held})
+	if err != nil {
+		c.diag.line("chat: fetching %s after seq %d: %v", conv, held, err)
+		return
+	}
+	var lines []string
+	for _, m := range got[conv].Messages {
+		if c.offs.accept(m) {
+			lines = append(lines, formatMessage(c.cfg.User, m))
+		}
+	}
+	c.out.block(lines)
+}
+
+// sendDM sends a direct message and prints it once it is stored.
+func (c *client) sendDM(ctx context.Context, to, text string) error {
+	id := newClientMsgID()
+	var ack protocol.ChatReply
+	conn, err := c.request(ctx, func(ctx context.Context, conn *chatclient.Conn) (err error) {
+		ack, err = conn.Chat(ctx, to, text, id)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	c.deliver(ctx, conn, protocol.Message{ID: ack.ID, Conv: ack.Conv, Seq: ack.Seq, From: c.cfg.User, To: to, Text: text, TS: ack.TS})
+	return nil
+}
+
+// history prints the last messages of a room, or of the direct
+// conversation with a user when target is "@user".
+func (c *client) history(ctx context.Context, st *cmdState, target string) error {
+	if target == "" {
+		target = st.room
+	}
+	if target == "" || target == "@" {
+		return errors.New("no current room: /history <room> or /history @<user>")
+	}
+	q := protocol.HistoryData{Limit: historyLimit}
+	if user, ok := strings.CutPrefix(target, "@"); ok {
+		q.With = user
+	} else {
+		q.Room = target
+	}
+	var msgs []protocol.Message
+	_, err := c.request(ctx, func(ctx context.Context, conn *chatclient.Conn) (err error) {
+		msgs, err = conn.History(ctx, q)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	c.out.block(formatHistory(c.cfg.User, target, msgs))
+	return nil
+}
+
+// newClientMsgID returns a fresh id for one message, reused only when that
+// message is resent.
+func newClientMsgID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
+	return "t-" + hex.EncodeToString(b[:])
+}
