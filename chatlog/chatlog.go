@@ -132,10 +132,11 @@ func splitAtSeq(m protocol.Message) (string, string, error) {
 // restoreScript stores messages a client uploaded for a conversation the
 // server has lost. KEYS: seq, recent, pending, stream, marker, then the
 // convs sets of the members. ARGV: recent length, conv, then seq and JSON
-// pairs in ascending seq order. Only messages above the counter are
-// stored: a seq at or below it was assigned by this server, which keeps its
-// own message. Returns {restored, latest}, or {-1} when the counter must
-// be seeded first.
+// pairs in ascending seq order. A message is stored when its seq is above
+// the counter, or, at or below it, when this Redis holds no message with
+// that seq (the caller has already left out the seqs MongoDB holds).
+// Returns {restored, latest}, or {-1} when the counter must be seeded
+// first.
 var restoreScript = redis.NewScript(`
 local cur = redis.call('GET', KEYS[1])
 if not cur then
@@ -146,7 +147,7 @@ cur = tonumber(cur)
 local top, restored = cur, 0
 for i = 3, #ARGV, 2 do
   local seq = tonumber(ARGV[i])
-  if seq > cur then
+  if seq > cur or redis.call('HEXISTS', KEYS[3], seq) == 0 then
     local msg = ARGV[i + 1]
     redis.call('HSET', KEYS[3], seq, msg)
     redis.call('XADD', KEYS[4], '*', 'm', msg)
@@ -165,8 +166,9 @@ return {restored, top}
 
 // Restore stores msgs of conv that a client still holds but the server
 // has lost: those above the conversation's counter, which then moves to
-// the highest of them. Messages at or below the counter are left alone,
-// so restoring twice changes nothing. msgs must belong to conv, with
+// the highest of them, and those at or below it whose seq holds no
+// message in Redis. The caller leaves out the seqs MongoDB holds, so the
+// server's own messages always win and restoring twice changes nothing. msgs must belong to conv, with
 // distinct seqs; members gain conv in their conversation lists. It returns
 // how many messages were stored and the conversation's latest seq, or
 // ErrNeedSeqInit like Append.
@@ -197,6 +199,55 @@ func (l *Log) Restore(ctx context.Context, conv string, msgs []protocol.Message,
 		return 0, 0, ErrNeedSeqInit
 	}
 	return int(res[0]), res[1], nil
+}
+
+// SeqGap is how far a counter seeded after a loss of Redis data starts
+// above what MongoDB holds. Messages acknowledged but not yet written to
+// MongoDB when Redis lost them had seqs just above it; new messages must
+// not take those seqs, so that clients still holding the lost ones can
+// give them back (rebuild) without clashing with new ones. It assumes no
+// conversation lost more than SeqGap messages.
+const SeqGap = 1000
+
+// ReseededKey is the hash conv -> floor of the counters seeded after a
+// loss: seqs in (floor, floor+SeqGap] may be held only by clients.
+func (l *Log) ReseededKey() string { return l.prefix + "reseeded" }
+
+var reseedScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('SET', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[2]))
+redis.call('HSET', KEYS[2], ARGV[3], ARGV[1])
+return 1
+`)
+
+// Reseed seeds conv's counter, lost with Redis, from durable, the highest
+// seq MongoDB holds: the next message gets durable+SeqGap+1, and the gap is
+// recorded (Reseeded). A counter that exists is left alone.
+func (l *Log) Reseed(ctx context.Context, conv string, durable int64) error {
+	if err := reseedScript.Run(ctx, l.rdb, []string{l.SeqKey(conv), l.ReseededKey()}, durable, SeqGap, conv).Err(); err != nil {
+		return fmt.Errorf("chatlog: reseed %s: %w", conv, err)
+	}
+	return nil
+}
+
+// Reseeded returns, for those of convs whose counters were seeded after a
+// loss, the floor they were seeded from.
+func (l *Log) Reseeded(ctx context.Context, convs []string) (map[string]int64, error) {
+	out := map[string]int64{}
+	if len(convs) == 0 {
+		return out, nil
+	}
+	vals, err := l.rdb.HMGet(ctx, l.ReseededKey(), convs...).Result()
+	if err != nil {
+		return nil, fmt.Errorf("chatlog: reseeded: %w", err)
+	}
+	for i, v := range vals {
+		if s, ok := v.(string); ok {
+			n, _ := strconv.ParseInt(s, 10, 64)
+			out[convs[i]] = n
+		}
+	}
+	return out, nil
 }
 
 // InitSeq seeds conv's counter to latest unless it already exists.

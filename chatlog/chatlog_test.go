@@ -125,3 +125,40 @@ func TestRestoreOnlyWhatTheServerLost(t *testing.T) {
 		t.Fatal("restore accepted a message of another conversation")
 	}
 }
+
+func TestReseedLeavesAGapClientsCanFill(t *testing.T) {
+	ctx := context.Background()
+	l := newLog(t)
+	conv := "room:r"
+	if err := l.Reseed(ctx, conv, 40); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Reseed(ctx, conv, 7); err != nil { // an existing counter stays
+		t.Fatal(err)
+	}
+	floors, err := l.Reseeded(ctx, []string{conv, "room:other"})
+	if err != nil || len(floors) != 1 || floors[conv] != 40 {
+		t.Fatalf("Reseeded = %v, %v", floors, err)
+	}
+	next, _, err := l.Append(ctx, protocol.Message{ID: "new", Conv: conv, From: "u", Room: "r", Text: "t", TS: 1}, "", nil)
+	if err != nil || next.Seq != 40+SeqGap+1 {
+		t.Fatalf("first message after the reseed: seq %d, %v; want %d", next.Seq, err, 40+SeqGap+1)
+	}
+	// Seqs in the gap hold nothing: a client's copies are restored there,
+	// once; the new message's seq is not replaced.
+	up := []protocol.Message{
+		{ID: "c41", Conv: conv, Seq: 41, From: "u", Room: "r", Text: "t", TS: 1},
+		{ID: "c42", Conv: conv, Seq: 42, From: "u", Room: "r", Text: "t", TS: 1},
+		{ID: "clash", Conv: conv, Seq: next.Seq, From: "u", Room: "r", Text: "t", TS: 1},
+	}
+	if n, latest, err := l.Restore(ctx, conv, up, nil); err != nil || n != 2 || latest != next.Seq {
+		t.Fatalf("restore into the gap: %d, %d, %v; want 2, %d", n, latest, err, next.Seq)
+	}
+	if n, _, err := l.Restore(ctx, conv, up, nil); err != nil || n != 0 {
+		t.Fatalf("restore again: %d, %v; want 0", n, err)
+	}
+	got, _ := l.Unflushed(ctx, conv)
+	if len(got) != 3 || got[2].ID != "new" {
+		t.Fatalf("conversation holds %+v", got)
+	}
+}

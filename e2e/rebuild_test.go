@@ -9,15 +9,17 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
+	"chatcluster/chatlog"
 	"chatcluster/internal/testenv"
 	"chatcluster/protocol"
 )
 
 // The server loses its newest messages (Redis restarted before the history
-// writer reached MongoDB, simulated by deleting them from both): a client
-// that still holds them is told to rebuild, uploads them, and afterwards
-// every participant reads the same messages, with the next one numbered
-// after them.
+// writer reached MongoDB, simulated by deleting them from both): the
+// conversation's counter is seeded from MongoDB plus chatlog.SeqGap, a
+// client that still holds the lost messages is told to rebuild, uploads
+// them into the gap, and afterwards every participant reads the same
+// messages, with the next one numbered after the gap.
 func TestRebuildAfterServerLostRecentMessages(t *testing.T) {
 	c := testenv.StartCluster(t, testenv.Options{Nodes: 2, Env: fastEnv})
 	c.WaitLeader(t)
@@ -63,16 +65,20 @@ func TestRebuildAfterServerLostRecentMessages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := sc.Convs[conv]; !got.Rebuild || got.Latest != kept || len(got.Messages) != 0 {
-		t.Fatalf("sync of a client ahead of the server: %+v, want rebuild with latest %d", got, kept)
+	top := int64(kept + chatlog.SeqGap)
+	if got := sc.Convs[conv]; !got.Rebuild || got.Latest != top || len(got.Messages) != 0 {
+		t.Fatalf("sync of a client holding what the server lost: %+v, want rebuild with latest %d", got, top)
 	}
 	held := rob.received()
 	rr, err := rob.conn.Rebuild(ctxT(t, 10*time.Second), conv, held)
-	if err != nil || rr.Restored != n-kept || rr.Latest != n {
-		t.Fatalf("rebuild: %+v, %v; want %d restored, latest %d", rr, err, n-kept, n)
+	if err != nil || rr.Restored != n-kept || rr.Latest != top {
+		t.Fatalf("rebuild: %+v, %v; want %d restored, latest %d", rr, err, n-kept, top)
 	}
-	if rr, err := rob.conn.Rebuild(ctxT(t, 10*time.Second), conv, held); err != nil || rr.Restored != 0 || rr.Latest != n {
+	if rr, err := rob.conn.Rebuild(ctxT(t, 10*time.Second), conv, held); err != nil || rr.Restored != 0 || rr.Latest != top {
 		t.Fatalf("rebuild again: %+v, %v; want nothing restored", rr, err)
+	}
+	if sc, err := rob.conn.Sync(ctxT(t, 10*time.Second), map[string]int64{conv: n}); err != nil || sc.Convs[conv].Rebuild {
+		t.Fatalf("sync after the rebuild: %+v, %v; want no rebuild", sc, err)
 	}
 
 	// Both sides agree: ria catches up from what she had before the loss
@@ -81,7 +87,7 @@ func TestRebuildAfterServerLostRecentMessages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sc := got[conv]; sc.Rebuild || sc.Latest != n || len(sc.Messages) != n-kept {
+	if sc := got[conv]; sc.Rebuild || sc.Latest != top || len(sc.Messages) != n-kept {
 		t.Fatalf("ria's sync after the rebuild: %+v", sc)
 	}
 	for i, m := range got[conv].Messages {
@@ -90,8 +96,8 @@ func TestRebuildAfterServerLostRecentMessages(t *testing.T) {
 		}
 	}
 	next, err := ria.conn.Chat(ctxT(t, 5*time.Second), "rob", "after the rebuild", "")
-	if err != nil || next.Seq != n+1 {
-		t.Fatalf("next message: %+v, %v; want seq %d", next, err, n+1)
+	if err != nil || next.Seq != top+1 {
+		t.Fatalf("next message: %+v, %v; want seq %d", next, err, top+1)
 	}
 	testenv.WaitFor(t, 30*time.Second, "MongoDB holds every message once", func() bool { return count() == n+1 })
 	if h := allHistory(t, rob, conv); len(h) != n+1 {

@@ -56,6 +56,11 @@ type Journal interface {
 	// members. A repeated clientMsgID of the same sender returns the first
 	// message and dup true.
 	Append(ctx context.Context, m protocol.Message, clientMsgID string, members []string) (stored protocol.Message, dup bool, err error)
+	// Unsure returns the conversations for which the client's offset names
+	// a message the server lost (its counter was re-seeded after a loss of
+	// Redis data and it holds no message at that seq): the client must
+	// rebuild them.
+	Unsure(ctx context.Context, offsets map[string]int64) (map[string]bool, error)
 	// Latest returns each conversation's latest seq, 0 when it has none.
 	Latest(ctx context.Context, convs []string) (map[string]int64, error)
 	// Convs lists the user's conversations.

@@ -367,12 +367,16 @@ func (h *Handler) sync(ctx context.Context, c Conn, req protocol.Request) (any, 
 	if err != nil {
 		return nil, err
 	}
+	unsure, err := h.d.Journal.Unsure(ctx, offsets)
+	if err != nil {
+		return nil, err
+	}
 	out := protocol.SyncReply{Convs: make(map[string]protocol.SyncConv, len(convs))}
 	for _, cv := range convs {
 		off, top := offsets[cv], latest[cv]
 		sc := protocol.SyncConv{Latest: top, Messages: []protocol.Message{}}
 		switch {
-		case off > top:
+		case off > top || unsure[cv]:
 			sc.Rebuild = true
 		case off < top:
 			msgs, err := h.d.Journal.Range(ctx, cv, off, top+1, protocol.MaxSyncMessages, false)

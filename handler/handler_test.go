@@ -77,6 +77,10 @@ func (j *fakeJournal) Restore(_ context.Context, conv string, msgs []protocol.Me
 	return n, latest, nil
 }
 
+func (j *fakeJournal) Unsure(context.Context, map[string]int64) (map[string]bool, error) {
+	return nil, nil
+}
+
 func (j *fakeJournal) Latest(_ context.Context, convs []string) (map[string]int64, error) {
 	out := map[string]int64{}
 	for _, c := range convs {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -66,6 +67,20 @@ func (j *journal) Append(ctx context.Context, m protocol.Message, clientMsgID st
 }
 
 func (j *journal) Restore(ctx context.Context, conv string, msgs []protocol.Message, members []string) (int, int64, error) {
+	// Leave out what MongoDB holds: the server's own messages win.
+	lo, hi := msgs[0].Seq, msgs[0].Seq
+	for _, m := range msgs {
+		lo, hi = min(lo, m.Seq), max(hi, m.Seq)
+	}
+	durable, err := j.store.Messages(ctx, conv, lo-1, hi+1, len(msgs)+int(hi-lo)+1, false)
+	if err != nil {
+		return 0, 0, fmt.Errorf("%w: history store: %v", handler.ErrUnavailable, err)
+	}
+	held := make(map[int64]bool, len(durable))
+	for _, m := range durable {
+		held[m.Seq] = true
+	}
+	msgs = slices.DeleteFunc(slices.Clone(msgs), func(m protocol.Message) bool { return held[m.Seq] })
 	n, latest, err := j.log.Restore(ctx, conv, msgs, members)
 	if errors.Is(err, chatlog.ErrNeedSeqInit) {
 		if err = j.seed(ctx, conv); err == nil {
@@ -78,13 +93,53 @@ func (j *journal) Restore(ctx context.Context, conv string, msgs []protocol.Mess
 	return n, latest, nil
 }
 
-// seed sets conv's missing counter to what MongoDB holds.
+// seed sets conv's counter, lost with Redis, above what MongoDB holds,
+// leaving room for what clients may give back (chatlog.SeqGap).
 func (j *journal) seed(ctx context.Context, conv string) error {
 	latest, err := j.store.LatestSeq(ctx, conv)
 	if err != nil {
 		return fmt.Errorf("cannot seed counter of %s: %v", conv, err)
 	}
-	return j.log.InitSeq(ctx, conv, latest)
+	return j.log.Reseed(ctx, conv, latest)
+}
+
+// Unsure implements handler.Journal: conversations whose counter was
+// seeded after a loss, where the client's offset lies in the gap and the
+// server holds no message at that seq: the client holds what the server
+// lost.
+func (j *journal) Unsure(ctx context.Context, offsets map[string]int64) (map[string]bool, error) {
+	convs := make([]string, 0, len(offsets))
+	for cv, off := range offsets {
+		if off > 0 {
+			convs = append(convs, cv)
+		}
+	}
+	floors, err := j.log.Reseeded(ctx, convs)
+	if err != nil || len(floors) == 0 {
+		return nil, unavailable(err)
+	}
+	out := map[string]bool{}
+	for cv, floor := range floors {
+		off := offsets[cv]
+		if off <= floor || off > floor+chatlog.SeqGap {
+			continue
+		}
+		held, err := j.Range(ctx, cv, off-1, off+1, 1, false)
+		if err != nil {
+			return nil, err
+		}
+		if len(held) == 0 {
+			out[cv] = true
+		}
+	}
+	return out, nil
+}
+
+func unavailable(err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%w: %v", handler.ErrUnavailable, err)
 }
 
 // Latest reads the counters from Redis. When some are missing and Redis
