@@ -316,6 +316,30 @@ func (l *Log) AddConv(ctx context.Context, user, conv string) error {
 	return l.rdb.SAdd(ctx, l.ConvsKey(user), conv).Err()
 }
 
+// ConvsRestored reports whether user's conversation list was rebuilt
+// since Redis lost its data (RestoreConvs).
+func (l *Log) ConvsRestored(ctx context.Context, user string) (bool, error) {
+	n, err := l.rdb.Exists(ctx, l.prefix+"convs-restored:"+user).Result()
+	if err != nil {
+		return false, fmt.Errorf("chatlog: convs restored: %w", err)
+	}
+	return n == 1, nil
+}
+
+// RestoreConvs adds convs to user's list and records that the list was
+// rebuilt.
+func (l *Log) RestoreConvs(ctx context.Context, user string, convs []string) error {
+	pipe := l.rdb.TxPipeline()
+	for _, cv := range convs {
+		pipe.SAdd(ctx, l.ConvsKey(user), cv)
+	}
+	pipe.Set(ctx, l.prefix+"convs-restored:"+user, 1, 0)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("chatlog: restore convs of %s: %w", user, err)
+	}
+	return nil
+}
+
 // RemoveConv records that user no longer takes part in conv.
 func (l *Log) RemoveConv(ctx context.Context, user, conv string) error {
 	return l.rdb.SRem(ctx, l.ConvsKey(user), conv).Err()

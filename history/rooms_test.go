@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"chatcluster/history"
+	"chatcluster/protocol"
 	"chatcluster/room"
 )
 
@@ -52,5 +53,25 @@ func TestRoomsSaveLoadAndFence(t *testing.T) {
 	want := []room.Room{{Name: "empty", Members: []string{}}, {Name: "lobby", Members: []string{"bob", "carol"}}}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("Rooms = %+v, want %+v", got, want)
+	}
+}
+
+func TestDirectConvs(t *testing.T) {
+	s := openStore(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	msgs := []protocol.Message{
+		{ID: "d1", Conv: "dm:ann:bo", Seq: 1, From: "ann", To: "bo", Text: "t", TS: 1},
+		{ID: "d2", Conv: "dm:ann:bo", Seq: 2, From: "bo", To: "ann", Text: "t", TS: 2},
+		{ID: "d3", Conv: "dm:ann:cy", Seq: 1, From: "cy", To: "ann", Text: "t", TS: 3},
+		{ID: "d4", Conv: "dm:bo:cy", Seq: 1, From: "bo", To: "cy", Text: "t", TS: 4},
+		{ID: "r1", Conv: "room:x", Seq: 1, From: "ann", Room: "x", Text: "t", TS: 5},
+	}
+	if err := s.UpsertMessages(ctx, msgs); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.DirectConvs(ctx, "ann")
+	if err != nil || !reflect.DeepEqual(got, []string{"dm:ann:bo", "dm:ann:cy"}) {
+		t.Fatalf("DirectConvs(ann) = %v, %v", got, err)
 	}
 }

@@ -296,3 +296,35 @@ func (s *Store) Empty(ctx context.Context) (bool, error) {
 	}
 	return false, nil
 }
+
+// DirectConvs returns the direct conversations user has a message in,
+// sorted. It scans the messages: meant for rebuilding a user's list after
+// Redis lost it, not for every request.
+func (s *Store) DirectConvs(ctx context.Context, user string) ([]string, error) {
+	filter := bson.D{{Key: "$or", Value: bson.A{bson.D{{Key: "from", Value: user}}, bson.D{{Key: "to", Value: user}}}},
+		{Key: "room", Value: bson.D{{Key: "$exists", Value: false}}}}
+	cur, err := s.messages.Find(ctx, filter, options.Find().SetProjection(bson.D{{Key: "conv", Value: 1}}))
+	if err != nil {
+		return nil, fmt.Errorf("history: conversations of %s: %w", user, err)
+	}
+	defer cur.Close(ctx)
+	seen := map[string]bool{}
+	var convs []string
+	for cur.Next(ctx) {
+		var d struct {
+			Conv string `bson:"conv"`
+		}
+		if err := cur.Decode(&d); err != nil {
+			return nil, fmt.Errorf("history: conversations of %s: %w", user, err)
+		}
+		if !seen[d.Conv] {
+			seen[d.Conv] = true
+			convs = append(convs, d.Conv)
+		}
+	}
+	if err := cur.Err(); err != nil {
+		return nil, fmt.Errorf("history: conversations of %s: %w", user, err)
+	}
+	slices.Sort(convs)
+	return convs, nil
+}

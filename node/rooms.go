@@ -341,11 +341,44 @@ func (rs *roomService) roster(node string, f protocol.PeerFrame) {
 	}
 }
 
-// nodeGone takes every user of a node that left the cluster offline.
+// nodeGone takes every user of a node that left the cluster offline: their
+// room mates are told, and their global sessions, which the dead node can
+// no longer remove, are deleted (only if they still name that
+// connection, so a newer login elsewhere is kept).
 func (rs *roomService) nodeGone(node string) {
-	for _, u := range rs.reg.NodeGone(node) {
-		rs.presence(u, false)
+	gone := rs.reg.NodeGone(node)
+	for _, ss := range gone {
+		rs.presence(ss.User, false)
 	}
+	if len(gone) == 0 {
+		return
+	}
+	l := rs.l
+	l.s.goAttach(func() {
+		ctx, cancel := context.WithTimeout(l.ctx, 10*time.Second)
+		defer cancel()
+		n := 0
+		for _, ss := range gone {
+			if ok, err := l.s.sessions.Delete(ctx, ss.User, ss.Conn); err != nil {
+				l.s.log.Warn().Err(err).Str("node", node).Msg("cannot remove the sessions of a node that left; they count as offline anyway")
+				return
+			} else if ok {
+				n++
+			}
+		}
+		l.s.log.Info().Str("gone", node).Int("sessions", n).Msg("removed the sessions of a node that left")
+	})
+}
+
+// restoreConvs puts every room back in its members' conversation lists,
+// after Redis lost them.
+func (rs *roomService) restoreConvs(ctx context.Context) error {
+	select {
+	case <-rs.loaded:
+	default:
+		return nil // the load does it
+	}
+	return rs.l.s.chatlog.AddMembers(ctx, rs.reg.Rooms())
 }
 
 // rosterFrames are this node's sessions as roster frames.

@@ -158,6 +158,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("node: cannot open MongoDB at %s: %w", s.cfg.Mongo, err)
 	}
+	if err = s.markBoot(ctx); err != nil {
+		return fmt.Errorf("node: writing to Redis: %w", err)
+	}
 	s.chatlog = chatlog.New(s.rdb, s.cfg.RedisPrefix)
 	s.journal = &journal{log: s.chatlog, store: s.store}
 	s.words = newWordsSvc(s)
@@ -220,6 +223,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	s.goAttach(s.watchCluster)
 	s.routes.start()
 	s.goAttach(s.words.run)
+	s.goAttach(s.watchRedis)
 	s.goAttach(func() {
 		if err := s.writer.Run(s.ctx); err != nil && !errors.Is(err, context.Canceled) {
 			s.log.Error().Err(err).Msg("history writer stopped")

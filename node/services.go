@@ -182,12 +182,30 @@ func (j *journal) Latest(ctx context.Context, convs []string) (map[string]int64,
 	return out, nil
 }
 
+// Convs reads the user's conversation list from Redis. After Redis lost
+// its data, the direct conversations are found once per user in MongoDB
+// and put back (rooms are put back by the leader).
 func (j *journal) Convs(ctx context.Context, user string) ([]string, error) {
 	out, err := j.log.Convs(ctx, user)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", handler.ErrUnavailable, err)
+		return nil, unavailable(err)
 	}
-	return out, nil
+	fresh, err := j.log.Fresh(ctx)
+	if err != nil || fresh {
+		return out, unavailable(err)
+	}
+	done, err := j.log.ConvsRestored(ctx, user)
+	if err != nil || done {
+		return out, unavailable(err)
+	}
+	durable, err := j.store.DirectConvs(ctx, user)
+	if err != nil {
+		return nil, fmt.Errorf("%w: history store: %v", handler.ErrUnavailable, err)
+	}
+	if err := j.log.RestoreConvs(ctx, user, durable); err != nil {
+		return nil, unavailable(err)
+	}
+	return j.log.Convs(ctx, user)
 }
 
 // Range answers from Redis alone when Redis provably holds the whole

@@ -226,10 +226,31 @@ func (r *Registry) Roster(node string, sessions []Session) (offline, online []st
 	return offline, online
 }
 
-// NodeGone marks every user online on node as offline and returns them.
-func (r *Registry) NodeGone(node string) []string {
-	off, _ := r.Roster(node, nil)
-	return off
+// NodeGone marks every user online on node as offline and returns their
+// sessions, sorted by user.
+func (r *Registry) NodeGone(node string) []Session {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []Session
+	for u, w := range r.online {
+		if w.node == node {
+			out = append(out, Session{User: u, Conn: w.conn})
+			delete(r.online, u)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].User < out[j].User })
+	return out
+}
+
+// Rooms returns every room with its members.
+func (r *Registry) Rooms() []Room {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]Room, 0, len(r.rooms))
+	for name, set := range r.rooms {
+		out = append(out, Room{Name: name, Members: sortedKeys(set)})
+	}
+	return out
 }
 
 // Where returns the node user is online on.

@@ -74,7 +74,7 @@ func TestPresenceAndPlan(t *testing.T) {
 	if !reflect.DeepEqual(off, []string{"b"}) || !reflect.DeepEqual(on, []string{"f"}) {
 		t.Fatalf("Roster = %v, %v", off, on)
 	}
-	if got := r.NodeGone("n2"); !reflect.DeepEqual(got, []string{"c", "f"}) {
+	if got := r.NodeGone("n2"); !reflect.DeepEqual(got, []Session{{User: "c", Conn: "c3"}, {User: "f", Conn: "c6"}}) {
 		t.Fatalf("NodeGone = %v", got)
 	}
 	if !r.Offline("a", "c4") {
