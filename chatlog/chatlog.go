@@ -151,7 +151,8 @@ for i = 3, #ARGV, 2 do
     local msg = ARGV[i + 1]
     redis.call('HSET', KEYS[3], seq, msg)
     redis.call('XADD', KEYS[4], '*', 'm', msg)
-    redis.call('LPUSH', KEYS[2], msg)
+    -- Only messages above the counter are newer than the recent list.
+    if seq > cur then redis.call('LPUSH', KEYS[2], msg) end
     restored = restored + 1
     if seq > top then top = seq end
   end
@@ -213,18 +214,28 @@ const SeqGap = 1000
 // loss: seqs in (floor, floor+SeqGap] may be held only by clients.
 func (l *Log) ReseededKey() string { return l.prefix + "reseeded" }
 
+// reseedScript seeds a missing counter above both what MongoDB holds
+// (ARGV[1]) and what this Redis still holds unwritten (the pending hash),
+// so a seq that exists anywhere is never assigned again. KEYS: seq,
+// reseeded, pending. ARGV: durable latest, gap, conv.
 var reseedScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('SET', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[2]))
-redis.call('HSET', KEYS[2], ARGV[3], ARGV[1])
+local floor = tonumber(ARGV[1])
+for _, s in ipairs(redis.call('HKEYS', KEYS[3])) do
+  local n = tonumber(s)
+  if n and n > floor then floor = n end
+end
+redis.call('SET', KEYS[1], floor + tonumber(ARGV[2]))
+redis.call('HSET', KEYS[2], ARGV[3], floor)
 return 1
 `)
 
 // Reseed seeds conv's counter, lost with Redis, from durable, the highest
-// seq MongoDB holds: the next message gets durable+SeqGap+1, and the gap is
-// recorded (Reseeded). A counter that exists is left alone.
+// seq MongoDB holds (or the highest still waiting in Redis, if higher):
+// the next message gets that plus SeqGap plus one, and the gap is recorded
+// (Reseeded). A counter that exists is left alone.
 func (l *Log) Reseed(ctx context.Context, conv string, durable int64) error {
-	if err := reseedScript.Run(ctx, l.rdb, []string{l.SeqKey(conv), l.ReseededKey()}, durable, SeqGap, conv).Err(); err != nil {
+	if err := reseedScript.Run(ctx, l.rdb, []string{l.SeqKey(conv), l.ReseededKey(), l.PendingKey(conv)}, durable, SeqGap, conv).Err(); err != nil {
 		return fmt.Errorf("chatlog: reseed %s: %w", conv, err)
 	}
 	return nil
@@ -314,6 +325,53 @@ func (l *Log) Convs(ctx context.Context, user string) ([]string, error) {
 // AddConv records that user takes part in conv.
 func (l *Log) AddConv(ctx context.Context, user, conv string) error {
 	return l.rdb.SAdd(ctx, l.ConvsKey(user), conv).Err()
+}
+
+// Waiting returns how many messages of conv wait in Redis to be written
+// to MongoDB.
+func (l *Log) Waiting(ctx context.Context, conv string) (int64, error) {
+	n, err := l.rdb.HLen(ctx, l.PendingKey(conv)).Result()
+	if err != nil {
+		return 0, fmt.Errorf("chatlog: waiting: %w", err)
+	}
+	return n, nil
+}
+
+// ForgetCounters deletes every conversation counter and the marker that
+// says Redis holds them from the start, so that each is seeded again above
+// what MongoDB and Redis hold (Reseed) on its next use. For a Redis that
+// came back with older data than it had: its counters may be behind.
+func (l *Log) ForgetCounters(ctx context.Context) (int, error) {
+	n := 0
+	iter := l.rdb.Scan(ctx, 0, l.prefix+"seq:*", 500).Iterator()
+	var batch []string
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		err := l.rdb.Del(ctx, batch...).Err()
+		n += len(batch)
+		batch = batch[:0]
+		return err
+	}
+	for iter.Next(ctx) {
+		batch = append(batch, iter.Val())
+		if len(batch) == 500 {
+			if err := flush(); err != nil {
+				return n, fmt.Errorf("chatlog: forget counters: %w", err)
+			}
+		}
+	}
+	if err := iter.Err(); err != nil {
+		return n, fmt.Errorf("chatlog: forget counters: %w", err)
+	}
+	if err := flush(); err != nil {
+		return n, fmt.Errorf("chatlog: forget counters: %w", err)
+	}
+	if err := l.rdb.Del(ctx, l.MarkerKey()).Err(); err != nil {
+		return n, fmt.Errorf("chatlog: forget counters: %w", err)
+	}
+	return n, nil
 }
 
 // ConvsRestored reports whether user's conversation list was rebuilt

@@ -161,4 +161,21 @@ func TestReseedLeavesAGapClientsCanFill(t *testing.T) {
 	if len(got) != 3 || got[2].ID != "new" {
 		t.Fatalf("conversation holds %+v", got)
 	}
+	// Messages restored below the counter are older than the recent list.
+	if recent, _ := l.rdb.LRange(ctx, l.RecentKey(conv), 0, -1).Result(); len(recent) != 1 {
+		t.Fatalf("recent list after filling the gap: %q, want only the newest message", recent)
+	}
+
+	// A counter forgotten (Redis came back with older data) is seeded
+	// above what Redis still holds unwritten, not only above MongoDB.
+	if n, err := l.ForgetCounters(ctx); err != nil || n < 1 {
+		t.Fatalf("ForgetCounters: %d, %v", n, err)
+	}
+	if err := l.Reseed(ctx, conv, 10); err != nil {
+		t.Fatal(err)
+	}
+	again, _, err := l.Append(ctx, protocol.Message{ID: "after", Conv: conv, From: "u", Room: "r", Text: "t", TS: 1}, "", nil)
+	if err != nil || again.Seq != next.Seq+SeqGap+1 {
+		t.Fatalf("first message after forgetting: seq %d, %v; want %d", again.Seq, err, next.Seq+SeqGap+1)
+	}
 }

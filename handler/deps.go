@@ -104,8 +104,10 @@ type Rooms interface {
 
 // Words counts the words of messages for the hot-word ranking.
 type Words interface {
-	// Count counts the words of a stored message's text. It must not block.
-	Count(text string)
+	// Count counts the words of a stored message's text. The handler calls
+	// it once per message newly stored for a client (not for a resent
+	// clientMsgId). It must not block.
+	Count(m protocol.Message)
 	// Top returns the n most used words, most used first.
 	Top(ctx context.Context, n int) ([]protocol.WordCount, error)
 }

@@ -3,6 +3,7 @@ package handler
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 
 	"chatcluster/protocol"
@@ -207,7 +208,7 @@ func (h *Handler) chat(ctx context.Context, c Conn, req protocol.Request) (any, 
 		}
 	}
 	if !dup {
-		h.d.Words.Count(stored.Text)
+		h.d.Words.Count(stored)
 	}
 	return protocol.ChatReply{ID: stored.ID, Conv: stored.Conv, Seq: stored.Seq, TS: stored.TS}, nil
 }
@@ -490,6 +491,11 @@ func (h *Handler) rebuild(ctx context.Context, c Conn, req protocol.Request) (an
 		return nil, protocol.Errorf(protocol.CodeTooLarge, "rebuild of %d messages is over the limit of %d", len(d.Messages), protocol.MaxSyncMessages)
 	}
 	kind, a, b, _ := protocol.ParseConv(d.Conv)
+	tops, err := h.d.Journal.Latest(ctx, []string{d.Conv})
+	if err != nil {
+		return nil, err
+	}
+	limit := tops[d.Conv] + protocol.MaxRebuildAhead
 	seqs := make(map[int64]bool, len(d.Messages))
 	for i, m := range d.Messages {
 		bad := func(why string) error {
@@ -500,6 +506,8 @@ func (h *Handler) rebuild(ctx context.Context, c Conn, req protocol.Request) (an
 			return nil, bad("conv is not " + d.Conv)
 		case m.Seq <= 0:
 			return nil, bad("seq must be positive")
+		case m.Seq > limit:
+			return nil, bad(fmt.Sprintf("seq is more than %d above the server's latest", protocol.MaxRebuildAhead))
 		case seqs[m.Seq]:
 			return nil, bad("seq given twice")
 		case m.ID == "" || len(m.ID) > protocol.MaxIDLen:
@@ -517,6 +525,10 @@ func (h *Handler) rebuild(ctx context.Context, c Conn, req protocol.Request) (an
 			return nil, bad("room must be " + a + " and from a valid name")
 		}
 		seqs[m.Seq] = true
+		if h.d.Filter != nil {
+			// What comes back goes through the filter like anything sent.
+			d.Messages[i].Text = h.d.Filter(m.Text)
+		}
 	}
 	var members []string
 	if kind == "dm" {

@@ -177,7 +177,7 @@ func (f *fakeRooms) Post(ctx context.Context, m protocol.Message, cid string) (p
 
 type fakeWords struct{ counted []string }
 
-func (w *fakeWords) Count(text string) { w.counted = append(w.counted, text) }
+func (w *fakeWords) Count(m protocol.Message) { w.counted = append(w.counted, m.Text) }
 func (w *fakeWords) Top(_ context.Context, n int) ([]protocol.WordCount, error) {
 	return []protocol.WordCount{{Word: "hi", Count: int64(n)}}, nil
 }
@@ -415,6 +415,12 @@ func TestRebuild(t *testing.T) {
 	if got := j.convs["dm:amy:bob"]; len(got) != 4 || got[1].ID == "m2" {
 		t.Fatalf("the server's own seq 2 must win: %+v", got)
 	}
+	dirty := msg(5, "bob", "amy")
+	dirty.Text = "darn it"
+	h.Handle(context.Background(), amy, req("rebuild", map[string]any{"conv": "dm:amy:bob", "messages": []protocol.Message{dirty}}))
+	if got := j.convs["dm:amy:bob"]; len(got) != 5 || got[4].Text != "**** it" {
+		t.Fatalf("rebuilt text must pass the filter: %+v", got[len(got)-1])
+	}
 	for name, tc := range map[string]struct {
 		conv string
 		msgs []protocol.Message
@@ -426,6 +432,7 @@ func TestRebuild(t *testing.T) {
 		"forged sender":  {"dm:amy:bob", []protocol.Message{msg(5, "zed", "bob")}, 400},
 		"seq twice":      {"dm:amy:bob", []protocol.Message{msg(5, "amy", "bob"), msg(5, "bob", "amy")}, 400},
 		"zero seq":       {"dm:amy:bob", []protocol.Message{msg(0, "amy", "bob")}, 400},
+		"far ahead":      {"dm:amy:bob", []protocol.Message{msg(5+protocol.MaxRebuildAhead+1, "amy", "bob")}, 400},
 		"room of others": {"room:lobby", []protocol.Message{{ID: "x", Conv: "room:lobby", Seq: 1, From: "amy", Room: "lobby", Text: "t", TS: 1}}, 403},
 	} {
 		rep := h.Handle(context.Background(), amy, req("rebuild", map[string]any{"conv": tc.conv, "messages": tc.msgs}))

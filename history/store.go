@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/event"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
@@ -91,15 +92,22 @@ type Store struct {
 // Open connects to the MongoDB at uri, uses database dbName, and makes sure
 // the indexes exist (messages: unique {conv, seq}; users are keyed by name
 // through _id). It fails, within about DefaultTimeout, if the server cannot
-// be reached.
-func Open(ctx context.Context, uri, dbName string) (*Store, error) {
+// be reached. Options add to that (WithMonitor).
+func Open(ctx context.Context, uri, dbName string, opts ...OpenOption) (*Store, error) {
 	if dbName == "" {
 		return nil, errors.New("history: open: empty database name")
 	}
-	opts := options.Client().ApplyURI(uri).
+	var oo openOptions
+	for _, o := range opts {
+		o(&oo)
+	}
+	copts := options.Client().ApplyURI(uri).
 		SetServerSelectionTimeout(DefaultTimeout).
 		SetConnectTimeout(DefaultTimeout)
-	client, err := mongo.Connect(opts)
+	if oo.monitor != nil {
+		copts.SetMonitor(oo.monitor)
+	}
+	client, err := mongo.Connect(copts)
 	if err != nil {
 		return nil, fmt.Errorf("history: open %s: %w", uri, err)
 	}
@@ -114,6 +122,19 @@ func Open(ctx context.Context, uri, dbName string) (*Store, error) {
 		return nil, fmt.Errorf("history: open %s: create index: %w", uri, err)
 	}
 	return s, nil
+}
+
+// OpenOption changes how Open connects.
+type OpenOption func(*openOptions)
+
+type openOptions struct {
+	monitor *event.CommandMonitor
+}
+
+// WithMonitor has the driver report every command to m (for example to
+// time them).
+func WithMonitor(m *event.CommandMonitor) OpenOption {
+	return func(o *openOptions) { o.monitor = m }
 }
 
 // Close disconnects from the server. Call it once, after every user of the
@@ -327,4 +348,42 @@ func (s *Store) DirectConvs(ctx context.Context, user string) ([]string, error) 
 	}
 	slices.Sort(convs)
 	return convs, nil
+}
+
+// Held returns which of msgs' seqs in conv, and which of their ids
+// anywhere, MongoDB already holds.
+func (s *Store) Held(ctx context.Context, conv string, msgs []protocol.Message) (seqs map[int64]bool, ids map[string]bool, err error) {
+	seqList := make(bson.A, len(msgs))
+	idList := make(bson.A, len(msgs))
+	for i, m := range msgs {
+		seqList[i], idList[i] = m.Seq, m.ID
+	}
+	filter := bson.D{{Key: "$or", Value: bson.A{
+		bson.D{{Key: "conv", Value: conv}, {Key: "seq", Value: bson.D{{Key: "$in", Value: seqList}}}},
+		bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: idList}}}},
+	}}}
+	cur, err := s.messages.Find(ctx, filter, options.Find().SetProjection(bson.D{{Key: "conv", Value: 1}, {Key: "seq", Value: 1}}))
+	if err != nil {
+		return nil, nil, fmt.Errorf("history: held %s: %w", conv, err)
+	}
+	defer cur.Close(ctx)
+	seqs, ids = map[int64]bool{}, map[string]bool{}
+	for cur.Next(ctx) {
+		var d struct {
+			ID   string `bson:"_id"`
+			Conv string `bson:"conv"`
+			Seq  int64  `bson:"seq"`
+		}
+		if err := cur.Decode(&d); err != nil {
+			return nil, nil, fmt.Errorf("history: held %s: %w", conv, err)
+		}
+		ids[d.ID] = true
+		if d.Conv == conv {
+			seqs[d.Seq] = true
+		}
+	}
+	if err := cur.Err(); err != nil {
+		return nil, nil, fmt.Errorf("history: held %s: %w", conv, err)
+	}
+	return seqs, ids, nil
 }

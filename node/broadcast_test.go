@@ -5,8 +5,11 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rs/zerolog"
 
+	"chatcluster/metrics"
 	"chatcluster/protocol"
 	"chatcluster/session"
 )
@@ -14,7 +17,8 @@ import (
 // localRecipients returns a server with n logged-in local clients whose
 // send queues hold one frame, and their names.
 func localRecipients(n int) (*Server, []string, []*client) {
-	s := &Server{local: session.NewLocal[*client](), log: zerolog.Nop()}
+	s := &Server{local: session.NewLocal[*client](), log: zerolog.Nop(),
+		m: metrics.NewNode(prometheus.NewRegistry(), metrics.NodeSources{})}
 	users := make([]string, n)
 	clients := make([]*client, n)
 	for i := range users {
@@ -51,6 +55,9 @@ func TestDeliverLocalSharesOneEncoding(t *testing.T) {
 	want, _ := protocol.EncodePush(protocol.PushMessage, *roomMessage())
 	if string(first) != string(want) {
 		t.Fatalf("pushed %s, want %s", first, want)
+	}
+	if n := testutil.ToFloat64(s.m.PushMessage); n != 3 {
+		t.Fatalf("chat_pushes_out_total{kind=message} = %v, want 3", n)
 	}
 }
 

@@ -58,27 +58,32 @@ func (c *client) enqueue(frame []byte) bool {
 	case c.send <- frame:
 		return true
 	default:
-		c.log.Warn().Str("user", c.User()).Int("queue", cap(c.send)).Msg("client too slow, disconnecting")
-		c.close(websocket.ClosePolicyViolation, "too slow: send queue full")
+		if c.close(websocket.ClosePolicyViolation, "too slow: send queue full") {
+			c.srv.m.SlowDisconnects.Inc()
+			c.log.Warn().Str("user", c.User()).Int("queue", cap(c.send)).Msg("client too slow, disconnecting")
+		}
 		return false
 	}
 }
 
 // kick sends a kicked push and closes the connection.
 func (c *client) kick(reason string) {
-	if b, err := protocol.EncodePush(protocol.PushKicked, protocol.KickedPush{Reason: reason}); err == nil {
-		c.enqueue(b)
+	if b, err := protocol.EncodePush(protocol.PushKicked, protocol.KickedPush{Reason: reason}); err == nil && c.enqueue(b) {
+		c.srv.m.PushKicked.Inc()
 	}
 	c.close(websocket.CloseNormalClosure, reason)
 }
 
 // close asks the write loop to flush what is queued, send a close frame
-// and drop the connection. Idempotent; safe from any goroutine.
-func (c *client) close(code int, text string) {
+// and drop the connection. Idempotent; safe from any goroutine. It reports
+// whether this call closed it.
+func (c *client) close(code int, text string) (closed bool) {
 	c.once.Do(func() {
 		c.closeCode, c.closeText = code, text
 		close(c.closing)
+		closed = true
 	})
+	return closed
 }
 
 func (c *client) writeLoop() {
@@ -91,6 +96,7 @@ func (c *client) writeLoop() {
 			c.close(websocket.CloseGoingAway, "write failed")
 			return false
 		}
+		c.srv.m.ClientFramesOut.Inc()
 		return true
 	}
 	for {

@@ -17,6 +17,9 @@ type Config struct {
 	Listen     string // client WebSocket listener, host:port
 	Advertise  string // WebSocket URL clients are told to use; default ws://<Listen>/ws
 	PeerListen string // peer-link listener, host:port; never the client port
+	// AdminListen is the admin listener, host:port: GET /metrics and
+	// /debug/pprof/. "" opens none. Never the client or peer port.
+	AdminListen string
 
 	ZK               []string
 	ZKRoot           string
@@ -76,6 +79,14 @@ func (c *Config) Validate() error {
 	}
 	if c.Listen != "" && c.Listen == c.PeerListen {
 		errs = append(errs, errors.New("--listen and --peer-listen must differ: peers and clients never share a port"))
+	}
+	if c.AdminListen != "" {
+		if _, _, err := net.SplitHostPort(c.AdminListen); err != nil {
+			errs = append(errs, fmt.Errorf("--admin-listen %q: %w", c.AdminListen, err))
+		}
+		if c.AdminListen == c.Listen || c.AdminListen == c.PeerListen {
+			errs = append(errs, errors.New("--admin-listen must differ from --listen and --peer-listen: metrics and pprof never share a client or peer port"))
+		}
 	}
 	if c.Advertise == "" {
 		c.Advertise = "ws://" + c.Listen + "/ws"

@@ -61,6 +61,17 @@ func (s *Server) applyState(st cluster.State) {
 	}
 	s.members.Store(&m)
 	s.raiseEpoch(st.Leader.Epoch)
+	if st.Connected {
+		s.m.ZKConnected.Set(1)
+	} else {
+		s.m.ZKConnected.Set(0)
+	}
+	if st.Leader != s.lastLeader {
+		s.lastLeader = st.Leader
+		if st.Leader.ID != "" {
+			s.m.LeaderChanges.Inc()
+		}
+	}
 
 	r := s.routes
 	r.mu.Lock()
@@ -78,6 +89,7 @@ func (s *Server) applyState(st cluster.State) {
 		lead = s.newLeadership(st.Leader.Epoch)
 		r.lead = lead
 		r.changedLocked()
+		s.m.ElectionsWon.Inc()
 		s.log.Info().Int64("epoch", lead.epoch).Msg("leader duties started")
 	}
 	link := r.link
@@ -239,6 +251,7 @@ func (l *leadership) onNodeFrame(from string, f protocol.PeerFrame) {
 // handle runs a frame from node from (this node included). It never
 // blocks on the network.
 func (l *leadership) handle(from string, f protocol.PeerFrame) {
+	l.s.m.LeaderFrameIn(f.Type).Inc()
 	switch f.Type {
 	case protocol.PeerRoute, protocol.PeerKick:
 		l.forward(&f)
@@ -289,8 +302,11 @@ func (l *leadership) send(node string, f *protocol.PeerFrame) {
 	link := l.links[node]
 	l.mu.Unlock()
 	if link == nil || !link.enqueue(b) {
+		l.s.m.LeaderFramesDropped.Inc()
 		l.s.log.Warn().Str("dest", node).Str("type", f.Type).Msg("no usable link to node; frame dropped")
+		return
 	}
+	l.s.m.LeaderFramesOut.Inc()
 }
 
 // reply answers request f.Req of node to.

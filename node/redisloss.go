@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -15,59 +16,79 @@ import (
 // data.
 const redisCheckEvery = 500 * time.Millisecond
 
-// bootKey is written by the node when it starts and after every
-// recovery. Redis without it has lost its data: it was restarted empty or
-// flushed.
+// bootKey holds a value this node changes on every check. Redis without
+// it, or with another value than the node last wrote, has lost data: it
+// was restarted empty, flushed, or came back from an older snapshot.
 func (s *Server) bootKey() string { return s.cfg.RedisPrefix + "node-boot:" + s.cfg.ID }
 
+// recoveryKey makes one node at a time forget the counters after a loss.
+func (s *Server) recoveryKey() string { return s.cfg.RedisPrefix + "recovery" }
+
 func (s *Server) markBoot(ctx context.Context) error {
-	return s.rdb.Set(ctx, s.bootKey(), s.started.UnixMilli(), 0).Err()
+	s.beat = strconv.FormatInt(s.started.UnixNano(), 36) + ".0"
+	return s.rdb.Set(ctx, s.bootKey(), s.beat, 0).Err()
 }
 
-// watchRedis notices when Redis loses its data and puts back what this
-// node owns there: the sessions of its clients and, on the leader, the
-// rooms in their members' conversation lists. Counters are re-seeded from
-// MongoDB on first use (journal.seed), the leader republishes the node
-// list within directory.PublishEvery, and what only clients still hold
-// comes back through rebuild.
+// watchRedis notices when Redis loses data and puts back what this node
+// owns there: the sessions of its clients and, on the leader, the rooms in
+// their members' conversation lists. Counters are forgotten, to be seeded
+// again above what MongoDB and Redis hold on first use (journal.seed); the
+// leader republishes the node list within directory.PublishEvery; what
+// only clients still hold comes back through rebuild.
 func (s *Server) watchRedis() {
 	t := time.NewTicker(redisCheckEvery)
 	defer t.Stop()
 	down := false
-	for {
+	for n := 1; ; n++ {
 		select {
 		case <-s.ctx.Done():
 			return
 		case <-t.C:
 		}
 		ctx, cancel := context.WithTimeout(s.ctx, 2*time.Second)
-		n, err := s.rdb.Exists(ctx, s.bootKey()).Result()
+		next := strconv.FormatInt(s.started.UnixNano(), 36) + "." + strconv.Itoa(n)
+		old, err := s.rdb.SetArgs(ctx, s.bootKey(), next, redis.SetArgs{Get: true}).Result()
+		lost := errors.Is(err, redis.Nil) || err == nil && old != s.beat && old != s.tried
 		switch {
-		case err != nil:
+		case err != nil && !errors.Is(err, redis.Nil):
+			// The write may or may not have happened: either value is
+			// fine next time.
+			s.tried = next
 			if !down && s.ctx.Err() == nil {
 				s.log.Warn().Err(err).Msg("Redis unreachable; chat is refused until it answers")
 				down = true
 			}
-		case n == 0:
-			if down {
-				s.log.Info().Msg("Redis answers again")
-				down = false
-			}
+			cancel()
+			continue
+		case down:
+			s.log.Info().Msg("Redis answers again")
+			down = false
+		}
+		s.beat, s.tried = next, ""
+		if lost {
 			if err := s.restoreRedis(ctx); err != nil && s.ctx.Err() == nil {
 				s.log.Warn().Err(err).Msg("cannot restore this node's data in Redis yet; retrying")
+				// Make the next check see the loss again.
+				s.beat = ""
 			}
-		case down:
-			s.log.Info().Msg("Redis answers again, with its data")
-			down = false
 		}
 		cancel()
 	}
 }
 
-// restoreRedis re-registers every local session and, on the leader, the
-// rooms' conversation lists, then marks Redis as holding this node's data.
+// restoreRedis forgets the counters (one node per loss), re-registers
+// every local session and, on the leader, the rooms' conversation lists.
 func (s *Server) restoreRedis(ctx context.Context) error {
-	s.log.Warn().Msg("Redis has lost its data (restarted empty or flushed); restoring this node's sessions")
+	s.log.Warn().Msg("Redis has lost data (restarted empty, flushed or rolled back); restoring this node's part")
+	if ok, err := s.rdb.SetNX(ctx, s.recoveryKey(), s.cfg.ID, 10*time.Second).Result(); err != nil {
+		return fmt.Errorf("recovery lock: %w", err)
+	} else if ok {
+		n, err := s.chatlog.ForgetCounters(ctx)
+		if err != nil {
+			return err
+		}
+		s.log.Info().Int("counters", n).Msg("conversation counters will be seeded again from what is stored")
+	}
 	var (
 		n   int
 		err error
@@ -91,9 +112,6 @@ func (s *Server) restoreRedis(ctx context.Context) error {
 		if err := lead.rooms.restoreConvs(ctx); err != nil {
 			return fmt.Errorf("restoring room members: %w", err)
 		}
-	}
-	if err := s.markBoot(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return err
 	}
 	s.log.Info().Int("sessions", n).Msg("sessions restored in Redis")
 	return nil

@@ -404,8 +404,8 @@ func (s *Server) rosterFrames(epoch int64) [][]byte {
 // deliverRaw hands an encoded push to the named users connected here.
 func (s *Server) deliverRaw(users iter.Seq[string], push []byte) {
 	for u := range users {
-		if c, ok := s.local.Get(u); ok {
-			c.enqueue(push)
+		if c, ok := s.local.Get(u); ok && c.enqueue(push) {
+			s.m.PushPresence.Inc()
 		}
 	}
 }

@@ -94,13 +94,16 @@ func (r *router) Deliver(m protocol.Message, to []string) {
 			if push == nil {
 				push = encodeMessage(m)
 			}
-			c.enqueue(push)
+			if c.enqueue(push) {
+				r.s.m.PushMessage.Inc()
+			}
 			continue
 		}
 		q := r.work[maphash.String(r.seed, u)%routeWorkers]
 		select {
 		case q <- routeJob{m: &m, user: u}:
 		default:
+			r.s.m.RouteDropped.Inc()
 			r.s.log.Warn().Str("user", u).Str("conv", m.Conv).Int64("seq", m.Seq).Msg("route queue full; recipient will get it by sync")
 		}
 	}
@@ -133,8 +136,8 @@ func (r *router) route(j routeJob) {
 		r.s.log.Warn().Err(err).Str("user", j.user).Msg("session lookup failed; recipient will get the message by sync")
 		return
 	case rec.Node == r.s.cfg.ID:
-		if c, ok := r.s.local.Get(j.user); ok {
-			c.enqueue(encodeMessage(*j.m))
+		if c, ok := r.s.local.Get(j.user); ok && c.enqueue(encodeMessage(*j.m)) {
+			r.s.m.PushMessage.Inc()
 		}
 		return
 	case !r.s.isLive(rec.Node):
@@ -171,6 +174,7 @@ func (r *router) toLeader(f *protocol.PeerFrame) bool {
 		r.queued++
 		return true
 	default:
+		r.s.m.UplinkDropped.Inc()
 		r.s.log.Warn().Str("type", f.Type).Str("dest", f.Dest).Msg("no leader and the uplink queue is full; frame dropped")
 		return false
 	}
@@ -340,6 +344,7 @@ func (r *router) uplink() {
 		case link.send <- held:
 			held = nil
 			r.sent()
+			r.s.m.UplinkFrames.Inc()
 		case <-link.closing:
 		case <-changed:
 		case <-r.s.ctx.Done():
@@ -369,7 +374,9 @@ func (r *router) sendLoad(link *peerLink) {
 		Type: protocol.PeerLoad, Epoch: link.epoch, From: r.s.cfg.ID,
 		Connections: r.s.local.Len(), Started: r.s.started.UnixMilli(), Messages: r.s.messagesIn.Load(),
 	})
-	link.enqueue(b)
+	if link.enqueue(b) {
+		r.s.m.UplinkFrames.Inc()
+	}
 }
 
 // drain waits, within ctx and a short bound, for queued cross-node frames
@@ -421,7 +428,9 @@ func (s *Server) deliverLocal(users iter.Seq[string], m *protocol.Message) {
 		if push == nil {
 			push = encodeMessage(*m)
 		}
-		c.enqueue(push)
+		if c.enqueue(push) {
+			s.m.PushMessage.Inc()
+		}
 	}
 }
 
@@ -479,7 +488,9 @@ func (s *Server) servePeer(w http.ResponseWriter, req *http.Request) {
 	// The roster goes first, before anything queued for the leader, so the
 	// presence changes queued meanwhile apply on top of it.
 	for _, b := range s.rosterFrames(epoch) {
-		link.enqueue(b)
+		if link.enqueue(b) {
+			s.m.UplinkFrames.Inc()
+		}
 	}
 	s.routes.setLink(link)
 	link.log.Info().Msg("linked to leader")

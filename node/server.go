@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
@@ -20,6 +21,7 @@ import (
 	"chatcluster/directory"
 	"chatcluster/handler"
 	"chatcluster/history"
+	"chatcluster/metrics"
 	"chatcluster/protocol"
 	"chatcluster/session"
 	"chatcluster/wordfilter"
@@ -46,11 +48,15 @@ type Server struct {
 	cluster  *cluster.Cluster
 	writer   *history.Writer
 
-	clientLn, peerLn net.Listener
-	clientHTTP       *http.Server
-	peerHTTP         *http.Server
-	upgrader         websocket.Upgrader
-	nonces           nonces
+	clientLn, peerLn, adminLn net.Listener
+	clientHTTP                *http.Server
+	peerHTTP                  *http.Server
+	adminHTTP                 *http.Server // nil without Config.AdminListen
+	upgrader                  websocket.Upgrader
+	nonces                    nonces
+
+	reg *prometheus.Registry // this node's metrics, served on the admin listener
+	m   *metrics.Node
 
 	// conns holds every open client connection, logged in or not, so Close
 	// can reach them all.
@@ -62,6 +68,13 @@ type Server struct {
 	maxEpoch atomic.Int64 // the newest leader epoch this node has seen
 
 	messagesIn atomic.Int64 // messages accepted from this node's clients
+
+	// beat is the value of bootKey this node last wrote, tried one whose
+	// write had an unknown outcome; both belong to watchRedis (set first
+	// by Start).
+	beat, tried string
+
+	lastLeader cluster.Leader // leader of the last state applied; watch loop only
 
 	routes *router
 
@@ -108,6 +121,8 @@ func New(cfg Config) (*Server, error) {
 	empty := map[string]cluster.Member{}
 	s.members.Store(&empty)
 	s.routes = newRouter(s)
+	s.reg = metrics.NewRegistry()
+	s.m = metrics.NewNode(s.reg, s.metricSources())
 	return s, nil
 }
 
@@ -148,13 +163,14 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		ReadTimeout: 3 * time.Second, WriteTimeout: 3 * time.Second,
 		PoolSize: 64, MinIdleConns: 4,
 	})
+	s.rdb.AddHook(s.m.RedisHook())
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	err = s.rdb.Ping(pctx).Err()
 	cancel()
 	if err != nil {
 		return fmt.Errorf("node: cannot reach Redis at %s: %w", s.cfg.Redis, err)
 	}
-	s.store, err = history.Open(ctx, s.cfg.Mongo, s.cfg.MongoDB)
+	s.store, err = history.Open(ctx, s.cfg.Mongo, s.cfg.MongoDB, history.WithMonitor(s.m.MongoMonitor()))
 	if err != nil {
 		return fmt.Errorf("node: cannot open MongoDB at %s: %w", s.cfg.Mongo, err)
 	}
@@ -190,6 +206,15 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		return err
 	}
 
+	// The admin listener first: once the client port accepts, so does it.
+	if s.cfg.AdminListen != "" {
+		if s.adminLn, err = net.Listen("tcp", s.cfg.AdminListen); err != nil {
+			return fmt.Errorf("node: admin listener: %w", err)
+		}
+		s.adminHTTP = &http.Server{Handler: metrics.AdminMux(s.reg), ReadHeaderTimeout: 5 * time.Second}
+		aln := s.adminLn
+		s.goAttach(func() { s.serveHTTP(s.adminHTTP, aln, "admin") })
+	}
 	if s.clientLn, err = net.Listen("tcp", s.cfg.Listen); err != nil {
 		return fmt.Errorf("node: client listener: %w", err)
 	}
@@ -211,8 +236,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 
 	s.cluster, err = cluster.New(cluster.Config{
 		Servers: s.cfg.ZK, Root: s.cfg.ZKRoot, SessionTimeout: s.cfg.ZKSessionTimeout,
-		Self:   cluster.Member{ID: s.cfg.ID, WS: s.cfg.Advertise, Peer: s.cfg.PeerListen},
-		Logger: s.log.With().Str("component", "cluster").Logger(),
+		Self:    cluster.Member{ID: s.cfg.ID, WS: s.cfg.Advertise, Peer: s.cfg.PeerListen},
+		Logger:  s.log.With().Str("component", "cluster").Logger(),
+		Observe: s.m.ObserveZK,
 	})
 	if err != nil {
 		return err
@@ -230,7 +256,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		}
 	})
 	s.goAttach(func() { s.serveHTTP(s.clientHTTP, cln, "client") })
-	s.log.Info().Str("ws", s.cfg.Advertise).Str("peer", s.cfg.PeerListen).Msg("node started")
+	s.log.Info().Str("ws", s.cfg.Advertise).Str("peer", s.cfg.PeerListen).Str("admin", s.cfg.AdminListen).Msg("node started")
 	close(s.ready)
 	return nil
 }
@@ -270,6 +296,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		send: make(chan []byte, s.cfg.SendQueue), closing: make(chan struct{}),
 	}
 	c.log = s.log.With().Str("conn", c.id).Str("remote", r.RemoteAddr).Logger()
+	s.m.ConnectionsOpened.Inc()
 	s.connsMu.Lock()
 	s.conns[c] = struct{}{}
 	s.connsMu.Unlock()
@@ -367,8 +394,9 @@ func (s *Server) isLive(node string) bool {
 // leave ZooKeeper, so the gateway stops handing this node out and the
 // leader stops routing here; tell every client to reconnect elsewhere and
 // give them DrainTimeout to go; close the rest; flush queued peer traffic;
-// stop every goroutine; close Redis and MongoDB. It is idempotent and
-// bounded by ctx.
+// close the peer and admin listeners (metrics stay up while the node
+// drains); stop every goroutine; close Redis and MongoDB. It is idempotent
+// and bounded by ctx.
 func (s *Server) Close(ctx context.Context) error {
 	s.closeOnce.Do(func() { s.closeErr = s.doClose(ctx) })
 	return s.closeErr
@@ -392,6 +420,9 @@ func (s *Server) doClose(ctx context.Context) error {
 	s.wgMu.Unlock()
 	if s.peerHTTP != nil {
 		_ = s.peerHTTP.Close()
+	}
+	if s.adminHTTP != nil {
+		_ = s.adminHTTP.Close()
 	}
 	s.routes.closeLinks()
 	if s.cancel != nil {
@@ -428,7 +459,9 @@ func (s *Server) drainClients(ctx context.Context) {
 	}
 	s.connsMu.Unlock()
 	for _, c := range all {
-		c.enqueue(push)
+		if c.enqueue(push) {
+			s.m.PushNode.Inc()
+		}
 	}
 	deadline := time.NewTimer(s.cfg.DrainTimeout)
 	defer deadline.Stop()

@@ -67,20 +67,13 @@ func (j *journal) Append(ctx context.Context, m protocol.Message, clientMsgID st
 }
 
 func (j *journal) Restore(ctx context.Context, conv string, msgs []protocol.Message, members []string) (int, int64, error) {
-	// Leave out what MongoDB holds: the server's own messages win.
-	lo, hi := msgs[0].Seq, msgs[0].Seq
-	for _, m := range msgs {
-		lo, hi = min(lo, m.Seq), max(hi, m.Seq)
-	}
-	durable, err := j.store.Messages(ctx, conv, lo-1, hi+1, len(msgs)+int(hi-lo)+1, false)
+	// Leave out what MongoDB holds, by seq or by id: the server's own
+	// messages win, and a message is never stored twice.
+	seqs, ids, err := j.store.Held(ctx, conv, msgs)
 	if err != nil {
 		return 0, 0, fmt.Errorf("%w: history store: %v", handler.ErrUnavailable, err)
 	}
-	held := make(map[int64]bool, len(durable))
-	for _, m := range durable {
-		held[m.Seq] = true
-	}
-	msgs = slices.DeleteFunc(slices.Clone(msgs), func(m protocol.Message) bool { return held[m.Seq] })
+	msgs = slices.DeleteFunc(slices.Clone(msgs), func(m protocol.Message) bool { return seqs[m.Seq] || ids[m.ID] })
 	n, latest, err := j.log.Restore(ctx, conv, msgs, members)
 	if errors.Is(err, chatlog.ErrNeedSeqInit) {
 		if err = j.seed(ctx, conv); err == nil {
@@ -168,8 +161,21 @@ func (j *journal) Latest(ctx context.Context, convs []string) (map[string]int64,
 		return out, nil
 	}
 	for _, cv := range missing {
-		if err := j.seed(ctx, cv); err != nil {
-			return nil, fmt.Errorf("%w: %v", handler.ErrUnavailable, err)
+		// A conversation with nothing stored anywhere keeps no counter:
+		// reading one must not create keys for any name a client sends.
+		durable, err := j.store.LatestSeq(ctx, cv)
+		if err != nil {
+			return nil, fmt.Errorf("%w: cannot seed counter of %s: %v", handler.ErrUnavailable, cv, err)
+		}
+		waiting, err := j.log.Waiting(ctx, cv)
+		if err != nil {
+			return nil, unavailable(err)
+		}
+		if durable == 0 && waiting == 0 {
+			continue
+		}
+		if err := j.log.Reseed(ctx, cv, durable); err != nil {
+			return nil, unavailable(err)
 		}
 	}
 	again, err := j.log.Latest(ctx, missing)

@@ -26,13 +26,18 @@ func newWordsSvc(s *Server) *wordsSvc {
 	return &wordsSvc{s: s, counter: hotwords.New(s.rdb, s.cfg.RedisPrefix), queue: make(chan string, wordsQueue)}
 }
 
-// Count queues text to be counted; it never blocks. The handler calls it
-// once per message stored for a client of this node, so it also counts
+// Count queues m's text to be counted; it never blocks. The handler calls
+// it once per message stored for a client of this node, so it also counts
 // the messages the node accepted.
-func (w *wordsSvc) Count(text string) {
+func (w *wordsSvc) Count(m protocol.Message) {
 	w.s.messagesIn.Add(1)
+	if m.Room != "" {
+		w.s.m.MessagesInRoom.Inc()
+	} else {
+		w.s.m.MessagesInDM.Inc()
+	}
 	select {
-	case w.queue <- text:
+	case w.queue <- m.Text:
 	default:
 	}
 }

@@ -20,4 +20,5 @@ const (
 	DefaultPopular  = 10       // words when n is absent
 	MaxRoomMembers  = 10000    // members of one room
 	MaxRoomsListed  = 1000     // rooms one rooms reply lists (the first, by name)
+	MaxRebuildAhead = 10000    // how far above the server's latest seq a rebuilt message may be
 )
