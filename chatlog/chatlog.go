@@ -327,14 +327,21 @@ func (l *Log) AddConv(ctx context.Context, user, conv string) error {
 	return l.rdb.SAdd(ctx, l.ConvsKey(user), conv).Err()
 }
 
-// Waiting returns how many messages of conv wait in Redis to be written
-// to MongoDB.
-func (l *Log) Waiting(ctx context.Context, conv string) (int64, error) {
-	n, err := l.rdb.HLen(ctx, l.PendingKey(conv)).Result()
+// Waiting returns the seqs of conv's messages that wait in Redis to be
+// written to MongoDB. The history writer deletes one only after MongoDB
+// has it, so reading this before MongoDB misses nothing.
+func (l *Log) Waiting(ctx context.Context, conv string) (map[int64]bool, error) {
+	keys, err := l.rdb.HKeys(ctx, l.PendingKey(conv)).Result()
 	if err != nil {
-		return 0, fmt.Errorf("chatlog: waiting: %w", err)
+		return nil, fmt.Errorf("chatlog: waiting: %w", err)
 	}
-	return n, nil
+	out := make(map[int64]bool, len(keys))
+	for _, k := range keys {
+		if n, err := strconv.ParseInt(k, 10, 64); err == nil {
+			out[n] = true
+		}
+	}
+	return out, nil
 }
 
 // ForgetCounters deletes every conversation counter and the marker that

@@ -36,6 +36,12 @@ type leadership struct {
 	dialers map[string]context.CancelFunc // guarded by mu
 	links   map[string]*peerLink          // guarded by mu
 	loads   map[string]protocol.PeerFrame // last load frame per node; guarded by mu
+
+	// Frames for a member whose link is not up yet (a new term, or a link
+	// being re-dialled) wait here, bounded, for up to linkWait since the
+	// member had no link, and go out first when the link comes up.
+	held     map[string][][]byte  // guarded by mu
+	unlinked map[string]time.Time // since when a member has had no link; guarded by mu
 }
 
 // watchCluster applies cluster state changes in order: membership,
@@ -110,6 +116,7 @@ func (s *Server) newLeadership(epoch int64) *leadership {
 		wake:    make(chan struct{}, 1),
 		members: map[string]cluster.Member{}, dialers: map[string]context.CancelFunc{},
 		links: map[string]*peerLink{}, loads: map[string]protocol.PeerFrame{},
+		held: map[string][][]byte{}, unlinked: map[string]time.Time{},
 	}
 	l.linked = make(chan struct{})
 	l.linkTimer = time.AfterFunc(linkWait, l.markLinked)
@@ -186,9 +193,18 @@ func (l *leadership) applyMembers(ms []cluster.Member) (gone []string) {
 		}
 	}
 	l.members = next
+	for _, id := range gone {
+		delete(l.held, id)
+		delete(l.unlinked, id)
+	}
 	for id, m := range next {
 		if id == l.s.cfg.ID {
 			continue
+		}
+		if _, ok := l.links[id]; !ok {
+			if _, ok := l.unlinked[id]; !ok {
+				l.unlinked[id] = time.Now()
+			}
 		}
 		if _, ok := l.dialers[id]; !ok {
 			ctx, cancel := context.WithCancel(l.ctx)
@@ -223,6 +239,15 @@ func (l *leadership) dial(ctx context.Context, m cluster.Member) {
 		link := newPeerLink(ws, m.ID, l.epoch, l.s.cfg.PeerQueue, l.s.log)
 		l.mu.Lock()
 		l.links[m.ID] = link
+		for _, b := range l.held[m.ID] {
+			if link.enqueue(b) {
+				l.s.m.LeaderFramesOut.Inc()
+			} else {
+				l.s.m.LeaderFramesDropped.Inc()
+			}
+		}
+		delete(l.held, m.ID)
+		delete(l.unlinked, m.ID)
 		l.checkLinkedLocked()
 		l.mu.Unlock()
 		link.log.Info().Msg("linked to node")
@@ -238,6 +263,7 @@ func (l *leadership) dial(ctx context.Context, m cluster.Member) {
 		l.mu.Lock()
 		if l.links[m.ID] == link {
 			delete(l.links, m.ID)
+			l.unlinked[m.ID] = time.Now()
 		}
 		l.mu.Unlock()
 	}
@@ -300,6 +326,13 @@ func (l *leadership) send(node string, f *protocol.PeerFrame) {
 	}
 	l.mu.Lock()
 	link := l.links[node]
+	if link == nil {
+		if since, ok := l.unlinked[node]; ok && time.Since(since) < linkWait && len(l.held[node]) < l.s.cfg.PeerQueue {
+			l.held[node] = append(l.held[node], b)
+			l.mu.Unlock()
+			return
+		}
+	}
 	l.mu.Unlock()
 	if link == nil || !link.enqueue(b) {
 		l.s.m.LeaderFramesDropped.Inc()

@@ -67,13 +67,19 @@ func (j *journal) Append(ctx context.Context, m protocol.Message, clientMsgID st
 }
 
 func (j *journal) Restore(ctx context.Context, conv string, msgs []protocol.Message, members []string) (int, int64, error) {
-	// Leave out what MongoDB holds, by seq or by id: the server's own
-	// messages win, and a message is never stored twice.
+	// Leave out what Redis and MongoDB hold, by seq (and MongoDB by id):
+	// the server's own messages win, and a message is never stored twice.
+	// Redis first: what the history writer moves meanwhile is in MongoDB
+	// when MongoDB is read; the restore script checks Redis again.
+	waiting, err := j.log.Waiting(ctx, conv)
+	if err != nil {
+		return 0, 0, unavailable(err)
+	}
 	seqs, ids, err := j.store.Held(ctx, conv, msgs)
 	if err != nil {
 		return 0, 0, fmt.Errorf("%w: history store: %v", handler.ErrUnavailable, err)
 	}
-	msgs = slices.DeleteFunc(slices.Clone(msgs), func(m protocol.Message) bool { return seqs[m.Seq] || ids[m.ID] })
+	msgs = slices.DeleteFunc(slices.Clone(msgs), func(m protocol.Message) bool { return waiting[m.Seq] || seqs[m.Seq] || ids[m.ID] })
 	n, latest, err := j.log.Restore(ctx, conv, msgs, members)
 	if errors.Is(err, chatlog.ErrNeedSeqInit) {
 		if err = j.seed(ctx, conv); err == nil {
@@ -86,14 +92,32 @@ func (j *journal) Restore(ctx context.Context, conv string, msgs []protocol.Mess
 	return n, latest, nil
 }
 
-// seed sets conv's counter, lost with Redis, above what MongoDB holds,
-// leaving room for what clients may give back (chatlog.SeqGap).
+// seed sets conv's counter, lost with Redis, above every seq stored
+// anywhere, leaving room for what clients may give back (chatlog.SeqGap).
 func (j *journal) seed(ctx context.Context, conv string) error {
-	latest, err := j.store.LatestSeq(ctx, conv)
+	floor, err := j.stored(ctx, conv)
 	if err != nil {
-		return fmt.Errorf("cannot seed counter of %s: %v", conv, err)
+		return err
 	}
-	return j.log.Reseed(ctx, conv, latest)
+	return j.log.Reseed(ctx, conv, floor)
+}
+
+// stored returns the highest seq of conv held in Redis (waiting for
+// MongoDB) or in MongoDB. Redis is read first: a message the history writer
+// moves meanwhile is in MongoDB by the time MongoDB is read.
+func (j *journal) stored(ctx context.Context, conv string) (int64, error) {
+	waiting, err := j.log.Waiting(ctx, conv)
+	if err != nil {
+		return 0, unavailable(err)
+	}
+	durable, err := j.store.LatestSeq(ctx, conv)
+	if err != nil {
+		return 0, fmt.Errorf("%w: cannot seed counter of %s: %v", handler.ErrUnavailable, conv, err)
+	}
+	for s := range waiting {
+		durable = max(durable, s)
+	}
+	return durable, nil
 }
 
 // Unsure implements handler.Journal: conversations whose counter was
@@ -163,18 +187,14 @@ func (j *journal) Latest(ctx context.Context, convs []string) (map[string]int64,
 	for _, cv := range missing {
 		// A conversation with nothing stored anywhere keeps no counter:
 		// reading one must not create keys for any name a client sends.
-		durable, err := j.store.LatestSeq(ctx, cv)
+		floor, err := j.stored(ctx, cv)
 		if err != nil {
-			return nil, fmt.Errorf("%w: cannot seed counter of %s: %v", handler.ErrUnavailable, cv, err)
+			return nil, err
 		}
-		waiting, err := j.log.Waiting(ctx, cv)
-		if err != nil {
-			return nil, unavailable(err)
-		}
-		if durable == 0 && waiting == 0 {
+		if floor == 0 {
 			continue
 		}
-		if err := j.log.Reseed(ctx, cv, durable); err != nil {
+		if err := j.log.Reseed(ctx, cv, floor); err != nil {
 			return nil, unavailable(err)
 		}
 	}
