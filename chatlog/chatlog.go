@@ -226,7 +226,10 @@ for _, s in ipairs(redis.call('HKEYS', KEYS[3])) do
   if n and n > floor then floor = n end
 end
 redis.call('SET', KEYS[1], floor + tonumber(ARGV[2]))
-redis.call('HSET', KEYS[2], ARGV[3], floor)
+-- Keep the lowest floor: a conversation re-seeded twice still has its
+-- first gap, where clients may hold what was lost.
+local old = tonumber(redis.call('HGET', KEYS[2], ARGV[3]) or '')
+if not old or old > floor then redis.call('HSET', KEYS[2], ARGV[3], floor) end
 return 1
 `)
 

@@ -41,6 +41,9 @@ type Member struct {
 	ID   string `json:"id"`   // unique node id, also the znode name under <root>/nodes
 	WS   string `json:"ws"`   // client WebSocket URL
 	Peer string `json:"peer"` // peer-link address
+	// Run tells runs of the same id apart (the node's start time, unix
+	// ns): state a node left behind names the run that wrote it.
+	Run int64 `json:"run,omitempty"`
 }
 
 // Config configures a Cluster. Zero fields take the defaults above.
@@ -64,6 +67,12 @@ type Config struct {
 	Self Member
 	// Logger receives the package's logs (zero value: no logs).
 	Logger zerolog.Logger
+	// Observe, if set, is called after every ZooKeeper request with its
+	// operation ("create", "get", "children", ...), how long it took and
+	// its error: nil when ZooKeeper answered, also when the answer was "no
+	// node" or "node exists". It is called from the goroutine that made the
+	// request (the loop, or a caller of CurrentLeader) and must not block.
+	Observe func(op string, took time.Duration, err error)
 }
 
 func (c Config) withDefaults() Config {

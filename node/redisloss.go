@@ -48,7 +48,8 @@ func (s *Server) watchRedis() {
 		ctx, cancel := context.WithTimeout(s.ctx, 2*time.Second)
 		next := strconv.FormatInt(s.started.UnixNano(), 36) + "." + strconv.Itoa(n)
 		old, err := s.rdb.SetArgs(ctx, s.bootKey(), next, redis.SetArgs{Get: true}).Result()
-		lost := errors.Is(err, redis.Nil) || err == nil && old != s.beat && old != s.tried
+		emptied := errors.Is(err, redis.Nil)
+		rolledBack := err == nil && old != s.beat && old != s.tried
 		switch {
 		case err != nil && !errors.Is(err, redis.Nil):
 			// The write may or may not have happened: either value is
@@ -65,8 +66,8 @@ func (s *Server) watchRedis() {
 			down = false
 		}
 		s.beat, s.tried = next, ""
-		if lost {
-			if err := s.restoreRedis(ctx); err != nil && s.ctx.Err() == nil {
+		if emptied || rolledBack {
+			if err := s.restoreRedis(ctx, rolledBack); err != nil && s.ctx.Err() == nil {
 				s.log.Warn().Err(err).Msg("cannot restore this node's data in Redis yet; retrying")
 				// Make the next check see the loss again.
 				s.beat = ""
@@ -76,18 +77,17 @@ func (s *Server) watchRedis() {
 	}
 }
 
-// restoreRedis forgets the counters (one node per loss), re-registers
-// every local session and, on the leader, the rooms' conversation lists.
-func (s *Server) restoreRedis(ctx context.Context) error {
-	s.log.Warn().Msg("Redis has lost data (restarted empty, flushed or rolled back); restoring this node's part")
-	if ok, err := s.rdb.SetNX(ctx, s.recoveryKey(), s.cfg.ID, 10*time.Second).Result(); err != nil {
-		return fmt.Errorf("recovery lock: %w", err)
-	} else if ok {
-		n, err := s.chatlog.ForgetCounters(ctx)
-		if err != nil {
+// restoreRedis re-registers every local session and, on the leader, the
+// rooms' conversation lists. After a rollback it also forgets the counters
+// (one node per loss): they may be behind what was given out since. After
+// an empty restart there are none to forget, and those seeded since are
+// right.
+func (s *Server) restoreRedis(ctx context.Context, rolledBack bool) error {
+	s.log.Warn().Bool("rolledBack", rolledBack).Msg("Redis has lost data; restoring this node's part")
+	if rolledBack {
+		if err := s.forgetCounters(ctx); err != nil {
 			return err
 		}
-		s.log.Info().Int("counters", n).Msg("conversation counters will be seeded again from what is stored")
 	}
 	var (
 		n   int
@@ -98,7 +98,7 @@ func (s *Server) restoreRedis(ctx context.Context) error {
 		if ver, err = s.sessions.NextVersion(ctx); err != nil {
 			return false
 		}
-		rec := session.Record{User: c.User(), Node: s.cfg.ID, Conn: c.id, LoginTime: time.Now().UnixMilli(), Version: ver}
+		rec := session.Record{User: c.User(), Node: s.cfg.ID, Conn: c.id, LoginTime: time.Now().UnixMilli(), Version: ver, Run: s.started.UnixNano()}
 		if _, _, err = s.sessions.Put(ctx, rec); err != nil {
 			return false
 		}
@@ -114,5 +114,19 @@ func (s *Server) restoreRedis(ctx context.Context) error {
 		}
 	}
 	s.log.Info().Int("sessions", n).Msg("sessions restored in Redis")
+	return nil
+}
+
+// forgetCounters makes one node per loss forget every counter.
+func (s *Server) forgetCounters(ctx context.Context) error {
+	ok, err := s.rdb.SetNX(ctx, s.recoveryKey(), s.cfg.ID, 10*time.Second).Result()
+	if err != nil || !ok {
+		return err
+	}
+	n, err := s.chatlog.ForgetCounters(ctx)
+	if err != nil {
+		return err
+	}
+	s.log.Info().Int("counters", n).Msg("conversation counters will be seeded again from what is stored")
 	return nil
 }

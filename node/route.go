@@ -140,7 +140,7 @@ func (r *router) route(j routeJob) {
 			r.s.m.PushMessage.Inc()
 		}
 		return
-	case !r.s.isLive(rec.Node):
+	case !r.s.holds(rec):
 		return
 	}
 	r.toLeader(&protocol.PeerFrame{Type: protocol.PeerRoute, Dest: rec.Node, Users: []string{j.user}, Message: j.m})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"net"
 	"net/http"
 	"sync"
@@ -69,6 +70,9 @@ type Server struct {
 
 	messagesIn atomic.Int64 // messages accepted from this node's clients
 
+	loginSeed maphash.Seed
+	loginMu   [64]sync.Mutex // logins of one user on this node, by user hash
+
 	// beat is the value of bootKey this node last wrote, tried one whose
 	// write had an unknown outcome; both belong to watchRedis (set first
 	// by Start).
@@ -118,6 +122,7 @@ func New(cfg Config) (*Server, error) {
 		s.filter = f
 		s.log.Info().Str("file", cfg.WordFilterFile).Int("words", f.Len()).Msg("word filter loaded")
 	}
+	s.loginSeed = maphash.MakeSeed()
 	empty := map[string]cluster.Member{}
 	s.members.Store(&empty)
 	s.routes = newRouter(s)
@@ -236,7 +241,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 
 	s.cluster, err = cluster.New(cluster.Config{
 		Servers: s.cfg.ZK, Root: s.cfg.ZKRoot, SessionTimeout: s.cfg.ZKSessionTimeout,
-		Self:    cluster.Member{ID: s.cfg.ID, WS: s.cfg.Advertise, Peer: s.cfg.PeerListen},
+		Self:    cluster.Member{ID: s.cfg.ID, WS: s.cfg.Advertise, Peer: s.cfg.PeerListen, Run: s.started.UnixNano()},
 		Logger:  s.log.With().Str("component", "cluster").Logger(),
 		Observe: s.m.ObserveZK,
 	})
@@ -320,29 +325,8 @@ func (s *Server) dropConn(c *client) {
 // login binds c to user: locally (kicking an older local connection) and in
 // the global session (kicking an older connection on another node).
 func (s *Server) login(ctx context.Context, c *client, user string) (string, error) {
-	ver, err := s.sessions.NextVersion(ctx)
-	if err != nil {
-		return "", fmt.Errorf("%w: %v", handler.ErrUnavailable, err)
-	}
-	c.user.Store(&user)
-	if old, replaced := s.local.Add(c); replaced && old != c {
-		old.kick("logged in elsewhere")
-	}
-	rec := session.Record{User: user, Node: s.cfg.ID, Conn: c.id, LoginTime: time.Now().UnixMilli(), Version: ver}
-	prev, stored, err := s.sessions.Put(ctx, rec)
-	if err != nil {
-		s.local.Remove(c)
-		c.user.Store(nil)
-		return "", fmt.Errorf("%w: %v", handler.ErrUnavailable, err)
-	}
-	if !stored {
-		// A newer login of the same user won the race: this one loses.
-		s.local.Remove(c)
-		c.kick("logged in elsewhere")
-		return "", protocol.Errorf(protocol.CodeConflict, "a newer login of %s exists", user)
-	}
-	if prev.Conn != "" && prev.Conn != c.id && prev.Node != s.cfg.ID && s.isLive(prev.Node) {
-		s.routes.kickRemote(prev.Node, user, prev.Conn)
+	if err := s.bind(ctx, c, user); err != nil {
+		return "", err
 	}
 	// The leader learns of the login before the client hears it is logged
 	// in, so room messages posted after the reply reach this connection
@@ -358,6 +342,41 @@ func (s *Server) login(ctx context.Context, c *client, user string) (string, err
 	return c.id, nil
 }
 
+// bind makes c the user's connection here and in the global session. The
+// logins of one user on this node run one at a time, from taking the
+// version to the write, so the local order of logins is their version
+// order and the one Redis keeps is the one kept here.
+func (s *Server) bind(ctx context.Context, c *client, user string) error {
+	mu := &s.loginMu[maphash.String(s.loginSeed, user)%uint64(len(s.loginMu))]
+	mu.Lock()
+	defer mu.Unlock()
+	ver, err := s.sessions.NextVersion(ctx)
+	if err != nil {
+		return fmt.Errorf("%w: %v", handler.ErrUnavailable, err)
+	}
+	c.user.Store(&user)
+	if old, replaced := s.local.Add(c); replaced && old != c {
+		old.kick("logged in elsewhere")
+	}
+	rec := session.Record{User: user, Node: s.cfg.ID, Conn: c.id, LoginTime: time.Now().UnixMilli(), Version: ver, Run: s.started.UnixNano()}
+	prev, stored, err := s.sessions.Put(ctx, rec)
+	if err != nil {
+		s.local.Remove(c)
+		c.user.Store(nil)
+		return fmt.Errorf("%w: %v", handler.ErrUnavailable, err)
+	}
+	if !stored {
+		// A newer login of the same user won the race: this one loses.
+		s.local.Remove(c)
+		c.kick("logged in elsewhere")
+		return protocol.Errorf(protocol.CodeConflict, "a newer login of %s exists", user)
+	}
+	if prev.Conn != "" && prev.Conn != c.id && prev.Node != s.cfg.ID && s.holds(prev) {
+		s.routes.kickRemote(prev.Node, user, prev.Conn)
+	}
+	return nil
+}
+
 // onlineWait bounds how long a login waits for the leader to record it.
 const onlineWait = 500 * time.Millisecond
 
@@ -365,11 +384,15 @@ const onlineWait = 500 * time.Millisecond
 func (s *Server) disconnected(c *client) {
 	s.dropConn(c)
 	user := c.User()
-	if user == "" || !s.local.Remove(c) {
+	if user == "" {
 		return
 	}
-	c.log.Info().Msg("logged out")
-	s.routes.toLeader(&protocol.PeerFrame{Type: protocol.PeerOnline, User: user, Conn: c.id})
+	if s.local.Remove(c) {
+		c.log.Info().Msg("logged out")
+		s.routes.toLeader(&protocol.PeerFrame{Type: protocol.PeerOnline, User: user, Conn: c.id})
+	}
+	// Also for a connection replaced here meanwhile: the delete removes
+	// only a record that still names this connection.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if _, err := s.sessions.Delete(ctx, user, c.id); err != nil {
@@ -388,6 +411,15 @@ func (s *Server) kickLocal(user, conn string) {
 func (s *Server) isLive(node string) bool {
 	_, ok := (*s.members.Load())[node]
 	return ok
+}
+
+// holds reports whether the node a session names still holds it: the node
+// is registered in ZooKeeper and is the same run of it that wrote the
+// session (a node restarted under the same id has none of its old
+// connections).
+func (s *Server) holds(r session.Record) bool {
+	m, ok := (*s.members.Load())[r.Node]
+	return ok && (r.Run == 0 || m.Run == 0 || m.Run == r.Run)
 }
 
 // Close stops the node gracefully, in this order: stop accepting clients;

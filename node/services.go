@@ -121,9 +121,9 @@ func (j *journal) stored(ctx context.Context, conv string) (int64, error) {
 }
 
 // Unsure implements handler.Journal: conversations whose counter was
-// seeded after a loss, where the client's offset lies in the gap and the
-// server holds no message at that seq: the client holds what the server
-// lost.
+// seeded after a loss, where the client's offset lies above the first
+// floor and the server holds no message at that seq: the client holds what
+// the server lost.
 func (j *journal) Unsure(ctx context.Context, offsets map[string]int64) (map[string]bool, error) {
 	convs := make([]string, 0, len(offsets))
 	for cv, off := range offsets {
@@ -138,7 +138,7 @@ func (j *journal) Unsure(ctx context.Context, offsets map[string]int64) (map[str
 	out := map[string]bool{}
 	for cv, floor := range floors {
 		off := offsets[cv]
-		if off <= floor || off > floor+chatlog.SeqGap {
+		if off <= floor {
 			continue
 		}
 		held, err := j.Range(ctx, cv, off-1, off+1, 1, false)
@@ -327,7 +327,7 @@ func (ss sessionsSvc) Lookup(ctx context.Context, user string) (handler.Presence
 	case err != nil:
 		return handler.Presence{}, fmt.Errorf("%w: %v", handler.ErrUnavailable, err)
 	}
-	if !ss.s.isLive(rec.Node) {
+	if !ss.s.holds(rec) {
 		return handler.Presence{}, nil
 	}
 	return handler.Presence{Online: true, Node: rec.Node, LoginTime: rec.LoginTime}, nil

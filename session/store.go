@@ -25,6 +25,7 @@ type Record struct {
 	Conn      string // connection id, unique cluster-wide
 	LoginTime int64  // unix milliseconds
 	Version   int64  // from Store.NextVersion; > 0
+	Run       int64  // which run of the node: its start time (unix ns); 0 if unknown
 }
 
 // Store keeps global sessions in Redis. It is safe for concurrent use.
@@ -82,7 +83,7 @@ if cur[4] then
     return {0, cur[1] or '', cur[2] or '', cur[3] or '0', cur[4]}
   end
 end
-redis.call('HSET', KEYS[1], 'user', ARGV[1], 'node', ARGV[2], 'conn', ARGV[3], 'login', ARGV[4], 'ver', ARGV[5])
+redis.call('HSET', KEYS[1], 'user', ARGV[1], 'node', ARGV[2], 'conn', ARGV[3], 'login', ARGV[4], 'ver', ARGV[5], 'run', ARGV[6])
 if cur[4] then
   return {1, cur[1] or '', cur[2] or '', cur[3] or '0', cur[4]}
 end
@@ -102,7 +103,7 @@ func (s *Store) Put(ctx context.Context, r Record) (prev Record, stored bool, er
 		return Record{}, false, fmt.Errorf("session: put: record needs a user, a connection and a version > 0")
 	}
 	res, err := putScript.Run(ctx, s.rdb, []string{s.key(r.User)},
-		r.User, r.Node, r.Conn, r.LoginTime, r.Version).Slice()
+		r.User, r.Node, r.Conn, r.LoginTime, r.Version, r.Run).Slice()
 	if err != nil {
 		return Record{}, false, fmt.Errorf("session: put %s: %w", r.User, err)
 	}
@@ -167,5 +168,6 @@ func (s *Store) Get(ctx context.Context, user string) (Record, error) {
 	if err != nil {
 		return Record{}, fmt.Errorf("session: get %s: %w", user, err)
 	}
+	r.Run, _ = strconv.ParseInt(m["run"], 10, 64)
 	return r, nil
 }
