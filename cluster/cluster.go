@@ -65,7 +65,7 @@ type Cluster struct {
 	mu sync.Mutex // guards the fields below; never held across a ZooKeeper call
 	// conn is set once by Start, under mu, before the loop runs; the loop
 	// owner reads it without mu, everyone else under mu.
-	conn     *zk.Conn
+	conn     *zkConn
 	events   <-chan zk.Event
 	started  bool
 	closing  bool
@@ -140,7 +140,7 @@ func (c *Cluster) Start(ctx context.Context) error {
 		return fmt.Errorf("cluster: connect: %w", err)
 	}
 	c.mu.Lock()
-	c.conn, c.events = conn, events
+	c.conn, c.events = &zkConn{Conn: conn, observe: c.cfg.Observe}, events
 	c.mu.Unlock()
 	c.log.Info().Strs("servers", c.cfg.Servers).Str("root", c.cfg.Root).
 		Dur("session_timeout", c.cfg.SessionTimeout).Msg("joining cluster")
@@ -271,7 +271,7 @@ func (c *Cluster) CurrentLeader(ctx context.Context) (Leader, error) {
 }
 
 // readLeader reads the election znode name and returns it as a Leader.
-func (c *Cluster) readLeader(conn *zk.Conn, name string) (Leader, error) {
+func (c *Cluster) readLeader(conn *zkConn, name string) (Leader, error) {
 	data, stat, err := conn.Get(c.electionPath + "/" + name)
 	if err != nil {
 		return Leader{}, err

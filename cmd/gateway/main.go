@@ -26,6 +26,7 @@ func run(args []string) error {
 	cfg := gateway.DefaultConfig()
 	fs := flagenv.New("gateway")
 	listen := fs.String("listen", "CHAT_GATEWAY_LISTEN", cfg.Listen, "HTTP listen address")
+	admin := fs.String("admin-listen", "CHAT_GATEWAY_ADMIN_LISTEN", "127.0.0.1:9200", "admin listen address: /debug/pprof/ and GET /metrics (empty: none)")
 	rds := fs.String("redis", "CHAT_REDIS", "127.0.0.1:6379", "Redis address")
 	prefix := fs.String("redis-prefix", "CHAT_REDIS_PREFIX", cfg.RedisPrefix, "prefix of every Redis key")
 	mongo := fs.String("mongo", "CHAT_MONGO", "mongodb://127.0.0.1:27017/", "MongoDB URI")
@@ -39,6 +40,7 @@ func run(args []string) error {
 		return err
 	}
 	cfg.Listen, cfg.Redis, cfg.RedisPrefix, cfg.Mongo, cfg.MongoDB, cfg.Logger = *listen, *rds, *prefix, *mongo, *mongoDB, log
+	cfg.AdminListen = *admin
 	g, err := gateway.New(cfg)
 	if err != nil {
 		return err
@@ -49,6 +51,9 @@ func run(args []string) error {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "gateway listening on http://%s/\n", g.Addr())
+	if a := g.AdminAddr(); a != "" {
+		fmt.Fprintf(os.Stderr, "gateway admin (pprof) on http://%s/debug/pprof/\n", a)
+	}
 	<-ctx.Done()
 	stop()
 	closeCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

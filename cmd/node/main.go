@@ -35,6 +35,7 @@ func run(args []string) error {
 	listen := fs.String("listen", "CHAT_LISTEN", "127.0.0.1:9001", "client WebSocket listen address")
 	advertise := fs.String("advertise", "CHAT_ADVERTISE", "", "WebSocket URL given to clients (default ws://<listen>/ws)")
 	peer := fs.String("peer-listen", "CHAT_PEER_LISTEN", "127.0.0.1:9101", "peer-link listen address (never the client port)")
+	admin := fs.String("admin-listen", "CHAT_ADMIN_LISTEN", "127.0.0.1:9201", "admin listen address: GET /metrics (Prometheus) and /debug/pprof/ (empty: none)")
 	zk := fs.String("zk", "CHAT_ZK", "127.0.0.1:2181", "ZooKeeper servers, comma-separated")
 	zkRoot := fs.String("zk-root", "CHAT_ZK_ROOT", cfg.ZKRoot, "ZooKeeper root path of this cluster")
 	zkTimeout := fs.Duration("zk-session-timeout", "CHAT_ZK_SESSION_TIMEOUT", cfg.ZKSessionTimeout, "ZooKeeper session timeout: how soon a dead node is noticed")
@@ -62,7 +63,7 @@ func run(args []string) error {
 	if err != nil {
 		return fmt.Errorf("cluster secret: %w", err)
 	}
-	cfg.ID, cfg.Listen, cfg.Advertise, cfg.PeerListen = *id, *listen, *advertise, *peer
+	cfg.ID, cfg.Listen, cfg.Advertise, cfg.PeerListen, cfg.AdminListen = *id, *listen, *advertise, *peer, *admin
 	cfg.ZK, cfg.ZKRoot, cfg.ZKSessionTimeout = flagenv.List(*zk), *zkRoot, *zkTimeout
 	cfg.Redis, cfg.RedisPrefix, cfg.Mongo, cfg.MongoDB = *rds, *prefix, *mongo, *mongoDB
 	cfg.Secret = []byte(strings.TrimSpace(string(secret)))
