@@ -2,7 +2,8 @@
 # Usage: deploy/install.sh
 #
 # Makes this machine ready to build, run and test the chat cluster:
-#   - Debian packages zookeeper (with Java) and redis-server, and make and
+#   - Debian packages zookeeper (with Java), redis-server, chromium and a
+#     font (the headless browser of the web client's tests), and make and
 #     gcc (for the race detector) where absent, installed with apt-get only
 #     if missing (as root, or through sudo);
 #   - the Go modules of the root module and of deploy/mongostore.
@@ -29,6 +30,13 @@ fi
 if ! installed redis-server || ! command -v redis-server >/dev/null; then
 	missing+=(redis-server)
 fi
+# The browser tests of the web client (web/) drive Debian's chromium,
+# headless; without recommends it comes without a font, so screenshots
+# need one.
+if ! installed chromium || ! command -v chromium >/dev/null; then
+	missing+=(chromium)
+fi
+installed fonts-dejavu-core || missing+=(fonts-dejavu-core)
 # The rest is on any Debian system, but not always in a minimal one. The
 # race detector (make test) needs cgo, hence a C compiler.
 command -v make >/dev/null || missing+=(make)
@@ -61,6 +69,7 @@ if ((${#missing[@]} > 0)); then
 	[[ -f /usr/share/java/zookeeper.jar ]] || die "zookeeper installed but /usr/share/java/zookeeper.jar is missing"
 	command -v java >/dev/null || die "zookeeper installed but java is not on PATH"
 	command -v redis-server >/dev/null || die "redis-server installed but not on PATH"
+	command -v chromium >/dev/null || die "chromium installed but not on PATH"
 fi
 
 command -v go >/dev/null || die "'go' not found: install Go $(sed -n 's/^go //p' "$CHAT_ROOT/go.mod") or newer from https://go.dev/dl/ and put it on PATH"

@@ -10,17 +10,21 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
 	"chatcluster/accounts"
 	"chatcluster/directory"
 	"chatcluster/history"
+	"chatcluster/metrics"
+	"chatcluster/web"
 )
 
 // Config of a gateway.
 type Config struct {
 	Listen      string
+	AdminListen string // pprof (and /metrics again), host:port; "" opens none
 	Redis       string
 	RedisPrefix string
 	Mongo       string
@@ -40,6 +44,13 @@ func (c Config) Validate() error {
 	var errs []error
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		errs = append(errs, fmt.Errorf("--listen %q: %w", c.Listen, err))
+	}
+	if c.AdminListen != "" {
+		if _, _, err := net.SplitHostPort(c.AdminListen); err != nil {
+			errs = append(errs, fmt.Errorf("--admin-listen %q: %w", c.AdminListen, err))
+		} else if c.AdminListen == c.Listen {
+			errs = append(errs, errors.New("--admin-listen must differ from --listen: pprof is never on the public port"))
+		}
 	}
 	if c.Redis == "" {
 		errs = append(errs, errors.New("a Redis address is required (--redis)"))
@@ -63,6 +74,12 @@ type Gateway struct {
 	srv      *http.Server
 	done     chan struct{} // closed when Serve returned
 
+	reg       *prometheus.Registry // served at GET /metrics
+	m         *metrics.Gateway
+	adminLn   net.Listener  // nil without Config.AdminListen
+	adminSrv  *http.Server  // nil without Config.AdminListen
+	adminDone chan struct{} // closed when the admin Serve returned
+
 	closeOnce sync.Once
 }
 
@@ -71,16 +88,27 @@ func New(cfg Config) (*Gateway, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Gateway{cfg: cfg, log: cfg.Logger.With().Str("component", "gateway").Logger(), done: make(chan struct{})}, nil
+	reg := metrics.NewRegistry()
+	return &Gateway{cfg: cfg, log: cfg.Logger.With().Str("component", "gateway").Logger(), done: make(chan struct{}),
+		reg: reg, m: metrics.NewGateway(reg), adminDone: make(chan struct{})}, nil
 }
 
 // Addr is the address the gateway listens on, once started.
 func (g *Gateway) Addr() string { return g.ln.Addr().String() }
 
+// AdminAddr is the address of the admin listener once started, "" if none.
+func (g *Gateway) AdminAddr() string {
+	if g.adminLn == nil {
+		return ""
+	}
+	return g.adminLn.Addr().String()
+}
+
 // Start connects to Redis and MongoDB and starts serving.
 func (g *Gateway) Start(ctx context.Context) error {
 	g.started = time.Now()
 	g.rdb = redis.NewClient(&redis.Options{Addr: g.cfg.Redis, DialTimeout: 2 * time.Second, ReadTimeout: 3 * time.Second, WriteTimeout: 3 * time.Second})
+	g.rdb.AddHook(g.m.RedisHook())
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	err := g.rdb.Ping(pctx).Err()
 	cancel()
@@ -88,15 +116,27 @@ func (g *Gateway) Start(ctx context.Context) error {
 		g.rdb.Close()
 		return fmt.Errorf("gateway: cannot reach Redis at %s: %w", g.cfg.Redis, err)
 	}
-	g.store, err = history.Open(ctx, g.cfg.Mongo, g.cfg.MongoDB)
+	g.store, err = history.Open(ctx, g.cfg.Mongo, g.cfg.MongoDB, history.WithMonitor(g.m.MongoMonitor()))
 	if err != nil {
 		g.rdb.Close()
 		return fmt.Errorf("gateway: cannot open MongoDB at %s: %w", g.cfg.Mongo, err)
 	}
 	g.accounts = accounts.New(g.rdb, g.cfg.RedisPrefix, g.store, g.cfg.BcryptCost, g.cfg.TokenTTL)
 	g.dir = directory.New(g.rdb, g.cfg.RedisPrefix)
+	// The admin listener first: once the public port accepts, so does it.
+	if g.cfg.AdminListen != "" {
+		if g.adminLn, err = net.Listen("tcp", g.cfg.AdminListen); err != nil {
+			g.rdb.Close()
+			_ = g.store.Close(ctx)
+			return fmt.Errorf("gateway: admin listen: %w", err)
+		}
+	}
 	g.ln, err = net.Listen("tcp", g.cfg.Listen)
 	if err != nil {
+		if g.adminLn != nil {
+			g.adminLn.Close()
+			g.adminLn = nil
+		}
 		g.rdb.Close()
 		_ = g.store.Close(ctx)
 		return fmt.Errorf("gateway: listen: %w", err)
@@ -114,18 +154,32 @@ func (g *Gateway) Start(ctx context.Context) error {
 			g.log.Error().Err(err).Msg("listener failed")
 		}
 	}()
+	if g.adminLn != nil {
+		g.adminSrv = &http.Server{Handler: metrics.AdminMux(g.reg), ReadHeaderTimeout: 5 * time.Second}
+		go func() { // owned by Close, which waits for adminDone
+			defer close(g.adminDone)
+			if err := g.adminSrv.Serve(g.adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				g.log.Error().Err(err).Msg("admin listener failed")
+			}
+		}()
+	}
 	g.log.Info().Str("addr", g.Addr()).Msg("gateway started")
 	return nil
 }
 
 // Close stops accepting requests, lets running ones finish within ctx,
-// then closes Redis and MongoDB. Idempotent.
+// closes the admin listener (a profile in progress is cut off), then
+// closes Redis and MongoDB. Idempotent.
 func (g *Gateway) Close(ctx context.Context) error {
 	var err error
 	g.closeOnce.Do(func() {
 		if g.srv != nil {
 			err = g.srv.Shutdown(ctx)
 			<-g.done
+		}
+		if g.adminSrv != nil {
+			_ = g.adminSrv.Close()
+			<-g.adminDone
 		}
 		if g.rdb != nil {
 			g.rdb.Close()
@@ -145,19 +199,27 @@ func (g *Gateway) routes() http.Handler {
 	mux.HandleFunc("POST /api/login", g.login)
 	mux.HandleFunc("GET /api/cluster", g.cluster)
 	mux.HandleFunc("GET /healthz", g.healthz)
-	mux.HandleFunc("GET /{$}", g.index)
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("GET /metrics", metrics.Handler(g.reg))
+	notFound := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
 	})
+	// The web client, the status page and their files (package web).
+	pages := web.New(notFound)
+	mux.Handle("GET /{$}", pages)
+	mux.Handle("GET /status", pages)
+	mux.Handle("GET /static/", pages)
+	mux.Handle("/", notFound)
 	return g.logRequests(mux)
 }
 
-// logRequests logs failed requests at WARN and the rest at DEBUG.
+// logRequests logs failed requests at WARN and the rest at DEBUG, and
+// counts them by the route (mux pattern) they matched.
 func (g *Gateway) logRequests(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 		start := time.Now()
 		next.ServeHTTP(sw, r)
+		g.m.ObserveRequest(r.Pattern, sw.status, time.Since(start))
 		ev := g.log.Debug()
 		if sw.status >= 400 {
 			ev = g.log.Warn()
@@ -202,7 +264,7 @@ type nodesReply struct {
 
 // liveNodes reads the list; it writes the error reply itself on failure.
 func (g *Gateway) liveNodes(w http.ResponseWriter, r *http.Request) (directory.View, []nodeJSON, bool) {
-	v, err := g.dir.Read(r.Context())
+	v, err := g.readView(r.Context())
 	switch {
 	case errors.Is(err, directory.ErrNoView):
 		writeError(w, http.StatusServiceUnavailable, "no chat node is live")
@@ -255,13 +317,17 @@ func (g *Gateway) register(w http.ResponseWriter, r *http.Request) {
 	}
 	switch err := g.accounts.Register(r.Context(), c.Username, c.Password); {
 	case errors.Is(err, accounts.ErrInvalid):
+		g.m.RegisterInvalid.Inc()
 		writeError(w, http.StatusBadRequest, err.Error()[len("accounts: "):])
 	case errors.Is(err, accounts.ErrTaken):
+		g.m.RegisterTaken.Inc()
 		writeError(w, http.StatusConflict, "username is taken")
 	case err != nil:
+		g.m.RegisterFailed.Inc()
 		g.log.Error().Err(err).Msg("register")
 		writeError(w, http.StatusServiceUnavailable, "user store unavailable; retry shortly")
 	default:
+		g.m.RegisterOK.Inc()
 		g.log.Info().Str("user", c.Username).Msg("user registered")
 		writeJSON(w, http.StatusCreated, map[string]string{"username": c.Username})
 	}
@@ -280,21 +346,25 @@ func (g *Gateway) login(w http.ResponseWriter, r *http.Request) {
 	}
 	switch err := g.accounts.Check(r.Context(), c.Username, c.Password); {
 	case errors.Is(err, accounts.ErrBadCredentials):
+		g.m.LoginDenied.Inc()
 		writeError(w, http.StatusUnauthorized, "wrong username or password")
 		return
 	case err != nil:
+		g.m.LoginFailed.Inc()
 		g.log.Error().Err(err).Msg("login")
 		writeError(w, http.StatusServiceUnavailable, "user store unavailable; retry shortly")
 		return
 	}
 	tok, err := g.accounts.IssueToken(r.Context(), c.Username)
 	if err != nil {
+		g.m.LoginFailed.Inc()
 		g.log.Error().Err(err).Msg("issue token")
 		writeError(w, http.StatusServiceUnavailable, "session store unavailable; retry shortly")
 		return
 	}
+	g.m.LoginOK.Inc()
 	nodes := []nodeJSON{}
-	if v, err := g.dir.Read(r.Context()); err == nil {
+	if v, err := g.readView(r.Context()); err == nil {
 		for _, n := range v.ByLoad() {
 			nodes = append(nodes, nodeJSON{ID: n.ID, WS: n.WS, Connections: n.Connections})
 		}
@@ -325,7 +395,7 @@ type clusterReply struct {
 }
 
 func (g *Gateway) cluster(w http.ResponseWriter, r *http.Request) {
-	v, err := g.dir.Read(r.Context())
+	v, err := g.readView(r.Context())
 	if err != nil && !errors.Is(err, directory.ErrNoView) {
 		writeError(w, http.StatusServiceUnavailable, "node list unavailable")
 		return
@@ -344,6 +414,21 @@ func (g *Gateway) cluster(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
+// readView reads the live-node list the leader publishes, counting the
+// read by its result.
+func (g *Gateway) readView(ctx context.Context) (directory.View, error) {
+	v, err := g.dir.Read(ctx)
+	switch {
+	case err == nil:
+		g.m.NodeListOK.Inc()
+	case errors.Is(err, directory.ErrNoView):
+		g.m.NodeListEmpty.Inc()
+	default:
+		g.m.NodeListFailed.Inc()
+	}
+	return v, err
+}
+
 func (g *Gateway) healthz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
@@ -357,21 +442,3 @@ func (g *Gateway) healthz(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, code, status)
 }
-
-func (g *Gateway) index(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	fmt.Fprint(w, indexHTML)
-}
-
-const indexHTML = `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>chat cluster</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"></head>
-<body style="font-family: sans-serif; max-width: 40em; margin: 2em auto">
-<h1>chat cluster gateway</h1>
-<p>Connect a client: <code>POST /api/login</code>, then open a WebSocket to the first node of
-<a href="/api/nodes">/api/nodes</a> and send <code>login</code> with the token.
-The protocol is in <code>docs/protocol.md</code>.</p>
-<ul><li><a href="/api/nodes">/api/nodes</a></li><li><a href="/api/cluster">/api/cluster</a></li>
-<li><a href="/healthz">/healthz</a></li></ul>
-</body></html>
-`

@@ -1,0 +1,614 @@
+package web_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/input"
+	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
+
+	"chatcluster/chatclient"
+	"chatcluster/internal/testenv"
+)
+
+const (
+	password    = "correct horse"
+	pageTimeout = 15 * time.Second // one wait for something to show in a page
+)
+
+// TestBrowserChat drives the web client and the status page in headless
+// Chromium against a real three-node cluster, as two users would: alice
+// and bob register through the page, each on a node of their own (the
+// page's ?node= parameter), and exchange direct and room messages; bob
+// scrolls back through a room's history. Then bob's node is killed: his
+// page says it is reconnecting, moves to another node, syncs, and shows
+// every message of both conversations exactly once, also those sent while
+// it was away and the one he typed while it was reconnecting. A graceful
+// stop of his next node moves the page again; a login of bob elsewhere
+// kicks it, and it stays off until asked to come back. Screenshots
+// of the pages go to test-output/web/ at the repository root.
+func TestBrowserChat(t *testing.T) {
+	chrome := chromiumPath(t)
+	shots := screenshotDir(t)
+	c := testenv.StartCluster(t, testenv.Options{Nodes: 3, Env: []string{"CHAT_RATE_LIMIT=100000"}})
+	leader := c.WaitLeader(t)
+	testenv.WaitFor(t, 15*time.Second, "the leader links to every node", func() bool { return linked(c) })
+	gw := c.GatewayURL()
+
+	// alice on the leader's node, bob on another; the third is left for
+	// bob to move to.
+	aNode, bNode := leader, ""
+	for i := 0; i < c.Len(); i++ {
+		if id := c.Node(i).ID; id != leader && bNode == "" {
+			bNode = id
+		}
+	}
+
+	// carol fills the room "archive" with more than a page of history,
+	// through the Go client, for bob to scroll back through.
+	const archived = 64
+	carolPosts(t, c, "archive", archived)
+
+	browser := startBrowser(t, chrome)
+	alice := openPage(t, browser, "alice")
+	bob := openPage(t, browser, "bob")
+
+	for _, p := range []struct {
+		pg   *page
+		node string
+	}{{alice, aNode}, {bob, bNode}} {
+		p.pg.do(chromedp.Navigate(gw+"/?node="+p.node), chromedp.WaitVisible(chromedp.CSS("#login-form")))
+		if p.pg == alice {
+			alice.screenshot(shots, "chat-login.png")
+		}
+		p.pg.do(
+			chromedp.SendKeys(chromedp.CSS("#username"), p.pg.name),
+			chromedp.SendKeys(chromedp.CSS("#password"), password),
+			chromedp.Click(chromedp.CSS("#register-btn")),
+		)
+		p.pg.waitOnline(p.node)
+	}
+
+	// Direct messages: bob sees the new conversation with 2 unread, opens
+	// it and answers. The second text would run script if it were parsed
+	// as HTML.
+	dm := []string{
+		"hello bob",
+		`<img src=x onerror="window.__injected=1"> & <b>not bold</b> <script>window.__injected=2</script>`,
+		"hi alice, got both",
+	}
+	alice.openDM("bob")
+	alice.wait("bob shows as online next to the conversation", `document.querySelector('#convlist li[data-conv="dm:alice:bob"] .dot.online') !== null`)
+	alice.send(dm[0])
+	alice.send(dm[1])
+	bob.wait("the conversation with alice shows 2 unread", `document.querySelector('#convlist li[data-conv="dm:alice:bob"]')?.dataset.unread === '2'`)
+	bob.do(chromedp.Click(chromedp.CSS(`#convlist li[data-conv="dm:alice:bob"] button`)))
+	bob.waitTexts(dm[:2])
+	bob.wait("opening the conversation clears its unread count", `document.querySelector('#convlist li[data-conv="dm:alice:bob"]')?.dataset.unread === '0'`)
+	bob.send(dm[2])
+	alice.waitTexts(dm)
+	for _, p := range []*page{alice, bob} {
+		got := evaluate[[]string](p, `[...document.querySelectorAll('#messages img, #messages b, #messages script')].map(e => e.outerHTML)`)
+		if len(got) > 0 || evaluate[bool](p, `window.__injected !== undefined`) {
+			t.Fatalf("%s: message text was parsed as HTML: %v", p.name, got)
+		}
+	}
+
+	// A room: alice creates it, bob finds it in the room list and joins.
+	room := []string{"morning, lobby", "morning alice"}
+	alice.do(chromedp.SendKeys(chromedp.CSS("#room-input"), "lobby\n"))
+	alice.waitTitle("#lobby")
+	alice.send(room[0])
+	bob.do(chromedp.Click(chromedp.CSS("#rooms-refresh")))
+	bob.wait("lobby in the room list", `document.querySelector('#roomlist li[data-room="lobby"]') !== null`)
+	bob.do(chromedp.Click(chromedp.CSS(`#roomlist li[data-room="lobby"] button`)))
+	bob.waitTitle("#lobby")
+	bob.waitTexts(room[:1])
+	bob.send(room[1])
+	alice.waitTexts(room)
+	bob.wait("alice shows as online among the members", `document.querySelector('#members li[data-user="alice"] .dot.online') !== null`)
+
+	// Scroll-back: joining shows the newest page of the room; scrolling to
+	// the top loads the rest, in order.
+	bob.do(chromedp.SendKeys(chromedp.CSS("#room-input"), "archive\n"))
+	bob.waitTitle("#archive")
+	bob.wait("the newest page of the archive and a way to load more",
+		`document.querySelectorAll('#messages li.msg').length === 50 && !document.querySelector('#older').hidden`)
+	bob.do(chromedp.Evaluate[chromedp.Void](`document.querySelector('#scroller').scrollTop = 0`))
+	want := make([]string, archived)
+	for i := range want {
+		want[i] = archiveText(i)
+	}
+	bob.waitTexts(want)
+	bob.wait("the start of the conversation is shown", `!document.querySelector('#history-start').hidden && document.querySelector('#older').hidden`)
+
+	// Keyboard: Escape leaves the message box for the conversation list,
+	// the arrow keys move through it, Enter opens a conversation.
+	alice.do(chromedp.Focus(chromedp.CSS("#text")), chromedp.KeyEvent(kb.Escape))
+	alice.wait("Escape focuses the open conversation in the list", `document.activeElement?.dataset.conv === 'room:lobby'`)
+	alice.do(chromedp.KeyEvent(kb.ArrowDown))
+	alice.wait("ArrowDown moves to the next conversation", `document.activeElement?.dataset.conv === 'dm:alice:bob'`)
+	alice.do(chromedp.KeyEvent(kb.Enter))
+	alice.waitTitle("bob")
+	alice.wait("opening a conversation focuses the message box", `document.activeElement?.id === 'text'`)
+	bob.do(chromedp.Click(chromedp.CSS(`#convlist li[data-conv="dm:alice:bob"] button`)))
+	bob.waitTexts(dm)
+
+	status := openPage(t, browser, "status")
+	status.do(chromedp.Navigate(gw + "/status"))
+	status.wait("three live nodes, the leader marked, two connections",
+		fmt.Sprintf(`document.querySelectorAll('.node-card[data-state="live"]').length === 3 &&
+		 document.querySelector('.node-card.is-leader')?.dataset.node === %q &&
+		 document.querySelector('#t-conns .value').textContent === '2' &&
+		 document.querySelector('#health').dataset.health === 'ok'`, leader))
+
+	alice.screenshot(shots, "chat-alice-direct.png")
+	bob.do(chromedp.Click(chromedp.CSS(`#convlist li[data-conv="room:lobby"] button`)))
+	bob.waitTitle("#lobby")
+	bob.screenshot(shots, "chat-bob-room.png")
+	bob.do(chromedp.Click(chromedp.CSS(`#convlist li[data-conv="dm:alice:bob"] button`)))
+	bob.waitTitle("alice")
+	status.screenshot(shots, "status-three-nodes.png")
+
+	// Kill bob's node. His page records every connection state it shows
+	// and checks, on every change of the message list, that no text is
+	// there twice.
+	bob.do(chromedp.Evaluate[chromedp.Void](`(() => {
+		window.__states = [];
+		const conn = document.querySelector('#conn');
+		new MutationObserver(() => window.__states.push(conn.dataset.state))
+			.observe(conn, {attributes: true, attributeFilter: ['data-state']});
+		window.__dups = [];
+		new MutationObserver(() => {
+			const seen = new Set();
+			for (const e of document.querySelectorAll('#messages li .text, #pending li .text')) {
+				if (seen.has(e.textContent)) window.__dups.push(e.textContent);
+				seen.add(e.textContent);
+			}
+		}).observe(document.querySelector('#scroller'), {childList: true, subtree: true, characterData: true});
+	})()`))
+	killed := time.Now()
+	c.Kill(c.Index(bNode))
+
+	away := []string{"are you still there?", "your node went away", "this waits for you"}
+	for _, s := range away {
+		alice.send(s)
+	}
+	typed := "typed while reconnecting"
+	bob.do(chromedp.SendKeys(chromedp.CSS("#text"), typed), pressEnter)
+	alice.do(chromedp.Click(chromedp.CSS(`#convlist li[data-conv="room:lobby"] button`)))
+	alice.waitTitle("#lobby")
+	roomAway := "room news while bob was away"
+	alice.send(roomAway)
+
+	bob.waitFor(30*time.Second, "bob's page reconnects to another node",
+		fmt.Sprintf(`document.querySelector('#conn').dataset.state === 'online' && !['', %q].includes(document.querySelector('#conn').dataset.node)`, bNode))
+	t.Logf("bob's page is online again on %s, %s after the kill", evaluate[string](bob, `document.querySelector('#conn').dataset.node`), time.Since(killed).Round(time.Millisecond))
+	if states := evaluate[[]string](bob, `window.__states`); !slices.Contains(states, "reconnecting") {
+		t.Errorf("bob's page never showed that it was reconnecting; states: %v", states)
+	}
+
+	allDM := append(append(append([]string{}, dm...), away...), typed)
+	bob.waitTextSet(allDM)
+	alice.do(chromedp.Click(chromedp.CSS(`#convlist li[data-conv="dm:alice:bob"] button`)))
+	alice.waitTitle("bob")
+	alice.waitTextSet(allDM)
+	checkSameOrder(t, alice, bob)
+	bob.screenshot(shots, "chat-bob-after-reconnect.png")
+
+	bob.wait("the room shows 1 unread: the message posted while bob was away",
+		`document.querySelector('#convlist li[data-conv="room:lobby"]')?.dataset.unread === '1'`)
+	bob.do(chromedp.Click(chromedp.CSS(`#convlist li[data-conv="room:lobby"] button`)))
+	bob.waitTitle("#lobby")
+	bob.waitTexts(append(append([]string{}, room...), roomAway))
+	alice.do(chromedp.Click(chromedp.CSS(`#convlist li[data-conv="room:lobby"] button`)))
+	alice.waitTexts(append(append([]string{}, room...), roomAway))
+	if dups := evaluate[[]string](bob, `window.__dups`); len(dups) > 0 {
+		t.Errorf("bob's page showed messages twice at some point: %q", dups)
+	}
+	alice.wait("bob shows as online again next to the conversation", `document.querySelector('#convlist li[data-conv="dm:alice:bob"] .dot.online') !== null`)
+
+	status.wait("the killed node is shown as gone, and two live nodes",
+		fmt.Sprintf(`document.querySelector('.node-card[data-node=%q]')?.dataset.state === 'gone' &&
+		 document.querySelectorAll('.node-card[data-state="live"]').length === 2 &&
+		 document.querySelector('#health').dataset.health === 'warn'`, bNode))
+	status.screenshot(shots, "status-after-kill.png")
+
+	// A graceful stop of bob's new node: the node tells the page to move
+	// (the "node" push), and it does, to the last node.
+	moved := evaluate[string](bob, `document.querySelector('#conn').dataset.node`)
+	bob.do(chromedp.Evaluate[chromedp.Void](`window.__states = []`))
+	c.Stop(c.Index(moved))
+	bob.waitFor(30*time.Second, "bob's page moves off the node that stops",
+		fmt.Sprintf(`document.querySelector('#conn').dataset.state === 'online' && !['', %q, %q].includes(document.querySelector('#conn').dataset.node)`, bNode, moved))
+	if states := evaluate[[]string](bob, `window.__states`); !slices.Contains(states, "reconnecting") {
+		t.Errorf("bob's page never showed that it was reconnecting from %s; states: %v", moved, states)
+	}
+	bob.waitTexts(append(append([]string{}, room...), roomAway))
+	bob.send("still here after two moves")
+
+	// A login of bob elsewhere kicks the page: it says so and stays
+	// disconnected until asked to come back.
+	other := bobElsewhere(t, c)
+	bob.wait("the page says bob logged in elsewhere", `document.querySelector('#conn').dataset.state === 'kicked' && !document.querySelector('#banner').hidden`)
+	bob.screenshot(shots, "chat-bob-kicked.png")
+	other.Close()
+	bob.do(chromedp.Click(chromedp.CSS("#banner-btn")))
+	bob.waitFor(30*time.Second, "the page is back online after 'Use chat here'", `document.querySelector('#conn').dataset.state === 'online' && document.querySelector('#banner').hidden`)
+	if dups := evaluate[[]string](bob, `window.__dups`); len(dups) > 0 {
+		t.Errorf("bob's page showed messages twice at some point: %q", dups)
+	}
+
+	// Phone width: one column. Escape goes from the open conversation back
+	// to the list; opening a conversation fills the screen with it.
+	alice.do(chromedp.EmulateViewport(390, 844))
+	alice.wait("the open conversation fills a phone screen", `getComputedStyle(document.querySelector('#sidebar')).display === 'none'`)
+	alice.do(chromedp.Focus(chromedp.CSS("#text")), chromedp.KeyEvent(kb.Escape))
+	alice.wait("Escape shows the list on a phone", `getComputedStyle(document.querySelector('#sidebar')).display !== 'none' && getComputedStyle(document.querySelector('#chat')).display === 'none'`)
+	alice.screenshot(shots, "chat-phone-list.png")
+	alice.do(chromedp.Click(chromedp.CSS(`#convlist li[data-conv="dm:alice:bob"] button`)))
+	alice.wait("the conversation fills a phone screen", `getComputedStyle(document.querySelector('#sidebar')).display === 'none' && document.querySelector('#conv-title').textContent === 'bob'`)
+	alice.screenshot(shots, "chat-phone-conversation.png")
+
+	for _, p := range []*page{alice, bob, status} {
+		p.checkConsole()
+	}
+}
+
+// bobElsewhere logs bob in with the Go client, which kicks his page.
+func bobElsewhere(t *testing.T, c *testenv.Cluster) *chatclient.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	nodes, err := (&chatclient.Gateway{URL: c.GatewayURL()}).Nodes(ctx)
+	if err != nil || len(nodes.Nodes) == 0 {
+		t.Fatalf("nodes: %+v, %v", nodes, err)
+	}
+	conn, err := chatclient.Dial(ctx, nodes.Nodes[0].WS, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for range conn.Pushes() {
+		}
+	}()
+	if _, err := conn.Login(ctx, "bob", password); err != nil {
+		conn.Close()
+		t.Fatalf("bob logs in elsewhere: %v", err)
+	}
+	return conn
+}
+
+func archiveText(i int) string { return fmt.Sprintf("archive message %02d", i) }
+
+// carolPosts registers carol and has her post n messages to room.
+func carolPosts(t *testing.T, c *testenv.Cluster, room string, n int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	g := &chatclient.Gateway{URL: c.GatewayURL()}
+	if err := g.Register(ctx, "carol", password); err != nil {
+		t.Fatalf("register carol: %v", err)
+	}
+	conn, err := chatclient.Dial(ctx, c.Node(c.Len()-1).WSURL, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	go func() { // nothing to read, but the pushes must be drained
+		for range conn.Pushes() {
+		}
+	}()
+	if _, err := conn.Login(ctx, "carol", password); err != nil {
+		t.Fatalf("carol logs in: %v", err)
+	}
+	if _, err := conn.JoinRoom(ctx, room); err != nil {
+		t.Fatalf("carol joins %s: %v", room, err)
+	}
+	for i := 0; i < n; i++ {
+		if _, err := conn.ChatRoom(ctx, room, archiveText(i), fmt.Sprintf("carol-%d", i)); err != nil {
+			t.Fatalf("carol posts %d: %v", i, err)
+		}
+	}
+}
+
+// checkSameOrder checks that both pages show the open conversation in the
+// same order, by strictly increasing seq.
+func checkSameOrder(t *testing.T, a, b *page) {
+	t.Helper()
+	ta, tb := evaluate[[]string](a, jsTexts), evaluate[[]string](b, jsTexts)
+	if !slices.Equal(ta, tb) {
+		t.Fatalf("%s and %s show the conversation in different orders:\n%q\n%q", a.name, b.name, ta, tb)
+	}
+	for _, p := range []*page{a, b} {
+		seqs := evaluate[[]int](p, `[...document.querySelectorAll('#messages li.msg')].map(li => +li.dataset.seq)`)
+		for i := 1; i < len(seqs); i++ {
+			if seqs[i] <= seqs[i-1] {
+				t.Fatalf("%s shows seq %d after seq %d: %v", p.name, seqs[i], seqs[i-1], seqs)
+			}
+		}
+	}
+}
+
+// linked reports whether the gateway lists a leader that holds a peer
+// link to every live node.
+func linked(c *testenv.Cluster) bool {
+	resp, err := http.Get(c.GatewayURL() + "/api/cluster")
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	var v struct {
+		Leader string `json:"leader"`
+		Nodes  []struct {
+			Linked bool `json:"linked"`
+		} `json:"nodes"`
+	}
+	if json.NewDecoder(resp.Body).Decode(&v) != nil || v.Leader == "" || len(v.Nodes) != c.Len() {
+		return false
+	}
+	for _, n := range v.Nodes {
+		if !n.Linked {
+			return false
+		}
+	}
+	return true
+}
+
+// ---- the browser --------------------------------------------------------------
+
+// chromiumPath finds Debian's chromium. The test does not skip without
+// it: deploy/install.sh installs it, and make test runs that first.
+func chromiumPath(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("CHAT_TEST_CHROMIUM"); p != "" {
+		return p
+	}
+	for _, name := range []string{"chromium", "chromium-browser"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	t.Fatal("chromium is not installed: the browser tests need it. Run deploy/install.sh (as root), " +
+		"which `make test` runs first, or set CHAT_TEST_CHROMIUM to a Chrome or Chromium binary")
+	return ""
+}
+
+// screenshotDir is test-output/web/ at the repository root (ignored by git).
+func screenshotDir(t *testing.T) string {
+	t.Helper()
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(root, "test-output", "web")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// startBrowser starts headless Chromium for the test; it is stopped when
+// the test ends.
+func startBrowser(t *testing.T, chrome string) context.Context {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chrome),
+		chromedp.NoSandbox, // root in CI containers; the pages are our own
+		chromedp.DisableGPU,
+		chromedp.WindowSize(1280, 860),
+		chromedp.UserDataDir(t.TempDir()),
+	)
+	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	t.Cleanup(cancelAlloc)
+	ctx, cancel := chromedp.NewContext(alloc)
+	t.Cleanup(cancel)
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("starting %s: %v", chrome, err)
+	}
+	return ctx
+}
+
+// page is one browser tab, in a browser context of its own (its own
+// storage, like another browser), with the console messages it wrote.
+type page struct {
+	t    *testing.T
+	name string
+	ctx  context.Context
+
+	mu      sync.Mutex
+	console []chromedp.ConsoleMessage // guarded by mu
+}
+
+func openPage(t *testing.T, browser context.Context, name string) *page {
+	t.Helper()
+	ctx, cancel := chromedp.NewContext(browser, chromedp.WithNewBrowserContext())
+	t.Cleanup(cancel)
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("%s: opening a tab: %v", name, err)
+	}
+	p := &page{t: t, name: name, ctx: ctx}
+	msgs := chromedp.Console(ctx)
+	go func() {
+		for m, err := range msgs {
+			if err != nil {
+				return
+			}
+			p.mu.Lock()
+			p.console = append(p.console, m)
+			p.mu.Unlock()
+		}
+	}()
+	return p
+}
+
+func (p *page) do(actions ...chromedp.Action[chromedp.Void]) {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, pageTimeout)
+	defer cancel()
+	if err := chromedp.Do(ctx, actions...); err != nil {
+		p.t.Fatalf("%s: %v\n%s", p.name, err, p.describe())
+	}
+}
+
+func evaluate[T any](p *page, expr string) T {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, pageTimeout)
+	defer cancel()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr))
+	if err != nil {
+		p.t.Fatalf("%s: evaluating %s: %v", p.name, expr, err)
+	}
+	return v
+}
+
+// wait waits until the JavaScript condition cond is true in the page.
+func (p *page) wait(what, cond string) {
+	p.t.Helper()
+	p.waitFor(pageTimeout, what, cond)
+}
+
+func (p *page) waitFor(timeout time.Duration, what, cond string) {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, timeout+5*time.Second)
+	defer cancel()
+	_, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](cond,
+		chromedp.WithPollingTimeout(timeout), chromedp.WithPollingInterval(25*time.Millisecond)))
+	if err != nil {
+		p.t.Fatalf("%s: waiting for %s: %v\n%s", p.name, what, err, p.describe())
+	}
+}
+
+// jsTexts lists the texts of the messages shown, in order (without the
+// ones still being sent).
+const jsTexts = `[...document.querySelectorAll('#messages li.msg')].map(li => li.querySelector('.text').textContent)`
+
+// waitTexts waits until the open conversation shows exactly texts, in
+// this order, and nothing is waiting to be sent.
+func (p *page) waitTexts(texts []string) {
+	p.t.Helper()
+	want, _ := json.Marshal(texts)
+	p.wait(fmt.Sprintf("the messages %q", texts),
+		fmt.Sprintf(`JSON.stringify(%s) === JSON.stringify(%s) && document.querySelectorAll('#pending li').length === 0`, jsTexts, want))
+}
+
+// byCodeUnits is a JavaScript comparison for sort.
+const byCodeUnits = `((a, b) => a < b ? -1 : a > b ? 1 : 0)`
+
+// waitTextSet waits until the open conversation shows exactly texts, each
+// once, in any order, and nothing is waiting to be sent.
+func (p *page) waitTextSet(texts []string) {
+	p.t.Helper()
+	want, _ := json.Marshal(texts)
+	p.waitFor(30*time.Second, fmt.Sprintf("each of the messages %q once", texts),
+		fmt.Sprintf(`JSON.stringify(%s.sort(%s)) === JSON.stringify(%s.sort(%s)) && document.querySelectorAll('#pending li').length === 0`, jsTexts, byCodeUnits, want, byCodeUnits))
+}
+
+func (p *page) waitOnline(node string) {
+	p.t.Helper()
+	p.wait("online on "+node, fmt.Sprintf(`document.querySelector('#conn').dataset.state === 'online' && document.querySelector('#conn').dataset.node === %q`, node))
+}
+
+func (p *page) waitTitle(title string) {
+	p.t.Helper()
+	p.wait("the conversation "+title+" to open", fmt.Sprintf(`document.querySelector('#conv-title').textContent === %q && !document.querySelector('#conv').hidden`, title))
+}
+
+// openDM opens the direct conversation with user from the "Message a
+// user" box.
+func (p *page) openDM(user string) {
+	p.t.Helper()
+	p.do(chromedp.SendKeys(chromedp.CSS("#newchat-input"), user+"\n"))
+	p.waitTitle(user)
+	p.wait("the message box has the focus", `document.activeElement?.id === 'text'`)
+}
+
+// send types text into the message box, presses Enter, and waits until
+// the message is stored (shown with its seq, no longer pending).
+func (p *page) send(text string) {
+	p.t.Helper()
+	p.do(chromedp.SendKeys(chromedp.CSS("#text"), text), pressEnter)
+	want, _ := json.Marshal(text)
+	p.wait(fmt.Sprintf("%q to be sent", text), fmt.Sprintf(`%s.includes(%s)`, jsTexts, want))
+}
+
+// pressEnter presses Enter in the focused element as a user does: key
+// down and key up. (SendKeys adds a separate "char" event, which the
+// browser does not suppress when the page handles the key down, so a new
+// line would land in the emptied message box.)
+var pressEnter = chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+	for _, typ := range []input.DispatchKeyEventType{input.DispatchKeyEventTypeRawKeyDown, input.DispatchKeyEventTypeKeyUp} {
+		_, err := cdp.Call(ctx, t, input.DispatchKeyEvent, input.DispatchKeyEventParams{
+			Type: typ, Key: "Enter", Code: "Enter", WindowsVirtualKeyCode: 13, NativeVirtualKeyCode: 13,
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+})
+
+func (p *page) screenshot(dir, name string) {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, pageTimeout)
+	defer cancel()
+	buf, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		p.t.Fatalf("%s: screenshot: %v", p.name, err)
+	}
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, buf, 0o644); err != nil {
+		p.t.Fatal(err)
+	}
+	p.t.Logf("screenshot of %s: %s", p.name, path)
+}
+
+// describe sums up the page for a failure message.
+func (p *page) describe() string {
+	ctx, cancel := context.WithTimeout(p.ctx, 3*time.Second)
+	defer cancel()
+	s, err := chromedp.Run(ctx, chromedp.Evaluate[string](`JSON.stringify({
+		url: location.pathname + location.search,
+		conn: document.querySelector('#conn')?.dataset,
+		connText: document.querySelector('#conn')?.textContent,
+		title: document.querySelector('#conv-title')?.textContent,
+		messages: [...document.querySelectorAll('#messages li.msg')].map(li => li.dataset.seq + ' ' + li.querySelector('.text').textContent),
+		pending: [...document.querySelectorAll('#pending li')].map(li => li.dataset.state + ' ' + li.textContent),
+		convs: [...document.querySelectorAll('#convlist li')].map(li => li.dataset.conv + ' unread=' + li.dataset.unread),
+		errors: [...document.querySelectorAll('.error')].map(e => e.textContent).filter(Boolean),
+		notice: document.querySelector('#notice')?.textContent,
+	}, null, 1)`))
+	if err != nil {
+		return "(page state unavailable: " + err.Error() + ")"
+	}
+	return "page state: " + s
+}
+
+// checkConsole fails the test for script errors and security messages
+// (a Content-Security-Policy violation, for one). Failed WebSocket
+// connections to the killed node are expected and only logged.
+func (p *page) checkConsole() {
+	p.t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, m := range p.console {
+		bad := m.IsException() || (m.Type == chromedp.ConsoleError && m.Source != "network") || m.Source == "security"
+		if bad && !strings.Contains(m.Text, "WebSocket connection to") {
+			p.t.Errorf("%s: console %s (%s): %s at %s:%d", p.name, m.Type, m.Source, m.Text, m.URL, m.Line+1)
+		} else if m.Type == chromedp.ConsoleError || m.Type == chromedp.ConsoleWarning {
+			p.t.Logf("%s: console %s (%s): %s", p.name, m.Type, m.Source, m.Text)
+		}
+	}
+}

@@ -1,0 +1,112 @@
+package web_test
+
+import (
+	"context"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"chatcluster/web"
+)
+
+// storeChecks runs in the browser against the client's store module
+// (static/chat/store.js) and returns what went wrong: message order and
+// dedupe, the sync offset ("top"), the outbox that never shows a message
+// twice, and names as the server orders them.
+const storeChecks = `(async () => {
+  const { Store, dmConv, validName } = await import('/static/chat/store.js');
+  const bad = [];
+  const check = (what, got, want) => {
+    const g = JSON.stringify(got), w = JSON.stringify(want);
+    if (g !== w) bad.push(what + ': got ' + g + ', want ' + w);
+  };
+  const msg = (conv, seq, from, extra = {}) => ({ id: conv + '#' + seq, conv, seq, from, text: 't' + seq, ts: Date.now(), ...extra });
+
+  // Order, dedupe, top, gaps and unread.
+  let s = new Store();
+  s.reset('alice');
+  const cv = 'dm:alice:bob';
+  let gaps = s.add([msg(cv, 1, 'bob'), msg(cv, 3, 'bob')], { countUnread: true });
+  check('a gap is reported', gaps, [cv]);
+  let c = s.conv(cv);
+  check('top stops below the gap', c.top, 1);
+  s.add([msg(cv, 2, 'bob'), msg(cv, 3, 'bob'), msg(cv, 1, 'bob')], { countUnread: true });
+  check('seq order, each once', c.msgs.map((m) => m.seq), [1, 2, 3]);
+  check('top after the gap is filled', c.top, 3);
+  check('unread counts new messages only', c.unread, 3);
+  s.setActive(cv);
+  check('opening clears unread', c.unread, 0);
+  s.add([msg(cv, 4, 'bob')], { countUnread: true });
+  check('the open conversation does not count', c.unread, 0);
+  s.add([{ ...msg(cv, 4, 'bob'), text: 'masked' }]);
+  check('the stored text replaces a held one', c.msgs[3].text, 'masked');
+
+  // Outbox: a copy that arrives before the reply hides the pending entry.
+  s = new Store();
+  s.reset('alice');
+  const room = 'room:lobby';
+  s.conv(room);
+  const e1 = s.enqueue(room, 'one');
+  s.setState(e1, 'sending');
+  check('pending while sending', s.pending(room).length, 1);
+  s.add([msg(room, 1, 'alice', { room: 'lobby', text: 'one' })]);
+  check('the copy hides the entry', s.pending(room).length, 0);
+  s.ack(e1, { id: room + '#1', conv: room, seq: 1, ts: Date.now() }, 'alice');
+  check('once after the reply', s.conv(room).msgs.map((m) => m.text), ['one']);
+  check('outbox empty', s.outbox.length, 0);
+
+  // Two entries whose copies come in the other order.
+  const e2 = s.enqueue(room, 'two');
+  const e3 = s.enqueue(room, 'three');
+  s.setState(e2, 'sending');
+  s.setState(e3, 'sending');
+  s.add([msg(room, 3, 'alice', { room: 'lobby', text: 'three' })]);
+  check('one entry hidden', s.pending(room).length, 1);
+  s.ack(e2, { id: room + '#2', conv: room, seq: 2, ts: Date.now() }, 'alice');
+  check('the other entry takes the copy', [s.pending(room).length, e3.shadow], [0, room + '#3']);
+  s.ack(e3, { id: room + '#3', conv: room, seq: 3, ts: Date.now() }, 'alice');
+  check('each message once', s.conv(room).msgs.map((m) => m.text), ['one', 'two', 'three']);
+
+  // The reply first, then the copy (a room push after the reply).
+  const e4 = s.enqueue(room, 'four');
+  s.setState(e4, 'sending');
+  s.ack(e4, { id: room + '#4', conv: room, seq: 4, ts: Date.now() }, 'alice');
+  s.add([msg(room, 4, 'alice', { room: 'lobby', text: 'four' })]);
+  check('a late copy changes nothing', [s.conv(room).msgs.length, s.pending(room).length], [4, 0]);
+
+  // A room left: its late pushes are dropped.
+  s.removeConv(room);
+  s.add([msg(room, 5, 'bob')]);
+  check('a left room stays gone', s.conv(room, false), undefined);
+
+  // Names: ordered by UTF-8 bytes as the server orders them.
+  check('dm order', dmConv('Zoe', 'adam'), 'dm:Zoe:adam');
+  check('dm order by UTF-8 bytes', dmConv('\u{1D49C}', '\uFF5A'), 'dm:\uFF5A:\u{1D49C}');
+  check('valid names', ['alice', 'li.wei', '张伟', 'a-b_c'].map(validName), [true, true, true, true]);
+  check('invalid names', ['', 'a b', 'a:b', '<x>', 'x'.repeat(33)].map(validName), [false, false, false, false, false]);
+  return bad;
+})()`
+
+// TestStoreLogic checks the client's state logic in the browser, without
+// a cluster.
+func TestStoreLogic(t *testing.T) {
+	chrome := chromiumPath(t)
+	srv := httptest.NewServer(web.New(nil))
+	defer srv.Close()
+	browser := startBrowser(t, chrome)
+	p := openPage(t, browser, "store")
+	// Any page of the origin can import the module; this one runs no script.
+	p.do(chromedp.Navigate(srv.URL + "/static/common/base.css"))
+	ctx, cancel := context.WithTimeout(p.ctx, 10*time.Second)
+	defer cancel()
+	bad, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](storeChecks, chromedp.EvalAwaitPromise))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range bad {
+		t.Error(b)
+	}
+	p.checkConsole()
+}
