@@ -60,7 +60,9 @@ func DecodeRequest(b []byte) (Request, error) {
 	if len(b) > MaxFrameSize {
 		return req, Errorf(CodeTooLarge, "frame of %d bytes is over the limit of %d", len(b), MaxFrameSize)
 	}
-	b = bytes.TrimSpace(b)
+	// Only JSON's own white space: a frame led by any other (U+00A0, say)
+	// is not JSON.
+	b = bytes.Trim(b, " \t\r\n")
 	if len(b) == 0 || b[0] != '{' {
 		return req, Errorf(CodeBadRequest, "frame is not a JSON object")
 	}

@@ -132,54 +132,6 @@ func TestPeerRoundTrip(t *testing.T) {
 	}
 }
 
-// FuzzDecode: any input either decodes or fails with a client error;
-// nothing panics; a decoded request re-encodes to an equal request.
-func FuzzDecode(f *testing.F) {
-	for _, s := range []string{
-		`{"action":"ping","id":"1","data":{}}`,
-		`{"action":"chat","id":"2","data":{"to":"bob","text":"hi","clientMsgId":"c1"}}`,
-		`{"action":"sync","data":{"convs":{"dm:a:b":3}}}`,
-		`{"action":7}`, `[]`, `{"id":null}`, `{"action":"x","data":"s"}`, "",
-	} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		req, err := DecodeRequest(b)
-		if err != nil {
-			var pe *Error
-			if !errors.As(err, &pe) || (pe.Code != CodeBadRequest && pe.Code != CodeTooLarge) {
-				t.Fatalf("decode error %v is not a client error", err)
-			}
-			return
-		}
-		if req.Action == "" {
-			t.Fatal("decoded a request without action")
-		}
-		enc, err := json.Marshal(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		again, err := DecodeRequest(enc)
-		if err != nil {
-			t.Fatalf("re-decode of %s: %v", enc, err)
-		}
-		if again.Action != req.Action || again.ID != req.ID || !jsonEqual(again.Data, req.Data) {
-			t.Fatalf("round trip changed the request: %+v vs %+v", again, req)
-		}
-	})
-}
-
-func jsonEqual(a, b json.RawMessage) bool {
-	if len(a) == 0 || len(b) == 0 {
-		return len(a) == len(b)
-	}
-	var x, y any
-	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
-		return string(a) == string(b)
-	}
-	return reflect.DeepEqual(x, y)
-}
-
 func TestRecipientNames(t *testing.T) {
 	for _, users := range [][]string{nil, {"a"}, {"alice", "bob", "Zoë"}} {
 		var got []string

@@ -141,6 +141,13 @@ type Options struct {
 	Nodes          int           // chat nodes to start (n1, n2, ...); 0 starts none
 	SessionTimeout time.Duration // the nodes' ZooKeeper session timeout; default 2s
 	Env            []string      // extra KEY=value for the gateway and the nodes
+
+	// Dependencies other than the test environment's (all optional): for
+	// example the ensemble of ZKEnsemble, or a test's own StartRedis and
+	// StartMongo servers, which the test may take away and bring back.
+	ZK    []string // ZooKeeper servers, host:port
+	Redis string   // Redis address, host:port
+	Mongo string   // MongoDB URI
 }
 
 // Proc is one process of a cluster: the gateway or a node.
@@ -149,7 +156,10 @@ type Proc struct {
 	Listen   string // client address, 127.0.0.1:port
 	WSURL    string // ws://127.0.0.1:port/ws (nodes)
 	PeerAddr string // peer-link address, 127.0.0.1:port (nodes)
-	Log      string // file with the process's stdout and stderr
+	// AdminAddr is the admin listener, 127.0.0.1:port: GET /metrics and
+	// /debug/pprof/ (nodes), /debug/pprof/ (the gateway).
+	AdminAddr string
+	Log       string // file with the process's stdout and stderr
 
 	// Set by start, read under Cluster.mu; exited is closed once the
 	// process was waited for.
@@ -206,11 +216,20 @@ func StartCluster(t testing.TB, opts Options) *Cluster {
 		bins:   Build(t),
 		dir:    t.TempDir(),
 		opts:   opts,
-		zk:     ZK(t),
-		redis:  Redis(t),
-		mongo:  Mongo(t),
+		zk:     opts.ZK,
+		redis:  opts.Redis,
+		mongo:  opts.Mongo,
 		client: &http.Client{Timeout: 3 * time.Second},
 		next:   1,
+	}
+	if len(c.zk) == 0 {
+		c.zk = ZK(t)
+	}
+	if c.redis == "" {
+		c.redis = Redis(t)
+	}
+	if c.mongo == "" {
+		c.mongo = Mongo(t)
 	}
 	c.secret = filepath.Join(c.dir, "cluster.secret")
 	var key [32]byte
@@ -477,9 +496,10 @@ func (c *Cluster) startFresh(p *Proc) {
 	c.t.Helper()
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
-		ports := freePorts(c.t, 2)
+		ports := freePorts(c.t, 3)
 		c.mu.Lock()
 		p.Listen = fmt.Sprintf("127.0.0.1:%d", ports[0])
+		p.AdminAddr = fmt.Sprintf("127.0.0.1:%d", ports[2])
 		if p != c.gateway {
 			p.PeerAddr = fmt.Sprintf("127.0.0.1:%d", ports[1])
 			p.WSURL = "ws://" + p.Listen + "/ws"
@@ -501,14 +521,14 @@ func (c *Cluster) start(p *Proc) error {
 	var args []string
 	if p == c.gateway {
 		args = []string{c.bins.Gateway,
-			"--listen", p.Listen,
+			"--listen", p.Listen, "--admin-listen", p.AdminAddr,
 			"--redis", c.redis, "--redis-prefix", c.ns + ":",
 			"--mongo", c.mongo, "--mongo-db", c.ns,
 		}
 	} else {
 		args = []string{c.bins.Node,
 			"--id", p.ID,
-			"--listen", p.Listen, "--peer-listen", p.PeerAddr,
+			"--listen", p.Listen, "--peer-listen", p.PeerAddr, "--admin-listen", p.AdminAddr,
 			"--zk", strings.Join(c.zk, ","), "--zk-root", "/" + c.ns,
 			"--zk-session-timeout", c.opts.SessionTimeout.String(),
 			"--redis", c.redis, "--redis-prefix", c.ns + ":",

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -35,8 +37,9 @@ func ZKEnsemble(t testing.TB) []string {
 }
 
 // ZKServer is one server of the test ensemble. The ensemble is shared by
-// every test of the run: a test that stops a server gets it back when it
-// ends, and such tests must not run in parallel with other ensemble users.
+// every test of the run, whose packages run in parallel: a test that stops
+// a server holds LockEnsemble (Kill takes it if the test does not hold it
+// yet) and gets the server back when it ends.
 type ZKServer struct {
 	N    int    // 1, 2 or 3
 	Addr string // client address, 127.0.0.1:port
@@ -66,10 +69,16 @@ func (s *ZKServer) Pid() int {
 // Running reports whether the server's process is alive.
 func (s *ZKServer) Running() bool { return processAlive(s.Pid()) }
 
+// Mode is the server's mode ("leader", "follower", "standalone"), or "" if
+// it does not serve (down, or without a quorum).
+func (s *ZKServer) Mode() string { return zkMode(s.Addr) }
+
 // Kill stops the server with SIGKILL and waits until it is gone. When the
 // test ends the server is started again (and waited for) if it is down.
+// The test holds LockEnsemble from then on, if it did not already.
 func (s *ZKServer) Kill(t testing.TB) {
 	t.Helper()
+	LockEnsemble(t)
 	pid := s.Pid()
 	if !processAlive(pid) {
 		return
@@ -145,4 +154,85 @@ func processAlive(pid int) bool {
 		return s[i+2] != 'Z'
 	}
 	return true
+}
+
+// ensembleLockTimeout bounds the wait for LockEnsemble: other tests hold
+// it for a few tens of seconds each.
+const ensembleLockTimeout = 5 * time.Minute
+
+var ensembleLocks struct {
+	mu    sync.Mutex
+	held  map[string]bool // names of the tests of this process holding the lock
+	local sync.Mutex      // held by the one test of this process that holds the flock
+}
+
+// holdsEnsemble reports whether t or a test it runs under holds the lock.
+func holdsEnsemble(t testing.TB) bool {
+	ensembleLocks.mu.Lock()
+	defer ensembleLocks.mu.Unlock()
+	for name := range ensembleLocks.held {
+		if t.Name() == name || strings.HasPrefix(t.Name(), name+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// LockEnsemble makes t the only test, in any package of the run, that may
+// take servers of the ZooKeeper ensemble away, until t ends. It waits for
+// the lock (an flock on a file in the ensemble folder, so test binaries of
+// other packages wait too), then until all three servers serve, so that the
+// test starts from a whole ensemble. Calling it again in the same test or
+// in one of its subtests does nothing. Tests that only use the ensemble
+// need not lock it.
+func LockEnsemble(t testing.TB) {
+	t.Helper()
+	ZKEnsemble(t)
+	if holdsEnsemble(t) {
+		return
+	}
+
+	// Tests of this process queue on a mutex: flock is per open file, and
+	// the process must not wait on itself through two files.
+	ensembleLocks.local.Lock()
+	path := filepath.Join(os.Getenv(EnvZKEnsembleDir), "lock")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		ensembleLocks.local.Unlock()
+		t.Fatalf("testenv: ensemble lock: %v", err)
+	}
+	start := time.Now()
+	for {
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil || !errors.Is(err, syscall.EWOULDBLOCK) || time.Since(start) > ensembleLockTimeout {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		f.Close()
+		ensembleLocks.local.Unlock()
+		t.Fatalf("testenv: ensemble lock %s not acquired after %s: %v", path, time.Since(start).Round(time.Millisecond), err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Logf("testenv: waited %s for the ensemble lock", d.Round(time.Millisecond))
+	}
+	ensembleLocks.mu.Lock()
+	if ensembleLocks.held == nil {
+		ensembleLocks.held = map[string]bool{}
+	}
+	ensembleLocks.held[t.Name()] = true
+	ensembleLocks.mu.Unlock()
+	// Registered before any Kill's clean-up, so it runs after them: the
+	// servers are back before the next test gets the lock.
+	t.Cleanup(func() {
+		ensembleLocks.mu.Lock()
+		delete(ensembleLocks.held, t.Name())
+		ensembleLocks.mu.Unlock()
+		f.Close() // releases the flock
+		ensembleLocks.local.Unlock()
+	})
+	for i := 1; i <= 3; i++ {
+		ZKEnsembleServer(t, i).WaitServing(t)
+	}
 }

@@ -11,7 +11,10 @@ import (
 
 // TestZKEnsemble checks the ensemble that with-deps.sh starts: it keeps
 // serving a client while one server is killed, and the server comes back.
+// It holds the ensemble lock: tests of other packages may be taking
+// servers away too.
 func TestZKEnsemble(t *testing.T) {
+	LockEnsemble(t)
 	addrs := ZKEnsemble(t)
 	if len(addrs) != 3 {
 		t.Fatalf("ensemble %v, want 3 servers", addrs)
