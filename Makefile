@@ -6,7 +6,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 GO ?= go
 
-.PHONY: all run build test check install clean
+.PHONY: all run build test check install clean chaos
 
 all: build
 
@@ -33,9 +33,18 @@ check:
 
 # The suite runs against dependencies of its own: a ZooKeeper, a 3-server
 # ZooKeeper ensemble, Redis and mongostore on free ports (deploy/with-deps.sh).
+# Then each protocol decoder is fuzzed briefly (-fuzz takes one target a run).
 test: install check
 	CHAT_TEST_ZK_ENSEMBLE=1 deploy/with-deps.sh $(GO) test -race -count=1 -timeout 30m ./...
 	cd deploy/mongostore && $(GO) test -count=1 ./...
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 10s ./protocol/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodePeer$$' -fuzztime 10s ./protocol/
+
+# chaos: the long chaos run (chaos/): clients chat over three nodes while
+# every kind of fault is injected 20 times; it fails on any message lost,
+# shown twice or out of order. `make test` includes a short run (one of each).
+chaos: install
+	CHAT_TEST_ZK_ENSEMBLE=1 CHAT_CHAOS_ROUNDS=$${CHAT_CHAOS_ROUNDS:-20} deploy/with-deps.sh $(GO) test -race -count=1 -run '^TestChaos$$' -v -timeout 80m ./chaos/
 
 clean:
 	rm -rf bin .cache

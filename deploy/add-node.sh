@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Usage: deploy/add-node.sh ID CLIENT-PORT PEER-PORT
-#    e.g. deploy/add-node.sh n4 9004 9104
+# Usage: deploy/add-node.sh ID CLIENT-PORT PEER-PORT [ADMIN-PORT]
+#    e.g. deploy/add-node.sh n4 9004 9104 9204
 #
 # Starts one more chat node against the ZooKeeper, Redis and mongostore of a
 # running `make run` (deploy/run.sh) with the same CHAT_DATA_DIR. The node
 # registers in ZooKeeper, the leader links to it and the gateway starts
-# handing it out. Ports may also be given as host:port.
+# handing it out. Ports may also be given as host:port. ADMIN-PORT serves
+# the node's GET /metrics and /debug/pprof/; without it the node has no
+# admin listener.
 #
 # Its log is $CHAT_DATA_DIR/logs/ID.log; `make run` stops it with the rest
 # on Ctrl-C. To stop only this node: kill "$(cat $CHAT_DATA_DIR/run/node-ID.pid)"
@@ -19,7 +21,7 @@ usage() {
 	print_usage "${BASH_SOURCE[0]}"
 	exit 2
 }
-[[ $# -eq 3 ]] || usage
+[[ $# -eq 3 || $# -eq 4 ]] || usage
 ID=$1
 [[ $ID =~ ^[A-Za-z0-9._-]+$ ]] || die "node id '$ID' may hold only letters, digits, '.', '_' and '-'"
 addr() { # PORT or HOST:PORT -> HOST:PORT
@@ -33,6 +35,10 @@ addr() { # PORT or HOST:PORT -> HOST:PORT
 }
 LISTEN=$(addr "$2")
 PEER=$(addr "$3")
+ADMIN=
+if [[ $# -eq 4 ]]; then
+	ADMIN=$(addr "$4")
+fi
 
 DATA=${CHAT_DATA_DIR:-$CHAT_ROOT/data}
 [[ -d $DATA ]] && DATA=$(cd "$DATA" && pwd)
@@ -50,7 +56,8 @@ if [[ -n $pid ]] && alive "$pid"; then
 	die "node $ID is already running (pid $pid)"
 fi
 [[ $LISTEN != "$PEER" ]] || die "the client and peer addresses must differ"
-for a in "$LISTEN" "$PEER"; do
+[[ -z $ADMIN || ($ADMIN != "$LISTEN" && $ADMIN != "$PEER") ]] || die "the admin address must differ from the client and peer addresses"
+for a in "$LISTEN" "$PEER" ${ADMIN:+"$ADMIN"}; do
 	if (exec 3<>"/dev/tcp/${a%:*}/${a##*:}") 2>/dev/null; then
 		die "address $a is already in use"
 	fi
@@ -59,7 +66,7 @@ done
 
 log=$DATA/logs/$ID.log
 [[ -f $log ]] && mv -f "$log" "$log.1"
-launch "$pidfile" "$log" "$CHAT_ROOT/bin/node" --id "$ID" --listen "$LISTEN" --peer-listen "$PEER" \
+launch "$pidfile" "$log" "$CHAT_ROOT/bin/node" --id "$ID" --listen "$LISTEN" --peer-listen "$PEER" --admin-listen "$ADMIN" \
 	--zk "$CHAT_ZK" --redis "$CHAT_REDIS" --mongo "$CHAT_MONGO" \
 	--cluster-secret-file "$CHAT_CLUSTER_SECRET_FILE" --word-filter-file "${CHAT_WORD_FILTER_FILE:-}"
 node_up() { (exec 3<>"/dev/tcp/${LISTEN%:*}/${LISTEN##*:}") 2>/dev/null; }
@@ -67,4 +74,4 @@ if ! wait_until "node $ID" "$LAUNCHED_PID" "$log" 60 node_up; then
 	rm -f "$pidfile"
 	exit 1
 fi
-say "node $ID up: ws://$LISTEN/ws (peer link $PEER), pid $LAUNCHED_PID, log $log"
+say "node $ID up: ws://$LISTEN/ws (peer link $PEER${ADMIN:+, metrics http://$ADMIN/metrics}), pid $LAUNCHED_PID, log $log"

@@ -15,9 +15,11 @@
 #   CHAT_REDIS_PORT    Redis port                             (6379)
 #   CHAT_MONGO_PORT    mongostore port                        (27017)
 #   CHAT_GATEWAY_ADDR  gateway HTTP address                   (127.0.0.1:8080)
+#   CHAT_GATEWAY_ADMIN_ADDR  gateway admin address (pprof)    (127.0.0.1:9200)
 #   CHAT_NODES         how many nodes, n1..nN                 (3)
 #   CHAT_NODE_PORT     client port of n1; n2 gets the next... (9001)
 #   CHAT_PEER_PORT     peer-link port of n1; likewise         (9101)
+#   CHAT_ADMIN_PORT    admin port of n1 (/metrics, pprof); likewise (9201)
 #   CHAT_LOG_LEVEL     log level of gateway and nodes         (info)
 #   CHAT_WORD_FILTER_FILE  words the nodes mask    (deploy/filter-words.txt)
 #   CHAT_SKIP_INSTALL  1: do not run deploy/install.sh
@@ -43,10 +45,13 @@ GATEWAY_ADDR=${CHAT_GATEWAY_ADDR:-127.0.0.1:8080}
 NODES=${CHAT_NODES:-3}
 NODE_PORT=${CHAT_NODE_PORT:-9001}
 PEER_PORT=${CHAT_PEER_PORT:-9101}
-for v in ZK_PORT REDIS_PORT MONGO_PORT NODES NODE_PORT PEER_PORT; do
+ADMIN_PORT=${CHAT_ADMIN_PORT:-9201}
+GATEWAY_ADMIN_ADDR=${CHAT_GATEWAY_ADMIN_ADDR:-127.0.0.1:9200}
+for v in ZK_PORT REDIS_PORT MONGO_PORT NODES NODE_PORT PEER_PORT ADMIN_PORT; do
 	[[ ${!v} =~ ^[0-9]+$ ]] || die "CHAT_$v must be a number, not '${!v}'"
 done
 [[ $GATEWAY_ADDR =~ ^[^:]+:[0-9]+$ ]] || die "CHAT_GATEWAY_ADDR must be host:port, not '$GATEWAY_ADDR'"
+[[ $GATEWAY_ADMIN_ADDR =~ ^[^:]+:[0-9]+$ ]] || die "CHAT_GATEWAY_ADMIN_ADDR must be host:port, not '$GATEWAY_ADMIN_ADDR'"
 ((NODES >= 1)) || die "CHAT_NODES must be at least 1"
 DEMO=${CHAT_DEMO:-1}
 [[ $DEMO == [01] ]] || die "CHAT_DEMO must be 0 or 1, not '$DEMO'"
@@ -81,9 +86,11 @@ rm -f "$RUN/env"
 
 # Every port we are about to use must be free.
 ports=("zookeeper:$ZK_PORT:CHAT_ZK_PORT" "redis:$REDIS_PORT:CHAT_REDIS_PORT"
-	"mongostore:$MONGO_PORT:CHAT_MONGO_PORT" "gateway:${GATEWAY_ADDR##*:}:CHAT_GATEWAY_ADDR")
+	"mongostore:$MONGO_PORT:CHAT_MONGO_PORT" "gateway:${GATEWAY_ADDR##*:}:CHAT_GATEWAY_ADDR"
+	"gateway admin:${GATEWAY_ADMIN_ADDR##*:}:CHAT_GATEWAY_ADMIN_ADDR")
 for ((i = 1; i <= NODES; i++)); do
-	ports+=("node n$i:$((NODE_PORT + i - 1)):CHAT_NODE_PORT" "node n$i peer link:$((PEER_PORT + i - 1)):CHAT_PEER_PORT")
+	ports+=("node n$i:$((NODE_PORT + i - 1)):CHAT_NODE_PORT" "node n$i peer link:$((PEER_PORT + i - 1)):CHAT_PEER_PORT"
+		"node n$i admin:$((ADMIN_PORT + i - 1)):CHAT_ADMIN_PORT")
 done
 seen=" "
 for entry in "${ports[@]}"; do
@@ -202,23 +209,24 @@ export CHAT_ZK CHAT_REDIS CHAT_MONGO CHAT_CLUSTER_SECRET_FILE CHAT_WORD_FILTER_F
 # ---- gateway and nodes ----------------------------------------------------
 
 start_proc gateway "$RUN/gateway.pid" "$CHAT_ROOT/bin/gateway" \
-	--listen "$GATEWAY_ADDR" --redis "$CHAT_REDIS" --mongo "$CHAT_MONGO"
+	--listen "$GATEWAY_ADDR" --admin-listen "$GATEWAY_ADMIN_ADDR" --redis "$CHAT_REDIS" --mongo "$CHAT_MONGO"
 GATEWAY_PID=$LAUNCHED_PID
 
 node_pids=()
 for ((i = 1; i <= NODES; i++)); do
 	start_proc "n$i" "$RUN/node-n$i.pid" "$CHAT_ROOT/bin/node" --id "n$i" \
 		--listen "127.0.0.1:$((NODE_PORT + i - 1))" --peer-listen "127.0.0.1:$((PEER_PORT + i - 1))" \
+		--admin-listen "127.0.0.1:$((ADMIN_PORT + i - 1))" \
 		--zk "$CHAT_ZK" --redis "$CHAT_REDIS" --mongo "$CHAT_MONGO" \
 		--cluster-secret-file "$SECRET"
 	node_pids+=("$LAUNCHED_PID")
 done
 
 wait_until gateway "$GATEWAY_PID" "$LOGS/gateway.log" 60 port_in_use "${GATEWAY_ADDR##*:}" || exit 1
-say "gateway    http://$GATEWAY_ADDR/"
+say "gateway    http://$GATEWAY_ADDR/ (metrics at /metrics; pprof on http://$GATEWAY_ADMIN_ADDR/debug/pprof/)"
 for ((i = 1; i <= NODES; i++)); do
 	wait_until "node n$i" "${node_pids[i - 1]}" "$LOGS/n$i.log" 60 port_in_use "$((NODE_PORT + i - 1))" || exit 1
-	say "node n$i    ws://127.0.0.1:$((NODE_PORT + i - 1))/ws (peer link 127.0.0.1:$((PEER_PORT + i - 1)))"
+	say "node n$i    ws://127.0.0.1:$((NODE_PORT + i - 1))/ws (peer link 127.0.0.1:$((PEER_PORT + i - 1)), metrics http://127.0.0.1:$((ADMIN_PORT + i - 1))/metrics)"
 done
 if ! wait_until "cluster" "$GATEWAY_PID" "$LOGS/gateway.log" 30 http_ok "$GATEWAY_ADDR" /api/nodes; then
 	say "warning: the gateway does not list any live node yet; see the logs"
@@ -249,7 +257,7 @@ cat >&2 <<EOF
   $demo_note
   logs:        $LOGS/<name>.log  (zookeeper, redis, mongostore, gateway, n1..n$NODES)
   data:        $DATA
-  add a node:  deploy/add-node.sh n$((NODES + 1)) $((NODE_PORT + NODES)) $((PEER_PORT + NODES))
+  add a node:  deploy/add-node.sh n$((NODES + 1)) $((NODE_PORT + NODES)) $((PEER_PORT + NODES)) $((ADMIN_PORT + NODES))
   Ctrl-C stops everything.
 
 EOF
