@@ -352,6 +352,11 @@ func (l *Log) Waiting(ctx context.Context, conv string) (map[int64]bool, error) 
 // what MongoDB and Redis hold (Reseed) on its next use. For a Redis that
 // came back with older data than it had: its counters may be behind.
 func (l *Log) ForgetCounters(ctx context.Context) (int, error) {
+	// The marker first: without it a missing counter is seeded from what
+	// is stored, never counted from zero.
+	if err := l.rdb.Del(ctx, l.MarkerKey()).Err(); err != nil {
+		return 0, fmt.Errorf("chatlog: forget counters: %w", err)
+	}
 	n := 0
 	iter := l.rdb.Scan(ctx, 0, l.prefix+"seq:*", 500).Iterator()
 	var batch []string
@@ -376,9 +381,6 @@ func (l *Log) ForgetCounters(ctx context.Context) (int, error) {
 		return n, fmt.Errorf("chatlog: forget counters: %w", err)
 	}
 	if err := flush(); err != nil {
-		return n, fmt.Errorf("chatlog: forget counters: %w", err)
-	}
-	if err := l.rdb.Del(ctx, l.MarkerKey()).Err(); err != nil {
 		return n, fmt.Errorf("chatlog: forget counters: %w", err)
 	}
 	return n, nil

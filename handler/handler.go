@@ -368,7 +368,11 @@ func (h *Handler) sync(ctx context.Context, c Conn, req protocol.Request) (any, 
 	if err != nil {
 		return nil, err
 	}
-	unsure, err := h.d.Journal.Unsure(ctx, offsets)
+	readableOffsets := make(map[string]int64, len(convs))
+	for _, cv := range convs {
+		readableOffsets[cv] = offsets[cv]
+	}
+	unsure, err := h.d.Journal.Unsure(ctx, readableOffsets)
 	if err != nil {
 		return nil, err
 	}

@@ -21,6 +21,22 @@ const redisCheckEvery = 500 * time.Millisecond
 // was restarted empty, flushed, or came back from an older snapshot.
 func (s *Server) bootKey() string { return s.cfg.RedisPrefix + "node-boot:" + s.cfg.ID }
 
+// Kinds of data loss, in increasing order of what recovery must do.
+type loss int
+
+const (
+	none     loss = iota
+	emptied       // restarted empty or flushed
+	rollback      // came back with older data
+)
+
+func lossOf(rolledBack bool) loss {
+	if rolledBack {
+		return rollback
+	}
+	return emptied
+}
+
 // recoveryKey makes one node at a time forget the counters after a loss.
 func (s *Server) recoveryKey() string { return s.cfg.RedisPrefix + "recovery" }
 
@@ -39,6 +55,7 @@ func (s *Server) watchRedis() {
 	t := time.NewTicker(redisCheckEvery)
 	defer t.Stop()
 	down := false
+	retry := none // a restore that failed, to do again
 	for n := 1; ; n++ {
 		select {
 		case <-s.ctx.Done():
@@ -48,7 +65,7 @@ func (s *Server) watchRedis() {
 		ctx, cancel := context.WithTimeout(s.ctx, 2*time.Second)
 		next := strconv.FormatInt(s.started.UnixNano(), 36) + "." + strconv.Itoa(n)
 		old, err := s.rdb.SetArgs(ctx, s.bootKey(), next, redis.SetArgs{Get: true}).Result()
-		emptied := errors.Is(err, redis.Nil)
+		gone := errors.Is(err, redis.Nil)
 		rolledBack := err == nil && old != s.beat && old != s.tried
 		switch {
 		case err != nil && !errors.Is(err, redis.Nil):
@@ -66,11 +83,12 @@ func (s *Server) watchRedis() {
 			down = false
 		}
 		s.beat, s.tried = next, ""
-		if emptied || rolledBack {
-			if err := s.restoreRedis(ctx, rolledBack); err != nil && s.ctx.Err() == nil {
+		if gone || rolledBack || retry != none {
+			kind := max(retry, lossOf(rolledBack))
+			retry = none
+			if err := s.restoreRedis(ctx, kind == rollback); err != nil && s.ctx.Err() == nil {
 				s.log.Warn().Err(err).Msg("cannot restore this node's data in Redis yet; retrying")
-				// Make the next check see the loss again.
-				s.beat = ""
+				retry = kind
 			}
 		}
 		cancel()
@@ -125,6 +143,8 @@ func (s *Server) forgetCounters(ctx context.Context) error {
 	}
 	n, err := s.chatlog.ForgetCounters(ctx)
 	if err != nil {
+		// Let the retry (this node's or another's) do it all again.
+		s.rdb.Del(context.WithoutCancel(ctx), s.recoveryKey())
 		return err
 	}
 	s.log.Info().Int("counters", n).Msg("conversation counters will be seeded again from what is stored")

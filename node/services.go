@@ -71,15 +71,21 @@ func (j *journal) Restore(ctx context.Context, conv string, msgs []protocol.Mess
 	// the server's own messages win, and a message is never stored twice.
 	// Redis first: what the history writer moves meanwhile is in MongoDB
 	// when MongoDB is read; the restore script checks Redis again.
-	waiting, err := j.log.Waiting(ctx, conv)
+	unflushed, err := j.log.Unflushed(ctx, conv)
 	if err != nil {
 		return 0, 0, unavailable(err)
+	}
+	waiting, waitingIDs := map[int64]bool{}, map[string]bool{}
+	for _, m := range unflushed {
+		waiting[m.Seq], waitingIDs[m.ID] = true, true
 	}
 	seqs, ids, err := j.store.Held(ctx, conv, msgs)
 	if err != nil {
 		return 0, 0, fmt.Errorf("%w: history store: %v", handler.ErrUnavailable, err)
 	}
-	msgs = slices.DeleteFunc(slices.Clone(msgs), func(m protocol.Message) bool { return waiting[m.Seq] || seqs[m.Seq] || ids[m.ID] })
+	msgs = slices.DeleteFunc(slices.Clone(msgs), func(m protocol.Message) bool {
+		return waiting[m.Seq] || waitingIDs[m.ID] || seqs[m.Seq] || ids[m.ID]
+	})
 	n, latest, err := j.log.Restore(ctx, conv, msgs, members)
 	if errors.Is(err, chatlog.ErrNeedSeqInit) {
 		if err = j.seed(ctx, conv); err == nil {
