@@ -22,6 +22,7 @@ type client struct {
 	id   string
 	log  zerolog.Logger
 	user atomic.Pointer[string] // set once by login
+	ver  atomic.Int64           // the login's session version, set with user
 
 	send    chan []byte   // frames for the write loop; never closed
 	closing chan struct{} // closed once by close

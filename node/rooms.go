@@ -294,7 +294,7 @@ func (rs *roomService) presence(user string, online bool) {
 // online applies a login or logout a node reported.
 func (rs *roomService) online(node string, f protocol.PeerFrame) {
 	if f.Online {
-		if rs.reg.Online(f.User, node, f.Conn) {
+		if rs.reg.Online(f.User, node, f.Conn, f.Ver) {
 			rs.presence(f.User, true)
 		}
 		if f.Req != 0 {
@@ -313,11 +313,11 @@ func (rs *roomService) online(node string, f protocol.PeerFrame) {
 func (rs *roomService) roster(node string, f protocol.PeerFrame) {
 	sessions := make([]room.Session, len(f.Sessions))
 	for i, ps := range f.Sessions {
-		sessions[i] = room.Session{User: ps.User, Conn: ps.Conn}
+		sessions[i] = room.Session{User: ps.User, Conn: ps.Conn, Ver: ps.Ver}
 	}
 	if f.Op == "more" {
 		for _, ss := range sessions {
-			if rs.reg.Online(ss.User, node, ss.Conn) {
+			if rs.reg.Online(ss.User, node, ss.Conn, ss.Ver) {
 				rs.presence(ss.User, true)
 			}
 		}
@@ -385,7 +385,7 @@ func (rs *roomService) restoreConvs(ctx context.Context) error {
 func (s *Server) rosterFrames(epoch int64) [][]byte {
 	var all []protocol.PeerSession
 	s.local.Each(func(c *client) bool {
-		all = append(all, protocol.PeerSession{User: c.User(), Conn: c.id})
+		all = append(all, protocol.PeerSession{User: c.User(), Conn: c.id, Ver: c.ver.Load()})
 		return true
 	})
 	var out [][]byte

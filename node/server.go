@@ -333,7 +333,7 @@ func (s *Server) login(ctx context.Context, c *client, user string) (string, err
 	// live. Bounded: without a leader the login goes on and the news
 	// follows from the queue.
 	octx, cancel := context.WithTimeout(ctx, onlineWait)
-	if _, err := s.routes.request(octx, &protocol.PeerFrame{Type: protocol.PeerOnline, User: user, Conn: c.id, Online: true}); err != nil {
+	if _, err := s.routes.request(octx, &protocol.PeerFrame{Type: protocol.PeerOnline, User: user, Conn: c.id, Online: true, Ver: c.ver.Load()}); err != nil {
 		c.log.Debug().Err(err).Msg("leader has not confirmed the login yet")
 	}
 	cancel()
@@ -355,6 +355,7 @@ func (s *Server) bind(ctx context.Context, c *client, user string) error {
 		return fmt.Errorf("%w: %v", handler.ErrUnavailable, err)
 	}
 	c.user.Store(&user)
+	c.ver.Store(ver)
 	if old, replaced := s.local.Add(c); replaced && old != c {
 		old.kick("logged in elsewhere")
 	}

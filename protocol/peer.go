@@ -34,6 +34,7 @@ const (
 type PeerSession struct {
 	User string `json:"user"`
 	Conn string `json:"conn"`
+	Ver  int64  `json:"ver,omitempty"` // the login's session version
 }
 
 // PeerFrame is one frame of the peer link. Epoch is the sending leader's
@@ -65,6 +66,7 @@ type PeerFrame struct {
 	Rooms       []RoomInfo      `json:"rooms,omitempty"`       // reply: room list
 	Dup         bool            `json:"dup,omitempty"`         // reply to a post: the clientMsgId was seen before
 	Online      bool            `json:"online,omitempty"`      // presence: logged in (true) or out
+	Ver         int64           `json:"ver,omitempty"`         // presence: the login's session version
 	Sessions    []PeerSession   `json:"sessions,omitempty"`    // roster
 	Push        json.RawMessage `json:"push,omitempty"`        // an encoded client push
 

@@ -22,15 +22,24 @@ type Room struct {
 	Members []string
 }
 
-// Session is one logged-in connection of a user on a node.
+// Session is one logged-in connection of a user on a node. Ver is the
+// login's session version: a later login has a higher one.
 type Session struct {
 	User string `json:"user"`
 	Conn string `json:"conn"`
+	Ver  int64  `json:"ver,omitempty"`
 }
 
 type where struct {
 	node, conn string
+	ver        int64
 }
+
+// newer reports whether a login of version ver replaces w: reports may
+// arrive late (queued while there was no leader, or in a roster), and a
+// report about an older login must not move the user back to it. A
+// version of 0 (unknown) always applies.
+func (w where) newer(ver int64) bool { return ver == 0 || w.ver == 0 || ver >= w.ver }
 
 // Registry holds rooms, their members and where users are online.
 type Registry struct {
@@ -171,13 +180,17 @@ func (r *Registry) Len() int {
 	return len(r.rooms)
 }
 
-// Online records that user logged in on node with connection conn. It
+// Online records that user logged in on node with connection conn, at
+// session version ver, unless a later login is already recorded. It
 // reports whether the user was offline before (a presence change).
-func (r *Registry) Online(user, node, conn string) bool {
+func (r *Registry) Online(user, node, conn string, ver int64) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	_, was := r.online[user]
-	r.online[user] = where{node: node, conn: conn}
+	w, was := r.online[user]
+	if was && !w.newer(ver) {
+		return false
+	}
+	r.online[user] = where{node: node, conn: conn, ver: ver}
 	return !was
 }
 
@@ -215,11 +228,15 @@ func (r *Registry) Roster(node string, sessions []Session) (offline, online []st
 			offline = append(offline, u)
 		}
 	}
-	for u, conn := range now {
-		if _, was := r.online[u]; !was {
-			online = append(online, u)
+	for _, s := range sessions {
+		w, was := r.online[s.User]
+		if was && w.node != node && !w.newer(s.Ver) {
+			continue // a later login elsewhere is already recorded
 		}
-		r.online[u] = where{node: node, conn: conn}
+		if !was {
+			online = append(online, s.User)
+		}
+		r.online[s.User] = where{node: node, conn: s.Conn, ver: s.Ver}
 	}
 	sort.Strings(offline)
 	sort.Strings(online)

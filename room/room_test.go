@@ -49,11 +49,22 @@ func TestMembership(t *testing.T) {
 func TestPresenceAndPlan(t *testing.T) {
 	r := New()
 	r.Load([]Room{{Name: "lobby", Members: []string{"a", "b", "c", "d"}}, {Name: "side", Members: []string{"a", "e"}}})
-	if !r.Online("a", "n1", "c1") || !r.Online("b", "n2", "c2") || !r.Online("c", "n2", "c3") {
+	if !r.Online("a", "n1", "c1", 1) || !r.Online("b", "n2", "c2", 2) || !r.Online("c", "n2", "c3", 3) {
 		t.Fatal("first login is not a presence change")
 	}
-	if r.Online("a", "n3", "c4") {
+	if r.Online("a", "n3", "c4", 4) {
 		t.Fatal("a login that replaces another is a presence change")
+	}
+	// A late report about a's older login does not move a back to it.
+	r.Online("a", "n1", "c1", 1)
+	if n, _ := r.Where("a"); n != "n3" {
+		t.Fatalf("a late report moved a to %s", n)
+	}
+	if off, _ := r.Roster("n1", []Session{{User: "a", Conn: "c1", Ver: 1}}); len(off) != 0 {
+		t.Fatalf("roster of n1 took %v offline", off)
+	}
+	if n, _ := r.Where("a"); n != "n3" {
+		t.Fatalf("a stale roster moved a to %s", n)
 	}
 	if r.Offline("a", "c1") {
 		t.Fatal("the end of a replaced connection took the user offline")
@@ -65,12 +76,12 @@ func TestPresenceAndPlan(t *testing.T) {
 	if got := r.Plan("lobby"); !reflect.DeepEqual(got, want) {
 		t.Fatalf("Plan = %v, want %v", got, want)
 	}
-	r.Online("e", "n1", "c5")
+	r.Online("e", "n1", "c5", 5)
 	if got, want := r.Mates("a"), map[string][]string{"n1": {"e"}, "n2": {"b", "c"}}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("Mates(a) = %v, want %v", got, want)
 	}
 
-	off, on := r.Roster("n2", []Session{{User: "c", Conn: "c3"}, {User: "f", Conn: "c6"}})
+	off, on := r.Roster("n2", []Session{{User: "c", Conn: "c3", Ver: 3}, {User: "f", Conn: "c6", Ver: 6}})
 	if !reflect.DeepEqual(off, []string{"b"}) || !reflect.DeepEqual(on, []string{"f"}) {
 		t.Fatalf("Roster = %v, %v", off, on)
 	}
