@@ -6,7 +6,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 GO ?= go
 
-.PHONY: all run build test check install clean chaos
+.PHONY: all run build test check install clean chaos bench
 
 all: build
 
@@ -45,6 +45,12 @@ test: install check
 # shown twice or out of order. `make test` includes a short run (one of each).
 chaos: install
 	CHAT_TEST_ZK_ENSEMBLE=1 CHAT_CHAOS_ROUNDS=$${CHAT_CHAOS_ROUNDS:-20} deploy/with-deps.sh $(GO) test -race -count=1 -run '^TestChaos$$' -v -timeout 80m ./chaos/
+
+# bench: the standard load set (cmd/chatbench) against a private cluster on
+# its own ports and data folder, each scenario beside the baseline relay;
+# writes docs/benchmarks.md. A few minutes.
+bench: install
+	deploy/bench.sh
 
 clean:
 	rm -rf bin .cache

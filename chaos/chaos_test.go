@@ -1,0 +1,511 @@
+package chaos
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"chatcluster/chatclient"
+	"chatcluster/internal/testenv"
+)
+
+// Settings of the run that the environment does not change.
+const (
+	chaosNodes      = 3
+	sessionTimeout  = 2 * time.Second // the nodes' ZooKeeper session timeout
+	sendInterval    = 50 * time.Millisecond
+	roomShare       = 0.4
+	deliveryTimeout = 25 * time.Second // for live delivery to every client after a fault (failover)
+	recoveryTimeout = 45 * time.Second // for the reconnects (with sync) after a fault
+	wholeTimeout    = 45 * time.Second // for the cluster to be whole again
+	settleTimeout   = 2 * time.Minute  // for the final sync of every client
+	downAcks        = 50               // a dependency stays down until this many sends were acknowledged...
+	downAtMost      = 5 * time.Second  // ...or this long
+	maxUnrecovered  = 3                // faults in a row without recovery that end the run
+	steadyAcks      = 100              // between faults: this many acknowledged sends...
+	steadyAtMost    = 3 * time.Second  // ...or this long
+	chaosPassword   = "chaos-password"
+)
+
+var chaosRooms = []string{"lobby", "ops"}
+
+type runConfig struct {
+	rounds   int
+	clients  int
+	duration time.Duration
+	messages int64
+	seed     int64
+}
+
+func loadConfig(t *testing.T) runConfig {
+	t.Helper()
+	num := func(name string, def int64, lo int64) int64 {
+		v := os.Getenv(name)
+		if v == "" {
+			return def
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < lo {
+			t.Fatalf("%s=%q: want a whole number of at least %d", name, v, lo)
+		}
+		return n
+	}
+	cfg := runConfig{
+		rounds:  int(num("CHAT_CHAOS_ROUNDS", 1, 1)),
+		clients: int(num("CHAT_CHAOS_CLIENTS", 6, 2)),
+		seed:    num("CHAT_CHAOS_SEED", time.Now().UnixNano()%1_000_000, 0),
+	}
+	cfg.messages = num("CHAT_CHAOS_MESSAGES", 20000*int64(cfg.rounds), 1)
+	cfg.duration = 2*time.Minute + time.Duration(cfg.rounds)*90*time.Second
+	if v := os.Getenv("CHAT_CHAOS_DURATION"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			t.Fatalf("CHAT_CHAOS_DURATION=%q: want a positive Go duration such as 20m", v)
+		}
+		cfg.duration = d
+	}
+	return cfg
+}
+
+// TestChaos runs the workload over a three-node cluster while it injects
+// every kind of fault CHAT_CHAOS_ROUNDS times, then checks the record.
+// See the package comment.
+func TestChaos(t *testing.T) {
+	cfg := loadConfig(t)
+	started := time.Now()
+	injectUntil := started.Add(cfg.duration)
+
+	redis := testenv.StartRedis(t)
+	mongo := testenv.StartMongo(t)
+	c := testenv.StartCluster(t, testenv.Options{
+		Nodes:          chaosNodes,
+		SessionTimeout: sessionTimeout,
+		Env:            []string{"CHAT_RATE_LIMIT=100000"},
+		ZK:             testenv.ZKEnsemble(t),
+		Redis:          redis.Addr(),
+		Mongo:          mongo.URI(),
+	})
+	h := &harness{t: t, c: c, redis: redis, mongo: mongo, gw: &chatclient.Gateway{URL: c.GatewayURL()},
+		rec: NewRecord(), budget: NewBudget(cfg.messages), rng: rand.New(rand.NewPCG(uint64(cfg.seed), 2))}
+	c.WaitLeader(t)
+	if err := h.awaitWhole(wholeTimeout); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	names := make([]string, cfg.clients)
+	for i := range names {
+		names[i] = fmt.Sprintf("c%d", i+1)
+		if err := h.gw.Register(ctx, names[i], chaosPassword); err != nil {
+			t.Fatalf("register %s: %v", names[i], err)
+		}
+	}
+	for i, name := range names {
+		cl := NewClient(ClientConfig{
+			Name: name, Password: chaosPassword,
+			Peers:     slices.Delete(slices.Clone(names), i, i+1),
+			Rooms:     chaosRooms,
+			Members:   names,
+			Gateway:   h.gw,
+			Record:    h.rec,
+			Budget:    h.budget,
+			Interval:  sendInterval,
+			RoomShare: roomShare,
+			Seed:      uint64(cfg.seed)*1000 + uint64(i),
+			Logf:      t.Logf,
+		})
+		h.clients = append(h.clients, cl)
+		cl.Start(ctx)
+	}
+	defer func() {
+		for _, cl := range h.clients {
+			cl.Close()
+		}
+	}()
+	if slow := h.awaitReconnected(make([]int, len(h.clients)), recoveryTimeout); len(slow) > 0 {
+		t.Fatalf("clients %v did not connect", slow)
+	}
+	for _, cl := range h.clients {
+		if err := cl.JoinRooms(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t0 := h.watchAll()
+	for _, cl := range h.clients {
+		cl.StartSending()
+	}
+	if _, ok, note := h.awaitDelivery(t0, recoveryTimeout); !ok {
+		t.Fatalf("no traffic before the first fault: %s", note)
+	}
+
+	schedule := Schedule(cfg.rounds, cfg.seed)
+	report := Report{Clients: cfg.clients, Nodes: chaosNodes, Rounds: cfg.rounds, Seed: cfg.seed, Scheduled: len(schedule)}
+	t.Logf("chaos: %d clients, %d faults (seed %d), at most %s and %d messages", cfg.clients, len(schedule), cfg.seed, cfg.duration, cfg.messages)
+	unrecovered := 0 // faults in a row the cluster did not recover from
+	for i, f := range schedule {
+		if time.Now().After(injectUntil) {
+			report.Stopped = fmt.Sprintf("time bound of %s reached after %d of %d faults", cfg.duration, i, len(schedule))
+			break
+		}
+		if h.budget.Exhausted() {
+			report.Stopped = fmt.Sprintf("message bound of %d reached after %d of %d faults", cfg.messages, i, len(schedule))
+			break
+		}
+		fr := h.inject(i, f)
+		report.Faults = append(report.Faults, fr)
+		status := fmt.Sprintf("failover %s", fr.Failover.Round(time.Millisecond))
+		if !fr.Recovered {
+			status = "NOT RECOVERED: " + fr.Note
+		} else if fr.Note != "" {
+			status += "; " + fr.Note
+		}
+		t.Logf("fault %d/%d %s (%s): %s; %d acknowledged so far", i+1, len(schedule), f, fr.Target, status, h.rec.AckCount())
+		if fr.Recovered {
+			unrecovered = 0
+		} else if unrecovered++; unrecovered == maxUnrecovered {
+			// More faults on a cluster that did not recover from the
+			// last ones would tell nothing more: check what there is.
+			report.Stopped = fmt.Sprintf("the cluster did not recover from %d faults in a row (the last: fault %d of %d, %s); no further faults injected",
+				unrecovered, i+1, len(schedule), f)
+			break
+		}
+		h.steady()
+	}
+
+	// Complete the record: stop sending, bring every client to the latest
+	// of every conversation, then stop the clients.
+	var wg sync.WaitGroup
+	for _, cl := range h.clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cl.StopSending()
+		}()
+	}
+	wg.Wait()
+	settleCtx, settleCancel := context.WithTimeout(ctx, settleTimeout)
+	errs := make([]error, len(h.clients))
+	for i, cl := range h.clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = cl.Settle(settleCtx)
+		}()
+	}
+	wg.Wait()
+	settleCancel()
+	for _, cl := range h.clients {
+		cl.Close()
+	}
+	for _, err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	var reconnects, catchUpFailures, kicked, rebuilds, gapSyncs, refused int64
+	for _, cl := range h.clients {
+		reconnects += cl.Reconnects.Load()
+		catchUpFailures += cl.CatchUpFailures.Load()
+		kicked += cl.Kicked.Load()
+		rebuilds += cl.Rebuilds.Load()
+		gapSyncs += cl.GapSyncs.Load()
+		refused += cl.Refused.Load()
+	}
+	t.Logf("clients: %d connections, %d failed catch-up syncs, %d kicked, %d rebuild uploads, %d gap syncs, %d refusals",
+		reconnects, catchUpFailures, kicked, rebuilds, gapSyncs, refused)
+
+	report.Result = Check(h.rec)
+	report.Elapsed = time.Since(started)
+	fmt.Print(report.Table())
+	if !report.OK() {
+		t.Errorf("chaos run failed: %d lost, %d duplicates shown, %d out of order, %d of %d faults injected, %d not recovered%s",
+			report.Result.Lost, report.Result.Duplicates, report.Result.OutOfOrder, len(report.Faults), report.Scheduled,
+			len(report.Unrecovered()), stoppedNote(report.Stopped))
+	}
+}
+
+func stoppedNote(s string) string {
+	if s == "" {
+		return ""
+	}
+	return "; " + s
+}
+
+// harness injects faults into the cluster and watches the clients.
+type harness struct {
+	t       *testing.T
+	c       *testenv.Cluster
+	redis   *testenv.RedisServer
+	mongo   *testenv.MongoServer
+	gw      *chatclient.Gateway
+	clients []*Client
+	rec     *Record
+	budget  *Budget
+	rng     *rand.Rand
+	zkNext  int
+}
+
+// poll checks cond every 10 ms until it holds or timeout passes, and
+// reports whether it held.
+func poll(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// inject injects fault f (the i-th of the run), has every client
+// reconnect and sync, waits for the cluster to deliver again and to be
+// whole (three nodes, a leader linked to all), and reports how it went.
+func (h *harness) inject(i int, f Fault) FaultRun {
+	fr := FaultRun{Fault: f}
+	var t0 time.Time
+	var tickets []int
+	restart := -1
+	switch f {
+	case KillLeader, KillFollower, PauseLeader:
+		leader := h.c.WaitLeader(h.t)
+		idx := h.c.Index(leader)
+		if f == KillFollower {
+			var followers []int
+			for j := range h.c.Len() {
+				if j != idx && h.c.Running(j) {
+					followers = append(followers, j)
+				}
+			}
+			idx = followers[h.rng.IntN(len(followers))]
+		}
+		fr.Target = h.c.Node(idx).ID
+		t0 = h.watchAll()
+		if f != PauseLeader {
+			h.c.Kill(idx)
+			restart = idx
+			tickets = h.reconnectAll([]string{fr.Target})
+			break
+		}
+		h.c.Pause(idx)
+		tickets = h.reconnectAll([]string{fr.Target})
+		// Past the session timeout: the stopped leader's session
+		// expired, so the gateway no longer lists it, and another
+		// leads.
+		past := poll(recoveryTimeout, func() bool {
+			n, err := h.nodes()
+			return err == nil && n.Leader != "" && n.Leader != fr.Target && !slices.ContainsFunc(n.Nodes, func(x chatclient.NodeInfo) bool { return x.ID == fr.Target })
+		})
+		if !past {
+			fr.Note = "the stopped leader's session did not expire"
+		}
+		fr.Note = joinNote(fr.Note, fmt.Sprintf("stopped for %s", time.Since(t0).Round(time.Millisecond)))
+		h.c.Resume(idx)
+	case RestartRedis:
+		fr.Target = "redis"
+		t0 = h.watchAll()
+		h.redis.Restart(h.t)
+		tickets = h.reconnectAll(nil)
+	case StopMongo:
+		fr.Target = "mongo"
+		t0 = h.watchAll()
+		h.mongo.Stop(h.t)
+		fr.Note = h.holdDown("MongoDB")
+		h.mongo.Start(h.t)
+		tickets = h.reconnectAll(nil)
+	case KillZKServer:
+		n := h.zkNext%3 + 1
+		h.zkNext++
+		fr.Target = fmt.Sprintf("zk%d", n)
+		// In a subtest: the ensemble lock and the server's return are
+		// bound to it.
+		h.t.Run(fmt.Sprintf("fault%d-zk%d", i+1, n), func(t *testing.T) {
+			testenv.LockEnsemble(t)
+			s := testenv.ZKEnsembleServer(t, n)
+			t0 = h.watchAll()
+			s.Kill(t)
+			fr.Note = h.holdDown("ZooKeeper server " + strconv.Itoa(n))
+			s.Start(t)
+			s.WaitServing(t)
+		})
+		if t0.IsZero() {
+			fr.Note = "the ZooKeeper server could not be taken away"
+			return fr
+		}
+		tickets = h.reconnectAll(nil)
+	}
+
+	d, ok, note := h.awaitDelivery(t0, deliveryTimeout)
+	fr.Failover, fr.Recovered = d, ok
+	if !ok {
+		fr.Note = joinNote(fr.Note, note)
+	}
+	if slow := h.awaitReconnected(tickets, recoveryTimeout); len(slow) > 0 {
+		fr.Recovered = false
+		fr.Note = joinNote(fr.Note, fmt.Sprintf("clients %v did not reconnect and sync within %s", slow, recoveryTimeout))
+	}
+	if restart >= 0 {
+		h.c.Restart(restart)
+	}
+	if err := h.awaitWhole(wholeTimeout); err != nil {
+		fr.Recovered = false
+		fr.Note = joinNote(fr.Note, err.Error())
+	}
+	return fr
+}
+
+func joinNote(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a + "; " + b
+}
+
+// holdDown keeps a dependency down until downAcks sends were
+// acknowledged without it, or downAtMost passed, and says which.
+func (h *harness) holdDown(what string) string {
+	start, n := time.Now(), h.rec.AckCount()
+	poll(downAtMost, func() bool { return h.rec.AckCount() >= n+downAcks })
+	return fmt.Sprintf("%d sends acknowledged in the %s %s was down", h.rec.AckCount()-n, time.Since(start).Round(time.Millisecond), what)
+}
+
+// steady lets traffic flow between two faults.
+func (h *harness) steady() {
+	n := h.rec.AckCount()
+	poll(steadyAtMost, func() bool { return h.rec.AckCount() >= n+steadyAcks })
+}
+
+// watchAll starts the failover watch on every client and returns its
+// start.
+func (h *harness) watchAll() time.Time {
+	t0 := time.Now()
+	for _, cl := range h.clients {
+		cl.Watch(t0)
+	}
+	return t0
+}
+
+// awaitDelivery waits until every client received, as a live push, a room
+// message stored after t0, and returns the time from t0 to the last of
+// those arrivals.
+func (h *harness) awaitDelivery(t0 time.Time, timeout time.Duration) (time.Duration, bool, string) {
+	var waiting []string
+	ok := poll(timeout, func() bool {
+		waiting = waiting[:0]
+		for _, cl := range h.clients {
+			if _, hit := cl.WatchHit(); !hit {
+				waiting = append(waiting, cl.Name())
+			}
+		}
+		return len(waiting) == 0
+	})
+	if !ok {
+		return 0, false, fmt.Sprintf("clients %v received no live room message within %s", waiting, timeout)
+	}
+	var last time.Time
+	for _, cl := range h.clients {
+		if at, _ := cl.WatchHit(); at.After(last) {
+			last = at
+		}
+	}
+	return last.Sub(t0), true, ""
+}
+
+// reconnectAll has every client reconnect through the gateway (avoiding
+// the given nodes) and sync; it returns their tickets.
+func (h *harness) reconnectAll(avoid []string) []int {
+	tickets := make([]int, len(h.clients))
+	for i, cl := range h.clients {
+		tickets[i] = cl.Reconnect(avoid)
+	}
+	return tickets
+}
+
+// awaitReconnected waits until every client completed the reconnect of
+// its ticket, and returns those that did not in time.
+func (h *harness) awaitReconnected(tickets []int, timeout time.Duration) []string {
+	var slow []string
+	poll(timeout, func() bool {
+		slow = slow[:0]
+		for i, cl := range h.clients {
+			if !cl.Reconnected(tickets[i]) {
+				slow = append(slow, cl.Name())
+			}
+		}
+		return len(slow) == 0
+	})
+	return slow
+}
+
+func (h *harness) nodes() (chatclient.Nodes, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	return h.gw.Nodes(ctx)
+}
+
+// awaitWhole waits until the gateway lists exactly the running nodes, one
+// of them as leader, and the leader holds a peer link to each.
+func (h *harness) awaitWhole(timeout time.Duration) error {
+	var last string
+	ok := poll(timeout, func() bool {
+		var want []string
+		for i := range h.c.Len() {
+			if h.c.Running(i) {
+				want = append(want, h.c.Node(i).ID)
+			}
+		}
+		slices.Sort(want)
+		v, err := h.clusterView()
+		if err != nil {
+			last = err.Error()
+			return false
+		}
+		var got []string
+		linked := true
+		for _, n := range v.Nodes {
+			got = append(got, n.ID)
+			linked = linked && n.Linked
+		}
+		slices.Sort(got)
+		last = fmt.Sprintf("leader %q, nodes %v (want %v), all linked %v", v.Leader, got, want, linked)
+		return v.Leader != "" && slices.Contains(got, v.Leader) && slices.Equal(got, want) && linked
+	})
+	if !ok {
+		return fmt.Errorf("the cluster was not whole again within %s: %s", timeout, last)
+	}
+	return nil
+}
+
+type clusterView struct {
+	Leader string `json:"leader"`
+	Nodes  []struct {
+		ID     string `json:"id"`
+		Linked bool   `json:"linked"`
+	} `json:"nodes"`
+}
+
+func (h *harness) clusterView() (clusterView, error) {
+	var v clusterView
+	client := &http.Client{Timeout: 2 * time.Second}
+	resp, err := client.Get(h.c.GatewayURL() + "/api/cluster")
+	if err != nil {
+		return v, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return v, fmt.Errorf("/api/cluster: status %d", resp.StatusCode)
+	}
+	err = json.NewDecoder(resp.Body).Decode(&v)
+	return v, err
+}

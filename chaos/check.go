@@ -1,0 +1,211 @@
+package chaos
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+)
+
+// maxProblems bounds the violations listed in a Result (all are counted).
+const maxProblems = 40
+
+// Result is what the checker found in a record. See the package comment
+// for the definitions.
+type Result struct {
+	Acked     int // acknowledged sends
+	Expected  int // (acknowledged message, recipient) pairs
+	Delivered int // of those, the pairs whose recipient shows the message
+
+	// Violations: each must be 0.
+	Lost       int // pairs whose recipient never shows the message
+	Duplicates int // messages shown again by a recipient (same id, or same send under another id)
+	OutOfOrder int // acknowledged messages a recipient passed over, or showed at another seq
+
+	// Information.
+	Raw          int // messages that reached clients from the server: pushes and sync entries
+	Redelivered  int // of those, ones the client already held at their seq (not shown)
+	HiddenOther  int // of those, ones at or below the offset where the client holds another message, or none (not shown)
+	Unacked      int // messages shown whose send was never acknowledged (its reply was lost)
+	GaveUp       int // sends never acknowledged
+	SeqConflicts int // acknowledged messages sharing a conv and seq with another acknowledged message
+
+	Problems []string // the first violations, described
+	Unlisted int      // violations not in Problems
+}
+
+// OK reports whether the result has no violation.
+func (r Result) OK() bool { return r.Lost == 0 && r.Duplicates == 0 && r.OutOfOrder == 0 }
+
+func (r *Result) problem(format string, args ...any) {
+	if len(r.Problems) >= maxProblems {
+		r.Unlisted++
+		return
+	}
+	r.Problems = append(r.Problems, fmt.Sprintf(format, args...))
+}
+
+// Check replays every client's arrivals through a View (what a correct
+// client shows) and compares what each recipient shows with what was
+// acknowledged.
+func Check(rec *Record) Result {
+	var res Result
+	acks := rec.Acks()
+	res.Acked = len(acks)
+	res.GaveUp = len(rec.GaveUp())
+
+	byID := make(map[string]*Ack, len(acks))
+	byConv := map[string][]*Ack{}
+	for i := range acks {
+		a := &acks[i]
+		if prev, ok := byID[a.Msg.ID]; ok {
+			// Two sends acknowledged with one message: one of them
+			// was not stored.
+			res.Lost += len(a.Recipients)
+			res.Expected += len(a.Recipients)
+			res.problem("lost: sends %s and %s were both acknowledged as message %s", prev.ClientMsgID, a.ClientMsgID, a.Msg.ID)
+			continue
+		}
+		byID[a.Msg.ID] = a
+		byConv[a.Msg.Conv] = append(byConv[a.Msg.Conv], a)
+	}
+	for conv, list := range byConv {
+		sort.SliceStable(list, func(i, j int) bool { return list[i].Msg.Seq < list[j].Msg.Seq })
+		for i := 1; i < len(list); i++ {
+			if list[i].Msg.Seq == list[i-1].Msg.Seq {
+				res.SeqConflicts++
+				res.problem("conflict: %s seq %d was acknowledged as %s (%s) and as %s (%s)", conv, list[i].Msg.Seq,
+					list[i-1].Msg.ID, list[i-1].ClientMsgID, list[i].Msg.ID, list[i].ClientMsgID)
+			}
+		}
+	}
+
+	shows := map[string]map[string]int{}     // message id -> recipient -> times shown
+	seen := map[string]map[string][]string{} // acknowledged id -> client -> how it reached it when not shown
+	note := func(id, user, how string) {
+		if _, ok := byID[id]; !ok {
+			return
+		}
+		if seen[id] == nil {
+			seen[id] = map[string][]string{}
+		}
+		seen[id][user] = append(seen[id][user], how)
+	}
+	for _, user := range rec.Users() {
+		v := NewView()
+		passed := map[string]bool{}            // acknowledged ids this user passed over
+		bySend := map[string]map[string]bool{} // send -> ids shown
+		for _, a := range rec.Arrivals(user) {
+			m := a.Msg
+			if a.Src != FromAck {
+				res.Raw++
+			}
+			prev := v.Offset(m.Conv)
+			verdict := v.Accept(m)
+			if verdict != Shown {
+				if a.Src != FromAck {
+					if verdict == Redelivered {
+						res.Redelivered++
+					} else {
+						res.HiddenOther++
+					}
+				}
+				note(m.ID, user, fmt.Sprintf("%s at seq %d %s (offset %d)", a.Src, m.Seq, verdict, prev))
+				continue
+			}
+			if m.Seq > prev+1 {
+				list := byConv[m.Conv]
+				i := sort.Search(len(list), func(i int) bool { return list[i].Msg.Seq > prev })
+				for ; i < len(list) && list[i].Msg.Seq < m.Seq; i++ {
+					ak := list[i]
+					if ak.Msg.ID == m.ID || passed[ak.Msg.ID] || shows[ak.Msg.ID][user] > 0 || !slices.Contains(ak.Recipients, user) {
+						continue
+					}
+					passed[ak.Msg.ID] = true
+					res.OutOfOrder++
+					res.problem("out of order: %s showed %s seq %d (%s, by %s) while it had not shown seq %d (%s, %s), acknowledged before",
+						user, m.Conv, m.Seq, m.ID, a.Src, ak.Msg.Seq, ak.Msg.ID, ak.ClientMsgID)
+				}
+			}
+			if a.Src == FromAck {
+				continue
+			}
+			if shows[m.ID] == nil {
+				shows[m.ID] = map[string]int{}
+			}
+			shows[m.ID][user]++
+			if n := shows[m.ID][user]; n > 1 {
+				res.Duplicates++
+				res.problem("duplicate: %s showed message %s a %s time, now as %s seq %d by %s", user, m.ID, ordinal(n), m.Conv, m.Seq, a.Src)
+			}
+			if ak, ok := byID[m.ID]; !ok {
+				res.Unacked++
+			} else if ak.Msg.Seq != m.Seq || ak.Msg.Conv != m.Conv {
+				res.OutOfOrder++
+				res.problem("out of order: %s showed %s as %s seq %d (by %s), acknowledged as %s seq %d",
+					user, m.ID, m.Conv, m.Seq, a.Src, ak.Msg.Conv, ak.Msg.Seq)
+			}
+			if k := sendKey(m); k != "" {
+				ids := bySend[k]
+				if ids == nil {
+					ids = map[string]bool{}
+					bySend[k] = ids
+				}
+				if !ids[m.ID] {
+					ids[m.ID] = true
+					if len(ids) > 1 {
+						res.Duplicates++
+						res.problem("duplicate: %s showed send %s again as another message, %s (%s seq %d, by %s); ids shown: %s",
+							user, strings.TrimPrefix(m.Text, textPrefix), m.ID, m.Conv, m.Seq, a.Src, strings.Join(sortedKeys(ids), ", "))
+					}
+				}
+			}
+		}
+	}
+
+	for _, user := range rec.Users() {
+		for _, a := range rec.Waiting(user) {
+			note(a.Msg.ID, user, fmt.Sprintf("%s at seq %d, still waiting at the end behind a gap the client could not sync", a.Src, a.Msg.Seq))
+		}
+	}
+	for i := range acks {
+		a := &acks[i]
+		if byID[a.Msg.ID] != a {
+			continue // a second send acknowledged as one message: counted above
+		}
+		for _, r := range a.Recipients {
+			res.Expected++
+			if shows[a.Msg.ID][r] > 0 {
+				res.Delivered++
+				continue
+			}
+			res.Lost++
+			how := "it never reached " + r
+			if s := seen[a.Msg.ID][r]; len(s) > 0 {
+				how = "it reached " + r + " only as: " + strings.Join(s, "; ")
+			}
+			res.problem("lost: %s (%s seq %d, from %s, send %s) was acknowledged but %s never showed it; %s",
+				a.Msg.ID, a.Msg.Conv, a.Msg.Seq, a.Msg.From, a.ClientMsgID, r, how)
+		}
+	}
+	return res
+}
+
+func sortedKeys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func ordinal(n int) string {
+	switch n {
+	case 2:
+		return "second"
+	case 3:
+		return "third"
+	}
+	return fmt.Sprintf("%dth", n)
+}

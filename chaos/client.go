@@ -1,0 +1,912 @@
+package chaos
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/url"
+	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"chatcluster/chatclient"
+	"chatcluster/protocol"
+)
+
+// Timings of the workload's clients.
+const (
+	// A node answers every request within 5 s, and the requests of one
+	// connection in order: a request may wait for the one before it.
+	requestTimeout  = 12 * time.Second
+	pingInterval    = time.Second            // keepalive: a connection that does not answer...
+	pingTimeout     = 10 * time.Second       // ...a ping in this time (a stopped node) is replaced
+	gapWait         = 300 * time.Millisecond // a message above offset+1 waits this long for those before it, then the client syncs
+	gapCheck        = 100 * time.Millisecond
+	sendGiveUp      = 60 * time.Second       // a send is retried, with its clientMsgId, for at most this long...
+	maxSendAttempts = 60                     // ...and this many times
+	backoffMin      = 100 * time.Millisecond // waits between attempts (connect, sync, send) double...
+	backoffMax      = 3 * time.Second        // ...up to this, as in cmd/chat
+	pushBuffer      = 8192
+	rebuildRounds   = 3 // rebuild uploads for one conversation in one sync
+)
+
+// Budget bounds the messages a run sends. Safe for concurrent use.
+type Budget struct{ left atomic.Int64 }
+
+// NewBudget returns a budget of n messages.
+func NewBudget(n int64) *Budget {
+	b := &Budget{}
+	b.left.Store(n)
+	return b
+}
+
+// Take takes one message from the budget and reports whether there was one.
+func (b *Budget) Take() bool { return b.left.Add(-1) >= 0 }
+
+// Exhausted reports whether the budget is used up.
+func (b *Budget) Exhausted() bool { return b.left.Load() <= 0 }
+
+// ClientConfig describes one client of the workload.
+type ClientConfig struct {
+	Name      string
+	Password  string
+	Peers     []string // the other clients: direct messages go to them
+	Rooms     []string // rooms every client is a member of
+	Members   []string // every client: the recipients of a room message
+	Gateway   *chatclient.Gateway
+	Record    *Record
+	Budget    *Budget
+	Interval  time.Duration // pause between two sends
+	RoomShare float64       // share of sends that go to a room
+	Seed      uint64
+	Logf      func(format string, args ...any)
+}
+
+// Client is one user of the workload: it holds a connection to a node
+// chosen through the gateway, sends direct and room messages, records what
+// was acknowledged and what reached it, and reconnects and syncs when its
+// connection is lost, its node goes away, or it is told to.
+type Client struct {
+	cfg ClientConfig
+
+	procMu  sync.Mutex // serialises what the client does with messages; guards view and pending
+	view    *View
+	pending map[string][]waiting // per conversation: messages above offset+1, by seq
+
+	mu        sync.Mutex
+	conn      *chatclient.Conn // nil while reconnecting
+	node      string
+	changed   chan struct{} // closed and replaced when conn changes
+	wanted    int           // reconnects asked for
+	served    int           // the highest of them that a completed reconnect (with sync) answers
+	avoid     []string      // nodes to avoid, as last told
+	watchFrom int64         // failover watch: a room push with a ts above this...
+	watchHit  time.Time     // ...first arrived then (zero: not yet)
+
+	reconnectReq chan struct{} // a reconnect was asked for
+
+	ctx        context.Context
+	cancel     context.CancelFunc
+	sendCtx    context.Context
+	stopSend   context.CancelFunc
+	wg         sync.WaitGroup
+	senderDone chan struct{}
+
+	// Counters, for the log.
+	Reconnects atomic.Int64
+	Kicked     atomic.Int64
+	Rebuilds   atomic.Int64
+	GapSyncs   atomic.Int64
+	Refused    atomic.Int64
+	// Catch-up syncs after a (re)connect that failed (and were retried).
+	CatchUpFailures atomic.Int64
+}
+
+type waiting struct {
+	m     protocol.Message
+	src   Source
+	since time.Time
+}
+
+// NewClient returns a client that knows its direct conversations (offset
+// 0); it knows its rooms once it joined them (JoinRooms). Call Start to run
+// it.
+func NewClient(cfg ClientConfig) *Client {
+	c := &Client{
+		cfg:          cfg,
+		view:         NewView(),
+		pending:      map[string][]waiting{},
+		changed:      make(chan struct{}),
+		reconnectReq: make(chan struct{}, 1),
+		senderDone:   make(chan struct{}),
+	}
+	for _, p := range cfg.Peers {
+		c.view.Know(protocol.DMConv(cfg.Name, p))
+	}
+	cfg.Record.AddClient(cfg.Name)
+	return c
+}
+
+// Name is the client's user name.
+func (c *Client) Name() string { return c.cfg.Name }
+
+func (c *Client) logf(format string, args ...any) {
+	if c.cfg.Logf != nil {
+		c.cfg.Logf(c.cfg.Name+": "+format, args...)
+	}
+}
+
+// Start connects in the background until ctx ends or Close. Sending starts
+// with StartSending.
+func (c *Client) Start(ctx context.Context) {
+	c.ctx, c.cancel = context.WithCancel(ctx)
+	c.sendCtx, c.stopSend = context.WithCancel(c.ctx)
+	c.wg.Add(1)
+	go c.run()
+}
+
+// StartSending starts the send loop.
+func (c *Client) StartSending() {
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		defer close(c.senderDone)
+		c.sendLoop(c.sendCtx)
+	}()
+}
+
+// StopSending stops the send loop and waits until it ended: a request in
+// flight is answered or times out, and a send not acknowledged by then is
+// given up.
+func (c *Client) StopSending() {
+	c.stopSend()
+	<-c.senderDone
+}
+
+// Close stops the client and waits for all its goroutines. Messages that
+// still wait behind a gap go to the record as never processed.
+func (c *Client) Close() {
+	c.cancel()
+	c.wg.Wait()
+	c.procMu.Lock()
+	defer c.procMu.Unlock()
+	convs := make([]string, 0, len(c.pending))
+	for conv := range c.pending {
+		convs = append(convs, conv)
+	}
+	sort.Strings(convs)
+	for _, conv := range convs {
+		for _, w := range c.pending[conv] {
+			c.cfg.Record.AddWaiting(c.cfg.Name, w.m, w.src)
+		}
+	}
+	c.pending = map[string][]waiting{}
+}
+
+// Node returns the node the client is connected to ("" while reconnecting).
+func (c *Client) Node() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.node
+}
+
+// Reconnect asks the client to leave its connection, reconnect through
+// the gateway avoiding the given nodes while others are listed, and sync.
+// It returns a ticket for Reconnected.
+func (c *Client) Reconnect(avoid []string) int {
+	c.mu.Lock()
+	c.wanted++
+	c.avoid = slices.Clone(avoid)
+	ticket := c.wanted
+	c.mu.Unlock()
+	select {
+	case c.reconnectReq <- struct{}{}:
+	default:
+	}
+	return ticket
+}
+
+// Reconnected reports whether a reconnect asked for with ticket (or later)
+// has completed, sync included.
+func (c *Client) Reconnected(ticket int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.served >= ticket && c.conn != nil
+}
+
+// Watch starts a failover watch: WatchHit reports when the first room
+// message stored after t arrived as a push.
+func (c *Client) Watch(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.watchFrom, c.watchHit = t.UnixMilli(), time.Time{}
+}
+
+// WatchHit returns when the first room push of a message stored after the
+// watch's start arrived, and whether one did.
+func (c *Client) WatchHit() (time.Time, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.watchHit, !c.watchHit.IsZero()
+}
+
+func (c *Client) setConn(conn *chatclient.Conn, node string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.conn, c.node = conn, node
+	close(c.changed)
+	c.changed = make(chan struct{})
+}
+
+// waitConn returns the current connection, waiting for one until ctx ends
+// or until deadline; nil if none came.
+func (c *Client) waitConn(ctx context.Context, deadline time.Time) *chatclient.Conn {
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	for {
+		c.mu.Lock()
+		conn, ch := c.conn, c.changed
+		c.mu.Unlock()
+		if conn != nil {
+			return conn
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil
+		case <-timer.C:
+			return nil
+		}
+	}
+}
+
+// ---- connection ---------------------------------------------------------------
+
+// run owns the connection: it connects, serves the connection until it
+// ends or a reconnect is asked for, and connects again, until the client
+// is closed.
+func (c *Client) run() {
+	defer c.wg.Done()
+	var lost string
+	for c.ctx.Err() == nil {
+		c.mu.Lock()
+		ticket := c.wanted
+		avoid := slices.Clone(c.avoid)
+		c.mu.Unlock()
+		if lost != "" && !slices.Contains(avoid, lost) {
+			avoid = append(avoid, lost)
+		}
+		conn, node, err := c.establish(avoid)
+		if err != nil {
+			return // closed
+		}
+		lost = ""
+		if c.serve(conn, node, ticket) {
+			lost = node
+		}
+	}
+}
+
+// establish connects and logs in, retrying with a backoff until it
+// succeeds or the client is closed. The catch-up sync follows on the
+// connection (serve).
+func (c *Client) establish(avoid []string) (*chatclient.Conn, string, error) {
+	delay := backoffMin
+	start := time.Now()
+	for attempt := 1; ; attempt++ {
+		if err := c.ctx.Err(); err != nil {
+			return nil, "", err
+		}
+		conn, node, err := c.connectOnce(avoid)
+		if err == nil {
+			c.Reconnects.Add(1)
+			if d := time.Since(start); d > 10*time.Second {
+				c.logf("connected to %s after %d attempts in %s", node, attempt, d.Round(time.Millisecond))
+			}
+			return conn, node, nil
+		}
+		if attempt%25 == 0 {
+			c.logf("still reconnecting after %d attempts (%s): %v", attempt, time.Since(start).Round(time.Millisecond), err)
+		}
+		if !sleep(c.ctx, delay) {
+			return nil, "", c.ctx.Err()
+		}
+		delay = min(2*delay, backoffMax)
+	}
+}
+
+// connectOnce logs in at the gateway for a fresh token (after a Redis
+// restart the old one is gone) and connects to a listed node, a random one
+// of those not to avoid.
+func (c *Client) connectOnce(avoid []string) (*chatclient.Conn, string, error) {
+	ctx, cancel := context.WithTimeout(c.ctx, requestTimeout)
+	defer cancel()
+	token, nodes, err := c.cfg.Gateway.Login(ctx, c.cfg.Name, c.cfg.Password)
+	if err != nil {
+		return nil, "", fmt.Errorf("gateway login: %w", err)
+	}
+	var prefer, avoided []chatclient.NodeInfo
+	for _, n := range nodes {
+		if slices.Contains(avoid, n.ID) {
+			avoided = append(avoided, n)
+		} else {
+			prefer = append(prefer, n)
+		}
+	}
+	rand.Shuffle(len(prefer), func(i, j int) { prefer[i], prefer[j] = prefer[j], prefer[i] })
+	err = errors.New("the gateway lists no node")
+	for _, n := range append(prefer, avoided...) {
+		if !loopback(n.WS) {
+			err = fmt.Errorf("node %s at %s is not on loopback; not connecting", n.ID, n.WS)
+			continue
+		}
+		var conn *chatclient.Conn
+		conn, err = chatclient.Dial(ctx, n.WS, pushBuffer)
+		if err != nil {
+			err = fmt.Errorf("connect to %s: %w", n.ID, err)
+			continue
+		}
+		var lr protocol.LoginReply
+		if lr, err = conn.LoginToken(ctx, token); err != nil {
+			closeConn(conn)
+			err = fmt.Errorf("login at %s: %w", n.ID, err)
+			continue
+		}
+		return conn, lr.Node, nil
+	}
+	return nil, "", err
+}
+
+// loopback reports whether a WebSocket URL names a loopback address.
+func loopback(raw string) bool {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return false
+	}
+	host := u.Hostname()
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// closeConn closes a connection whose pushes nobody reads.
+func closeConn(conn *chatclient.Conn) {
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		for range conn.Pushes() {
+		}
+	}()
+	_ = conn.Close()
+	<-drained
+}
+
+// pushQueue takes the pushes of a connection as they come, so that the
+// connection's reader never waits for the client (which may be waiting for
+// a reply on that connection).
+type pushQueue struct {
+	mu     sync.Mutex
+	items  []chatclient.Push
+	closed bool
+	ready  chan struct{}
+}
+
+func (q *pushQueue) signal() {
+	select {
+	case q.ready <- struct{}{}:
+	default:
+	}
+}
+
+func (q *pushQueue) take() ([]chatclient.Push, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	items := q.items
+	q.items = nil
+	return items, q.closed
+}
+
+// serve uses conn until it ends, its node says it goes away, a reconnect
+// is asked for, or the client closes: it syncs every conversation from the
+// client's offsets (retrying with a backoff while the server cannot
+// answer; chat and pushes go on meanwhile), which completes the reconnect
+// of ticket, and handles pushes. It reports whether the connection was
+// lost (so its node is better avoided).
+func (c *Client) serve(conn *chatclient.Conn, node string, ticket int) (lost bool) {
+	q := &pushQueue{ready: make(chan struct{}, 1)}
+	pumped := make(chan struct{})
+	go func() {
+		defer close(pumped)
+		for p := range conn.Pushes() {
+			q.mu.Lock()
+			q.items = append(q.items, p)
+			q.mu.Unlock()
+			q.signal()
+		}
+		q.mu.Lock()
+		q.closed = true
+		q.mu.Unlock()
+		q.signal()
+	}()
+	stopPing := make(chan struct{})
+	pinged := make(chan struct{})
+	go func() {
+		defer close(pinged)
+		keepalive(conn, stopPing)
+	}()
+	c.setConn(conn, node)
+	caughtUp := false
+	catchUp := func() {
+		err := c.catchUp(conn)
+		if err == nil {
+			caughtUp = true
+			c.mu.Lock()
+			c.served = max(c.served, ticket)
+			c.mu.Unlock()
+			return
+		}
+		c.CatchUpFailures.Add(1)
+	}
+	catchUp()
+	catchUpRetry := newBackoff()
+	gapRetry := newBackoff()
+	gaps := time.NewTicker(gapCheck)
+	defer func() {
+		gaps.Stop()
+		c.setConn(nil, "")
+		close(stopPing)
+		_ = conn.Close()
+		<-pinged
+		<-pumped
+		// What arrived before the close still counts.
+		items, _ := q.take()
+		c.handle(conn, items)
+	}()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return false
+		case <-c.reconnectReq:
+			return false
+		case <-gaps.C:
+			switch {
+			case !caughtUp:
+				if catchUpRetry.due() {
+					catchUp()
+					catchUpRetry.failed()
+				}
+			case gapRetry.due():
+				if c.fillGaps(conn) {
+					gapRetry.reset()
+				} else {
+					gapRetry.failed()
+				}
+			}
+		case <-q.ready:
+			items, closed := q.take()
+			if c.handle(conn, items) {
+				return true // the node goes away
+			}
+			if closed {
+				return true
+			}
+		}
+	}
+}
+
+// handle processes pushes; it reports whether one said the node goes away.
+func (c *Client) handle(conn *chatclient.Conn, items []chatclient.Push) (goingAway bool) {
+	for _, p := range items {
+		switch p.Action {
+		case protocol.PushMessage:
+			var m protocol.Message
+			if err := json.Unmarshal(p.Data, &m); err != nil || m.Conv == "" {
+				c.logf("malformed message push %s", p.Data)
+				continue
+			}
+			if m.Room != "" {
+				c.mu.Lock()
+				if c.watchHit.IsZero() && c.watchFrom > 0 && m.TS > c.watchFrom {
+					c.watchHit = time.Now()
+				}
+				c.mu.Unlock()
+			}
+			c.procMu.Lock()
+			c.offerLocked(m, FromPush)
+			c.procMu.Unlock()
+		case protocol.PushNode:
+			var np protocol.NodePush
+			if json.Unmarshal(p.Data, &np) == nil && np.Reconnect {
+				goingAway = true
+			}
+		case protocol.PushKicked:
+			// Only this workload logs in as this user: a kick is a
+			// server-side race worth a line in the log.
+			c.Kicked.Add(1)
+			c.logf("kicked: %s", p.Data)
+		}
+	}
+	return goingAway
+}
+
+// keepalive pings conn until stop is closed or conn ends, and closes conn
+// when a ping gets no answer in time (a stopped node).
+func keepalive(conn *chatclient.Conn, stop <-chan struct{}) {
+	t := time.NewTicker(pingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-conn.Done():
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), pingTimeout)
+		err := conn.Do(ctx, protocol.ActionPing, protocol.Empty{}, nil)
+		cancel()
+		if err != nil && chatclient.Code(err) <= 0 {
+			_ = conn.Close()
+			return
+		}
+	}
+}
+
+// ---- what the client holds ----------------------------------------------------
+
+// offerLocked takes m, which reached the client: shown at once if it is
+// next in its conversation (or old), otherwise it waits for those before
+// it. c.procMu must be held.
+func (c *Client) offerLocked(m protocol.Message, src Source) {
+	if m.Seq > c.view.Offset(m.Conv)+1 {
+		c.pending[m.Conv] = append(c.pending[m.Conv], waiting{m: m, src: src, since: time.Now()})
+		return
+	}
+	c.acceptLocked(m, src)
+	c.releaseLocked(m.Conv, false)
+}
+
+// acceptLocked records m as processed now and applies it to the view.
+func (c *Client) acceptLocked(m protocol.Message, src Source) {
+	c.cfg.Record.AddArrival(c.cfg.Name, m, src)
+	c.view.Accept(m)
+}
+
+// releaseLocked processes the waiting messages of conv that are next (or
+// old), in seq order; with all, every waiting message (after a sync said
+// what exists before them).
+func (c *Client) releaseLocked(conv string, all bool) {
+	w := c.pending[conv]
+	if len(w) == 0 {
+		return
+	}
+	sort.SliceStable(w, func(i, j int) bool { return w[i].m.Seq < w[j].m.Seq })
+	i := 0
+	for ; i < len(w); i++ {
+		if !all && w[i].m.Seq > c.view.Offset(conv)+1 {
+			break
+		}
+		c.acceptLocked(w[i].m, w[i].src)
+	}
+	if i == len(w) {
+		delete(c.pending, conv)
+	} else {
+		c.pending[conv] = w[i:]
+	}
+}
+
+// backoff spaces out the attempts of something that fails.
+type backoff struct {
+	delay time.Duration
+	next  time.Time
+}
+
+func newBackoff() *backoff { return &backoff{delay: backoffMin} }
+
+// due reports whether the next attempt may go.
+func (b *backoff) due() bool { return !time.Now().Before(b.next) }
+
+// failed pushes the next attempt out, by a delay that doubles each time.
+func (b *backoff) failed() {
+	b.next = time.Now().Add(b.delay)
+	b.delay = min(2*b.delay, backoffMax)
+}
+
+// reset forgets the failures.
+func (b *backoff) reset() { b.delay, b.next = backoffMin, time.Time{} }
+
+// fillGaps syncs the conversations whose waiting messages have waited
+// long enough for those before them. It reports false if the sync failed.
+func (c *Client) fillGaps(conn *chatclient.Conn) bool {
+	c.procMu.Lock()
+	defer c.procMu.Unlock()
+	offsets := map[string]int64{}
+	for conv, w := range c.pending {
+		for _, x := range w {
+			if time.Since(x.since) >= gapWait {
+				offsets[conv] = c.view.Offset(conv)
+				break
+			}
+		}
+	}
+	if len(offsets) == 0 {
+		return true
+	}
+	c.GapSyncs.Add(1)
+	if _, err := c.syncLocked(conn, offsets); err != nil {
+		// The messages keep waiting for the next try.
+		return false
+	}
+	return true
+}
+
+// syncLocked syncs the conversations from the given offsets, uploads what
+// the client holds where the server asks for a rebuild, and processes what
+// comes back; then the waiting messages of those conversations. It returns
+// the conversations the server left out or could not settle (a room it
+// does not let the client read right now). c.procMu must be held.
+func (c *Client) syncLocked(conn *chatclient.Conn, offsets map[string]int64) (unsettled []string, err error) {
+	ctx, cancel := context.WithTimeout(c.ctx, 3*requestTimeout)
+	defer cancel()
+	got, err := conn.SyncAll(ctx, offsets)
+	if err != nil {
+		return nil, err
+	}
+	convs := make([]string, 0, len(offsets))
+	for conv := range offsets {
+		convs = append(convs, conv)
+	}
+	sort.Strings(convs)
+	for _, conv := range convs {
+		sc, ok := got[conv]
+		for round := 0; ok && sc.Rebuild && round < rebuildRounds; round++ {
+			held := c.view.Held(conv, protocol.MaxSyncMessages)
+			if len(held) == 0 {
+				break
+			}
+			rr, err := conn.Rebuild(ctx, conv, held)
+			if err != nil {
+				return nil, fmt.Errorf("rebuild %s: %w", conv, err)
+			}
+			c.Rebuilds.Add(1)
+			c.logf("rebuilt %s: uploaded %d held messages (seq %d..%d), the server restored %d, latest %d",
+				conv, len(held), held[0].Seq, held[len(held)-1].Seq, rr.Restored, rr.Latest)
+			again, err := conn.SyncAll(ctx, map[string]int64{conv: c.view.Offset(conv)})
+			if err != nil {
+				return nil, err
+			}
+			sc, ok = again[conv]
+		}
+		if !ok || sc.Rebuild {
+			unsettled = append(unsettled, conv)
+			continue
+		}
+		for _, m := range sc.Messages {
+			c.acceptLocked(m, FromSync)
+		}
+		c.releaseLocked(conv, true)
+	}
+	return unsettled, nil
+}
+
+// catchUp syncs every conversation of the client after a (re)connect. A
+// room the server leaves out (it does not let the client read it right
+// now) counts as a failure: the client is not caught up.
+func (c *Client) catchUp(conn *chatclient.Conn) error {
+	c.procMu.Lock()
+	defer c.procMu.Unlock()
+	unsettled, err := c.syncLocked(conn, c.view.Offsets())
+	if err == nil && len(unsettled) > 0 {
+		err = fmt.Errorf("the server left out %v", unsettled)
+	}
+	return err
+}
+
+// Settle brings the client to the latest of every conversation it is in:
+// it syncs until the server reports nothing above the client's offsets and
+// no message waits. For the end of a run, after sending stopped.
+func (c *Client) Settle(ctx context.Context) error {
+	var last error
+	delay := backoffMin
+	for attempt := 1; ctx.Err() == nil; attempt++ {
+		conn := c.waitConn(ctx, time.Now().Add(requestTimeout))
+		if conn == nil {
+			last = errors.New("no connection")
+		} else if last = c.settleOnce(conn); last == nil {
+			return nil
+		}
+		if attempt%10 == 0 {
+			c.logf("settling, attempt %d: %v", attempt, last)
+		}
+		if !sleep(ctx, delay) {
+			break
+		}
+		delay = min(2*delay, backoffMax)
+	}
+	return fmt.Errorf("%s did not settle: %v", c.cfg.Name, last)
+}
+
+func (c *Client) settleOnce(conn *chatclient.Conn) error {
+	c.procMu.Lock()
+	defer c.procMu.Unlock()
+	offsets := c.view.Offsets()
+	unsettled, err := c.syncLocked(conn, offsets)
+	if err != nil {
+		return err
+	}
+	if len(unsettled) > 0 {
+		return fmt.Errorf("the server leaves out %v", unsettled)
+	}
+	// Nothing above the offsets now? (The server's latest may lie above
+	// every message: after Redis lost its data, counters restart with a
+	// gap.)
+	ctx, cancel := context.WithTimeout(c.ctx, requestTimeout)
+	defer cancel()
+	r, err := conn.Sync(ctx, c.view.Offsets())
+	if err != nil {
+		return err
+	}
+	for conv := range offsets {
+		sc, ok := r.Convs[conv]
+		switch {
+		case !ok:
+			return fmt.Errorf("the server leaves out %s", conv)
+		case sc.Rebuild || len(sc.Messages) > 0:
+			return fmt.Errorf("%s is not at its latest (offset %d, latest %d, %d messages above the offset)",
+				conv, c.view.Offset(conv), sc.Latest, len(sc.Messages))
+		}
+	}
+	if len(c.pending) > 0 {
+		return fmt.Errorf("messages still wait in %d conversations", len(c.pending))
+	}
+	return nil
+}
+
+// ---- sending --------------------------------------------------------------------
+
+// JoinRooms joins the client's rooms on its current connection, retrying
+// refusals a service under change gives. Call it before any client sends.
+func (c *Client) JoinRooms(ctx context.Context) error {
+	for _, room := range c.cfg.Rooms {
+		var err error
+		for attempt := 1; attempt <= 20; attempt++ {
+			conn := c.waitConn(ctx, time.Now().Add(requestTimeout))
+			if conn == nil {
+				err = errors.New("no connection")
+				break
+			}
+			rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+			var r protocol.RoomReply
+			r, err = conn.JoinRoom(rctx, room)
+			cancel()
+			if err == nil {
+				if len(r.Recent) > 0 {
+					return fmt.Errorf("room %s already holds messages", room)
+				}
+				// Nothing before the join: the room starts at offset 0.
+				c.procMu.Lock()
+				c.view.Know(protocol.RoomConv(room))
+				c.procMu.Unlock()
+				break
+			}
+			if !sleep(ctx, 200*time.Millisecond) {
+				break
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("%s joins %s: %w", c.cfg.Name, room, err)
+		}
+	}
+	return nil
+}
+
+func (c *Client) sendLoop(ctx context.Context) {
+	rng := rand.New(rand.NewPCG(c.cfg.Seed, 1))
+	for n := 1; ctx.Err() == nil; n++ {
+		if !c.cfg.Budget.Take() {
+			return
+		}
+		cmid := fmt.Sprintf("%s-%d", c.cfg.Name, n)
+		if len(c.cfg.Rooms) > 0 && (len(c.cfg.Peers) == 0 || rng.Float64() < c.cfg.RoomShare) {
+			c.send(ctx, "", c.cfg.Rooms[rng.IntN(len(c.cfg.Rooms))], cmid)
+		} else {
+			c.send(ctx, c.cfg.Peers[rng.IntN(len(c.cfg.Peers))], "", cmid)
+		}
+		if !sleep(ctx, c.cfg.Interval/2+time.Duration(rng.Int64N(int64(c.cfg.Interval)+1))) {
+			return
+		}
+	}
+}
+
+// send sends one message, to a user or a room, resending it with the same
+// clientMsgId after errors that may have left it unstored, and records it
+// if it is acknowledged.
+func (c *Client) send(ctx context.Context, to, room, cmid string) {
+	text := Text(cmid)
+	deadline := time.Now().Add(sendGiveUp)
+	delay := backoffMin
+	var err error
+	for attempt := 1; attempt <= maxSendAttempts && time.Now().Before(deadline); attempt++ {
+		conn := c.waitConn(ctx, deadline)
+		if conn == nil {
+			if err == nil {
+				err = errors.New("no connection")
+			}
+			break
+		}
+		// The request is not cut short when sending stops: a send in
+		// flight is answered or times out.
+		rctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+		var r protocol.ChatReply
+		if room != "" {
+			r, err = conn.ChatRoom(rctx, room, text, cmid)
+		} else {
+			r, err = conn.Chat(rctx, to, text, cmid)
+		}
+		cancel()
+		if err == nil {
+			c.acked(r, to, room, text, cmid)
+			return
+		}
+		switch code := chatclient.Code(err); {
+		case code <= 0:
+			// Lost connection, or no answer in time (the keepalive
+			// replaces a connection to a stopped node).
+		case code == 401:
+			_ = conn.Close() // the session is gone: log in again
+		case code == 429 || code >= 500:
+		default: // 400, 403, 404, 413: the message was not stored
+			c.Refused.Add(1)
+			c.logf("send %s refused: %v", cmid, err)
+			if code != 403 && code != 404 {
+				c.cfg.Record.AddGaveUp(cmid)
+				return
+			}
+			// A room or user a service under change does not know
+			// for a moment: try again.
+		}
+		if !sleep(ctx, delay) {
+			break
+		}
+		delay = min(2*delay, backoffMax)
+	}
+	c.cfg.Record.AddGaveUp(cmid)
+	if ctx.Err() == nil {
+		c.logf("gave up send %s: %v", cmid, err)
+	}
+}
+
+// acked records an acknowledged send; a direct message also joins what the
+// sender holds of the conversation (a room message comes back as a push).
+func (c *Client) acked(r protocol.ChatReply, to, room, text, cmid string) {
+	m := protocol.Message{ID: r.ID, Conv: r.Conv, Seq: r.Seq, From: c.cfg.Name, To: to, Room: room, Text: text, TS: r.TS}
+	recipients := []string{to}
+	if room != "" {
+		recipients = c.cfg.Members
+	}
+	c.cfg.Record.AddAck(Ack{Msg: m, ClientMsgID: cmid, Recipients: recipients})
+	if room == "" {
+		c.procMu.Lock()
+		c.offerLocked(m, FromAck)
+		c.procMu.Unlock()
+	}
+}
+
+// sleep waits d or until ctx ends; it reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

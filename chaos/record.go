@@ -1,0 +1,175 @@
+package chaos
+
+import (
+	"maps"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+
+	"chatcluster/protocol"
+)
+
+// Source says how a message reached a client.
+type Source uint8
+
+const (
+	// FromPush: a message push.
+	FromPush Source = iota + 1
+	// FromSync: an entry of a sync reply.
+	FromSync
+	// FromAck: the client's own direct message, from its chat reply. A
+	// client keeps its own messages (they count for its offsets), but this
+	// is not a delivery: the sender is not a recipient of its direct
+	// message.
+	FromAck
+)
+
+func (s Source) String() string {
+	switch s {
+	case FromPush:
+		return "push"
+	case FromSync:
+		return "sync"
+	case FromAck:
+		return "ack"
+	}
+	return "?"
+}
+
+// Ack is an acknowledged send.
+type Ack struct {
+	// Msg is the message as acknowledged: id, conv, seq and ts from the
+	// chat reply; from, to or room and text as sent.
+	Msg         protocol.Message
+	ClientMsgID string
+	// Recipients must each show the message: the addressee of a direct
+	// message; every member of the room, the sender included.
+	Recipients []string
+}
+
+// Arrival is a message that reached a client, in the order the client
+// processed it.
+type Arrival struct {
+	Msg protocol.Message
+	Src Source
+}
+
+// Record is the full record of a run: what was acknowledged, and what
+// reached each client. Safe for concurrent use.
+type Record struct {
+	mu       sync.Mutex
+	acks     []Ack
+	arrivals map[string][]Arrival // per client
+	waiting  map[string][]Arrival // per client: received, never processed (behind a gap at the end)
+	gaveUp   []string             // clientMsgIds of sends never acknowledged
+}
+
+// NewRecord returns an empty record.
+func NewRecord() *Record {
+	return &Record{arrivals: map[string][]Arrival{}, waiting: map[string][]Arrival{}}
+}
+
+// AddClient makes user part of the record even if nothing reaches it.
+func (r *Record) AddClient(user string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.arrivals[user]; !ok {
+		r.arrivals[user] = nil
+	}
+}
+
+// AddAck records an acknowledged send.
+func (r *Record) AddAck(a Ack) {
+	a.Recipients = slices.Clone(a.Recipients)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.acks = append(r.acks, a)
+}
+
+// AddArrival records that m reached user. Calls for one user must come in
+// the order the user's client processed the messages.
+func (r *Record) AddArrival(user string, m protocol.Message, src Source) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.arrivals[user] = append(r.arrivals[user], Arrival{Msg: m, Src: src})
+}
+
+// AddWaiting records that m reached user but was never processed: when
+// the run ended it still waited for messages before it (a gap the client
+// could not fill). It is not shown; the checker only mentions it.
+func (r *Record) AddWaiting(user string, m protocol.Message, src Source) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.waiting[user] = append(r.waiting[user], Arrival{Msg: m, Src: src})
+}
+
+// Waiting returns what reached user but was never processed.
+func (r *Record) Waiting(user string) []Arrival {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.waiting[user])
+}
+
+// AddGaveUp records a send that was never acknowledged (retries
+// exhausted, or refused).
+func (r *Record) AddGaveUp(clientMsgID string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.gaveUp = append(r.gaveUp, clientMsgID)
+}
+
+// Acks returns the acknowledged sends, in the order recorded.
+func (r *Record) Acks() []Ack {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.acks)
+}
+
+// AckCount returns the number of acknowledged sends.
+func (r *Record) AckCount() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.acks)
+}
+
+// Arrivals returns what reached user, in processing order.
+func (r *Record) Arrivals(user string) []Arrival {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.arrivals[user])
+}
+
+// Users returns the clients of the record, sorted.
+func (r *Record) Users() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := slices.Collect(maps.Keys(r.arrivals))
+	sort.Strings(out)
+	return out
+}
+
+// GaveUp returns the clientMsgIds of sends never acknowledged.
+func (r *Record) GaveUp() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.gaveUp)
+}
+
+// textPrefix starts the text of every message of the workload; the rest
+// of the text is the send's clientMsgId, so that the checker can tell one
+// send stored twice (under two ids) from two sends.
+const textPrefix = "chaos "
+
+// Text returns the text of the send with clientMsgID.
+func Text(clientMsgID string) string { return textPrefix + clientMsgID }
+
+// sendKey identifies the send a message came from: its sender and the
+// clientMsgId its text carries ("" if the text is not the workload's).
+func sendKey(m protocol.Message) string {
+	id, ok := strings.CutPrefix(m.Text, textPrefix)
+	if !ok || id == "" {
+		return ""
+	}
+	return m.From + "\x00" + id
+}

@@ -1,0 +1,149 @@
+package chaos
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"time"
+)
+
+// FailoverDefinition says what the failover times of the table measure.
+const FailoverDefinition = "failover time: from the fault's injection until every client has received, " +
+	"as a live push, a room message the cluster stored after the injection"
+
+// FaultRun is one injected fault.
+type FaultRun struct {
+	Fault     Fault
+	Target    string        // what it hit: a node id, "redis", "mongo", "zk2"
+	Recovered bool          // the cluster delivered to every client again in time
+	Failover  time.Duration // see FailoverDefinition; set when Recovered
+	Note      string        // why it did not recover, or other remarks
+}
+
+// Report is the outcome of a run: the faults and the checker's result.
+type Report struct {
+	Clients   int
+	Nodes     int
+	Rounds    int
+	Seed      int64
+	Elapsed   time.Duration
+	Scheduled int        // faults the schedule held
+	Faults    []FaultRun // faults injected
+	Stopped   string     // why the run stopped before the schedule's end ("" if it did not)
+	Result    Result
+}
+
+// Unrecovered returns the faults after which the cluster did not deliver
+// to every client again in time.
+func (r Report) Unrecovered() []FaultRun {
+	var out []FaultRun
+	for _, f := range r.Faults {
+		if !f.Recovered {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// OK reports whether the run passed: every scheduled fault injected and
+// recovered from, and no violation.
+func (r Report) OK() bool {
+	return r.Result.OK() && r.Stopped == "" && len(r.Faults) == r.Scheduled && len(r.Unrecovered()) == 0
+}
+
+// Quantile returns the q-quantile (0 < q <= 1) of ds by nearest rank, 0
+// for none.
+func Quantile(ds []time.Duration, q float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := int(math.Ceil(q*float64(len(s)))) - 1
+	return s[min(max(i, 0), len(s)-1)]
+}
+
+// Table renders the report for people.
+func (r Report) Table() string {
+	var b strings.Builder
+	rounds := "rounds"
+	if r.Rounds == 1 {
+		rounds = "round"
+	}
+	fmt.Fprintf(&b, "chaos run: %d clients, %d nodes, %d %s of each fault (seed %d), %s\n",
+		r.Clients, r.Nodes, r.Rounds, rounds, r.Seed, r.Elapsed.Round(time.Second))
+	fmt.Fprintf(&b, "%s\n\n", FailoverDefinition)
+	fmt.Fprintf(&b, "%-24s %9s %10s %13s %13s\n", "fault", "injected", "recovered", "failover p50", "failover max")
+	var all []time.Duration
+	injected, recovered := 0, 0
+	for _, kind := range Faults {
+		var ds []time.Duration
+		n := 0
+		for _, f := range r.Faults {
+			if f.Fault != kind {
+				continue
+			}
+			n++
+			if f.Recovered {
+				ds = append(ds, f.Failover)
+			}
+		}
+		injected += n
+		recovered += len(ds)
+		all = append(all, ds...)
+		fmt.Fprintf(&b, "%-24s %9d %10d %13s %13s\n", kind, n, len(ds), seconds(ds, 0.5), seconds(ds, 1))
+	}
+	fmt.Fprintf(&b, "%-24s %9d %10d %13s %13s\n", "all faults", injected, recovered, seconds(all, 0.5), seconds(all, 1))
+	if r.Scheduled != injected {
+		fmt.Fprintf(&b, "%-24s %9d\n", "scheduled", r.Scheduled)
+	}
+	b.WriteString("\n")
+	res := r.Result
+	row := func(name string, n int, note string) {
+		line := fmt.Sprintf("%-26s %10d  %s", name, n, note)
+		b.WriteString(strings.TrimRight(line, " ") + "\n")
+	}
+	row("faults injected", injected, fmt.Sprintf("of %d scheduled", r.Scheduled))
+	row("faults not recovered", injected-recovered, "must be 0")
+	row("messages acknowledged", res.Acked, "")
+	row("deliveries expected", res.Expected, "acknowledged message x recipient")
+	row("delivered", res.Delivered, "shown by the recipient")
+	row("lost", res.Lost, "must be 0")
+	row("duplicates shown", res.Duplicates, "must be 0")
+	row("out of order", res.OutOfOrder, "must be 0")
+	row("raw deliveries", res.Raw, "info: pushes and sync entries received")
+	row("raw redeliveries", res.Redelivered, "info: messages received again, hidden by the offsets")
+	row("hidden other", res.HiddenOther, "info: below the offset, not the message held there")
+	row("shown, not acknowledged", res.Unacked, "info: stored, but the reply was lost")
+	row("sends given up", res.GaveUp, "info: never acknowledged")
+	row("seq conflicts", res.SeqConflicts, "info: two acknowledged messages, one seq")
+	if r.Stopped != "" {
+		fmt.Fprintf(&b, "\nstopped early: %s\n", r.Stopped)
+	}
+	for _, f := range r.Unrecovered() {
+		fmt.Fprintf(&b, "not recovered: %s (%s): %s\n", f.Fault, f.Target, f.Note)
+	}
+	if len(res.Problems) > 0 {
+		b.WriteString("\nviolations:\n")
+		for _, p := range res.Problems {
+			fmt.Fprintf(&b, "  %s\n", p)
+		}
+		if res.Unlisted > 0 {
+			fmt.Fprintf(&b, "  ... and %d more\n", res.Unlisted)
+		}
+	}
+	if r.OK() {
+		b.WriteString("\nresult: PASS\n")
+	} else {
+		b.WriteString("\nresult: FAIL\n")
+	}
+	return b.String()
+}
+
+func seconds(ds []time.Duration, q float64) string {
+	if len(ds) == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2fs", Quantile(ds, q).Seconds())
+}

@@ -1,0 +1,50 @@
+package chaos
+
+import "math/rand/v2"
+
+// Fault is a kind of fault the run injects.
+type Fault int
+
+const (
+	KillLeader   Fault = iota // kill -9 of the leader node
+	KillFollower              // kill -9 of a node that is not the leader
+	PauseLeader               // SIGSTOP of the leader past the ZooKeeper session timeout, then SIGCONT
+	RestartRedis              // Redis killed and started again, empty
+	StopMongo                 // MongoDB stopped, then started again
+	KillZKServer              // one server of the 3-server ZooKeeper ensemble killed, then started again
+)
+
+// Faults lists every kind of fault, in table order.
+var Faults = []Fault{KillLeader, KillFollower, PauseLeader, RestartRedis, StopMongo, KillZKServer}
+
+func (f Fault) String() string {
+	switch f {
+	case KillLeader:
+		return "kill -9 leader"
+	case KillFollower:
+		return "kill -9 follower"
+	case PauseLeader:
+		return "SIGSTOP leader"
+	case RestartRedis:
+		return "Redis restart"
+	case StopMongo:
+		return "MongoDB stop and start"
+	case KillZKServer:
+		return "ZooKeeper server kill"
+	}
+	return "unknown fault"
+}
+
+// Schedule returns the order of the faults of a run: rounds rounds, each
+// one of every kind in an order drawn from seed, so that a run can be
+// repeated.
+func Schedule(rounds int, seed int64) []Fault {
+	rng := rand.New(rand.NewPCG(uint64(seed), 0x6368616f73)) // "chaos"
+	out := make([]Fault, 0, rounds*len(Faults))
+	for range rounds {
+		round := append([]Fault(nil), Faults...)
+		rng.Shuffle(len(round), func(i, j int) { round[i], round[j] = round[j], round[i] })
+		out = append(out, round...)
+	}
+	return out
+}
