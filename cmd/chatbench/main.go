@@ -1,0 +1,310 @@
+// Command chatbench loads a chat cluster and reports what it delivers.
+//
+// It opens WebSocket clients through the gateway (register, log in, spread
+// over the nodes) and runs scenarios:
+//
+//	dm       pairs of users writing to each other, open loop at a target
+//	         rate, a share of the pairs across nodes
+//	room     one room of M members spread over the nodes, posted to at a rate
+//	connect  a connect-and-login storm, then idle connections held while
+//	         each node's resident memory per connection is read
+//
+// and reports delivered throughput, end-to-end latency (from the time a
+// send was due to the recipient's message push) at p50/p99/p99.9, errors
+// and losses (acknowledged but never delivered after a drain time), with a
+// progress line on stderr every second and the figures as JSON (--out).
+//
+// With --with-baseline every scenario is also run against a minimal
+// single-process relay (bench/baseline, started as a subprocess of this
+// binary) and the ratio cluster/baseline is reported for each figure.
+// --baseline ws://host:port/ws runs against a relay that is already
+// running instead of the cluster.
+//
+// Subcommands: "chatbench relay --listen ADDR" runs the baseline relay;
+// "chatbench report --in results.json --out benchmarks.md" renders results
+// as Markdown.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "relay":
+			exit(relayMain(os.Args[2:]))
+		case "report":
+			exit(reportMain(os.Args[2:]))
+		}
+	}
+	exit(benchMain(os.Args[1:]))
+}
+
+func exit(err error) {
+	if err == nil {
+		return
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(2)
+	}
+	fmt.Fprintln(os.Stderr, "chatbench:", err)
+	os.Exit(1)
+}
+
+// config is everything a bench run is told.
+type config struct {
+	gateway      string
+	admin        []string
+	baselineURL  string
+	baselineAdm  []string
+	withBaseline bool
+	scenarios    []string
+	duration     time.Duration
+	drain        time.Duration
+	timeout      time.Duration
+	pairs        int
+	rates        []float64
+	cross        float64
+	roomMembers  int
+	roomPubs     int
+	roomRate     float64
+	conns        int
+	connectRate  float64
+	hold         time.Duration
+	sources      int
+	maxConns     int
+	prefix       string
+	password     string
+	out          string
+	quiet        bool
+}
+
+func parseFlags(args []string) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("chatbench", flag.ContinueOnError)
+	fs.StringVar(&c.gateway, "gateway", "http://127.0.0.1:8080", "gateway base URL")
+	admin := fs.String("admin", "", "comma-separated host:port of each node's admin listener (/metrics), for the connect scenario's memory figures")
+	fs.StringVar(&c.baselineURL, "baseline", "", "ws://host:port/ws of a running baseline relay: run against it instead of the cluster")
+	fs.BoolVar(&c.withBaseline, "with-baseline", false, "also run every scenario against a baseline relay started on loopback, and report cluster/baseline ratios")
+	scen := fs.String("scenarios", "dm", "comma-separated scenarios: dm, room, connect")
+	fs.DurationVar(&c.duration, "duration", 10*time.Second, "send phase of the dm and room scenarios")
+	fs.DurationVar(&c.drain, "drain", 5*time.Second, "wait after the send phase for outstanding deliveries; what is still missing then is lost")
+	fs.DurationVar(&c.timeout, "timeout", 15*time.Minute, "bound on the whole run")
+	fs.IntVar(&c.pairs, "pairs", 50, "dm: pairs of users (each pair writes both ways)")
+	rates := fs.String("rates", "1000", "dm: comma-separated target rates, messages per second in all; one run each")
+	fs.Float64Var(&c.cross, "cross", 0.67, "dm: share of pairs whose users are on different nodes (0..1)")
+	fs.IntVar(&c.roomMembers, "room-members", 100, "room: members")
+	fs.IntVar(&c.roomPubs, "room-publishers", 10, "room: members that post")
+	fs.Float64Var(&c.roomRate, "room-rate", 10, "room: messages per second in all")
+	fs.IntVar(&c.conns, "conns", 1000, "connect: connections")
+	fs.Float64Var(&c.connectRate, "connect-rate", 500, "connect: connection attempts per second")
+	fs.DurationVar(&c.hold, "hold", 3*time.Second, "connect: time the connections are held idle before memory is read")
+	fs.IntVar(&c.sources, "sources", 8, "loopback source addresses to spread connections over (127.0.0.1..N)")
+	fs.IntVar(&c.maxConns, "max-conns", 15000, "refuse to open more connections than this")
+	fs.StringVar(&c.prefix, "user-prefix", "bench", "user names are this plus a number")
+	fs.StringVar(&c.password, "password", "bench-password", "password of the bench users")
+	fs.StringVar(&c.out, "out", "", "write the results as JSON to this file")
+	fs.BoolVar(&c.quiet, "quiet", false, "no progress lines")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q (scenarios go in --scenarios)", fs.Arg(0))
+	}
+	c.admin = splitList(*admin)
+	for _, s := range splitList(*scen) {
+		switch s {
+		case "dm", "room", "connect":
+			c.scenarios = append(c.scenarios, s)
+		default:
+			return c, fmt.Errorf("--scenarios: unknown scenario %q (dm, room, connect)", s)
+		}
+	}
+	if len(c.scenarios) == 0 {
+		return c, errors.New("--scenarios: none given")
+	}
+	for _, r := range splitList(*rates) {
+		f, err := strconv.ParseFloat(r, 64)
+		if err != nil || f <= 0 {
+			return c, fmt.Errorf("--rates: %q is not a positive number", r)
+		}
+		c.rates = append(c.rates, f)
+	}
+	switch {
+	case len(c.rates) == 0:
+		return c, errors.New("--rates: none given")
+	case c.duration <= 0 || c.drain < 0 || c.timeout <= 0 || c.hold < 0:
+		return c, errors.New("--duration and --timeout must be positive, --drain and --hold not negative")
+	case c.pairs < 1 || c.roomMembers < 1 || c.conns < 1:
+		return c, errors.New("--pairs, --room-members and --conns must be at least 1")
+	case c.cross < 0 || c.cross > 1:
+		return c, errors.New("--cross must be between 0 and 1")
+	case c.roomRate <= 0 || c.connectRate <= 0 || c.roomPubs < 1:
+		return c, errors.New("--room-rate and --connect-rate must be positive, --room-publishers at least 1")
+	case c.baselineURL != "" && c.withBaseline:
+		return c, errors.New("give --baseline (run against a relay) or --with-baseline (compare with one), not both")
+	case c.baselineURL != "" && !strings.HasPrefix(c.baselineURL, "ws://"):
+		return c, fmt.Errorf("--baseline %q must be a ws:// URL", c.baselineURL)
+	}
+	if need := c.connsNeeded(); need > c.maxConns {
+		return c, fmt.Errorf("the scenarios need %d connections at once, over --max-conns %d", need, c.maxConns)
+	}
+	return c, nil
+}
+
+// connsNeeded is the most connections one scenario opens (scenarios run one
+// after the other), which is also the number of users needed.
+func (c config) connsNeeded() int {
+	n := 0
+	for _, s := range c.scenarios {
+		switch s {
+		case "dm":
+			n = max(n, 2*c.pairs)
+		case "room":
+			n = max(n, c.roomMembers)
+		case "connect":
+			n = max(n, c.conns)
+		}
+	}
+	return n
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// raiseFileLimit lifts the soft open-files limit to the hard one and
+// checks that need connections (plus a margin) fit.
+func raiseFileLimit(need int) error {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return nil // not knowable; let the dials tell
+	}
+	if lim.Cur < lim.Max {
+		lim.Cur = lim.Max
+		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+		_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
+	}
+	if uint64(need)+256 > lim.Cur {
+		return fmt.Errorf("%d connections need more open files than the limit of %d (raise ulimit -n or open fewer)", need, lim.Cur)
+	}
+	return nil
+}
+
+// Run is the JSON document of one invocation.
+type Run struct {
+	Started     time.Time    `json:"started"`
+	Command     string       `json:"command"`
+	Machine     Machine      `json:"machine"`
+	Results     []Result     `json:"results"`
+	Comparisons []Comparison `json:"comparisons,omitempty"`
+}
+
+func benchMain(args []string) error {
+	cfg, err := parseFlags(args)
+	if err != nil {
+		return err
+	}
+	if err := raiseFileLimit(cfg.connsNeeded()); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
+	defer cancel()
+	logf := func(format string, a ...any) { fmt.Fprintf(os.Stderr, "chatbench: "+format+"\n", a...) }
+	var progress func(string)
+	if !cfg.quiet {
+		progress = func(s string) { fmt.Fprintln(os.Stderr, s) }
+	}
+	run := Run{Started: time.Now().UTC(), Command: "chatbench " + strings.Join(args, " "), Machine: readMachine()}
+
+	var targets []*target
+	d := newDialer(cfg.sources)
+	if cfg.baselineURL != "" {
+		targets = append(targets, &target{name: "baseline", wsURL: cfg.baselineURL, admin: cfg.admin, prefix: cfg.prefix, password: cfg.password, dialer: d})
+	} else {
+		targets = append(targets, &target{name: "cluster", gateway: strings.TrimRight(cfg.gateway, "/"), admin: cfg.admin, prefix: cfg.prefix, password: cfg.password, dialer: d})
+		if cfg.withBaseline {
+			rl, err := startRelay(ctx)
+			if err != nil {
+				return err
+			}
+			defer rl.stop()
+			logf("baseline relay at %s (pid %d)", rl.addr, rl.pid())
+			targets = append(targets, &target{name: "baseline", wsURL: "ws://" + rl.addr + "/ws", admin: []string{rl.addr}, prefix: cfg.prefix, password: cfg.password, dialer: d})
+		}
+	}
+	for _, t := range targets {
+		logf("%s: preparing %d users", t.name, cfg.connsNeeded())
+		if err := t.prepare(ctx, cfg.connsNeeded(), logf); err != nil {
+			return err
+		}
+	}
+	cm := common{duration: cfg.duration, drain: cfg.drain, runID: strconv.FormatInt(time.Now().UnixMilli(), 36), progress: progress, logf: logf}
+	results, err := runAll(ctx, cfg, targets, cm)
+	run.Results = results
+	run.Comparisons = compareAll(results)
+	printSummary(os.Stdout, run)
+	if cfg.out != "" {
+		b, jerr := json.MarshalIndent(run, "", "  ")
+		if jerr == nil {
+			jerr = os.WriteFile(cfg.out, append(b, '\n'), 0o644)
+		}
+		if jerr != nil {
+			return fmt.Errorf("writing %s: %w", cfg.out, jerr)
+		}
+		logf("results in %s", cfg.out)
+	}
+	return err
+}
+
+// runAll runs every scenario on every target, one at a time.
+func runAll(ctx context.Context, cfg config, targets []*target, cm common) ([]Result, error) {
+	var out []Result
+	add := func(r Result, err error) error {
+		if err != nil {
+			return err
+		}
+		out = append(out, r)
+		return nil
+	}
+	for _, s := range cfg.scenarios {
+		for _, t := range targets {
+			var err error
+			switch s {
+			case "dm":
+				for _, rate := range cfg.rates {
+					if err = add(runDM(ctx, t, cm, dmParams{pairs: cfg.pairs, rate: rate, cross: cfg.cross})); err != nil {
+						break
+					}
+				}
+			case "room":
+				err = add(runRoom(ctx, t, cm, roomParams{members: cfg.roomMembers, publishers: cfg.roomPubs, rate: cfg.roomRate}))
+			case "connect":
+				err = add(runConnect(ctx, t, cm, connectParams{conns: cfg.conns, rate: cfg.connectRate, hold: cfg.hold}))
+			}
+			if err != nil {
+				return out, fmt.Errorf("%s on %s: %w", s, t.name, err)
+			}
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,201 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"chatcluster/chatclient"
+)
+
+// target is what a scenario runs against: the cluster through its gateway,
+// or one WebSocket URL (the baseline relay) where any name logs in.
+type target struct {
+	name     string   // "cluster" or "baseline"
+	gateway  string   // cluster: http://host:port
+	wsURL    string   // baseline: ws://host:port/ws
+	admin    []string // host:port of each /metrics endpoint (optional)
+	prefix   string   // user names are prefix + index
+	password string
+	dialer   *dialer
+
+	nodes  []chatclient.NodeInfo // cluster nodes, by id
+	tokens []string              // cluster: token of user i
+}
+
+func (t *target) user(i int) string { return t.prefix + strconv.Itoa(i) }
+
+// numNodes is how many places clients are spread over.
+func (t *target) numNodes() int {
+	if t.wsURL != "" {
+		return 1
+	}
+	return len(t.nodes)
+}
+
+// prepare makes users 0..n-1 exist and, on the cluster, holds a token for
+// each. Registering and logging in cost a bcrypt each on the gateway, so
+// this is done once per run and not measured.
+func (t *target) prepare(ctx context.Context, n int, logf func(string, ...any)) error {
+	if t.wsURL != "" || len(t.tokens) >= n {
+		return nil
+	}
+	gw := &chatclient.Gateway{URL: t.gateway, HTTP: &http.Client{Timeout: 30 * time.Second}}
+	tokens := make([]string, n)
+	copy(tokens, t.tokens)
+	start := len(t.tokens)
+	var (
+		mu       sync.Mutex
+		firstErr error
+		nodes    []chatclient.NodeInfo
+		done     int
+	)
+	sem := make(chan struct{}, 8)
+	var wg sync.WaitGroup
+	began := time.Now()
+	for i := start; i < n; i++ {
+		if ctx.Err() != nil {
+			break
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			u := t.user(i)
+			err := gw.Register(ctx, u, t.password)
+			var he *chatclient.HTTPError
+			if errors.As(err, &he) && he.Status == http.StatusConflict {
+				err = nil
+			}
+			var tok string
+			var ns []chatclient.NodeInfo
+			if err == nil {
+				tok, ns, err = gw.Login(ctx, u, t.password)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				if firstErr == nil {
+					firstErr = fmt.Errorf("preparing user %s at %s: %w", u, t.gateway, err)
+				}
+				return
+			}
+			tokens[i] = tok
+			if len(ns) > len(nodes) {
+				nodes = ns
+			}
+			done++
+			if done%250 == 0 {
+				logf("prepared %d/%d users (%.0f/s)", start+done, n, float64(done)/time.Since(began).Seconds())
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return firstErr
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if len(nodes) == 0 {
+		return fmt.Errorf("the gateway %s lists no chat node", t.gateway)
+	}
+	sort.Slice(nodes, func(i, j int) bool { return nodes[i].ID < nodes[j].ID })
+	if len(t.nodes) == 0 {
+		t.nodes = nodes
+	}
+	t.tokens = tokens
+	return nil
+}
+
+// connect opens connection idx as user idx on place node (0..numNodes-1)
+// and logs it in.
+func (t *target) connect(ctx context.Context, idx, node int, trk func() *tracker) (*client, error) {
+	url := t.wsURL
+	if url == "" {
+		url = t.nodes[node%len(t.nodes)].WS
+	}
+	c, err := t.dialer.dial(ctx, idx, url, trk)
+	if err != nil {
+		return nil, err
+	}
+	tok := ""
+	if t.wsURL == "" {
+		tok = t.tokens[idx]
+	}
+	if err := c.login(ctx, t.user(idx), t.password, tok); err != nil {
+		c.close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// nodeMetrics is what one /metrics scrape tells.
+type nodeMetrics struct {
+	RSS      float64 // process_resident_memory_bytes
+	LoggedIn float64 // chat_connections_logged_in
+}
+
+// scrape reads the metrics of every admin address; failures are errors.
+func (t *target) scrape(ctx context.Context) ([]nodeMetrics, error) {
+	out := make([]nodeMetrics, len(t.admin))
+	hc := &http.Client{Timeout: 5 * time.Second}
+	for i, a := range t.admin {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+a+"/metrics", nil)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			return nil, fmt.Errorf("scraping %s: %w", a, err)
+		}
+		vals, err := parseMetrics(resp.Body, "process_resident_memory_bytes", "chat_connections_logged_in")
+		resp.Body.Close()
+		if err != nil {
+			return nil, fmt.Errorf("scraping %s: %w", a, err)
+		}
+		rss, ok := vals["process_resident_memory_bytes"]
+		if !ok {
+			return nil, fmt.Errorf("scraping %s: no process_resident_memory_bytes", a)
+		}
+		out[i] = nodeMetrics{RSS: rss, LoggedIn: vals["chat_connections_logged_in"]}
+	}
+	return out, nil
+}
+
+// parseMetrics reads the unlabelled samples of the named metrics from the
+// Prometheus text format.
+func parseMetrics(r io.Reader, names ...string) (map[string]float64, error) {
+	want := map[string]bool{}
+	for _, n := range names {
+		want[n] = true
+	}
+	out := map[string]float64{}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		f := strings.Fields(line)
+		if len(f) < 2 || !want[f[0]] {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[1], 64)
+		if err != nil {
+			return nil, fmt.Errorf("metric %s: %w", f[0], err)
+		}
+		out[f[0]] = v
+	}
+	return out, sc.Err()
+}

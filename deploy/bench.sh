@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Usage: deploy/bench.sh        (what `make bench` calls)
+#
+# Builds bin/chatbench, starts a private cluster with deploy/run.sh (its own
+# data folder and ports, so it runs beside `make run`), runs the standard
+# benchmark set against it, each scenario also against the baseline relay,
+# writes docs/benchmarks.md from the JSON results, and stops the cluster.
+#
+# Settings (environment):
+#   CHAT_BENCH_PORT     first of the ports the bench cluster uses   (23000)
+#   CHAT_BENCH_ARGS     extra chatbench flags, appended to the set  ()
+#   CHAT_BENCH_KEEP     1: keep the data folder (logs, results)     (0)
+#
+# The results JSON is also copied to .cache/bench-results.json.
+set -euo pipefail
+
+# shellcheck source=deploy/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+if [[ ${1:-} == -h || ${1:-} == --help ]]; then
+	print_usage "${BASH_SOURCE[0]}"
+	exit 0
+fi
+(($# == 0)) || die "no arguments expected (settings are environment variables; see --help)"
+
+BASE=${CHAT_BENCH_PORT:-23000}
+if ! [[ $BASE =~ ^[0-9]+$ ]] || ((BASE <= 1024 || BASE >= 60000)); then
+	die "CHAT_BENCH_PORT must be a port between 1025 and 59999"
+fi
+need_cmd go curl
+
+DATA=$(mktemp -d "${TMPDIR:-/tmp}/chat-bench.XXXXXX")
+RUN_PID=
+cleanup() {
+	local rc=$?
+	trap - EXIT INT TERM HUP
+	if [[ -n $RUN_PID ]] && alive "$RUN_PID"; then
+		say "stopping the bench cluster"
+		kill -TERM "$RUN_PID" 2>/dev/null || true
+		for ((i = 0; i < 600; i++)); do
+			alive "$RUN_PID" || break
+			sleep 0.1
+		done
+		alive "$RUN_PID" && kill -KILL "$RUN_PID" 2>/dev/null
+	fi
+	if [[ ${CHAT_BENCH_KEEP:-0} == 1 ]]; then
+		say "kept $DATA"
+	else
+		rm -rf "$DATA"
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
+
+(cd "$CHAT_ROOT" && go build -o bin/chatbench ./cmd/chatbench) || die "building bin/chatbench failed"
+
+GATEWAY=127.0.0.1:$((BASE + 80))
+ADMIN="127.0.0.1:$((BASE + 201)),127.0.0.1:$((BASE + 202)),127.0.0.1:$((BASE + 203))"
+say "starting the bench cluster in $DATA (ports from $BASE)"
+CHAT_DATA_DIR=$DATA CHAT_SKIP_INSTALL=1 CHAT_DEMO=0 CHAT_NODES=3 CHAT_RATE_LIMIT=100000 \
+	CHAT_ZK_PORT=$((BASE + 1)) CHAT_REDIS_PORT=$((BASE + 2)) CHAT_MONGO_PORT=$((BASE + 3)) \
+	CHAT_GATEWAY_ADDR=$GATEWAY CHAT_GATEWAY_ADMIN_ADDR=127.0.0.1:$((BASE + 200)) \
+	CHAT_NODE_PORT=$((BASE + 11)) CHAT_PEER_PORT=$((BASE + 101)) CHAT_ADMIN_PORT=$((BASE + 201)) \
+	CHAT_LOG_LEVEL=warn \
+	setsid "$CHAT_ROOT/deploy/run.sh" </dev/null >"$DATA/run.log" 2>&1 &
+RUN_PID=$!
+
+# Wait (bounded) until the gateway lists all three nodes.
+ready=0
+for ((i = 0; i < 240; i++)); do
+	alive "$RUN_PID" || { tail -n 30 "$DATA/run.log" >&2; die "deploy/run.sh exited early (log above)"; }
+	if [[ $(curl -fsS "http://$GATEWAY/api/nodes" 2>/dev/null | grep -o '"id"' | wc -l) -ge 3 ]]; then
+		ready=1
+		break
+	fi
+	sleep 0.5
+done
+((ready == 1)) || { tail -n 30 "$DATA/run.log" >&2; die "the bench cluster did not come up within 120s"; }
+say "bench cluster up: gateway http://$GATEWAY"
+
+# shellcheck disable=SC2054 # the commas are inside flag values
+ARGS=(--gateway "http://$GATEWAY" --admin "$ADMIN" --with-baseline
+	--scenarios dm,connect,room --duration 10s --drain 5s
+	--pairs 50 --rates 500,1000,2000 --cross 0.67
+	--conns 2000 --connect-rate 500 --hold 3s
+	--room-members 1000 --room-publishers 5 --room-rate 5
+	--timeout 9m --out "$DATA/results.json")
+# shellcheck disable=SC2206 # extra flags are meant to split
+[[ -n ${CHAT_BENCH_ARGS:-} ]] && ARGS+=($CHAT_BENCH_ARGS)
+"$CHAT_ROOT/bin/chatbench" "${ARGS[@]}"
+
+mkdir -p "$CHAT_ROOT/.cache"
+cp "$DATA/results.json" "$CHAT_ROOT/.cache/bench-results.json"
+"$CHAT_ROOT/bin/chatbench" report --in "$DATA/results.json" --out "$CHAT_ROOT/docs/benchmarks.md" \
+	--command "make bench   # deploy/bench.sh, which runs:"
+say "wrote docs/benchmarks.md"
