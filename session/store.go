@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -58,13 +59,28 @@ func (s *Store) key(user string) string { return s.prefix + "session:" + user }
 
 // NextVersion returns a new login version, higher than every version
 // returned before (it survives as long as the Redis data does).
+//
+// Versions never go back, even when Redis loses the counter (restarted
+// empty): the counter is kept at least at the current time in
+// microseconds, so logins after the loss still order after those before
+// it, which nodes and the leader may still remember.
 func (s *Store) NextVersion(ctx context.Context) (int64, error) {
-	v, err := s.rdb.Incr(ctx, s.counter).Result()
+	v, err := versionScript.Run(ctx, s.rdb, []string{s.counter}, time.Now().UnixMicro()).Int64()
 	if err != nil {
 		return 0, fmt.Errorf("session: next version: %w", err)
 	}
 	return v, nil
 }
+
+var versionScript = redis.NewScript(`
+local v = redis.call('INCR', KEYS[1])
+local now = tonumber(ARGV[1])
+if v < now then
+  redis.call('SET', KEYS[1], now)
+  v = now
+end
+return v
+`)
 
 // putScript stores ARGV as the session in KEYS[1] unless a record with the
 // same or a higher version is there. It returns {stored, user..ver of the

@@ -230,3 +230,20 @@ func TestStoreConcurrentPuts(t *testing.T) {
 		t.Errorf("refused %d + replaced %d = %d, want %d", refused, len(replaced), kicked, n-1)
 	}
 }
+
+// A counter lost with Redis does not make versions go back.
+func TestNextVersionSurvivesALostCounter(t *testing.T) {
+	ctx := context.Background()
+	s, rdb, prefix := newStore(t)
+	before, err := s.NextVersion(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := rdb.Del(ctx, prefix+"session-version").Result(); err != nil || n != 1 {
+		t.Fatalf("deleting the counter: %d, %v", n, err)
+	}
+	after, err := s.NextVersion(ctx)
+	if err != nil || after <= before {
+		t.Fatalf("version after the counter was lost: %d (%v), before %d", after, err, before)
+	}
+}
