@@ -300,12 +300,14 @@ func TestZooKeeperQuorum(t *testing.T) {
 	})
 	for i := 0; i < c.Len(); i++ {
 		testenv.WaitFor(t, 15*time.Second, c.Node(i).ID+" notices it lost ZooKeeper", func() bool {
-			return lastEvent(t, c, i, lost2, "disconnected from ZooKeeper: leader duties paused", "reconnected to ZooKeeper: session kept") ==
+			// Since the first server went: a node that had not yet
+			// reconnected when the second went is disconnected still.
+			return lastEvent(t, c, i, lost1, "disconnected from ZooKeeper: leader duties paused", "reconnected to ZooKeeper: session kept") ==
 				"disconnected from ZooKeeper: leader duties paused"
 		})
 	}
 	testenv.WaitFor(t, 10*time.Second, "the leader pauses its duties", func() bool {
-		return lastEvent(t, c, li, lost2, "leader duties started", "leader duties stopped") == "leader duties stopped"
+		return lastEvent(t, c, li, lost1, "leader duties started", "leader duties stopped") == "leader duties stopped"
 	})
 	noQuorum := time.Now()
 	// Long enough for the nodes' sessions to have expired had anything

@@ -147,12 +147,32 @@ func (l *peerLink) writeLoop(writeTimeout time.Duration) {
 				return
 			}
 		case <-l.closing:
+			// Frames queued before the close still go out, for a bounded
+			// time: a term that pauses (ZooKeeper lost for a moment) or a
+			// node that stops does not drop what it already accepted.
+			// Frames of an old term are refused by epoch at the other end.
+			flushBy := time.Now().Add(linkFlush)
+			for time.Now().Before(flushBy) {
+				select {
+				case b := <-l.send:
+					_ = l.ws.SetWriteDeadline(flushBy)
+					if l.ws.WriteMessage(websocket.TextMessage, b) != nil {
+						return
+					}
+					continue
+				default:
+				}
+				break
+			}
 			_ = l.ws.WriteControl(websocket.CloseMessage,
 				websocket.FormatCloseMessage(websocket.CloseGoingAway, ""), time.Now().Add(200*time.Millisecond))
 			return
 		}
 	}
 }
+
+// linkFlush bounds how long a closing link keeps writing what was queued.
+const linkFlush = time.Second
 
 // readLoop calls fn for every frame until the link fails or closes. A peer
 // silent for several ping intervals is dropped.
