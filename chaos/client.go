@@ -439,7 +439,7 @@ func (c *Client) serve(conn *chatclient.Conn, node string, ticket int) (lost boo
 	pinged := make(chan struct{})
 	go func() {
 		defer close(pinged)
-		keepalive(conn, stopPing)
+		conn.Keepalive(stopPing, pingInterval, pingTimeout)
 	}()
 	c.setConn(conn, node)
 	caughtUp := false
@@ -534,29 +534,6 @@ func (c *Client) handle(conn *chatclient.Conn, items []chatclient.Push) (goingAw
 		}
 	}
 	return goingAway
-}
-
-// keepalive pings conn until stop is closed or conn ends, and closes conn
-// when a ping gets no answer in time (a stopped node).
-func keepalive(conn *chatclient.Conn, stop <-chan struct{}) {
-	t := time.NewTicker(pingInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-conn.Done():
-			return
-		case <-t.C:
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), pingTimeout)
-		err := conn.Do(ctx, protocol.ActionPing, protocol.Empty{}, nil)
-		cancel()
-		if err != nil && chatclient.Code(err) <= 0 {
-			_ = conn.Close()
-			return
-		}
-	}
 }
 
 // ---- what the client holds ----------------------------------------------------

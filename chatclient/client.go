@@ -246,6 +246,30 @@ func (c *Conn) Chat(ctx context.Context, to, text, clientMsgID string) (protocol
 	return r, err
 }
 
+// Keepalive pings the node every interval until stop is closed or the
+// connection ends, and closes the connection when a ping gets no reply
+// within timeout, so that a node that stopped answering is noticed.
+func (c *Conn) Keepalive(stop <-chan struct{}, every, timeout time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-c.Done():
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		err := c.Do(ctx, protocol.ActionPing, protocol.Empty{}, nil)
+		cancel()
+		if err != nil && Code(err) <= 0 {
+			_ = c.Close()
+			return
+		}
+	}
+}
+
 // ChatRoom sends text to a room the user is a member of.
 func (c *Conn) ChatRoom(ctx context.Context, room, text, clientMsgID string) (protocol.ChatReply, error) {
 	var r protocol.ChatReply

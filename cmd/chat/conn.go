@@ -11,7 +11,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"time"
 
 	"chatcluster/chatclient"
 	"chatcluster/protocol"
@@ -380,7 +379,7 @@ func (c *client) supervise(ctx context.Context, conn *chatclient.Conn, node stri
 		}()
 		go func() {
 			defer wg.Done()
-			keepalive(conn, stopKeepalive, c.cfg.Timeout)
+			conn.Keepalive(stopKeepalive, keepaliveInterval, c.cfg.Timeout)
 		}()
 		c.setConn(conn, node)
 
@@ -464,30 +463,6 @@ func (c *client) readPushes(ctx context.Context, conn *chatclient.Conn, goingAwa
 		}
 	}
 	return end
-}
-
-// keepalive pings conn every keepaliveInterval until stop is closed or
-// conn ends, and closes conn when a ping gets no reply within timeout, so
-// that a dead connection is noticed and replaced.
-func keepalive(conn *chatclient.Conn, stop <-chan struct{}, timeout time.Duration) {
-	t := time.NewTicker(keepaliveInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-conn.Done():
-			return
-		case <-t.C:
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		err := conn.Do(ctx, protocol.ActionPing, protocol.Empty{}, nil)
-		cancel()
-		if err != nil && chatclient.Code(err) <= 0 {
-			_ = conn.Close()
-			return
-		}
-	}
 }
 
 func bySeq(a, b protocol.Message) int { return cmp.Compare(a.Seq, b.Seq) }
