@@ -10,6 +10,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
+	"chatcluster/history"
 	"chatcluster/internal/testenv"
 	"chatcluster/protocol"
 )
@@ -81,7 +82,7 @@ func TestDirectChatAcrossNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer mc.Disconnect(context.Background())
-	coll := mc.Database(c.Namespace()).Collection("messages")
+	coll := mc.Database(c.Namespace()).Collection(history.MessageCollection(conv))
 	testenv.WaitFor(t, 60*time.Second, "history writer stores all messages in MongoDB", func() bool {
 		cnt, err := coll.CountDocuments(ctxT(t, 5*time.Second), bson.M{"conv": conv})
 		return err == nil && cnt == 2*n

@@ -19,6 +19,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"chatcluster/chatclient"
+	"chatcluster/history"
 	"chatcluster/internal/testenv"
 	"chatcluster/protocol"
 )
@@ -1078,7 +1079,12 @@ func verify(t *testing.T, parties []*party, l *ledger) {
 
 // mongoView reads a cluster's messages in MongoDB directly.
 type mongoView struct {
-	coll *mongo.Collection
+	db *mongo.Database
+}
+
+// coll returns the collection that holds conv's messages.
+func (v *mongoView) coll(conv string) *mongo.Collection {
+	return v.db.Collection(history.MessageCollection(conv))
 }
 
 func openMongo(t *testing.T, uri, db string) *mongoView {
@@ -1092,13 +1098,13 @@ func openMongo(t *testing.T, uri, db string) *mongoView {
 		defer cancel()
 		mc.Disconnect(ctx)
 	})
-	return &mongoView{coll: mc.Database(db).Collection("messages")}
+	return &mongoView{db: mc.Database(db)}
 }
 
 func (v *mongoView) count(conv string) (int64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	return v.coll.CountDocuments(ctx, bson.M{"conv": conv})
+	return v.coll(conv).CountDocuments(ctx, bson.M{"conv": conv})
 }
 
 // messages returns conv's messages in MongoDB as seq → id; two documents
@@ -1106,7 +1112,7 @@ func (v *mongoView) count(conv string) (int64, error) {
 func (v *mongoView) messages(conv string) (map[int64]string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cur, err := v.coll.Find(ctx, bson.M{"conv": conv})
+	cur, err := v.coll(conv).Find(ctx, bson.M{"conv": conv})
 	if err != nil {
 		return nil, err
 	}

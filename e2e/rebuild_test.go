@@ -10,6 +10,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"chatcluster/chatlog"
+	"chatcluster/history"
 	"chatcluster/internal/testenv"
 	"chatcluster/protocol"
 )
@@ -40,7 +41,7 @@ func TestRebuildAfterServerLostRecentMessages(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { mc.Disconnect(ctxT(t, 5*time.Second)) })
-	coll := mc.Database(c.Namespace()).Collection("messages")
+	coll := mc.Database(c.Namespace()).Collection(history.MessageCollection(conv))
 	count := func() int64 {
 		cnt, err := coll.CountDocuments(ctxT(t, 5*time.Second), bson.M{"conv": conv})
 		if err != nil {

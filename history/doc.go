@@ -8,9 +8,16 @@
 //
 // Layout, in the database given to Open:
 //
-//	users     {_id: name, hash: bcrypt hash (binary), created: date}
-//	messages  {_id: message id, conv, seq, from, to?, room?, text, ts}
-//	          unique index {conv: 1, seq: 1}
+//	users        {_id: name, hash: bcrypt hash (binary), created: date}
+//	messages_NN  {_id: message id, conv, seq, from, to?, room?, text, ts}
+//	             unique index {conv: 1, seq: 1}
+//	rooms        {_id: name, members, epoch, updated}
+//
+// The messages are spread over MessageBuckets collections by a hash of the
+// conversation (MessageCollection), so a read, which always names one
+// conversation, touches one bucket. A store written by an earlier build,
+// which kept every message in one "messages" collection, is moved into the
+// buckets when it is opened.
 //
 // Writer consumes the Redis stream that nodes append every stored message
 // to, bulk-writes the messages (keyed by message id, so a redelivery is

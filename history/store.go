@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"slices"
 	"strings"
 	"time"
@@ -42,10 +43,27 @@ func (e *ConflictError) Is(target error) bool { return target == ErrConflict }
 
 // Collection names.
 const (
-	usersColl    = "users"
-	messagesColl = "messages"
-	roomsColl    = "rooms"
+	usersColl  = "users"
+	roomsColl  = "rooms"
+	legacyColl = "messages" // the single messages collection of earlier builds
 )
+
+// MessageBuckets is how many collections the messages are spread over, by
+// a hash of the conversation (MessageCollection). Every read of the
+// history names one conversation, so it touches one bucket: a server that
+// cannot use the {conv, seq} index for a range (the embedded SQLite-backed
+// store scans the collection for any filter other than an _id equality)
+// then reads 1/MessageBuckets of the history instead of all of it, and on
+// MongoDB the index serves the read either way. Changing it moves
+// conversations between collections: it is part of the store's layout.
+const MessageBuckets = 32
+
+// MessageCollection names the collection that holds conv's messages.
+func MessageCollection(conv string) string {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(conv))
+	return fmt.Sprintf("messages_%02d", h.Sum32()%MessageBuckets)
+}
 
 // DefaultTimeout bounds server selection and connecting: a MongoDB that is
 // down fails an operation within about this long instead of hanging.
@@ -83,16 +101,22 @@ func (d msgDoc) message() protocol.Message {
 // concurrent use. Every method honours its context; an unreachable server
 // fails within DefaultTimeout.
 type Store struct {
-	client   *mongo.Client
-	users    *mongo.Collection
-	messages *mongo.Collection
-	rooms    *mongo.Collection
+	client  *mongo.Client
+	db      *mongo.Database
+	users   *mongo.Collection
+	buckets map[string]*mongo.Collection // MessageCollection name -> collection
+	rooms   *mongo.Collection
 }
 
+// messages returns the collection of conv's messages.
+func (s *Store) messages(conv string) *mongo.Collection { return s.buckets[MessageCollection(conv)] }
+
 // Open connects to the MongoDB at uri, uses database dbName, and makes sure
-// the indexes exist (messages: unique {conv, seq}; users are keyed by name
-// through _id). It fails, within about DefaultTimeout, if the server cannot
-// be reached. Options add to that (WithMonitor).
+// the indexes exist (each messages bucket: unique {conv, seq}; users are
+// keyed by name through _id). Messages a store of an earlier build holds in
+// its single "messages" collection are moved into the buckets first. It
+// fails, within about DefaultTimeout, if the server cannot be reached.
+// Options add to that (WithMonitor).
 func Open(ctx context.Context, uri, dbName string, opts ...OpenOption) (*Store, error) {
 	if dbName == "" {
 		return nil, errors.New("history: open: empty database name")
@@ -112,14 +136,24 @@ func Open(ctx context.Context, uri, dbName string, opts ...OpenOption) (*Store, 
 		return nil, fmt.Errorf("history: open %s: %w", uri, err)
 	}
 	db := client.Database(dbName)
-	s := &Store{client: client, users: db.Collection(usersColl), messages: db.Collection(messagesColl), rooms: db.Collection(roomsColl)}
-	_, err = s.messages.Indexes().CreateOne(ctx, mongo.IndexModel{
-		Keys:    bson.D{{Key: "conv", Value: 1}, {Key: "seq", Value: 1}},
-		Options: options.Index().SetName("conv_seq").SetUnique(true),
-	})
-	if err != nil {
+	s := &Store{client: client, db: db, users: db.Collection(usersColl), rooms: db.Collection(roomsColl),
+		buckets: make(map[string]*mongo.Collection, MessageBuckets)}
+	for i := range MessageBuckets {
+		name := fmt.Sprintf("messages_%02d", i)
+		coll := db.Collection(name)
+		s.buckets[name] = coll
+		_, err = coll.Indexes().CreateOne(ctx, mongo.IndexModel{
+			Keys:    bson.D{{Key: "conv", Value: 1}, {Key: "seq", Value: 1}},
+			Options: options.Index().SetName("conv_seq").SetUnique(true),
+		})
+		if err != nil {
+			_ = client.Disconnect(context.WithoutCancel(ctx))
+			return nil, fmt.Errorf("history: open %s: create index on %s: %w", uri, name, err)
+		}
+	}
+	if err := s.moveLegacy(ctx); err != nil {
 		_ = client.Disconnect(context.WithoutCancel(ctx))
-		return nil, fmt.Errorf("history: open %s: create index: %w", uri, err)
+		return nil, fmt.Errorf("history: open %s: %w", uri, err)
 	}
 	return s, nil
 }
@@ -201,13 +235,41 @@ func (s *Store) UpsertMessages(ctx context.Context, msgs []protocol.Message) err
 	if len(msgs) == 0 {
 		return nil
 	}
-	docs := make([]any, 0, len(msgs))
-	ids := make([]string, 0, len(msgs))
-	seen := make(map[string]struct{}, len(msgs))
+	groups := map[string][]protocol.Message{}
+	var order []string
 	for _, m := range msgs {
 		if m.ID == "" {
 			return fmt.Errorf("history: upsert: message %s/%d has no id", m.Conv, m.Seq)
 		}
+		name := MessageCollection(m.Conv)
+		if _, ok := groups[name]; !ok {
+			order = append(order, name)
+		}
+		groups[name] = append(groups[name], m)
+	}
+	var conflicts []string
+	for _, name := range order {
+		err := s.insert(ctx, s.buckets[name], groups[name])
+		var ce *ConflictError
+		switch {
+		case errors.As(err, &ce):
+			conflicts = append(conflicts, ce.IDs...)
+		case err != nil:
+			return err
+		}
+	}
+	if len(conflicts) > 0 {
+		return &ConflictError{IDs: conflicts}
+	}
+	return nil
+}
+
+// insert is UpsertMessages for messages of one bucket.
+func (s *Store) insert(ctx context.Context, coll *mongo.Collection, msgs []protocol.Message) error {
+	docs := make([]any, 0, len(msgs))
+	ids := make([]string, 0, len(msgs))
+	seen := make(map[string]struct{}, len(msgs))
+	for _, m := range msgs {
 		if _, dup := seen[m.ID]; dup {
 			continue
 		}
@@ -215,7 +277,7 @@ func (s *Store) UpsertMessages(ctx context.Context, msgs []protocol.Message) err
 		docs = append(docs, toDoc(m))
 		ids = append(ids, m.ID)
 	}
-	_, err := s.messages.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
+	_, err := coll.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
 	if err == nil {
 		return nil
 	}
@@ -234,7 +296,7 @@ func (s *Store) UpsertMessages(ctx context.Context, msgs []protocol.Message) err
 	var conflicts []string
 	for _, we := range bwe.WriteErrors {
 		id := ids[we.Index]
-		err := s.messages.FindOne(ctx, bson.D{{Key: "_id", Value: id}},
+		err := coll.FindOne(ctx, bson.D{{Key: "_id", Value: id}},
 			options.FindOne().SetProjection(bson.D{{Key: "_id", Value: 1}})).Err()
 		switch {
 		case errors.Is(err, mongo.ErrNoDocuments):
@@ -245,6 +307,52 @@ func (s *Store) UpsertMessages(ctx context.Context, msgs []protocol.Message) err
 	}
 	if len(conflicts) > 0 {
 		return &ConflictError{IDs: conflicts}
+	}
+	return nil
+}
+
+// moveLegacy moves the messages of the single collection earlier builds
+// wrote into the buckets, then drops that collection. Moving is idempotent
+// (UpsertMessages), so nodes opening the store at once, or a move cut
+// short, are harmless: whoever finishes drops the old collection.
+func (s *Store) moveLegacy(ctx context.Context) error {
+	legacy := s.db.Collection(legacyColl)
+	cur, err := legacy.Find(ctx, bson.D{}, options.Find().SetBatchSize(1000))
+	if err != nil {
+		return fmt.Errorf("move messages of the old layout: %w", err)
+	}
+	defer cur.Close(ctx)
+	batch := make([]protocol.Message, 0, 1000)
+	flush := func() error {
+		err := s.UpsertMessages(ctx, batch)
+		batch = batch[:0]
+		return err
+	}
+	moved := 0
+	for cur.Next(ctx) {
+		var d msgDoc
+		if err := cur.Decode(&d); err != nil {
+			return fmt.Errorf("move messages of the old layout: %w", err)
+		}
+		batch = append(batch, d.message())
+		moved++
+		if len(batch) == cap(batch) {
+			if err := flush(); err != nil {
+				return fmt.Errorf("move messages of the old layout: %w", err)
+			}
+		}
+	}
+	if err := cur.Err(); err != nil {
+		return fmt.Errorf("move messages of the old layout: %w", err)
+	}
+	if err := flush(); err != nil {
+		return fmt.Errorf("move messages of the old layout: %w", err)
+	}
+	if moved == 0 {
+		return nil
+	}
+	if err := legacy.Drop(ctx); err != nil {
+		return fmt.Errorf("drop the old messages collection: %w", err)
 	}
 	return nil
 }
@@ -272,7 +380,7 @@ func (s *Store) Messages(ctx context.Context, conv string, afterSeq, beforeSeq i
 	if limit > 0 {
 		opts.SetLimit(int64(limit))
 	}
-	cur, err := s.messages.Find(ctx, filter, opts)
+	cur, err := s.messages(conv).Find(ctx, filter, opts)
 	if err != nil {
 		return nil, fmt.Errorf("history: messages %s: %w", conv, err)
 	}
@@ -295,7 +403,7 @@ func (s *Store) LatestSeq(ctx context.Context, conv string) (int64, error) {
 	var d struct {
 		Seq int64 `bson:"seq"`
 	}
-	err := s.messages.FindOne(ctx, bson.D{{Key: "conv", Value: conv}},
+	err := s.messages(conv).FindOne(ctx, bson.D{{Key: "conv", Value: conv}},
 		options.FindOne().SetSort(bson.D{{Key: "seq", Value: -1}}).SetProjection(bson.D{{Key: "seq", Value: 1}})).Decode(&d)
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		return 0, nil
@@ -308,14 +416,26 @@ func (s *Store) LatestSeq(ctx context.Context, conv string) (int64, error) {
 
 // Empty reports whether no message has ever been stored: a new deployment.
 func (s *Store) Empty(ctx context.Context) (bool, error) {
-	err := s.messages.FindOne(ctx, bson.D{}, options.FindOne().SetProjection(bson.D{{Key: "_id", Value: 1}})).Err()
-	switch {
-	case errors.Is(err, mongo.ErrNoDocuments):
-		return true, nil
-	case err != nil:
-		return false, fmt.Errorf("history: empty: %w", err)
+	for _, coll := range append(s.collections(), s.db.Collection(legacyColl)) {
+		err := coll.FindOne(ctx, bson.D{}, options.FindOne().SetProjection(bson.D{{Key: "_id", Value: 1}})).Err()
+		switch {
+		case errors.Is(err, mongo.ErrNoDocuments):
+			continue
+		case err != nil:
+			return false, fmt.Errorf("history: empty: %w", err)
+		}
+		return false, nil
 	}
-	return false, nil
+	return true, nil
+}
+
+// collections returns the message buckets in name order.
+func (s *Store) collections() []*mongo.Collection {
+	out := make([]*mongo.Collection, 0, len(s.buckets))
+	for i := range MessageBuckets {
+		out = append(out, s.buckets[fmt.Sprintf("messages_%02d", i)])
+	}
+	return out
 }
 
 // DirectConvs returns the direct conversations user has a message in,
@@ -324,34 +444,39 @@ func (s *Store) Empty(ctx context.Context) (bool, error) {
 func (s *Store) DirectConvs(ctx context.Context, user string) ([]string, error) {
 	filter := bson.D{{Key: "$or", Value: bson.A{bson.D{{Key: "from", Value: user}}, bson.D{{Key: "to", Value: user}}}},
 		{Key: "room", Value: bson.D{{Key: "$exists", Value: false}}}}
-	cur, err := s.messages.Find(ctx, filter, options.Find().SetProjection(bson.D{{Key: "conv", Value: 1}}))
-	if err != nil {
-		return nil, fmt.Errorf("history: conversations of %s: %w", user, err)
-	}
-	defer cur.Close(ctx)
 	seen := map[string]bool{}
 	var convs []string
-	for cur.Next(ctx) {
-		var d struct {
-			Conv string `bson:"conv"`
-		}
-		if err := cur.Decode(&d); err != nil {
+	for _, coll := range s.collections() {
+		cur, err := coll.Find(ctx, filter, options.Find().SetProjection(bson.D{{Key: "conv", Value: 1}}))
+		if err != nil {
 			return nil, fmt.Errorf("history: conversations of %s: %w", user, err)
 		}
-		if !seen[d.Conv] {
-			seen[d.Conv] = true
-			convs = append(convs, d.Conv)
+		for cur.Next(ctx) {
+			var d struct {
+				Conv string `bson:"conv"`
+			}
+			if err := cur.Decode(&d); err != nil {
+				cur.Close(ctx)
+				return nil, fmt.Errorf("history: conversations of %s: %w", user, err)
+			}
+			if !seen[d.Conv] {
+				seen[d.Conv] = true
+				convs = append(convs, d.Conv)
+			}
 		}
-	}
-	if err := cur.Err(); err != nil {
-		return nil, fmt.Errorf("history: conversations of %s: %w", user, err)
+		err = cur.Err()
+		cur.Close(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("history: conversations of %s: %w", user, err)
+		}
 	}
 	slices.Sort(convs)
 	return convs, nil
 }
 
-// Held returns which of msgs' seqs in conv, and which of their ids
-// anywhere, MongoDB already holds.
+// Held returns which of msgs' seqs in conv, and which of their ids among
+// the messages of conv's bucket, MongoDB already holds. A genuine message
+// id belongs to one conversation, so it can only be held in that bucket.
 func (s *Store) Held(ctx context.Context, conv string, msgs []protocol.Message) (seqs map[int64]bool, ids map[string]bool, err error) {
 	seqList := make(bson.A, len(msgs))
 	idList := make(bson.A, len(msgs))
@@ -362,7 +487,7 @@ func (s *Store) Held(ctx context.Context, conv string, msgs []protocol.Message) 
 		bson.D{{Key: "conv", Value: conv}, {Key: "seq", Value: bson.D{{Key: "$in", Value: seqList}}}},
 		bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: idList}}}},
 	}}}
-	cur, err := s.messages.Find(ctx, filter, options.Find().SetProjection(bson.D{{Key: "conv", Value: 1}, {Key: "seq", Value: 1}}))
+	cur, err := s.messages(conv).Find(ctx, filter, options.Find().SetProjection(bson.D{{Key: "conv", Value: 1}, {Key: "seq", Value: 1}}))
 	if err != nil {
 		return nil, nil, fmt.Errorf("history: held %s: %w", conv, err)
 	}

@@ -34,9 +34,12 @@ func StreamKey(prefix string) string { return prefix + "history" }
 // decimal seq, value the message JSON, as in the stream.
 func PendingKey(prefix, conv string) string { return prefix + "pending:" + conv }
 
-// Writer defaults.
+// Writer defaults. A read returns what the stream holds, up to Batch: a
+// large batch costs nothing when traffic is light and, under load, writes
+// each message bucket once for many messages (every bulk write is a
+// transaction of its own on the store).
 const (
-	DefaultBatch     = 500
+	DefaultBatch     = 2000
 	DefaultBlock     = time.Second
 	DefaultClaimIdle = 30 * time.Second
 )
