@@ -333,6 +333,8 @@ func (c *Conn) Sync(ctx context.Context, offsets map[string]int64) (protocol.Syn
 // SyncAll syncs the given conversations (nil: all of the user's) from their
 // offsets, calling again while the server says there is more, and returns
 // every missing message per conversation, oldest first, with the latest seq.
+// A conversation marked "more" without messages was not read this time and
+// is asked for again from the same offset.
 func (c *Conn) SyncAll(ctx context.Context, offsets map[string]int64) (map[string]protocol.SyncConv, error) {
 	out := map[string]protocol.SyncConv{}
 	next := offsets
@@ -341,14 +343,20 @@ func (c *Conn) SyncAll(ctx context.Context, offsets map[string]int64) (map[strin
 		if err != nil {
 			return nil, err
 		}
+		sent := next
 		next = map[string]int64{}
 		for conv, sc := range r.Convs {
 			acc := out[conv]
 			acc.Latest, acc.Rebuild = sc.Latest, sc.Rebuild
 			acc.Messages = append(acc.Messages, sc.Messages...)
 			out[conv] = acc
-			if sc.More && len(sc.Messages) > 0 {
+			switch {
+			case sc.More && len(sc.Messages) > 0:
 				next[conv] = sc.Messages[len(sc.Messages)-1].Seq
+			case sc.More:
+				// Not read this time (the server ran out of time): again
+				// from the same offset.
+				next[conv] = sent[conv]
 			}
 		}
 		if len(next) == 0 {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"chatcluster/protocol"
 )
@@ -377,13 +378,23 @@ func (h *Handler) sync(ctx context.Context, c Conn, req protocol.Request) (any, 
 		return nil, err
 	}
 	out := protocol.SyncReply{Convs: make(map[string]protocol.SyncConv, len(convs))}
+	// Conversations are read until half the request's time is spent; the
+	// rest are answered with "more" and no messages, and the client asks
+	// again from the same offsets. A slow history read (MongoDB, after
+	// Redis lost its data) then slows a catch-up down but never fails it:
+	// every sync answers at least one conversation.
+	stop := h.d.Now() + syncBudget(ctx)
+	read := 0
 	for _, cv := range convs {
 		off, top := offsets[cv], latest[cv]
 		sc := protocol.SyncConv{Latest: top, Messages: []protocol.Message{}}
 		switch {
 		case off > top || unsure[cv]:
 			sc.Rebuild = true
+		case off < top && read > 0 && h.d.Now() >= stop:
+			sc.More = true
 		case off < top:
+			read++
 			msgs, err := h.d.Journal.Range(ctx, cv, off, top+1, protocol.MaxSyncMessages, false)
 			if err != nil {
 				return nil, err
@@ -394,6 +405,16 @@ func (h *Handler) sync(ctx context.Context, c Conn, req protocol.Request) (any, 
 		out.Convs[cv] = sc
 	}
 	return out, nil
+}
+
+// syncBudget is how long, in milliseconds, a sync reads conversations:
+// half of what is left of the request's time (2.5 s without a deadline).
+func syncBudget(ctx context.Context) int64 {
+	d := 5 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		d = time.Until(dl)
+	}
+	return max(d/2, 0).Milliseconds()
 }
 
 func (h *Handler) userInfo(ctx context.Context, c Conn, req protocol.Request) (any, error) {

@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"chatcluster/protocol"
 )
@@ -306,6 +308,80 @@ func TestSyncOffsets(t *testing.T) {
 	rep = h.Handle(context.Background(), c, req("sync", map[string]any{}))
 	if sc := rep.Data.(protocol.SyncReply).Convs["dm:amy:bob"]; len(sc.Messages) != 5 {
 		t.Fatalf("empty sync covers every conversation: %+v", rep.Data)
+	}
+}
+
+// slowJournal's reads each take a second of the handler's clock.
+type slowJournal struct {
+	*fakeJournal
+	now *int64
+}
+
+func (j slowJournal) Range(ctx context.Context, conv string, after, before int64, limit int, newest bool) ([]protocol.Message, error) {
+	*j.now += 1000
+	return j.fakeJournal.Range(ctx, conv, after, before, limit, newest)
+}
+
+// A sync whose reads are slow answers what it read within half the
+// request's time and marks the rest "more" with no messages; asking again
+// from the same offsets gets every message exactly once, and a sync always
+// answers at least one conversation, however little time is left.
+func TestSlowSyncAnswersInParts(t *testing.T) {
+	h, j, _ := newTest()
+	now := int64(1000)
+	h.d.Now = func() int64 { return now }
+	h.d.Journal = slowJournal{fakeJournal: j, now: &now}
+	amy := &fakeConn{id: "c", user: "amy"}
+	offsets := map[string]int64{}
+	for i := range 6 {
+		to := fmt.Sprintf("u%d", i)
+		cv := protocol.DMConv("amy", to)
+		j.convs[cv] = []protocol.Message{{ID: to + "-1", Conv: cv, Seq: 1}, {ID: to + "-2", Conv: cv, Seq: 2}}
+		offsets[cv] = 0
+	}
+	for _, timeout := range []time.Duration{5 * time.Second, time.Millisecond} {
+		got := map[string][]int64{}
+		next := maps.Clone(offsets)
+		for calls := 1; len(next) > 0; calls++ {
+			if calls > len(offsets) {
+				t.Fatalf("timeout %s: %d syncs did not answer every conversation: %v", timeout, calls-1, got)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			rep := h.Handle(ctx, amy, req("sync", map[string]any{"convs": next}))
+			cancel()
+			if rep.Code != 0 {
+				t.Fatalf("sync: %d %s", rep.Code, rep.Error)
+			}
+			convs := rep.Data.(protocol.SyncReply).Convs
+			read := 0
+			for cv, sc := range convs {
+				if sc.Latest != 2 {
+					t.Fatalf("%s: latest %d, want 2 whether read or not", cv, sc.Latest)
+				}
+				if len(sc.Messages) > 0 {
+					read++
+					for _, m := range sc.Messages {
+						got[cv] = append(got[cv], m.Seq)
+					}
+					delete(next, cv)
+				} else if !sc.More {
+					t.Fatalf("%s: no messages and no more: %+v", cv, sc)
+				}
+			}
+			switch {
+			case read == 0:
+				t.Fatalf("timeout %s: sync %d answered no conversation", timeout, calls)
+			case timeout == time.Millisecond && read != 1:
+				t.Fatalf("with no time left a sync reads one conversation, read %d", read)
+			case timeout == 5*time.Second && len(next) > 0 && read != 3:
+				t.Fatalf("2.5 s of budget at 1 s a read: sync %d read %d conversations, want 3", calls, read)
+			}
+		}
+		for cv := range offsets {
+			if !slices.Equal(got[cv], []int64{1, 2}) {
+				t.Fatalf("timeout %s: %s got seqs %v, want [1 2]", timeout, cv, got[cv])
+			}
+		}
 	}
 }
 

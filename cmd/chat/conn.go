@@ -220,8 +220,12 @@ func (c *client) catchUp(ctx context.Context, conn *chatclient.Conn, node string
 			c.offs.set(conv, sc.Latest)
 			continue
 		}
-		if sc.More && len(sc.Messages) > 0 {
-			rest, err := conn.SyncAll(rctx, map[string]int64{conv: sc.Messages[len(sc.Messages)-1].Seq})
+		if sc.More {
+			from := int64(0) // not read this time: again from the start
+			if len(sc.Messages) > 0 {
+				from = sc.Messages[len(sc.Messages)-1].Seq
+			}
+			rest, err := conn.SyncAll(rctx, map[string]int64{conv: from})
 			if err != nil {
 				return err
 			}

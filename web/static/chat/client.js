@@ -327,8 +327,10 @@ export class ChatClient {
         }
         this.store.add(sc.messages || [], { countUnread });
         const msgs = sc.messages || [];
-        if (sc.more && msgs.length) {
-          todo.push([cv, msgs[msgs.length - 1].seq]);
+        if (sc.more) {
+          // More to come; none at all means the server ran out of time
+          // before reading this one: again from the same offset.
+          todo.push([cv, msgs.length ? msgs[msgs.length - 1].seq : batch[cv]]);
         } else {
           c.top = Math.max(c.top, sc.latest || 0);
         }
