@@ -68,7 +68,11 @@ func New(d Deps) *Handler {
 func (h *Handler) Handle(ctx context.Context, c Conn, req protocol.Request) protocol.Reply {
 	data, err := h.dispatch(ctx, c, req)
 	if err != nil {
-		return protocol.ReplyError(req.Action, req.ID, clientError(err))
+		r := protocol.ReplyError(req.Action, req.ID, clientError(err))
+		if r.Code >= 500 {
+			r.Cause = err
+		}
+		return r
 	}
 	return protocol.Reply{Action: req.Action, ID: req.ID, Code: protocol.CodeOK, Data: data}
 }

@@ -61,7 +61,7 @@ func (c *client) enqueue(frame []byte) bool {
 	default:
 		if c.close(websocket.ClosePolicyViolation, "too slow: send queue full") {
 			c.srv.m.SlowDisconnects.Inc()
-			c.log.Warn().Str("user", c.User()).Int("queue", cap(c.send)).Msg("client too slow, disconnecting")
+			c.log.Warn().Int("queue", cap(c.send)).Msg("client too slow, disconnecting")
 		}
 		return false
 	}
@@ -146,7 +146,7 @@ func (c *client) readLoop(ctx context.Context) {
 		_, data, err := c.ws.ReadMessage()
 		if err != nil {
 			if errors.Is(err, websocket.ErrReadLimit) {
-				c.log.Warn().Str("user", c.User()).Int("limit", protocol.MaxFrameSize).Msg("client frame over the read limit, closing")
+				c.log.Warn().Int("limit", protocol.MaxFrameSize).Msg("client frame over the read limit, closing")
 				c.close(websocket.CloseMessageTooBig, "frame over the limit")
 			}
 			return
@@ -175,7 +175,10 @@ func (c *client) handle(ctx context.Context, data []byte) {
 		if reply.Code >= 500 {
 			ev = c.log.Error()
 		}
-		ev.Str("user", c.User()).Str("action", req.Action).Int("code", reply.Code).Str("error", reply.Error).Msg("request failed")
+		if reply.Cause != nil {
+			ev = ev.AnErr("cause", reply.Cause)
+		}
+		ev.Str("action", req.Action).Int("code", reply.Code).Str("error", reply.Error).Msg("request failed")
 	}
 	b, err := protocol.EncodeReply(reply)
 	if err != nil {

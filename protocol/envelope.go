@@ -44,6 +44,9 @@ type Reply struct {
 	Code   int    `json:"code"`
 	Data   any    `json:"data,omitempty"`
 	Error  string `json:"error,omitempty"`
+	// Cause is what made a request fail on the server's side (a store
+	// error behind a 503, for one): for the server's log, never sent.
+	Cause error `json:"-"`
 }
 
 // Push is a server-initiated frame; it has no id.
