@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -38,6 +39,7 @@ const (
 var chaosRooms = []string{"lobby", "ops"}
 
 type runConfig struct {
+	faults   []string // CHAT_CHAOS_FAULTS: only these kinds (Fault.Key); all when empty
 	rounds   int
 	clients  int
 	duration time.Duration
@@ -65,6 +67,14 @@ func loadConfig(t *testing.T) runConfig {
 	}
 	cfg.messages = num("CHAT_CHAOS_MESSAGES", 20000*int64(cfg.rounds), 1)
 	cfg.duration = 2*time.Minute + time.Duration(cfg.rounds)*90*time.Second
+	if v := os.Getenv("CHAT_CHAOS_FAULTS"); v != "" {
+		for _, k := range strings.Split(v, ",") {
+			if !slices.ContainsFunc(Faults, func(f Fault) bool { return f.Key() == k }) {
+				t.Fatalf("CHAT_CHAOS_FAULTS=%q: unknown fault %q; the kinds are kill-leader, kill-follower, pause-leader, redis, mongo, zk", v, k)
+			}
+			cfg.faults = append(cfg.faults, k)
+		}
+	}
 	if v := os.Getenv("CHAT_CHAOS_DURATION"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 {
@@ -148,6 +158,9 @@ func TestChaos(t *testing.T) {
 	}
 
 	schedule := Schedule(cfg.rounds, cfg.seed)
+	if len(cfg.faults) > 0 {
+		schedule = Only(schedule, cfg.faults)
+	}
 	report := Report{Clients: cfg.clients, Nodes: chaosNodes, Rounds: cfg.rounds, Seed: cfg.seed, Scheduled: len(schedule)}
 	t.Logf("chaos: %d clients, %d faults (seed %d), at most %s and %d messages", cfg.clients, len(schedule), cfg.seed, cfg.duration, cfg.messages)
 	unrecovered := 0 // faults in a row the cluster did not recover from

@@ -14,6 +14,8 @@
 //	CHAT_CHAOS_DURATION  time bound for injecting faults, a Go duration (default 2m + 90s per round)
 //	CHAT_CHAOS_MESSAGES  bound on the messages sent (default 20000 per round)
 //	CHAT_CHAOS_SEED      seed of the fault order (default: the time; printed)
+//	CHAT_CHAOS_FAULTS    only these kinds, comma-separated: kill-leader, kill-follower,
+//	                     pause-leader, redis, mongo, zk (default: all)
 //
 // `make chaos` runs it with 20 rounds. Everything it starts listens on
 // loopback only, and it stops by itself: at the end of the schedule, at

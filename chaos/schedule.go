@@ -35,6 +35,39 @@ func (f Fault) String() string {
 	return "unknown fault"
 }
 
+// Key is the fault's short name, as CHAT_CHAOS_FAULTS takes it.
+func (f Fault) Key() string {
+	switch f {
+	case KillLeader:
+		return "kill-leader"
+	case KillFollower:
+		return "kill-follower"
+	case PauseLeader:
+		return "pause-leader"
+	case RestartRedis:
+		return "redis"
+	case StopMongo:
+		return "mongo"
+	case KillZKServer:
+		return "zk"
+	}
+	return "unknown"
+}
+
+// Only keeps the faults of schedule whose Key is in keys, in order.
+func Only(schedule []Fault, keys []string) []Fault {
+	var out []Fault
+	for _, f := range schedule {
+		for _, k := range keys {
+			if f.Key() == k {
+				out = append(out, f)
+				break
+			}
+		}
+	}
+	return out
+}
+
 // Schedule returns the order of the faults of a run: rounds rounds, each
 // one of every kind in an order drawn from seed, so that a run can be
 // repeated.

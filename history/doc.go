@@ -12,6 +12,8 @@
 //	messages_NN  {_id: message id, conv, seq, from, to?, room?, text, ts}
 //	             unique index {conv: 1, seq: 1}
 //	rooms        {_id: name, members, epoch, updated}
+//	user_convs   {_id: user + "/" + conv, user, conv}, index {user: 1}: the
+//	             direct conversations of each user, written with the messages
 //
 // The messages are spread over MessageBuckets collections by a hash of the
 // conversation (MessageCollection), so a read, which always names one

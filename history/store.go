@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -45,6 +46,7 @@ func (e *ConflictError) Is(target error) bool { return target == ErrConflict }
 const (
 	usersColl  = "users"
 	roomsColl  = "rooms"
+	convsColl  = "user_convs"
 	legacyColl = "messages" // the single messages collection of earlier builds
 )
 
@@ -106,7 +108,14 @@ type Store struct {
 	users   *mongo.Collection
 	buckets map[string]*mongo.Collection // MessageCollection name -> collection
 	rooms   *mongo.Collection
+	convs   *mongo.Collection // user_convs: the direct conversations of each user
+
+	pairsMu sync.Mutex
+	pairs   map[string]struct{} // user_convs ids this Store has written (bounded)
 }
+
+// maxPairsCached bounds the Store's memory of user_convs ids it wrote.
+const maxPairsCached = 100_000
 
 // messages returns the collection of conv's messages.
 func (s *Store) messages(conv string) *mongo.Collection { return s.buckets[MessageCollection(conv)] }
@@ -137,7 +146,15 @@ func Open(ctx context.Context, uri, dbName string, opts ...OpenOption) (*Store, 
 	}
 	db := client.Database(dbName)
 	s := &Store{client: client, db: db, users: db.Collection(usersColl), rooms: db.Collection(roomsColl),
-		buckets: make(map[string]*mongo.Collection, MessageBuckets)}
+		convs: db.Collection(convsColl), buckets: make(map[string]*mongo.Collection, MessageBuckets),
+		pairs: map[string]struct{}{}}
+	_, err = s.convs.Indexes().CreateOne(ctx, mongo.IndexModel{
+		Keys: bson.D{{Key: "user", Value: 1}}, Options: options.Index().SetName("user"),
+	})
+	if err != nil {
+		_ = client.Disconnect(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("history: open %s: create index on %s: %w", uri, convsColl, err)
+	}
 	for i := range MessageBuckets {
 		name := fmt.Sprintf("messages_%02d", i)
 		coll := db.Collection(name)
@@ -247,6 +264,11 @@ func (s *Store) UpsertMessages(ctx context.Context, msgs []protocol.Message) err
 		}
 		groups[name] = append(groups[name], m)
 	}
+	// The index of direct conversations first: a message is never stored
+	// without its conversation being findable by user (DirectConvs).
+	if err := s.addPairs(ctx, msgs); err != nil {
+		return err
+	}
 	var conflicts []string
 	for _, name := range order {
 		err := s.insert(ctx, s.buckets[name], groups[name])
@@ -261,6 +283,49 @@ func (s *Store) UpsertMessages(ctx context.Context, msgs []protocol.Message) err
 	if len(conflicts) > 0 {
 		return &ConflictError{IDs: conflicts}
 	}
+	return nil
+}
+
+// addPairs records, for the direct messages among msgs, that sender and
+// recipient take part in the conversation (user_convs), skipping what this
+// Store wrote before.
+func (s *Store) addPairs(ctx context.Context, msgs []protocol.Message) error {
+	var docs []any
+	var ids []string
+	batch := map[string]bool{}
+	s.pairsMu.Lock()
+	for _, m := range msgs {
+		if m.Room != "" || !strings.HasPrefix(m.Conv, protocol.DMPrefix) {
+			continue
+		}
+		for _, u := range []string{m.From, m.To} {
+			id := u + "/" + m.Conv
+			if _, ok := s.pairs[id]; ok || u == "" || batch[id] {
+				continue
+			}
+			batch[id] = true
+			ids = append(ids, id)
+			docs = append(docs, bson.D{{Key: "_id", Value: id}, {Key: "user", Value: u}, {Key: "conv", Value: m.Conv}})
+		}
+	}
+	s.pairsMu.Unlock()
+	if len(docs) == 0 {
+		return nil
+	}
+	_, err := s.convs.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
+	var bwe mongo.BulkWriteException
+	if err != nil && (!errors.As(err, &bwe) || bwe.WriteConcernError != nil ||
+		slices.ContainsFunc(bwe.WriteErrors, func(we mongo.BulkWriteError) bool { return !isDuplicateKey(we.Code) })) {
+		return fmt.Errorf("history: record conversations of %d messages: %w", len(msgs), err)
+	}
+	s.pairsMu.Lock()
+	if len(s.pairs)+len(ids) > maxPairsCached {
+		clear(s.pairs)
+	}
+	for _, id := range ids {
+		s.pairs[id] = struct{}{}
+	}
+	s.pairsMu.Unlock()
 	return nil
 }
 
@@ -439,39 +504,25 @@ func (s *Store) collections() []*mongo.Collection {
 }
 
 // DirectConvs returns the direct conversations user has a message in,
-// sorted. It scans the messages: meant for rebuilding a user's list after
-// Redis lost it, not for every request.
+// sorted, from the index UpsertMessages keeps (user_convs): meant for
+// rebuilding a user's list after Redis lost it.
 func (s *Store) DirectConvs(ctx context.Context, user string) ([]string, error) {
-	filter := bson.D{{Key: "$or", Value: bson.A{bson.D{{Key: "from", Value: user}}, bson.D{{Key: "to", Value: user}}}},
-		{Key: "room", Value: bson.D{{Key: "$exists", Value: false}}}}
-	seen := map[string]bool{}
-	var convs []string
-	for _, coll := range s.collections() {
-		cur, err := coll.Find(ctx, filter, options.Find().SetProjection(bson.D{{Key: "conv", Value: 1}}))
-		if err != nil {
-			return nil, fmt.Errorf("history: conversations of %s: %w", user, err)
-		}
-		for cur.Next(ctx) {
-			var d struct {
-				Conv string `bson:"conv"`
-			}
-			if err := cur.Decode(&d); err != nil {
-				cur.Close(ctx)
-				return nil, fmt.Errorf("history: conversations of %s: %w", user, err)
-			}
-			if !seen[d.Conv] {
-				seen[d.Conv] = true
-				convs = append(convs, d.Conv)
-			}
-		}
-		err = cur.Err()
-		cur.Close(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("history: conversations of %s: %w", user, err)
-		}
+	cur, err := s.convs.Find(ctx, bson.D{{Key: "user", Value: user}}, options.Find().SetProjection(bson.D{{Key: "conv", Value: 1}}))
+	if err != nil {
+		return nil, fmt.Errorf("history: conversations of %s: %w", user, err)
+	}
+	var docs []struct {
+		Conv string `bson:"conv"`
+	}
+	if err := cur.All(ctx, &docs); err != nil {
+		return nil, fmt.Errorf("history: conversations of %s: %w", user, err)
+	}
+	convs := make([]string, 0, len(docs))
+	for _, d := range docs {
+		convs = append(convs, d.Conv)
 	}
 	slices.Sort(convs)
-	return convs, nil
+	return slices.Compact(convs), nil
 }
 
 // Held returns which of msgs' seqs in conv, and which of their ids among
