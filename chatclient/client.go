@@ -6,11 +6,13 @@ package chatclient
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -300,11 +302,45 @@ func (c *Conn) Rooms(ctx context.Context) ([]protocol.RoomInfo, error) {
 }
 
 // Rebuild uploads messages of conv the client holds and the server lost.
+//
+// msgs go in ascending seq order, in as many requests as the frame limit
+// needs (a frame over protocol.MaxFrameSize would close the connection):
+// the reply sums what was restored and gives the last latest.
 func (c *Conn) Rebuild(ctx context.Context, conv string, msgs []protocol.Message) (protocol.RebuildReply, error) {
-	var r protocol.RebuildReply
-	err := c.Do(ctx, protocol.ActionRebuild, protocol.RebuildData{Conv: conv, Messages: msgs}, &r)
-	return r, err
+	sorted := slices.Clone(msgs)
+	slices.SortFunc(sorted, func(a, b protocol.Message) int { return cmp.Compare(a.Seq, b.Seq) })
+	out := protocol.RebuildReply{Conv: conv}
+	for len(sorted) > 0 {
+		n, size := 0, 0
+		for n < len(sorted) && n < rebuildBatch {
+			b, err := json.Marshal(sorted[n])
+			if err != nil {
+				return out, err
+			}
+			if n > 0 && size+len(b)+1 > rebuildBytes {
+				break
+			}
+			size += len(b) + 1
+			n++
+		}
+		var r protocol.RebuildReply
+		if err := c.Do(ctx, protocol.ActionRebuild, protocol.RebuildData{Conv: conv, Messages: sorted[:n]}, &r); err != nil {
+			return out, err
+		}
+		out.Restored += r.Restored
+		out.Latest = r.Latest
+		sorted = sorted[n:]
+	}
+	return out, nil
 }
+
+// One rebuild request holds at most rebuildBatch messages (the server's
+// limit) of rebuildBytes of JSON in all, which leaves room in the frame
+// for the envelope and the conversation id.
+const (
+	rebuildBatch = 1000
+	rebuildBytes = protocol.MaxFrameSize - 1024
+)
 
 // Popular returns the n most used words (n 0: the server's default).
 func (c *Conn) Popular(ctx context.Context, n int) ([]protocol.WordCount, error) {

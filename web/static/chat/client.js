@@ -343,10 +343,22 @@ export class ChatClient {
   // take them, the client goes on from the server's latest and keeps what
   // it holds (messages are told apart by id).
   async rebuild(conn, c, latest) {
-    const held = c.msgs.filter((m) => m.seq > latest).slice(0, 1000);
+    const held = c.msgs.filter((m) => m.seq > latest);
     if (held.length) {
       try {
-        await conn.request('rebuild', { conv: c.id, messages: held });
+        // In requests of at most 1000 messages and well under the 64 KiB
+        // frame limit (a larger frame closes the connection).
+        for (let i = 0; i < held.length;) {
+          const batch = [];
+          let size = 0;
+          while (i < held.length && batch.length < 1000) {
+            const n = new TextEncoder().encode(JSON.stringify(held[i])).length + 1;
+            if (batch.length && size + n > 60000) break;
+            batch.push(held[i++]);
+            size += n;
+          }
+          await conn.request('rebuild', { conv: c.id, messages: batch });
+        }
         return;
       } catch (e) {
         if (e.code === LOST || e.code === TIMEOUT) throw e;
