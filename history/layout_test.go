@@ -156,3 +156,38 @@ func BenchmarkRangeRead(b *testing.B) {
 		}
 	}
 }
+
+// Held tells which uploaded seqs and ids the store holds for a
+// conversation, and nothing of other conversations.
+func TestHeld(t *testing.T) {
+	s := openStore(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conv, other := protocol.DMConv("amy", "bob"), protocol.DMConv("amy", "cid")
+	var stored []protocol.Message
+	for seq := int64(1); seq <= 10; seq++ {
+		stored = append(stored, msg(conv, seq), msg(other, seq))
+	}
+	if err := s.UpsertMessages(ctx, stored); err != nil {
+		t.Fatal(err)
+	}
+	up := []protocol.Message{
+		msg(conv, 3),                               // held: same id, same seq
+		{ID: "new-5", Conv: conv, Seq: 5},          // seq held by another message
+		{ID: "new-20", Conv: conv, Seq: 20},        // new
+		{ID: msg(other, 4).ID, Conv: conv, Seq: 4}, // another conversation's id
+	}
+	seqs, ids, err := s.Held(ctx, conv, up)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(seqs) != 3 || !seqs[3] || !seqs[5] || !seqs[4] {
+		t.Fatalf("held seqs %v, want 3, 4 and 5", seqs)
+	}
+	if len(ids) != 1 || !ids[msg(conv, 3).ID] {
+		t.Fatalf("held ids %v, want only %s", ids, msg(conv, 3).ID)
+	}
+	if seqs, ids, err := s.Held(ctx, conv, nil); err != nil || len(seqs)+len(ids) != 0 {
+		t.Fatalf("Held of nothing = %v %v %v", seqs, ids, err)
+	}
+}

@@ -525,41 +525,42 @@ func (s *Store) DirectConvs(ctx context.Context, user string) ([]string, error) 
 	return slices.Compact(convs), nil
 }
 
-// Held returns which of msgs' seqs in conv, and which of their ids among
-// the messages of conv's bucket, MongoDB already holds. A genuine message
-// id belongs to one conversation, so it can only be held in that bucket.
+// Held returns which of msgs' seqs in conv, and which of their ids,
+// MongoDB already holds for conv. A genuine message id belongs to one
+// conversation, so looking for it in conv is enough. It reads conv's
+// messages in the seq range msgs span, one simple range filter, cheap to
+// evaluate even where the server scans the bucket.
 func (s *Store) Held(ctx context.Context, conv string, msgs []protocol.Message) (seqs map[int64]bool, ids map[string]bool, err error) {
-	seqList := make(bson.A, len(msgs))
-	idList := make(bson.A, len(msgs))
-	for i, m := range msgs {
-		seqList[i], idList[i] = m.Seq, m.ID
+	seqs, ids = map[int64]bool{}, map[string]bool{}
+	if len(msgs) == 0 {
+		return seqs, ids, nil
 	}
-	filter := bson.D{{Key: "$or", Value: bson.A{
-		bson.D{{Key: "conv", Value: conv}, {Key: "seq", Value: bson.D{{Key: "$in", Value: seqList}}}},
-		bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: idList}}}},
-	}}}
-	cur, err := s.messages(conv).Find(ctx, filter, options.Find().SetProjection(bson.D{{Key: "conv", Value: 1}, {Key: "seq", Value: 1}}))
+	lo, hi := msgs[0].Seq, msgs[0].Seq
+	want := make(map[string]bool, len(msgs))
+	wantSeq := make(map[int64]bool, len(msgs))
+	for _, m := range msgs {
+		lo, hi = min(lo, m.Seq), max(hi, m.Seq)
+		want[m.ID], wantSeq[m.Seq] = true, true
+	}
+	filter := bson.D{{Key: "conv", Value: conv}, {Key: "seq", Value: bson.D{{Key: "$gte", Value: lo}, {Key: "$lte", Value: hi}}}}
+	cur, err := s.messages(conv).Find(ctx, filter, options.Find().SetProjection(bson.D{{Key: "seq", Value: 1}}))
 	if err != nil {
 		return nil, nil, fmt.Errorf("history: held %s: %w", conv, err)
 	}
-	defer cur.Close(ctx)
-	seqs, ids = map[int64]bool{}, map[string]bool{}
-	for cur.Next(ctx) {
-		var d struct {
-			ID   string `bson:"_id"`
-			Conv string `bson:"conv"`
-			Seq  int64  `bson:"seq"`
-		}
-		if err := cur.Decode(&d); err != nil {
-			return nil, nil, fmt.Errorf("history: held %s: %w", conv, err)
-		}
-		ids[d.ID] = true
-		if d.Conv == conv {
+	var docs []struct {
+		ID  string `bson:"_id"`
+		Seq int64  `bson:"seq"`
+	}
+	if err := cur.All(ctx, &docs); err != nil {
+		return nil, nil, fmt.Errorf("history: held %s: %w", conv, err)
+	}
+	for _, d := range docs {
+		if wantSeq[d.Seq] {
 			seqs[d.Seq] = true
 		}
-	}
-	if err := cur.Err(); err != nil {
-		return nil, nil, fmt.Errorf("history: held %s: %w", conv, err)
+		if want[d.ID] {
+			ids[d.ID] = true
+		}
 	}
 	return seqs, ids, nil
 }
