@@ -68,7 +68,8 @@ log=$DATA/logs/$ID.log
 [[ -f $log ]] && mv -f "$log" "$log.1"
 launch "$pidfile" "$log" "$CHAT_ROOT/bin/node" --id "$ID" --listen "$LISTEN" --peer-listen "$PEER" --admin-listen "$ADMIN" \
 	--zk "$CHAT_ZK" --redis "$CHAT_REDIS" --mongo "$CHAT_MONGO" \
-	--cluster-secret-file "$CHAT_CLUSTER_SECRET_FILE" --word-filter-file "${CHAT_WORD_FILTER_FILE:-}"
+	--cluster-secret-file "$CHAT_CLUSTER_SECRET_FILE" --word-filter-file "${CHAT_WORD_FILTER_FILE:-}" \
+	--bcrypt-cost "${CHAT_BCRYPT_COST:-10}"
 node_up() { (exec 3<>"/dev/tcp/${LISTEN%:*}/${LISTEN##*:}") 2>/dev/null; }
 if ! wait_until "node $ID" "$LAUNCHED_PID" "$log" 60 node_up; then
 	rm -f "$pidfile"

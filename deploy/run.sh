@@ -22,6 +22,8 @@
 #   CHAT_ADMIN_PORT    admin port of n1 (/metrics, pprof); likewise (9201)
 #   CHAT_LOG_LEVEL     log level of gateway and nodes         (info)
 #   CHAT_WORD_FILTER_FILE  words the nodes mask    (deploy/filter-words.txt)
+#   CHAT_BCRYPT_COST   bcrypt cost of new password hashes, 4..31 (10);
+#                      lower only for load tests (deploy/bench.sh uses 4)
 #   CHAT_SKIP_INSTALL  1: do not run deploy/install.sh
 #   CHAT_DEMO          0: skip the demo users and rooms       (1)
 #
@@ -53,6 +55,11 @@ done
 [[ $GATEWAY_ADDR =~ ^[^:]+:[0-9]+$ ]] || die "CHAT_GATEWAY_ADDR must be host:port, not '$GATEWAY_ADDR'"
 [[ $GATEWAY_ADMIN_ADDR =~ ^[^:]+:[0-9]+$ ]] || die "CHAT_GATEWAY_ADMIN_ADDR must be host:port, not '$GATEWAY_ADMIN_ADDR'"
 ((NODES >= 1)) || die "CHAT_NODES must be at least 1"
+BCRYPT_COST=${CHAT_BCRYPT_COST:-10}
+if ! [[ $BCRYPT_COST =~ ^[0-9]{1,2}$ ]] || ((10#$BCRYPT_COST < 4 || 10#$BCRYPT_COST > 31)); then
+	die "CHAT_BCRYPT_COST must be a number from 4 to 31, not '$BCRYPT_COST'"
+fi
+BCRYPT_COST=$((10#$BCRYPT_COST))
 DEMO=${CHAT_DEMO:-1}
 [[ $DEMO == [01] ]] || die "CHAT_DEMO must be 0 or 1, not '$DEMO'"
 
@@ -201,15 +208,17 @@ CHAT_REDIS=127.0.0.1:$REDIS_PORT
 CHAT_MONGO=mongodb://127.0.0.1:$MONGO_PORT/
 CHAT_CLUSTER_SECRET_FILE=$SECRET
 CHAT_WORD_FILTER_FILE=${CHAT_WORD_FILTER_FILE:-$CHAT_ROOT/deploy/filter-words.txt}
+CHAT_BCRYPT_COST=$BCRYPT_COST
 EOF
 # shellcheck source=/dev/null
 source "$RUN/env"
-export CHAT_ZK CHAT_REDIS CHAT_MONGO CHAT_CLUSTER_SECRET_FILE CHAT_WORD_FILTER_FILE
+export CHAT_ZK CHAT_REDIS CHAT_MONGO CHAT_CLUSTER_SECRET_FILE CHAT_WORD_FILTER_FILE CHAT_BCRYPT_COST
 
 # ---- gateway and nodes ----------------------------------------------------
 
 start_proc gateway "$RUN/gateway.pid" "$CHAT_ROOT/bin/gateway" \
-	--listen "$GATEWAY_ADDR" --admin-listen "$GATEWAY_ADMIN_ADDR" --redis "$CHAT_REDIS" --mongo "$CHAT_MONGO"
+	--listen "$GATEWAY_ADDR" --admin-listen "$GATEWAY_ADMIN_ADDR" --redis "$CHAT_REDIS" --mongo "$CHAT_MONGO" \
+	--bcrypt-cost "$BCRYPT_COST"
 GATEWAY_PID=$LAUNCHED_PID
 
 node_pids=()
@@ -218,7 +227,7 @@ for ((i = 1; i <= NODES; i++)); do
 		--listen "127.0.0.1:$((NODE_PORT + i - 1))" --peer-listen "127.0.0.1:$((PEER_PORT + i - 1))" \
 		--admin-listen "127.0.0.1:$((ADMIN_PORT + i - 1))" \
 		--zk "$CHAT_ZK" --redis "$CHAT_REDIS" --mongo "$CHAT_MONGO" \
-		--cluster-secret-file "$SECRET"
+		--cluster-secret-file "$SECRET" --bcrypt-cost "$BCRYPT_COST"
 	node_pids+=("$LAUNCHED_PID")
 done
 

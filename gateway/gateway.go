@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
+	"golang.org/x/crypto/bcrypt"
 
 	"chatcluster/accounts"
 	"chatcluster/directory"
@@ -29,7 +30,7 @@ type Config struct {
 	RedisPrefix string
 	Mongo       string
 	MongoDB     string
-	BcryptCost  int           // 0: bcrypt's default
+	BcryptCost  int           // cost of new password hashes; 0: bcrypt.DefaultCost
 	TokenTTL    time.Duration // 0: accounts.DefaultTokenTTL
 	Logger      zerolog.Logger
 }
@@ -57,6 +58,9 @@ func (c Config) Validate() error {
 	}
 	if c.Mongo == "" {
 		errs = append(errs, errors.New("a MongoDB URI is required (--mongo)"))
+	}
+	if c.BcryptCost != 0 && (c.BcryptCost < bcrypt.MinCost || c.BcryptCost > bcrypt.MaxCost) {
+		errs = append(errs, fmt.Errorf("--bcrypt-cost %d must be between %d and %d", c.BcryptCost, bcrypt.MinCost, bcrypt.MaxCost))
 	}
 	return errors.Join(errs...)
 }

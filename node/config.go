@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // Config is everything a node needs. Zero fields take the defaults of
@@ -39,6 +40,11 @@ type Config struct {
 	DrainTimeout   time.Duration // how long Close lets clients go before closing them
 	RequestTimeout time.Duration // bound for one client request's store calls
 	RateLimit      float64       // client requests per second (burst 2x)
+
+	// BcryptCost is the bcrypt cost of the hash a password login of an
+	// unknown name is checked against, so it takes as long as a wrong
+	// password (stored hashes carry their own cost). 0: bcrypt.DefaultCost.
+	BcryptCost int
 
 	WordFilterFile string        // word list of the dirty-word filter; "" filters nothing
 	HotWordsReset  time.Duration // how often the leader resets the hot-word ranking; 0 never
@@ -104,6 +110,9 @@ func (c *Config) Validate() error {
 	}
 	if len(c.Secret) < 16 {
 		errs = append(errs, errors.New("the cluster secret must be at least 16 bytes (--cluster-secret-file)"))
+	}
+	if c.BcryptCost != 0 && (c.BcryptCost < bcrypt.MinCost || c.BcryptCost > bcrypt.MaxCost) {
+		errs = append(errs, fmt.Errorf("--bcrypt-cost %d must be between %d and %d", c.BcryptCost, bcrypt.MinCost, bcrypt.MaxCost))
 	}
 	if c.HotWordsReset < 0 {
 		errs = append(errs, errors.New("--hot-words-reset must not be negative"))

@@ -188,7 +188,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err = s.markFresh(ctx); err != nil {
 		return err
 	}
-	s.accounts = accounts.New(s.rdb, s.cfg.RedisPrefix, s.store, 0, 0)
+	s.accounts = accounts.New(s.rdb, s.cfg.RedisPrefix, s.store, s.cfg.BcryptCost, 0)
 	s.dir = directory.New(s.rdb, s.cfg.RedisPrefix)
 	s.sessions = session.NewStore(s.rdb, s.cfg.RedisPrefix)
 	s.handler = handler.New(handler.Deps{

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/crypto/bcrypt"
+
 	"chatcluster/gateway"
 	"chatcluster/internal/flagenv"
 )
@@ -31,6 +33,7 @@ func run(args []string) error {
 	prefix := fs.String("redis-prefix", "CHAT_REDIS_PREFIX", cfg.RedisPrefix, "prefix of every Redis key")
 	mongo := fs.String("mongo", "CHAT_MONGO", "mongodb://127.0.0.1:27017/", "MongoDB URI")
 	mongoDB := fs.String("mongo-db", "CHAT_MONGO_DB", cfg.MongoDB, "MongoDB database")
+	cost := fs.Int("bcrypt-cost", "CHAT_BCRYPT_COST", bcrypt.DefaultCost, fmt.Sprintf("bcrypt cost of new password hashes, %d to %d (each step doubles the work; existing hashes keep their own)", bcrypt.MinCost, bcrypt.MaxCost))
 	level := fs.String("log-level", "CHAT_LOG_LEVEL", "info", "log level: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -40,7 +43,7 @@ func run(args []string) error {
 		return err
 	}
 	cfg.Listen, cfg.Redis, cfg.RedisPrefix, cfg.Mongo, cfg.MongoDB, cfg.Logger = *listen, *rds, *prefix, *mongo, *mongoDB, log
-	cfg.AdminListen = *admin
+	cfg.AdminListen, cfg.BcryptCost = *admin, *cost
 	g, err := gateway.New(cfg)
 	if err != nil {
 		return err

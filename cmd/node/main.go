@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/crypto/bcrypt"
+
 	"chatcluster/internal/flagenv"
 	"chatcluster/node"
 )
@@ -48,6 +50,7 @@ func run(args []string) error {
 	drain := fs.Duration("drain-timeout", "CHAT_DRAIN_TIMEOUT", cfg.DrainTimeout, "how long shutdown lets clients move away")
 	rate := fs.String("rate-limit", "CHAT_RATE_LIMIT", "200", "requests per second one client connection may send (bursts of twice that)")
 	filter := fs.String("word-filter-file", "CHAT_WORD_FILTER_FILE", "", "word list of the dirty-word filter, one word per line (empty: no filter)")
+	cost := fs.Int("bcrypt-cost", "CHAT_BCRYPT_COST", bcrypt.DefaultCost, fmt.Sprintf("bcrypt cost, %d to %d, of the hash a login of an unknown name is checked against (set it as on the gateway)", bcrypt.MinCost, bcrypt.MaxCost))
 	hotReset := fs.Duration("hot-words-reset", "CHAT_HOT_WORDS_RESET", cfg.HotWordsReset, "how often the leader resets the hot-word ranking (0: never)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -69,6 +72,7 @@ func run(args []string) error {
 	cfg.Secret = []byte(strings.TrimSpace(string(secret)))
 	cfg.DrainTimeout = *drain
 	cfg.WordFilterFile, cfg.HotWordsReset = *filter, *hotReset
+	cfg.BcryptCost = *cost
 	if cfg.RateLimit, err = strconv.ParseFloat(*rate, 64); err != nil || cfg.RateLimit <= 0 {
 		return fmt.Errorf("--rate-limit %q must be a positive number", *rate)
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -46,6 +47,19 @@ func (s *Set) Duration(name, env string, def time.Duration, usage string) *time.
 		}
 	}
 	return s.FlagSet.Duration(name, def, usage+" ($"+env+")")
+}
+
+// Int defines an integer flag backed by env.
+func (s *Set) Int(name, env string, def int, usage string) *int {
+	if v, ok := os.LookupEnv(env); ok {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil {
+			s.errs = append(s.errs, fmt.Errorf("$%s=%q is not a whole number", env, v))
+		} else {
+			def = n
+		}
+	}
+	return s.FlagSet.Int(name, def, usage+" ($"+env+")")
 }
 
 // Parse parses args, reporting bad environment values first.
