@@ -46,9 +46,10 @@ test: install check
 chaos: install
 	CHAT_TEST_ZK_ENSEMBLE=1 CHAT_CHAOS_ROUNDS=$${CHAT_CHAOS_ROUNDS:-20} deploy/with-deps.sh $(GO) test -race -count=1 -run '^TestChaos$$' -v -timeout 80m ./chaos/
 
-# bench: the standard load set (cmd/chatbench) against a private cluster on
-# its own ports and data folder, each scenario beside the baseline relay;
-# writes docs/benchmarks.md. A few minutes.
+# bench: the standard load set (cmd/chatbench: dm, room, connect, and last
+# failover, which kills the leader) against a private cluster on its own
+# ports and data folder, each scenario beside the baseline relay; writes
+# docs/benchmarks.md. About five minutes.
 bench: install
 	deploy/bench.sh
 

@@ -4,6 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -62,10 +67,10 @@ func TestIsCrossShare(t *testing.T) {
 func TestTracker(t *testing.T) {
 	trk := newTracker("run1")
 	now := time.Now()
-	k1 := trk.add(now, 1)
-	k2 := trk.add(now, 2)
-	k3 := trk.add(now, 1)
-	k4 := trk.add(now, 1)
+	k1 := trk.add(now, 1, 0)
+	k2 := trk.add(now, 2, 0)
+	k3 := trk.add(now, 1, 0)
+	k4 := trk.add(now, 1, 0)
 	text := trk.text(k2, now)
 	if k, ok := trk.parseText(text); !ok || k != k2 {
 		t.Fatalf("parseText(%q) = %d %v", text, k, ok)
@@ -73,9 +78,9 @@ func TestTracker(t *testing.T) {
 	if _, ok := newTracker("other").parseText(text); ok {
 		t.Fatal("a text of another run was taken")
 	}
-	trk.reply(0, k1, 0, now.Add(time.Millisecond))
-	trk.reply(0, k2, 0, now.Add(time.Millisecond))
-	trk.reply(0, k3, 429, now)
+	trk.reply(0, k1, 0, now.Add(time.Millisecond), "", 0)
+	trk.reply(0, k2, 0, now.Add(time.Millisecond), "", 0)
+	trk.reply(0, k3, 429, now, "", 0)
 	trk.deliver(0, k1, now.Add(2*time.Millisecond))
 	trk.deliver(0, k1, now.Add(3*time.Millisecond)) // duplicate
 	trk.deliver(0, k2, now.Add(4*time.Millisecond)) // one of two
@@ -125,7 +130,7 @@ func TestCompareAndJSON(t *testing.T) {
 		t.Fatalf("round trip: %v %+v", err, back)
 	}
 	var md bytes.Buffer
-	if err := renderMarkdown(&md, []Run{back}, "make bench"); err != nil {
+	if err := renderMarkdown(&md, []Run{back}, reportOptions{command: "make bench"}); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(md.String(), "| dm 10/s | latency p50 (ms) | 4 | 1 | 4× |") {
@@ -174,7 +179,7 @@ func TestScenarios(t *testing.T) {
 	}
 	cm := common{duration: 2 * time.Second, drain: 5 * time.Second, runID: "t" + time.Now().Format("150405"), logf: t.Logf, progress: func(s string) { t.Log(s) }}
 	for _, tg := range targets {
-		if err := tg.prepare(ctx, 6, t.Logf); err != nil {
+		if err := tg.prepare(ctx, 6, t.Logf, nil); err != nil {
 			t.Fatal(err)
 		}
 		if tg.numNodes() != map[string]int{"cluster": 3, "baseline": 1}[tg.name] {
@@ -184,24 +189,248 @@ func TestScenarios(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// The room gets users of its own: members who logged out of the dm
-		// scenario a moment ago and logged in again are a different case
-		// (see the report of this tool's first runs).
-		rt := *tg
-		rt.prefix, rt.tokens = "benchroom", nil
-		if err := rt.prepare(ctx, 6, t.Logf); err != nil {
-			t.Fatal(err)
-		}
-		room, err := runRoom(ctx, &rt, cm, roomParams{members: 6, publishers: 2, rate: 10})
+		// The same users again, in a room: their messages' clientMsgIds
+		// must not collide with those of the dm run (a node answers a
+		// clientMsgId it has seen with the first result and stores
+		// nothing).
+		rooms, err := runRoom(ctx, tg, cm, roomParams{members: 6, publishers: 2, rates: []float64{10}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, r := range []Result{dm, room} {
+		for _, r := range append([]Result{dm}, rooms...) {
 			t.Logf("%s %s: sent %d acked %d delivered %d of %d, p99 %.1f ms", r.Label, r.Target, r.Sent, r.Acked, r.Delivered, r.Expected, r.Latency.P99Ms)
 			if r.Sent == 0 || r.Lost != 0 || r.Unacked != 0 || r.Errors != 0 || r.Duplicates != 0 {
 				t.Errorf("%s on %s: sent %d, errors %d, unacked %d, lost %d, duplicates %d; want some sent and no errors, unacked, lost or duplicates",
 					r.Label, r.Target, r.Sent, r.Errors, r.Unacked, r.Lost, r.Duplicates)
 			}
 		}
+	}
+
+	// Last, as it leaves the cluster a node short: failover, killing the
+	// leader. Only that it completes and nothing acknowledged is lost.
+	kill := func(_ context.Context, id string) (int, error) {
+		i := cl.Index(id)
+		if i < 0 {
+			return 0, fmt.Errorf("no node %s", id)
+		}
+		cl.Kill(i)
+		return 0, nil
+	}
+	fo, err := runFailover(ctx, targets[0], cm, failoverParams{pairs: 3, rate: 30, duration: 5 * time.Second, killAfter: time.Second, kill: kill})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fo.Failover == nil {
+		t.Fatal("failover: no failover figures")
+	}
+	f := fo.Failover
+	t.Logf("%s: killed %s, next leader %s; routing restored after %.0f ms; sent %d acked %d pushed %d found by sync %d lost %d",
+		fo.Label, f.Leader, f.NewLeader, f.RestoredMs, fo.Sent, fo.Acked, fo.Delivered, fo.Recovered, fo.Lost)
+	if fo.Sent == 0 || fo.Lost != 0 {
+		t.Errorf("failover: sent %d, lost %d (acknowledged, delivered neither live nor by sync); want some sent and none lost", fo.Sent, fo.Lost)
+	}
+}
+
+func TestTrackerRecoverAndMissing(t *testing.T) {
+	trk := newTracker("run1")
+	now := time.Now()
+	k1 := trk.add(now, 1, 0)
+	k2 := trk.add(now, 1, 1)
+	if a, b := trk.clientMsgID(k1), newTracker("run1").clientMsgID(k1); a == b {
+		t.Errorf("two runs share the clientMsgId %q", a)
+	}
+	trk.reply(0, k1, 0, now, "dm:a:b", 7)
+	trk.reply(1, k2, 0, now, "dm:a:b", 8)
+	trk.deliver(1, k1, now) // k1 pushed, k2 not
+	miss := trk.missing()
+	if len(miss) != 1 || miss[0].key != k2 || miss[0].from != 1 || miss[0].seq != 8 || miss[0].conv != "dm:a:b" {
+		t.Fatalf("missing = %+v, want k2 from 1 at seq 8", miss)
+	}
+	if trk.recover(k1) {
+		t.Error("a pushed message counted as found by sync")
+	}
+	if !trk.recover(k2) || trk.recover(k2) {
+		t.Error("k2 should count once as found by sync")
+	}
+	if _, lost, _, _ := trk.tally(); lost != 0 || trk.recovered.Load() != 1 || trk.delivered.Load() != 1 {
+		t.Errorf("lost %d recovered %d pushed %d, want 0 1 1", lost, trk.recovered.Load(), trk.delivered.Load())
+	}
+	if !trk.settled(k1) || trk.settled(trk.add(now, 1, 0)) {
+		t.Error("settled is wrong")
+	}
+}
+
+func TestOnDeliverSeesSender(t *testing.T) {
+	trk := newTracker("run1")
+	var got [2]int
+	trk.onDeliver = func(to, from int, _, _ time.Time) { got = [2]int{to, from} }
+	k := trk.add(time.Now(), 1, 4)
+	trk.reply(4, k, 0, time.Now(), "", 0)
+	trk.deliver(5, k, time.Now())
+	if got != [2]int{5, 4} {
+		t.Errorf("onDeliver saw to/from %v, want [5 4]", got)
+	}
+}
+
+func TestArgsNameNode(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want bool
+	}{
+		{[]string{"/repo/bin/node", "--id", "n1", "--listen", "x"}, true},
+		{[]string{"/repo/bin/node", "--id=n1"}, true},
+		{[]string{"/repo/bin/node", "--id", "n12"}, false},
+		{[]string{"/repo/bin/gateway", "--id", "n1"}, false},
+		{[]string{"/repo/bin/node", "n1"}, false},
+		{nil, false},
+	} {
+		if got := argsNameNode(c.args, "n1"); got != c.want {
+			t.Errorf("argsNameNode(%q, n1) = %v, want %v", c.args, got, c.want)
+		}
+	}
+}
+
+// A process that calls itself "node --id n9" stands in for a node.
+func TestPidDirKiller(t *testing.T) {
+	dir := t.TempDir()
+	cmd := exec.Command("bash", "-c", `exec -a node bash -c "sleep 60; :" node --id n9`)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); <-exited })
+	pid := cmd.Process.Pid
+	write := func(id string, p int) {
+		if err := os.WriteFile(filepath.Join(dir, "node-"+id+".pid"), []byte(strconv.Itoa(p)+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The exec takes a moment: wait until the command line is the node's.
+	waitFor(t, 5*time.Second, "the stand-in names itself node n9", func() bool { return checkNodeProcess(pid, "n9") == nil })
+	kill := pidDirKiller(dir)
+	ctx := context.Background()
+
+	write("n8", pid) // a pid file naming another node's process
+	if _, err := kill(ctx, "n8"); err == nil || !strings.Contains(err.Error(), "is not node n8") {
+		t.Fatalf("killing n8 through a pid file of n9's process: %v, want a refusal", err)
+	}
+	if !processAlive(pid) {
+		t.Fatal("the refusal killed the process")
+	}
+	if _, err := kill(ctx, "n7"); err == nil {
+		t.Fatal("no pid file, yet no error")
+	}
+	write("n9", pid)
+	got, err := kill(ctx, "n9")
+	if err != nil || got != pid {
+		t.Fatalf("kill n9 = %d, %v; want %d", got, err, pid)
+	}
+	select {
+	case <-exited:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the process is still there after the kill")
+	}
+	if processAlive(pid) {
+		t.Error("processAlive says a reaped process lives")
+	}
+	if _, err := kill(ctx, "n9"); err == nil {
+		t.Error("a stale pid file was taken")
+	}
+}
+
+// waitFor polls cond every 10 ms until it holds or d passed.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting until %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestEvalTargets(t *testing.T) {
+	dm := func(rate, delivered, p99 float64, lost int64) Result {
+		return Result{Scenario: "dm", Target: "cluster", Label: fmt.Sprintf("dm %g/s", rate), DeliveredPerSec: delivered, Lost: lost,
+			Latency: LatencySummary{P99Ms: p99}, Params: map[string]any{"rate": rate, "crossShare": 1.0},
+			History: &HistoryResult{PerSec: delivered}}
+	}
+	rs := []Result{
+		dm(1000, 1000, 20, 0),
+		dm(4000, 3000, 4000, 0), // not sustained: behind and slow
+		{Scenario: "room", Target: "cluster", Label: "room", DeliveredPerSec: 20000, Latency: LatencySummary{P99Ms: 40}, Params: map[string]any{"rate": 20.0, "members": 1000.0}},
+		{Scenario: "connect", Target: "cluster", Connect: &ConnectResult{Nodes: []NodeMemory{{BytesPerConn: 8 * 1024, ConnsBefore: 0, ConnsAfter: 19000}}}},
+		{Scenario: "failover", Target: "cluster", Label: "failover", Acked: 100, Failover: &FailoverResult{RestoredMs: 1200, NewLeaderMs: 1100}},
+	}
+	byTarget := map[string]targetRow{}
+	for _, r := range evalTargets(rs) {
+		byTarget[r.Target] = r
+	}
+	want := map[string]string{
+		"Cross-node direct messages ≥ 30,000 msg/s sustained":                                                 statusNotMet,
+		"Cross-node direct messages: p99 ≤ 10 ms at 20,000 msg/s":                                             statusNotMet,
+		"Cross-node direct messages: 0 lost":                                                                  statusMet,
+		"1,000-member room over 3 nodes: ≥ 300,000 deliveries/s at p99 ≤ 50 ms":                               statusNotMet,
+		"≤ 10 KiB resident memory per logged-in idle connection, at 19,000 connections per node":              statusMet,
+		"Failover under load (kill -9 of the leader): routing restored within 1.5 s":                          statusMet,
+		"Failover under load: 0 acknowledged messages lost":                                                   statusMet,
+		"History written to the MongoDB-wire store at ≥ 20,000 msg/s without raising dm p99 by more than 20%": statusNotMet,
+	}
+	for target, st := range want {
+		row, ok := byTarget[target]
+		if !ok {
+			t.Errorf("no row for %q", target)
+			continue
+		}
+		if row.Status != st {
+			t.Errorf("%q: status %q (%s), want %q", target, row.Status, row.Measured, st)
+		}
+	}
+	if m := byTarget["Cross-node direct messages ≥ 30,000 msg/s sustained"].Measured; !strings.Contains(m, "1,000 msg/s sustained") || !strings.Contains(m, "3,000 msg/s pushed") {
+		t.Errorf("dm throughput measured as %q", m)
+	}
+	if len(evalTargets(nil)) != len(want) {
+		t.Errorf("without results: %d rows, want %d (all not measured)", len(evalTargets(nil)), len(want))
+	}
+}
+
+func TestReportFailoverAndSettings(t *testing.T) {
+	fo := Result{Scenario: "failover", Label: "failover dm 10/s", Target: "cluster", Sent: 50, Acked: 50, Recovered: 3,
+		Failover: &FailoverResult{Leader: "n1", NewLeader: "n2", RestoredMs: 1650, NewLeaderMs: 1660, Moved: 2, Reconnected: 2, SteadyPairs: 1, KillAtSec: 1}}
+	var md strings.Builder
+	run := Run{Command: "chatbench --scenarios failover", Machine: Machine{CPU: "x", Cores: 2, LoadAvg: "0.1 0.2 0.3"}, Results: []Result{fo}}
+	if err := renderMarkdown(&md, []Run{run}, reportOptions{command: "make bench", clusterEnv: "CHAT_BCRYPT_COST=4"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"| failover dm 10/s, kill at 1s | n1 | n2 | 1 | 2/2 | 1650 | 1660 |",
+		"| failover dm 10/s | disruption window (kill to routing restored) (ms) | 1650 | – | – |",
+		"- `CHAT_BCRYPT_COST=4`: ",
+		"load average when the run started (1, 5, 15 min): 0.1 0.2 0.3",
+		"| Failover under load (kill -9 of the leader): routing restored within 1.5 s | 1.65 s",
+	} {
+		if !strings.Contains(md.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, md.String())
+		}
+	}
+}
+
+func TestParseRates(t *testing.T) {
+	if r, err := parseRates("--rates", "10, 20.5"); err != nil || len(r) != 2 || r[1] != 20.5 {
+		t.Errorf("parseRates = %v, %v", r, err)
+	}
+	for _, bad := range []string{"", "0", "-1", "x", "Inf"} {
+		if _, err := parseRates("--rates", bad); err == nil {
+			t.Errorf("parseRates(%q) accepted", bad)
+		}
+	}
+	if _, err := parseFlags([]string{"--scenarios", "failover"}); err == nil || !strings.Contains(err.Error(), "--pid-dir") {
+		t.Errorf("failover without --pid-dir: %v", err)
+	}
+	c, err := parseFlags([]string{"--scenarios", "failover,dm", "--pid-dir", "/tmp"})
+	if err != nil || strings.Join(c.scenarios, ",") != "dm,failover" {
+		t.Errorf("failover is not run last: %v, %v", c.scenarios, err)
 	}
 }

@@ -18,6 +18,7 @@ type Machine struct {
 	MemoryBytes int64  `json:"memoryBytes"`
 	OS          string `json:"os"`
 	Go          string `json:"go"`
+	LoadAvg     string `json:"loadAvg"` // 1, 5 and 15 minute load averages when the run started
 }
 
 func readMachine() Machine {
@@ -25,6 +26,11 @@ func readMachine() Machine {
 	if f, err := os.Open("/proc/cpuinfo"); err == nil {
 		m.CPU = procField(f, "model name")
 		f.Close()
+	}
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		if f := strings.Fields(string(b)); len(f) >= 3 {
+			m.LoadAvg = strings.Join(f[:3], " ")
+		}
 	}
 	if f, err := os.Open("/proc/meminfo"); err == nil {
 		kb := strings.TrimSuffix(procField(f, "MemTotal"), " kB")
@@ -78,7 +84,7 @@ func figures(r Result) []Figure {
 		}
 		return fs
 	}
-	return []Figure{
+	fs := []Figure{
 		{Name: "delivered per second", Unit: "/s", Cluster: r.DeliveredPerSec},
 		{Name: "latency p50", Unit: "ms", Cluster: r.Latency.P50Ms},
 		{Name: "latency p99", Unit: "ms", Cluster: r.Latency.P99Ms},
@@ -86,6 +92,15 @@ func figures(r Result) []Figure {
 		{Name: "errors", Unit: "", Cluster: float64(r.Errors)},
 		{Name: "lost messages", Unit: "", Cluster: float64(r.Lost)},
 	}
+	if f := r.Failover; f != nil {
+		fs = append(fs,
+			Figure{Name: "disruption window (kill to routing restored)", Unit: "ms", Cluster: f.RestoredMs},
+			Figure{Name: "kill to new leader listed by the gateway", Unit: "ms", Cluster: f.NewLeaderMs},
+			Figure{Name: "kill to all clients of the killed node back", Unit: "ms", Cluster: f.ReconnectedMs},
+			Figure{Name: "deliveries found by sync, not pushed", Unit: "", Cluster: float64(r.Recovered)},
+		)
+	}
+	return fs
 }
 
 // compare sets the figures of a cluster result beside a baseline result of

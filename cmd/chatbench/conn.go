@@ -129,7 +129,11 @@ func (c *client) readLoop() {
 		if k, ok := strings.CutPrefix(id, chatIDPrefix); ok && f.Action == protocol.ActionChat {
 			if key, err := strconv.ParseUint(k, 10, 64); err == nil {
 				if t := c.trk(); t != nil {
-					t.reply(c.idx, key, *f.Code, now)
+					var r protocol.ChatReply
+					if *f.Code == 0 {
+						_ = json.Unmarshal(f.Data, &r) // the seq only narrows a later sync
+					}
+					t.reply(c.idx, key, *f.Code, now, r.Conv, r.Seq)
 				}
 			}
 			continue
@@ -245,11 +249,12 @@ func (c *client) login(ctx context.Context, user, password, token string) error 
 }
 
 // chat sends message k without waiting for the reply; the read loop hands
-// the reply to the tracker. to or room names the recipient.
-func (c *client) chat(k uint64, to, room, text string) error {
+// the reply to the tracker. to or room names the recipient; clientMsgID
+// must be unique across runs (tracker.clientMsgID).
+func (c *client) chat(k uint64, clientMsgID, to, room, text string) error {
 	id := chatIDPrefix + strconv.FormatUint(k, 10)
 	b, err := json.Marshal(protocol.Request{Action: protocol.ActionChat, ID: id,
-		Data: mustJSON(protocol.ChatData{To: to, Room: room, Text: text, ClientMsgID: id})})
+		Data: mustJSON(protocol.ChatData{To: to, Room: room, Text: text, ClientMsgID: clientMsgID})})
 	if err != nil {
 		return err
 	}
@@ -262,6 +267,16 @@ func mustJSON(v any) json.RawMessage {
 		panic(err)
 	}
 	return b
+}
+
+// closed is closed when the connection's read loop has ended.
+func (c *client) closed() <-chan struct{} { return c.done }
+
+// sync asks for the messages after offsets, per conversation.
+func (c *client) sync(ctx context.Context, offsets map[string]int64) (protocol.SyncReply, error) {
+	var r protocol.SyncReply
+	err := c.do(ctx, protocol.ActionSync, protocol.SyncData{Convs: offsets}, &r)
+	return r, err
 }
 
 // close closes the connection and waits for the read loop.

@@ -8,11 +8,18 @@
 //	room     one room of M members spread over the nodes, posted to at a rate
 //	connect  a connect-and-login storm, then idle connections held while
 //	         each node's resident memory per connection is read
+//	failover dm traffic between users on different nodes while the leader
+//	         is killed with SIGKILL (its pid from --pid-dir): the
+//	         disruption window, and that every acknowledged message still
+//	         reaches its recipient, live or by sync; always run last
 //
 // and reports delivered throughput, end-to-end latency (from the time a
 // send was due to the recipient's message push) at p50/p99/p99.9, errors
-// and losses (acknowledged but never delivered after a drain time), with a
-// progress line on stderr every second and the figures as JSON (--out).
+// and losses (acknowledged but not pushed within a drain time and, for
+// direct messages on the cluster, not returned by the recipient's sync
+// either), with a progress line on stderr every second and the figures as
+// JSON (--out). Each scenario run has its own ids (in texts and
+// clientMsgIds), so runs with the same users never mix.
 //
 // With --with-baseline every scenario is also run against a minimal
 // single-process relay (bench/baseline, started as a subprocess of this
@@ -31,6 +38,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"os/signal"
 	"strconv"
@@ -44,8 +52,10 @@ func main() {
 		switch os.Args[1] {
 		case "relay":
 			exit(relayMain(os.Args[2:]))
+			return
 		case "report":
 			exit(reportMain(os.Args[2:]))
+			return
 		}
 	}
 	exit(benchMain(os.Args[1:]))
@@ -78,10 +88,14 @@ type config struct {
 	cross        float64
 	roomMembers  int
 	roomPubs     int
-	roomRate     float64
+	roomRates    []float64
 	conns        int
 	connectRate  float64
 	hold         time.Duration
+	foRate       float64
+	foDuration   time.Duration
+	foKillAfter  time.Duration
+	pidDir       string
 	sources      int
 	maxConns     int
 	prefix       string
@@ -97,19 +111,23 @@ func parseFlags(args []string) (config, error) {
 	admin := fs.String("admin", "", "comma-separated host:port of each node's admin listener (/metrics), for the connect scenario's memory figures")
 	fs.StringVar(&c.baselineURL, "baseline", "", "ws://host:port/ws of a running baseline relay: run against it instead of the cluster")
 	fs.BoolVar(&c.withBaseline, "with-baseline", false, "also run every scenario against a baseline relay started on loopback, and report cluster/baseline ratios")
-	scen := fs.String("scenarios", "dm", "comma-separated scenarios: dm, room, connect")
+	scen := fs.String("scenarios", "dm", "comma-separated scenarios: dm, room, connect, failover (failover always runs last: it leaves the cluster a node short)")
 	fs.DurationVar(&c.duration, "duration", 10*time.Second, "send phase of the dm and room scenarios")
-	fs.DurationVar(&c.drain, "drain", 5*time.Second, "wait after the send phase for outstanding deliveries; what is still missing then is lost")
+	fs.DurationVar(&c.drain, "drain", 5*time.Second, "wait after the send phase for outstanding deliveries (ends early after a second with none); direct messages still missing on the cluster are then looked for with the recipients' sync, and what is still missing is lost")
 	fs.DurationVar(&c.timeout, "timeout", 15*time.Minute, "bound on the whole run")
 	fs.IntVar(&c.pairs, "pairs", 50, "dm: pairs of users (each pair writes both ways)")
 	rates := fs.String("rates", "1000", "dm: comma-separated target rates, messages per second in all; one run each")
 	fs.Float64Var(&c.cross, "cross", 0.67, "dm: share of pairs whose users are on different nodes (0..1)")
 	fs.IntVar(&c.roomMembers, "room-members", 100, "room: members")
 	fs.IntVar(&c.roomPubs, "room-publishers", 10, "room: members that post")
-	fs.Float64Var(&c.roomRate, "room-rate", 10, "room: messages per second in all")
+	roomRates := fs.String("room-rate", "10", "room: comma-separated rates, messages per second in all; one run each")
 	fs.IntVar(&c.conns, "conns", 1000, "connect: connections")
 	fs.Float64Var(&c.connectRate, "connect-rate", 500, "connect: connection attempts per second")
 	fs.DurationVar(&c.hold, "hold", 3*time.Second, "connect: time the connections are held idle before memory is read")
+	fs.Float64Var(&c.foRate, "failover-rate", 1000, "failover: messages per second in all, over --pairs pairs on different nodes")
+	fs.DurationVar(&c.foDuration, "failover-duration", 20*time.Second, "failover: send phase")
+	fs.DurationVar(&c.foKillAfter, "failover-kill-after", 5*time.Second, "failover: when in the send phase the leader is killed")
+	fs.StringVar(&c.pidDir, "pid-dir", "", "failover: folder of the nodes' pid files, node-<id>.pid (deploy/run.sh keeps them in $CHAT_DATA_DIR/run)")
 	fs.IntVar(&c.sources, "sources", 8, "loopback source addresses to spread connections over (127.0.0.1..N)")
 	fs.IntVar(&c.maxConns, "max-conns", 15000, "refuse to open more connections than this")
 	fs.StringVar(&c.prefix, "user-prefix", "bench", "user names are this plus a number")
@@ -123,39 +141,47 @@ func parseFlags(args []string) (config, error) {
 		return c, fmt.Errorf("unexpected argument %q (scenarios go in --scenarios)", fs.Arg(0))
 	}
 	c.admin = splitList(*admin)
+	failover := false
 	for _, s := range splitList(*scen) {
 		switch s {
 		case "dm", "room", "connect":
 			c.scenarios = append(c.scenarios, s)
+		case "failover":
+			failover = true
 		default:
-			return c, fmt.Errorf("--scenarios: unknown scenario %q (dm, room, connect)", s)
+			return c, fmt.Errorf("--scenarios: unknown scenario %q (dm, room, connect, failover)", s)
 		}
+	}
+	if failover {
+		c.scenarios = append(c.scenarios, "failover")
 	}
 	if len(c.scenarios) == 0 {
 		return c, errors.New("--scenarios: none given")
 	}
-	for _, r := range splitList(*rates) {
-		f, err := strconv.ParseFloat(r, 64)
-		if err != nil || f <= 0 {
-			return c, fmt.Errorf("--rates: %q is not a positive number", r)
-		}
-		c.rates = append(c.rates, f)
+	var err error
+	if c.rates, err = parseRates("--rates", *rates); err != nil {
+		return c, err
+	}
+	if c.roomRates, err = parseRates("--room-rate", *roomRates); err != nil {
+		return c, err
 	}
 	switch {
-	case len(c.rates) == 0:
-		return c, errors.New("--rates: none given")
 	case c.duration <= 0 || c.drain < 0 || c.timeout <= 0 || c.hold < 0:
 		return c, errors.New("--duration and --timeout must be positive, --drain and --hold not negative")
 	case c.pairs < 1 || c.roomMembers < 1 || c.conns < 1:
 		return c, errors.New("--pairs, --room-members and --conns must be at least 1")
 	case c.cross < 0 || c.cross > 1:
 		return c, errors.New("--cross must be between 0 and 1")
-	case c.roomRate <= 0 || c.connectRate <= 0 || c.roomPubs < 1:
-		return c, errors.New("--room-rate and --connect-rate must be positive, --room-publishers at least 1")
+	case c.connectRate <= 0 || c.roomPubs < 1:
+		return c, errors.New("--connect-rate must be positive, --room-publishers at least 1")
 	case c.baselineURL != "" && c.withBaseline:
 		return c, errors.New("give --baseline (run against a relay) or --with-baseline (compare with one), not both")
 	case c.baselineURL != "" && !strings.HasPrefix(c.baselineURL, "ws://"):
 		return c, fmt.Errorf("--baseline %q must be a ws:// URL", c.baselineURL)
+	case failover && (c.foRate <= 0 || c.foDuration <= 0 || c.foKillAfter <= 0 || c.foKillAfter >= c.foDuration):
+		return c, errors.New("--failover-rate and --failover-duration must be positive, --failover-kill-after between 0 and --failover-duration")
+	case failover && c.baselineURL == "" && c.pidDir == "":
+		return c, errors.New("failover kills the leader's process: give --pid-dir, the folder of the nodes' pid files (node-<id>.pid)")
 	}
 	if need := c.connsNeeded(); need > c.maxConns {
 		return c, fmt.Errorf("the scenarios need %d connections at once, over --max-conns %d", need, c.maxConns)
@@ -175,9 +201,27 @@ func (c config) connsNeeded() int {
 			n = max(n, c.roomMembers)
 		case "connect":
 			n = max(n, c.conns)
+		case "failover":
+			n = max(n, 2*c.pairs)
 		}
 	}
 	return n
+}
+
+// parseRates parses a comma-separated list of positive numbers.
+func parseRates(flagName, v string) ([]float64, error) {
+	var out []float64
+	for _, r := range splitList(v) {
+		f, err := strconv.ParseFloat(r, 64)
+		if err != nil || f <= 0 || math.IsInf(f, 0) {
+			return nil, fmt.Errorf("%s: %q is not a positive number", flagName, r)
+		}
+		out = append(out, f)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: none given", flagName)
+	}
+	return out, nil
 }
 
 func splitList(s string) []string {
@@ -229,7 +273,10 @@ func benchMain(args []string) error {
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
 	defer cancel()
-	logf := func(format string, a ...any) { fmt.Fprintf(os.Stderr, "chatbench: "+format+"\n", a...) }
+	began := time.Now()
+	logf := func(format string, a ...any) {
+		fmt.Fprintf(os.Stderr, "chatbench: %6.1fs "+format+"\n", append([]any{time.Since(began).Seconds()}, a...)...)
+	}
 	var progress func(string)
 	if !cfg.quiet {
 		progress = func(s string) { fmt.Fprintln(os.Stderr, s) }
@@ -254,7 +301,7 @@ func benchMain(args []string) error {
 	}
 	for _, t := range targets {
 		logf("%s: preparing %d users", t.name, cfg.connsNeeded())
-		if err := t.prepare(ctx, cfg.connsNeeded(), logf); err != nil {
+		if err := t.prepare(ctx, cfg.connsNeeded(), logf, progress); err != nil {
 			return err
 		}
 	}
@@ -288,6 +335,7 @@ func runAll(ctx context.Context, cfg config, targets []*target, cm common) ([]Re
 	}
 	for _, s := range cfg.scenarios {
 		for _, t := range targets {
+			cm.logf("%s on %s", s, t.name)
 			var err error
 			switch s {
 			case "dm":
@@ -297,9 +345,17 @@ func runAll(ctx context.Context, cfg config, targets []*target, cm common) ([]Re
 					}
 				}
 			case "room":
-				err = add(runRoom(ctx, t, cm, roomParams{members: cfg.roomMembers, publishers: cfg.roomPubs, rate: cfg.roomRate}))
+				var rs []Result
+				rs, err = runRoom(ctx, t, cm, roomParams{members: cfg.roomMembers, publishers: cfg.roomPubs, rates: cfg.roomRates})
+				out = append(out, rs...)
 			case "connect":
 				err = add(runConnect(ctx, t, cm, connectParams{conns: cfg.conns, rate: cfg.connectRate, hold: cfg.hold}))
+			case "failover":
+				fp := failoverParams{pairs: cfg.pairs, rate: cfg.foRate, duration: cfg.foDuration, killAfter: cfg.foKillAfter}
+				if t.wsURL == "" {
+					fp.kill = pidDirKiller(cfg.pidDir)
+				}
+				err = add(runFailover(ctx, t, cm, fp))
 			}
 			if err != nil {
 				return out, fmt.Errorf("%s on %s: %w", s, t.name, err)

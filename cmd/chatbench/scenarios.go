@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,7 +25,7 @@ type Result struct {
 	Errors         int64 `json:"errors"`         // error replies, failed writes, failed connects
 	Unacked        int64 `json:"unacked"`        // sent, never answered
 	Expected       int64 `json:"expected"`       // deliveries owed for acknowledged messages
-	Delivered      int64 `json:"delivered"`      // deliveries seen (first per recipient)
+	Delivered      int64 `json:"delivered"`      // deliveries pushed (first per recipient)
 	Duplicates     int64 `json:"duplicates"`     // deliveries beyond the expected count
 	Lost           int64 `json:"lost"`           // acknowledged messages some recipient never got
 	LostDeliveries int64 `json:"lostDeliveries"` // deliveries owed and never seen
@@ -33,8 +34,39 @@ type Result struct {
 	Latency         LatencySummary `json:"latency"`    // send due -> message push
 	AckLatency      LatencySummary `json:"ackLatency"` // send due -> reply
 
-	Connect *ConnectResult `json:"connect,omitempty"`
-	Notes   []string       `json:"notes,omitempty"`
+	// Recovered counts the deliveries not pushed by the end of the drain
+	// but found by the recipient's sync then (direct messages on the
+	// cluster only); they are in neither Delivered nor Latency.
+	Recovered int64 `json:"recovered"`
+
+	History  *HistoryResult  `json:"history,omitempty"`
+	Connect  *ConnectResult  `json:"connect,omitempty"`
+	Failover *FailoverResult `json:"failover,omitempty"`
+	Notes    []string        `json:"notes,omitempty"`
+}
+
+// HistoryResult is what the nodes' history writers did during a run, from
+// their metrics: messages stored in MongoDB per second (all nodes) and the
+// backlog (messages not yet stored) at the end.
+type HistoryResult struct {
+	PerSec     float64 `json:"perSec"`
+	BacklogEnd float64 `json:"backlogEnd"`
+}
+
+// historyDelta turns two scrapes of every node, d apart, into a
+// HistoryResult.
+func historyDelta(before, after []nodeMetrics, d time.Duration) *HistoryResult {
+	if len(before) != len(after) || d <= 0 {
+		return nil
+	}
+	h := &HistoryResult{}
+	var written float64
+	for i := range after {
+		written += after[i].Written - before[i].Written
+		h.BacklogEnd = max(h.BacklogEnd, after[i].Backlog)
+	}
+	h.PerSec = math.Round(written / d.Seconds())
+	return h
 }
 
 // ConnectResult is the connect scenario's own figures.
@@ -142,20 +174,43 @@ func runDM(ctx context.Context, t *target, cm common, p dmParams) (Result, error
 		return Result{}, err
 	}
 	defer closeAll(cs)
+	var before []nodeMetrics
+	var scraped time.Time
+	if t.wsURL == "" && len(t.admin) > 0 {
+		if before, err = t.scrape(ctx); err != nil {
+			return Result{}, err
+		}
+		scraped = time.Now()
+	}
 	cur.Store(trk)
 	label := fmt.Sprintf("dm %g/s", p.rate)
 	perSender := p.rate / float64(n)
 	send := func(i int) func(time.Time) {
 		c, peer := cs[i], cs[i^1]
 		return func(due time.Time) {
-			key := trk.add(due, 1)
-			if err := c.chat(key, peer.user, "", trk.text(key, due)); err != nil {
+			key := trk.add(due, 1, i)
+			if err := c.chat(key, trk.clientMsgID(key), peer.user, "", trk.text(key, due)); err != nil {
 				trk.sendFailed(key)
 			}
 		}
 	}
 	secs := runPhase(ctx, cm, label+" "+t.name, trk, n, perSender, send)
+	var note string
+	if t.wsURL == "" {
+		// What was not pushed by now: do the recipients get it by sync?
+		if _, err := recoverBySync(ctx, trk, func(from int) int { return from ^ 1 }, func(i int) *client { return cs[i] }); err != nil {
+			note = "sync: " + err.Error()
+		}
+	}
 	r := finish(ctx, cm, trk, secs)
+	if before != nil {
+		if after, err := t.scrape(ctx); err == nil {
+			r.History = historyDelta(before, after, time.Since(scraped))
+		}
+	}
+	if note != "" {
+		r.Notes = append(r.Notes, note)
+	}
 	r.Scenario, r.Label, r.Target = "dm", label, t.name
 	r.Params = map[string]any{"pairs": p.pairs, "rate": p.rate, "crossShare": p.cross, "nodes": k}
 	return r, nil
@@ -164,34 +219,34 @@ func runDM(ctx context.Context, t *target, cm common, p dmParams) (Result, error
 type roomParams struct {
 	members    int
 	publishers int
-	rate       float64 // messages per second, all publishers together
+	rates      []float64 // messages per second, all publishers together; one run each
 }
 
 // runRoom runs the room scenario: one fresh room of members users spread
-// over the nodes, publishers of them posting open loop; every member,
-// the sender included, should get every message.
-func runRoom(ctx context.Context, t *target, cm common, p roomParams) (Result, error) {
-	trk := newTracker(cm.runID)
+// over the nodes, publishers of them posting open loop, at each rate in
+// turn; every member, the sender included, should get every message.
+func runRoom(ctx context.Context, t *target, cm common, p roomParams) ([]Result, error) {
 	var cur atomic.Pointer[tracker]
 	get := func() *tracker { return cur.Load() }
 	k := t.numNodes()
+	began := time.Now()
 	cs, err := connectAll(ctx, t, p.members, func(i int) int { return i % max(k, 1) }, get)
 	if err != nil {
-		return Result{}, err
+		return nil, err
 	}
 	defer closeAll(cs)
-	room := "bench-" + cm.runID
+	room := "bench-" + strings.ReplaceAll(newTracker(cm.runID).id, ".", "-")
 	if err := forAll(ctx, cs, 16, func(ctx context.Context, c *client) error {
 		return retry503(ctx, func() error { return c.do(ctx, protocol.ActionJoin, protocol.RoomData{Room: room}, nil) })
 	}); err != nil {
-		return Result{}, fmt.Errorf("%s: joining room %s: %w", t.name, room, err)
+		return nil, fmt.Errorf("%s: joining room %s: %w", t.name, room, err)
 	}
-	cm.logf("%s: %d members joined room %s", t.name, p.members, room)
+	cm.logf("%s: %d members connected and joined room %s in %.1fs", t.name, p.members, room, time.Since(began).Seconds())
 	// Members who were connected a moment ago (an earlier scenario) may
 	// still be settling at the leader; give it a moment before posting.
 	select {
 	case <-ctx.Done():
-		return Result{}, ctx.Err()
+		return nil, ctx.Err()
 	case <-time.After(2 * time.Second):
 	}
 	defer func() { // leave, so later logins of these users cause no presence storm
@@ -201,29 +256,39 @@ func runRoom(ctx context.Context, t *target, cm common, p roomParams) (Result, e
 			return c.do(ctx, protocol.ActionLeave, protocol.RoomData{Room: room}, nil)
 		})
 	}()
-	cur.Store(trk)
 	pubs := max(1, min(p.publishers, p.members))
-	label := fmt.Sprintf("room %d members, %g msg/s", p.members, p.rate)
-	send := func(i int) func(time.Time) {
-		c := cs[(i*p.members)/pubs] // publishers spread over the members, so over the nodes
-		return func(due time.Time) {
-			key := trk.add(due, p.members)
-			if err := c.chat(key, "", room, trk.text(key, due)); err != nil {
-				trk.sendFailed(key)
+	var out []Result
+	for _, rate := range p.rates {
+		trk := newTracker(cm.runID)
+		cur.Store(trk)
+		label := fmt.Sprintf("room %d members, %g msg/s", p.members, rate)
+		send := func(i int) func(time.Time) {
+			from := (i * p.members) / pubs // publishers spread over the members, so over the nodes
+			c := cs[from]
+			return func(due time.Time) {
+				key := trk.add(due, p.members, from)
+				if err := c.chat(key, trk.clientMsgID(key), "", room, trk.text(key, due)); err != nil {
+					trk.sendFailed(key)
+				}
 			}
 		}
+		secs := runPhase(ctx, cm, label+" "+t.name, trk, pubs, rate/float64(pubs), send)
+		r := finish(ctx, cm, trk, secs)
+		r.Scenario, r.Label, r.Target = "room", label, t.name
+		r.Params = map[string]any{"members": p.members, "publishers": pubs, "rate": rate, "nodes": k}
+		out = append(out, r)
+		if err := ctx.Err(); err != nil {
+			return out, err
+		}
 	}
-	secs := runPhase(ctx, cm, label+" "+t.name, trk, pubs, p.rate/float64(pubs), send)
-	r := finish(ctx, cm, trk, secs)
-	r.Scenario, r.Label, r.Target = "room", label, t.name
-	r.Params = map[string]any{"members": p.members, "publishers": pubs, "rate": p.rate, "nodes": k}
-	return r, nil
+	return out, nil
 }
 
-// retry503 runs f again while it fails with 503 (the leader busy), up to
-// 10 times.
+// retry503 runs f again while it fails with 503 (the leader busy, or the
+// store slow), up to 10 times, waiting 200 ms and then longer, up to 2 s.
 func retry503(ctx context.Context, f func() error) error {
 	var err error
+	wait := 200 * time.Millisecond
 	for range 10 {
 		err = f()
 		re, ok := err.(*replyError)
@@ -233,8 +298,9 @@ func retry503(ctx context.Context, f func() error) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(200 * time.Millisecond):
+		case <-time.After(wait):
 		}
+		wait = min(2*wait, 2*time.Second)
 	}
 	return err
 }
@@ -273,7 +339,11 @@ func forAll(ctx context.Context, cs []*client, conc int, f func(context.Context,
 // function at perSender per second, for cm.duration, printing progress
 // every second. It returns the phase's length in seconds.
 func runPhase(ctx context.Context, cm common, label string, trk *tracker, senders int, perSender float64, send func(int) func(time.Time)) float64 {
-	start := time.Now().Add(50 * time.Millisecond)
+	return runPhaseFrom(ctx, cm, label, trk, senders, perSender, send, time.Now().Add(50*time.Millisecond))
+}
+
+// runPhaseFrom is runPhase with the first sends due at start.
+func runPhaseFrom(ctx context.Context, cm common, label string, trk *tracker, senders int, perSender float64, send func(int) func(time.Time), start time.Time) float64 {
 	end := start.Add(cm.duration)
 	pctx, stopProgress := context.WithCancel(ctx)
 	var pwg sync.WaitGroup
@@ -293,11 +363,21 @@ func runPhase(ctx context.Context, cm common, label string, trk *tracker, sender
 	wg.Wait()
 	secs := time.Since(start).Seconds()
 	// Drain: wait until every acknowledged message reached every recipient
-	// and every request was answered, or the drain time ran out.
+	// and every request was answered, or, once every request was answered,
+	// nothing more arrived for drainQuiet, or the drain time ran out.
 	deadline := time.Now().Add(cm.drain)
+	last, lastChange := int64(-1), time.Now()
 	for time.Now().Before(deadline) && ctx.Err() == nil {
-		if trk.sent.Load() == trk.acked.Load()+trk.failed.Load() && trk.outstanding() == 0 {
-			break
+		answered := trk.acked.Load() + trk.failed.Load()
+		if trk.sent.Load() == answered {
+			if trk.outstanding() == 0 {
+				break
+			}
+			if seen := answered + trk.delivered.Load(); seen != last {
+				last, lastChange = seen, time.Now()
+			} else if time.Since(lastChange) >= drainQuiet {
+				break
+			}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -305,6 +385,11 @@ func runPhase(ctx context.Context, cm common, label string, trk *tracker, sender
 	pwg.Wait()
 	return secs
 }
+
+// drainQuiet ends a drain early: once every request has its reply, a
+// second without any new delivery means the rest is not coming (the
+// recipients' sync finds it, or it is lost).
+const drainQuiet = time.Second
 
 // progressLoop prints one line a second until ctx ends.
 func progressLoop(ctx context.Context, label string, start time.Time, trk *tracker, out func(string)) {
@@ -339,6 +424,7 @@ func finish(_ context.Context, _ common, trk *tracker, secs float64) Result {
 		Unacked:        unacked,
 		Expected:       expected,
 		Delivered:      trk.delivered.Load(),
+		Recovered:      trk.recovered.Load(),
 		Duplicates:     trk.duplicates.Load(),
 		Lost:           lost,
 		LostDeliveries: lostDel,

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"chatcluster/chatclient"
@@ -41,10 +42,15 @@ func (t *target) numNodes() int {
 	return len(t.nodes)
 }
 
+// prepareConc is how many users prepare registers and logs in at once.
+const prepareConc = 32
+
 // prepare makes users 0..n-1 exist and, on the cluster, holds a token for
-// each. Registering and logging in cost a bcrypt each on the gateway, so
-// this is done once per run and not measured.
-func (t *target) prepare(ctx context.Context, n int, logf func(string, ...any)) error {
+// each. Registering and logging in cost a bcrypt hash each on the gateway
+// (the bench cluster runs with the lowest cost, so they are quick), so
+// this is done once per run and not measured. progress, if not nil, gets
+// a line a second.
+func (t *target) prepare(ctx context.Context, n int, logf func(string, ...any), progress func(string)) error {
 	if t.wsURL != "" || len(t.tokens) >= n {
 		return nil
 	}
@@ -56,13 +62,39 @@ func (t *target) prepare(ctx context.Context, n int, logf func(string, ...any)) 
 		mu       sync.Mutex
 		firstErr error
 		nodes    []chatclient.NodeInfo
-		done     int
+		done     atomic.Int64
 	)
-	sem := make(chan struct{}, 8)
-	var wg sync.WaitGroup
 	began := time.Now()
+	pctx, stopProgress := context.WithCancel(ctx)
+	var pwg sync.WaitGroup
+	if progress != nil {
+		pwg.Add(1)
+		go func() {
+			defer pwg.Done()
+			tick := time.NewTicker(time.Second)
+			defer tick.Stop()
+			for {
+				select {
+				case <-pctx.Done():
+					return
+				case now := <-tick.C:
+					d := done.Load()
+					progress(fmt.Sprintf("[prepare %s] %4.0fs %d/%d users registered and logged in (%.0f/s)",
+						t.name, now.Sub(began).Seconds(), int64(start)+d, n, float64(d)/now.Sub(began).Seconds()))
+				}
+			}
+		}()
+	}
+	sem := make(chan struct{}, prepareConc)
+	var wg sync.WaitGroup
 	for i := start; i < n; i++ {
 		if ctx.Err() != nil {
+			break
+		}
+		mu.Lock()
+		failed := firstErr != nil
+		mu.Unlock()
+		if failed {
 			break
 		}
 		sem <- struct{}{}
@@ -93,21 +125,23 @@ func (t *target) prepare(ctx context.Context, n int, logf func(string, ...any)) 
 			if len(ns) > len(nodes) {
 				nodes = ns
 			}
-			done++
-			if done%250 == 0 {
-				logf("prepared %d/%d users (%.0f/s)", start+done, n, float64(done)/time.Since(began).Seconds())
-			}
+			done.Add(1)
 		}()
 	}
 	wg.Wait()
+	stopProgress()
+	pwg.Wait()
 	if firstErr != nil {
 		return firstErr
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if len(nodes) == 0 {
+	if len(nodes) == 0 && len(t.nodes) == 0 {
 		return fmt.Errorf("the gateway %s lists no chat node", t.gateway)
+	}
+	if d := done.Load(); d > 0 {
+		logf("%s: prepared %d users in %.1fs (%.0f/s)", t.name, d, time.Since(began).Seconds(), float64(d)/time.Since(began).Seconds())
 	}
 	sort.Slice(nodes, func(i, j int) bool { return nodes[i].ID < nodes[j].ID })
 	if len(t.nodes) == 0 {
@@ -124,6 +158,17 @@ func (t *target) connect(ctx context.Context, idx, node int, trk func() *tracker
 	if url == "" {
 		url = t.nodes[node%len(t.nodes)].WS
 	}
+	return t.connectURL(ctx, idx, url, trk)
+}
+
+// gatewayClient is a client of the cluster's gateway API.
+func (t *target) gatewayClient() *chatclient.Gateway {
+	return &chatclient.Gateway{URL: t.gateway, HTTP: &http.Client{Timeout: 5 * time.Second}}
+}
+
+// connectURL opens connection idx as user idx at the WebSocket url and
+// logs it in.
+func (t *target) connectURL(ctx context.Context, idx int, url string, trk func() *tracker) (*client, error) {
 	c, err := t.dialer.dial(ctx, idx, url, trk)
 	if err != nil {
 		return nil, err
@@ -143,6 +188,8 @@ func (t *target) connect(ctx context.Context, idx, node int, trk func() *tracker
 type nodeMetrics struct {
 	RSS      float64 // process_resident_memory_bytes
 	LoggedIn float64 // chat_connections_logged_in
+	Written  float64 // chat_history_written_total: messages this node's history writer stored in MongoDB
+	Backlog  float64 // chat_history_backlog: messages not yet in MongoDB
 }
 
 // scrape reads the metrics of every admin address; failures are errors.
@@ -158,7 +205,8 @@ func (t *target) scrape(ctx context.Context) ([]nodeMetrics, error) {
 		if err != nil {
 			return nil, fmt.Errorf("scraping %s: %w", a, err)
 		}
-		vals, err := parseMetrics(resp.Body, "process_resident_memory_bytes", "chat_connections_logged_in")
+		vals, err := parseMetrics(resp.Body, "process_resident_memory_bytes", "chat_connections_logged_in",
+			"chat_history_written_total", "chat_history_backlog")
 		resp.Body.Close()
 		if err != nil {
 			return nil, fmt.Errorf("scraping %s: %w", a, err)
@@ -167,7 +215,8 @@ func (t *target) scrape(ctx context.Context) ([]nodeMetrics, error) {
 		if !ok {
 			return nil, fmt.Errorf("scraping %s: no process_resident_memory_bytes", a)
 		}
-		out[i] = nodeMetrics{RSS: rss, LoggedIn: vals["chat_connections_logged_in"]}
+		out[i] = nodeMetrics{RSS: rss, LoggedIn: vals["chat_connections_logged_in"],
+			Written: vals["chat_history_written_total"], Backlog: vals["chat_history_backlog"]}
 	}
 	return out, nil
 }
