@@ -24,7 +24,7 @@ type client struct {
 	user atomic.Pointer[string] // set once by login
 	ver  atomic.Int64           // the login's session version, set with user
 
-	send    chan []byte   // frames for the write loop; never closed
+	send    *frameQueue   // frames for the write loop
 	closing chan struct{} // closed once by close
 	once    sync.Once
 
@@ -55,16 +55,14 @@ func (c *client) enqueue(frame []byte) bool {
 		return false
 	default:
 	}
-	select {
-	case c.send <- frame:
+	if c.send.push(frame) {
 		return true
-	default:
-		if c.close(websocket.ClosePolicyViolation, "too slow: send queue full") {
-			c.srv.m.SlowDisconnects.Inc()
-			c.log.Warn().Int("queue", cap(c.send)).Msg("client too slow, disconnecting")
-		}
-		return false
 	}
+	if c.close(websocket.ClosePolicyViolation, "too slow: send queue full") {
+		c.srv.m.SlowDisconnects.Inc()
+		c.log.Warn().Int("queue", c.send.max).Msg("client too slow, disconnecting")
+	}
+	return false
 }
 
 // kick sends a kicked push and closes the connection.
@@ -100,12 +98,18 @@ func (c *client) writeLoop() {
 		c.srv.m.ClientFramesOut.Inc()
 		return true
 	}
+	var batch [][]byte
 	for {
 		select {
-		case b := <-c.send:
-			if !write(b) {
-				return
+		case <-c.send.ready:
+			batch = c.send.take(batch)
+			for _, b := range batch {
+				if !write(b) {
+					return
+				}
 			}
+			// An idle connection keeps no frame alive.
+			clear(batch)
 		case <-ping.C:
 			if c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.srv.cfg.WriteTimeout)) != nil {
 				c.close(websocket.CloseGoingAway, "ping failed")
@@ -114,16 +118,10 @@ func (c *client) writeLoop() {
 		case <-c.closing:
 			// Flush what was queued before the close (a kicked push, the
 			// last replies), then say goodbye.
-			for {
-				select {
-				case b := <-c.send:
-					if !write(b) {
-						return
-					}
-					continue
-				default:
+			for _, b := range c.send.take(batch) {
+				if !write(b) {
+					return
 				}
-				break
 			}
 			msg := websocket.FormatCloseMessage(c.closeCode, c.closeText)
 			_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
