@@ -38,10 +38,17 @@ func PendingKey(prefix, conv string) string { return prefix + "pending:" + conv 
 // large batch costs nothing when traffic is light and, under load, writes
 // each message bucket once for many messages (every bulk write is a
 // transaction of its own on the store).
+//
+// After a batch that was not full the writer pauses for Linger before it
+// reads again, so that under steady traffic each bulk write carries what
+// came in over the pause instead of the few messages that arrived during
+// the last write. The messages wait in Redis meanwhile, where every read
+// finds them.
 const (
 	DefaultBatch     = 2000
 	DefaultBlock     = time.Second
 	DefaultClaimIdle = 30 * time.Second
+	DefaultLinger    = 200 * time.Millisecond
 )
 
 // Retry delays after a failed MongoDB write or Redis command.
@@ -63,6 +70,7 @@ type WriterConfig struct {
 	Batch     int           // entries per read and per bulk write; default DefaultBatch
 	Block     time.Duration // how long one read waits for new entries; default DefaultBlock
 	ClaimIdle time.Duration // take over other consumers' entries idle this long; default DefaultClaimIdle
+	Linger    time.Duration // pause after a batch that was not full; default DefaultLinger, negative: none
 	Logger    zerolog.Logger
 }
 
@@ -86,6 +94,12 @@ func (c *WriterConfig) Validate() error {
 	}
 	if c.ClaimIdle == 0 {
 		c.ClaimIdle = DefaultClaimIdle
+	}
+	switch {
+	case c.Linger == 0:
+		c.Linger = DefaultLinger
+	case c.Linger < 0:
+		c.Linger = 0
 	}
 	return nil
 }
@@ -286,6 +300,10 @@ func (w *Writer) Run(ctx context.Context) error {
 		}
 		if err := w.write(ctx, entries, &db); err != nil {
 			redisFailed(err)
+			continue
+		}
+		if len(entries) < w.cfg.Batch && w.cfg.Linger > 0 && !own {
+			sleep(ctx, w.cfg.Linger)
 		}
 	}
 	return nil
