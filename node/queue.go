@@ -52,10 +52,3 @@ func (q *frameQueue) take(spare [][]byte) [][]byte {
 	q.mu.Unlock()
 	return out
 }
-
-// len returns how many frames wait.
-func (q *frameQueue) len() int {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return len(q.frames)
-}
