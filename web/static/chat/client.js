@@ -348,11 +348,12 @@ export class ChatClient {
       try {
         // In requests of at most 1000 messages and well under the 64 KiB
         // frame limit (a larger frame closes the connection).
+        const enc = new TextEncoder();
         for (let i = 0; i < held.length;) {
           const batch = [];
           let size = 0;
           while (i < held.length && batch.length < 1000) {
-            const n = new TextEncoder().encode(JSON.stringify(held[i])).length + 1;
+            const n = enc.encode(JSON.stringify(held[i])).length + 1;
             if (batch.length && size + n > 60000) break;
             batch.push(held[i++]);
             size += n;
