@@ -39,7 +39,7 @@ type Node struct {
 	*Deps
 
 	ConnectionsOpened prometheus.Counter // WebSocket connections accepted
-	SlowDisconnects   prometheus.Counter // clients closed because their send queue was full
+	SlowDisconnects   prometheus.Counter // clients closed as too slow to read what they are sent
 	ClientFramesOut   prometheus.Counter // frames written to client WebSockets
 
 	MessagesInDM   prometheus.Counter // direct messages stored for this node's clients
@@ -94,7 +94,7 @@ func NewNode(reg prometheus.Registerer, src NodeSources) *Node {
 		Deps: newDeps(reg, true),
 
 		ConnectionsOpened: counter("connections_opened_total", "Client WebSocket connections accepted."),
-		SlowDisconnects:   counter("client_slow_disconnects_total", "Client connections closed because their send queue was full."),
+		SlowDisconnects:   counter("client_slow_disconnects_total", "Client connections closed as too slow to read what they are sent."),
 		ClientFramesOut:   counter("client_frames_out_total", "Frames written to client WebSockets: replies and pushes."),
 
 		MessagesInDM:   messagesIn.WithLabelValues("dm"),

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,21 +47,31 @@ func (c *client) User() string {
 	return ""
 }
 
-// enqueue hands a frame to the write loop without blocking. A client whose
-// queue is full is too slow to keep up; it is disconnected rather than
-// allowed to hold back the sender. Safe from any goroutine.
+// enqueue hands a frame to the write loop without blocking. A client that
+// does not keep up (its queue has stayed over the bound while its write
+// loop did not come back for it, or it holds too many bytes; see
+// frameQueue) is disconnected rather than allowed to hold back the sender
+// or the node's memory. A burst alone never disconnects a client that
+// reads. Safe from any goroutine.
 func (c *client) enqueue(frame []byte) bool {
 	select {
 	case <-c.closing:
 		return false
 	default:
 	}
-	if c.send.push(frame) {
+	err := c.send.push(frame)
+	if err == nil {
 		return true
 	}
 	if c.close(websocket.ClosePolicyViolation, "too slow: send queue full") {
 		c.srv.m.SlowDisconnects.Inc()
-		c.log.Warn().Int("queue", c.send.max).Msg("client too slow, disconnecting")
+		ev := c.log.Warn()
+		if errors.Is(err, errQueueBytes) {
+			ev = ev.Int("bound_bytes", c.send.maxBytes)
+		} else {
+			ev = ev.Int("bound_frames", c.send.soft).Dur("behind_for", c.send.behindFor)
+		}
+		ev.AnErr("why", err).Msg("client too slow, disconnecting")
 	}
 	return false
 }
@@ -92,6 +103,13 @@ func (c *client) writeLoop() {
 	write := func(b []byte) bool {
 		_ = c.ws.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
 		if err := c.ws.WriteMessage(websocket.TextMessage, b); err != nil {
+			// A write that times out is a client that stopped reading:
+			// nothing was taken from the socket for WriteTimeout.
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() && c.close(websocket.ClosePolicyViolation, "too slow: not reading") {
+				c.srv.m.SlowDisconnects.Inc()
+				c.log.Warn().Dur("write_timeout", c.srv.cfg.WriteTimeout).Msg("client stopped reading, disconnecting")
+			}
 			c.close(websocket.CloseGoingAway, "write failed")
 			return false
 		}
@@ -117,8 +135,13 @@ func (c *client) writeLoop() {
 			}
 		case <-c.closing:
 			// Flush what was queued before the close (a kicked push, the
-			// last replies), then say goodbye.
-			for _, b := range c.send.take(batch) {
+			// last replies), then say goodbye. A client closed for being
+			// too slow would not take it: it gets only the close frame.
+			pending := c.send.take(batch)
+			if c.closeCode == websocket.ClosePolicyViolation {
+				pending = nil
+			}
+			for _, b := range pending {
 				if !write(b) {
 					return
 				}

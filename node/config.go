@@ -9,6 +9,8 @@ import (
 
 	"github.com/rs/zerolog"
 	"golang.org/x/crypto/bcrypt"
+
+	"chatcluster/protocol"
 )
 
 // Config is everything a node needs. Zero fields take the defaults of
@@ -33,13 +35,20 @@ type Config struct {
 
 	Secret []byte // shared cluster secret for the peer link, at least 16 bytes
 
-	SendQueue      int           // frames queued per client before it counts as slow
-	PeerQueue      int           // frames queued per peer link / while no leader
-	WriteTimeout   time.Duration // per client write
-	PingInterval   time.Duration // server ping to clients; a client silent for 2x is dropped
-	DrainTimeout   time.Duration // how long Close lets clients go before closing them
-	RequestTimeout time.Duration // bound for one client request's store calls
-	RateLimit      float64       // client requests per second (burst 2x)
+	// A client's send queue (see frameQueue): SendQueue frames may wait
+	// for its write loop at any time; more are accepted while the write
+	// loop keeps taking them, and a queue that stays at SendQueue or more
+	// for SlowClientTimeout marks the client too slow. SendQueueBytes
+	// bounds the bytes waiting, whatever the time.
+	SendQueue         int
+	SendQueueBytes    int
+	SlowClientTimeout time.Duration
+	PeerQueue         int           // frames queued per peer link / while no leader
+	WriteTimeout      time.Duration // per client write
+	PingInterval      time.Duration // server ping to clients; a client silent for 2x is dropped
+	DrainTimeout      time.Duration // how long Close lets clients go before closing them
+	RequestTimeout    time.Duration // bound for one client request's store calls
+	RateLimit         float64       // client requests per second (burst 2x)
 
 	// BcryptCost is the bcrypt cost of the hash a password login of an
 	// unknown name is checked against, so it takes as long as a wrong
@@ -56,19 +65,21 @@ type Config struct {
 // addresses.
 func DefaultConfig() Config {
 	return Config{
-		ZKRoot:           "/chat",
-		ZKSessionTimeout: 2 * time.Second,
-		RedisPrefix:      "chat:",
-		MongoDB:          "chat",
-		SendQueue:        1024,
-		PeerQueue:        65536,
-		WriteTimeout:     10 * time.Second,
-		PingInterval:     30 * time.Second,
-		DrainTimeout:     5 * time.Second,
-		RequestTimeout:   5 * time.Second,
-		RateLimit:        200,
-		HotWordsReset:    24 * time.Hour,
-		Logger:           zerolog.Nop(),
+		ZKRoot:            "/chat",
+		ZKSessionTimeout:  2 * time.Second,
+		RedisPrefix:       "chat:",
+		MongoDB:           "chat",
+		SendQueue:         1024,
+		SendQueueBytes:    64 << 20,
+		SlowClientTimeout: 10 * time.Second,
+		PeerQueue:         65536,
+		WriteTimeout:      10 * time.Second,
+		PingInterval:      30 * time.Second,
+		DrainTimeout:      5 * time.Second,
+		RequestTimeout:    5 * time.Second,
+		RateLimit:         200,
+		HotWordsReset:     24 * time.Hour,
+		Logger:            zerolog.Nop(),
 	}
 }
 
@@ -117,8 +128,14 @@ func (c *Config) Validate() error {
 	if c.HotWordsReset < 0 {
 		errs = append(errs, errors.New("--hot-words-reset must not be negative"))
 	}
-	if c.SendQueue <= 0 || c.PeerQueue <= 0 {
+	if c.SendQueue <= 0 || c.PeerQueue <= 0 || c.SendQueueBytes <= 0 {
 		errs = append(errs, errors.New("queue sizes must be positive"))
+	}
+	if c.SendQueueBytes > 0 && c.SendQueueBytes < 2*protocol.MaxFrameSize {
+		errs = append(errs, fmt.Errorf("--send-queue-bytes %d must hold at least two frames of the largest size (%d bytes)", c.SendQueueBytes, 2*protocol.MaxFrameSize))
+	}
+	if c.SlowClientTimeout <= 0 {
+		errs = append(errs, errors.New("--slow-client-timeout must be positive"))
 	}
 	return errors.Join(errs...)
 }

@@ -1,16 +1,40 @@
 package node
 
-import "sync"
+import (
+	"errors"
+	"sync"
+	"time"
+)
 
-// frameQueue is a client's bounded queue of frames for its write loop.
-// Unlike a buffered channel of the same bound, which is allocated whole
-// with the connection (24 KiB for 1024 frames), it holds memory only while
-// frames wait: an idle connection costs a few words. Safe for concurrent
-// use; one goroutine takes.
+// Why a push was refused. Both mean the client cannot keep up and is to be
+// disconnected; they differ in what the log says.
+var (
+	errQueueBehind = errors.New("node: client has not caught up with its send queue")
+	errQueueBytes  = errors.New("node: client send queue over its byte bound")
+)
+
+// frameQueue is a client's queue of frames for its write loop. It judges
+// the client, not the size of a burst: frames beyond the soft bound are
+// accepted as long as the write loop keeps coming back for them, so a
+// burst the cluster produces (a failover flushing what it held, a large
+// sync) reaches a client that reads. A push is refused when the queue has
+// held soft or more frames for longer than behindFor without the write
+// loop taking them (the client reads slower than it is sent to, or not at
+// all), or when the bytes waiting would pass maxBytes (memory stays
+// bounded whatever happens).
+//
+// Unlike a buffered channel, which is allocated whole with the connection,
+// it holds memory only while frames wait: an idle connection costs a few
+// words. Safe for concurrent use; one goroutine takes.
 type frameQueue struct {
+	soft      int           // frames that may wait before the clock starts
+	maxBytes  int           // bytes that may wait, ever
+	behindFor time.Duration // how long the queue may stay at soft or more
+
 	mu     sync.Mutex
 	frames [][]byte
-	max    int
+	bytes  int           // total length of frames
+	behind time.Time     // when frames reached soft since the last take; zero if not
 	ready  chan struct{} // capacity 1: frames may be waiting
 }
 
@@ -18,29 +42,41 @@ type frameQueue struct {
 // burst, is given back.
 const keepCap = 16
 
-func newFrameQueue(max int) *frameQueue {
-	return &frameQueue{max: max, ready: make(chan struct{}, 1)}
+func newFrameQueue(soft, maxBytes int, behindFor time.Duration) *frameQueue {
+	return &frameQueue{soft: soft, maxBytes: maxBytes, behindFor: behindFor, ready: make(chan struct{}, 1)}
 }
 
-// push adds b unless max frames already wait; it reports whether it did.
-func (q *frameQueue) push(b []byte) bool {
+// push adds b, or refuses it with errQueueBehind or errQueueBytes when the
+// client is to be disconnected as too slow.
+func (q *frameQueue) push(b []byte) error {
 	q.mu.Lock()
-	if len(q.frames) >= q.max {
+	if q.bytes+len(b) > q.maxBytes {
 		q.mu.Unlock()
-		return false
+		return errQueueBytes
+	}
+	if len(q.frames) >= q.soft {
+		now := time.Now()
+		if q.behind.IsZero() {
+			q.behind = now
+		} else if now.Sub(q.behind) > q.behindFor {
+			q.mu.Unlock()
+			return errQueueBehind
+		}
 	}
 	q.frames = append(q.frames, b)
+	q.bytes += len(b)
 	q.mu.Unlock()
 	select {
 	case q.ready <- struct{}{}:
 	default:
 	}
-	return true
+	return nil
 }
 
 // take moves every waiting frame, oldest first, into spare (its contents
 // are dropped) and returns it. The caller passes the slice back on its
-// next call, so the queue and its taker swap two slices.
+// next call, so the queue and its taker swap two slices. Taking restarts
+// the clock of a queue that was behind.
 func (q *frameQueue) take(spare [][]byte) [][]byte {
 	clear(spare)
 	if cap(spare) > keepCap {
@@ -49,6 +85,8 @@ func (q *frameQueue) take(spare [][]byte) [][]byte {
 	q.mu.Lock()
 	out := q.frames
 	q.frames = spare[:0]
+	q.bytes = 0
+	q.behind = time.Time{}
 	q.mu.Unlock()
 	return out
 }

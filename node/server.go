@@ -303,7 +303,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	c := &client{
 		srv: s, ws: ws, id: newID(),
-		send: newFrameQueue(s.cfg.SendQueue), closing: make(chan struct{}),
+		send: newFrameQueue(s.cfg.SendQueue, s.cfg.SendQueueBytes, s.cfg.SlowClientTimeout), closing: make(chan struct{}),
 	}
 	c.log = s.log.With().Str("conn", c.id).Str("remote", r.RemoteAddr).Logger()
 	s.m.ConnectionsOpened.Inc()

@@ -51,6 +51,9 @@ func run(args []string) error {
 	rate := fs.String("rate-limit", "CHAT_RATE_LIMIT", "200", "requests per second one client connection may send (bursts of twice that)")
 	filter := fs.String("word-filter-file", "CHAT_WORD_FILTER_FILE", "", "word list of the dirty-word filter, one word per line (empty: no filter)")
 	cost := fs.Int("bcrypt-cost", "CHAT_BCRYPT_COST", bcrypt.DefaultCost, fmt.Sprintf("bcrypt cost, %d to %d, of the hash a login of an unknown name is checked against (set it as on the gateway)", bcrypt.MinCost, bcrypt.MaxCost))
+	sendQueue := fs.Int("send-queue", "CHAT_SEND_QUEUE", cfg.SendQueue, "frames that may wait for one client at any time; a client whose queue stays over this for --slow-client-timeout is disconnected as too slow")
+	sendQueueBytes := fs.Int("send-queue-bytes", "CHAT_SEND_QUEUE_BYTES", cfg.SendQueueBytes, "bytes that may wait for one client, whatever the time; past them it is disconnected as too slow")
+	slowAfter := fs.Duration("slow-client-timeout", "CHAT_SLOW_CLIENT_TIMEOUT", cfg.SlowClientTimeout, "how long a client's send queue may stay over --send-queue before it is disconnected as too slow")
 	hotReset := fs.Duration("hot-words-reset", "CHAT_HOT_WORDS_RESET", cfg.HotWordsReset, "how often the leader resets the hot-word ranking (0: never)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -73,6 +76,7 @@ func run(args []string) error {
 	cfg.DrainTimeout = *drain
 	cfg.WordFilterFile, cfg.HotWordsReset = *filter, *hotReset
 	cfg.BcryptCost = *cost
+	cfg.SendQueue, cfg.SendQueueBytes, cfg.SlowClientTimeout = *sendQueue, *sendQueueBytes, *slowAfter
 	if cfg.RateLimit, err = strconv.ParseFloat(*rate, 64); err != nil || cfg.RateLimit <= 0 {
 		return fmt.Errorf("--rate-limit %q must be a positive number", *rate)
 	}

@@ -1,0 +1,217 @@
+package node
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/rs/zerolog"
+
+	"chatcluster/metrics"
+)
+
+// wsPair serves one WebSocket with a node client and its write loop, and
+// dials it. The caller pushes frames with c.enqueue and reads them from ws.
+func wsPair(t *testing.T, cfg Config) (c *client, ws *websocket.Conn) {
+	t.Helper()
+	s := &Server{cfg: cfg, log: zerolog.Nop(), m: metrics.NewNode(prometheus.NewRegistry(), metrics.NodeSources{})}
+	made := make(chan *client, 1)
+	var loops sync.WaitGroup
+	up := websocket.Upgrader{}
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		c := &client{srv: s, ws: conn, id: "c1", log: zerolog.Nop(), closing: make(chan struct{}),
+			send: newFrameQueue(cfg.SendQueue, cfg.SendQueueBytes, cfg.SlowClientTimeout)}
+		loops.Add(1)
+		go func() { defer loops.Done(); c.writeLoop() }()
+		made <- c
+	}))
+	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(hs.URL, "http")+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c = <-made
+	t.Cleanup(func() {
+		c.close(websocket.CloseNormalClosure, "")
+		ws.Close()
+		loops.Wait()
+		hs.Close()
+	})
+	return c, ws
+}
+
+func queueConfig() Config {
+	cfg := DefaultConfig()
+	cfg.SendQueue = 8
+	cfg.PingInterval = time.Hour
+	return cfg
+}
+
+// A burst many times the queue bound, handed over faster than any socket
+// takes it (as a failover flushing what the cluster held, or a large sync
+// with live messages behind it, does), reaches a client that reads: every
+// frame once, in order, and the connection stays open.
+func TestBurstOverTheBoundReachesAReadingClient(t *testing.T) {
+	cfg := queueConfig()
+	c, ws := wsPair(t, cfg)
+	const n = 20000 // 2,500 times the bound
+	got := make(chan error, 1)
+	go func() {
+		_ = ws.SetReadDeadline(time.Now().Add(2 * time.Minute))
+		for i := range n + 1 {
+			_, b, err := ws.ReadMessage()
+			if err != nil {
+				got <- fmt.Errorf("after %d frames: %w", i, err)
+				return
+			}
+			if want := fmt.Sprintf(`{"n":%d}`, i); string(b) != want {
+				got <- fmt.Errorf("frame %d is %s, want %s", i, b, want)
+				return
+			}
+		}
+		got <- nil
+	}()
+	for i := range n {
+		if !c.enqueue(fmt.Appendf(nil, `{"n":%d}`, i)) {
+			t.Fatalf("frame %d of the burst refused: a client that reads was judged too slow", i)
+		}
+	}
+	// The connection is still usable after the burst.
+	if !c.enqueue(fmt.Appendf(nil, `{"n":%d}`, n)) {
+		t.Fatal("frame after the burst refused")
+	}
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-c.closing:
+		t.Fatalf("connection closed: %d %q", c.closeCode, c.closeText)
+	default:
+	}
+	if v := testutil.ToFloat64(c.srv.m.SlowDisconnects); v != 0 {
+		t.Fatalf("slow disconnects = %v, want 0", v)
+	}
+}
+
+// readUntilClosed reads ws until it fails, within a bound, and returns the
+// close error.
+func readUntilClosed(t *testing.T, ws *websocket.Conn) error {
+	t.Helper()
+	_ = ws.SetReadDeadline(time.Now().Add(time.Minute))
+	for {
+		if _, _, err := ws.ReadMessage(); err != nil {
+			return err
+		}
+	}
+}
+
+// A client that stops reading is still disconnected: its queue stays over
+// the bound while its write loop, blocked on a full socket, does not come
+// back for it.
+func TestClientThatStopsReadingIsDisconnected(t *testing.T) {
+	cfg := queueConfig()
+	cfg.SlowClientTimeout = 500 * time.Millisecond
+	cfg.WriteTimeout = time.Hour // so the queue, not the write deadline, decides
+	c, ws := wsPair(t, cfg)
+	frame := []byte(`"` + strings.Repeat("x", 32<<10) + `"`)
+	// Push until refused: the socket buffers fill, the write blocks, the
+	// queue passes its bound and stays there. Bounded by the byte limit
+	// and by a minute.
+	deadline := time.Now().Add(time.Minute)
+	for c.enqueue(frame) {
+		if time.Now().After(deadline) {
+			t.Fatal("a client that reads nothing was never disconnected")
+		}
+		time.Sleep(time.Millisecond) // a sender's pace, not a bet on timing
+	}
+	if v := testutil.ToFloat64(c.srv.m.SlowDisconnects); v != 1 {
+		t.Fatalf("slow disconnects = %v, want 1", v)
+	}
+	if c.closeCode != websocket.ClosePolicyViolation || c.closeText != "too slow: send queue full" {
+		t.Fatalf("closed with %d %q, want 1008 too slow", c.closeCode, c.closeText)
+	}
+	if c.enqueue([]byte(`{}`)) {
+		t.Fatal("a closed client still takes frames")
+	}
+	// The client, reading again, finds the connection gone.
+	if err := readUntilClosed(t, ws); err == nil {
+		t.Fatal("connection still open")
+	}
+}
+
+// A write that the client does not take within the write deadline also
+// marks it too slow.
+func TestWriteTimeoutDisconnectsAsSlow(t *testing.T) {
+	cfg := queueConfig()
+	cfg.WriteTimeout = 300 * time.Millisecond
+	cfg.SlowClientTimeout = time.Hour
+	c, _ := wsPair(t, cfg)
+	frame := []byte(`"` + strings.Repeat("x", 32<<10) + `"`)
+	deadline := time.Now().Add(time.Minute)
+	for c.enqueue(frame) {
+		if time.Now().After(deadline) {
+			t.Fatal("a client that reads nothing was never disconnected")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	<-c.closing
+	if c.closeText != "too slow: not reading" {
+		t.Fatalf("closed with %d %q, want too slow: not reading", c.closeCode, c.closeText)
+	}
+	if v := testutil.ToFloat64(c.srv.m.SlowDisconnects); v != 1 {
+		t.Fatalf("slow disconnects = %v, want 1", v)
+	}
+}
+
+// The byte bound holds even against a burst: memory stays bounded.
+func TestQueueByteBound(t *testing.T) {
+	q := newFrameQueue(4, 100, time.Hour)
+	for i := range 10 {
+		if err := q.push(make([]byte, 10)); err != nil {
+			t.Fatalf("push %d: %v", i, err)
+		}
+	}
+	if err := q.push([]byte{1}); err != errQueueBytes {
+		t.Fatalf("push over the byte bound: %v, want %v", err, errQueueBytes)
+	}
+	if got := q.take(nil); len(got) != 10 {
+		t.Fatalf("took %d frames, want 10", len(got))
+	}
+	if err := q.push(make([]byte, 100)); err != nil {
+		t.Fatalf("push after take: %v", err)
+	}
+}
+
+// The clock starts when the queue reaches its bound and restarts at every
+// take: only a queue left over the bound for behindFor refuses.
+func TestQueueBehindClock(t *testing.T) {
+	q := newFrameQueue(2, 1<<20, 50*time.Millisecond)
+	for range 5 {
+		if err := q.push([]byte("a")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	q.take(nil)
+	if !q.behind.IsZero() {
+		t.Fatal("take did not stop the clock")
+	}
+	for range 3 {
+		if err := q.push([]byte("a")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	q.behind = time.Now().Add(-time.Second) // as if left there a second ago
+	if err := q.push([]byte("a")); err != errQueueBehind {
+		t.Fatalf("push to a queue behind for a second: %v, want %v", err, errQueueBehind)
+	}
+}
