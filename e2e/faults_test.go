@@ -373,6 +373,53 @@ func TestZooKeeperQuorum(t *testing.T) {
 	watch.check(t)
 }
 
+// TestZooKeeperBlipLosesNothingLive: every node loses its ZooKeeper
+// connection for a moment, shorter than the session timeout, while
+// messages flow, five times. The leader pauses its duties and closes its links, which
+// drops what was in flight on them; the nodes hand what the leader had not
+// acknowledged to the resumed term, so every acknowledged message still
+// arrives live, once, in order.
+func TestZooKeeperBlipLosesNothingLive(t *testing.T) {
+	px := testenv.NewProxy(t, testenv.ZK(t)[0])
+	c := testenv.StartCluster(t, testenv.Options{Nodes: 3, ZK: []string{px.Addr()}, SessionTimeout: 4 * time.Second, Env: fastEnv})
+	leader := c.WaitLeader(t)
+	testenv.WaitFor(t, 10*time.Second, "leader links to every node", func() bool { return linked(t, c) })
+	li := c.Index(leader)
+	f0, f1 := (li+1)%3, (li+2)%3
+	l := newLedger()
+	parties, flows := pairUp(t, c, []pairSpec{
+		{"ida", f0, "jo", f1}, {"kai", f1, "lu", f0}, {"mo", li, "ned", f0}, {"pia", f0, "quinn", li},
+	})
+	tr := startTraffic(t, l, flows, 5*time.Millisecond)
+	waitLiveCount(t, flows, 10)
+
+	for round := range 5 {
+		cut := time.Now()
+		px.Cut()
+		testenv.WaitFor(t, 20*time.Second, "the leader pauses its duties", func() bool {
+			return lastEvent(t, c, li, cut, "leader duties started", "leader duties stopped") == "leader duties stopped"
+		})
+		px.Restore()
+		testenv.WaitFor(t, 20*time.Second, "the leader resumes its duties", func() bool {
+			return lastEvent(t, c, li, cut, "leader duties started", "leader duties stopped") == "leader duties started"
+		})
+		back := time.Now()
+		for _, f := range flows {
+			testenv.WaitFor(t, 20*time.Second, "traffic of "+f.conv+" goes on after the blip", func() bool {
+				return l.ackedSinceConv(f.conv, back) >= 20
+			})
+		}
+		t.Logf("blip %d: leader duties paused and resumed; %d messages acknowledged so far", round+1, l.total())
+	}
+	tr.Stop()
+	for _, p := range parties {
+		waitAllLive(t, l, p, 20*time.Second, "across ZooKeeper blips")
+	}
+	t.Logf("%d messages acknowledged across 5 blips, every one delivered live", l.total())
+	settle(t, parties, l)
+	verify(t, parties, l)
+}
+
 // TestDeposedLeader: the leader is paused (SIGSTOP) for longer than its
 // ZooKeeper session timeout while messages flow, and continued (SIGCONT)
 // once a new leader routes. What it sends as leader afterwards is refused

@@ -41,7 +41,7 @@ var peerActions = map[string]bool{
 	protocol.PeerHello: true, protocol.PeerLoad: true, protocol.PeerRoute: true,
 	protocol.PeerDeliver: true, protocol.PeerKick: true, protocol.PeerRoom: true,
 	protocol.PeerReply: true, protocol.PeerOnline: true, protocol.PeerRoster: true,
-	protocol.PeerPush: true,
+	protocol.PeerPush: true, protocol.PeerAck: true,
 }
 
 // New returns a handler over d.

@@ -153,7 +153,8 @@ func TestNodeMetrics(t *testing.T) {
 	for _, name := range []string{"go_goroutines", "process_open_fds", "chat_client_slow_disconnects_total",
 		"chat_route_dropped_total", "chat_uplink_frames_total", "chat_uplink_dropped_total",
 		"chat_leader_frames_out_total", "chat_leader_frames_dropped_total", "chat_leader_changes_total",
-		"chat_client_frames_out_total", "chat_history_backlog_read_errors_total"} {
+		"chat_client_frames_out_total", "chat_history_backlog_read_errors_total",
+		"chat_push_repeated_total", "chat_uplink_resent_total", "chat_peer_resent_total"} {
 		if _, ok := fams[name]; !ok {
 			t.Errorf("no metric %s", name)
 		}

@@ -39,6 +39,7 @@ type Node struct {
 	*Deps
 
 	ConnectionsOpened prometheus.Counter // WebSocket connections accepted
+	PushRepeated      prometheus.Counter // message pushes not sent: the connection had it already
 	SlowDisconnects   prometheus.Counter // clients closed as too slow to read what they are sent
 	ClientFramesOut   prometheus.Counter // frames written to client WebSockets
 
@@ -53,6 +54,8 @@ type Node struct {
 	RouteDropped  prometheus.Counter // recipients dropped: route queue full
 	UplinkFrames  prometheus.Counter // frames queued on the link to the leader
 	UplinkDropped prometheus.Counter // frames dropped: uplink queue full
+	UplinkResent  prometheus.Counter // frames handed again to a new link: the lost one had not acknowledged them
+	PeerResent    prometheus.Counter // as leader: frames a node sent again that were already handled
 
 	LeaderFramesOut     prometheus.Counter // frames the leader queued to node links
 	LeaderFramesDropped prometheus.Counter // frames the leader had no usable link for
@@ -94,6 +97,7 @@ func NewNode(reg prometheus.Registerer, src NodeSources) *Node {
 		Deps: newDeps(reg, true),
 
 		ConnectionsOpened: counter("connections_opened_total", "Client WebSocket connections accepted."),
+		PushRepeated:      counter("push_repeated_total", "Message pushes not sent because the connection had been pushed that message (or a later one of its conversation) already: the cluster handed it over again after a lost link."),
 		SlowDisconnects:   counter("client_slow_disconnects_total", "Client connections closed as too slow to read what they are sent."),
 		ClientFramesOut:   counter("client_frames_out_total", "Frames written to client WebSockets: replies and pushes."),
 
@@ -108,6 +112,8 @@ func NewNode(reg prometheus.Registerer, src NodeSources) *Node {
 		RouteDropped:  counter("route_dropped_total", "Recipients on other nodes a message was not routed to because the route queue was full (they get it by sync)."),
 		UplinkFrames:  counter("uplink_frames_total", "Frames this node queued on its peer link to the leader: routed messages, kicks, room requests, logins and logouts, rosters, loads."),
 		UplinkDropped: counter("uplink_dropped_total", "Frames for the leader dropped because the uplink queue was full."),
+		UplinkResent:  counter("uplink_resent_total", "Frames for the leader handed over again because the link they went out on was lost before the leader acknowledged them."),
+		PeerResent:    counter("peer_resent_total", "As leader: frames a node sent again that this node had already handled (acknowledged again, not handled twice)."),
 
 		LeaderFramesOut:     counter("leader_frames_out_total", "Frames this node, as leader, queued to the links of other nodes."),
 		LeaderFramesDropped: counter("leader_frames_dropped_total", "Frames this node, as leader, dropped for want of a usable link to their node."),

@@ -74,6 +74,7 @@ func BenchmarkRoomBroadcast(b *testing.B) {
 		b.Run(fmt.Sprintf("local/recipients=%d", n), func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
+				m.Seq++ // a new message each time: a repeat is not pushed
 				s.deliverLocal(slices.Values(users), m)
 				for i, c := range clients {
 					spares[i] = c.send.take(spares[i])
@@ -86,11 +87,14 @@ func BenchmarkRoomBroadcast(b *testing.B) {
 		}
 		b.Run(fmt.Sprintf("fromLeader/recipients=%d", n), func(b *testing.B) {
 			b.ReportAllocs()
+			seq := int64(0)
 			for b.Loop() {
 				f, err := protocol.DecodePeer(frame)
 				if err != nil {
 					b.Fatal(err)
 				}
+				seq++
+				f.Message.Seq = seq // a new message each time: a repeat is not pushed
 				s.deliverLocal(protocol.Names(f.Recipients), f.Message)
 				for i, c := range clients {
 					spares[i] = c.send.take(spares[i])

@@ -59,7 +59,30 @@ func (c *client) enqueue(frame []byte) bool {
 		return false
 	default:
 	}
-	err := c.send.push(frame)
+	return c.pushed(c.send.push(frame))
+}
+
+// enqueueMessage is enqueue for the push of message m, encoded in frame,
+// which a connection gets once: it reports false, queueing nothing, for a
+// message of a conversation at or below one already pushed to it (see
+// frameQueue.pushMessage).
+func (c *client) enqueueMessage(m *protocol.Message, frame []byte) bool {
+	select {
+	case <-c.closing:
+		return false
+	default:
+	}
+	dup, err := c.send.pushMessage(m.Conv, m.Seq, frame)
+	if dup {
+		c.srv.m.PushRepeated.Inc()
+		return false
+	}
+	return c.pushed(err)
+}
+
+// pushed handles the outcome of a push: a refused one disconnects c as too
+// slow.
+func (c *client) pushed(err error) bool {
 	if err == nil {
 		return true
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"chatcluster/metrics"
+	"chatcluster/protocol"
 )
 
 // wsPair serves one WebSocket with a node client and its write loop, and
@@ -213,5 +214,32 @@ func TestQueueBehindClock(t *testing.T) {
 	q.behind = time.Now().Add(-time.Second) // as if left there a second ago
 	if err := q.push([]byte("a")); err != errQueueBehind {
 		t.Fatalf("push to a queue behind for a second: %v, want %v", err, errQueueBehind)
+	}
+}
+
+// A message handed over again (the cluster resends what a lost link did
+// not acknowledge) reaches a connection once: a push at or below the last
+// seq pushed of its conversation is not queued.
+func TestMessagePushedOnce(t *testing.T) {
+	s, _, clients := localRecipients(1)
+	c := clients[0]
+	for _, tc := range []struct {
+		conv string
+		seq  int64
+		want bool
+	}{
+		{"dm:a:b", 1, true}, {"dm:a:b", 2, true}, {"dm:a:b", 2, false}, {"dm:a:b", 1, false},
+		{"room:x", 1, true}, {"dm:a:b", 3, true}, {"room:x", 1, false},
+	} {
+		m := &protocol.Message{Conv: tc.conv, Seq: tc.seq}
+		if got := c.enqueueMessage(m, encodeMessage(*m)); got != tc.want {
+			t.Fatalf("push of %s seq %d: queued %v, want %v", tc.conv, tc.seq, got, tc.want)
+		}
+	}
+	if got := len(c.send.take(nil)); got != 4 {
+		t.Fatalf("%d frames queued, want 4", got)
+	}
+	if v := testutil.ToFloat64(s.m.PushRepeated); v != 3 {
+		t.Fatalf("repeated pushes = %v, want 3", v)
 	}
 }

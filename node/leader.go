@@ -237,6 +237,7 @@ func (l *leadership) dial(ctx context.Context, m cluster.Member) {
 		}
 		backoff = 50 * time.Millisecond
 		link := newPeerLink(ws, m.ID, l.epoch, l.s.cfg.PeerQueue, l.s.log)
+		link.ackFrom = l.s.cfg.ID
 		l.mu.Lock()
 		l.links[m.ID] = link
 		for _, b := range l.held[m.ID] {
@@ -253,7 +254,7 @@ func (l *leadership) dial(ctx context.Context, m cluster.Member) {
 		link.log.Info().Msg("linked to node")
 		stopOnCancel := context.AfterFunc(ctx, link.close)
 		if l.s.goAttach(func() { link.writeLoop(l.s.cfg.WriteTimeout) }) {
-			link.readLoop(func(f protocol.PeerFrame) { l.onNodeFrame(m.ID, f) })
+			link.readLoop(func(f protocol.PeerFrame) { l.onNodeFrame(link, m, f) })
 		} else {
 			ws.Close()
 		}
@@ -269,9 +270,62 @@ func (l *leadership) dial(ctx context.Context, m cluster.Member) {
 	}
 }
 
-// onNodeFrame handles a frame a node sent up. Link read loop only.
-func (l *leadership) onNodeFrame(from string, f protocol.PeerFrame) {
-	l.handle(from, f)
+// onNodeFrame handles a frame node m sent up on link. Link read loop only.
+//
+// A numbered frame (Up) is acknowledged once handled. One this node
+// handled before as leader (the node sends again what a lost link did not
+// acknowledge) is only acknowledged again. A term that has stopped leaves
+// what it still reads alone, unacknowledged: the node hands it to the
+// next link, and this node's next term or the next leader handles it once.
+func (l *leadership) onNodeFrame(link *peerLink, m cluster.Member, f protocol.PeerFrame) {
+	if f.Up == 0 {
+		l.handle(m.ID, f)
+		return
+	}
+	if l.ctx.Err() != nil {
+		return
+	}
+	if !l.s.ups.fresh(m, f.Up) {
+		l.s.m.PeerResent.Inc()
+		link.handled.Store(f.Up)
+		return
+	}
+	l.handle(m.ID, f)
+	l.s.ups.done(m, f.Up)
+	link.handled.Store(f.Up)
+}
+
+// upMarks remembers, per run of every node, the highest numbered frame
+// (PeerFrame.Up) this node handled as leader, across its terms, so that
+// a frame sent again after a lost link is not handled twice.
+type upMarks struct {
+	mu sync.Mutex
+	m  map[string]upMark // by node id; guarded by mu
+}
+
+type upMark struct {
+	run int64
+	up  uint64
+}
+
+// fresh reports whether frame up of member m is not yet handled.
+func (u *upMarks) fresh(m cluster.Member, up uint64) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	mk, ok := u.m[m.ID]
+	return !ok || mk.run != m.Run || up > mk.up
+}
+
+// done records frame up of member m as handled.
+func (u *upMarks) done(m cluster.Member, up uint64) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.m == nil {
+		u.m = map[string]upMark{}
+	}
+	if mk, ok := u.m[m.ID]; !ok || mk.run != m.Run || up > mk.up {
+		u.m[m.ID] = upMark{run: m.Run, up: up}
+	}
 }
 
 // handle runs a frame from node from (this node included). It never

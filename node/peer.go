@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -28,6 +29,9 @@ const (
 	hdrNonce  = "X-Chat-Nonce"
 	hdrAuth   = "X-Chat-Auth"
 	hdrAccept = "X-Chat-Accept"
+	// hdrAcks, sent by the leader, says it acknowledges numbered frames
+	// (ack frames); a node keeps its frames for resending only then.
+	hdrAcks = "X-Chat-Acks"
 
 	peerPath      = "/peer"
 	handshakeSkew = 30 * time.Second
@@ -88,7 +92,20 @@ type peerLink struct {
 	closing chan struct{}
 	once    sync.Once
 	done    chan struct{} // closed when the write loop has returned
+
+	// Acknowledgements of numbered frames (PeerFrame.Up). On the node's
+	// link to the leader, acks says the leader sends them; set before the
+	// link is used. On the leader's link to a node, ackFrom is the
+	// leader's id (set before the write loop starts) and handled the
+	// highest number handled, which the write loop acknowledges every
+	// ackEvery.
+	acks    bool
+	ackFrom string
+	handled atomic.Uint64
 }
+
+// ackEvery is how often a leader acknowledges what a node sent it.
+const ackEvery = 50 * time.Millisecond
 
 func newPeerLink(ws *websocket.Conn, remote string, epoch int64, queue int, log zerolog.Logger) *peerLink {
 	ws.SetReadLimit(protocol.MaxPeerFrame)
@@ -132,8 +149,28 @@ func (l *peerLink) writeLoop(writeTimeout time.Duration) {
 	defer l.ws.Close()
 	ping := time.NewTicker(time.Second)
 	defer ping.Stop()
+	var ackC <-chan time.Time
+	var acked uint64
+	if l.ackFrom != "" {
+		t := time.NewTicker(ackEvery)
+		defer t.Stop()
+		ackC = t.C
+	}
 	for {
 		select {
+		case <-ackC:
+			n := l.handled.Load()
+			if n == acked {
+				continue
+			}
+			b, _ := protocol.EncodePeer(&protocol.PeerFrame{Type: protocol.PeerAck, Epoch: l.epoch, From: l.ackFrom, Up: n})
+			_ = l.ws.SetWriteDeadline(time.Now().Add(writeTimeout))
+			if err := l.ws.WriteMessage(websocket.TextMessage, b); err != nil {
+				l.log.Warn().Err(err).Msg("peer write failed, closing link")
+				l.close()
+				return
+			}
+			acked = n
 		case b := <-l.send:
 			_ = l.ws.SetWriteDeadline(time.Now().Add(writeTimeout))
 			if err := l.ws.WriteMessage(websocket.TextMessage, b); err != nil {
@@ -220,6 +257,7 @@ func dialPeer(secret []byte, self, target, addr string, epoch int64, timeout tim
 	h.Set(hdrTime, ts)
 	h.Set(hdrNonce, nonce)
 	h.Set(hdrAuth, dialProof(secret, self, target, epoch, ts, nonce))
+	h.Set(hdrAcks, "1")
 	d := websocket.Dialer{HandshakeTimeout: timeout, ReadBufferSize: 16 << 10, WriteBufferSize: 16 << 10}
 	ws, resp, err := d.Dial("ws://"+addr+peerPath, h)
 	if err != nil {

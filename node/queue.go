@@ -32,6 +32,7 @@ type frameQueue struct {
 	behindFor time.Duration // how long the queue may stay at soft or more
 
 	mu     sync.Mutex
+	pushed map[string]int64 // the highest seq pushed per conversation; see pushMessage
 	frames [][]byte
 	bytes  int           // total length of frames
 	behind time.Time     // when frames reached soft since the last take; zero if not
@@ -71,6 +72,30 @@ func (q *frameQueue) push(b []byte) error {
 	default:
 	}
 	return nil
+}
+
+// maxPushed bounds the conversations a queue remembers for pushMessage;
+// past it, it starts again from none.
+const maxPushed = 4096
+
+// pushMessage adds b, the push of message seq of conv, like push, unless a
+// push of that message or a later one of conv was added before: the
+// cluster hands a message over again when it cannot tell whether a link
+// that failed had carried it, and one connection is shown each message
+// once. Messages of one conversation reach a connection in seq order, so
+// a lower seq is such a repeat.
+func (q *frameQueue) pushMessage(conv string, seq int64, b []byte) (dup bool, err error) {
+	q.mu.Lock()
+	if last, ok := q.pushed[conv]; ok && seq <= last {
+		q.mu.Unlock()
+		return true, nil
+	}
+	if q.pushed == nil || len(q.pushed) >= maxPushed {
+		q.pushed = map[string]int64{}
+	}
+	q.pushed[conv] = seq
+	q.mu.Unlock()
+	return false, q.push(b)
 }
 
 // take moves every waiting frame, oldest first, into spare (its contents

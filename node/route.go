@@ -37,7 +37,7 @@ type router struct {
 	// up holds encoded frames for the leader, in order. While there is no
 	// leader link it fills; once full, new chats are refused (503) instead
 	// of being acknowledged without a way to route them.
-	up chan []byte
+	up chan upFrame
 
 	mu      sync.Mutex
 	link    *peerLink     // follower side: the link the current leader opened; guarded by mu
@@ -45,14 +45,27 @@ type router struct {
 	lead    *leadership   // leader side: non-nil while this node leads; guarded by mu
 
 	// upMu orders frames for the leader: queued counts those taken into up
-	// and not yet handed over, held frame included.
-	upMu   sync.Mutex
-	queued int // guarded by upMu
+	// and not yet handed over for good (held, in flight, or to resend).
+	// Frames are numbered (upSeq) so that a leader that acknowledges them
+	// (peerLink.acks) lets the node keep those it has not acknowledged
+	// (inflight) and hand them to the next link (resend) when the link is
+	// lost: a leader that pauses or dies drops nothing this node sent.
+	upMu     sync.Mutex
+	queued   int       // guarded by upMu
+	upSeq    uint64    // the last number given; guarded by upMu
+	inflight []upFrame // sent on the leader link, not acknowledged, oldest first; guarded by upMu
+	resend   []upFrame // to hand over again, before anything in up; guarded by upMu
 
 	// Requests to the leader waiting for its reply, by request id.
 	reqSeq  atomic.Uint64
 	pendMu  sync.Mutex
 	pending map[uint64]chan protocol.PeerFrame // guarded by pendMu
+}
+
+// upFrame is an encoded frame for the leader and its number.
+type upFrame struct {
+	up uint64
+	b  []byte
 }
 
 type routeJob struct {
@@ -61,7 +74,7 @@ type routeJob struct {
 }
 
 func newRouter(s *Server) *router {
-	r := &router{s: s, seed: maphash.MakeSeed(), up: make(chan []byte, s.cfg.PeerQueue), linkSet: make(chan struct{}),
+	r := &router{s: s, seed: maphash.MakeSeed(), up: make(chan upFrame, s.cfg.PeerQueue), linkSet: make(chan struct{}),
 		pending: map[uint64]chan protocol.PeerFrame{}}
 	for i := range r.work {
 		r.work[i] = make(chan routeJob, s.cfg.PeerQueue/routeWorkers+1)
@@ -94,7 +107,7 @@ func (r *router) Deliver(m protocol.Message, to []string) {
 			if push == nil {
 				push = encodeMessage(m)
 			}
-			if c.enqueue(push) {
+			if c.enqueueMessage(&m, push) {
 				r.s.m.PushMessage.Inc()
 			}
 			continue
@@ -136,7 +149,7 @@ func (r *router) route(j routeJob) {
 		r.s.log.Warn().Err(err).Str("user", j.user).Msg("session lookup failed; recipient will get the message by sync")
 		return
 	case rec.Node == r.s.cfg.ID:
-		if c, ok := r.s.local.Get(j.user); ok && c.enqueue(encodeMessage(*j.m)) {
+		if c, ok := r.s.local.Get(j.user); ok && c.enqueueMessage(j.m, encodeMessage(*j.m)) {
 			r.s.m.PushMessage.Inc()
 		}
 		return
@@ -165,12 +178,14 @@ func (r *router) toLeader(f *protocol.PeerFrame) bool {
 		return true
 	}
 	f.Epoch = r.s.maxEpoch.Load()
+	f.Up = r.upSeq + 1
 	b, err := protocol.EncodePeer(f)
 	if err != nil {
 		return false
 	}
 	select {
-	case r.up <- b:
+	case r.up <- upFrame{up: f.Up, b: b}:
+		r.upSeq++
 		r.queued++
 		return true
 	default:
@@ -187,6 +202,82 @@ func (r *router) sent() {
 	r.upMu.Lock()
 	r.queued--
 	r.upMu.Unlock()
+}
+
+// handed records that u went out on link. A link whose leader
+// acknowledges keeps it until then; at most PeerQueue frames are kept, the
+// oldest given up first.
+func (r *router) handed(link *peerLink, u upFrame) {
+	r.upMu.Lock()
+	defer r.upMu.Unlock()
+	if !link.acks {
+		r.queued--
+		return
+	}
+	if len(r.inflight) >= r.s.cfg.PeerQueue {
+		r.inflight[0] = upFrame{}
+		r.inflight = r.inflight[1:]
+		r.queued--
+	}
+	r.inflight = append(r.inflight, u)
+}
+
+// acked drops the frames in flight that the leader has handled, up to up.
+// Link read loop.
+func (r *router) acked(up uint64) {
+	r.upMu.Lock()
+	defer r.upMu.Unlock()
+	i := 0
+	for i < len(r.inflight) && r.inflight[i].up <= up {
+		r.inflight[i] = upFrame{}
+		i++
+	}
+	r.inflight = r.inflight[i:]
+	r.queued -= i
+}
+
+// requeue puts the frames in flight on a lost link, then held (a frame
+// taken but not handed over), back in front of resend, and reports
+// whether it did (held is then resend's).
+func (r *router) requeue(held upFrame) bool {
+	r.upMu.Lock()
+	defer r.upMu.Unlock()
+	if len(r.inflight) == 0 {
+		return false
+	}
+	r.s.m.UplinkResent.Add(float64(len(r.inflight)))
+	out := make([]upFrame, 0, len(r.inflight)+1+len(r.resend))
+	out = append(out, r.inflight...)
+	if held.b != nil {
+		out = append(out, held)
+	}
+	r.resend = append(out, r.resend...)
+	r.inflight = nil
+	return true
+}
+
+// nextResend takes the oldest frame to hand over again, if any.
+func (r *router) nextResend() (upFrame, bool) {
+	r.upMu.Lock()
+	defer r.upMu.Unlock()
+	if len(r.resend) == 0 {
+		return upFrame{}, false
+	}
+	u := r.resend[0]
+	r.resend[0] = upFrame{}
+	r.resend = r.resend[1:]
+	if len(r.resend) == 0 {
+		r.resend = nil
+	}
+	return u, true
+}
+
+// unsent counts the frames for the leader that have not reached it for
+// good: queued, in flight without an acknowledgement, or to resend.
+func (r *router) unsent() int {
+	r.upMu.Lock()
+	defer r.upMu.Unlock()
+	return len(r.up) + len(r.inflight) + len(r.resend)
 }
 
 // request sends a request frame to the leader and waits for its reply
@@ -282,20 +373,31 @@ func (r *router) dropLink(l *peerLink) {
 
 // uplink moves frames from the up queue to the leader, in order: over the
 // leader link, or straight to this node's own leadership when it leads. It
-// holds a frame while there is neither.
+// holds a frame while there is neither. Frames a lost link did not
+// acknowledge go first to whichever comes next.
 func (r *router) uplink() {
-	var held []byte
-	local := func(l *leadership, b []byte) {
+	var held upFrame // taken from resend or up, not yet handed over
+	var on *peerLink // the link the frames in flight went out on
+	local := func(l *leadership, u upFrame) {
 		// Under upMu, so that toLeader cannot overtake this frame.
 		r.upMu.Lock()
 		defer r.upMu.Unlock()
-		if f, err := protocol.DecodePeer(b); err == nil {
+		if f, err := protocol.DecodePeer(u.b); err == nil {
 			l.handle(r.s.cfg.ID, f)
 		}
 		r.queued--
 	}
 	for {
 		lead, link, changed := r.current()
+		if lead != nil || link == nil || link != on || link.closed() {
+			if r.requeue(held) {
+				held = upFrame{}
+			}
+			on = link
+		}
+		if held.b == nil {
+			held, _ = r.nextResend()
+		}
 		if lead != nil {
 			select {
 			case <-lead.linked:
@@ -308,13 +410,14 @@ func (r *router) uplink() {
 				}
 				continue
 			}
-			if held != nil {
+			if held.b != nil {
 				local(lead, held)
-				held = nil
+				held = upFrame{}
+				continue
 			}
 			select {
-			case b := <-r.up:
-				local(lead, b)
+			case u := <-r.up:
+				local(lead, u)
 			case <-changed:
 			case <-r.s.ctx.Done():
 				return
@@ -329,7 +432,7 @@ func (r *router) uplink() {
 				return
 			}
 		}
-		if held == nil {
+		if held.b == nil {
 			select {
 			case held = <-r.up:
 			case <-changed:
@@ -341,9 +444,9 @@ func (r *router) uplink() {
 			}
 		}
 		select {
-		case link.send <- held:
-			held = nil
-			r.sent()
+		case link.send <- held.b:
+			r.handed(link, held)
+			held = upFrame{}
 			r.s.m.UplinkFrames.Inc()
 		case <-link.closing:
 		case <-changed:
@@ -388,12 +491,12 @@ func (r *router) drain(ctx context.Context) {
 	defer t.Stop()
 	for {
 		link, _ := r.currentLink()
-		if len(r.up) == 0 && (link == nil || len(link.send) == 0) {
+		if r.unsent() == 0 && (link == nil || len(link.send) == 0) {
 			return
 		}
 		select {
 		case <-ctx.Done():
-			r.s.log.Warn().Int("queued", len(r.up)).Msg("stopping with cross-node frames still queued; recipients get them by sync")
+			r.s.log.Warn().Int("queued", r.unsent()).Msg("stopping with cross-node frames still queued; recipients get them by sync")
 			return
 		case <-t.C:
 		}
@@ -428,7 +531,7 @@ func (s *Server) deliverLocal(users iter.Seq[string], m *protocol.Message) {
 		if push == nil {
 			push = encodeMessage(*m)
 		}
-		if c.enqueue(push) {
+		if c.enqueueMessage(m, push) {
 			s.m.PushMessage.Inc()
 		}
 	}
@@ -481,6 +584,7 @@ func (s *Server) servePeer(w http.ResponseWriter, req *http.Request) {
 	// queue instead, so when this leader dies they go to the next one
 	// rather than dying with the link.
 	link := newPeerLink(ws, from, epoch, uplinkQueue, s.log)
+	link.acks = req.Header.Get(hdrAcks) == "1"
 	if !s.goAttach(func() { link.writeLoop(s.cfg.WriteTimeout) }) {
 		ws.Close()
 		return
@@ -529,6 +633,8 @@ func (s *Server) onLeaderFrame(link *peerLink, f protocol.PeerFrame) {
 		s.deliverRaw(protocol.Names(f.Recipients), f.Push)
 	case protocol.PeerReply:
 		s.routes.onReply(f)
+	case protocol.PeerAck:
+		s.routes.acked(f.Up)
 	default:
 		link.log.Warn().Str("type", f.Type).Msg("unexpected peer frame from leader")
 	}

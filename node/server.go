@@ -67,6 +67,7 @@ type Server struct {
 	// Cluster view, written only by the watch loop.
 	members  atomic.Pointer[map[string]cluster.Member]
 	maxEpoch atomic.Int64 // the newest leader epoch this node has seen
+	ups      upMarks      // as leader: the numbered frames handled, per node
 
 	messagesIn atomic.Int64 // messages accepted from this node's clients
 

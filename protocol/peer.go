@@ -20,6 +20,7 @@ const (
 	PeerOnline  = "online"  // node -> leader: User logged in (Online) or out on connection Conn
 	PeerRoster  = "roster"  // node -> leader: every session on the node, sent when a leader links
 	PeerPush    = "push"    // leader -> node: hand the encoded push Push to local Users
+	PeerAck     = "ack"     // leader -> node: every frame up to Up is handled
 )
 
 // Room request operations, in PeerFrame.Op.
@@ -52,6 +53,11 @@ type PeerFrame struct {
 	Connections int      `json:"connections,omitempty"`
 	Started     int64    `json:"started,omitempty"`  // node start, unix ms, on load frames
 	Messages    int64    `json:"messages,omitempty"` // messages accepted since start, on load frames
+
+	// Up numbers the frames a node queues for the leader (a counter of
+	// the node's run), so the leader can acknowledge them (ack frames)
+	// and the node hand the unacknowledged ones to the next link.
+	Up uint64 `json:"up,omitempty"`
 
 	// Requests to the leader and their replies.
 	Req         uint64          `json:"req,omitempty"`         // request id, chosen by the asking node
