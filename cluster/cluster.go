@@ -94,7 +94,7 @@ func New(cfg Config) (*Cluster, error) {
 	}
 	return &Cluster{
 		cfg:          cfg,
-		log:          cfg.Logger.With().Str("node", cfg.Self.ID).Logger(),
+		log:          cfg.Logger, // the caller's context (node, component) as it is
 		nodesPath:    cfg.Root + "/nodes",
 		electionPath: cfg.Root + "/election",
 		selfPath:     cfg.Root + "/nodes/" + cfg.Self.ID,
@@ -470,5 +470,5 @@ func (c *Cluster) onEvent(ev zk.Event) {
 type zkLogger struct{ log zerolog.Logger }
 
 func (l zkLogger) Printf(format string, args ...any) {
-	l.log.Debug().Str("component", "zk").Msgf(format, args...)
+	l.log.Debug().Str("source", "zookeeper-client").Msgf(format, args...)
 }

@@ -360,7 +360,7 @@ func (rs *roomService) nodeGone(node string) {
 		n := 0
 		for _, ss := range gone {
 			if ok, err := l.s.sessions.Delete(ctx, ss.User, ss.Conn); err != nil {
-				l.s.log.Warn().Err(err).Str("node", node).Msg("cannot remove the sessions of a node that left; they count as offline anyway")
+				l.s.log.Warn().Err(err).Str("left_node", node).Msg("cannot remove the sessions of a node that left; they count as offline anyway")
 				return
 			} else if ok {
 				n++

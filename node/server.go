@@ -211,7 +211,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	})
 	s.writer, err = history.NewWriter(history.WriterConfig{
 		Redis: s.rdb, Prefix: s.cfg.RedisPrefix, Store: s.store, Consumer: s.cfg.ID,
-		Logger: s.log.With().Str("component", "history").Logger(),
+		Logger: s.log, // the writer names itself (component history-writer)
 	})
 	if err != nil {
 		return err

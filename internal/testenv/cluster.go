@@ -645,12 +645,90 @@ func (c *Cluster) shutdown() {
 	if c.gateway != nil {
 		stopAll([]*Proc{c.gateway})
 	}
+	// Every log line is one JSON object with each key once: a key twice
+	// is a logger that adds context its caller already added.
+	for _, p := range append([]*Proc{c.gateway}, nodes...) {
+		if p == nil {
+			continue
+		}
+		if key, line := repeatedLogKey(p.Log); key != "" {
+			c.t.Errorf("testenv: %s logged the key %q twice in one line: %s", p.ID, key, line)
+		}
+	}
 	if c.t.Failed() {
 		for _, p := range append([]*Proc{c.gateway}, nodes...) {
 			if p == nil {
 				continue
 			}
 			c.t.Logf("---- last %d lines of %s (%s) ----\n%s", logTailLines, p.ID, p.Log, tailLines(p.Log, logTailLines))
+		}
+	}
+}
+
+// repeatedLogKey returns the first key that a JSON line of the log at path
+// holds twice in one object, and the line; "" if there is none.
+func repeatedLogKey(path string) (key, line string) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", ""
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		b := sc.Bytes()
+		if len(b) == 0 || b[0] != '{' {
+			continue
+		}
+		if k := repeatedKey(b); k != "" {
+			return k, string(b)
+		}
+	}
+	return "", ""
+}
+
+// repeatedKey returns a key that one JSON object of b holds twice, or "".
+func repeatedKey(b []byte) string {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	type level struct {
+		obj  bool
+		keys map[string]bool
+		key  bool // in an object, the next string is a key
+	}
+	var stack []*level
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return ""
+		}
+		var top *level
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		switch v := tok.(type) {
+		case json.Delim:
+			switch v {
+			case '{', '[':
+				if top != nil && top.obj {
+					top.key = true // the value is done once it closes
+				}
+				stack = append(stack, &level{obj: v == '{', keys: map[string]bool{}, key: v == '{'})
+			default:
+				stack = stack[:len(stack)-1]
+			}
+			continue
+		case string:
+			if top != nil && top.obj && top.key {
+				if top.keys[v] {
+					return v
+				}
+				top.keys[v] = true
+				top.key = false
+				continue
+			}
+		}
+		if top != nil && top.obj {
+			top.key = true
 		}
 	}
 }

@@ -68,3 +68,18 @@ func TestCluster(t *testing.T) {
 		t.Fatalf("Nodes = %+v", r)
 	}
 }
+
+func TestRepeatedKey(t *testing.T) {
+	for _, tc := range []struct{ line, want string }{
+		{`{"level":"info","node":"n1","message":"x"}`, ""},
+		{`{"level":"info","node":"n1","component":"cluster","node":"n1"}`, "node"},
+		{`{"a":{"b":1,"c":[1,{"b":2}]},"b":"node","c":"c"}`, ""},
+		{`{"a":{"b":1,"b":2}}`, "b"},
+		{`{"a":[{"x":1},{"x":2}],"x":"a"}`, ""},
+		{`{"component":"history","component":"history-writer"}`, "component"},
+	} {
+		if got := repeatedKey([]byte(tc.line)); got != tc.want {
+			t.Errorf("repeatedKey(%s) = %q, want %q", tc.line, got, tc.want)
+		}
+	}
+}
