@@ -57,6 +57,9 @@ type Config struct {
 
 	WordFilterFile string        // word list of the dirty-word filter; "" filters nothing
 	HotWordsReset  time.Duration // how often the leader resets the hot-word ranking; 0 never
+	// HotWordsDirect counts the words of direct messages too. Off by
+	// default: the ranking is public, and direct messages are private.
+	HotWordsDirect bool
 
 	Logger zerolog.Logger
 }

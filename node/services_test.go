@@ -1,8 +1,12 @@
 package node
 
 import (
+	"slices"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"chatcluster/metrics"
 	"chatcluster/protocol"
 )
 
@@ -41,5 +45,31 @@ func TestCovers(t *testing.T) {
 				t.Fatalf("covers = %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// The hot words count room messages only, unless the operator asks for
+// direct messages too: the ranking is public, direct messages private.
+func TestHotWordsCountRoomsOnlyByDefault(t *testing.T) {
+	for _, direct := range []bool{false, true} {
+		s := &Server{m: metrics.NewNode(prometheus.NewRegistry(), metrics.NodeSources{})}
+		s.cfg.HotWordsDirect = direct
+		w := &wordsSvc{s: s, queue: make(chan string, 4)}
+		w.Count(protocol.Message{Conv: "room:lobby", Room: "lobby", Text: "room words"})
+		w.Count(protocol.Message{Conv: "dm:a:b", To: "b", Text: "private words"})
+		var got []string
+		for len(w.queue) > 0 {
+			got = append(got, <-w.queue)
+		}
+		want := []string{"room words"}
+		if direct {
+			want = append(want, "private words")
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("HotWordsDirect %v: counted %q, want %q", direct, got, want)
+		}
+		if n := s.messagesIn.Load(); n != 2 {
+			t.Errorf("HotWordsDirect %v: %d messages accepted, want 2", direct, n)
+		}
 	}
 }

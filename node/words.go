@@ -28,13 +28,17 @@ func newWordsSvc(s *Server) *wordsSvc {
 
 // Count queues m's text to be counted; it never blocks. The handler calls
 // it once per message stored for a client of this node, so it also counts
-// the messages the node accepted.
+// the messages the node accepted. Direct messages count only with
+// HotWordsDirect: the ranking is visible to every user.
 func (w *wordsSvc) Count(m protocol.Message) {
 	w.s.messagesIn.Add(1)
 	if m.Room != "" {
 		w.s.m.MessagesInRoom.Inc()
 	} else {
 		w.s.m.MessagesInDM.Inc()
+		if !w.s.cfg.HotWordsDirect {
+			return
+		}
 	}
 	select {
 	case w.queue <- m.Text:

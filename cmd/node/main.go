@@ -54,6 +54,7 @@ func run(args []string) error {
 	sendQueue := fs.Int("send-queue", "CHAT_SEND_QUEUE", cfg.SendQueue, "frames that may wait for one client at any time; a client whose queue stays over this for --slow-client-timeout is disconnected as too slow")
 	sendQueueBytes := fs.Int("send-queue-bytes", "CHAT_SEND_QUEUE_BYTES", cfg.SendQueueBytes, "bytes that may wait for one client, whatever the time; past them it is disconnected as too slow")
 	slowAfter := fs.Duration("slow-client-timeout", "CHAT_SLOW_CLIENT_TIMEOUT", cfg.SlowClientTimeout, "how long a client's send queue may stay over --send-queue before it is disconnected as too slow")
+	hotDirect := fs.String("hot-words-direct", "CHAT_HOT_WORDS_DIRECT", "false", "count the words of direct messages in the public hot-word ranking too (default: rooms only, since direct messages are private)")
 	hotReset := fs.Duration("hot-words-reset", "CHAT_HOT_WORDS_RESET", cfg.HotWordsReset, "how often the leader resets the hot-word ranking (0: never)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -76,6 +77,9 @@ func run(args []string) error {
 	cfg.DrainTimeout = *drain
 	cfg.WordFilterFile, cfg.HotWordsReset = *filter, *hotReset
 	cfg.BcryptCost = *cost
+	if cfg.HotWordsDirect, err = strconv.ParseBool(*hotDirect); err != nil {
+		return fmt.Errorf("--hot-words-direct %q must be true or false", *hotDirect)
+	}
 	cfg.SendQueue, cfg.SendQueueBytes, cfg.SlowClientTimeout = *sendQueue, *sendQueueBytes, *slowAfter
 	if cfg.RateLimit, err = strconv.ParseFloat(*rate, 64); err != nil || cfg.RateLimit <= 0 {
 		return fmt.Errorf("--rate-limit %q must be a positive number", *rate)
