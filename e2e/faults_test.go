@@ -375,13 +375,18 @@ func TestZooKeeperQuorum(t *testing.T) {
 
 // TestZooKeeperBlipLosesNothingLive: every node loses its ZooKeeper
 // connection for a moment, shorter than the session timeout, while
-// messages flow, five times. The leader pauses its duties and closes its links, which
-// drops what was in flight on them; the nodes hand what the leader had not
-// acknowledged to the resumed term, so every acknowledged message still
-// arrives live, once, in order.
+// messages flow, five times. The leader pauses its duties and closes its
+// links, which drops what was in flight on them; the nodes hand what the
+// leader had not acknowledged to the resumed term, so every acknowledged
+// message still arrives live, once, in order.
+//
+// What the nodes queued meanwhile then arrives at once: the clients' send
+// queues are bounded at 2 frames here, so each burst is far over the bound,
+// and still no client that reads is disconnected.
 func TestZooKeeperBlipLosesNothingLive(t *testing.T) {
 	px := testenv.NewProxy(t, testenv.ZK(t)[0])
-	c := testenv.StartCluster(t, testenv.Options{Nodes: 3, ZK: []string{px.Addr()}, SessionTimeout: 4 * time.Second, Env: fastEnv})
+	env := append([]string{"CHAT_SEND_QUEUE=2"}, fastEnv...)
+	c := testenv.StartCluster(t, testenv.Options{Nodes: 3, ZK: []string{px.Addr()}, SessionTimeout: 4 * time.Second, Env: env})
 	leader := c.WaitLeader(t)
 	testenv.WaitFor(t, 10*time.Second, "leader links to every node", func() bool { return linked(t, c) })
 	li := c.Index(leader)
@@ -415,7 +420,25 @@ func TestZooKeeperBlipLosesNothingLive(t *testing.T) {
 	for _, p := range parties {
 		waitAllLive(t, l, p, 20*time.Second, "across ZooKeeper blips")
 	}
-	t.Logf("%d messages acknowledged across 5 blips, every one delivered live", l.total())
+	for _, p := range parties {
+		p.mu.Lock()
+		n := len(p.conns)
+		p.mu.Unlock()
+		select {
+		case <-p.conn().Done():
+			t.Fatalf("%s was disconnected", p.name)
+		default:
+		}
+		if n != 1 {
+			t.Fatalf("%s connected %d times", p.name, n)
+		}
+	}
+	for i := 0; i < c.Len(); i++ {
+		if n := len(logEvents(t, c, i, time.Time{}, "client too slow, disconnecting")); n > 0 {
+			t.Fatalf("%s disconnected %d clients that read as too slow", c.Node(i).ID, n)
+		}
+	}
+	t.Logf("%d messages acknowledged across 5 blips, every one delivered live, no client disconnected", l.total())
 	settle(t, parties, l)
 	verify(t, parties, l)
 }
