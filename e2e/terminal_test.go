@@ -537,7 +537,8 @@ func runScript(t *testing.T, c *testenv.Cluster, script, user, pw string, flags 
 }
 
 // chat seed-demo creates the demo users and rooms once; a second run
-// changes nothing, and the users can log in with the documented passwords.
+// changes nothing (a room a demo user left stays left), and the users can
+// log in with the documented passwords.
 func TestTerminalSeedDemo(t *testing.T) {
 	c := testenv.StartCluster(t, testenv.Options{Nodes: 2, Env: fastEnv})
 	seed := func() []string {
@@ -562,15 +563,24 @@ func TestTerminalSeedDemo(t *testing.T) {
 			t.Errorf("first seed-demo run printed\n%s\nwithout %q", strings.Join(first, "\n"), want)
 		}
 	}
+	out, code := runScript(t, c, "/rooms\n/join lobby\n", "carol", "carol-demo")
+	want := []string{"rooms: golang (2), lobby (4, joined), random (2, joined)", "joined lobby: alice, bob, carol, dave"}
+	if code != 0 || len(out) < 3 || !slices.Equal(out[1:3], want) {
+		t.Errorf("carol after seeding: status %d, output %q; want status 0 and %q after the connected line", code, out, want)
+	}
+
+	// carol leaves lobby; seeding again leaves her out of it.
+	if out, code := runScript(t, c, "/leave lobby\n", "carol", "carol-demo"); code != 0 || !slices.Contains(out, "left lobby") {
+		t.Fatalf("carol leaves lobby: status %d, output %q", code, out)
+	}
 	second := seed()
-	for _, want := range []string{"seed-demo: bob: exists, member of lobby, golang", "seed-demo: carol: exists, member of lobby, random"} {
-		if !slices.Contains(second, want) {
+	for _, u := range []string{"alice", "bob", "carol", "dave"} {
+		if want := "seed-demo: " + u + ": exists, left as it is"; !slices.Contains(second, want) {
 			t.Errorf("second seed-demo run printed\n%s\nwithout %q", strings.Join(second, "\n"), want)
 		}
 	}
-	out, code := runScript(t, c, "/rooms\n/join lobby\n", "carol", "carol-demo")
-	want := []string{"rooms: golang (2), lobby (4, joined), random (2, joined)", "joined lobby: alice, bob, carol, dave"}
-	if code != 0 || len(out) != 3 || !slices.Equal(out[1:], want) {
-		t.Errorf("carol after seeding: status %d, output %q; want status 0 and %q after the connected line", code, out, want)
+	out, code = runScript(t, c, "/rooms\n", "carol", "carol-demo")
+	if want := "rooms: golang (2), lobby (3), random (2, joined)"; code != 0 || !slices.Contains(out, want) {
+		t.Errorf("carol after seeding again: status %d, output %q; want %q", code, out, want)
 	}
 }

@@ -93,9 +93,10 @@
 //	chat seed-demo [--gateway URL] [--wait 60s]
 //
 // registers the demo users alice, bob, carol and dave (password
-// "<name>-demo") and makes them members of the rooms lobby (all four),
-// golang (alice and bob) and random (carol and dave), through the gateway
-// and the WebSocket API. What exists is left as it is, so running it again
+// "<name>-demo") and makes each user it registers a member of the rooms
+// lobby (all four), golang (alice and bob) and random (carol and dave),
+// through the gateway and the WebSocket API. A demo user that exists is
+// left as it is (a room they left stays left), so running it again
 // changes nothing. It first waits up to --wait for the gateway to list a
 // node.
 //
