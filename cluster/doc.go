@@ -5,10 +5,14 @@
 //
 //	<root>/nodes/<id>        ephemeral, the node's Member JSON
 //	<root>/election/n_<seq>  ephemeral sequential, the same JSON
+//	<root>/term              persistent, {"term","epoch"}: the count of leaderships (Cluster.ClaimTerm)
 //
 // The election znode with the lowest sequence leads. Its czxid is the
 // leader's epoch: it only grows from one leader to the next, so a node can
 // fence a deposed leader by ignoring an epoch older than one it has seen.
+// It grows by an arbitrary amount; the term, which the leader counts in
+// <root>/term as it takes office, numbers the leaders 1, 2, 3, ... for
+// people to read.
 // Every node watches only its predecessor in the election (no herd effect)
 // and the children of <root>/nodes; it re-reads the election whenever the
 // members change, its predecessor goes away or the session reconnects, so

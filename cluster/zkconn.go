@@ -20,7 +20,7 @@ func (z *zkConn) done(op string, start time.Time, err error) {
 	if z.observe == nil {
 		return
 	}
-	if errors.Is(err, zk.ErrNoNode) || errors.Is(err, zk.ErrNodeExists) {
+	if errors.Is(err, zk.ErrNoNode) || errors.Is(err, zk.ErrNodeExists) || errors.Is(err, zk.ErrBadVersion) {
 		err = nil // an answer, not a failure
 	}
 	z.observe(op, time.Since(start), err)
@@ -80,4 +80,11 @@ func (z *zkConn) Sync(path string) (string, error) {
 	p, err := z.Conn.Sync(path)
 	z.done("sync", start, err)
 	return p, err
+}
+
+func (z *zkConn) Multi(ops ...any) ([]zk.MultiResponse, error) {
+	start := time.Now()
+	res, err := z.Conn.Multi(ops...)
+	z.done("multi", start, err)
+	return res, err
 }

@@ -35,9 +35,10 @@ var ErrFenced = errors.New("directory: a newer leader published")
 type View struct {
 	Leader      string `json:"leader"`
 	Epoch       int64  `json:"epoch"`
-	LeaderSince int64  `json:"leaderSince"` // unix ms
-	Updated     int64  `json:"updated"`     // unix ms
-	Backlog     int64  `json:"backlog"`     // messages waiting to be written to MongoDB
+	Term        int64  `json:"term,omitempty"` // the leader's count among the cluster's leaders (cluster.ClaimTerm); 0 until counted
+	LeaderSince int64  `json:"leaderSince"`    // unix ms
+	Updated     int64  `json:"updated"`        // unix ms
+	Backlog     int64  `json:"backlog"`        // messages waiting to be written to MongoDB
 	Nodes       []Node `json:"nodes"`
 }
 

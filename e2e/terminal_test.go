@@ -249,11 +249,15 @@ func TestTerminalChat(t *testing.T) {
 	alice.waitLine("connected to " + n1 + " as alice")
 	bob.waitLine("connected to " + n2 + " as bob")
 
-	// A message before bob joins reaches him as a recent one.
+	// A message before bob joins reaches him as a recent one. A join says
+	// which of the other members are online.
 	alice.send("/join lobby", "early bird")
-	alice.waitLine("joined lobby: alice", "[lobby] alice: early bird")
+	alice.waitLine("joined lobby: alice", "online in lobby: nobody else", "[lobby] alice: early bird")
 	bob.send("/join lobby")
-	bob.waitLine("joined lobby: alice, bob", "[lobby] alice: early bird")
+	bob.waitLine("joined lobby: alice, bob", "online in lobby: alice", "[lobby] alice: early bird")
+	if got := after(bob.output(), "joined lobby: alice, bob"); len(got) < 2 || got[0] != "online in lobby: alice" {
+		t.Errorf("bob's join printed %q; want the online line right after the joined one", got)
+	}
 
 	alice.send("hello from " + n1)
 	bob.waitLine("[lobby] alice: hello from " + n1)
@@ -299,7 +303,7 @@ func TestTerminalChat(t *testing.T) {
 	bob.waitLine("history @alice: 2 messages", "  [dm] alice: psst, bob", "  [dm -> alice] got it")
 
 	alice.send("/who bob", "/who nobody", "/rooms", "/top 3")
-	alice.waitLine("bob is online on "+n2, "error: unknown user", "rooms: lobby (2, joined)")
+	alice.waitLine("bob is online on "+n2, "error: unknown user", "rooms: lobby (2, joined, current)")
 	top := alice.waitMatch(termWait, regexp.MustCompile(`^top: `))
 	if !strings.Contains(top, "zebra") {
 		t.Errorf("/top after ten zebras: %q", top)
@@ -312,7 +316,7 @@ func TestTerminalChat(t *testing.T) {
 	}
 	alice.waitLine("* bob is offline")
 	bob2 := startTerm(t, c, "bob", "--node", n3, "--room", "lobby")
-	bob2.waitLine("connected to "+n3+" as bob", "joined lobby: alice, bob")
+	bob2.waitLine("connected to "+n3+" as bob", "joined lobby: alice, bob", "online in lobby: alice")
 	alice.waitLine("* bob is online")
 	// The new session shows the room's recent messages once, in order.
 	bob2.waitLine(want...)
@@ -320,8 +324,11 @@ func TestTerminalChat(t *testing.T) {
 		t.Errorf("bob's second session shows the room as\n%q\nwant\n%q", got, ra)
 	}
 
+	// Leaving the only room leaves no current room, and says so; text
+	// then goes nowhere, with a hint.
 	alice.send("/leave", "anyone?", "/history lobby")
-	alice.waitLine("left lobby", "error: no current room: /join <room> first, or /msg <user> <text>",
+	alice.waitLine("left lobby", "no current room: /join <room> to pick one",
+		"error: no current room: /join <room> to pick one, or /msg <user> <text>",
 		`error: not a member of room "lobby"`)
 	alice.onceEach("[dm -> bob] psst, bob", "[dm] bob: got it", "* bob is offline")
 	bob.onceEach("[dm] alice: psst, bob", "[dm -> alice] got it")
@@ -440,7 +447,9 @@ func sameSet(a, b []string) bool {
 }
 
 // A script piped to the client runs in order, prints the same every time,
-// and ends with status 0 at the end of the input.
+// and ends with status 0 at the end of the input. Control characters
+// typed by mistake are not sent; leaving the current room moves to
+// another one the user is in, or says there is none.
 func TestTerminalScript(t *testing.T) {
 	c := testenv.StartCluster(t, testenv.Options{Nodes: 1, Env: fastEnv})
 	c.WaitNodes(t, "n1")
@@ -455,21 +464,45 @@ func TestTerminalScript(t *testing.T) {
 		"/nonsense",
 		"",
 		"/msg carol",
+		"tab\there, bell\a, clear\x0c, arrow\x1b[A, alt\x1bx keys",
+		"\x0c",
+		"\x1b[A\x1b[B",
+		"/join side",
+		"/room",
+		"/leave",
+		"back in demo",
+		"/rooms",
+		"/leave demo",
+		"orphan",
+		"/room",
 	}, "\n") + "\n"
 	out, code := runScript(t, c, script, "carol", password, "--register")
 	want := []string{
 		"connected to n1 as carol",
 		"joined demo: carol",
+		"online in demo: nobody else",
 		"[demo] carol: hello script",
 		"[dm -> carol] note to self",
 		"carol is online on n1",
-		"rooms: demo (1, joined)",
+		"rooms: demo (1, joined, current)",
 		"history demo: 1 message",
 		"  [demo] carol: hello script",
 		"history @carol: 1 message",
 		"  [dm -> carol] note to self",
 		`error: unknown command "/nonsense" (/help lists the commands)`,
 		"error: usage: /msg <user> <text>",
+		"[demo] carol: tab here, bell, clear, arrow, alt keys",
+		"joined side: carol",
+		"online in side: nobody else",
+		"current room: side",
+		"left side",
+		"current room: demo",
+		"[demo] carol: back in demo",
+		"rooms: demo (1, joined, current), side (0)",
+		"left demo",
+		"no current room: /join <room> to pick one",
+		"error: no current room: /join <room> to pick one, or /msg <user> <text>",
+		"no current room: /join <room> to pick one",
 	}
 	if code != 0 || !slices.Equal(out, want) {
 		t.Errorf("script run: status %d, output\n%s\nwant status 0, output\n%s", code, strings.Join(out, "\n"), strings.Join(want, "\n"))
@@ -481,7 +514,10 @@ func TestTerminalScript(t *testing.T) {
 	want = []string{
 		"connected to n1 as carol",
 		"joined demo: carol",
+		"online in demo: nobody else",
 		"[demo] carol: hello script",
+		"[demo] carol: tab here, bell, clear, arrow, alt keys",
+		"[demo] carol: back in demo",
 		"[demo] carol: second run",
 	}
 	if code != 0 || !slices.Equal(out, want) {
@@ -537,7 +573,8 @@ func runScript(t *testing.T, c *testenv.Cluster, script, user, pw string, flags 
 }
 
 // chat seed-demo creates the demo users and rooms once; a second run
-// changes nothing, and the users can log in with the documented passwords.
+// changes nothing (a room a demo user left stays left), and the users can
+// log in with the documented passwords.
 func TestTerminalSeedDemo(t *testing.T) {
 	c := testenv.StartCluster(t, testenv.Options{Nodes: 2, Env: fastEnv})
 	seed := func() []string {
@@ -562,15 +599,24 @@ func TestTerminalSeedDemo(t *testing.T) {
 			t.Errorf("first seed-demo run printed\n%s\nwithout %q", strings.Join(first, "\n"), want)
 		}
 	}
+	out, code := runScript(t, c, "/rooms\n/join lobby\n", "carol", "carol-demo")
+	want := []string{"rooms: golang (2), lobby (4, joined), random (2, joined)", "joined lobby: alice, bob, carol, dave"}
+	if code != 0 || len(out) < 3 || !slices.Equal(out[1:3], want) {
+		t.Errorf("carol after seeding: status %d, output %q; want status 0 and %q after the connected line", code, out, want)
+	}
+
+	// carol leaves lobby; seeding again leaves her out of it.
+	if out, code := runScript(t, c, "/leave lobby\n", "carol", "carol-demo"); code != 0 || !slices.Contains(out, "left lobby") {
+		t.Fatalf("carol leaves lobby: status %d, output %q", code, out)
+	}
 	second := seed()
-	for _, want := range []string{"seed-demo: bob: exists, member of lobby, golang", "seed-demo: carol: exists, member of lobby, random"} {
-		if !slices.Contains(second, want) {
+	for _, u := range []string{"alice", "bob", "carol", "dave"} {
+		if want := "seed-demo: " + u + ": exists, left as it is"; !slices.Contains(second, want) {
 			t.Errorf("second seed-demo run printed\n%s\nwithout %q", strings.Join(second, "\n"), want)
 		}
 	}
-	out, code := runScript(t, c, "/rooms\n/join lobby\n", "carol", "carol-demo")
-	want := []string{"rooms: golang (2), lobby (4, joined), random (2, joined)", "joined lobby: alice, bob, carol, dave"}
-	if code != 0 || len(out) != 3 || !slices.Equal(out[1:], want) {
-		t.Errorf("carol after seeding: status %d, output %q; want status 0 and %q after the connected line", code, out, want)
+	out, code = runScript(t, c, "/rooms\n", "carol", "carol-demo")
+	if want := "rooms: golang (2), lobby (3), random (2, joined)"; code != 0 || !slices.Contains(out, want) {
+		t.Errorf("carol after seeding again: status %d, output %q; want %q", code, out, want)
 	}
 }

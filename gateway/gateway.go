@@ -390,6 +390,7 @@ type clusterNode struct {
 type clusterReply struct {
 	Leader        string        `json:"leader"`
 	Epoch         int64         `json:"epoch"`
+	Term          int64         `json:"term"` // 1, 2, ... per leader; 0 until the leader has counted it
 	LeaderSince   int64         `json:"leaderSince"`
 	Updated       int64         `json:"updated"`
 	Connections   int           `json:"connections"`
@@ -405,7 +406,7 @@ func (g *Gateway) cluster(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := time.Now()
-	out := clusterReply{Leader: v.Leader, Epoch: v.Epoch, LeaderSince: v.LeaderSince, Updated: v.Updated,
+	out := clusterReply{Leader: v.Leader, Epoch: v.Epoch, Term: v.Term, LeaderSince: v.LeaderSince, Updated: v.Updated,
 		Backlog: v.Backlog, Nodes: []clusterNode{}, GatewayUptime: now.Sub(g.started).Seconds()}
 	for _, n := range v.Nodes {
 		cn := clusterNode{ID: n.ID, WS: n.WS, Connections: n.Connections, Leader: n.ID == v.Leader, Linked: n.Linked, Started: n.Started, Messages: n.Messages}

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"chatcluster/cluster"
@@ -23,6 +24,10 @@ type leadership struct {
 	stopF context.CancelFunc
 	wake  chan struct{} // publish now
 	rooms *roomService
+	// term is this leadership's count among the cluster's leaderships
+	// (cluster.ClaimTerm), for display; 0 until counted. Fencing uses
+	// the epoch, never the term.
+	term atomic.Int64
 
 	// linked is closed once this term has a link to every member (or
 	// linkWait has passed): frames queued before the term are then
@@ -130,7 +135,42 @@ func (s *Server) newLeadership(epoch int64) *leadership {
 	l.rooms.start()
 	s.goAttach(l.publishLoop)
 	s.goAttach(l.hotWordsLoop)
+	s.goAttach(l.termLoop)
 	return l
+}
+
+// termLoop counts this leadership's term in ZooKeeper, retrying while
+// ZooKeeper fails, and has the node list published with it. It ends when
+// counted, when the term is over, or when the node is no longer the
+// leader of this epoch.
+func (l *leadership) termLoop() {
+	backoff := 50 * time.Millisecond
+	for {
+		ctx, cancel := context.WithTimeout(l.ctx, 2*time.Second)
+		term, err := l.s.cluster.ClaimTerm(ctx, l.epoch)
+		cancel()
+		switch {
+		case err == nil:
+			l.term.Store(term)
+			select {
+			case l.wake <- struct{}{}:
+			default:
+			}
+			return
+		case l.ctx.Err() != nil:
+			return
+		case errors.Is(err, cluster.ErrNotLeader) || errors.Is(err, cluster.ErrClosed):
+			l.s.log.Info().Int64("epoch", l.epoch).Err(err).Msg("leader term not counted")
+			return
+		}
+		l.s.log.Debug().Err(err).Int64("epoch", l.epoch).Dur("retry_in", backoff).Msg("cannot count the leader term yet")
+		select {
+		case <-l.ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, time.Second)
+	}
 }
 
 // linkWait bounds how long a new term holds back queued frames while it
@@ -425,7 +465,7 @@ func (l *leadership) publishLoop() {
 
 func (l *leadership) publish() {
 	l.mu.Lock()
-	v := directory.View{Leader: l.s.cfg.ID, Epoch: l.epoch, LeaderSince: l.since.UnixMilli(), Updated: time.Now().UnixMilli()}
+	v := directory.View{Leader: l.s.cfg.ID, Epoch: l.epoch, Term: l.term.Load(), LeaderSince: l.since.UnixMilli(), Updated: time.Now().UnixMilli()}
 	for id, m := range l.members {
 		n := directory.Node{ID: id, WS: m.WS}
 		if link := l.links[id]; link != nil && !link.closed() || id == l.s.cfg.ID {

@@ -151,6 +151,7 @@ func TestBrowserChat(t *testing.T) {
 	status.wait("three live nodes, the leader marked, two connections",
 		fmt.Sprintf(`document.querySelectorAll('.node-card[data-state="live"]').length === 3 &&
 		 document.querySelector('.node-card.is-leader')?.dataset.node === %q &&
+		 document.querySelector('.node-card.is-leader .badge-leader')?.textContent === 'Leader · term 1' &&
 		 document.querySelector('#t-conns .value').textContent === '2' &&
 		 document.querySelector('#health').dataset.health === 'ok'`, leader))
 
@@ -266,6 +267,144 @@ func TestBrowserChat(t *testing.T) {
 		p.checkConsole()
 	}
 }
+
+// TestBrowserStatus checks, in headless Chromium against a real two-node
+// cluster, that the status page shows the leader's term (1, 2, ... one per
+// leader, as GET /api/cluster reports it) beside its epoch, and that the
+// node cards keep their badges on the name's line and their WebSocket URLs
+// whole, at a normal width, with the cards at their narrowest, and at a
+// phone width. Then the leader stops, and the page shows its successor
+// with term 2. Screenshots go to test-output/web/status-*.png.
+func TestBrowserStatus(t *testing.T) {
+	chrome := chromiumPath(t)
+	shots := screenshotDir(t)
+	c := testenv.StartCluster(t, testenv.Options{Nodes: 2})
+	leader := c.WaitLeader(t)
+	testenv.WaitFor(t, 15*time.Second, "the leader links to every node", func() bool { return linked(c) })
+	var v clusterView
+	testenv.WaitFor(t, 15*time.Second, "the gateway reports the leader's term", func() bool {
+		v = readCluster(t, c)
+		return v.Leader == leader && v.Term > 0
+	})
+	if v.Term != 1 || v.Epoch <= 0 {
+		t.Fatalf("the first leader of a new cluster: term %d, epoch %d; want term 1 and an epoch", v.Term, v.Epoch)
+	}
+
+	browser := startBrowser(t, chrome)
+	status := openPage(t, browser, "status")
+	status.do(chromedp.Navigate(c.GatewayURL() + "/status"))
+	status.wait("the leader with its term and epoch", fmt.Sprintf(
+		`document.querySelector('#t-leader .value').textContent === %q &&
+		 document.querySelector('#t-leader .sub').textContent.startsWith('term 1 · epoch %d') &&
+		 document.querySelector('.node-card.is-leader .badge-leader')?.textContent === 'Leader · term 1' &&
+		 document.querySelectorAll('.node-card[data-state="live"]').length === 2`, leader, v.Epoch))
+
+	for _, size := range []struct {
+		w, h int
+		shot string
+	}{
+		{1280, 860, "status-wide.png"},
+		{624, 860, "status-medium.png"}, // two columns of cards at their narrowest (19em)
+		{360, 800, "status-narrow.png"},
+	} {
+		status.do(chromedp.EmulateViewport(int64(size.w), int64(size.h)))
+		for _, card := range evaluate[[]cardLayout](status, jsCardLayout) {
+			if !card.SameLine {
+				t.Errorf("%d px: the badges of %s are not on the line of its name: %s", size.w, card.Node, card.Boxes)
+			}
+			if card.Clipped {
+				t.Errorf("%d px: the name %s is cut short", size.w, card.Node)
+			}
+			if want := nodeWS(v, card.Node); card.URL != want || card.URLLines != 1 || !card.URLInside {
+				t.Errorf("%d px: %s's WebSocket URL shows as %q on %d lines (inside the card: %v); want %q whole on one line",
+					size.w, card.Node, card.URL, card.URLLines, card.URLInside, want)
+			}
+		}
+		status.screenshot(shots, size.shot)
+	}
+
+	// The leader stops; its successor counts the next term.
+	c.Stop(c.Index(leader))
+	next := c.Node(1 - c.Index(leader)).ID
+	status.waitFor(30*time.Second, "the new leader with term 2", fmt.Sprintf(
+		`document.querySelector('#t-leader .value').textContent === %q &&
+		 document.querySelector('#t-leader .sub').textContent.startsWith('term 2 · epoch ') &&
+		 document.querySelector('.node-card.is-leader')?.dataset.node === %q &&
+		 document.querySelector('.node-card.is-leader .badge-leader')?.textContent === 'Leader · term 2'`, next, next))
+	if v2 := readCluster(t, c); v2.Leader != next || v2.Term != 2 || v2.Epoch <= v.Epoch {
+		t.Errorf("after the leader stopped: leader %s, term %d, epoch %d; want %s, term 2, an epoch above %d", v2.Leader, v2.Term, v2.Epoch, next, v.Epoch)
+	}
+	status.screenshot(shots, "status-new-leader.png")
+	status.checkConsole()
+}
+
+// clusterView is what the status test reads of GET /api/cluster.
+type clusterView struct {
+	Leader string `json:"leader"`
+	Epoch  int64  `json:"epoch"`
+	Term   int64  `json:"term"`
+	Nodes  []struct {
+		ID string `json:"id"`
+		WS string `json:"ws"`
+	} `json:"nodes"`
+}
+
+func readCluster(t *testing.T, c *testenv.Cluster) clusterView {
+	t.Helper()
+	var v clusterView
+	resp, err := http.Get(c.GatewayURL() + "/api/cluster")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+		t.Fatalf("GET /api/cluster: %v", err)
+	}
+	return v
+}
+
+func nodeWS(v clusterView, id string) string {
+	for _, n := range v.Nodes {
+		if n.ID == id {
+			return n.WS
+		}
+	}
+	return ""
+}
+
+// cardLayout is how a node card is laid out (jsCardLayout).
+type cardLayout struct {
+	Node      string `json:"node"`
+	SameLine  bool   `json:"sameLine"`  // every badge is right of the name and overlaps its line
+	Clipped   bool   `json:"clipped"`   // the name does not fit its box
+	URL       string `json:"url"`       // the WebSocket URL as shown
+	URLLines  int    `json:"urlLines"`  // the lines it takes
+	URLInside bool   `json:"urlInside"` // it stays inside the card
+	Boxes     string `json:"boxes"`     // the boxes compared, for a failure message
+}
+
+// jsCardLayout measures every node card of the status page. The lines a
+// text takes are the distinct tops of its line boxes.
+const jsCardLayout = `[...document.querySelectorAll('.node-card')].map(card => {
+	const name = card.querySelector('h3');
+	const h = name.getBoundingClientRect();
+	const badges = [...card.querySelectorAll('.tags > *')].map(b => b.getBoundingClientRect());
+	const url = card.querySelector('dd.url');
+	const range = document.createRange();
+	range.selectNodeContents(url);
+	const tops = new Set([...range.getClientRects()].filter(r => r.width > 0).map(r => Math.round(r.top)));
+	const u = range.getBoundingClientRect(), c = card.getBoundingClientRect();
+	const box = r => '[' + [r.left, r.top, r.right, r.bottom].map(Math.round).join(' ') + ']';
+	return {
+		node: card.dataset.node,
+		sameLine: badges.length > 0 && badges.every(b => b.left >= h.right && b.top < h.bottom && b.bottom > h.top),
+		clipped: name.scrollWidth > name.clientWidth,
+		url: url.textContent,
+		urlLines: tops.size,
+		urlInside: u.left >= c.left && u.right <= c.right,
+		boxes: 'name ' + box(h) + ', badges ' + badges.map(box).join(' '),
+	};
+})`
 
 // bobElsewhere logs bob in with the Go client, which kicks his page.
 func bobElsewhere(t *testing.T, c *testenv.Cluster) *chatclient.Conn {

@@ -33,6 +33,8 @@ func TestParseCommand(t *testing.T) {
 		{line: "/leave golang", want: command{kind: cmdLeave, arg: "golang"}},
 		{line: "/rooms", want: command{kind: cmdRooms}},
 		{line: "/rooms x", wantErr: "usage: /rooms"},
+		{line: "/room", want: command{kind: cmdRoom}},
+		{line: "/room lobby", wantErr: "usage: /room (/join <room> changes it)"},
 		{line: "/msg bob hi  there", want: command{kind: cmdMsg, arg: "bob", text: "hi  there"}},
 		{line: "/msg bob   spaced", want: command{kind: cmdMsg, arg: "bob", text: "spaced"}},
 		{line: "/msg bob", wantErr: "usage: /msg <user> <text>"},
@@ -82,8 +84,17 @@ func TestFormat(t *testing.T) {
 		{formatMessage("alice", noTo), "[dm -> bob] x"},
 		{formatMessage("alice", protocol.Message{Conv: "room:x", From: "eve", Text: "two\nlines\x1b[2J\u202e"}), `[x] eve: two\nlines\x1b[2J\u202e`},
 		{formatJoined(protocol.RoomReply{Room: "lobby", Members: []string{"alice", "bob"}}), "joined lobby: alice, bob"},
-		{formatRooms(nil), "rooms: none"},
-		{formatRooms([]protocol.RoomInfo{{Name: "golang", Members: 2}, {Name: "lobby", Members: 4, Joined: true}}), "rooms: golang (2), lobby (4, joined)"},
+		{formatRooms(nil, ""), "rooms: none"},
+		{formatRooms([]protocol.RoomInfo{{Name: "golang", Members: 2}, {Name: "lobby", Members: 4, Joined: true}}, ""), "rooms: golang (2), lobby (4, joined)"},
+		{formatRooms([]protocol.RoomInfo{{Name: "golang", Members: 2, Joined: true}, {Name: "lobby", Members: 4, Joined: true}}, "lobby"), "rooms: golang (2, joined), lobby (4, joined, current)"},
+		{formatCurrent("lobby"), "current room: lobby"},
+		{formatCurrent(""), "no current room: /join <room> to pick one"},
+		{formatOnline("lobby", []string{"bob", "carol"}, 3, 3), "online in lobby: bob, carol"},
+		{formatOnline("lobby", nil, 2, 2), "online in lobby: nobody else"},
+		{formatOnline("solo", nil, 0, 0), "online in solo: nobody else"},
+		{formatOnline("big", []string{"a1"}, 50, 120), "online in big: a1 (of the first 50 of 120 other members)"},
+		{promptFor("lobby"), "[lobby]> "},
+		{promptFor(""), "> "},
 		{formatTop(nil), "top: none"},
 		{formatTop([]protocol.WordCount{{Word: "hello", Count: 3}, {Word: "world", Count: 2}}), "top: hello 3, world 2"},
 		{formatWho(protocol.UserInfoReply{Username: "bob", Online: true, Node: "n2"}), "bob is online on n2"},
@@ -100,6 +111,96 @@ func TestFormat(t *testing.T) {
 		if tt.got != tt.want {
 			t.Errorf("got %q, want %q", tt.got, tt.want)
 		}
+	}
+}
+
+// A control character typed by mistake is never sent: escape sequences
+// and control characters are dropped, a tab becomes a space.
+func TestCleanInput(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"hello", "hello"},
+		{"", ""},
+		{"hello\x0c", "hello"}, // Ctrl+L
+		{"\x0c", ""},           // only Ctrl+L: nothing to send
+		{"a\tb", "a b"},        // tab
+		{"bell\a and\x00 nul\x7f del", "bell and nul del"}, // BEL, NUL, DEL
+		{"up\x1b[A down\x1b[B", "up down"},                 // arrow keys
+		{"f5\x1b[15~ home\x1bOH end\x1b[1;5F", "f5 home end"},
+		{"alt\x1bx key", "alt key"},          // Alt+x
+		{"c1\u0085 \u009b2Jcsi", "c1 csi"},   // C1 controls, the one-byte CSI
+		{"trailing esc\x1b", "trailing esc"}, // an unfinished sequence
+		{"cut\x1b[12", "cut"},                // an unfinished CSI
+		{"é 中文 👍🏽 \u200d", "é 中文 👍🏽 \u200d"}, // text is left alone
+		{"/join lob\x0cby", "/join lobby"},
+	}
+	for _, tt := range tests {
+		if got := cleanInput(tt.in); got != tt.want {
+			t.Errorf("cleanInput(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+	if cmd, err := parseCommand(cleanInput("\x0c")); err != nil || cmd.kind != cmdNone {
+		t.Errorf("a line of control characters parses as %+v, %v; want nothing to do", cmd, err)
+	}
+}
+
+// After a leave of the current room, the next one is the room joined
+// last that the user is still in, else the first by name.
+func TestPickRoom(t *testing.T) {
+	tests := []struct {
+		member, joined []string
+		want           string
+	}{
+		{nil, nil, ""},
+		{nil, []string{"a"}, ""},
+		{[]string{"zoo", "golang", "lobby"}, nil, "golang"},
+		{[]string{"golang", "lobby"}, []string{"lobby", "golang"}, "golang"},
+		{[]string{"golang", "lobby"}, []string{"golang", "lobby"}, "lobby"},
+		{[]string{"golang", "lobby"}, []string{"lobby", "gone"}, "lobby"},
+	}
+	for _, tt := range tests {
+		if got := pickRoom(tt.member, tt.joined); got != tt.want {
+			t.Errorf("pickRoom(%q, %q) = %q, want %q", tt.member, tt.joined, got, tt.want)
+		}
+	}
+}
+
+// The prompt is shown while the client waits for a line; output that
+// comes meanwhile (on either printer) replaces the prompt's line and the
+// prompt follows it. Without a terminal there is no prompt at all.
+func TestPrompt(t *testing.T) {
+	var out, diag strings.Builder
+	term := &terminal{promptW: &out, enabled: true}
+	o, d := &printer{w: &out, term: term}, &printer{w: &diag, term: term}
+
+	o.line("connected to n1 as alice") // a command's output: no prompt yet
+	term.awaitInput(promptFor("lobby"))
+	term.awaitInput(promptFor("lobby")) // shown already
+	o.line("[lobby] bob: hi")           // a push while waiting
+	d.line("chat: a diagnostic")
+	term.inputTaken() // Enter
+	o.line("[lobby] alice: hello")
+	term.awaitInput(promptFor("golang"))
+	term.close()
+	want := "connected to n1 as alice\n" +
+		"[lobby]> " + clearLine + "[lobby] bob: hi\n[lobby]> " +
+		clearLine + "[lobby]> " + // around the diagnostic, which went to its own writer
+		"[lobby] alice: hello\n" +
+		"[golang]> " + clearLine
+	if out.String() != want {
+		t.Errorf("terminal output\n%q\nwant\n%q", out.String(), want)
+	}
+	if diag.String() != "chat: a diagnostic\n" {
+		t.Errorf("diagnostics %q", diag.String())
+	}
+
+	var plain strings.Builder
+	term = &terminal{promptW: &plain}
+	p := &printer{w: &plain, term: term}
+	term.awaitInput(promptFor("lobby"))
+	p.line("[lobby] bob: hi")
+	term.close()
+	if plain.String() != "[lobby] bob: hi\n" {
+		t.Errorf("output without a terminal %q", plain.String())
 	}
 }
 

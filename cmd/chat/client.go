@@ -23,8 +23,9 @@ import (
 type client struct {
 	cfg  config
 	gw   *chatclient.Gateway
-	out  *printer // the user's output
-	diag *printer // diagnostics
+	term *terminal // the prompt, and the lock of out and diag
+	out  *printer  // the user's output
+	diag *printer  // diagnostics
 
 	// deliverMu serialises the delivery of messages (the push reader, the
 	// command loop and the catch-up after a reconnect), so that the
@@ -44,11 +45,13 @@ type client struct {
 }
 
 func newClient(cfg config, stdout, stderr io.Writer) *client {
+	term := &terminal{promptW: stdout, enabled: cfg.Prompt}
 	return &client{
 		cfg:      cfg,
 		gw:       &chatclient.Gateway{URL: strings.TrimRight(cfg.Gateway, "/")},
-		out:      &printer{w: stdout},
-		diag:     &printer{w: stderr},
+		term:     term,
+		out:      &printer{w: stdout, term: term},
+		diag:     &printer{w: stderr, term: term},
 		offs:     newOffsets(),
 		connSet:  make(chan struct{}),
 		finished: make(chan struct{}),
@@ -60,6 +63,7 @@ func newClient(cfg config, stdout, stderr io.Writer) *client {
 func (c *client) run(ctx context.Context, in io.Reader) int {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	defer c.term.close()
 
 	if c.cfg.Register {
 		if err := c.register(ctx); err != nil {
@@ -108,6 +112,7 @@ func (c *client) commands(ctx context.Context, lines <-chan string) int {
 			return c.code()
 		default:
 		}
+		c.term.awaitInput(promptFor(st.room))
 		select {
 		case <-c.finished:
 			return c.code()
@@ -117,7 +122,8 @@ func (c *client) commands(ctx context.Context, lines <-chan string) int {
 			if !ok {
 				return exitOK
 			}
-			cmd, err := parseCommand(line)
+			c.term.inputTaken()
+			cmd, err := parseCommand(cleanInput(line))
 			if err != nil {
 				c.out.line("error: %s", err)
 				continue

@@ -15,6 +15,7 @@ const (
 	cmdJoin    = "join"    // arg: room
 	cmdLeave   = "leave"   // arg: room, "" for the current one
 	cmdRooms   = "rooms"   //
+	cmdRoom    = "room"    // which room is the current one
 	cmdMsg     = "msg"     // arg: user; text
 	cmdHistory = "history" // arg: room, "@user", or "" for the current room
 	cmdWho     = "who"     // arg: user
@@ -31,8 +32,8 @@ type command struct {
 	n    int
 }
 
-// parseCommand parses one line of input (without its line ending). An
-// error is meant for the user.
+// parseCommand parses one line of input (without its line ending, and
+// cleaned by cleanInput). An error is meant for the user.
 func parseCommand(line string) (command, error) {
 	if strings.TrimSpace(line) == "" {
 		return command{kind: cmdNone}, nil
@@ -66,6 +67,11 @@ func parseCommand(line string) (command, error) {
 			return command{}, usage("/rooms")
 		}
 		return command{kind: cmdRooms}, nil
+	case "room":
+		if len(args) != 0 {
+			return command{}, usage("/room (/join <room> changes it)")
+		}
+		return command{kind: cmdRoom}, nil
 	case "msg":
 		user, text := cutSpace(rest)
 		if user == "" || strings.TrimSpace(text) == "" {

@@ -21,6 +21,7 @@ const (
 	echoWait          = 3 * time.Second        // how long a room message waits for its own copy before syncing
 	keepaliveInterval = 15 * time.Second       // ping of an idle connection, to notice a dead one
 	historyLimit      = 20                     // messages /history shows
+	onlineAsk         = 50                     // members of a room joined whose presence is asked for
 )
 
 // config is what the flags and environment say.
@@ -32,6 +33,7 @@ type config struct {
 	Room     string        // room to join at start ("" none)
 	Node     string        // preferred node id ("" the least loaded)
 	Timeout  time.Duration // wait for one reply
+	Prompt   bool          // show a prompt: standard input and output are a terminal (not a flag)
 }
 
 func defaultConfig() config {

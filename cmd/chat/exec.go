@@ -7,6 +7,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync"
 
 	"chatcluster/chatclient"
 	"chatcluster/protocol"
@@ -14,8 +15,12 @@ import (
 
 // cmdState is the command loop's own state; only the command loop uses it.
 type cmdState struct {
-	room string // the current room; "" for none
+	room   string   // the current room; "" for none
+	joined []string // rooms this session joined and has not left, the latest last
 }
+
+// errNoRoom is the answer to text typed while there is no current room.
+var errNoRoom = errors.New("no current room: /join <room> to pick one, or /msg <user> <text>")
 
 // exec executes one command and prints its outcome. It returns when the
 // reply has arrived (for a room message: when the message was printed).
@@ -27,7 +32,7 @@ func (c *client) exec(ctx context.Context, st *cmdState, cmd command) {
 		c.out.block(strings.Split(helpText, "\n"))
 	case cmdSay:
 		if st.room == "" {
-			err = errors.New("no current room: /join <room> first, or /msg <user> <text>")
+			err = errNoRoom
 			break
 		}
 		err = c.sayRoom(ctx, st.room, cmd.text)
@@ -42,8 +47,10 @@ func (c *client) exec(ctx context.Context, st *cmdState, cmd command) {
 			return err
 		})
 		if err == nil {
-			c.out.line("%s", formatRooms(rooms))
+			c.out.line("%s", formatRooms(rooms, st.room))
 		}
+	case cmdRoom:
+		c.out.line("%s", formatCurrent(st.room))
 	case cmdMsg:
 		err = c.sendDM(ctx, cmd.arg, cmd.text)
 	case cmdHistory:
@@ -73,8 +80,9 @@ func (c *client) exec(ctx context.Context, st *cmdState, cmd command) {
 	}
 }
 
-// join joins a room, makes it the current room, and prints its members
-// and the recent messages this session has not printed yet.
+// join joins a room, makes it the current room, and prints its members,
+// which of them are online, and the recent messages this session has not
+// printed yet.
 func (c *client) join(ctx context.Context, st *cmdState, room string) error {
 	var r protocol.RoomReply
 	_, err := c.request(ctx, func(ctx context.Context, conn *chatclient.Conn) (err error) {
@@ -88,12 +96,19 @@ func (c *client) join(ctx context.Context, st *cmdState, room string) error {
 		r.Room = room
 	}
 	st.room = r.Room
+	st.joined = append(slices.DeleteFunc(st.joined, func(x string) bool { return x == r.Room }), r.Room)
 	conv := protocol.RoomPrefix + r.Room
 	slices.SortFunc(r.Recent, bySeq)
+	lines := []string{formatJoined(r)}
+	online, asked, others, err := c.onlineMembers(ctx, r.Members)
+	if err != nil {
+		c.diag.line("chat: asking who is online in %s: %s", r.Room, userError(err))
+	} else {
+		lines = append(lines, formatOnline(r.Room, online, asked, others))
+	}
 
 	c.deliverMu.Lock()
 	defer c.deliverMu.Unlock()
-	lines := []string{formatJoined(r)}
 	for _, m := range r.Recent {
 		if m.Conv == "" {
 			m.Conv = conv
@@ -107,7 +122,53 @@ func (c *client) join(ctx context.Context, st *cmdState, room string) error {
 	return nil
 }
 
-// leave leaves a room (the current one if room is empty).
+// onlineMembers asks which of members, but the user, are online: the
+// first onlineAsk of them (the members come sorted), with userInfo
+// requests sent together on one connection, which the node answers in a
+// row. It returns those online, in order, how many it asked about and how
+// many other members there are. A member the server no longer knows
+// counts as offline.
+func (c *client) onlineMembers(ctx context.Context, members []string) (online []string, asked, others int, err error) {
+	rest := slices.DeleteFunc(slices.Clone(members), func(u string) bool { return u == c.cfg.User })
+	others = len(rest)
+	if len(rest) > onlineAsk {
+		rest = rest[:onlineAsk]
+	}
+	if len(rest) == 0 {
+		return nil, 0, others, nil
+	}
+	_, err = c.request(ctx, func(ctx context.Context, conn *chatclient.Conn) error {
+		up := make([]bool, len(rest))
+		errs := make([]error, len(rest))
+		var wg sync.WaitGroup
+		for i, u := range rest {
+			wg.Add(1)
+			go func() { // ends with its request, within ctx
+				defer wg.Done()
+				var r protocol.UserInfoReply
+				errs[i] = conn.Do(ctx, protocol.ActionUserInfo, protocol.UserInfoData{Username: u}, &r)
+				up[i] = r.Online
+			}()
+		}
+		wg.Wait()
+		online = online[:0]
+		for i, u := range rest {
+			switch {
+			case chatclient.Code(errs[i]) == 404:
+			case errs[i] != nil:
+				return errs[i]
+			case up[i]:
+				online = append(online, u)
+			}
+		}
+		return nil
+	})
+	return online, len(rest), others, err
+}
+
+// leave leaves a room (the current one if room is empty). Leaving the
+// current room makes another room the user is a member of the current
+// one, and says which.
 func (c *client) leave(ctx context.Context, st *cmdState, room string) error {
 	if room == "" {
 		room = st.room
@@ -125,11 +186,56 @@ func (c *client) leave(ctx context.Context, st *cmdState, room string) error {
 	c.deliverMu.Lock()
 	c.offs.forget(protocol.RoomPrefix + room)
 	c.deliverMu.Unlock()
-	if st.room == room {
-		st.room = ""
-	}
+	st.joined = slices.DeleteFunc(st.joined, func(x string) bool { return x == room })
 	c.out.line("left %s", clean(room))
+	if st.room == room {
+		st.room = c.anotherRoom(ctx, st)
+		c.out.line("%s", formatCurrent(st.room))
+	}
 	return nil
+}
+
+// anotherRoom picks a room the user is a member of, for the current room
+// after a leave: the one this session joined last among them, else the
+// first by name; "" when the user is in no room. Which rooms those are it
+// asks the server; if that fails, it goes by the rooms this session
+// knows of.
+func (c *client) anotherRoom(ctx context.Context, st *cmdState) string {
+	var rooms []protocol.RoomInfo
+	_, err := c.request(ctx, func(ctx context.Context, conn *chatclient.Conn) (err error) {
+		rooms, err = conn.Rooms(ctx)
+		return err
+	})
+	var member []string
+	if err == nil {
+		for _, r := range rooms {
+			if r.Joined {
+				member = append(member, r.Name)
+			}
+		}
+	} else {
+		c.diag.line("chat: listing rooms: %s", userError(err))
+		for conv := range c.offs.snapshot() {
+			if name, ok := strings.CutPrefix(conv, protocol.RoomPrefix); ok {
+				member = append(member, name)
+			}
+		}
+	}
+	return pickRoom(member, st.joined)
+}
+
+// pickRoom is the room of member joined last according to joined (oldest
+// first), else the first of member by name, else "".
+func pickRoom(member, joined []string) string {
+	for _, r := range slices.Backward(joined) {
+		if slices.Contains(member, r) {
+			return r
+		}
+	}
+	if len(member) == 0 {
+		return ""
+	}
+	return slices.Min(member)
 }
 
 // sayRoom sends text to a room and waits until the room sends it back,

@@ -15,9 +15,25 @@ import (
 // each call writes its lines with one Write, so lines of different
 // goroutines never mix.
 type printer struct {
-	mu sync.Mutex
-	w  io.Writer
+	w    io.Writer
+	term *terminal // shared by the printers of one session; never nil
 }
+
+// terminal is what the printers of one session share: the lock that
+// orders their writes, and the prompt. With a prompt (standard input and
+// output are a terminal), the prompt is shown while the client waits for
+// a line; output that comes meanwhile replaces the prompt's line, and the
+// prompt is shown again under it.
+type terminal struct {
+	mu       sync.Mutex
+	promptW  io.Writer // where the prompt goes (standard output)
+	enabled  bool      // show a prompt at all; set before use
+	prompt   string    // the prompt to show; guarded by mu
+	atPrompt bool      // the prompt is the last thing written and no line was read since; guarded by mu
+}
+
+// clearLine moves to the start of the line and erases it.
+const clearLine = "\r\x1b[K"
 
 // line writes one formatted line.
 func (p *printer) line(format string, args ...any) {
@@ -34,9 +50,105 @@ func (p *printer) block(lines []string) {
 		b.WriteString(l)
 		b.WriteByte('\n')
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
+	t := p.term
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.atPrompt {
+		_, _ = io.WriteString(t.promptW, clearLine)
+	}
 	_, _ = io.WriteString(p.w, b.String()) // nothing to do about a closed terminal
+	if t.atPrompt {
+		_, _ = io.WriteString(t.promptW, t.prompt)
+	}
+}
+
+// awaitInput shows prompt, if prompts are enabled, as the client starts
+// to wait for a line.
+func (t *terminal) awaitInput(prompt string) {
+	if !t.enabled {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.atPrompt && t.prompt == prompt {
+		return
+	}
+	if t.atPrompt {
+		_, _ = io.WriteString(t.promptW, clearLine)
+	}
+	t.prompt, t.atPrompt = prompt, true
+	_, _ = io.WriteString(t.promptW, prompt)
+}
+
+// inputTaken records that a line was read: the user ended it with Enter,
+// so the prompt is no longer on the current line.
+func (t *terminal) inputTaken() {
+	t.mu.Lock()
+	t.atPrompt = false
+	t.mu.Unlock()
+}
+
+// close erases a prompt left on the last line, before the client exits.
+func (t *terminal) close() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.atPrompt {
+		_, _ = io.WriteString(t.promptW, clearLine)
+		t.atPrompt = false
+	}
+}
+
+// promptFor is the prompt for the current room ("" none): "[lobby]> ".
+func promptFor(room string) string {
+	if room == "" {
+		return "> "
+	}
+	return "[" + clean(room) + "]> "
+}
+
+// cleanInput removes from a typed line what keys pressed by mistake put
+// there, so that it is never sent: escape sequences (arrow and function
+// keys: ESC [ ... final, ESC O x; Alt+key: ESC x; the one-byte CSI) and
+// every other C0 and C1 control character (Ctrl+L, Ctrl+G, DEL, ...). A
+// tab becomes a space.
+func cleanInput(s string) string {
+	if strings.IndexFunc(s, unicode.IsControl) < 0 {
+		return s
+	}
+	rs := []rune(s)
+	var b strings.Builder
+	for i := 0; i < len(rs); i++ {
+		switch r := rs[i]; {
+		case r == '\t':
+			b.WriteByte(' ')
+		case r == 0x1b && i+1 < len(rs) && rs[i+1] == '[':
+			i = skipCSI(rs, i+2)
+		case r == 0x1b && i+2 < len(rs) && rs[i+1] == 'O':
+			i += 2
+		case r == 0x1b && i+1 < len(rs) && rs[i+1] >= 0x20 && rs[i+1] < 0x7f:
+			i++
+		case r == 0x9b:
+			i = skipCSI(rs, i+1)
+		case unicode.IsControl(r):
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+// skipCSI returns the index of the last rune of the control sequence
+// whose parameters start at rs[j]: parameter and intermediate bytes
+// (0x20 to 0x3f), then a final byte (0x40 to 0x7e). An unfinished one
+// ends at the last parameter byte.
+func skipCSI(rs []rune, j int) int {
+	for j < len(rs) && rs[j] >= 0x20 && rs[j] <= 0x3f {
+		j++
+	}
+	if j < len(rs) && rs[j] >= 0x40 && rs[j] <= 0x7e {
+		return j
+	}
+	return j - 1
 }
 
 // clean makes s safe to print on one line: control characters (newlines,
@@ -125,19 +237,50 @@ func formatJoined(r protocol.RoomReply) string {
 	return fmt.Sprintf("joined %s: %s", clean(r.Room), strings.Join(names, ", "))
 }
 
-func formatRooms(rooms []protocol.RoomInfo) string {
+// formatOnline is the line after "joined": which of the room's other
+// members are online, of the asked first ones of others.
+func formatOnline(room string, online []string, asked, others int) string {
+	s := "online in " + clean(room) + ": "
+	if len(online) == 0 {
+		s += "nobody else"
+	} else {
+		names := make([]string, len(online))
+		for i, u := range online {
+			names[i] = clean(u)
+		}
+		s += strings.Join(names, ", ")
+	}
+	if asked < others {
+		s += fmt.Sprintf(" (of the first %d of %d other members)", asked, others)
+	}
+	return s
+}
+
+// formatRooms is the /rooms line; the current room ("" none) is marked.
+func formatRooms(rooms []protocol.RoomInfo, current string) string {
 	if len(rooms) == 0 {
 		return "rooms: none"
 	}
 	parts := make([]string, len(rooms))
 	for i, r := range rooms {
+		marks := []string{strconv.Itoa(r.Members)}
 		if r.Joined {
-			parts[i] = fmt.Sprintf("%s (%d, joined)", clean(r.Name), r.Members)
-		} else {
-			parts[i] = fmt.Sprintf("%s (%d)", clean(r.Name), r.Members)
+			marks = append(marks, "joined")
 		}
+		if r.Name == current {
+			marks = append(marks, "current")
+		}
+		parts[i] = fmt.Sprintf("%s (%s)", clean(r.Name), strings.Join(marks, ", "))
 	}
 	return "rooms: " + strings.Join(parts, ", ")
+}
+
+// formatCurrent is the line that says which room is the current one.
+func formatCurrent(room string) string {
+	if room == "" {
+		return "no current room: /join <room> to pick one"
+	}
+	return "current room: " + clean(room)
 }
 
 func formatTop(words []protocol.WordCount) string {
@@ -187,6 +330,7 @@ const helpText = `commands:
   /rooms                 list the rooms
   /msg <user> <text>     send a direct message
   <text>                 send to the current room ("//x" sends "/x")
+  /room                  which room is the current one
   /history [room|@user]  the last 20 messages of a room or a direct conversation
   /who <user>            whether a user is online, and on which node
   /top [n]               the most used words

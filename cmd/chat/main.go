@@ -12,7 +12,8 @@
 // token, syncs, and then reads one command per line from standard input:
 //
 //	/join <room>           join (or create) a room; it becomes the current room
-//	/leave [room]          leave a room (default: the current room)
+//	/leave [room]          leave a room (default: the current room; another room the user is in becomes the current one)
+//	/room                  which room is the current one
 //	/rooms                 list the rooms
 //	/msg <user> <text>     send a direct message
 //	<text>                 send to the current room ("//x" sends "/x")
@@ -37,20 +38,32 @@
 // so a script piped to standard input gives the same output every time.
 // At the end of the input the client exits with status 0.
 //
+// Escape sequences (arrow and function keys) and the other C0 and C1
+// control characters (Ctrl+L, ...) are removed from every line read, a tab
+// becomes a space, so a key pressed by mistake is never sent; a line with
+// nothing left does nothing. When standard input and output are both a
+// terminal, the client shows a prompt with the current room, "[lobby]> ",
+// while it waits for a line, and prints what arrives meanwhile in its
+// place; otherwise it prints no prompt.
+//
 // # Output
 //
 // Standard output is plain text, one line per event, written as a whole
 // line as soon as it happens:
 //
 //	connected to n2 as alice               logged in at first
-//	joined lobby: alice, bob, carol        /join, with the members; then the room's recent messages not printed yet
+//	joined lobby: alice, bob, carol        /join, with the members; then the online line and the room's recent messages not printed yet
+//	online in lobby: bob                   which of the other members are online ("nobody else"); the first 50 are asked
 //	left lobby                             /leave
+//	current room: golang                   /room; after /leave of the current room, the room that is current now
+//	no current room: /join <room> to pick one
 //	[lobby] bob: hello                     a room message, the user's own included, once, in seq order
 //	[dm] bob: hi                           a direct message from bob
 //	[dm -> bob] hi                         a direct message to bob, once the server stored it
 //	* bob is online                        a member of a shared room came online
 //	* bob is offline                       ... or went offline
-//	rooms: golang (2), lobby (4, joined)   /rooms: name (members), "joined" if the user is a member; "rooms: none"
+//	rooms: golang (2), lobby (4, joined, current)
+//	                                       /rooms: name (members), "joined" if the user is a member, "current"; "rooms: none"
 //	history lobby: 2 messages              /history, then the messages indented by two spaces:
 //	  [lobby] bob: hello
 //	history @bob: 1 message
@@ -93,9 +106,10 @@
 //	chat seed-demo [--gateway URL] [--wait 60s]
 //
 // registers the demo users alice, bob, carol and dave (password
-// "<name>-demo") and makes them members of the rooms lobby (all four),
-// golang (alice and bob) and random (carol and dave), through the gateway
-// and the WebSocket API. What exists is left as it is, so running it again
+// "<name>-demo") and makes each user it registers a member of the rooms
+// lobby (all four), golang (alice and bob) and random (carol and dave),
+// through the gateway and the WebSocket API. A demo user that exists is
+// left as it is (a room they left stays left), so running it again
 // changes nothing. It first waits up to --wait for the gateway to list a
 // node.
 //
@@ -145,7 +159,19 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		fmt.Fprintln(stderr, "chat:", err)
 		return exitUsage
 	}
+	cfg.Prompt = isTerminal(stdin) && isTerminal(stdout)
 	return newClient(cfg, stdout, stderr).run(ctx, stdin)
+}
+
+// isTerminal reports whether f is a terminal (a character device: also
+// /dev/null, where a prompt does no harm).
+func isTerminal(f any) bool {
+	file, ok := f.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := file.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 // parseFlags reads the client's flags and their environment variables.

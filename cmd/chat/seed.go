@@ -34,10 +34,13 @@ func demoUsers() []demoUser {
 }
 
 // seedDemo creates the demo users and rooms through the gateway and the
-// WebSocket API, leaving what exists alone: registering a taken name and
-// joining a room twice change nothing, and no message is posted. It waits
-// up to wait for a chat node and retries what fails while the cluster
-// settles (no leader yet, a node going away) within the same bound.
+// WebSocket API, leaving what exists alone, so that running it again
+// changes nothing: it joins a user to the demo rooms only when it has
+// just registered that user. A demo user that exists already is not even
+// logged in, so a room they left stays left and an open session of theirs
+// stays open. No message is posted. It waits up to wait for a chat node
+// and retries what fails while the cluster settles (no leader yet, a node
+// going away) within the same bound.
 func seedDemo(ctx context.Context, gatewayURL string, wait time.Duration, out io.Writer) error {
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
@@ -57,7 +60,9 @@ func seedDemo(ctx context.Context, gatewayURL string, wait time.Duration, out io
 
 	var failed []string
 	for _, u := range demoUsers() {
-		var created bool
+		// unsure: an attempt failed without an answer, so a later "taken"
+		// may be this run's own registration.
+		var created, unsure bool
 		err := retry(ctx, func() error {
 			err := gw.Register(ctx, u.name, u.password)
 			var he *chatclient.HTTPError
@@ -70,6 +75,7 @@ func seedDemo(ctx context.Context, gatewayURL string, wait time.Duration, out io
 			case errors.As(err, &he) && he.Status < 500:
 				return permanentError{err}
 			}
+			unsure = true
 			return err
 		})
 		if err != nil {
@@ -77,17 +83,30 @@ func seedDemo(ctx context.Context, gatewayURL string, wait time.Duration, out io
 			failed = append(failed, u.name)
 			continue
 		}
-		err = retry(ctx, func() error { return joinRooms(ctx, gw, u) })
-		state := "exists"
-		if created {
-			state = "registered"
+		if !created && unsure {
+			// Taken after an unanswered attempt: ours if the user has
+			// never been used (no conversation at all).
+			err = retry(ctx, func() (err error) {
+				created, err = neverUsed(ctx, gw, u)
+				return err
+			})
+			if err != nil {
+				say("%s: exists, but checking whether it was just registered failed: %s", u.name, userError(err))
+				failed = append(failed, u.name)
+				continue
+			}
 		}
-		if err != nil {
-			say("%s: %s, but joining %s failed: %s", u.name, state, strings.Join(u.rooms, ", "), userError(err))
+		if !created {
+			say("%s: exists, left as it is", u.name)
+			continue
+		}
+		if err := retry(ctx, func() error { return joinRooms(ctx, gw, u) }); err != nil {
+			say("%s: registered, but joining %s failed: %s; join them as %s (/join <room>)",
+				u.name, strings.Join(u.rooms, ", "), userError(err), u.name)
 			failed = append(failed, u.name)
 			continue
 		}
-		say("%s: %s, member of %s", u.name, state, strings.Join(u.rooms, ", "))
+		say("%s: registered, member of %s", u.name, strings.Join(u.rooms, ", "))
 	}
 	if len(failed) > 0 {
 		return fmt.Errorf("could not seed %s", strings.Join(failed, ", "))
@@ -96,28 +115,58 @@ func seedDemo(ctx context.Context, gatewayURL string, wait time.Duration, out io
 	return nil
 }
 
-// joinRooms logs u in (gateway token, then the first node that takes it)
-// and joins u's rooms; joining a room one is a member of is a no-op.
-func joinRooms(ctx context.Context, gw *chatclient.Gateway, u demoUser) error {
+// login logs u in: a gateway token, then the first node that takes it.
+// The caller closes the connection with closeConn.
+func login(ctx context.Context, gw *chatclient.Gateway, u demoUser) (*chatclient.Conn, error) {
 	token, nodes, err := gw.Login(ctx, u.name, u.password)
 	var he *chatclient.HTTPError
 	if errors.As(err, &he) && he.Status == http.StatusUnauthorized {
-		return permanentError{fmt.Errorf("the user exists with another password: %w", err)}
+		return nil, permanentError{fmt.Errorf("the user exists with another password: %w", err)}
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if len(nodes) == 0 {
-		return errors.New("no chat node is listed")
+		return nil, errors.New("no chat node is listed")
 	}
 	conn, err := chatclient.Dial(ctx, nodes[0].WS, 64)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := conn.LoginToken(ctx, token); err != nil {
+		closeConn(conn)
+		return nil, err
+	}
+	return conn, nil
+}
+
+// neverUsed reports whether u, who exists, has no conversation at all (no
+// room, no direct message): an account nobody has used. One that exists
+// with another password has been used.
+func neverUsed(ctx context.Context, gw *chatclient.Gateway, u demoUser) (bool, error) {
+	conn, err := login(ctx, gw, u)
+	if isPermanent(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	defer closeConn(conn)
+	r, err := conn.Sync(ctx, nil)
+	if err != nil {
+		return false, err
+	}
+	return len(r.Convs) == 0, nil
+}
+
+// joinRooms logs u in and joins u's rooms; joining a room one is a member
+// of is a no-op, so a retry is safe.
+func joinRooms(ctx context.Context, gw *chatclient.Gateway, u demoUser) error {
+	conn, err := login(ctx, gw, u)
 	if err != nil {
 		return err
 	}
 	defer closeConn(conn)
-	if _, err := conn.LoginToken(ctx, token); err != nil {
-		return err
-	}
 	for _, room := range u.rooms {
 		if _, err := conn.JoinRoom(ctx, room); err != nil {
 			if c := chatclient.Code(err); c >= 400 && c < 500 && c != 429 {

@@ -1,5 +1,5 @@
 // The cluster status page: polls GET /api/cluster every second and draws
-// the cluster: health, leader and epoch, every node with its connections
+// the cluster: health, leader with its term and epoch, every node with its connections
 // and message rate, the peer links, and the history backlog.
 //
 // Message rates come from the nodes' cumulative message counters: the
@@ -94,7 +94,7 @@ function rateSeries(id) {
 
 function render() {
   const now = Date.now();
-  const c = last || { nodes: [], leader: '', epoch: 0 };
+  const c = last || { nodes: [], leader: '', epoch: 0, term: 0 };
   const live = failure ? [] : c.nodes || [];
   const rates = new Map(live.map((n) => [n.id, rateAt(n.id, samples.length - 1) || 0]));
   const total = [...rates.values()].reduce((a, b) => a + b, 0);
@@ -137,7 +137,7 @@ function render() {
 
   // Summary tiles.
   const leaderFor = c.leaderSince ? duration((now - c.leaderSince) / 1000) : '';
-  tile('#t-leader', c.leader || '—', c.leader ? `epoch ${c.epoch}${leaderFor ? ` · for ${leaderFor}` : ''}` : 'none');
+  tile('#t-leader', c.leader || '—', c.leader ? [leaderTerm(c), leaderFor && `for ${leaderFor}`].filter(Boolean).join(' · ') : 'none');
   const linked = live.filter((n) => n.linked).length;
   tile('#t-nodes', String(live.length), `${linked} linked`);
   tile('#t-conns', String(failure ? '—' : c.connections || 0), 'logged-in users');
@@ -174,6 +174,26 @@ function render() {
   renderNodes(c, rates, now);
 }
 
+// leaderTerm is "term 3 · epoch 395": the leader's place among the
+// cluster's leaders (counted in ZooKeeper; 0 for a moment after an
+// election) and its raw epoch, the ZooKeeper id fencing goes by.
+function leaderTerm(c) {
+  return c.term ? `term ${c.term} · epoch ${c.epoch}` : `epoch ${c.epoch}`;
+}
+
+// wrappable is a URL as text with a line-break opportunity after the
+// scheme and before every ".", ":" and "/" after it, so that a URL too
+// wide for its box wraps between its parts, never inside a number or name.
+function wrappable(url) {
+  const parts = [];
+  const m = /^[a-z][a-z0-9+.-]*:\/\//i.exec(url);
+  const head = m ? m[0] : '';
+  if (head) parts.push(head, el('wbr'));
+  for (const piece of url.slice(head.length).split(/(?=[.:/])/)) parts.push(piece, el('wbr'));
+  parts.pop();
+  return parts;
+}
+
 function sumMessages(nodes) {
   return nodes.reduce((a, n) => a + (n.messages || 0), 0).toLocaleString();
 }
@@ -202,18 +222,22 @@ function nodeCard(s, c, rates, maxConn, now) {
   const color = colorOf(n.id);
   const rate = gone ? 0 : rates.get(n.id) || 0;
   const tags = [];
-  if (leader) tags.push(el('span', { class: 'badge-leader', text: `Leader · epoch ${c.epoch}` }));
+  if (leader) {
+    tags.push(el('span', {
+      class: 'badge-leader', text: c.term ? `Leader · term ${c.term}` : 'Leader',
+      title: leaderTerm(c), dataset: { term: c.term || 0, epoch: c.epoch },
+    }));
+  }
   tags.push(el('span', { class: `tag ${state}`, text: { live: 'linked', unlinked: 'not linked', gone: 'gone' }[state] }));
   const series = rateSeries(n.id).slice(-60).map(([, v]) => v);
   const rows = [
-    ['WebSocket', n.ws],
     ['Total messages', (n.messages || 0).toLocaleString()],
     ['Uptime', gone ? `left ${duration((now - (s.goneAt || now)) / 1000)} ago` : n.uptimeSeconds ? duration(n.uptimeSeconds) : '—'],
   ];
   return el('article', { class: `node-card ${state}${leader ? ' is-leader' : ''}`, dataset: { node: n.id, state }, 'aria-label': `node ${n.id}` },
     el('header', {},
       el('span', { class: 'swatch', style: { background: color }, 'aria-hidden': 'true' }),
-      el('h3', { text: n.id }),
+      el('h3', { text: n.id, title: n.id }),
       el('span', { class: 'tags' }, tags)),
     el('div', { class: 'metrics' },
       el('div', { class: 'metric' },
@@ -225,7 +249,10 @@ function nodeCard(s, c, rates, maxConn, now) {
         el('span', { class: 'big', text: rate.toFixed(rate < 10 ? 1 : 0), dataset: { metric: 'rate' } }),
         el('span', { class: 'label', text: 'messages / s' }),
         sparkline(series, color, `${n.id} message rate, last minute`))),
-    el('dl', {}, rows.map(([k, v]) => [el('dt', { text: k }), el('dd', { text: v })])));
+    el('dl', {},
+      el('dt', { class: 'wide', text: 'WebSocket' }),
+      el('dd', { class: 'wide url', title: n.ws }, wrappable(n.ws || '')),
+      rows.map(([k, v]) => [el('dt', { text: k }), el('dd', { text: v })])));
 }
 
 document.addEventListener('visibilitychange', () => {
