@@ -77,3 +77,60 @@ func slowDisconnects(t *testing.T, c *testenv.Cluster) float64 {
 	v, _ := scrape(t, "http://"+c.Node(0).AdminAddr+"/metrics").value("chat_client_slow_disconnects_total")
 	return v
 }
+
+// TestLargeSyncWithLiveTrafficKeepsClient: a client that comes back to a
+// large backlog and syncs it while new messages keep arriving live gets
+// more frames than its send queue's bound (2 here) at once, and keeps its
+// connection: it reads what it is sent.
+func TestLargeSyncWithLiveTrafficKeepsClient(t *testing.T) {
+	env := append([]string{"CHAT_SEND_QUEUE=2"}, fastEnv...)
+	c := testenv.StartCluster(t, testenv.Options{Nodes: 1, Env: env})
+	c.WaitLeader(t)
+	register(t, c, "away", "busy")
+	busy := connect(t, c.Node(0).WSURL, "busy")
+	const backlog, live = 2000, 300
+	for i := range backlog {
+		if _, err := busy.conn.Chat(ctxT(t, 10*time.Second), "away", text("busy", i), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	away := connect(t, c.Node(0).WSURL, "away")
+	done := make(chan error, 1)
+	go func() {
+		for i := backlog; i < backlog+live; i++ {
+			if _, err := busy.conn.Chat(ctxT(t, 10*time.Second), "away", text("busy", i), ""); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	conv := "dm:away:busy"
+	got, err := away.conn.SyncAll(ctxT(t, time.Minute), map[string]int64{conv: 0})
+	if err != nil {
+		t.Fatalf("sync of the backlog: %v", err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	have := map[int64]bool{}
+	for _, m := range got[conv].Messages {
+		have[m.Seq] = true
+	}
+	testenv.WaitFor(t, 30*time.Second, "away holds every message, by sync or live", func() bool {
+		for _, m := range away.received() {
+			have[m.Seq] = true
+		}
+		return len(have) == backlog+live
+	})
+	checkOrderOnce(t, "away (live)", away.received())
+	select {
+	case <-away.conn.Done():
+		t.Fatal("away was disconnected")
+	default:
+	}
+	if n := slowDisconnects(t, c); n != 0 {
+		t.Fatalf("%v clients disconnected as too slow", n)
+	}
+	t.Logf("synced %d, received %d live, connection kept", len(got[conv].Messages), len(away.received()))
+}
