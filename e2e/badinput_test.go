@@ -52,6 +52,7 @@ func TestBadInput(t *testing.T) {
 		{"wrong password", `{"action": "login", "id": "1", "data": {"username": "lee", "password": "wrong pass"}}`, 401},
 		{"unknown user login", `{"action": "login", "id": "1", "data": {"username": "nobody", "password": "whatever"}}`, 401},
 		{"bad token", `{"action": "login", "id": "1", "data": {"token": "deadbeef"}}`, 401},
+		{"data after the request", `{"action": "login", "id": "1", "data": {"username": "lee", "password": "` + password + `"}}{"x":1}`, 400},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -193,6 +194,32 @@ func TestGatewayAPI(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 400 {
 		t.Errorf("malformed login body: %d, want 400", resp.StatusCode)
+	}
+	// One JSON object and nothing after it, at both endpoints.
+	for _, path := range []string{"/api/login", "/api/register"} {
+		for _, body := range []string{
+			`{"username":"nina","password":"` + password + `"}{"x":1}`,
+			`{"username":"nina","password":"` + password + `"} x`,
+		} {
+			resp, err := http.Post(c.GatewayURL()+path, "application/json", strings.NewReader(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var e struct{ Error string }
+			_ = json.NewDecoder(resp.Body).Decode(&e)
+			resp.Body.Close()
+			if resp.StatusCode != 400 || !strings.Contains(e.Error, "body must be a JSON object") {
+				t.Errorf("POST %s %s: %d %q, want 400", path, body, resp.StatusCode, e.Error)
+			}
+		}
+		resp, err := http.Post(c.GatewayURL()+path, "application/json", strings.NewReader(`{"username":"nina","password":"`+password+`"}`+" \n\t"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if want := map[string]int{"/api/login": 200, "/api/register": 409}[path]; resp.StatusCode != want {
+			t.Errorf("POST %s with white space after the object: %d, want %d", path, resp.StatusCode, want)
+		}
 	}
 	n, err := g.Nodes(ctx)
 	if err != nil || len(n.Nodes) != 1 || n.Leader != c.Node(0).ID || n.Nodes[0].WS != c.Node(0).WSURL {

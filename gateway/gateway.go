@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -297,13 +298,20 @@ type credentials struct {
 	Password string `json:"password"`
 }
 
-// readCredentials decodes a small JSON body; it writes the 400 itself.
+// readCredentials decodes a small JSON body: one object and nothing after
+// it but white space. It writes the 400 itself.
 func readCredentials(w http.ResponseWriter, r *http.Request) (credentials, bool) {
 	var c credentials
 	r.Body = http.MaxBytesReader(w, r.Body, 4<<10)
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&c); err != nil {
+	err := dec.Decode(&c)
+	if err == nil {
+		if _, terr := dec.Token(); terr != io.EOF {
+			err = errors.New("data after the object")
+		}
+	}
+	if err != nil {
 		writeError(w, http.StatusBadRequest, "body must be a JSON object {\"username\", \"password\"}: "+err.Error())
 		return c, false
 	}

@@ -24,6 +24,8 @@ func TestDecodeRequest(t *testing.T) {
 		{name: "not json", in: `hello`, code: CodeBadRequest},
 		{name: "array", in: `[1]`, code: CodeBadRequest},
 		{name: "truncated", in: `{"action":"ping"`, code: CodeBadRequest},
+		{name: "trailing object", in: `{"action":"login","data":{"username":"a","password":"b"}}{"x":1}`, code: CodeBadRequest},
+		{name: "trailing junk", in: `{"action":"ping"} x`, code: CodeBadRequest},
 		{name: "no action", in: `{"id":"3"}`, code: CodeBadRequest, wantID: "3"},
 		{name: "empty action", in: `{"action":"","id":"3"}`, code: CodeBadRequest, wantID: "3"},
 		{name: "action number", in: `{"action":1,"id":"3"}`, code: CodeBadRequest, wantID: "3"},
