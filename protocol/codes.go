@@ -19,9 +19,12 @@ const (
 
 // Error is an error meant for a client: a code and a human readable reason.
 // Handlers return it; only the connection layer turns it into a reply frame.
+// Data, when set, is sent as the reply's data (a 429 of a login carries
+// RetryData); most errors have none.
 type Error struct {
 	Code int
 	Msg  string
+	Data any
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("%d: %s", e.Code, e.Msg) }

@@ -27,6 +27,13 @@ type LoginReply struct {
 	SessionID string `json:"sessionId"`
 }
 
+// RetryData is the data of a 429 reply to a password login that was
+// throttled after too many failed ones: how long to wait before the next
+// attempt, in whole seconds (rounded up).
+type RetryData struct {
+	RetryAfter int `json:"retryAfter"`
+}
+
 // ChatData is the data of a chat request. Exactly one of To and Room is set.
 type ChatData struct {
 	To          string `json:"to"`

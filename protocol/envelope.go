@@ -37,7 +37,8 @@ type Request struct {
 	Data   json.RawMessage `json:"data,omitempty"`
 }
 
-// Reply answers a Request. Data is omitted when the code is not CodeOK.
+// Reply answers a Request. An error reply (code not CodeOK) has no data,
+// except where an error carries some (the RetryData of a throttled login).
 type Reply struct {
 	Action string `json:"action"`
 	ID     string `json:"id,omitempty"`
@@ -134,7 +135,7 @@ func EncodePush(action string, data any) ([]byte, error) {
 func ReplyError(action, id string, err error) Reply {
 	var pe *Error
 	if errors.As(err, &pe) {
-		return Reply{Action: action, ID: id, Code: pe.Code, Error: pe.Msg}
+		return Reply{Action: action, ID: id, Code: pe.Code, Error: pe.Msg, Data: pe.Data}
 	}
 	return Reply{Action: action, ID: id, Code: CodeInternal, Error: "internal error"}
 }

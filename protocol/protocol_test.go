@@ -87,6 +87,15 @@ func TestReplyRoundTrip(t *testing.T) {
 	if r.Code != CodeNotFound || r.ID != "9" || r.Error != "unknown user" {
 		t.Fatalf("reply error: %+v", r)
 	}
+	// An error without data has none in the frame; one with data sends it.
+	if b, _ := EncodeReply(r); strings.Contains(string(b), `"data"`) {
+		t.Fatalf("error reply without data: %s", b)
+	}
+	r = ReplyError("login", "3", &Error{Code: CodeRateLimited, Msg: "wait", Data: RetryData{RetryAfter: 2}})
+	b, _ = EncodeReply(r)
+	if want := `{"action":"login","id":"3","code":429,"data":{"retryAfter":2},"error":"wait"}`; string(b) != want {
+		t.Fatalf("throttled reply %s, want %s", b, want)
+	}
 }
 
 func TestNames(t *testing.T) {
