@@ -1,7 +1,14 @@
 // Package accounts registers users and checks who they are: bcrypt password
-// hashes in MongoDB, session tokens in Redis, and a Redis set of known
-// names so that chat does not ask MongoDB on every message. The gateway and
-// every node use it alike.
+// hashes in MongoDB, session tokens in Redis, a Redis set of known names so
+// that chat does not ask MongoDB on every message, and counters of failed
+// logins in Redis that throttle password guessing. The gateway and every
+// node use it alike.
+//
+// A username is unique under its key (Key: NFKC and case folding); a new
+// user is registered under its canonical name (Canonical), which is its
+// key, and that is the name it has everywhere (conversation ids, sessions,
+// messages). Users registered by earlier builds keep their names as they
+// are (see MigrateNames).
 package accounts
 
 import (
@@ -13,6 +20,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
 	"golang.org/x/crypto/bcrypt"
 
 	"chatcluster/history"
@@ -31,6 +39,19 @@ var (
 // DefaultTokenTTL is how long a login token stays valid.
 const DefaultTokenTTL = 24 * time.Hour
 
+// Config of Accounts.
+type Config struct {
+	Redis    redis.UniversalClient
+	Prefix   string         // of every Redis key
+	Store    *history.Store // users
+	Cost     int            // bcrypt cost of new hashes; 0: bcrypt.DefaultCost
+	TokenTTL time.Duration  // 0: DefaultTokenTTL
+	// Throttle of failed password logins; the zero value throttles
+	// nothing (DefaultThrottle is the commands' default).
+	Throttle ThrottleConfig
+	Logger   zerolog.Logger
+}
+
 // Accounts is safe for concurrent use.
 type Accounts struct {
 	rdb      redis.UniversalClient
@@ -39,19 +60,21 @@ type Accounts struct {
 	cost     int
 	tokenTTL time.Duration
 	dummy    []byte // a hash to compare against for unknown names
+	throttle throttle
+	log      zerolog.Logger
 }
 
-// New returns Accounts over the given stores. cost is the bcrypt cost
-// (0: bcrypt.DefaultCost); tokenTTL 0 means DefaultTokenTTL.
-func New(rdb redis.UniversalClient, prefix string, store *history.Store, cost int, tokenTTL time.Duration) *Accounts {
-	if cost == 0 {
-		cost = bcrypt.DefaultCost
+// New returns Accounts over the given stores.
+func New(cfg Config) *Accounts {
+	if cfg.Cost == 0 {
+		cfg.Cost = bcrypt.DefaultCost
 	}
-	if tokenTTL == 0 {
-		tokenTTL = DefaultTokenTTL
+	if cfg.TokenTTL == 0 {
+		cfg.TokenTTL = DefaultTokenTTL
 	}
-	dummy, _ := bcrypt.GenerateFromPassword([]byte("no such user"), cost)
-	return &Accounts{rdb: rdb, prefix: prefix, store: store, cost: cost, tokenTTL: tokenTTL, dummy: dummy}
+	dummy, _ := bcrypt.GenerateFromPassword([]byte("no such user"), cfg.Cost)
+	return &Accounts{rdb: cfg.Redis, prefix: cfg.Prefix, store: cfg.Store, cost: cfg.Cost, tokenTTL: cfg.TokenTTL, dummy: dummy,
+		throttle: throttle{rdb: cfg.Redis, prefix: cfg.Prefix, cfg: cfg.Throttle}, log: cfg.Logger}
 }
 
 func (a *Accounts) usersKey() string           { return a.prefix + "users" }
@@ -59,52 +82,162 @@ func (a *Accounts) tokenKey(tok string) string { return a.prefix + "token:" + to
 
 func unavailable(err error) error { return fmt.Errorf("%w: %v", ErrUnavailable, err) }
 
-// Validate checks a username and password for registration.
-func Validate(name, password string) error {
-	if !protocol.ValidName(name) {
-		return fmt.Errorf("%w: username must be 1 to %d letters, digits, '_', '-' or '.'", ErrInvalid, protocol.MaxUsernameLen)
+// Validate checks a username and password for registration and returns
+// the canonical name the user would be registered under.
+func Validate(name, password string) (string, error) {
+	canon, err := Canonical(name)
+	if err != nil {
+		return "", err
 	}
 	if len(password) < protocol.MinPasswordLen || len(password) > protocol.MaxPasswordLen {
-		return fmt.Errorf("%w: password must be %d to %d bytes", ErrInvalid, protocol.MinPasswordLen, protocol.MaxPasswordLen)
+		return "", fmt.Errorf("%w: password must be %d to %d bytes", ErrInvalid, protocol.MinPasswordLen, protocol.MaxPasswordLen)
 	}
-	return nil
+	return canon, nil
 }
 
-// Register creates a user with a bcrypt hash of password.
-func (a *Accounts) Register(ctx context.Context, name, password string) error {
-	if err := Validate(name, password); err != nil {
-		return err
+// Register creates a user with a bcrypt hash of password, under the
+// canonical form of name, which it returns. ErrTaken means that a user
+// with the same key exists (or an alias reserves it, see MigrateNames).
+func (a *Accounts) Register(ctx context.Context, name, password string) (string, error) {
+	canon, err := Validate(name, password)
+	if err != nil {
+		return "", err
 	}
 	hash, err := bcrypt.GenerateFromPassword([]byte(password), a.cost)
 	if err != nil {
-		return err
+		return "", err
 	}
-	switch err := a.store.CreateUser(ctx, name, hash); {
+	switch err := a.store.CreateUser(ctx, canon, hash); {
 	case errors.Is(err, history.ErrUserExists):
-		return ErrTaken
+		return "", ErrTaken
 	case err != nil:
-		return unavailable(err)
+		return "", unavailable(err)
 	}
 	// The cache is an optimisation: a miss falls back to MongoDB.
-	_ = a.rdb.SAdd(ctx, a.usersKey(), name).Err()
+	_ = a.rdb.SAdd(ctx, a.usersKey(), canon).Err()
+	return canon, nil
+}
+
+// MigrateNames gives the users registered before names had keys (their
+// documents have none) their keys, oldest user first, and reserves each
+// key for its user, unless another user holds it already. Such a user
+// keeps its name as it is: "Bob" stays "Bob" in its conversations and
+// sessions, and logs in as "Bob", "bob" or "ＢＯＢ"; no one can register
+// "bob" any more. Of old users whose names share a key ("Bob" and "BOB"),
+// the one that holds the key (a user named "bob", else the oldest) is
+// reached by every spelling, the others by their exact names only. The
+// gateway runs it when it starts; it is idempotent.
+func (a *Accounts) MigrateNames(ctx context.Context) error {
+	keyed, aliased, err := a.store.KeyUsers(ctx, Key)
+	if err != nil {
+		return unavailable(err)
+	}
+	if keyed > 0 {
+		a.log.Info().Int("users", keyed).Int("aliases", aliased).Int("unreserved", keyed-aliased).
+			Msg("gave the users of an earlier build their name keys")
+	}
 	return nil
 }
 
-// Check verifies a password. Unknown names take as long as wrong
-// passwords, so timing does not reveal which names exist.
-func (a *Accounts) Check(ctx context.Context, name, password string) error {
+// user finds the user name stands for: the user of that exact name, else
+// the user whose name has the same key (a user registered under it, or the
+// old user an alias reserves it for). It returns history.ErrNotFound if
+// there is none.
+func (a *Accounts) user(ctx context.Context, name string) (history.User, error) {
 	u, err := a.store.User(ctx, name)
+	if errors.Is(err, history.ErrNotFound) {
+		if k := Key(name); k != name && protocol.ValidName(k) {
+			u, err = a.store.User(ctx, k)
+		}
+	}
+	if err == nil && u.AliasOf != "" {
+		u, err = a.store.User(ctx, u.AliasOf)
+	}
+	return u, err
+}
+
+// check verifies a password and returns the user's name. Unknown names take
+// as long as wrong passwords, so timing does not reveal which names exist.
+func (a *Accounts) check(ctx context.Context, name, password string) (string, error) {
+	u, err := a.user(ctx, name)
 	switch {
 	case errors.Is(err, history.ErrNotFound):
 		_ = bcrypt.CompareHashAndPassword(a.dummy, []byte(password))
-		return ErrBadCredentials
+		return "", ErrBadCredentials
 	case err != nil:
-		return unavailable(err)
+		return "", unavailable(err)
 	}
 	if bcrypt.CompareHashAndPassword(u.Hash, []byte(password)) != nil {
-		return ErrBadCredentials
+		return "", ErrBadCredentials
 	}
-	return nil
+	return u.Name, nil
+}
+
+// Login checks a password login of name from source (the client's
+// address, host:port; "" if unknown) and returns the name of the user it
+// logs in: the user's own name, whatever spelling of it name is. While the
+// account (the key of name) or the source waits after failed logins, it
+// returns a *ThrottledError without checking the password. Errors:
+// ErrBadCredentials, ErrThrottled, ErrUnavailable.
+func (a *Accounts) Login(ctx context.Context, name, password, source string) (string, error) {
+	if !a.throttle.on() {
+		return a.check(ctx, name, password)
+	}
+	account := Key(name)
+	if !protocol.ValidName(account) {
+		account = "" // no account can have it; the source still counts
+	}
+	addr := SourceKey(source)
+	s, wait, err := a.throttle.acquire(ctx, account, addr)
+	if err != nil {
+		return "", unavailable(err)
+	}
+	if wait > 0 {
+		a.log.Debug().Str("user", name).Str("addr", addr).Dur("wait", wait).Msg("login refused: throttled")
+		return "", &ThrottledError{Wait: wait}
+	}
+	user, err := a.check(ctx, name, password)
+	switch {
+	case errors.Is(err, ErrBadCredentials):
+		n, ferr := a.throttle.failed(context.WithoutCancel(ctx), s)
+		if ferr != nil {
+			a.log.Warn().Err(ferr).Str("addr", addr).Msg("could not count a failed login of the address")
+		}
+		a.logFailure(name, addr, s.n, n)
+	default:
+		// Success, or no answer from a store: not a failed guess.
+		if rerr := a.throttle.release(context.WithoutCancel(ctx), s, err == nil); rerr != nil {
+			a.log.Warn().Err(rerr).Str("user", name).Msg("could not update the failed-login counters")
+		}
+	}
+	return user, err
+}
+
+// logFailure logs a failed login that made its account (with nAccount
+// failures now) or source (nAddr) wait: at WARN when the waits begin and
+// when they reach the longest, at INFO when the number of failures past
+// the free ones is a power of two (so a long attack logs a few lines, not
+// one per guess), else at DEBUG.
+func (a *Accounts) logFailure(name, addr string, nAccount, nAddr int64) {
+	for _, c := range []struct {
+		by      string
+		n, free int64
+	}{{"account", nAccount, int64(a.throttle.cfg.FreeFailures)}, {"address", nAddr, int64(a.throttle.cfg.FreeFailuresAddr)}} {
+		over := c.n - c.free
+		if c.n == 0 || over <= 0 {
+			continue
+		}
+		wait, top := a.throttle.wait(over), a.throttle.cfg.MaxBackoff
+		ev := a.log.Debug()
+		switch {
+		case over == 1, wait == top && a.throttle.wait(over-1) < top:
+			ev = a.log.Warn()
+		case over&(over-1) == 0:
+			ev = a.log.Info()
+		}
+		ev.Str("user", name).Str("addr", addr).Str("by", c.by).Int64("failures", c.n).Dur("wait", wait).
+			Msg("too many failed logins: password logins wait")
+	}
 }
 
 // IssueToken creates a session token for name.
@@ -132,22 +265,24 @@ func (a *Accounts) TokenUser(ctx context.Context, tok string) (string, error) {
 	return name, nil
 }
 
-// Exists returns nil if name is a registered user.
-func (a *Accounts) Exists(ctx context.Context, name string) error {
+// Resolve returns the name of the user name stands for: name itself for a
+// user of that name, else the user whose name has the same key (so
+// "Alice" finds the user registered as "alice"). ErrUnknownUser if none.
+func (a *Accounts) Resolve(ctx context.Context, name string) (string, error) {
 	ok, err := a.rdb.SIsMember(ctx, a.usersKey(), name).Result()
 	if err != nil {
-		return unavailable(err)
+		return "", unavailable(err)
 	}
 	if ok {
-		return nil
+		return name, nil
 	}
-	_, err = a.store.User(ctx, name)
+	u, err := a.user(ctx, name)
 	switch {
 	case errors.Is(err, history.ErrNotFound):
-		return ErrUnknownUser
+		return "", ErrUnknownUser
 	case err != nil:
-		return unavailable(err)
+		return "", unavailable(err)
 	}
-	_ = a.rdb.SAdd(ctx, a.usersKey(), name).Err()
-	return nil
+	_ = a.rdb.SAdd(ctx, a.usersKey(), u.Name).Err()
+	return u.Name, nil
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -33,12 +34,15 @@ type Config struct {
 	MongoDB     string
 	BcryptCost  int           // cost of new password hashes; 0: bcrypt.DefaultCost
 	TokenTTL    time.Duration // 0: accounts.DefaultTokenTTL
-	Logger      zerolog.Logger
+	// Throttle of failed password logins, shared through Redis with every
+	// gateway and node of the cluster.
+	Throttle accounts.ThrottleConfig
+	Logger   zerolog.Logger
 }
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
-	return Config{Listen: "127.0.0.1:8080", RedisPrefix: "chat:", MongoDB: "chat", Logger: zerolog.Nop()}
+	return Config{Listen: "127.0.0.1:8080", RedisPrefix: "chat:", MongoDB: "chat", Throttle: accounts.DefaultThrottle(), Logger: zerolog.Nop()}
 }
 
 // Validate checks the configuration.
@@ -62,6 +66,9 @@ func (c Config) Validate() error {
 	}
 	if c.BcryptCost != 0 && (c.BcryptCost < bcrypt.MinCost || c.BcryptCost > bcrypt.MaxCost) {
 		errs = append(errs, fmt.Errorf("--bcrypt-cost %d must be between %d and %d", c.BcryptCost, bcrypt.MinCost, bcrypt.MaxCost))
+	}
+	if err := c.Throttle.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -126,7 +133,15 @@ func (g *Gateway) Start(ctx context.Context) error {
 		g.rdb.Close()
 		return fmt.Errorf("gateway: cannot open MongoDB at %s: %w", g.cfg.Mongo, err)
 	}
-	g.accounts = accounts.New(g.rdb, g.cfg.RedisPrefix, g.store, g.cfg.BcryptCost, g.cfg.TokenTTL)
+	g.accounts = accounts.New(accounts.Config{
+		Redis: g.rdb, Prefix: g.cfg.RedisPrefix, Store: g.store, Cost: g.cfg.BcryptCost, TokenTTL: g.cfg.TokenTTL,
+		Throttle: g.cfg.Throttle, Logger: g.cfg.Logger.With().Str("component", "accounts").Logger(),
+	})
+	if err = g.accounts.MigrateNames(ctx); err != nil {
+		g.rdb.Close()
+		_ = g.store.Close(ctx)
+		return fmt.Errorf("gateway: reserving the names of existing users: %w", err)
+	}
 	g.dir = directory.New(g.rdb, g.cfg.RedisPrefix)
 	// The admin listener first: once the public port accepts, so does it.
 	if g.cfg.AdminListen != "" {
@@ -327,7 +342,8 @@ func (g *Gateway) register(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	switch err := g.accounts.Register(r.Context(), c.Username, c.Password); {
+	name, err := g.accounts.Register(r.Context(), c.Username, c.Password)
+	switch {
 	case errors.Is(err, accounts.ErrInvalid):
 		g.m.RegisterInvalid.Inc()
 		writeError(w, http.StatusBadRequest, err.Error()[len("accounts: "):])
@@ -340,8 +356,8 @@ func (g *Gateway) register(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "user store unavailable; retry shortly")
 	default:
 		g.m.RegisterOK.Inc()
-		g.log.Info().Str("user", c.Username).Msg("user registered")
-		writeJSON(w, http.StatusCreated, map[string]string{"username": c.Username})
+		g.log.Info().Str("user", name).Msg("user registered")
+		writeJSON(w, http.StatusCreated, map[string]string{"username": name})
 	}
 }
 
@@ -356,7 +372,14 @@ func (g *Gateway) login(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	switch err := g.accounts.Check(r.Context(), c.Username, c.Password); {
+	user, err := g.accounts.Login(r.Context(), c.Username, c.Password, r.RemoteAddr)
+	var te *accounts.ThrottledError
+	switch {
+	case errors.As(err, &te):
+		g.m.LoginThrottled.Inc()
+		w.Header().Set("Retry-After", strconv.Itoa(te.RetryAfter()))
+		writeError(w, http.StatusTooManyRequests, te.Reason())
+		return
 	case errors.Is(err, accounts.ErrBadCredentials):
 		g.m.LoginDenied.Inc()
 		writeError(w, http.StatusUnauthorized, "wrong username or password")
@@ -367,7 +390,7 @@ func (g *Gateway) login(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "user store unavailable; retry shortly")
 		return
 	}
-	tok, err := g.accounts.IssueToken(r.Context(), c.Username)
+	tok, err := g.accounts.IssueToken(r.Context(), user)
 	if err != nil {
 		g.m.LoginFailed.Inc()
 		g.log.Error().Err(err).Msg("issue token")
@@ -381,7 +404,7 @@ func (g *Gateway) login(w http.ResponseWriter, r *http.Request) {
 			nodes = append(nodes, nodeJSON{ID: n.ID, WS: n.WS, Connections: n.Connections})
 		}
 	}
-	writeJSON(w, http.StatusOK, loginReply{Username: c.Username, Token: tok, Nodes: nodes})
+	writeJSON(w, http.StatusOK, loginReply{Username: user, Token: tok, Nodes: nodes})
 }
 
 type clusterNode struct {

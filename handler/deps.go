@@ -20,17 +20,26 @@ type Conn interface {
 	ConnID() string
 	// User is the logged-in user, "" before login.
 	User() string
+	// RemoteAddr is the client's network address (host:port), by which
+	// failed password logins are counted.
+	RemoteAddr() string
 }
 
-// Users authenticates users and answers whether they exist.
+// Users authenticates users and finds them by name. A name given by a
+// client may be any spelling of a user's name with the same normal form
+// ("Alice" for "alice"); the user's own name is what is returned.
 type Users interface {
-	// CheckPassword returns nil, ErrBadCredentials or ErrUnavailable.
-	CheckPassword(ctx context.Context, user, password string) error
+	// CheckPassword checks a password login of user from remote (the
+	// client's address) and returns the user's own name. Errors:
+	// ErrBadCredentials, ErrUnavailable, or a *protocol.Error 429 while
+	// failed logins of the account or from the address make it wait.
+	CheckPassword(ctx context.Context, user, password, remote string) (string, error)
 	// TokenUser returns the user a session token belongs to, or
 	// ErrBadCredentials.
 	TokenUser(ctx context.Context, token string) (string, error)
-	// Exists returns nil, ErrUnknownUser or ErrUnavailable.
-	Exists(ctx context.Context, user string) error
+	// Resolve returns the own name of the user a client's name stands
+	// for; ErrUnknownUser or ErrUnavailable.
+	Resolve(ctx context.Context, user string) (string, error)
 }
 
 // Presence is where users are logged in.

@@ -139,10 +139,11 @@ func (h *Handler) login(ctx context.Context, c Conn, req protocol.Request) (any,
 		if d.Password == "" || len(d.Password) > protocol.MaxPasswordLen {
 			return nil, protocol.Errorf(protocol.CodeBadRequest, "password is missing or longer than %d bytes", protocol.MaxPasswordLen)
 		}
-		if err := h.d.Users.CheckPassword(ctx, d.Username, d.Password); err != nil {
+		u, err := h.d.Users.CheckPassword(ctx, d.Username, d.Password, c.RemoteAddr())
+		if err != nil {
 			return nil, err
 		}
-		user = d.Username
+		user = u
 	default:
 		return nil, protocol.Errorf(protocol.CodeBadRequest, "login needs username and password, or token")
 	}
@@ -197,19 +198,20 @@ func (h *Handler) chat(ctx context.Context, c Conn, req protocol.Request) (any, 
 			return nil, err
 		}
 	} else {
-		if err := h.d.Users.Exists(ctx, d.To); err != nil {
+		to, err := h.d.Users.Resolve(ctx, d.To)
+		if err != nil {
 			return nil, err
 		}
 		if err := h.d.Router.Ready(); err != nil {
 			return nil, err
 		}
-		m.Conv, m.To = protocol.DMConv(from, d.To), d.To
-		stored, dup, err = h.d.Journal.Append(ctx, m, d.ClientMsgID, []string{from, d.To})
+		m.Conv, m.To = protocol.DMConv(from, to), to
+		stored, dup, err = h.d.Journal.Append(ctx, m, d.ClientMsgID, []string{from, to})
 		if err != nil {
 			return nil, err
 		}
 		if !dup {
-			h.d.Router.Deliver(stored, []string{d.To})
+			h.d.Router.Deliver(stored, []string{to})
 		}
 	}
 	if !dup {
@@ -300,14 +302,16 @@ func (h *Handler) history(ctx context.Context, c Conn, req protocol.Request) (an
 	if err != nil {
 		return nil, err
 	}
+	if d.With != "" {
+		with, err := h.d.Users.Resolve(ctx, d.With)
+		if err != nil {
+			return nil, err
+		}
+		conv = protocol.DMConv(c.User(), with)
+	}
 	rd := readable{h: h, user: c.User()}
 	if err := rd.check(ctx, conv); err != nil {
 		return nil, err
-	}
-	if d.With != "" {
-		if err := h.d.Users.Exists(ctx, d.With); err != nil {
-			return nil, err
-		}
 	}
 	limit := d.Limit
 	switch {
@@ -429,14 +433,15 @@ func (h *Handler) userInfo(ctx context.Context, c Conn, req protocol.Request) (a
 	if !protocol.ValidName(d.Username) {
 		return nil, protocol.Errorf(protocol.CodeBadRequest, "invalid username")
 	}
-	if err := h.d.Users.Exists(ctx, d.Username); err != nil {
-		return nil, err
-	}
-	p, err := h.d.Sessions.Lookup(ctx, d.Username)
+	user, err := h.d.Users.Resolve(ctx, d.Username)
 	if err != nil {
 		return nil, err
 	}
-	return protocol.UserInfoReply{Username: d.Username, Online: p.Online, Node: p.Node, LoginTime: p.LoginTime}, nil
+	p, err := h.d.Sessions.Lookup(ctx, user)
+	if err != nil {
+		return nil, err
+	}
+	return protocol.UserInfoReply{Username: user, Online: p.Online, Node: p.Node, LoginTime: p.LoginTime}, nil
 }
 
 func nonNil(m []protocol.Message) []protocol.Message {

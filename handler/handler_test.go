@@ -16,16 +16,23 @@ import (
 
 type fakeConn struct{ id, user string }
 
-func (c *fakeConn) ConnID() string { return c.id }
-func (c *fakeConn) User() string   { return c.user }
+func (c *fakeConn) ConnID() string     { return c.id }
+func (c *fakeConn) User() string       { return c.user }
+func (c *fakeConn) RemoteAddr() string { return "192.0.2.1:4242" }
 
+// fakeUsers knows users by lower-case name; any spelling finds them. A
+// login of "slow" is throttled.
 type fakeUsers struct{ pw map[string]string }
 
-func (f fakeUsers) CheckPassword(_ context.Context, u, p string) error {
-	if pw, ok := f.pw[u]; !ok || pw != p {
-		return ErrBadCredentials
+func (f fakeUsers) CheckPassword(_ context.Context, u, p, remote string) (string, error) {
+	if u == "slow" && remote == "192.0.2.1:4242" {
+		return "", &protocol.Error{Code: protocol.CodeRateLimited, Msg: "wait", Data: protocol.RetryData{RetryAfter: 3}}
 	}
-	return nil
+	u = strings.ToLower(u)
+	if pw, ok := f.pw[u]; !ok || pw != p {
+		return "", ErrBadCredentials
+	}
+	return u, nil
 }
 func (f fakeUsers) TokenUser(_ context.Context, tok string) (string, error) {
 	if tok == "good" {
@@ -33,11 +40,12 @@ func (f fakeUsers) TokenUser(_ context.Context, tok string) (string, error) {
 	}
 	return "", ErrBadCredentials
 }
-func (f fakeUsers) Exists(_ context.Context, u string) error {
+func (f fakeUsers) Resolve(_ context.Context, u string) (string, error) {
+	u = strings.ToLower(u)
 	if _, ok := f.pw[u]; !ok {
-		return ErrUnknownUser
+		return "", ErrUnknownUser
 	}
-	return nil
+	return u, nil
 }
 
 type fakeSessions struct{}
@@ -235,6 +243,31 @@ func TestActions(t *testing.T) {
 		{name: "login wrong password", req: req("login", map[string]string{"username": "amy", "password": "nope"}), code: 401},
 		{name: "login twice", user: "amy", req: req("login", map[string]string{"token": "good"}), code: 400},
 		{name: "login bad name", req: req("login", map[string]string{"username": "a b", "password": "x"}), code: 400},
+		{name: "login throttled", req: req("login", map[string]string{"username": "slow", "password": "whatever"}), code: 429,
+			check: func(t *testing.T, d any) {
+				if r, ok := d.(protocol.RetryData); !ok || r.RetryAfter != 3 {
+					t.Fatalf("data %#v, want RetryData{3}", d)
+				}
+			}},
+		{name: "login another spelling", req: req("login", map[string]string{"username": "AMY", "password": "secret1"}),
+			check: func(t *testing.T, d any) {
+				if r := d.(protocol.LoginReply); r.Username != "amy" {
+					t.Fatalf("logged in as %q, want the user's own name amy", r.Username)
+				}
+			}},
+		{name: "chat to another spelling", user: "amy", req: req("chat", map[string]string{"to": "Bob", "text": "hi"}),
+			check: func(t *testing.T, d any) {
+				if r := d.(protocol.ChatReply); r.Conv != "dm:amy:bob" {
+					t.Fatalf("%+v", r)
+				}
+			}},
+		{name: "history with another spelling", user: "amy", req: req("history", map[string]any{"with": "BOB"})},
+		{name: "userInfo another spelling", user: "amy", req: req("userInfo", map[string]any{"username": "Bob"}),
+			check: func(t *testing.T, d any) {
+				if r := d.(protocol.UserInfoReply); r.Username != "bob" {
+					t.Fatalf("%+v", r)
+				}
+			}},
 		{name: "chat", user: "amy", req: req("chat", map[string]string{"to": "bob", "text": "hi"}),
 			check: func(t *testing.T, d any) {
 				if r := d.(protocol.ChatReply); r.Conv != "dm:amy:bob" || r.Seq != 1 || r.TS != 1000 {

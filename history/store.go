@@ -71,12 +71,21 @@ func MessageCollection(conv string) string {
 // down fails an operation within about this long instead of hanging.
 const DefaultTimeout = 2 * time.Second
 
-// User is a registered user. Hash is the password hash; the store never
-// sees passwords.
+// User is a document of the users collection: a registered user, or a
+// name reserved for one (an alias). Hash is the password hash; the store
+// never sees passwords.
+//
+// Key is the normal form the name is unique under (the accounts package
+// computes it): a user created by CreateUser is its own key; a user of an
+// earlier build has none until KeyUsers gave it one. An alias is a
+// document whose _id is the key of a user named otherwise, AliasOf: it
+// holds the key so that no other user can take it.
 type User struct {
 	Name    string    `bson:"_id"`
-	Hash    []byte    `bson:"hash"`
+	Hash    []byte    `bson:"hash,omitempty"`
 	Created time.Time `bson:"created"`
+	Key     string    `bson:"key,omitempty"`
+	AliasOf string    `bson:"aliasOf,omitempty"`
 }
 
 // msgDoc is a message as stored.
@@ -205,10 +214,11 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
-// CreateUser stores a new user with the given password hash. It returns
-// ErrUserExists if the name is taken.
+// CreateUser stores a new user with the given password hash, its name
+// being its own key. It returns ErrUserExists if the name is taken, by a
+// user or an alias.
 func (s *Store) CreateUser(ctx context.Context, name string, hash []byte) error {
-	u := User{Name: name, Hash: hash, Created: time.Now().UTC().Truncate(time.Millisecond)}
+	u := User{Name: name, Hash: hash, Created: time.Now().UTC().Truncate(time.Millisecond), Key: name}
 	if _, err := s.users.InsertOne(ctx, u); err != nil {
 		if mongo.IsDuplicateKeyError(err) {
 			return ErrUserExists
@@ -218,7 +228,8 @@ func (s *Store) CreateUser(ctx context.Context, name string, hash []byte) error 
 	return nil
 }
 
-// User returns the named user, or ErrNotFound.
+// User returns the document with the name, a user or an alias, or
+// ErrNotFound.
 func (s *Store) User(ctx context.Context, name string) (User, error) {
 	var u User
 	err := s.users.FindOne(ctx, bson.D{{Key: "_id", Value: name}}).Decode(&u)
@@ -229,6 +240,47 @@ func (s *Store) User(ctx context.Context, name string) (User, error) {
 		return User{}, fmt.Errorf("history: user %s: %w", name, err)
 	}
 	return u, nil
+}
+
+// KeyUsers gives every user that has no key yet (one created by an earlier
+// build) its key, key(name), oldest user first. When the key is another
+// name than the user's own and no document has it as its _id yet, an alias
+// document reserves it for the user. So the first of several old names
+// that share a key (say "Bob" and "BOB") is reached by every spelling of
+// it, and the others only by their exact names; a user named as the key
+// ("bob") holds it already, whatever its age. It returns the users keyed
+// and, of those, how many got an alias. Running it again, or in two
+// processes at once, changes nothing more.
+func (s *Store) KeyUsers(ctx context.Context, key func(name string) string) (keyed, aliased int, err error) {
+	cur, err := s.users.Find(ctx, bson.D{{Key: "key", Value: bson.D{{Key: "$exists", Value: false}}}},
+		options.Find().SetSort(bson.D{{Key: "created", Value: 1}, {Key: "_id", Value: 1}}).
+			SetProjection(bson.D{{Key: "_id", Value: 1}, {Key: "created", Value: 1}}))
+	if err != nil {
+		return 0, 0, fmt.Errorf("history: users without a key: %w", err)
+	}
+	var old []User
+	err = cur.All(ctx, &old)
+	if err != nil {
+		return 0, 0, fmt.Errorf("history: users without a key: %w", err)
+	}
+	for _, u := range old {
+		k := key(u.Name)
+		if k != u.Name {
+			alias := User{Name: k, Created: u.Created, Key: k, AliasOf: u.Name}
+			switch _, err := s.users.InsertOne(ctx, alias); {
+			case err == nil:
+				aliased++
+			case !mongo.IsDuplicateKeyError(err):
+				return keyed, aliased, fmt.Errorf("history: alias %s of user %s: %w", k, u.Name, err)
+			}
+		}
+		_, err := s.users.UpdateOne(ctx, bson.D{{Key: "_id", Value: u.Name}}, bson.D{{Key: "$set", Value: bson.D{{Key: "key", Value: k}}}})
+		if err != nil {
+			return keyed, aliased, fmt.Errorf("history: key of user %s: %w", u.Name, err)
+		}
+		keyed++
+	}
+	return keyed, aliased, nil
 }
 
 // UpsertMessages stores msgs, keyed by message id, so that writing the

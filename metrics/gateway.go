@@ -15,6 +15,7 @@ type Gateway struct {
 	duration *prometheus.HistogramVec
 
 	LoginOK, LoginDenied, LoginFailed prometheus.Counter
+	LoginThrottled                    prometheus.Counter
 	RegisterOK, RegisterTaken         prometheus.Counter
 	RegisterInvalid, RegisterFailed   prometheus.Counter
 	NodeListOK, NodeListEmpty         prometheus.Counter
@@ -37,7 +38,7 @@ func NewGateway(reg prometheus.Registerer) *Gateway {
 	}
 	logins := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Subsystem: "gateway", Name: "logins_total",
-		Help: "POST /api/login by result: ok (token issued), denied (wrong username or password), error (a store failed).",
+		Help: "POST /api/login by result: ok (token issued), denied (wrong username or password), throttled (refused unchecked after too many failed logins), error (a store failed).",
 	}, []string{"result"})
 	regs := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Subsystem: "gateway", Name: "registrations_total",
@@ -49,6 +50,7 @@ func NewGateway(reg prometheus.Registerer) *Gateway {
 	}, []string{"result"})
 	reg.MustRegister(g.requests, g.duration, logins, regs, reads)
 	g.LoginOK, g.LoginDenied, g.LoginFailed = logins.WithLabelValues("ok"), logins.WithLabelValues("denied"), logins.WithLabelValues("error")
+	g.LoginThrottled = logins.WithLabelValues("throttled")
 	g.RegisterOK, g.RegisterTaken = regs.WithLabelValues("ok"), regs.WithLabelValues("taken")
 	g.RegisterInvalid, g.RegisterFailed = regs.WithLabelValues("invalid"), regs.WithLabelValues("error")
 	g.NodeListOK, g.NodeListEmpty, g.NodeListFailed = reads.WithLabelValues("ok"), reads.WithLabelValues("empty"), reads.WithLabelValues("error")

@@ -10,6 +10,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/crypto/bcrypt"
 
+	"chatcluster/accounts"
 	"chatcluster/protocol"
 )
 
@@ -55,6 +56,11 @@ type Config struct {
 	// password (stored hashes carry their own cost). 0: bcrypt.DefaultCost.
 	BcryptCost int
 
+	// LoginThrottle throttles failed password logins (WebSocket login with
+	// a password), sharing its counters through Redis with the gateways and
+	// the other nodes.
+	LoginThrottle accounts.ThrottleConfig
+
 	WordFilterFile string        // word list of the dirty-word filter; "" filters nothing
 	HotWordsReset  time.Duration // how often the leader resets the hot-word ranking; 0 never
 	// HotWordsDirect counts the words of direct messages too. Off by
@@ -82,6 +88,7 @@ func DefaultConfig() Config {
 		RequestTimeout:    5 * time.Second,
 		RateLimit:         200,
 		HotWordsReset:     24 * time.Hour,
+		LoginThrottle:     accounts.DefaultThrottle(),
 		Logger:            zerolog.Nop(),
 	}
 }
@@ -127,6 +134,9 @@ func (c *Config) Validate() error {
 	}
 	if c.BcryptCost != 0 && (c.BcryptCost < bcrypt.MinCost || c.BcryptCost > bcrypt.MaxCost) {
 		errs = append(errs, fmt.Errorf("--bcrypt-cost %d must be between %d and %d", c.BcryptCost, bcrypt.MinCost, bcrypt.MaxCost))
+	}
+	if err := c.LoginThrottle.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.HotWordsReset < 0 {
 		errs = append(errs, errors.New("--hot-words-reset must not be negative"))

@@ -194,7 +194,10 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err = s.markFresh(ctx); err != nil {
 		return err
 	}
-	s.accounts = accounts.New(s.rdb, s.cfg.RedisPrefix, s.store, s.cfg.BcryptCost, 0)
+	s.accounts = accounts.New(accounts.Config{
+		Redis: s.rdb, Prefix: s.cfg.RedisPrefix, Store: s.store, Cost: s.cfg.BcryptCost,
+		Throttle: s.cfg.LoginThrottle, Logger: s.log.With().Str("component", "accounts").Logger(),
+	})
 	s.dir = directory.New(s.rdb, s.cfg.RedisPrefix)
 	s.sessions = session.NewStore(s.rdb, s.cfg.RedisPrefix)
 	s.handler = handler.New(handler.Deps{

@@ -34,8 +34,15 @@ func userErr(err error) error {
 	return err
 }
 
-func (u users) CheckPassword(ctx context.Context, name, password string) error {
-	return userErr(u.a.Check(ctx, name, password))
+// CheckPassword checks a password login under the login throttle; a
+// throttled login is answered 429 with the wait in its data.
+func (u users) CheckPassword(ctx context.Context, name, password, remote string) (string, error) {
+	user, err := u.a.Login(ctx, name, password, remote)
+	var te *accounts.ThrottledError
+	if errors.As(err, &te) {
+		return "", &protocol.Error{Code: protocol.CodeRateLimited, Msg: te.Reason(), Data: protocol.RetryData{RetryAfter: te.RetryAfter()}}
+	}
+	return user, userErr(err)
 }
 
 func (u users) TokenUser(ctx context.Context, token string) (string, error) {
@@ -43,7 +50,14 @@ func (u users) TokenUser(ctx context.Context, token string) (string, error) {
 	return name, userErr(err)
 }
 
-func (u users) Exists(ctx context.Context, name string) error { return userErr(u.a.Exists(ctx, name)) }
+func (u users) Resolve(ctx context.Context, name string) (string, error) {
+	user, err := u.a.Resolve(ctx, name)
+	return user, userErr(err)
+}
+
+// RemoteAddr is the client's address, by which failed password logins
+// are counted.
+func (c *client) RemoteAddr() string { return c.ws.RemoteAddr().String() }
 
 // journal implements handler.Journal: Redis for what is new, MongoDB for
 // what the history writer has made durable.

@@ -13,8 +13,10 @@ const (
 )
 
 // ValidName reports whether s is a usable user or room name: 1 to
-// MaxUsernameLen letters, digits, '_', '-' or '.', in any script. Names are
-// case-sensitive. ':' is excluded because conversation ids use it.
+// MaxUsernameLen letters, digits, '_', '-' or '.', in any script. ':' is
+// excluded because conversation ids use it. Room names are compared as
+// they are; usernames are also unique under a normal form, which package
+// accounts checks at registration.
 func ValidName(s string) bool {
 	if s == "" || !utf8.ValidString(s) || utf8.RuneCountInString(s) > MaxUsernameLen {
 		return false

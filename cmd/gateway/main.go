@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"chatcluster/accounts"
 	"chatcluster/gateway"
 	"chatcluster/internal/flagenv"
 )
@@ -35,6 +36,7 @@ func run(args []string) error {
 	mongoDB := fs.String("mongo-db", "CHAT_MONGO_DB", cfg.MongoDB, "MongoDB database")
 	cost := fs.Int("bcrypt-cost", "CHAT_BCRYPT_COST", bcrypt.DefaultCost, fmt.Sprintf("bcrypt cost of new password hashes, %d to %d (each step doubles the work; existing hashes keep their own)", bcrypt.MinCost, bcrypt.MaxCost))
 	level := fs.String("log-level", "CHAT_LOG_LEVEL", "info", "log level: debug, info, warn, error")
+	throttle := accounts.ThrottleFlags(fs, cfg.Throttle)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -43,7 +45,7 @@ func run(args []string) error {
 		return err
 	}
 	cfg.Listen, cfg.Redis, cfg.RedisPrefix, cfg.Mongo, cfg.MongoDB, cfg.Logger = *listen, *rds, *prefix, *mongo, *mongoDB, log
-	cfg.AdminListen, cfg.BcryptCost = *admin, *cost
+	cfg.AdminListen, cfg.BcryptCost, cfg.Throttle = *admin, *cost, throttle()
 	g, err := gateway.New(cfg)
 	if err != nil {
 		return err

@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"chatcluster/accounts"
 	"chatcluster/internal/flagenv"
 	"chatcluster/node"
 )
@@ -56,6 +57,7 @@ func run(args []string) error {
 	slowAfter := fs.Duration("slow-client-timeout", "CHAT_SLOW_CLIENT_TIMEOUT", cfg.SlowClientTimeout, "how long a client's send queue may stay over --send-queue before it is disconnected as too slow")
 	hotDirect := fs.String("hot-words-direct", "CHAT_HOT_WORDS_DIRECT", "false", "count the words of direct messages in the public hot-word ranking too (default: rooms only, since direct messages are private)")
 	hotReset := fs.Duration("hot-words-reset", "CHAT_HOT_WORDS_RESET", cfg.HotWordsReset, "how often the leader resets the hot-word ranking (0: never)")
+	throttle := accounts.ThrottleFlags(fs, cfg.LoginThrottle)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -76,7 +78,7 @@ func run(args []string) error {
 	cfg.Secret = []byte(strings.TrimSpace(string(secret)))
 	cfg.DrainTimeout = *drain
 	cfg.WordFilterFile, cfg.HotWordsReset = *filter, *hotReset
-	cfg.BcryptCost = *cost
+	cfg.BcryptCost, cfg.LoginThrottle = *cost, throttle()
 	if cfg.HotWordsDirect, err = strconv.ParseBool(*hotDirect); err != nil {
 		return fmt.Errorf("--hot-words-direct %q must be true or false", *hotDirect)
 	}
