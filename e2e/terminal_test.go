@@ -524,6 +524,13 @@ func TestTerminalScript(t *testing.T) {
 		t.Errorf("second run: status %d, output\n%s\nwant status 0, output\n%s", code, strings.Join(out, "\n"), strings.Join(want, "\n"))
 	}
 
+	// Another spelling of the name logs in as the user as registered,
+	// and the client takes that name as its own.
+	out, code = runScript(t, c, "/msg carol other spelling\n", "ＣＡＲＯＬ", password)
+	if want := []string{"connected to n1 as carol", "[dm -> carol] other spelling"}; code != 0 || !slices.Equal(out, want) {
+		t.Errorf("other spelling: status %d, output %q; want status 0, output %q", code, out, want)
+	}
+
 	// A wrong password ends it at once with status 1.
 	out, code = runScript(t, c, "/rooms\n", "carol", "not the password")
 	if want := []string{"error: logging in as carol: wrong username or password"}; code != 1 || !slices.Equal(out, want) {

@@ -48,7 +48,14 @@ func (c *client) establish(ctx context.Context, avoid string, first bool) (*chat
 	for attempt := 1; attempt <= attempts; attempt++ {
 		var conn *chatclient.Conn
 		var node string
-		conn, node, err = c.connectOnce(ctx, avoid)
+		var name string
+		conn, node, name, err = c.connectOnce(ctx, avoid)
+		if err == nil && first && name != "" && name != c.cfg.User {
+			// The name as registered (--user Alice logs in as alice):
+			// messages from it are this user's own. Set before any
+			// goroutine reads it.
+			c.cfg.User = name
+		}
 		if err == nil {
 			if first {
 				err = c.baseline(ctx, conn)
@@ -80,26 +87,25 @@ func (c *client) establish(ctx context.Context, avoid string, first bool) (*chat
 
 // connectOnce logs in at the gateway for a fresh token, then connects to
 // the first listed node that accepts the token.
-func (c *client) connectOnce(ctx context.Context, avoid string) (*chatclient.Conn, string, error) {
+func (c *client) connectOnce(ctx context.Context, avoid string) (conn *chatclient.Conn, node, user string, err error) {
 	rctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
 	token, nodes, err := c.gw.Login(rctx, c.cfg.User, c.cfg.Password)
 	var he *chatclient.HTTPError
 	if errors.As(err, &he) && (he.Status == http.StatusUnauthorized || he.Status == http.StatusBadRequest) {
-		return nil, "", permanentError{fmt.Errorf("logging in as %s: %w", c.cfg.User, err)}
+		return nil, "", "", permanentError{fmt.Errorf("logging in as %s: %w", c.cfg.User, err)}
 	}
 	if err != nil {
-		return nil, "", fmt.Errorf("gateway login: %w", err)
+		return nil, "", "", fmt.Errorf("gateway login: %w", err)
 	}
 	order := nodeOrder(nodes, c.cfg.Node, avoid)
 	if len(order) == 0 {
-		return nil, "", errors.New("the gateway lists no live chat node")
+		return nil, "", "", errors.New("the gateway lists no live chat node")
 	}
 	if p := c.cfg.Node; p != "" && p != avoid && order[0].ID != p {
 		c.diag.line("chat: the gateway does not list node %s; trying %s", p, order[0].ID)
 	}
 	for _, n := range order {
-		var conn *chatclient.Conn
 		conn, err = chatclient.Dial(rctx, n.WS, pushBuffer)
 		if err != nil {
 			err = fmt.Errorf("connecting to %s: %w", n.ID, err)
@@ -112,9 +118,9 @@ func (c *client) connectOnce(ctx context.Context, avoid string) (*chatclient.Con
 			err = fmt.Errorf("logging in at %s: %w", n.ID, err)
 			continue
 		}
-		return conn, lr.Node, nil
+		return conn, lr.Node, lr.Username, nil
 	}
-	return nil, "", err
+	return nil, "", "", err
 }
 
 // nodeOrder is the order in which to try the listed nodes: the preferred
