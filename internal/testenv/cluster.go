@@ -782,6 +782,11 @@ var spawner struct {
 	reqs chan func()
 }
 
+// Spawn starts cmd like cmd.Start, from the one thread of the test binary
+// that never exits, so that a Pdeathsig in cmd.SysProcAttr fires when the
+// test binary ends, not when some thread of it does.
+func Spawn(cmd *exec.Cmd) error { return spawn(cmd) }
+
 func spawn(cmd *exec.Cmd) error {
 	spawner.once.Do(func() {
 		spawner.reqs = make(chan func())

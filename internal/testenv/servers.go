@@ -384,6 +384,15 @@ var stablePorts struct {
 // picked (a test may have stopped one of its servers).
 func stablePort(t testing.TB) int {
 	t.Helper()
+	return PortBlock(t, 1)
+}
+
+// PortBlock returns the first of n consecutive loopback ports that nothing
+// listens on, picked as stablePort picks one (and never handed out before
+// by this process), for a program that is given a base port and counts up
+// from it, as deploy/run.sh does.
+func PortBlock(t testing.TB, n int) int {
+	t.Helper()
 	lo, hi := 20000, 32767
 	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
 		if f := strings.Fields(string(b)); len(f) > 0 {
@@ -398,20 +407,32 @@ func stablePort(t testing.TB) int {
 	if stablePorts.given == nil {
 		stablePorts.given = map[int]bool{}
 	}
-	for range 500 {
-		p := lo + rand.IntN(hi-lo+1)
+	free := func(p int) bool {
 		if stablePorts.given[p] || reserved[p] {
-			continue
+			return false
 		}
 		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
 		if err != nil {
-			continue
+			return false
 		}
 		l.Close()
-		stablePorts.given[p] = true
-		return p
+		return true
 	}
-	t.Fatalf("testenv: no free port between %d and %d", lo, hi)
+	for range 500 {
+		base := lo + rand.IntN(hi-lo+2-n)
+		ok := true
+		for p := base; p < base+n && ok; p++ {
+			ok = free(p)
+		}
+		if !ok {
+			continue
+		}
+		for p := base; p < base+n; p++ {
+			stablePorts.given[p] = true
+		}
+		return base
+	}
+	t.Fatalf("testenv: no %d free consecutive ports between %d and %d", n, lo, hi)
 	return 0
 }
 
