@@ -86,13 +86,15 @@ pid_of() {
 	if [[ $p =~ ^[0-9]+$ ]]; then printf '%s' "$p"; fi
 }
 
-# DEFAULT_SIGNALS runs a command with SIGINT and SIGQUIT back to their
-# default action: bash starts background commands with them ignored, and a
-# command that ignores SIGINT cannot be interrupted when we pass Ctrl-C on.
+# DEFAULT_SIGNALS runs a command with SIGINT, SIGQUIT, SIGTERM and SIGHUP
+# back to their default action: bash starts background commands with the
+# first two ignored, a script may have been started with the others ignored
+# (nohup ignores SIGHUP), and a command that ignores them cannot be stopped
+# the way these scripts stop it.
 DEFAULT_SIGNALS=()
-if env --default-signal=INT,QUIT true 2>/dev/null; then
+if env --default-signal=INT,QUIT,TERM,HUP true 2>/dev/null; then
 	# shellcheck disable=SC2054 # the comma is env's list separator
-	DEFAULT_SIGNALS=(env --default-signal=INT,QUIT)
+	DEFAULT_SIGNALS=(env --default-signal=INT,QUIT,TERM,HUP)
 fi
 
 # launch PIDFILE LOGFILE CMD...: start CMD in the background in its own
@@ -108,6 +110,26 @@ launch() {
 	# scripts watch their processes through the pid files instead.
 	disown "$LAUNCHED_PID"
 	printf '%s\n' "$LAUNCHED_PID" >"$pidfile"
+}
+
+# ours PID DIR...: PID is alive and is a process these scripts started for
+# one of the DIRs: one of its arguments names a path in a DIR, or it works
+# in one (redis-server rewrites its command line but runs in its data
+# folder). A pid file left by an earlier run may name a process that ended
+# long ago, its pid since reused by something else.
+ours() {
+	local pid=$1 d a cwd argv=()
+	shift
+	alive "$pid" || return 1
+	mapfile -d '' argv 2>/dev/null <"/proc/$pid/cmdline" || return 1
+	cwd=$(readlink "/proc/$pid/cwd" 2>/dev/null) || cwd=
+	for d in "$@"; do
+		[[ -n $cwd && ($cwd == "$d" || $cwd == "$d"/*) ]] && return 0
+		for a in "${argv[@]}"; do
+			[[ $a == "$d" || $a == *"$d"/* ]] && return 0
+		done
+	done
+	return 1
 }
 
 # log_tail FILE [LINES]: print the end of a log to stderr, indented.

@@ -6,8 +6,9 @@
 # bin/mongostore, then starts ZooKeeper, Redis, mongostore (the MongoDB-wire
 # store), the gateway and three chat nodes on loopback, all data under one
 # folder, and creates the demo users and rooms where they are missing.
-# Ctrl-C (or SIGTERM) stops everything it started: the nodes first, then the
-# gateway, then the dependencies.
+# Ctrl-C (or SIGTERM, SIGHUP) stops everything it started: the nodes first,
+# then the gateway, then the dependencies. Once stopping began, further
+# signals are ignored until all of it is stopped.
 #
 # Settings (environment):
 #   CHAT_DATA_DIR      data, logs and the cluster secret      (./data)
@@ -80,16 +81,22 @@ mkdir -p "$RUN" "$LOGS" "$DATA/zookeeper" "$DATA/redis" "$DATA/mongo"
 exec 9>"$RUN/lock"
 flock -n 9 || die "another deploy/run.sh is already running with $DATA (stop it, or set CHAT_DATA_DIR)"
 
-# Leftovers of a run that was killed: refuse to start over live processes.
+# Leftovers of a run that was killed: refuse to start over live processes
+# of ours. A pid file whose process is gone, or whose pid now belongs to
+# something else, is only stale.
 shopt -s nullglob
+leftover=()
 for f in "$RUN"/*.pid; do
 	pid=$(pid_of "$f")
-	if [[ -n $pid ]] && alive "$pid"; then
-		die "process $pid from an earlier run (${f##*/}) is still running; stop it first (kill $pid)"
+	if [[ -n $pid ]] && ours "$pid" "$DATA" "$CHAT_ROOT/bin"; then
+		name=${f##*/}
+		leftover+=("$pid (${name%.pid})")
 	fi
-	rm -f "$f"
 done
-rm -f "$RUN/env"
+if ((${#leftover[@]} > 0)); then
+	die "processes of an earlier run with $DATA are still running: ${leftover[*]}; stop them first (kill ${leftover[*]%% *})"
+fi
+rm -f "$RUN"/*.pid "$RUN/env"
 
 # Every port we are about to use must be free.
 ports=("zookeeper:$ZK_PORT:CHAT_ZK_PORT" "redis:$REDIS_PORT:CHAT_REDIS_PORT"
@@ -155,14 +162,22 @@ stop_pidfiles() { # GRACE PIDFILE...: stop these in parallel, then forget them
 	rm -f "$@"
 }
 
+# cleanup stops everything this script started, whatever happens meanwhile:
+# further INT, TERM and HUP (a second Ctrl-C, make passing its SIGTERM on, a
+# SIGTERM to the whole process group, which also reaches the subshells that
+# stop the processes) are ignored from here on, and so are a terminal or
+# pipe that went away (SIGPIPE, failed writes) and errors. The subshells
+# inherit the ignored signals. The watchdog goes last: if this script is
+# killed anyway (SIGKILL), it kills what is left.
 cleanup() {
 	local rc=$?
-	trap - EXIT INT TERM HUP
+	trap '' INT TERM HUP PIPE
+	trap - EXIT
+	set +e
 	STOPPING=1
-	if [[ -n ${WATCHDOG_PID:-} ]]; then kill "$WATCHDOG_PID" 2>/dev/null || true; fi
 	local nodes=("$RUN"/node-*.pid)
 	if ((${#nodes[@]} > 0)); then
-		say "stopping nodes"
+		say "stopping nodes (they drain their clients first; Ctrl-C again changes nothing)"
 		stop_pidfiles 30 "${nodes[@]}"
 	fi
 	[[ -f $RUN/gateway.pid ]] && stop_pidfiles 10 "$RUN/gateway.pid"
@@ -171,6 +186,7 @@ cleanup() {
 		[[ -f $RUN/$f.pid ]] && stop_pidfiles 20 "$RUN/$f.pid"
 	done
 	rm -f "$RUN/env"
+	if [[ -n ${WATCHDOG_PID:-} ]]; then kill "$WATCHDOG_PID" 2>/dev/null; fi
 	say "stopped"
 	exit "$rc"
 }
