@@ -2,11 +2,12 @@
 # Shared helpers for the deploy scripts (with-deps.sh, run.sh, add-node.sh).
 # Source it; it does nothing on its own.
 #
-# Every long-lived process is started with launch(): in its own session and
-# process group (so a Ctrl-C in the terminal reaches only the script, which
-# then stops things in order), with its output in a log file and its pid in
-# a pid file. stop_proc() stops a whole process group: SIGTERM, a bounded
-# wait, then SIGKILL.
+# Every long-lived process is started with launch() (or launch_recorded(),
+# which also records how it ended): in its own session and process group (so
+# a Ctrl-C in the terminal reaches only the script, which then stops things
+# in order), with its output in a log file and its pid in a pid file.
+# stop_proc() stops a whole process group: SIGTERM, a bounded wait, then
+# SIGKILL.
 
 CHAT_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PROG=${0##*/}
@@ -110,6 +111,59 @@ launch() {
 	# scripts watch their processes through the pid files instead.
 	disown "$LAUNCHED_PID"
 	printf '%s\n' "$LAUNCHED_PID" >"$pidfile"
+}
+
+# launch_recorded PIDFILE LOGFILE EXITFILE CMD...: like launch, and when CMD
+# ends, "PID STATUS" is written to EXITFILE (STATUS as in $?: the exit code,
+# or 128+n if signal n ended it). CMD's parent is a small supervisor in a
+# session of its own (no signal to this script or its terminal reaches it)
+# that only waits for CMD; PIDFILE holds CMD's own pid, so that
+# kill "$(cat PIDFILE)" reaches CMD. A trapped signal that arrives meanwhile
+# does not cut this short, so the pid always reaches PIDFILE.
+launch_recorded() {
+	local pidfile=$1 logfile=$2 exitfile=$3 fd rc
+	shift 3
+	rm -f "$exitfile"
+	# shellcheck disable=SC2016 # the script is expanded by the supervisor
+	exec {fd}< <(exec setsid bash -c '
+		exitfile=$1 logfile=$2
+		shift 2
+		"$@" </dev/null >>"$logfile" 2>&1 &
+		pid=$!
+		echo "$pid"
+		exec >/dev/null
+		wait "$pid" && rc=0 || rc=$?
+		echo "$pid $rc" >"$exitfile.tmp" && mv -f "$exitfile.tmp" "$exitfile"
+	' supervise "$exitfile" "$logfile" "${DEFAULT_SIGNALS[@]}" setsid "$@" </dev/null 2>/dev/null 9>&-)
+	LAUNCHED_PID=
+	until read -r -u "$fd" LAUNCHED_PID; do
+		rc=$?
+		((rc > 128)) || break # > 128: a trapped signal interrupted the read
+	done
+	exec {fd}<&-
+	[[ $LAUNCHED_PID =~ ^[0-9]+$ ]] || die "could not start $1"
+	printf '%s\n' "$LAUNCHED_PID" >"$pidfile"
+}
+
+# exit_status EXITFILE PID: the status launch_recorded wrote for PID, or
+# nothing if PID has not ended (or the file is about another process).
+exit_status() {
+	local p='' st=''
+	read -r p st 2>/dev/null <"$1" || true
+	if [[ $p == "$2" && $st =~ ^[0-9]+$ ]]; then printf '%s' "$st"; fi
+}
+
+# describe_status STATUS: "exit status 0", "ended by SIGKILL", or "exit
+# status unknown" for an empty STATUS.
+describe_status() {
+	local sig
+	if [[ -z $1 ]]; then
+		printf 'exit status unknown'
+	elif (($1 > 128)) && sig=$(kill -l "$(($1 - 128))" 2>/dev/null); then
+		printf 'ended by SIG%s' "$sig"
+	else
+		printf 'exit status %s' "$1"
+	fi
 }
 
 # ours PID DIR...: PID is alive and is a process these scripts started for

@@ -10,6 +10,11 @@
 # then the gateway, then the dependencies. Once stopping began, further
 # signals are ignored until all of it is stopped.
 #
+# While it runs it reports any of its processes that ends. A node stopped on
+# purpose (kill -TERM "$(cat $CHAT_DATA_DIR/run/node-n1.pid)") is reported as
+# stopped; `deploy/add-node.sh n1` starts it again with the same id and
+# ports.
+#
 # Settings (environment):
 #   CHAT_DATA_DIR      data, logs and the cluster secret      (./data)
 #   CHAT_ZK_PORT       ZooKeeper client port                  (2181)
@@ -96,7 +101,7 @@ done
 if ((${#leftover[@]} > 0)); then
 	die "processes of an earlier run with $DATA are still running: ${leftover[*]}; stop them first (kill ${leftover[*]%% *})"
 fi
-rm -f "$RUN"/*.pid "$RUN/env"
+rm -f "$RUN"/*.pid "$RUN"/*.exit "$RUN"/*.exit.tmp "$RUN"/*.addr "$RUN/env"
 
 # Every port we are about to use must be free.
 ports=("zookeeper:$ZK_PORT:CHAT_ZK_PORT" "redis:$REDIS_PORT:CHAT_REDIS_PORT"
@@ -136,15 +141,26 @@ chmod 600 "$SECRET"
 # ---- process bookkeeping --------------------------------------------------
 
 STOPPING=0
-declare -A REPORTED=() # pids whose exit was reported
+PENDING_SIGNAL=0
+declare -A REPORTED=()   # pids whose end was reported
+declare -A DEAD_SINCE=() # pids seen gone before their exit status was recorded
+
+# How to run deploy/add-node.sh against this run (shown to the user).
+ADD_NODE=deploy/add-node.sh
+[[ $DATA == "$CHAT_ROOT/data" ]] || ADD_NODE="CHAT_DATA_DIR=$(printf '%q' "$DATA") $ADD_NODE"
 
 # start_proc NAME PIDFILE CMD...: start a process whose log is $LOGS/NAME.log (the
-# previous run's log is kept as NAME.log.1).
+# previous run's log is kept as NAME.log.1) and whose end is recorded next to
+# PIDFILE (NAME.exit for NAME.pid). A signal that arrives meanwhile is acted
+# on once the pid is in PIDFILE, so that the cleanup stops this process too.
 start_proc() {
 	local name=$1 pidfile=$2 log=$LOGS/$1.log
 	shift 2
 	[[ -f $log ]] && mv -f "$log" "$log.1"
-	launch "$pidfile" "$log" "$@"
+	trap 'PENDING_SIGNAL=1' INT TERM HUP
+	launch_recorded "$pidfile" "$log" "${pidfile%.pid}.exit" "$@"
+	trap 'exit 0' INT TERM HUP
+	((PENDING_SIGNAL == 0)) || exit 0
 }
 
 stop_pidfiles() { # GRACE PIDFILE...: stop these in parallel, then forget them
@@ -153,6 +169,8 @@ stop_pidfiles() { # GRACE PIDFILE...: stop these in parallel, then forget them
 	for f in "$@"; do
 		pid=$(pid_of "$f")
 		[[ -n $pid ]] || continue
+		# Ended already (its pid may be another process's by now).
+		[[ -z $(exit_status "${f%.pid}.exit" "$pid") ]] || continue
 		name=${f##*/}
 		name=${name%.pid}
 		{ stop_proc "$pid" "$grace" || say "${name#node-} did not stop within ${grace}s; killed it"; } &
@@ -239,9 +257,11 @@ GATEWAY_PID=$LAUNCHED_PID
 
 node_pids=()
 for ((i = 1; i <= NODES; i++)); do
+	listen=127.0.0.1:$((NODE_PORT + i - 1)) peer=127.0.0.1:$((PEER_PORT + i - 1)) admin=127.0.0.1:$((ADMIN_PORT + i - 1))
+	# Its addresses, for deploy/add-node.sh to start it again the same way.
+	echo "$listen $peer $admin" >"$RUN/node-n$i.addr"
 	start_proc "n$i" "$RUN/node-n$i.pid" "$CHAT_ROOT/bin/node" --id "n$i" \
-		--listen "127.0.0.1:$((NODE_PORT + i - 1))" --peer-listen "127.0.0.1:$((PEER_PORT + i - 1))" \
-		--admin-listen "127.0.0.1:$((ADMIN_PORT + i - 1))" \
+		--listen "$listen" --peer-listen "$peer" --admin-listen "$admin" \
 		--zk "$CHAT_ZK" --redis "$CHAT_REDIS" --mongo "$CHAT_MONGO" \
 		--cluster-secret-file "$SECRET" --bcrypt-cost "$BCRYPT_COST"
 	node_pids+=("$LAUNCHED_PID")
@@ -282,26 +302,43 @@ cat >&2 <<EOF
   $demo_note
   logs:        $LOGS/<name>.log  (zookeeper, redis, mongostore, gateway, n1..n$NODES)
   data:        $DATA
-  add a node:  deploy/add-node.sh n$((NODES + 1)) $((NODE_PORT + NODES)) $((PEER_PORT + NODES)) $((ADMIN_PORT + NODES))
+  add a node:  $ADD_NODE n$((NODES + 1)) $((NODE_PORT + NODES)) $((PEER_PORT + NODES)) $((ADMIN_PORT + NODES))
+  restart n1:  kill -TERM \$(cat $(printf '%q' "$RUN/node-n1.pid")); then $ADD_NODE n1
   Ctrl-C stops everything.
 
 EOF
 
 # ---- watch ----------------------------------------------------------------
 
-# Report any process that exits while we run; keep the rest running (a
-# node going away is something the cluster is built to survive).
+# Report any process that ends while we run; keep the rest running (a node
+# going away is something the cluster is built to survive). One that exits
+# with status 0 or is ended by SIGTERM or SIGINT was stopped on purpose (a
+# node drains and exits 0 on SIGTERM); anything else is unexpected.
 while ((STOPPING == 0)); do
 	for f in "$RUN"/*.pid; do
 		pid=$(pid_of "$f")
 		[[ -z $pid || -n ${REPORTED[$pid]:-} ]] && continue
 		alive "$pid" && continue
+		status=$(exit_status "${f%.pid}.exit" "$pid")
+		# Its supervisor writes the status just after it ends: give it time.
+		if [[ -z $status ]] && ((SECONDS - ${DEAD_SINCE[$pid]:=$SECONDS} < 5)); then
+			continue
+		fi
 		REPORTED[$pid]=1
 		name=${f##*/}
 		name=${name%.pid}
+		case $name in node-*) id=${name#node-} ;; *) id= ;; esac
 		name=${name#node-}
-		say "$name (pid $pid) exited unexpectedly; its log: $LOGS/$name.log"
-		log_tail "$LOGS/$name.log" 5
+		case $status in
+		0 | 130 | 143)
+			say "$name (pid $pid) stopped ($(describe_status "$status"))${id:+; start it again with: $ADD_NODE $id}"
+			;;
+		*)
+			say "$name (pid $pid) exited unexpectedly ($(describe_status "$status")); its log: $LOGS/$name.log"
+			log_tail "$LOGS/$name.log" 5
+			[[ -z $id ]] || say "start it again with: $ADD_NODE $id"
+			;;
+		esac
 	done
 	sleep 1 &
 	wait $! || true

@@ -2,8 +2,10 @@ package deploy
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -471,4 +473,68 @@ func TestRunRefusesLeftoversThatRun(t *testing.T) {
 			t.Errorf("port %d (%s) accepts connections, but run.sh refused to start", port, name)
 		}
 	}
+}
+
+// TestRunRestartsANode: a node stopped on purpose (SIGTERM, as in a
+// rolling upgrade) is reported as stopped, one killed as exited
+// unexpectedly; deploy/add-node.sh with the id alone starts either again
+// on its ports, and run.sh stops the new processes with the rest.
+func TestRunRestartsANode(t *testing.T) {
+	r := newRun(t, t.TempDir())
+	r.start(t)
+	r.waitUp(t)
+	pids := r.pids(t)
+
+	restart := func(id string) int {
+		t.Helper()
+		// add-node.sh waits up to 60 s for the node itself.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		add := exec.CommandContext(ctx, filepath.Join(r.root, "deploy", "add-node.sh"), id)
+		add.Dir, add.Env = r.root, r.env()
+		if out, err := add.CombinedOutput(); err != nil {
+			t.Fatalf("deploy/add-node.sh %s: %v\n%s", id, err, out)
+		}
+		pid := r.pids(t)["node-"+id]
+		if pid == pids["node-"+id] || !processAlive(pid) {
+			t.Fatalf("node-%s.pid holds %d after the restart (was %d)", id, pid, pids["node-"+id])
+		}
+		if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", r.ports()[id]), 5*time.Second); err != nil {
+			t.Fatalf("restarted %s does not listen on its port: %v", id, err)
+		} else {
+			c.Close()
+		}
+		return pid
+	}
+	waitOutput := func(want string) {
+		t.Helper()
+		testenv.WaitFor(t, waitTimeout, "run.sh reports: "+want, func() bool {
+			return strings.Contains(r.output(), want)
+		})
+	}
+
+	n1 := pids["node-n1"]
+	if err := syscall.Kill(n1, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitOutput(fmt.Sprintf("n1 (pid %d) stopped (exit status 0)", n1))
+	r.waitNodes(t, "n2")
+	if out := r.output(); strings.Contains(out, "unexpectedly") {
+		t.Fatalf("run.sh reported a node stopped on purpose as an unexpected exit:\n%s", out)
+	}
+	restarted := map[string]int{"node-n1 (restarted)": restart("n1")}
+	r.waitNodes(t, "n1", "n2")
+
+	n2 := pids["node-n2"]
+	if err := syscall.Kill(n2, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitOutput(fmt.Sprintf("n2 (pid %d) exited unexpectedly (ended by SIGKILL)", n2))
+	restarted["node-n2 (restarted)"] = restart("n2")
+	r.waitNodes(t, "n1", "n2")
+
+	r.signal(t, syscall.SIGTERM)
+	r.waitExit(t)
+	maps.Copy(pids, restarted)
+	r.checkStopped(t, pids)
 }
