@@ -164,10 +164,17 @@ func TestFourthNodeJoins(t *testing.T) {
 // clients to reconnect.
 func TestGracefulStop(t *testing.T) {
 	c := testenv.StartCluster(t, testenv.Options{Nodes: 2, Env: fastEnv})
-	c.WaitLeader(t)
+	leader := c.WaitLeader(t)
+	testenv.WaitFor(t, 10*time.Second, "leader links to every node", func() bool { return linked(t, c) })
+	fi := 1 - c.Index(leader) // the follower stops
 	register(t, c, "kim")
-	kim := connect(t, c.Node(1).WSURL, "kim")
-	c.Stop(1)
+	kim := connect(t, c.Node(fi).WSURL, "kim")
+	// Frames for the leader just before the stop.
+	join(t, kim, "farewell")
+	if _, err := kim.conn.ChatRoom(ctxT(t, 5*time.Second), "farewell", "bye", ""); err != nil {
+		t.Fatal(err)
+	}
+	c.Stop(fi)
 	select {
 	case <-kim.readDone:
 	case <-time.After(15 * time.Second):
@@ -182,6 +189,6 @@ func TestGracefulStop(t *testing.T) {
 	}
 	testenv.WaitFor(t, 5*time.Second, "stopped node leaves the list", func() bool {
 		n, err := gw(c).Nodes(ctxT(t, time.Second))
-		return err == nil && len(n.Nodes) == 1 && n.Nodes[0].ID == c.Node(0).ID
+		return err == nil && len(n.Nodes) == 1 && n.Nodes[0].ID == leader
 	})
 }

@@ -201,6 +201,14 @@ func (l *peerLink) writeLoop(writeTimeout time.Duration) {
 				}
 				break
 			}
+			// A last acknowledgement, so that a node this term stops
+			// linking to (it is leaving, or the term ends) does not hold
+			// on to frames that were handled.
+			if n := l.handled.Load(); l.ackFrom != "" && n != acked {
+				b, _ := protocol.EncodePeer(&protocol.PeerFrame{Type: protocol.PeerAck, Epoch: l.epoch, From: l.ackFrom, Up: n})
+				_ = l.ws.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+				_ = l.ws.WriteMessage(websocket.TextMessage, b)
+			}
 			_ = l.ws.WriteControl(websocket.CloseMessage,
 				websocket.FormatCloseMessage(websocket.CloseGoingAway, ""), time.Now().Add(200*time.Millisecond))
 			return

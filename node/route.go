@@ -483,20 +483,25 @@ func (r *router) sendLoad(link *peerLink) {
 }
 
 // drain waits, within ctx and a short bound, for queued cross-node frames
-// to reach the leader before the node goes.
+// to reach the leader before the node goes. The node has left the cluster
+// by then, so once it has no leader link (the leader lets it go, after a
+// last acknowledgement) no leader will take them: it stops waiting.
 func (r *router) drain(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
 	for {
-		link, _ := r.currentLink()
+		lead, link, _ := r.current()
 		if r.unsent() == 0 && (link == nil || len(link.send) == 0) {
 			return
 		}
+		if lead == nil && link == nil {
+			cancel()
+		}
 		select {
 		case <-ctx.Done():
-			r.s.log.Warn().Int("queued", r.unsent()).Msg("stopping with cross-node frames still queued; recipients get them by sync")
+			r.s.log.Warn().Int("queued", r.unsent()).Msg("stopping with frames for the leader it has not acknowledged; recipients of the messages among them get them by sync")
 			return
 		case <-t.C:
 		}
