@@ -17,6 +17,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -62,6 +63,35 @@ type Accounts struct {
 	dummy    []byte // a hash to compare against for unknown names
 	throttle throttle
 	log      zerolog.Logger
+	known    knownNames
+}
+
+// knownNames remembers, bounded, the names Resolve has found: users are
+// never deleted, so a name once resolved resolves the same for good, and
+// a message to a known user costs no round trip to Redis.
+type knownNames struct {
+	mu    sync.RWMutex
+	names map[string]string // name as given -> the user's own name; guarded by mu
+}
+
+// knownNamesMax bounds the names remembered; past it they are forgotten
+// all at once and found again as they are used.
+const knownNamesMax = 200_000
+
+func (k *knownNames) get(name string) (string, bool) {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	u, ok := k.names[name]
+	return u, ok
+}
+
+func (k *knownNames) put(name, user string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.names == nil || len(k.names) >= knownNamesMax {
+		k.names = make(map[string]string)
+	}
+	k.names[name] = user
 }
 
 // New returns Accounts over the given stores.
@@ -269,11 +299,15 @@ func (a *Accounts) TokenUser(ctx context.Context, tok string) (string, error) {
 // user of that name, else the user whose name has the same key (so
 // "Alice" finds the user registered as "alice"). ErrUnknownUser if none.
 func (a *Accounts) Resolve(ctx context.Context, name string) (string, error) {
+	if u, ok := a.known.get(name); ok {
+		return u, nil
+	}
 	ok, err := a.rdb.SIsMember(ctx, a.usersKey(), name).Result()
 	if err != nil {
 		return "", unavailable(err)
 	}
 	if ok {
+		a.known.put(name, name)
 		return name, nil
 	}
 	u, err := a.user(ctx, name)
@@ -284,5 +318,6 @@ func (a *Accounts) Resolve(ctx context.Context, name string) (string, error) {
 		return "", unavailable(err)
 	}
 	_ = a.rdb.SAdd(ctx, a.usersKey(), u.Name).Err()
+	a.known.put(name, u.Name)
 	return u.Name, nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -431,5 +432,52 @@ func TestMigrateNames(t *testing.T) {
 	// Idempotent: nothing is left to key.
 	if keyed, aliased, err := e.store.KeyUsers(ctx, Key); err != nil || keyed != 0 || aliased != 0 {
 		t.Fatalf("second KeyUsers: %d keyed, %d aliased, %v; want nothing", keyed, aliased, err)
+	}
+}
+
+// A name once resolved resolves from memory: the recipient of every
+// message costs no round trip to Redis. Unknown names are asked every
+// time, so a user registered later is found.
+func TestResolveRemembers(t *testing.T) {
+	e := newEnv(t)
+	own := redis.NewClient(&redis.Options{Addr: testenv.Redis(t)})
+	a := New(Config{Redis: own, Prefix: e.prefix, Store: e.store, Cost: bcrypt.MinCost, Throttle: DefaultThrottle()})
+	ctx := ctxT(t, 30*time.Second)
+	if _, err := a.Register(ctx, "carol", pw); err != nil {
+		t.Fatal(err)
+	}
+	if u, err := a.Resolve(ctx, "Carol"); err != nil || u != "carol" {
+		t.Fatalf("Resolve(Carol) = %q %v", u, err)
+	}
+	if _, err := a.Resolve(ctx, "dave"); !errors.Is(err, ErrUnknownUser) {
+		t.Fatalf("Resolve(dave) before registering: %v, want ErrUnknownUser", err)
+	}
+	if _, err := a.Register(ctx, "dave", pw); err != nil {
+		t.Fatal(err)
+	}
+	if u, err := a.Resolve(ctx, "dave"); err != nil || u != "dave" {
+		t.Fatalf("Resolve(dave) after registering: %q %v", u, err)
+	}
+	own.Close() // every further round trip fails
+	for _, name := range []string{"Carol", "dave"} {
+		if u, err := a.Resolve(ctx, name); err != nil || u != strings.ToLower(name) {
+			t.Errorf("Resolve(%q) with Redis gone = %q %v, want it remembered", name, u, err)
+		}
+	}
+	if _, err := a.Resolve(ctx, "erin"); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("Resolve of a name never seen with Redis gone: %v, want ErrUnavailable", err)
+	}
+}
+
+func TestKnownNamesBounded(t *testing.T) {
+	var k knownNames
+	for i := range knownNamesMax + 10 {
+		k.put(strconv.Itoa(i), "u")
+	}
+	if n := len(k.names); n > knownNamesMax {
+		t.Fatalf("%d names remembered, more than the bound %d", n, knownNamesMax)
+	}
+	if _, ok := k.get(strconv.Itoa(knownNamesMax + 9)); !ok {
+		t.Fatal("the latest name is not remembered")
 	}
 }
