@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -21,19 +22,27 @@ import (
 // with InitSeq and try again; assigning from zero could reuse a seq.
 var ErrNeedSeqInit = errors.New("chatlog: conversation counter must be seeded from history")
 
-// IdempotencyTTL is how long a clientMsgId is remembered.
-const IdempotencyTTL = 24 * time.Hour
+// IdempotencyTTL is how long a sender's clientMsgIds are remembered after
+// their last message; IdempotencyWindow bounds how many: the last that many
+// of each sender. A client resends only what it has not seen acknowledged,
+// a few messages at most, so the window is far above what a resend needs,
+// while the memory stays bounded by the number of active senders.
+const (
+	IdempotencyTTL    = 24 * time.Hour
+	IdempotencyWindow = 1024
+)
 
 // Log reads and writes the Redis message journal. It is safe for concurrent
 // use.
 type Log struct {
 	rdb    redis.UniversalClient
 	prefix string
+	commit committer
 }
 
 // New returns a Log over rdb whose keys all start with prefix.
 func New(rdb redis.UniversalClient, prefix string) *Log {
-	return &Log{rdb: rdb, prefix: prefix}
+	return &Log{rdb: rdb, prefix: prefix, commit: committer{rdb: rdb}}
 }
 
 // Key names. Exposed for the history writer and tests.
@@ -43,20 +52,37 @@ func (l *Log) PendingKey(conv string) string { return l.prefix + "pending:" + co
 func (l *Log) StreamKey() string             { return l.prefix + "history" }
 func (l *Log) ConvsKey(user string) string   { return l.prefix + "convs:" + user }
 func (l *Log) MarkerKey() string             { return l.prefix + "seqinit" }
-func (l *Log) idemKey(user, id string) string {
+
+// IdemKey is the hash clientMsgId -> "seq ts id conv" of user's last
+// IdempotencyWindow messages; IdemOrderKey lists those ids, oldest first.
+func (l *Log) IdemKey(user string) string      { return l.prefix + "idem:" + user }
+func (l *Log) IdemOrderKey(user string) string { return l.prefix + "idemq:" + user }
+
+// legacyIdemKey is where an earlier build kept the whole first message of
+// a clientMsgId, for 24 hours; still read, so a resend across an upgrade
+// is recognised.
+func (l *Log) legacyIdemKey(user, id string) string {
 	return l.prefix + "idem:" + user + ":" + id
 }
 
 // appendScript stores one message. KEYS: seq, recent, pending, stream,
-// marker, idem (or the marker again when there is no clientMsgId), then the
-// convs sets of every member. ARGV: JSON before the seq, JSON after it,
-// recent length, conv, idempotency TTL in seconds, has-idem flag.
-// Returns {status, message}: status 1 stored, 0 duplicate, -1 need init.
+// marker, idem hash, idem order list, legacy idem key (the last three the
+// marker again when there is no clientMsgId), then the convs sets of every
+// member. ARGV: JSON before the seq, JSON after it, recent length, conv,
+// idempotency TTL in seconds, has-idem flag, clientMsgId, "ts id conv" of
+// the message, idempotency window.
+// Returns {status, seq or "seq ts id conv"}: status 1 stored (with its
+// seq), 0 duplicate (what the first one was), -1 need init.
 var appendScript = redis.NewScript(`
 local hasIdem = ARGV[6] == '1'
 if hasIdem then
-  local prev = redis.call('GET', KEYS[6])
+  local prev = redis.call('HGET', KEYS[6], ARGV[7])
   if prev then return {0, prev} end
+  local old = redis.call('GET', KEYS[8])
+  if old then
+    local m = cjson.decode(old)
+    return {0, m.seq .. ' ' .. string.format('%d', m.ts) .. ' ' .. m.id .. ' ' .. m.conv}
+  end
 end
 if redis.call('EXISTS', KEYS[1]) == 0 and redis.call('EXISTS', KEYS[5]) == 0 then
   return {-1, ''}
@@ -67,47 +93,83 @@ redis.call('LPUSH', KEYS[2], msg)
 redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
 redis.call('HSET', KEYS[3], seq, msg)
 redis.call('XADD', KEYS[4], '*', 'm', msg)
-for i = 7, #KEYS do redis.call('SADD', KEYS[i], ARGV[4]) end
-if hasIdem then redis.call('SET', KEYS[6], msg, 'EX', tonumber(ARGV[5])) end
-return {1, msg}
+for i = 9, #KEYS do redis.call('SADD', KEYS[i], ARGV[4]) end
+if hasIdem then
+  local ttl = tonumber(ARGV[5])
+  redis.call('HSET', KEYS[6], ARGV[7], seq .. ' ' .. ARGV[8])
+  if redis.call('RPUSH', KEYS[7], ARGV[7]) > tonumber(ARGV[9]) then
+    redis.call('HDEL', KEYS[6], redis.call('LPOP', KEYS[7]))
+  end
+  redis.call('EXPIRE', KEYS[6], ttl)
+  redis.call('EXPIRE', KEYS[7], ttl)
+end
+return {1, seq}
 `)
 
 // Append assigns m the next seq of m.Conv and records it. m.Seq is ignored.
 // members are the users whose conversation lists gain m.Conv. If
-// clientMsgID is not empty and m.From already sent it, Append returns that
-// first message and dup true, storing nothing.
+// clientMsgID is not empty and m.From already sent it (among their last
+// IdempotencyWindow messages, within IdempotencyTTL), Append returns what
+// the first message was (its id, conversation, seq and time; no text) and
+// dup true, storing nothing.
+//
+// Appends that arrive together go to Redis together, in one pipeline
+// (committer), each still its own atomic script.
 func (l *Log) Append(ctx context.Context, m protocol.Message, clientMsgID string, members []string) (protocol.Message, bool, error) {
 	m.Seq = 0
 	before, after, err := splitAtSeq(m)
 	if err != nil {
 		return protocol.Message{}, false, err
 	}
-	idem := l.MarkerKey()
-	hasIdem := "0"
+	marker := l.MarkerKey()
+	idem, order, legacy, hasIdem := marker, marker, marker, "0"
 	if clientMsgID != "" {
-		idem = l.idemKey(m.From, clientMsgID)
-		hasIdem = "1"
+		idem, order, legacy, hasIdem = l.IdemKey(m.From), l.IdemOrderKey(m.From), l.legacyIdemKey(m.From, clientMsgID), "1"
 	}
-	keys := make([]string, 0, 6+len(members))
-	keys = append(keys, l.SeqKey(m.Conv), l.RecentKey(m.Conv), l.PendingKey(m.Conv), l.StreamKey(), l.MarkerKey(), idem)
+	keys := make([]string, 0, 8+len(members))
+	keys = append(keys, l.SeqKey(m.Conv), l.RecentKey(m.Conv), l.PendingKey(m.Conv), l.StreamKey(), marker, idem, order, legacy)
 	for _, u := range members {
 		keys = append(keys, l.ConvsKey(u))
 	}
-	res, err := appendScript.Run(ctx, l.rdb, keys, before, after, protocol.RecentLen, m.Conv,
-		int(IdempotencyTTL/time.Second), hasIdem).Slice()
+	args := []any{before, after, protocol.RecentLen, m.Conv, int(IdempotencyTTL / time.Second), hasIdem, clientMsgID,
+		strconv.FormatInt(m.TS, 10) + " " + m.ID + " " + m.Conv, IdempotencyWindow}
+	res, err := l.commit.run(ctx, appendScript, keys, args)
 	if err != nil {
 		return protocol.Message{}, false, fmt.Errorf("chatlog: append: %w", err)
 	}
+	if len(res) != 2 {
+		return protocol.Message{}, false, fmt.Errorf("chatlog: append: unexpected reply %v", res)
+	}
 	status, _ := res[0].(int64)
-	raw, _ := res[1].(string)
-	if status == -1 {
+	switch status {
+	case -1:
 		return protocol.Message{}, false, ErrNeedSeqInit
+	case 1:
+		seq, _ := res[1].(int64)
+		m.Seq = seq
+		return m, false, nil
 	}
-	var out protocol.Message
-	if err := json.Unmarshal([]byte(raw), &out); err != nil {
-		return protocol.Message{}, false, fmt.Errorf("chatlog: stored message: %w", err)
+	prev, _ := res[1].(string)
+	first, err := parseIdem(prev)
+	if err != nil {
+		return protocol.Message{}, false, err
 	}
-	return out, status == 0, nil
+	first.From = m.From
+	return first, true, nil
+}
+
+// parseIdem reads a remembered "seq ts id conv".
+func parseIdem(s string) (protocol.Message, error) {
+	f := strings.SplitN(s, " ", 4)
+	if len(f) != 4 {
+		return protocol.Message{}, fmt.Errorf("chatlog: remembered clientMsgId %q is malformed", s)
+	}
+	seq, err1 := strconv.ParseInt(f[0], 10, 64)
+	ts, err2 := strconv.ParseInt(f[1], 10, 64)
+	if err1 != nil || err2 != nil {
+		return protocol.Message{}, fmt.Errorf("chatlog: remembered clientMsgId %q is malformed", s)
+	}
+	return protocol.Message{Seq: seq, TS: ts, ID: f[2], Conv: f[3]}, nil
 }
 
 // splitAtSeq encodes m with a placeholder seq and splits the JSON around

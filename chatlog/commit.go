@@ -1,0 +1,156 @@
+package chatlog
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Group commit: script calls that arrive while others are on their way to
+// Redis wait and go together, in one pipeline, so that under load a message
+// costs a fraction of a round trip and of a system call on both sides,
+// and no message waits for a timer when there is no load.
+//
+// At most maxInFlight pipelines are in flight at once. A caller that finds
+// fewer sends what is queued, its own call among it, at once. Otherwise it
+// queues and waits; when a pipeline returns, the goroutine that sent it
+// hands the sending of what queued meanwhile to the oldest caller waiting,
+// so no caller sends more than one pipeline for others. Within a pipeline
+// the calls run in the order they queued: one conversation's appends keep
+// the order in which their callers asked.
+const (
+	maxInFlight = 2
+	maxBatch    = 256
+	// batchTimeout bounds a pipeline's round trip: a caller whose own
+	// context is longer still gets an answer after it.
+	batchTimeout = 5 * time.Second
+)
+
+type committer struct {
+	rdb redis.UniversalClient
+
+	mu       sync.Mutex
+	queue    []*call // guarded by mu
+	inFlight int     // pipelines sent and not yet returned; guarded by mu
+}
+
+// call is one script call waiting in the committer.
+type call struct {
+	ctx    context.Context
+	script *redis.Script
+	keys   []string
+	args   []any
+
+	res   []any
+	err   error
+	wake  chan bool // true: res and err are set; false: send batch
+	batch []*call   // handed to this caller to send, itself first
+}
+
+// run runs script with keys and args, batched with concurrent calls, and
+// returns its reply as a slice.
+func (c *committer) run(ctx context.Context, script *redis.Script, keys []string, args []any) ([]any, error) {
+	cl := &call{ctx: ctx, script: script, keys: keys, args: args, wake: make(chan bool, 1)}
+	c.mu.Lock()
+	c.queue = append(c.queue, cl)
+	if c.inFlight < maxInFlight {
+		c.inFlight++
+		c.send(c.takeLocked())
+	} else {
+		c.mu.Unlock()
+	}
+	for !<-cl.wake {
+		c.send(cl.batch)
+	}
+	return cl.res, cl.err
+}
+
+// takeLocked takes up to maxBatch queued calls, oldest first, and
+// releases c.mu.
+func (c *committer) takeLocked() []*call {
+	n := min(len(c.queue), maxBatch)
+	batch := make([]*call, n)
+	copy(batch, c.queue)
+	clear(c.queue[:n])
+	c.queue = c.queue[n:]
+	if len(c.queue) == 0 {
+		c.queue = nil
+	}
+	c.mu.Unlock()
+	return batch
+}
+
+// send sends batch, then hands what queued meanwhile to the oldest of
+// those callers (it sends it in its turn), or gives the slot up.
+func (c *committer) send(batch []*call) {
+	c.exec(batch)
+	c.mu.Lock()
+	if len(c.queue) == 0 {
+		c.inFlight--
+		c.mu.Unlock()
+		return
+	}
+	next := c.takeLocked()
+	next[0].batch = next
+	next[0].wake <- false
+}
+
+// exec sends batch in one pipeline and wakes every caller with its reply.
+// A caller that stopped waiting before its turn is answered with its
+// context's error and not sent. Scripts Redis does not hold yet (a
+// restarted Redis) are loaded and their calls sent again: a call answered
+// NOSCRIPT did not run.
+func (c *committer) exec(batch []*call) {
+	live := batch[:0:0]
+	for _, cl := range batch {
+		if err := cl.ctx.Err(); err != nil {
+			cl.err = err
+			cl.wake <- true
+			continue
+		}
+		live = append(live, cl)
+	}
+	// A second attempt answers every call, NOSCRIPT or not.
+	for attempt := 0; len(live) > 0; attempt++ {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(live[0].ctx), batchTimeout)
+		pipe := c.rdb.Pipeline()
+		cmds := make([]*redis.Cmd, len(live))
+		for i, cl := range live {
+			cmds[i] = cl.script.EvalSha(ctx, pipe, cl.keys, cl.args...)
+		}
+		_, _ = pipe.Exec(ctx)
+		var again []*call
+		for i, cl := range live {
+			err := cmds[i].Err()
+			if attempt == 0 && err != nil && isNoScript(err) {
+				again = append(again, cl)
+				continue
+			}
+			if err == nil {
+				cl.res, err = cmds[i].Slice()
+			}
+			cl.err = err
+			cl.wake <- true
+		}
+		if len(again) > 0 {
+			loaded := map[*redis.Script]bool{}
+			for _, cl := range again {
+				if !loaded[cl.script] {
+					loaded[cl.script] = true
+					if err := cl.script.Load(ctx, c.rdb).Err(); err != nil {
+						break // the calls fail below with their NOSCRIPT
+					}
+				}
+			}
+		}
+		cancel()
+		live = again
+	}
+}
+
+func isNoScript(err error) bool {
+	return strings.HasPrefix(err.Error(), "NOSCRIPT")
+}

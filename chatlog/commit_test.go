@@ -1,0 +1,197 @@
+package chatlog
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"chatcluster/protocol"
+)
+
+// Many senders at once: every append gets its own seq, the seqs of a
+// conversation are exactly 1..n, and each caller's own appends come back
+// in the order it made them, batched or not.
+func TestConcurrentAppendsGetDistinctOrderedSeqs(t *testing.T) {
+	ctx := context.Background()
+	l := newLog(t)
+	if err := l.MarkFresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	const senders, each = 16, 60
+	var wg sync.WaitGroup
+	seqs := make([][]int64, senders)
+	errs := make(chan error, senders)
+	for s := range senders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			from := "u" + strconv.Itoa(s)
+			for i := range each {
+				m := protocol.Message{ID: fmt.Sprint(s, "-", i), Conv: "room:busy", From: from, Text: "t", TS: int64(i)}
+				got, dup, err := l.Append(ctx, m, fmt.Sprint("c", i), nil)
+				if err != nil || dup {
+					errs <- fmt.Errorf("sender %d append %d: dup=%v err=%v", s, i, dup, err)
+					return
+				}
+				seqs[s] = append(seqs[s], got.Seq)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	seen := map[int64]bool{}
+	for s, ss := range seqs {
+		for i, q := range ss {
+			if seen[q] {
+				t.Fatalf("seq %d given twice", q)
+			}
+			seen[q] = true
+			if i > 0 && q <= ss[i-1] {
+				t.Fatalf("sender %d: seq %d after %d", s, q, ss[i-1])
+			}
+		}
+	}
+	for q := int64(1); q <= senders*each; q++ {
+		if !seen[q] {
+			t.Fatalf("seq %d never given (of %d)", q, senders*each)
+		}
+	}
+}
+
+// A sender's clientMsgIds are remembered for its last IdempotencyWindow
+// messages, with nothing kept but what a resend is answered with.
+func TestIdempotencyWindowIsBounded(t *testing.T) {
+	ctx := context.Background()
+	l := newLog(t)
+	if err := l.MarkFresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	send := func(cid string) (protocol.Message, bool) {
+		t.Helper()
+		got, dup, err := l.Append(ctx, protocol.Message{ID: "id-" + cid, Conv: "dm:a:b", From: "a", To: "b", Text: "x", TS: 7}, cid, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got, dup
+	}
+	first, _ := send("c0")
+	for i := 1; i <= IdempotencyWindow; i++ {
+		send("c" + strconv.Itoa(i))
+	}
+	if n := l.rdb.HLen(ctx, l.IdemKey("a")).Val(); n != IdempotencyWindow {
+		t.Fatalf("%d clientMsgIds remembered, want the window of %d", n, IdempotencyWindow)
+	}
+	if ttl := l.rdb.TTL(ctx, l.IdemKey("a")).Val(); ttl <= 0 || ttl > IdempotencyTTL {
+		t.Fatalf("idempotency hash TTL %v", ttl)
+	}
+	if _, dup := send("c1"); !dup {
+		t.Fatal("a clientMsgId inside the window was stored again")
+	}
+	again, dup := send("c0")
+	if dup || again.Seq == first.Seq {
+		t.Fatalf("a clientMsgId past the window: dup=%v seq %d (first %d), want stored anew", dup, again.Seq, first.Seq)
+	}
+}
+
+// A resend of a message an earlier build stored, which kept the whole
+// message under idem:<user>:<id>, is still recognised.
+func TestLegacyIdempotencyKeyIsHonoured(t *testing.T) {
+	ctx := context.Background()
+	l := newLog(t)
+	if err := l.MarkFresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	old := protocol.Message{ID: "old1", Conv: "dm:a:b", From: "a", To: "b", Text: "x", Seq: 9, TS: 1733200000123}
+	b, _ := json.Marshal(old)
+	if err := l.rdb.Set(ctx, l.legacyIdemKey("a", "k"), b, time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	got, dup, err := l.Append(ctx, protocol.Message{ID: "new", Conv: "dm:a:b", From: "a", To: "b", Text: "x", TS: 5}, "k", nil)
+	if err != nil || !dup || got.ID != old.ID || got.Seq != old.Seq || got.TS != old.TS || got.Conv != old.Conv {
+		t.Fatalf("resend across an upgrade: %+v dup=%v err=%v, want %+v", got, dup, err, old)
+	}
+}
+
+// A Redis that forgot its scripts (restarted) is given them again; the
+// appends waiting meanwhile are not lost.
+func TestAppendReloadsFlushedScripts(t *testing.T) {
+	ctx := context.Background()
+	l := newLog(t)
+	if err := l.MarkFresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := l.Append(ctx, protocol.Message{ID: "a", Conv: "dm:a:b", From: "a", Text: "x"}, "", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.rdb.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := l.Append(ctx, protocol.Message{ID: "b", Conv: "dm:a:b", From: "a", Text: "y"}, "", nil)
+	if err != nil || got.Seq != 2 {
+		t.Fatalf("append after SCRIPT FLUSH: %+v %v", got, err)
+	}
+}
+
+// A caller whose context ended before its turn is answered with that
+// error, and its message is not stored.
+func TestAppendWithEndedContext(t *testing.T) {
+	l := newLog(t)
+	if err := l.MarkFresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, _, err := l.Append(ctx, protocol.Message{ID: "a", Conv: "dm:a:b", From: "a", Text: "x"}, "", nil); err == nil {
+		t.Fatal("append with a cancelled context succeeded")
+	}
+	if n := l.rdb.Exists(context.Background(), l.SeqKey("dm:a:b")).Val(); n != 0 {
+		t.Fatal("a cancelled append was stored")
+	}
+}
+
+// BenchmarkAppend measures a direct message's append: one caller at a time
+// (a round trip each), and many at once (group commit).
+func BenchmarkAppend(b *testing.B) {
+	ctx := context.Background()
+	l := newLog(b)
+	if err := l.MarkFresh(ctx); err != nil {
+		b.Fatal(err)
+	}
+	msg := func(i int) protocol.Message {
+		return protocol.Message{ID: strconv.Itoa(i), Conv: "dm:u" + strconv.Itoa(i%50) + ":v", From: "u" + strconv.Itoa(i%50), To: "v",
+			Text: "a message of a typical length, some forty bytes", TS: 1733200000123}
+	}
+	b.Run("serial", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := range b.N {
+			if _, _, err := l.Append(ctx, msg(i), "s"+strconv.Itoa(i), []string{"u", "v"}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetParallelism(32)
+		var n sync.Mutex
+		next := 0
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				n.Lock()
+				i := next
+				next++
+				n.Unlock()
+				if _, _, err := l.Append(ctx, msg(i), "p"+strconv.Itoa(i), []string{"u", "v"}); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+}
