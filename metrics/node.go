@@ -51,11 +51,12 @@ type Node struct {
 	PushKicked   prometheus.Counter
 	PushNode     prometheus.Counter
 
-	RouteDropped  prometheus.Counter // recipients dropped: route queue full
-	UplinkFrames  prometheus.Counter // frames queued on the link to the leader
-	UplinkDropped prometheus.Counter // frames dropped: uplink queue full
-	UplinkResent  prometheus.Counter // frames handed again to a new link: the lost one had not acknowledged them
-	PeerResent    prometheus.Counter // as leader: frames a node sent again that were already handled
+	RouteDropped     prometheus.Counter // recipients dropped: uplink queue full
+	RouteParkExpired prometheus.Counter // leader: pushes for recipients it could not place in time
+	UplinkFrames     prometheus.Counter // frames queued on the link to the leader
+	UplinkDropped    prometheus.Counter // frames dropped: uplink queue full
+	UplinkResent     prometheus.Counter // frames handed again to a new link: the lost one had not acknowledged them
+	PeerResent       prometheus.Counter // as leader: frames a node sent again that were already handled
 
 	LeaderFramesOut     prometheus.Counter // frames the leader queued to node links
 	LeaderFramesDropped prometheus.Counter // frames the leader had no usable link for
@@ -109,11 +110,12 @@ func NewNode(reg prometheus.Registerer, src NodeSources) *Node {
 		PushKicked:   pushes.WithLabelValues("kicked"),
 		PushNode:     pushes.WithLabelValues("node"),
 
-		RouteDropped:  counter("route_dropped_total", "Recipients on other nodes a message was not routed to because the route queue was full (they get it by sync)."),
-		UplinkFrames:  counter("uplink_frames_total", "Frames this node queued on its peer link to the leader: routed messages, kicks, room requests, logins and logouts, rosters, loads."),
-		UplinkDropped: counter("uplink_dropped_total", "Frames for the leader dropped because the uplink queue was full."),
-		UplinkResent:  counter("uplink_resent_total", "Frames for the leader handed over again because the link they went out on was lost before the leader acknowledged them."),
-		PeerResent:    counter("peer_resent_total", "As leader: frames a node sent again that this node had already handled (acknowledged again, not handled twice)."),
+		RouteDropped:     counter("route_dropped_total", "Recipients on other nodes a message was not routed to because the queue to the leader was full (they get it by sync)."),
+		RouteParkExpired: counter("route_parked_expired_total", "Leader: message pushes for recipients it could not place on a node within the parking time, or that found parking full (they get them by sync)."),
+		UplinkFrames:     counter("uplink_frames_total", "Frames this node queued on its peer link to the leader: routed messages, kicks, room requests, logins and logouts, rosters, loads."),
+		UplinkDropped:    counter("uplink_dropped_total", "Frames for the leader dropped because the uplink queue was full."),
+		UplinkResent:     counter("uplink_resent_total", "Frames for the leader handed over again because the link they went out on was lost before the leader acknowledged them."),
+		PeerResent:       counter("peer_resent_total", "As leader: frames a node sent again that this node had already handled (acknowledged again, not handled twice)."),
 
 		LeaderFramesOut:     counter("leader_frames_out_total", "Frames this node, as leader, queued to the links of other nodes."),
 		LeaderFramesDropped: counter("leader_frames_dropped_total", "Frames this node, as leader, dropped for want of a usable link to their node."),

@@ -24,6 +24,8 @@ type leadership struct {
 	stopF context.CancelFunc
 	wake  chan struct{} // publish now
 	rooms *roomService
+	// parked holds pushes for recipients the leader cannot place yet.
+	parked *parking
 	// term is this leadership's count among the cluster's leaderships
 	// (cluster.ClaimTerm), for display; 0 until counted. Fencing uses
 	// the epoch, never the term.
@@ -125,6 +127,7 @@ func (s *Server) newLeadership(epoch int64) *leadership {
 	}
 	l.linked = make(chan struct{})
 	l.linkTimer = time.AfterFunc(linkWait, l.markLinked)
+	l.parked = newParking(s.m.RouteParkExpired)
 	l.rooms = newRoomService(l)
 	// This node's own sessions, as every other node sends when it links.
 	for _, b := range s.rosterFrames(epoch) {
@@ -133,6 +136,7 @@ func (s *Server) newLeadership(epoch int64) *leadership {
 		}
 	}
 	l.rooms.start()
+	s.goAttach(func() { l.parked.expireLoop(l.ctx) })
 	s.goAttach(l.publishLoop)
 	s.goAttach(l.hotWordsLoop)
 	s.goAttach(l.termLoop)
@@ -390,8 +394,13 @@ func (l *leadership) handle(from string, f protocol.PeerFrame) {
 	}
 }
 
-// forward sends a route or kick frame on to its destination node.
+// forward sends a route or kick frame on to its destination node. A route
+// without a destination goes to wherever the recipients are online.
 func (l *leadership) forward(f *protocol.PeerFrame) {
+	if f.Type == protocol.PeerRoute && f.Dest == "" {
+		l.route(f)
+		return
+	}
 	if f.Dest == l.s.cfg.ID {
 		if f.Type == protocol.PeerKick {
 			for _, u := range f.Users {
@@ -407,6 +416,43 @@ func (l *leadership) forward(f *protocol.PeerFrame) {
 		out = protocol.PeerFrame{Type: protocol.PeerKick, Users: f.Users, Conn: f.Conn}
 	}
 	l.send(f.Dest, &out)
+}
+
+// route hands a message's push to its recipients' nodes, as the nodes'
+// logins and rosters place them. A recipient not placed yet (a login the
+// leader has not heard of, or a node whose roster is still on its way after
+// a new term began) is parked for a moment (parking) and gets the push if
+// it appears meanwhile; otherwise the message waits for their sync.
+func (l *leadership) route(f *protocol.PeerFrame) {
+	p := parkedPush{push: f.Push, conv: f.Conv, seq: f.Seq}
+	if len(p.push) == 0 {
+		if f.Message == nil {
+			return
+		}
+		p = parkedPush{push: encodeMessage(*f.Message), conv: f.Message.Conv, seq: f.Message.Seq}
+	}
+	for _, u := range f.Users {
+		l.parked.route(u, p, l.rooms.reg.Where, l.pushParked)
+	}
+}
+
+func (l *leadership) pushParked(node, user string, p parkedPush) {
+	l.pushMessage(node, []string{user}, p.conv, p.seq, p.push)
+}
+
+// pushMessage hands the encoded push of message seq of conv to users on
+// node.
+func (l *leadership) pushMessage(node string, users []string, conv string, seq int64, push []byte) {
+	if node == l.s.cfg.ID {
+		l.s.deliverPushed(slices.Values(users), conv, seq, push)
+		return
+	}
+	l.send(node, &protocol.PeerFrame{Type: protocol.PeerPush, Recipients: protocol.JoinNames(users), Push: push, Conv: conv, Seq: seq})
+}
+
+// appeared delivers what was parked for user, now online.
+func (l *leadership) appeared(user string) {
+	l.parked.appeared(user, l.rooms.reg.Where, l.pushParked)
 }
 
 // send queues f for node, stamped with this term. Recipients it cannot

@@ -260,14 +260,16 @@ func (rs *roomService) post(ctx context.Context, f protocol.PeerFrame) protocol.
 	return protocol.PeerFrame{Message: &stored, Dup: dup}
 }
 
+// fanout hands m to every online member of its room: the push is encoded
+// once and goes as bytes, one frame per node.
 func (rs *roomService) fanout(m *protocol.Message) {
-	l := rs.l
-	for node, users := range rs.reg.Plan(m.Room) {
-		if node == l.s.cfg.ID {
-			l.s.deliverLocal(slices.Values(users), m)
-			continue
-		}
-		l.send(node, &protocol.PeerFrame{Type: protocol.PeerDeliver, Recipients: protocol.JoinNames(users), Message: m})
+	plan := rs.reg.Plan(m.Room)
+	if len(plan) == 0 {
+		return
+	}
+	push := encodeMessage(*m)
+	for node, users := range plan {
+		rs.l.pushMessage(node, users, m.Conv, m.Seq, push)
 	}
 }
 
@@ -297,6 +299,7 @@ func (rs *roomService) online(node string, f protocol.PeerFrame) {
 		if rs.reg.Online(f.User, node, f.Conn, f.Ver) {
 			rs.presence(f.User, true)
 		}
+		rs.appeared(f.User)
 		if f.Req != 0 {
 			rs.l.reply(node, protocol.PeerFrame{Req: f.Req})
 		}
@@ -320,10 +323,14 @@ func (rs *roomService) roster(node string, f protocol.PeerFrame) {
 			if rs.reg.Online(ss.User, node, ss.Conn, ss.Ver) {
 				rs.presence(ss.User, true)
 			}
+			rs.appeared(ss.User)
 		}
 		return
 	}
 	offline, online := rs.reg.Roster(node, sessions)
+	for _, ss := range sessions {
+		rs.appeared(ss.User)
+	}
 	rs.rosterMu.Lock()
 	first := !rs.rostered[node]
 	rs.rostered[node] = true
@@ -340,6 +347,10 @@ func (rs *roomService) roster(node string, f protocol.PeerFrame) {
 		rs.presence(u, true)
 	}
 }
+
+// appeared hands user what the leader parked for them, now that it knows
+// where they are.
+func (rs *roomService) appeared(user string) { rs.l.appeared(user) }
 
 // nodeGone takes every user of a node that left the cluster offline: their
 // room mates are told, and their global sessions, which the dead node can

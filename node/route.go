@@ -3,9 +3,7 @@ package node
 import (
 	"context"
 	"crypto/hmac"
-	"errors"
 	"fmt"
-	"hash/maphash"
 	"iter"
 	"net/http"
 	"strconv"
@@ -15,24 +13,18 @@ import (
 
 	"chatcluster/handler"
 	"chatcluster/protocol"
-	"chatcluster/session"
 )
 
-const (
-	routeWorkers = 8
-	uplinkQueue  = 64 // frames in flight on the link to the leader
-)
+const uplinkQueue = 64 // frames in flight on the link to the leader
 
 // router delivers stored messages. Local recipients get the push at once;
-// the others are looked up in the global session by a worker chosen by the
-// recipient's name (so one recipient's messages stay in order) and sent to
-// the leader, which forwards them to the recipient's node.
+// for the others the push, encoded once, goes to the leader, which knows
+// from the nodes' logins and rosters where every user is and forwards it
+// to the recipient's node: no lookup per message on this node.
 //
 // Lock order: router.mu, then leadership.mu.
 type router struct {
-	s    *Server
-	seed maphash.Seed
-	work [routeWorkers]chan routeJob
+	s *Server
 
 	// up holds encoded frames for the leader, in order. While there is no
 	// leader link it fills; once full, new chats are refused (503) instead
@@ -68,25 +60,12 @@ type upFrame struct {
 	b  []byte
 }
 
-type routeJob struct {
-	m    *protocol.Message
-	user string
-}
-
 func newRouter(s *Server) *router {
-	r := &router{s: s, seed: maphash.MakeSeed(), up: make(chan upFrame, s.cfg.PeerQueue), linkSet: make(chan struct{}),
+	return &router{s: s, up: make(chan upFrame, s.cfg.PeerQueue), linkSet: make(chan struct{}),
 		pending: map[uint64]chan protocol.PeerFrame{}}
-	for i := range r.work {
-		r.work[i] = make(chan routeJob, s.cfg.PeerQueue/routeWorkers+1)
-	}
-	return r
 }
 
 func (r *router) start() {
-	for i := range r.work {
-		q := r.work[i]
-		r.s.goAttach(func() { r.worker(q) })
-	}
 	r.s.goAttach(r.uplink)
 	r.s.goAttach(r.reportLoad)
 }
@@ -99,64 +78,31 @@ func (r *router) Ready() error {
 	return nil
 }
 
-// Deliver implements handler.Router. It never blocks.
+// Deliver implements handler.Router. It never blocks. The push is encoded
+// once, here where the message was stored, and travels as bytes.
 func (r *router) Deliver(m protocol.Message, to []string) {
-	var push []byte
+	push := encodeMessage(m)
+	var remote []string
 	for _, u := range to {
 		if c, ok := r.s.local.Get(u); ok {
-			if push == nil {
-				push = encodeMessage(m)
-			}
 			if c.enqueueMessage(&m, push) {
 				r.s.m.PushMessage.Inc()
 			}
 			continue
 		}
-		q := r.work[maphash.String(r.seed, u)%routeWorkers]
-		select {
-		case q <- routeJob{m: &m, user: u}:
-		default:
-			r.s.m.RouteDropped.Inc()
-			r.s.log.Warn().Str("user", u).Str("conv", m.Conv).Int64("seq", m.Seq).Msg("route queue full; recipient will get it by sync")
-		}
+		remote = append(remote, u)
+	}
+	if len(remote) == 0 {
+		return
+	}
+	if !r.toLeader(&protocol.PeerFrame{Type: protocol.PeerRoute, Users: remote, Push: push, Conv: m.Conv, Seq: m.Seq}) {
+		r.s.m.RouteDropped.Add(float64(len(remote)))
 	}
 }
 
 func encodeMessage(m protocol.Message) []byte {
 	b, _ := protocol.EncodePush(protocol.PushMessage, m)
 	return b
-}
-
-func (r *router) worker(q chan routeJob) {
-	for {
-		select {
-		case <-r.s.ctx.Done():
-			return
-		case j := <-q:
-			r.route(j)
-		}
-	}
-}
-
-func (r *router) route(j routeJob) {
-	ctx, cancel := context.WithTimeout(r.s.ctx, 2*time.Second)
-	rec, err := r.s.sessions.Get(ctx, j.user)
-	cancel()
-	switch {
-	case errors.Is(err, session.ErrNotFound):
-		return // offline: the message waits for their sync
-	case err != nil:
-		r.s.log.Warn().Err(err).Str("user", j.user).Msg("session lookup failed; recipient will get the message by sync")
-		return
-	case rec.Node == r.s.cfg.ID:
-		if c, ok := r.s.local.Get(j.user); ok && c.enqueueMessage(j.m, encodeMessage(*j.m)) {
-			r.s.m.PushMessage.Inc()
-		}
-		return
-	case !r.s.holds(rec):
-		return
-	}
-	r.toLeader(&protocol.PeerFrame{Type: protocol.PeerRoute, Dest: rec.Node, Users: []string{j.user}, Message: j.m})
 }
 
 // kickRemote asks node to close user's connection conn.
@@ -542,6 +488,20 @@ func (s *Server) deliverLocal(users iter.Seq[string], m *protocol.Message) {
 	}
 }
 
+// deliverPushed hands the encoded push of message seq of conv to the
+// named users connected here, once per connection.
+func (s *Server) deliverPushed(users iter.Seq[string], conv string, seq int64, push []byte) {
+	if len(push) == 0 {
+		return
+	}
+	m := &protocol.Message{Conv: conv, Seq: seq}
+	for u := range users {
+		if c, ok := s.local.Get(u); ok && c.enqueueMessage(m, push) {
+			s.m.PushMessage.Inc()
+		}
+	}
+}
+
 // servePeer accepts the leader's link. The leader must prove the cluster
 // secret and be the leader ZooKeeper names now, with an epoch no older than
 // any this node has seen.
@@ -635,7 +595,11 @@ func (s *Server) onLeaderFrame(link *peerLink, f protocol.PeerFrame) {
 			s.kickLocal(u, f.Conn)
 		}
 	case protocol.PeerPush:
-		s.deliverRaw(protocol.Names(f.Recipients), f.Push)
+		if f.Conv != "" {
+			s.deliverPushed(protocol.Names(f.Recipients), f.Conv, f.Seq, f.Push)
+		} else {
+			s.deliverRaw(protocol.Names(f.Recipients), f.Push)
+		}
 	case protocol.PeerReply:
 		s.routes.onReply(f)
 	case protocol.PeerAck:

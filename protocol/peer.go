@@ -12,14 +12,14 @@ import (
 const (
 	PeerHello   = "hello"   // leader -> node: I lead with this epoch
 	PeerLoad    = "load"    // node -> leader: my connection count
-	PeerRoute   = "route"   // node -> leader: deliver Message to Users on node Dest
+	PeerRoute   = "route"   // node -> leader: deliver the push Push of message Conv/Seq (or Message) to Users, wherever they are (or on node Dest)
 	PeerDeliver = "deliver" // leader -> node: deliver Message to local Users
 	PeerKick    = "kick"    // node -> leader -> node: close User's connection Conn
 	PeerRoom    = "room"    // node -> leader: room request Op for User, answered by a reply with the same Req
 	PeerReply   = "reply"   // leader -> node: the answer to request Req
 	PeerOnline  = "online"  // node -> leader: User logged in (Online) or out on connection Conn
 	PeerRoster  = "roster"  // node -> leader: every session on the node, sent when a leader links
-	PeerPush    = "push"    // leader -> node: hand the encoded push Push to local Users
+	PeerPush    = "push"    // leader -> node: hand the encoded push Push to local Users; with Conv, a message's push, once per connection
 	PeerAck     = "ack"     // leader -> node: every frame up to Up is handled
 )
 
@@ -75,6 +75,8 @@ type PeerFrame struct {
 	Ver         int64           `json:"ver,omitempty"`         // presence: the login's session version
 	Sessions    []PeerSession   `json:"sessions,omitempty"`    // roster
 	Push        json.RawMessage `json:"push,omitempty"`        // an encoded client push
+	Conv        string          `json:"conv,omitempty"`        // push of a message: its conversation
+	Seq         int64           `json:"seq,omitempty"`         // push of a message: its seq
 
 	// Recipients names the local users of a deliver or push frame, joined
 	// by commas (names never hold one): a node walks it without

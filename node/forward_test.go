@@ -1,0 +1,109 @@
+package node
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"chatcluster/metrics"
+	"chatcluster/protocol"
+	"chatcluster/session"
+)
+
+// forwardingLeader is a leadership of node n1 with a link to n3 whose
+// queue the caller drains, and users placed on n3.
+func forwardingLeader(users ...string) (*leadership, *peerLink) {
+	s := &Server{cfg: Config{ID: "n1", PeerQueue: 1 << 16}, local: session.NewLocal[*client](), log: zerolog.Nop(),
+		m: metrics.NewNode(prometheus.NewRegistry(), metrics.NodeSources{})}
+	l := &leadership{s: s, epoch: 7, links: map[string]*peerLink{}, held: map[string][][]byte{}, unlinked: map[string]time.Time{}}
+	l.parked = newParking(s.m.RouteParkExpired)
+	l.rooms = newRoomService(l)
+	link := &peerLink{remote: "n3", epoch: 7, send: make(chan []byte, 1<<16), closing: make(chan struct{}), done: make(chan struct{})}
+	l.links["n3"] = link
+	for _, u := range users {
+		l.rooms.reg.Online(u, "n3", "c-"+u, 1)
+	}
+	return l, link
+}
+
+func dmMessage(i int) protocol.Message {
+	return protocol.Message{ID: fmt.Sprintf("mjuoj484-%016x", i), Conv: "dm:alice:bob", Seq: int64(i + 1), From: "alice", To: "bob",
+		Text: "a message of a typical length, some forty bytes", TS: 1767225662500}
+}
+
+// A route frame without a destination reaches the recipient's node, as
+// the leader places them, with the push bytes as the sender encoded them.
+func TestLeaderRoutesByRoster(t *testing.T) {
+	l, link := forwardingLeader("bob")
+	m := dmMessage(0)
+	push := encodeMessage(m)
+	frame, _ := protocol.EncodePeer(&protocol.PeerFrame{Type: protocol.PeerRoute, From: "n2", Users: []string{"bob"}, Push: push, Conv: m.Conv, Seq: m.Seq})
+	f, err := protocol.DecodePeer(frame)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.handle("n2", f)
+	select {
+	case b := <-link.send:
+		out, err := protocol.DecodePeer(b)
+		if err != nil || out.Type != protocol.PeerPush || out.Recipients != "bob" || out.Conv != m.Conv || out.Seq != m.Seq || string(out.Push) != string(push) || out.Epoch != 7 {
+			t.Fatalf("forwarded %s (%v), want a push frame to bob with the sender's bytes", b, err)
+		}
+	default:
+		t.Fatal("nothing forwarded to n3")
+	}
+	// A recipient the leader cannot place waits, and follows when placed.
+	m2 := dmMessage(1)
+	l.handle("n2", protocol.PeerFrame{Type: protocol.PeerRoute, From: "n2", Users: []string{"carol"}, Push: encodeMessage(m2), Conv: m2.Conv, Seq: m2.Seq})
+	if len(link.send) != 0 {
+		t.Fatal("a push for an unplaced user went out")
+	}
+	l.handle("n3", protocol.PeerFrame{Type: protocol.PeerOnline, From: "n3", User: "carol", Conn: "c-carol", Online: true, Ver: 2})
+	select {
+	case b := <-link.send:
+		if out, _ := protocol.DecodePeer(b); out.Recipients != "carol" || out.Seq != m2.Seq {
+			t.Fatalf("after carol's login, forwarded %s", b)
+		}
+	default:
+		t.Fatal("the parked push did not follow carol's login")
+	}
+}
+
+// BenchmarkLeaderForward measures the leader forwarding a batch of 64
+// direct messages as they arrive on a node's link: decoding each frame,
+// placing the recipient and queueing the frame for the recipient's node.
+// "push" is this build's frame (the encoded push travels as bytes);
+// "message" the earlier one (the message decoded and encoded again).
+func BenchmarkLeaderForward(b *testing.B) {
+	const batch = 64
+	l, link := forwardingLeader("bob")
+	frames := map[string][][]byte{}
+	for i := range batch {
+		m := dmMessage(i)
+		p, _ := protocol.EncodePeer(&protocol.PeerFrame{Type: protocol.PeerRoute, Epoch: 7, From: "n2", Up: uint64(i + 1), Users: []string{"bob"}, Push: encodeMessage(m), Conv: m.Conv, Seq: m.Seq})
+		o, _ := protocol.EncodePeer(&protocol.PeerFrame{Type: protocol.PeerRoute, Epoch: 7, From: "n2", Up: uint64(i + 1), Dest: "n3", Users: []string{"bob"}, Message: &m})
+		frames["push"] = append(frames["push"], p)
+		frames["message"] = append(frames["message"], o)
+	}
+	for _, kind := range []string{"push", "message"} {
+		b.Run(kind, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				for _, fr := range frames[kind] {
+					f, err := protocol.DecodePeer(fr)
+					if err != nil {
+						b.Fatal(err)
+					}
+					l.handle("n2", f)
+				}
+				for range batch {
+					<-link.send
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*batch), "ns/msg")
+		})
+	}
+}

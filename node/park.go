@@ -1,0 +1,143 @@
+package node
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Parking: the leader routes a direct message to where its recipient is
+// online, as the nodes report logins and rosters. A login races the first
+// messages to the user, and a new term learns where users are only as each
+// node's roster arrives, so a push for a user the leader cannot place yet
+// waits here a moment; if the user appears, it is delivered then, and if
+// not (the user is offline), the message waits for the user's sync, as
+// every message does.
+//
+// While anything is parked, routing a push and delivering what was parked
+// for its recipient happen under one lock, so a recipient gets the parked
+// pushes before the ones that follow them. With nothing parked, routing
+// takes no lock.
+const (
+	parkFor = 2 * time.Second
+	// parkMax bounds the pushes parked at once; past it new ones are not
+	// parked (their recipients get them by sync).
+	parkMax = 20_000
+)
+
+type parkedPush struct {
+	conv  string
+	seq   int64
+	push  []byte
+	until time.Time
+}
+
+// placeFunc says on which node a user is online.
+type placeFunc func(user string) (node string, ok bool)
+
+// pushFunc hands a push to user on node.
+type pushFunc func(node, user string, p parkedPush)
+
+type parking struct {
+	expired prometheus.Counter
+	n       atomic.Int64 // pushes parked; changed under mu
+
+	mu    sync.Mutex
+	users map[string][]parkedPush // guarded by mu
+}
+
+func newParking(expired prometheus.Counter) *parking {
+	return &parking{expired: expired, users: map[string][]parkedPush{}}
+}
+
+// route hands p to user where place finds them, after anything parked for
+// them, or parks it until parkFor has passed.
+func (k *parking) route(user string, p parkedPush, place placeFunc, push pushFunc) {
+	if k.n.Load() == 0 {
+		if node, ok := place(user); ok {
+			push(node, user, p)
+			return
+		}
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	node, ok := place(user)
+	if !ok {
+		if k.n.Load() >= parkMax {
+			k.expired.Inc()
+			return
+		}
+		p.until = time.Now().Add(parkFor)
+		k.users[user] = append(k.users[user], p)
+		k.n.Add(1)
+		return
+	}
+	k.flushLocked(user, node, push)
+	push(node, user, p)
+}
+
+// appeared hands user what is parked for them, now that place finds them.
+func (k *parking) appeared(user string, place placeFunc, push pushFunc) {
+	if k.n.Load() == 0 {
+		return
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if node, ok := place(user); ok {
+		k.flushLocked(user, node, push)
+	}
+}
+
+func (k *parking) flushLocked(user, node string, push pushFunc) {
+	ps, ok := k.users[user]
+	if !ok {
+		return
+	}
+	delete(k.users, user)
+	k.n.Add(-int64(len(ps)))
+	for _, p := range ps {
+		push(node, user, p)
+	}
+}
+
+// expire forgets the pushes whose time is up at now.
+func (k *parking) expire(now time.Time) {
+	if k.n.Load() == 0 {
+		return
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for u, ps := range k.users {
+		i := 0
+		for i < len(ps) && !ps[i].until.After(now) {
+			i++
+		}
+		if i == 0 {
+			continue
+		}
+		k.expired.Add(float64(i))
+		k.n.Add(-int64(i))
+		if i == len(ps) {
+			delete(k.users, u)
+		} else {
+			k.users[u] = ps[i:]
+		}
+	}
+}
+
+// expireLoop expires parked pushes until ctx ends.
+func (k *parking) expireLoop(ctx context.Context) {
+	t := time.NewTicker(parkFor / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			k.expire(now)
+		}
+	}
+}
