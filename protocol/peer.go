@@ -101,13 +101,21 @@ func Names(list string) iter.Seq[string] {
 }
 
 // EncodePeer encodes a peer frame.
-func EncodePeer(f *PeerFrame) ([]byte, error) { return json.Marshal(f) }
+func EncodePeer(f *PeerFrame) ([]byte, error) {
+	if fastPeer(f) {
+		return appendFastPeer(make([]byte, 0, 128+len(f.Push)+len(f.Recipients)), f), nil
+	}
+	return json.Marshal(f)
+}
 
 // DecodePeer decodes a peer frame.
 func DecodePeer(b []byte) (PeerFrame, error) {
 	var f PeerFrame
 	if len(b) > MaxPeerFrame {
 		return f, Errorf(CodeTooLarge, "peer frame of %d bytes is over the limit", len(b))
+	}
+	if fast, ok := decodeFastPeer(b); ok {
+		return fast, nil
 	}
 	if err := json.Unmarshal(b, &f); err != nil {
 		return f, Errorf(CodeBadRequest, "malformed peer frame: %s", jsonReason(err))

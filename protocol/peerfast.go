@@ -1,0 +1,231 @@
+package protocol
+
+import (
+	"bytes"
+	"encoding/json"
+	"strconv"
+	"unicode/utf8"
+)
+
+// The frames that carry a message's push between nodes (route, node to
+// leader; push, leader to node) are most of what the peer link carries.
+// They are encoded and decoded here without reflection, in one fixed
+// field order, with the push last, so that the leader forwards the push's
+// bytes as they came: on decoding they are only checked to be JSON, never
+// taken apart. Any other frame, or one in another layout, goes through
+// encoding/json; the two read each other's output.
+
+// fastPeer reports whether f has only the fields of a message push frame.
+func fastPeer(f *PeerFrame) bool {
+	if f.Type != PeerPush && f.Type != PeerRoute || len(f.Push) == 0 || f.Conv == "" {
+		return false
+	}
+	return f.Dest == "" && f.Message == nil && f.Conn == "" && f.Connections == 0 && f.Started == 0 && f.Messages == 0 &&
+		f.Req == 0 && f.Op == "" && f.Room == "" && f.User == "" && f.ClientMsgID == "" && f.Deadline == 0 &&
+		f.Code == 0 && f.Error == "" && f.Members == nil && f.Rooms == nil && !f.Dup && !f.Online && f.Ver == 0 &&
+		f.Sessions == nil && (f.Type == PeerRoute) == (f.Recipients == "") && (f.Type == PeerPush) == (f.Users == nil)
+}
+
+// appendFastPeer encodes a frame fastPeer accepts:
+//
+//	{"type":T,"epoch":E,"from":F,"up":U,"users":[...]|"recipients":R,"conv":C,"seq":S,"push":P}
+//
+// with "up" only when set.
+func appendFastPeer(b []byte, f *PeerFrame) []byte {
+	b = append(b, `{"type":`...)
+	b = appendJSONString(b, f.Type)
+	b = append(b, `,"epoch":`...)
+	b = strconv.AppendInt(b, f.Epoch, 10)
+	b = append(b, `,"from":`...)
+	b = appendJSONString(b, f.From)
+	if f.Up != 0 {
+		b = append(b, `,"up":`...)
+		b = strconv.AppendUint(b, f.Up, 10)
+	}
+	if f.Type == PeerRoute {
+		b = append(b, `,"users":[`...)
+		for i, u := range f.Users {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, u)
+		}
+		b = append(b, ']')
+	} else {
+		b = append(b, `,"recipients":`...)
+		b = appendJSONString(b, f.Recipients)
+	}
+	b = append(b, `,"conv":`...)
+	b = appendJSONString(b, f.Conv)
+	b = append(b, `,"seq":`...)
+	b = strconv.AppendInt(b, f.Seq, 10)
+	b = append(b, `,"push":`...)
+	b = append(b, f.Push...)
+	return append(b, '}')
+}
+
+// decodeFastPeer decodes what appendFastPeer writes; ok false for
+// anything else (which encoding/json then decodes).
+func decodeFastPeer(b []byte) (f PeerFrame, ok bool) {
+	p := fastParser{b: b}
+	if !p.lit(`{"type":`) {
+		return f, false
+	}
+	f.Type, ok = p.str()
+	if !ok || f.Type != PeerPush && f.Type != PeerRoute {
+		return f, false
+	}
+	if !p.lit(`,"epoch":`) {
+		return f, false
+	}
+	if f.Epoch, ok = p.int(); !ok || !p.lit(`,"from":`) {
+		return f, false
+	}
+	if f.From, ok = p.str(); !ok {
+		return f, false
+	}
+	if p.lit(`,"up":`) {
+		n, ok := p.int()
+		if !ok || n < 0 {
+			return f, false
+		}
+		f.Up = uint64(n)
+	}
+	if f.Type == PeerRoute {
+		if !p.lit(`,"users":[`) {
+			return f, false
+		}
+		f.Users = []string{}
+		for !p.lit("]") {
+			if len(f.Users) > 0 && !p.lit(",") {
+				return f, false
+			}
+			u, ok := p.str()
+			if !ok {
+				return f, false
+			}
+			f.Users = append(f.Users, u)
+		}
+		if len(f.Users) == 0 {
+			f.Users = nil
+		}
+	} else {
+		if !p.lit(`,"recipients":`) {
+			return f, false
+		}
+		if f.Recipients, ok = p.str(); !ok {
+			return f, false
+		}
+	}
+	if !p.lit(`,"conv":`) {
+		return f, false
+	}
+	if f.Conv, ok = p.str(); !ok || !p.lit(`,"seq":`) {
+		return f, false
+	}
+	if f.Seq, ok = p.int(); !ok || !p.lit(`,"push":`) {
+		return f, false
+	}
+	rest := p.b[p.i:]
+	if len(rest) < 2 || rest[len(rest)-1] != '}' {
+		return f, false
+	}
+	push := bytes.TrimSpace(rest[:len(rest)-1])
+	if len(push) == 0 || push[0] != '{' || !json.Valid(push) {
+		return f, false
+	}
+	f.Push = json.RawMessage(push)
+	if f.Conv == "" {
+		return f, false
+	}
+	return f, true
+}
+
+// fastParser reads the fixed layout of appendFastPeer. Strings with
+// escapes are left to encoding/json (names and conversation ids never
+// need them).
+type fastParser struct {
+	b []byte
+	i int
+}
+
+func (p *fastParser) lit(s string) bool {
+	if len(p.b)-p.i < len(s) || string(p.b[p.i:p.i+len(s)]) != s {
+		return false
+	}
+	p.i += len(s)
+	return true
+}
+
+func (p *fastParser) str() (string, bool) {
+	if p.i >= len(p.b) || p.b[p.i] != '"' {
+		return "", false
+	}
+	j := p.i + 1
+	for j < len(p.b) && p.b[j] != '"' {
+		if c := p.b[j]; c == '\\' || c < 0x20 {
+			return "", false
+		}
+		j++
+	}
+	if j >= len(p.b) || !utf8.Valid(p.b[p.i+1:j]) {
+		return "", false
+	}
+	s := string(p.b[p.i+1 : j])
+	p.i = j + 1
+	return s, true
+}
+
+func (p *fastParser) int() (int64, bool) {
+	j := p.i
+	if j < len(p.b) && p.b[j] == '-' {
+		j++
+	}
+	for j < len(p.b) && p.b[j] >= '0' && p.b[j] <= '9' {
+		j++
+	}
+	n, err := strconv.ParseInt(string(p.b[p.i:j]), 10, 64)
+	if err != nil {
+		return 0, false
+	}
+	p.i = j
+	return n, true
+}
+
+// appendJSONString appends s as a JSON string.
+func appendJSONString(b []byte, s string) []byte {
+	b = append(b, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
+			b = append(b, c)
+			i++
+			continue
+		}
+		if c < utf8.RuneSelf {
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, `\u00`...)
+				b = append(b, "0123456789abcdef"[c>>4], "0123456789abcdef"[c&0xf])
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, `\ufffd`...)
+		} else {
+			b = append(b, s[i:i+size]...)
+		}
+		i += size
+	}
+	return append(b, '"')
+}

@@ -1,0 +1,78 @@
+package protocol
+
+import (
+	"encoding/json"
+	"reflect"
+	"testing"
+)
+
+// Message push frames take the fast path both ways, and read the same as
+// encoding/json reads them; frames in any other layout still decode.
+func TestFastPeerFramesRoundTrip(t *testing.T) {
+	m := Message{ID: "mjuoj484-0a87eda4ff168455", Conv: "dm:alice:bob", Seq: 3, From: "alice", To: "bob", Text: `he said "hi", \o/ ünïcode`, TS: 1767225662500}
+	push, err := EncodePush(PushMessage, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	frames := []PeerFrame{
+		{Type: PeerRoute, Epoch: 7, From: "n2", Up: 5121, Users: []string{"bob"}, Push: push, Conv: m.Conv, Seq: m.Seq},
+		{Type: PeerRoute, Epoch: 7, From: "n2", Users: []string{"bob", "carol"}, Push: push, Conv: m.Conv, Seq: m.Seq},
+		{Type: PeerPush, Epoch: 7, From: "n1", Recipients: "bob,carol", Push: push, Conv: m.Conv, Seq: m.Seq},
+	}
+	for _, f := range frames {
+		b, err := EncodePeer(&f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !fastPeer(&f) {
+			t.Errorf("%s frame not encoded on the fast path", f.Type)
+		}
+		if _, ok := decodeFastPeer(b); !ok {
+			t.Errorf("%s: fast decoder refused %s", f.Type, b)
+		}
+		got, err := DecodePeer(b)
+		if err != nil || !reflect.DeepEqual(got, f) {
+			t.Errorf("round trip of %s: %+v %v, want %+v", b, got, err, f)
+		}
+		var viaJSON PeerFrame
+		if err := json.Unmarshal(b, &viaJSON); err != nil || !reflect.DeepEqual(viaJSON, f) {
+			t.Errorf("encoding/json reads %s as %+v %v", b, viaJSON, err)
+		}
+		std, _ := json.Marshal(&f)
+		if got, err := DecodePeer(std); err != nil || !reflect.DeepEqual(got, f) {
+			t.Errorf("frame of encoding/json %s: %+v %v", std, got, err)
+		}
+	}
+	// A push that is not JSON, or a frame cut short, is refused.
+	for _, bad := range []string{
+		`{"type":"push","epoch":7,"from":"n1","recipients":"bob","conv":"dm:a:b","seq":3,"push":{"action":}`,
+		`{"type":"push","epoch":7,"from":"n1","recipients":"bob","conv":"dm:a:b","seq":3,"push":`,
+	} {
+		if _, err := DecodePeer([]byte(bad)); err == nil {
+			t.Errorf("decoded %s", bad)
+		}
+	}
+}
+
+func BenchmarkPeerPushFrame(b *testing.B) {
+	m := Message{ID: "mjuoj484-0a87eda4ff168455", Conv: "dm:alice:bob", Seq: 3, From: "alice", To: "bob", Text: "a message of a typical length, some forty bytes", TS: 1767225662500}
+	push, _ := EncodePush(PushMessage, m)
+	f := &PeerFrame{Type: PeerPush, Epoch: 7, From: "n1", Recipients: "bob", Push: push, Conv: m.Conv, Seq: m.Seq}
+	enc, _ := EncodePeer(f)
+	b.Run("encode", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := EncodePeer(f); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("decode", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := DecodePeer(enc); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
