@@ -23,7 +23,8 @@ import (
 var ErrNeedSeqInit = errors.New("chatlog: conversation counter must be seeded from history")
 
 // IdempotencyTTL is how long a sender's clientMsgIds are remembered after
-// their last message; IdempotencyWindow bounds how many: the last that many
+// their last messages (the TTL is renewed every 64 messages, not on each);
+// IdempotencyWindow bounds how many: the last that many
 // of each sender. A client resends only what it has not seen acknowledged,
 // a few messages at most, so the window is far above what a resend needs,
 // while the memory stays bounded by the number of active senders.
@@ -97,11 +98,17 @@ for i = 9, #KEYS do redis.call('SADD', KEYS[i], ARGV[4]) end
 if hasIdem then
   local ttl = tonumber(ARGV[5])
   redis.call('HSET', KEYS[6], ARGV[7], seq .. ' ' .. ARGV[8])
-  if redis.call('RPUSH', KEYS[7], ARGV[7]) > tonumber(ARGV[9]) then
-    redis.call('HDEL', KEYS[6], redis.call('LPOP', KEYS[7]))
+  -- Forgotten 64 at a time, and the TTL set again every 64 messages,
+  -- not on each.
+  local n = redis.call('RPUSH', KEYS[7], ARGV[7])
+  local w = tonumber(ARGV[9])
+  if n >= w + 64 then
+    redis.call('HDEL', KEYS[6], unpack(redis.call('LPOP', KEYS[7], n - w)))
   end
-  redis.call('EXPIRE', KEYS[6], ttl)
-  redis.call('EXPIRE', KEYS[7], ttl)
+  if n % 64 == 1 then
+    redis.call('EXPIRE', KEYS[6], ttl)
+    redis.call('EXPIRE', KEYS[7], ttl)
+  end
 end
 return {1, seq}
 `)

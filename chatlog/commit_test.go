@@ -82,17 +82,26 @@ func TestIdempotencyWindowIsBounded(t *testing.T) {
 		return got, dup
 	}
 	first, _ := send("c0")
-	for i := 1; i <= IdempotencyWindow; i++ {
+	for i := 1; i < IdempotencyWindow; i++ {
 		send("c" + strconv.Itoa(i))
 	}
-	if n := l.rdb.HLen(ctx, l.IdemKey("a")).Val(); n != IdempotencyWindow {
-		t.Fatalf("%d clientMsgIds remembered, want the window of %d", n, IdempotencyWindow)
+	if _, dup := send("c0"); !dup {
+		t.Fatal("a clientMsgId among the sender's last IdempotencyWindow was stored again")
+	}
+	for i := IdempotencyWindow; i < IdempotencyWindow+64; i++ {
+		send("c" + strconv.Itoa(i))
+	}
+	if n := l.rdb.HLen(ctx, l.IdemKey("a")).Val(); n < IdempotencyWindow || n >= IdempotencyWindow+64 {
+		t.Fatalf("%d clientMsgIds remembered, want the window of %d and fewer than 64 more", n, IdempotencyWindow)
+	}
+	if n := l.rdb.LLen(ctx, l.IdemOrderKey("a")).Val(); n != l.rdb.HLen(ctx, l.IdemKey("a")).Val() {
+		t.Fatalf("order list of %d for a hash of %d", n, l.rdb.HLen(ctx, l.IdemKey("a")).Val())
 	}
 	if ttl := l.rdb.TTL(ctx, l.IdemKey("a")).Val(); ttl <= 0 || ttl > IdempotencyTTL {
 		t.Fatalf("idempotency hash TTL %v", ttl)
 	}
-	if _, dup := send("c1"); !dup {
-		t.Fatal("a clientMsgId inside the window was stored again")
+	if _, dup := send("c" + strconv.Itoa(IdempotencyWindow+10)); !dup {
+		t.Fatal("a recent clientMsgId was stored again")
 	}
 	again, dup := send("c0")
 	if dup || again.Seq == first.Seq {
