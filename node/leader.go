@@ -22,6 +22,9 @@ type leadership struct {
 	since time.Time
 	ctx   context.Context
 	stopF context.CancelFunc
+	// wg counts the goroutines of this term (goTerm); stop waits for
+	// them, so two terms of this node never run at once.
+	wg sync.WaitGroup
 	wake  chan struct{} // publish now
 	rooms *roomService
 	// parked holds pushes for recipients the leader cannot place yet.
@@ -136,10 +139,10 @@ func (s *Server) newLeadership(epoch int64) *leadership {
 		}
 	}
 	l.rooms.start()
-	s.goAttach(func() { l.parked.expireLoop(l.ctx) })
-	s.goAttach(l.publishLoop)
-	s.goAttach(l.hotWordsLoop)
-	s.goAttach(l.termLoop)
+	l.goTerm(func() { l.parked.expireLoop(l.ctx) })
+	l.goTerm(l.publishLoop)
+	l.goTerm(l.hotWordsLoop)
+	l.goTerm(l.termLoop)
 	return l
 }
 
@@ -193,6 +196,19 @@ func (l *leadership) checkLinkedLocked() {
 	l.markLinked()
 }
 
+// goTerm runs f in a goroutine of this term: the server owns it, and stop
+// waits for it. f must return once l.ctx ends.
+func (l *leadership) goTerm(f func()) bool {
+	l.wg.Add(1)
+	if !l.s.goAttach(func() { defer l.wg.Done(); f() }) {
+		l.wg.Done()
+		return false
+	}
+	return true
+}
+
+// stop ends the term and waits until every goroutine of it has returned
+// (a link being dialled or closing takes a few seconds at most).
 func (l *leadership) stop() {
 	l.linkTimer.Stop()
 	l.stopF()
@@ -201,6 +217,16 @@ func (l *leadership) stop() {
 		link.close()
 	}
 	l.mu.Unlock()
+	done := make(chan struct{})
+	go func() { l.wg.Wait(); close(done) }()
+	for waited := 5 * time.Second; ; waited += 5 * time.Second {
+		select {
+		case <-done:
+			return
+		case <-time.After(5 * time.Second):
+			l.s.log.Warn().Int64("epoch", l.epoch).Dur("waited", waited).Msg("the ended leader term still has goroutines running; waiting for them")
+		}
+	}
 }
 
 // setMembers starts a dialer for every new member and stops those of
@@ -253,7 +279,7 @@ func (l *leadership) applyMembers(ms []cluster.Member) (gone []string) {
 		if _, ok := l.dialers[id]; !ok {
 			ctx, cancel := context.WithCancel(l.ctx)
 			l.dialers[id] = cancel
-			l.s.goAttach(func() { l.dial(ctx, m) })
+			l.goTerm(func() { l.dial(ctx, m) })
 		}
 	}
 	l.checkLinkedLocked()
@@ -297,7 +323,7 @@ func (l *leadership) dial(ctx context.Context, m cluster.Member) {
 		l.mu.Unlock()
 		link.log.Info().Msg("linked to node")
 		stopOnCancel := context.AfterFunc(ctx, link.close)
-		if l.s.goAttach(func() { link.writeLoop(l.s.cfg.WriteTimeout) }) {
+		if l.goTerm(func() { link.writeLoop(l.s.cfg.WriteTimeout) }) {
 			link.readLoop(func(f protocol.PeerFrame) { l.onNodeFrame(link, m, f) })
 		} else {
 			ws.Close()

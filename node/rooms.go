@@ -53,11 +53,10 @@ func newRoomService(l *leadership) *roomService {
 }
 
 func (rs *roomService) start() {
-	s := rs.l.s
-	s.goAttach(rs.load)
+	rs.l.goTerm(rs.load)
 	for i := range rs.work {
 		q := rs.work[i]
-		s.goAttach(func() { rs.worker(q) })
+		rs.l.goTerm(func() { rs.worker(q) })
 	}
 }
 
@@ -365,7 +364,7 @@ func (rs *roomService) nodeGone(node string) {
 		return
 	}
 	l := rs.l
-	l.s.goAttach(func() {
+	l.goTerm(func() {
 		ctx, cancel := context.WithTimeout(l.ctx, 10*time.Second)
 		defer cancel()
 		n := 0
