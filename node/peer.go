@@ -1,12 +1,14 @@
 package node
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strconv"
 	"sync"
@@ -16,6 +18,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/rs/zerolog"
 
+	"chatcluster/internal/wsconn"
 	"chatcluster/protocol"
 )
 
@@ -81,11 +84,13 @@ func (n *nonces) fresh(nonce string, now time.Time) bool {
 }
 
 // peerLink is one authenticated peer connection. Like a client it has one
-// read loop and one write loop; the write loop alone writes to ws.
+// read loop and one write loop; the write loop alone writes data frames to
+// ws, in batches (see writeLoop).
 type peerLink struct {
 	ws     *websocket.Conn
-	remote string // the other node's id
-	epoch  int64  // the leader's epoch this link was opened under
+	out    *wsconn.Conn // the connection under ws, which batches what the write loop writes; nil when not wrapped
+	remote string       // the other node's id
+	epoch  int64        // the leader's epoch this link was opened under
 	log    zerolog.Logger
 
 	send    chan []byte
@@ -110,7 +115,7 @@ const ackEvery = 50 * time.Millisecond
 func newPeerLink(ws *websocket.Conn, remote string, epoch int64, queue int, log zerolog.Logger) *peerLink {
 	ws.SetReadLimit(protocol.MaxPeerFrame)
 	return &peerLink{
-		ws: ws, remote: remote, epoch: epoch, log: log.With().Str("peer", remote).Int64("epoch", epoch).Logger(),
+		ws: ws, out: wsconn.Of(ws.NetConn()), remote: remote, epoch: epoch, log: log.With().Str("peer", remote).Int64("epoch", epoch).Logger(),
 		send: make(chan []byte, queue), closing: make(chan struct{}), done: make(chan struct{}),
 	}
 }
@@ -142,8 +147,11 @@ func (l *peerLink) closed() bool {
 	}
 }
 
-// writeLoop drains the queue, batching what is queued into consecutive
-// writes, and pings so a dead peer is noticed.
+// writeLoop drains the queue and pings, so a dead peer is noticed. What
+// is queued goes out in batches: the frames waiting when the loop comes
+// for them (up to maxLinkBatch) are written together and flushed once,
+// in one write on the socket when they fit the link's buffer (see
+// wsconn); those queued meanwhile make the next batch.
 func (l *peerLink) writeLoop(writeTimeout time.Duration) {
 	defer close(l.done)
 	defer l.ws.Close()
@@ -156,6 +164,30 @@ func (l *peerLink) writeLoop(writeTimeout time.Duration) {
 		defer t.Stop()
 		ackC = t.C
 	}
+	write := func(b []byte) error {
+		_ = l.ws.SetWriteDeadline(time.Now().Add(writeTimeout))
+		return l.ws.WriteMessage(websocket.TextMessage, b)
+	}
+	// batch writes b, then what else is queued, and flushes.
+	batch := func(b []byte) error {
+		l.out.Cork()
+		err := write(b)
+		for n := 1; err == nil && n < maxLinkBatch; n++ {
+			select {
+			case b = <-l.send:
+			default:
+				b = nil
+			}
+			if b == nil {
+				break
+			}
+			err = write(b)
+		}
+		if ferr := l.out.Flush(time.Now().Add(writeTimeout)); err == nil {
+			err = ferr
+		}
+		return err
+	}
 	for {
 		select {
 		case <-ackC:
@@ -164,16 +196,14 @@ func (l *peerLink) writeLoop(writeTimeout time.Duration) {
 				continue
 			}
 			b, _ := protocol.EncodePeer(&protocol.PeerFrame{Type: protocol.PeerAck, Epoch: l.epoch, From: l.ackFrom, Up: n})
-			_ = l.ws.SetWriteDeadline(time.Now().Add(writeTimeout))
-			if err := l.ws.WriteMessage(websocket.TextMessage, b); err != nil {
+			if err := batch(b); err != nil {
 				l.log.Warn().Err(err).Msg("peer write failed, closing link")
 				l.close()
 				return
 			}
 			acked = n
 		case b := <-l.send:
-			_ = l.ws.SetWriteDeadline(time.Now().Add(writeTimeout))
-			if err := l.ws.WriteMessage(websocket.TextMessage, b); err != nil {
+			if err := batch(b); err != nil {
 				l.log.Warn().Err(err).Msg("peer write failed, closing link")
 				l.close()
 				return
@@ -189,6 +219,8 @@ func (l *peerLink) writeLoop(writeTimeout time.Duration) {
 			// node that stops does not drop what it already accepted.
 			// Frames of an old term are refused by epoch at the other end.
 			flushBy := time.Now().Add(linkFlush)
+			l.out.Cork()
+		flush:
 			for time.Now().Before(flushBy) {
 				select {
 				case b := <-l.send:
@@ -196,10 +228,9 @@ func (l *peerLink) writeLoop(writeTimeout time.Duration) {
 					if l.ws.WriteMessage(websocket.TextMessage, b) != nil {
 						return
 					}
-					continue
 				default:
+					break flush
 				}
-				break
 			}
 			// A last acknowledgement, so that a node this term stops
 			// linking to (it is leaving, or the term ends) does not hold
@@ -211,10 +242,19 @@ func (l *peerLink) writeLoop(writeTimeout time.Duration) {
 			}
 			_ = l.ws.WriteControl(websocket.CloseMessage,
 				websocket.FormatCloseMessage(websocket.CloseGoingAway, ""), time.Now().Add(200*time.Millisecond))
+			deadline := time.Now().Add(200 * time.Millisecond)
+			if flushBy.After(deadline) {
+				deadline = flushBy
+			}
+			_ = l.out.Flush(deadline)
 			return
 		}
 	}
 }
+
+// maxLinkBatch bounds the frames of one batch, so that pings and
+// acknowledgements are not held back behind a long queue.
+const maxLinkBatch = 1024
 
 // linkFlush bounds how long a closing link keeps writing what was queued.
 const linkFlush = time.Second
@@ -252,6 +292,22 @@ func (l *peerLink) readLoop(fn func(protocol.PeerFrame)) {
 	}
 }
 
+// peerDialer is the dialer of peer links. The connection it opens
+// batches what the link's write loop writes (wsconn).
+func peerDialer(timeout time.Duration) *websocket.Dialer {
+	return &websocket.Dialer{
+		HandshakeTimeout: timeout, ReadBufferSize: 16 << 10, WriteBufferSize: 16 << 10,
+		NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var nd net.Dialer
+			c, err := nd.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return wsconn.New(c, nil), nil
+		},
+	}
+}
+
 // dialPeer opens an authenticated link from this node (the leader, with
 // epoch) to the node m.
 func dialPeer(secret []byte, self, target, addr string, epoch int64, timeout time.Duration) (*websocket.Conn, error) {
@@ -266,7 +322,7 @@ func dialPeer(secret []byte, self, target, addr string, epoch int64, timeout tim
 	h.Set(hdrNonce, nonce)
 	h.Set(hdrAuth, dialProof(secret, self, target, epoch, ts, nonce))
 	h.Set(hdrAcks, "1")
-	d := websocket.Dialer{HandshakeTimeout: timeout, ReadBufferSize: 16 << 10, WriteBufferSize: 16 << 10}
+	d := peerDialer(timeout)
 	ws, resp, err := d.Dial("ws://"+addr+peerPath, h)
 	if err != nil {
 		if resp != nil {

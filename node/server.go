@@ -22,6 +22,7 @@ import (
 	"chatcluster/directory"
 	"chatcluster/handler"
 	"chatcluster/history"
+	"chatcluster/internal/wsconn"
 	"chatcluster/metrics"
 	"chatcluster/protocol"
 	"chatcluster/session"
@@ -235,6 +236,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if s.peerLn, err = net.Listen("tcp", s.cfg.PeerListen); err != nil {
 		return fmt.Errorf("node: peer listener: %w", err)
 	}
+	// A peer link's connection batches what its write loop writes: see
+	// wsconn.
+	s.peerLn = wsconn.Listen(s.peerLn, nil)
 	cmux := http.NewServeMux()
 	cmux.HandleFunc("/ws", s.serveWS)
 	cmux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
