@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -11,19 +12,23 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/rs/zerolog"
 
+	"chatcluster/internal/wsconn"
 	"chatcluster/protocol"
 )
 
-// client is one WebSocket connection. It has exactly two goroutines: the
-// read loop (which also runs the handler, one request at a time) and the
-// write loop, which alone writes to ws.
+// client is one WebSocket connection. Its read loop (which also runs the
+// handler, one request at a time) runs as long as the connection; a write
+// loop runs only while there is something to write (see writeLoop), so an
+// idle connection costs one goroutine.
 type client struct {
-	srv  *Server
-	ws   *websocket.Conn
-	id   string
-	log  zerolog.Logger
-	user atomic.Pointer[string] // set once by login
-	ver  atomic.Int64           // the login's session version, set with user
+	srv    *Server
+	ws     *websocket.Conn
+	out    *wsconn.Conn // the connection under ws, which batches what the write loop writes; nil when not wrapped
+	id     string
+	remote string
+	log    zerolog.Logger
+	user   atomic.Pointer[string] // set once by login
+	ver    atomic.Int64           // the login's session version, set with user
 
 	send    *frameQueue   // frames for the write loop
 	closing chan struct{} // closed once by close
@@ -34,8 +39,52 @@ type client struct {
 	closeCode int
 	closeText string
 
+	// ping fires every PingInterval to have the write loop ping the client:
+	// pingDue says so. Reset and stopped by the write loop only.
+	ping    *time.Timer
+	pingDue atomic.Bool
+
 	tokens  float64 // rate limiter, read loop only
 	lastTok time.Time
+}
+
+// newClient makes the client of a WebSocket that was just opened. It
+// starts no goroutine: the caller runs readLoop; writes start their loop.
+func newClient(s *Server, ws *websocket.Conn, remote string) *client {
+	c := &client{
+		srv: s, ws: ws, out: wsconn.Of(ws.NetConn()), id: newID(), remote: remote,
+		send:    newFrameQueue(s.cfg.SendQueue, s.cfg.SendQueueBytes, s.cfg.SlowClientTimeout),
+		closing: make(chan struct{}),
+	}
+	c.log = s.log.With().Str("conn", c.id).Str("remote", remote).Logger()
+	c.ping = time.AfterFunc(s.cfg.PingInterval, c.pingNow)
+	return c
+}
+
+// Buffers of a client connection, in bytes.
+const (
+	// clientFrameBuffer is the buffer gorilla/websocket puts a frame
+	// together in, borrowed from a pool for the time of one frame.
+	clientFrameBuffer = 4 << 10
+	// clientBatchBuffer is the buffer a client write loop gathers a batch
+	// of frames in (see wsconn), borrowed from the first frame of a batch
+	// to its flush; a larger batch leaves in more writes.
+	clientBatchBuffer = 16 << 10
+)
+
+// clientUpgrader is the upgrader of the client listener. Reads use the
+// HTTP server's 4 KiB buffer, which the upgrade takes over, instead of a
+// second one; writes borrow buffers for the time of a frame and of a
+// batch. An idle connection then holds one I/O buffer.
+func clientUpgrader() websocket.Upgrader {
+	return websocket.Upgrader{
+		ReadBufferSize:  0,
+		WriteBufferSize: clientFrameBuffer,
+		WriteBufferPool: &sync.Pool{},
+		// Clients authenticate in-band (password or token in login),
+		// never by cookie, so a cross-origin page gains nothing.
+		CheckOrigin: func(*http.Request) bool { return true },
+	}
 }
 
 func (c *client) ConnID() string { return c.id }
@@ -59,7 +108,8 @@ func (c *client) enqueue(frame []byte) bool {
 		return false
 	default:
 	}
-	return c.pushed(c.send.push(frame))
+	start, err := c.send.push(frame)
+	return c.pushed(start, err)
 }
 
 // enqueueMessage is enqueue for the push of message m, encoded in frame,
@@ -72,17 +122,20 @@ func (c *client) enqueueMessage(m *protocol.Message, frame []byte) bool {
 		return false
 	default:
 	}
-	dup, err := c.send.pushMessage(m.Conv, m.Seq, frame)
+	dup, start, err := c.send.pushMessage(m.Conv, m.Seq, frame)
 	if dup {
 		c.srv.m.PushRepeated.Inc()
 		return false
 	}
-	return c.pushed(err)
+	return c.pushed(start, err)
 }
 
-// pushed handles the outcome of a push: a refused one disconnects c as too
-// slow.
-func (c *client) pushed(err error) bool {
+// pushed handles the outcome of a push: it starts the write loop when the
+// push says none runs, and disconnects c as too slow when it was refused.
+func (c *client) pushed(start bool, err error) bool {
+	if start {
+		c.startWriter()
+	}
 	if err == nil {
 		return true
 	}
@@ -116,64 +169,150 @@ func (c *client) close(code int, text string) (closed bool) {
 		close(c.closing)
 		closed = true
 	})
+	if closed {
+		c.wake()
+	}
 	return closed
 }
 
-func (c *client) writeLoop() {
-	defer c.ws.Close()
-	ping := time.NewTicker(c.srv.cfg.PingInterval)
-	defer ping.Stop()
-	write := func(b []byte) bool {
-		_ = c.ws.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
-		if err := c.ws.WriteMessage(websocket.TextMessage, b); err != nil {
-			// A write that times out is a client that stopped reading:
-			// nothing was taken from the socket for WriteTimeout.
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() && c.close(websocket.ClosePolicyViolation, "too slow: not reading") {
-				c.srv.m.SlowDisconnects.Inc()
-				c.log.Warn().Dur("write_timeout", c.srv.cfg.WriteTimeout).Msg("client stopped reading, disconnecting")
-			}
-			c.close(websocket.CloseGoingAway, "write failed")
-			return false
-		}
-		c.srv.m.ClientFramesOut.Inc()
-		return true
+// pingNow runs when the ping timer fires.
+func (c *client) pingNow() {
+	c.pingDue.Store(true)
+	c.wake()
+}
+
+// wake makes sure a write loop runs and looks at the connection again.
+// Safe from any goroutine.
+func (c *client) wake() {
+	if c.send.poke() {
+		c.startWriter()
 	}
+}
+
+// startWriter starts the write loop, which the queue said is to run. A
+// node that is stopping starts nothing: the connection is dropped.
+func (c *client) startWriter() {
+	if !c.srv.goAttach(c.writeLoop) {
+		c.ping.Stop()
+		c.ws.Close()
+	}
+}
+
+// writeLoop writes what is queued, a batch at a time, and returns when
+// nothing is: the next push (or the ping timer, or close) starts it again
+// (see frameQueue). Each batch goes out in one write on the socket when it
+// fits the batch buffer (see wsconn): the frames queued while a batch was
+// being written make the next one. At most one write loop runs per
+// connection; it alone writes data frames to ws, and it pings, closes and
+// drops the connection.
+func (c *client) writeLoop() {
 	var batch [][]byte
 	for {
-		select {
-		case <-c.send.ready:
-			batch = c.send.take(batch)
-			for _, b := range batch {
-				if !write(b) {
-					return
-				}
-			}
-			// An idle connection keeps no frame alive.
-			clear(batch)
-		case <-ping.C:
-			if c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.srv.cfg.WriteTimeout)) != nil {
-				c.close(websocket.CloseGoingAway, "ping failed")
+		var ok bool
+		batch, ok = c.send.next(batch)
+		if !ok {
+			return
+		}
+		if c.isClosing() {
+			c.finish(batch)
+			return
+		}
+		c.out.Cork()
+		ping := c.pingDue.Swap(false)
+		if ping && c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.srv.cfg.WriteTimeout)) != nil {
+			c.close(websocket.CloseGoingAway, "ping failed")
+			c.drop()
+			return
+		}
+		for i, b := range batch {
+			if c.isClosing() {
+				// Closed meanwhile: what is left goes as close says.
+				c.finish(batch[i:])
 				return
 			}
-		case <-c.closing:
-			// Flush what was queued before the close (a kicked push, the
-			// last replies), then say goodbye. A client closed for being
-			// too slow would not take it: it gets only the close frame.
-			pending := c.send.take(batch)
-			if c.closeCode == websocket.ClosePolicyViolation {
-				pending = nil
+			if !c.wrote(c.writeFrame(b)) {
+				return
 			}
-			for _, b := range pending {
-				if !write(b) {
-					return
-				}
-			}
-			msg := websocket.FormatCloseMessage(c.closeCode, c.closeText)
-			_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
+		}
+		if !c.wrote(c.out.Flush(time.Now().Add(c.srv.cfg.WriteTimeout))) {
+			return
+		}
+		c.srv.m.ClientFramesOut.Add(float64(len(batch)))
+		if ping {
+			c.ping.Reset(c.srv.cfg.PingInterval)
+		}
+		// An idle connection keeps no frame alive.
+		clear(batch)
+	}
+}
+
+func (c *client) isClosing() bool {
+	select {
+	case <-c.closing:
+		return true
+	default:
+		return false
+	}
+}
+
+// writeFrame writes one data frame, within WriteTimeout. Write loop only.
+func (c *client) writeFrame(b []byte) error {
+	_ = c.ws.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
+	return c.ws.WriteMessage(websocket.TextMessage, b)
+}
+
+// wrote handles the outcome of a write: a failed one closes and drops the
+// connection, and one that timed out marks the client too slow. It
+// reports whether the write succeeded. Write loop only.
+func (c *client) wrote(err error) bool {
+	if err == nil {
+		return true
+	}
+	// A write that times out is a client that stopped reading: nothing
+	// was taken from the socket for WriteTimeout.
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() && c.close(websocket.ClosePolicyViolation, "too slow: not reading") {
+		c.srv.m.SlowDisconnects.Inc()
+		c.log.Warn().Dur("write_timeout", c.srv.cfg.WriteTimeout).Msg("client stopped reading, disconnecting")
+	}
+	c.close(websocket.CloseGoingAway, "write failed")
+	c.drop()
+	return false
+}
+
+// finish writes what was queued before the close (a kicked push, the last
+// replies), then says goodbye and drops the connection. A client closed
+// for being too slow would not take them: it gets only the close frame.
+// Write loop only; the last thing it does.
+func (c *client) finish(pending [][]byte) {
+	if c.closeCode == websocket.ClosePolicyViolation {
+		pending = nil
+	}
+	c.out.Cork()
+	for _, b := range pending {
+		if c.writeFrame(b) != nil {
+			c.drop()
 			return
 		}
 	}
+	deadline := time.Now().Add(time.Second)
+	if len(pending) > 0 {
+		deadline = time.Now().Add(c.srv.cfg.WriteTimeout)
+	}
+	msg := websocket.FormatCloseMessage(c.closeCode, c.closeText)
+	_ = c.ws.WriteControl(websocket.CloseMessage, msg, deadline)
+	if c.out.Flush(deadline) == nil {
+		c.srv.m.ClientFramesOut.Add(float64(len(pending)))
+	}
+	c.drop()
+}
+
+// drop ends the connection: the read loop, blocked on it, returns. The
+// write loop that drops it is the last: the queue still says one runs, so
+// none starts again. Write loop only.
+func (c *client) drop() {
+	c.ping.Stop()
+	c.ws.Close()
 }
 
 func (c *client) readLoop(ctx context.Context) {

@@ -1,11 +1,15 @@
 package node
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,41 +18,54 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rs/zerolog"
 
+	"chatcluster/internal/testenv"
+	"chatcluster/internal/wsconn"
 	"chatcluster/metrics"
 	"chatcluster/protocol"
 )
 
-// wsPair serves one WebSocket with a node client and its write loop, and
-// dials it. The caller pushes frames with c.enqueue and reads them from ws.
-func wsPair(t *testing.T, cfg Config) (c *client, ws *websocket.Conn) {
+// wsPair serves one WebSocket with a node client as serveWS makes it (its
+// connection batching writes, its write loop started by what is queued),
+// and dials it. The caller pushes frames with c.enqueue and reads them
+// from ws.
+func wsPair(t testing.TB, cfg Config) (c *client, ws *websocket.Conn) {
 	t.Helper()
-	s := &Server{cfg: cfg, log: zerolog.Nop(), m: metrics.NewNode(prometheus.NewRegistry(), metrics.NodeSources{})}
+	s := &Server{cfg: cfg, log: zerolog.Nop(), m: metrics.NewNode(prometheus.NewRegistry(), metrics.NodeSources{}),
+		batches: wsconn.NewBuffers(clientBatchBuffer)}
 	made := make(chan *client, 1)
-	var loops sync.WaitGroup
-	up := websocket.Upgrader{}
-	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	up := clientUpgrader()
+	hs := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		conn, err := up.Upgrade(w, r, nil)
 		if err != nil {
 			return
 		}
-		c := &client{srv: s, ws: conn, id: "c1", log: zerolog.Nop(), closing: make(chan struct{}),
-			send: newFrameQueue(cfg.SendQueue, cfg.SendQueueBytes, cfg.SlowClientTimeout)}
-		loops.Add(1)
-		go func() { defer loops.Done(); c.writeLoop() }()
-		made <- c
+		made <- newClient(s, conn, r.RemoteAddr)
 	}))
+	hs.Listener = wsconn.Listen(hs.Listener, s.batches)
+	hs.Start()
 	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(hs.URL, "http")+"/", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c = <-made
+	if c.out == nil {
+		t.Fatal("the client's connection does not batch")
+	}
 	t.Cleanup(func() {
 		c.close(websocket.CloseNormalClosure, "")
 		ws.Close()
-		loops.Wait()
+		s.wg.Wait() // the write loops
 		hs.Close()
 	})
 	return c, ws
+}
+
+// heldQueue is a send queue whose write loop is taken to be running, so
+// that what is pushed stays for the test to take.
+func heldQueue(soft, maxBytes int, behindFor time.Duration) *frameQueue {
+	q := newFrameQueue(soft, maxBytes, behindFor)
+	q.writing = true
+	return q
 }
 
 func queueConfig() Config {
@@ -101,6 +118,189 @@ func TestBurstOverTheBoundReachesAReadingClient(t *testing.T) {
 	}
 	if v := testutil.ToFloat64(c.srv.m.SlowDisconnects); v != 0 {
 		t.Fatalf("slow disconnects = %v, want 0", v)
+	}
+}
+
+// pushHeld queues frames on c as enqueue does, but starts the write loop
+// only once all are queued, so that it finds them all waiting.
+func pushHeld(t testing.TB, c *client, frames [][]byte) {
+	t.Helper()
+	start := false
+	for i, b := range frames {
+		s, err := c.send.push(b)
+		if err != nil {
+			t.Fatalf("frame %d refused: %v", i, err)
+		}
+		start = start || s
+	}
+	if start {
+		c.startWriter()
+	}
+}
+
+// The frames a write loop finds queued leave in one write on the socket,
+// and arrive all, in order; a ping due goes with them.
+func TestClientWritesQueuedFramesAtOnce(t *testing.T) {
+	c, ws := wsPair(t, queueConfig())
+	var pings atomic.Int64
+	ws.SetPingHandler(func(string) error { pings.Add(1); return nil })
+	for round, n := range []int{1, 64, 500} {
+		frames := make([][]byte, n)
+		for i := range frames {
+			frames[i] = fmt.Appendf(nil, `{"round":%d,"n":%d}`, round, i)
+		}
+		before := c.out.Writes()
+		if round == 2 {
+			c.pingDue.Store(true) // as if the ping timer had fired
+		}
+		pushHeld(t, c, frames)
+		if err := readFrames(ws, n, func(i int) string { return string(frames[i]) }); err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		if got := c.out.Writes() - before; got != 1 {
+			t.Fatalf("round %d: %d frames went out in %d writes, want 1", round, n, got)
+		}
+	}
+	if pings.Load() != 1 {
+		t.Fatalf("client saw %d pings, want 1", pings.Load())
+	}
+	// The write loop has nothing left to do: it is gone until the next
+	// push.
+	testenv.WaitFor(t, 10*time.Second, "the write loop to return", func() bool {
+		c.send.mu.Lock()
+		defer c.send.mu.Unlock()
+		return !c.send.writing
+	})
+}
+
+// Frames queued from many goroutines while the write loop comes and goes
+// all arrive, each goroutine's in the order it queued them.
+func TestClientWritesLoseAndReorderNothing(t *testing.T) {
+	c, ws := wsPair(t, queueConfig())
+	const producers, each = 4, 3000
+	read := make(chan error, 1)
+	go func() {
+		next := make([]int, producers)
+		_ = ws.SetReadDeadline(time.Now().Add(time.Minute))
+		for range producers * each {
+			_, b, err := ws.ReadMessage()
+			if err != nil {
+				read <- err
+				return
+			}
+			var p, n int
+			if _, err := fmt.Sscanf(string(b), `{"p":%d,"n":%d}`, &p, &n); err != nil || p < 0 || p >= producers {
+				read <- fmt.Errorf("frame %s: %v", b, err)
+				return
+			}
+			if n != next[p] {
+				read <- fmt.Errorf("from producer %d frame %d after %d", p, n, next[p]-1)
+				return
+			}
+			next[p]++
+		}
+		read <- nil
+	}()
+	var wg sync.WaitGroup
+	for p := range producers {
+		wg.Go(func() {
+			for n := range each {
+				if !c.enqueue(fmt.Appendf(nil, `{"p":%d,"n":%d}`, p, n)) {
+					t.Errorf("producer %d frame %d refused", p, n)
+					return
+				}
+				if n%100 == 0 {
+					runtime.Gosched() // let the write loop run dry now and then
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := <-read; err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d frames in %d writes", producers*each, c.out.Writes())
+}
+
+// A kicked connection gets what was queued before the kick, then the
+// close frame, even when no write loop was running.
+func TestClientCloseFlushesQueued(t *testing.T) {
+	c, ws := wsPair(t, queueConfig())
+	if !c.enqueue([]byte(`{"n":0}`)) {
+		t.Fatal("frame refused")
+	}
+	c.kick("logged in elsewhere")
+	if err := readFrames(ws, 2, func(i int) string {
+		if i == 0 {
+			return `{"n":0}`
+		}
+		return `{"action":"kicked","data":{"reason":"logged in elsewhere"}}`
+	}); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := ws.ReadMessage()
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != websocket.CloseNormalClosure || ce.Text != "logged in elsewhere" {
+		t.Fatalf("after the kick: %v, want close 1000 logged in elsewhere", err)
+	}
+}
+
+// BenchmarkClientWriter is a client connection's write path over loopback
+// TCP: frames queued (1 or 64 at a time, all waiting when the write loop
+// starts), written and flushed by the write loop, read by the other end
+// before the next are queued. It reports the frames delivered per second
+// and the writes on the socket per frame.
+func BenchmarkClientWriter(b *testing.B) {
+	for _, k := range []int{1, 64} {
+		b.Run(fmt.Sprintf("queued=%d", k), func(b *testing.B) {
+			c, ws := wsPair(b, queueConfig())
+			frame, _ := protocol.EncodePush(protocol.PushMessage, *roomMessage())
+			frames := make([][]byte, k)
+			for i := range frames {
+				frames[i] = frame
+			}
+			rounds := (b.N + k - 1) / k
+			got := make(chan error, 1)
+			go func() {
+				for range rounds * k {
+					_, r, err := ws.NextReader()
+					if err == nil {
+						_, err = io.Copy(io.Discard, r)
+					}
+					if err != nil {
+						got <- err
+						return
+					}
+				}
+				got <- nil
+			}()
+			before := c.out.Writes()
+			b.ReportAllocs()
+			b.ResetTimer()
+			start := time.Now()
+			for range rounds {
+				pushHeld(b, c, frames)
+				// Wait for the write loop to finish the round (it is done
+				// once it has nothing queued), so that each round is one
+				// batch of k.
+				for {
+					c.send.mu.Lock()
+					idle := !c.send.writing
+					c.send.mu.Unlock()
+					if idle {
+						break
+					}
+					runtime.Gosched()
+				}
+			}
+			if err := <-got; err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			n := float64(rounds * k)
+			b.ReportMetric(n/time.Since(start).Seconds(), "frames/s")
+			b.ReportMetric(float64(c.out.Writes()-before)/n, "writes/frame")
+		})
 	}
 }
 
@@ -178,17 +378,17 @@ func TestWriteTimeoutDisconnectsAsSlow(t *testing.T) {
 func TestQueueByteBound(t *testing.T) {
 	q := newFrameQueue(4, 100, time.Hour)
 	for i := range 10 {
-		if err := q.push(make([]byte, 10)); err != nil {
+		if _, err := q.push(make([]byte, 10)); err != nil {
 			t.Fatalf("push %d: %v", i, err)
 		}
 	}
-	if err := q.push([]byte{1}); err != errQueueBytes {
+	if _, err := q.push([]byte{1}); err != errQueueBytes {
 		t.Fatalf("push over the byte bound: %v, want %v", err, errQueueBytes)
 	}
 	if got := q.take(nil); len(got) != 10 {
 		t.Fatalf("took %d frames, want 10", len(got))
 	}
-	if err := q.push(make([]byte, 100)); err != nil {
+	if _, err := q.push(make([]byte, 100)); err != nil {
 		t.Fatalf("push after take: %v", err)
 	}
 }
@@ -198,7 +398,7 @@ func TestQueueByteBound(t *testing.T) {
 func TestQueueBehindClock(t *testing.T) {
 	q := newFrameQueue(2, 1<<20, 50*time.Millisecond)
 	for range 5 {
-		if err := q.push([]byte("a")); err != nil {
+		if _, err := q.push([]byte("a")); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -207,12 +407,12 @@ func TestQueueBehindClock(t *testing.T) {
 		t.Fatal("take did not stop the clock")
 	}
 	for range 3 {
-		if err := q.push([]byte("a")); err != nil {
+		if _, err := q.push([]byte("a")); err != nil {
 			t.Fatal(err)
 		}
 	}
 	q.behind = time.Now().Add(-time.Second) // as if left there a second ago
-	if err := q.push([]byte("a")); err != errQueueBehind {
+	if _, err := q.push([]byte("a")); err != errQueueBehind {
 		t.Fatalf("push to a queue behind for a second: %v, want %v", err, errQueueBehind)
 	}
 }

@@ -292,6 +292,18 @@ func (l *peerLink) readLoop(fn func(protocol.PeerFrame)) {
 	}
 }
 
+// peerUpgrader is the upgrader of the peer listener. Links are few and
+// busy, so each keeps its buffers: reads use the HTTP server's 4 KiB
+// buffer, which the upgrade takes over, and frames are put together in a
+// write buffer of the link's own before they join a batch (see wsconn).
+func peerUpgrader() websocket.Upgrader {
+	return websocket.Upgrader{
+		ReadBufferSize:  0,
+		WriteBufferSize: 4 << 10,
+		CheckOrigin:     func(*http.Request) bool { return true },
+	}
+}
+
 // peerDialer is the dialer of peer links. The connection it opens
 // batches what the link's write loop writes (wsconn).
 func peerDialer(timeout time.Duration) *websocket.Dialer {

@@ -36,7 +36,7 @@ func readFrames(ws *websocket.Conn, n int, want func(i int) string) error {
 func TestPeerLinkWritesInBatches(t *testing.T) {
 	for _, side := range []string{"dialing", "accepting"} {
 		t.Run(side, func(t *testing.T) {
-			up := websocket.Upgrader{}
+			up := peerUpgrader()
 			accepted := make(chan *websocket.Conn, 1)
 			hs := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				if ws, err := up.Upgrade(w, r, nil); err == nil {

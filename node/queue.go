@@ -25,18 +25,28 @@ var (
 //
 // Unlike a buffered channel, which is allocated whole with the connection,
 // it holds memory only while frames wait: an idle connection costs a few
-// words. Safe for concurrent use; one goroutine takes.
+// words.
+//
+// It also says when a write loop is to run: a connection has one only
+// while there is something to write (see client.writeLoop). The first push
+// (or poke) while none runs tells its caller to start one; the loop asks
+// next for work and, when there is none, it is told to return, in the
+// same step that lets the next push start another. So at most one runs,
+// and none is left out.
+//
+// Safe for concurrent use; one goroutine at a time takes.
 type frameQueue struct {
 	soft      int           // frames that may wait before the clock starts
 	maxBytes  int           // bytes that may wait, ever
 	behindFor time.Duration // how long the queue may stay at soft or more
 
-	mu     sync.Mutex
-	pushed map[string]int64 // the highest seq pushed per conversation; see pushMessage
-	frames [][]byte
-	bytes  int           // total length of frames
-	behind time.Time     // when frames reached soft since the last take; zero if not
-	ready  chan struct{} // capacity 1: frames may be waiting
+	mu      sync.Mutex
+	pushed  map[string]int64 // the highest seq pushed per conversation; see pushMessage
+	frames  [][]byte
+	bytes   int       // total length of frames
+	behind  time.Time // when frames reached soft since the last take; zero if not
+	writing bool      // a write loop runs, or its start was asked for
+	poked   bool      // something besides frames wants the write loop; see poke
 }
 
 // keepCap is the capacity a drained queue keeps; a larger one, left by a
@@ -44,34 +54,68 @@ type frameQueue struct {
 const keepCap = 16
 
 func newFrameQueue(soft, maxBytes int, behindFor time.Duration) *frameQueue {
-	return &frameQueue{soft: soft, maxBytes: maxBytes, behindFor: behindFor, ready: make(chan struct{}, 1)}
+	return &frameQueue{soft: soft, maxBytes: maxBytes, behindFor: behindFor}
 }
 
 // push adds b, or refuses it with errQueueBehind or errQueueBytes when the
-// client is to be disconnected as too slow.
-func (q *frameQueue) push(b []byte) error {
+// client is to be disconnected as too slow. start says that no write loop
+// runs: the caller is to start one.
+func (q *frameQueue) push(b []byte) (start bool, err error) {
 	q.mu.Lock()
+	defer q.mu.Unlock()
 	if q.bytes+len(b) > q.maxBytes {
-		q.mu.Unlock()
-		return errQueueBytes
+		return false, errQueueBytes
 	}
 	if len(q.frames) >= q.soft {
 		now := time.Now()
 		if q.behind.IsZero() {
 			q.behind = now
 		} else if now.Sub(q.behind) > q.behindFor {
-			q.mu.Unlock()
-			return errQueueBehind
+			return false, errQueueBehind
 		}
 	}
 	q.frames = append(q.frames, b)
 	q.bytes += len(b)
-	q.mu.Unlock()
-	select {
-	case q.ready <- struct{}{}:
-	default:
+	return q.startLocked(), nil
+}
+
+// poke has the write loop look at the connection again (a ping is due, or
+// the connection is closing) even with no frame waiting. start is as for
+// push.
+func (q *frameQueue) poke() (start bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.poked = true
+	return q.startLocked()
+}
+
+func (q *frameQueue) startLocked() bool {
+	if q.writing {
+		return false
 	}
-	return nil
+	q.writing = true
+	return true
+}
+
+// next is take for the write loop: it returns the waiting frames, with
+// ok, if there are any or the queue was poked since the last call.
+// Otherwise it returns ok false, and the write loop is to return: a
+// push from now on starts another.
+func (q *frameQueue) next(spare [][]byte) (frames [][]byte, ok bool) {
+	q.mu.Lock()
+	if len(q.frames) == 0 && !q.poked {
+		q.writing = false
+		q.frames = nil // an idle connection keeps no slice
+		q.mu.Unlock()
+		clear(spare)
+		if cap(spare) > keepCap {
+			spare = nil
+		}
+		return spare[:0], false
+	}
+	q.poked = false
+	q.mu.Unlock()
+	return q.take(spare), true
 }
 
 // maxPushed bounds the conversations a queue remembers for pushMessage;
@@ -84,18 +128,19 @@ const maxPushed = 4096
 // that failed had carried it, and one connection is shown each message
 // once. Messages of one conversation reach a connection in seq order, so
 // a lower seq is such a repeat.
-func (q *frameQueue) pushMessage(conv string, seq int64, b []byte) (dup bool, err error) {
+func (q *frameQueue) pushMessage(conv string, seq int64, b []byte) (dup, start bool, err error) {
 	q.mu.Lock()
 	if last, ok := q.pushed[conv]; ok && seq <= last {
 		q.mu.Unlock()
-		return true, nil
+		return true, false, nil
 	}
 	if q.pushed == nil || len(q.pushed) >= maxPushed {
 		q.pushed = map[string]int64{}
 	}
 	q.pushed[conv] = seq
 	q.mu.Unlock()
-	return false, q.push(b)
+	start, err = q.push(b)
+	return false, start, err
 }
 
 // take moves every waiting frame, oldest first, into spare (its contents

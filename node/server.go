@@ -57,6 +57,11 @@ type Server struct {
 	upgrader                  websocket.Upgrader
 	nonces                    nonces
 
+	// upgrader is the peer listener's, clientUpgrader the client
+	// listener's; batches are the batch buffers of the client write loops.
+	clientUpgrader websocket.Upgrader
+	batches        *wsconn.Buffers
+
 	reg *prometheus.Registry // this node's metrics, served on the admin listener
 	m   *metrics.Node
 
@@ -108,19 +113,9 @@ func New(cfg Config) (*Server, error) {
 		local: session.NewLocal[*client](),
 		conns: make(map[*client]struct{}),
 		ready: make(chan struct{}),
-		upgrader: websocket.Upgrader{
-			// Reads use the HTTP server's 4 KiB buffer, which the upgrade
-			// takes over, instead of a second one; writes borrow a buffer
-			// from a pool for the time of one frame. An idle connection
-			// then holds one I/O buffer, not three.
-			ReadBufferSize:  0,
-			WriteBufferSize: 4 << 10,
-			WriteBufferPool: &sync.Pool{},
-			// Clients authenticate in-band (password or token in login),
-			// never by cookie, so a cross-origin page gains nothing.
-			CheckOrigin: func(*http.Request) bool { return true },
-		},
 	}
+	s.upgrader, s.clientUpgrader = peerUpgrader(), clientUpgrader()
+	s.batches = wsconn.NewBuffers(clientBatchBuffer)
 	if cfg.WordFilterFile != "" {
 		f, err := wordfilter.Load(cfg.WordFilterFile)
 		if err != nil {
@@ -230,14 +225,15 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		aln := s.adminLn
 		s.goAttach(func() { s.serveHTTP(s.adminHTTP, aln, "admin") })
 	}
+	// Every connection either listener accepts batches the frames its
+	// write loop writes: see wsconn.
 	if s.clientLn, err = net.Listen("tcp", s.cfg.Listen); err != nil {
 		return fmt.Errorf("node: client listener: %w", err)
 	}
+	s.clientLn = wsconn.Listen(s.clientLn, s.batches)
 	if s.peerLn, err = net.Listen("tcp", s.cfg.PeerListen); err != nil {
 		return fmt.Errorf("node: peer listener: %w", err)
 	}
-	// A peer link's connection batches what its write loop writes: see
-	// wsconn.
 	s.peerLn = wsconn.Listen(s.peerLn, nil)
 	cmux := http.NewServeMux()
 	cmux.HandleFunc("/ws", s.serveWS)
@@ -305,24 +301,15 @@ func (s *Server) serveHTTP(srv *http.Server, ln net.Listener, name string) {
 }
 
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
-	ws, err := s.upgrader.Upgrade(w, r, nil)
+	ws, err := s.clientUpgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return // the upgrader already answered
 	}
-	c := &client{
-		srv: s, ws: ws, id: newID(),
-		send: newFrameQueue(s.cfg.SendQueue, s.cfg.SendQueueBytes, s.cfg.SlowClientTimeout), closing: make(chan struct{}),
-	}
-	c.log = s.log.With().Str("conn", c.id).Str("remote", r.RemoteAddr).Logger()
+	c := newClient(s, ws, r.RemoteAddr)
 	s.m.ConnectionsOpened.Inc()
 	s.connsMu.Lock()
 	s.conns[c] = struct{}{}
 	s.connsMu.Unlock()
-	if !s.goAttach(c.writeLoop) {
-		s.dropConn(c)
-		ws.Close()
-		return
-	}
 	if !s.goAttach(func() { c.readLoop(s.ctx) }) {
 		c.close(websocket.CloseGoingAway, "node is shutting down")
 		s.dropConn(c)
