@@ -24,7 +24,7 @@ func localRecipients(n int) (*Server, []string, []*client) {
 	clients := make([]*client, n)
 	for i := range users {
 		users[i] = fmt.Sprintf("user%04d", i)
-		c := &client{srv: s, id: users[i], send: heldQueue(1, 1<<20, time.Hour), closing: make(chan struct{}), log: zerolog.Nop()}
+		c := &client{srv: s, id: users[i], send: heldQueue(1, 1<<20, time.Hour), closing: make(chan struct{})}
 		c.user.Store(&users[i])
 		s.local.Add(c)
 		clients[i] = c

@@ -16,17 +16,16 @@ import (
 	"chatcluster/protocol"
 )
 
-// client is one WebSocket connection. Its read loop (which also runs the
-// handler, one request at a time) runs as long as the connection; a write
-// loop runs only while there is something to write (see writeLoop), so an
-// idle connection costs one goroutine.
+// client is one WebSocket connection. A read loop (which also runs the
+// handler, one request at a time; see readLoop) runs as long as the
+// connection; a write loop runs only while there is something to write
+// (see writeLoop), so an idle connection costs one goroutine.
 type client struct {
 	srv    *Server
 	ws     *websocket.Conn
 	out    *wsconn.Conn // the connection under ws, which batches what the write loop writes; nil when not wrapped
 	id     string
 	remote string
-	log    zerolog.Logger
 	user   atomic.Pointer[string] // set once by login
 	ver    atomic.Int64           // the login's session version, set with user
 
@@ -44,7 +43,7 @@ type client struct {
 	ping    *time.Timer
 	pingDue atomic.Bool
 
-	tokens  float64 // rate limiter, read loop only
+	tokens  float64 // rate limiter, read loops only
 	lastTok time.Time
 }
 
@@ -56,13 +55,47 @@ func newClient(s *Server, ws *websocket.Conn, remote string) *client {
 		send:    newFrameQueue(s.cfg.SendQueue, s.cfg.SendQueueBytes, s.cfg.SlowClientTimeout),
 		closing: make(chan struct{}),
 	}
-	c.log = s.log.With().Str("conn", c.id).Str("remote", remote).Logger()
+	ws.SetReadLimit(protocol.MaxFrameSize)
+	_ = ws.SetReadDeadline(time.Now().Add(c.readIdle()))
+	ws.SetPongHandler(func(string) error {
+		return ws.SetReadDeadline(time.Now().Add(c.readIdle()))
+	})
+	c.tokens, c.lastTok = 2*s.cfg.RateLimit, time.Now()
 	c.ping = time.AfterFunc(s.cfg.PingInterval, c.pingNow)
 	return c
 }
 
+// log is the connection's logger: the node's, with the connection's
+// fields (conn, remote, and user once logged in) on each line. A logger of
+// its own, made with With, would hold half a kilobyte per connection.
+func (c *client) log() connLog { return connLog{c} }
+
+type connLog struct{ c *client }
+
+func (l connLog) Debug() *zerolog.Event { return l.fields(l.c.srv.log.Debug()) }
+func (l connLog) Info() *zerolog.Event  { return l.fields(l.c.srv.log.Info()) }
+func (l connLog) Warn() *zerolog.Event  { return l.fields(l.c.srv.log.Warn()) }
+func (l connLog) Error() *zerolog.Event { return l.fields(l.c.srv.log.Error()) }
+
+func (l connLog) fields(e *zerolog.Event) *zerolog.Event {
+	if e == nil { // a level that is off
+		return nil
+	}
+	e = e.Str("conn", l.c.id)
+	if l.c.remote != "" {
+		e = e.Str("remote", l.c.remote)
+	}
+	if u := l.c.User(); u != "" {
+		e = e.Str("user", u)
+	}
+	return e
+}
+
 // Buffers of a client connection, in bytes.
 const (
+	// clientReadBuffer is a client connection's read buffer. Requests
+	// are small; a larger one is read past the buffer.
+	clientReadBuffer = 512
 	// clientFrameBuffer is the buffer gorilla/websocket puts a frame
 	// together in, borrowed from a pool for the time of one frame.
 	clientFrameBuffer = 4 << 10
@@ -72,13 +105,12 @@ const (
 	clientBatchBuffer = 16 << 10
 )
 
-// clientUpgrader is the upgrader of the client listener. Reads use the
-// HTTP server's 4 KiB buffer, which the upgrade takes over, instead of a
-// second one; writes borrow buffers for the time of a frame and of a
-// batch. An idle connection then holds one I/O buffer.
+// clientUpgrader is the upgrader of the client listener. An idle client
+// connection holds only a small read buffer: it writes with buffers
+// borrowed for the time of a frame and of a batch.
 func clientUpgrader() websocket.Upgrader {
 	return websocket.Upgrader{
-		ReadBufferSize:  0,
+		ReadBufferSize:  clientReadBuffer,
 		WriteBufferSize: clientFrameBuffer,
 		WriteBufferPool: &sync.Pool{},
 		// Clients authenticate in-band (password or token in login),
@@ -141,7 +173,7 @@ func (c *client) pushed(start bool, err error) bool {
 	}
 	if c.close(websocket.ClosePolicyViolation, "too slow: send queue full") {
 		c.srv.m.SlowDisconnects.Inc()
-		ev := c.log.Warn()
+		ev := c.log().Warn()
 		if errors.Is(err, errQueueBytes) {
 			ev = ev.Int("bound_bytes", c.send.maxBytes)
 		} else {
@@ -273,7 +305,7 @@ func (c *client) wrote(err error) bool {
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() && c.close(websocket.ClosePolicyViolation, "too slow: not reading") {
 		c.srv.m.SlowDisconnects.Inc()
-		c.log.Warn().Dur("write_timeout", c.srv.cfg.WriteTimeout).Msg("client stopped reading, disconnecting")
+		c.log().Warn().Dur("write_timeout", c.srv.cfg.WriteTimeout).Msg("client stopped reading, disconnecting")
 	}
 	c.close(websocket.CloseGoingAway, "write failed")
 	c.drop()
@@ -315,29 +347,35 @@ func (c *client) drop() {
 	c.ws.Close()
 }
 
+// readLoop reads frames and handles them, one at a time and in order.
+// After each frame it hands reading on to a new goroutine and returns:
+// handling grows a goroutine's stack (a login takes it to 8 KiB), and a
+// goroutine that then blocks in a read keeps all of it, so every idle
+// connection would. A fresh one waits for the next frame in 4 KiB. The
+// last one, whose read fails, closes the connection.
 func (c *client) readLoop(ctx context.Context) {
-	defer c.srv.disconnected(c)
-	defer c.close(websocket.CloseNormalClosure, "")
-	c.ws.SetReadLimit(protocol.MaxFrameSize)
-	deadline := 2*c.srv.cfg.PingInterval + 5*time.Second
-	_ = c.ws.SetReadDeadline(time.Now().Add(deadline))
-	c.ws.SetPongHandler(func(string) error {
-		return c.ws.SetReadDeadline(time.Now().Add(deadline))
-	})
-	c.tokens, c.lastTok = 2*c.srv.cfg.RateLimit, time.Now()
 	for {
 		_, data, err := c.ws.ReadMessage()
 		if err != nil {
 			if errors.Is(err, websocket.ErrReadLimit) {
-				c.log.Warn().Int("limit", protocol.MaxFrameSize).Msg("client frame over the read limit, closing")
+				c.log().Warn().Int("limit", protocol.MaxFrameSize).Msg("client frame over the read limit, closing")
 				c.close(websocket.CloseMessageTooBig, "frame over the limit")
 			}
+			c.close(websocket.CloseNormalClosure, "")
+			c.srv.disconnected(c)
 			return
 		}
-		_ = c.ws.SetReadDeadline(time.Now().Add(deadline))
+		_ = c.ws.SetReadDeadline(time.Now().Add(c.readIdle()))
 		c.handle(ctx, data)
+		if c.srv.goAttach(func() { c.readLoop(ctx) }) {
+			return
+		}
+		// The node is stopping and starts nothing: read on here.
 	}
 }
+
+// readIdle is how long a client may send nothing, not even a pong.
+func (c *client) readIdle() time.Duration { return 2*c.srv.cfg.PingInterval + 5*time.Second }
 
 // handle decodes and answers one frame. Read loop only.
 func (c *client) handle(ctx context.Context, data []byte) {
@@ -354,9 +392,9 @@ func (c *client) handle(ctx context.Context, data []byte) {
 		cancel()
 	}
 	if reply.Code != protocol.CodeOK {
-		ev := c.log.Warn()
+		ev := c.log().Warn()
 		if reply.Code >= 500 {
-			ev = c.log.Error()
+			ev = c.log().Error()
 		}
 		if reply.Cause != nil {
 			ev = ev.AnErr("cause", reply.Cause)
@@ -365,7 +403,7 @@ func (c *client) handle(ctx context.Context, data []byte) {
 	}
 	b, err := protocol.EncodeReply(reply)
 	if err != nil {
-		c.log.Error().Err(err).Msg("encode reply")
+		c.log().Error().Err(err).Msg("encode reply")
 		return
 	}
 	c.enqueue(b)

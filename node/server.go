@@ -334,11 +334,10 @@ func (s *Server) login(ctx context.Context, c *client, user string) (string, err
 	// follows from the queue.
 	octx, cancel := context.WithTimeout(ctx, onlineWait)
 	if _, err := s.routes.request(octx, &protocol.PeerFrame{Type: protocol.PeerOnline, User: user, Conn: c.id, Online: true, Ver: c.ver.Load()}); err != nil {
-		c.log.Debug().Err(err).Msg("leader has not confirmed the login yet")
+		c.log().Debug().Err(err).Msg("leader has not confirmed the login yet")
 	}
 	cancel()
-	c.log = c.log.With().Str("user", user).Logger()
-	c.log.Info().Msg("logged in")
+	c.log().Info().Msg("logged in")
 	return c.id, nil
 }
 
@@ -389,7 +388,7 @@ func (s *Server) disconnected(c *client) {
 		return
 	}
 	if s.local.Remove(c) {
-		c.log.Info().Msg("logged out")
+		c.log().Info().Msg("logged out")
 		s.routes.toLeader(&protocol.PeerFrame{Type: protocol.PeerOnline, User: user, Conn: c.id})
 	}
 	// Also for a connection replaced here meanwhile: the delete removes
@@ -397,7 +396,7 @@ func (s *Server) disconnected(c *client) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if _, err := s.sessions.Delete(ctx, user, c.id); err != nil {
-		c.log.Warn().Err(err).Msg("could not remove global session; it counts as offline once this node is gone")
+		c.log().Warn().Err(err).Msg("could not remove global session; it counts as offline once this node is gone")
 	}
 }
 
