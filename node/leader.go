@@ -24,7 +24,7 @@ type leadership struct {
 	stopF context.CancelFunc
 	// wg counts the goroutines of this term (goTerm); stop waits for
 	// them, so two terms of this node never run at once.
-	wg sync.WaitGroup
+	wg    sync.WaitGroup
 	wake  chan struct{} // publish now
 	rooms *roomService
 	// parked holds pushes for recipients the leader cannot place yet.
