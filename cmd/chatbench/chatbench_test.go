@@ -89,8 +89,8 @@ func TestTracker(t *testing.T) {
 	if expected != 3 || lost != 1 || lostDel != 1 || unacked != 1 {
 		t.Errorf("tally = expected %d lost %d lostDeliveries %d unacked %d, want 3 1 1 1", expected, lost, lostDel, unacked)
 	}
-	if trk.duplicates.Load() != 1 || trk.unknown.Load() != 1 || trk.delivered.Load() != 2 || trk.failed.Load() != 1 {
-		t.Errorf("counters: dup %d unknown %d delivered %d failed %d", trk.duplicates.Load(), trk.unknown.Load(), trk.delivered.Load(), trk.failed.Load())
+	if c := trk.counts(); c.duplicates != 1 || trk.unknown.Load() != 1 || c.delivered != 2 || trk.failed.Load() != 1 || c.owed != 1 {
+		t.Errorf("counters: dup %d unknown %d delivered %d failed %d owed %d", c.duplicates, trk.unknown.Load(), c.delivered, trk.failed.Load(), c.owed)
 	}
 	_ = k4
 	s := summarize(trk.e2e.merged())
@@ -246,14 +246,22 @@ func TestTrackerRecoverAndMissing(t *testing.T) {
 	if len(miss) != 1 || miss[0].key != k2 || miss[0].from != 1 || miss[0].seq != 8 || miss[0].conv != "dm:a:b" {
 		t.Fatalf("missing = %+v, want k2 from 1 at seq 8", miss)
 	}
-	if trk.recover(k1) {
+	if trk.recover(k1, 1) {
 		t.Error("a pushed message counted as found by sync")
 	}
-	if !trk.recover(k2) || trk.recover(k2) {
+	if trk.recover(k2, 1) {
+		t.Error("k2 counted as found by the sync of its own sender")
+	}
+	if !trk.recover(k2, 0) || trk.recover(k2, 0) {
 		t.Error("k2 should count once as found by sync")
 	}
-	if _, lost, _, _ := trk.tally(); lost != 0 || trk.recovered.Load() != 1 || trk.delivered.Load() != 1 {
-		t.Errorf("lost %d recovered %d pushed %d, want 0 1 1", lost, trk.recovered.Load(), trk.delivered.Load())
+	if _, lost, _, _ := trk.tally(); lost != 0 || trk.recovered.Load() != 1 || trk.delivered() != 1 || trk.outstanding() != 0 {
+		t.Errorf("lost %d recovered %d pushed %d owed %d, want 0 1 1 0", lost, trk.recovered.Load(), trk.delivered(), trk.outstanding())
+	}
+	// A push after the sync found it is late, not a duplicate.
+	trk.deliver(0, k2, now)
+	if c := trk.counts(); c.late != 1 || c.duplicates != 0 || c.delivered != 1 {
+		t.Errorf("push after sync: late %d dup %d delivered %d, want 1 0 1", c.late, c.duplicates, c.delivered)
 	}
 	if !trk.settled(k1) || trk.settled(trk.add(now, 1, 0)) {
 		t.Error("settled is wrong")
@@ -352,31 +360,40 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 }
 
 func TestEvalTargets(t *testing.T) {
-	dm := func(rate, delivered, p99 float64, lost int64) Result {
-		return Result{Scenario: "dm", Target: "cluster", Label: fmt.Sprintf("dm %g/s", rate), DeliveredPerSec: delivered, Lost: lost,
-			Latency: LatencySummary{P99Ms: p99}, Params: map[string]any{"rate": rate, "crossShare": 1.0},
-			History: &HistoryResult{PerSec: delivered}}
+	dm := func(target string, rate, delivered, p99 float64, lost int64) Result {
+		return Result{Scenario: "dm", Target: target, Label: fmt.Sprintf("dm %g/s", rate), DeliveredPerSec: delivered, Lost: lost,
+			Seconds: 10, DeliverySeconds: 10.05, Latency: LatencySummary{P99Ms: p99}, Params: map[string]any{"rate": rate, "crossShare": 1.0}}
 	}
+	at2k := dm("cluster", 2000, 1995, 6, 0)
+	at2k.CPU = &CPUResult{Delivered: 20000, WindowSeconds: 10, ChatPathUsPerMsg: 110, ServerUsPerMsg: 111, BenchUsPerMsg: 20,
+		Processes: []ProcCPU{{Name: "node-n1", Group: groupNode, UsPerMsg: 60}, {Name: "redis", Group: groupRedis, UsPerMsg: 30},
+			{Name: "mongostore", Group: groupStore, UsPerMsg: 18}, {Name: "zookeeper", Group: groupZooKeeper, UsPerMsg: 2}, {Name: "gateway", Group: groupGateway, UsPerMsg: 1}}}
+	at10k := dm("cluster", 10000, 4000, 3000, 0) // fell behind
+	at10k.History = &HistoryResult{PerSec: 4000, BacklogSteadyEnd: 30000, BacklogEnd: 100}
 	rs := []Result{
-		dm(1000, 1000, 20, 0),
-		dm(4000, 3000, 4000, 0), // not sustained: behind and slow
-		{Scenario: "room", Target: "cluster", Label: "room", DeliveredPerSec: 20000, Latency: LatencySummary{P99Ms: 40}, Params: map[string]any{"rate": 20.0, "members": 1000.0}},
-		{Scenario: "connect", Target: "cluster", Connect: &ConnectResult{Nodes: []NodeMemory{{BytesPerConn: 8 * 1024, ConnsBefore: 0, ConnsAfter: 19000}}}},
-		{Scenario: "failover", Target: "cluster", Label: "failover", Acked: 100, Failover: &FailoverResult{RestoredMs: 1200, NewLeaderMs: 1100}},
+		at2k,
+		dm("baseline", 2000, 2000, 1.5, 0),
+		dm("cluster", 5000, 4990, 12, 0),
+		at10k,
+		{Scenario: "room", Target: "cluster", Label: "room 1000 members, 150 msg/s", DeliveredPerSec: 149500, Latency: LatencySummary{P99Ms: 40},
+			Params: map[string]any{"rate": 150.0, "members": 1000.0, "nodes": 3.0}},
+		{Scenario: "connect", Target: "cluster", Connect: &ConnectResult{Nodes: []NodeMemory{
+			{BytesPerConn: 11 * 1024, ConnsBefore: 0, ConnsAfter: 10000}, {BytesPerConn: 0, ConnsBefore: 0, ConnsAfter: 0}}}},
+		{Scenario: "failover", Target: "cluster", Label: "failover", Acked: 100, Duplicates: 1, Failover: &FailoverResult{RestoredMs: 1200, NewLeaderMs: 1100}},
 	}
 	byTarget := map[string]targetRow{}
 	for _, r := range evalTargets(rs) {
 		byTarget[r.Target] = r
 	}
 	want := map[string]string{
-		"Cross-node direct messages ≥ 30,000 msg/s sustained":                                                 statusNotMet,
-		"Cross-node direct messages: p99 ≤ 10 ms at 20,000 msg/s":                                             statusNotMet,
-		"Cross-node direct messages: 0 lost":                                                                  statusMet,
-		"1,000-member room over 3 nodes: ≥ 300,000 deliveries/s at p99 ≤ 50 ms":                               statusNotMet,
-		"≤ 10 KiB resident memory per logged-in idle connection, at 19,000 connections per node":              statusMet,
-		"Failover under load (kill -9 of the leader): routing restored within 1.5 s":                          statusMet,
-		"Failover under load: 0 acknowledged messages lost":                                                   statusMet,
-		"History written to the MongoDB-wire store at ≥ 20,000 msg/s without raising dm p99 by more than 20%": statusNotMet,
+		targetCPU:      statusMet,
+		targetP99:      statusMet,
+		targetRate:     statusNotMet,
+		targetRelay:    statusNotMet, // 6 ms against 1.5: 4×
+		targetRoom:     statusMet,    // 149,500 of 150,000 offered: kept up
+		targetHistory:  statusNotMet, // 3 s of messages waiting
+		targetMemory:   statusMet,
+		targetFailover: statusNotMet, // a duplicate
 	}
 	for target, st := range want {
 		row, ok := byTarget[target]
@@ -388,11 +405,30 @@ func TestEvalTargets(t *testing.T) {
 			t.Errorf("%q: status %q (%s), want %q", target, row.Status, row.Measured, st)
 		}
 	}
-	if m := byTarget["Cross-node direct messages ≥ 30,000 msg/s sustained"].Measured; !strings.Contains(m, "1,000 msg/s sustained") || !strings.Contains(m, "3,000 msg/s pushed") {
+	if m := byTarget[targetCPU].Measured; !strings.Contains(m, "110 µs per message (nodes 60, Redis 30, store 18, ZooKeeper 2; gateway 1; chatbench itself 20)") {
+		t.Errorf("CPU measured as %q", m)
+	}
+	if m := byTarget[targetRate].Measured; !strings.Contains(m, "4,000 msg/s delivered of 10,000 offered") || !strings.Contains(m, "the highest rate sustained was 5,000 msg/s") {
 		t.Errorf("dm throughput measured as %q", m)
 	}
-	if len(evalTargets(nil)) != len(want) {
-		t.Errorf("without results: %d rows, want %d (all not measured)", len(evalTargets(nil)), len(want))
+	if m := byTarget[targetHistory].Measured; !strings.Contains(m, "backlog 30,000 messages at the end of the send phase of dm 10000/s (3 s of messages)") {
+		t.Errorf("history measured as %q", m)
+	}
+	none := evalTargets(nil)
+	if len(none) != len(want) {
+		t.Errorf("without results: %d rows, want %d", len(none), len(want))
+	}
+	for _, r := range none {
+		if r.Status != statusNotMeasured {
+			t.Errorf("without results, %q is %q", r.Target, r.Status)
+		}
+	}
+	// Memory at fewer connections than the target's count.
+	few := evalTargets([]Result{{Scenario: "connect", Target: "cluster", Connect: &ConnectResult{Nodes: []NodeMemory{{BytesPerConn: 8 * 1024, ConnsAfter: 3000}}}}})
+	for _, r := range few {
+		if r.Target == targetMemory && r.Status != "met at this count; not measured at 10,000" {
+			t.Errorf("memory at 3,000 connections: %q (%s)", r.Status, r.Measured)
+		}
 	}
 }
 
@@ -409,7 +445,7 @@ func TestReportFailoverAndSettings(t *testing.T) {
 		"| failover dm 10/s | disruption window (kill to routing restored) (ms) | 1650 | – | – |",
 		"- `CHAT_BCRYPT_COST=4`: ",
 		"load average when the run started (1, 5, 15 min): 0.1 0.2 0.3",
-		"| Failover under load (kill -9 of the leader): routing restored within 1.5 s | 1.65 s",
+		"| " + targetFailover + " | 0 lost of 50 acknowledged (3 found by sync), 0 duplicates; routing back after 1.65 s (new leader listed after 1.66 s) | met |",
 	} {
 		if !strings.Contains(md.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, md.String())

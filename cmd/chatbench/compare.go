@@ -92,6 +92,12 @@ func figures(r Result) []Figure {
 		{Name: "errors", Unit: "", Cluster: float64(r.Errors)},
 		{Name: "lost messages", Unit: "", Cluster: float64(r.Lost)},
 	}
+	if c := r.CPU; c != nil && c.Delivered > 0 {
+		if len(c.Processes) > 0 {
+			fs = append(fs, Figure{Name: "server CPU per delivery", Unit: "µs", Cluster: c.ServerUsPerMsg})
+		}
+		fs = append(fs, Figure{Name: "chatbench CPU per delivery", Unit: "µs", Cluster: c.BenchUsPerMsg})
+	}
 	if f := r.Failover; f != nil {
 		fs = append(fs,
 			Figure{Name: "disruption window (kill to routing restored)", Unit: "ms", Cluster: f.RestoredMs},
@@ -104,14 +110,15 @@ func figures(r Result) []Figure {
 }
 
 // compare sets the figures of a cluster result beside a baseline result of
-// the same label.
+// the same label, figure by figure name.
 func compare(cluster, base Result) Comparison {
 	c := Comparison{Label: cluster.Label}
-	bf := figures(base)
-	for i, f := range figures(cluster) {
-		if i < len(bf) && bf[i].Name == f.Name {
-			f.Baseline = bf[i].Cluster
-		}
+	bf := map[string]float64{}
+	for _, f := range figures(base) {
+		bf[f.Name] = f.Cluster
+	}
+	for _, f := range figures(cluster) {
+		f.Baseline = bf[f.Name]
 		if f.Baseline != 0 {
 			f.Ratio = math.Round(f.Cluster/f.Baseline*100) / 100
 		}
@@ -150,9 +157,21 @@ func printSummary(w io.Writer, run Run) {
 			fmt.Fprintln(w)
 			continue
 		}
-		fmt.Fprintf(w, "%-34s %-8s sent %d acked %d delivered %d (%.0f/s) p50 %.2f ms p99 %.2f ms p99.9 %.2f ms errors %d unacked %d lost %d dup %d\n",
-			r.Label, r.Target, r.Sent, r.Acked, r.Delivered, r.DeliveredPerSec, r.Latency.P50Ms, r.Latency.P99Ms, r.Latency.P999Ms,
-			r.Errors, r.Unacked, r.Lost, r.Duplicates)
+		fmt.Fprintf(w, "%-34s %-8s sent %d acked %d delivered %d (%.0f/s over %.1fs) p50 %.2f ms p99 %.2f ms p99.9 %.2f ms errors %d unacked %d found by sync %d lost %d dup %d",
+			r.Label, r.Target, r.Sent, r.Acked, r.Delivered, r.DeliveredPerSec, r.DeliverySeconds, r.Latency.P50Ms, r.Latency.P99Ms, r.Latency.P999Ms,
+			r.Errors, r.Unacked, r.Recovered, r.Lost, r.Duplicates)
+		if c := r.CPU; c != nil {
+			if len(c.Processes) > 0 {
+				fmt.Fprintf(w, ", CPU µs/delivery: server %.1f", c.ServerUsPerMsg)
+				if c.ChatPathUsPerMsg > 0 {
+					fmt.Fprintf(w, " (chat path %.1f)", c.ChatPathUsPerMsg)
+				}
+				fmt.Fprintf(w, ", chatbench %.1f", c.BenchUsPerMsg)
+			} else {
+				fmt.Fprintf(w, ", chatbench CPU %.1f µs/delivery", c.BenchUsPerMsg)
+			}
+		}
+		fmt.Fprintln(w)
 	}
 	for _, c := range run.Comparisons {
 		fmt.Fprintf(w, "%s, cluster/baseline:", c.Label)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"strings"
@@ -30,8 +31,12 @@ type client struct {
 	user string // the user it logs in as
 	node string // the node's id or URL it is connected to
 
-	ws  *websocket.Conn
-	wmu sync.Mutex // serialises writes
+	ws   *websocket.Conn
+	wmu  sync.Mutex // serialises writes
+	wbuf []byte     // chat frames are built here; guarded by wmu
+	wdl  time.Time  // the write deadline last set; guarded by wmu
+
+	lastConv string // the conversation of the last chat reply; read loop only
 
 	mu      sync.Mutex
 	waiting map[string]chan frame // guarded by mu
@@ -99,8 +104,10 @@ func isLoopbackURL(url string) bool {
 
 func (c *client) readLoop() {
 	defer close(c.done)
+	buf := make([]byte, 0, 2048) // reused for every frame: read loop only
 	for {
-		_, b, err := c.ws.ReadMessage()
+		var err error
+		buf, err = c.readFrame(buf[:0])
 		if err != nil {
 			c.mu.Lock()
 			c.err = err
@@ -111,64 +118,128 @@ func (c *client) readLoop() {
 			c.mu.Unlock()
 			return
 		}
-		now := time.Now()
-		var f frame
-		if json.Unmarshal(b, &f) != nil {
-			continue
-		}
-		if f.Code == nil { // a push
-			if f.Action == protocol.PushMessage {
-				c.onMessage(f.Data, now)
-			}
-			continue
-		}
-		id := ""
-		if f.ID != nil {
-			id = *f.ID
-		}
-		if k, ok := strings.CutPrefix(id, chatIDPrefix); ok && f.Action == protocol.ActionChat {
-			if key, err := strconv.ParseUint(k, 10, 64); err == nil {
-				if t := c.trk(); t != nil {
-					var r protocol.ChatReply
-					if *f.Code == 0 {
-						_ = json.Unmarshal(f.Data, &r) // the seq only narrows a later sync
-					}
-					t.reply(c.idx, key, *f.Code, now, r.Conv, r.Seq)
-				}
-			}
-			continue
-		}
-		c.mu.Lock()
-		ch, ok := c.waiting[id]
-		delete(c.waiting, id)
-		c.mu.Unlock()
-		if ok {
-			ch <- f
+		c.onFrame(buf, time.Now())
+		if cap(buf) > maxKeptReadBuf {
+			buf = make([]byte, 0, 2048) // a large sync reply: do not keep its room
 		}
 	}
 }
 
-func (c *client) onMessage(data json.RawMessage, now time.Time) {
+// maxKeptReadBuf bounds the read buffer a connection keeps between frames.
+const maxKeptReadBuf = 64 << 10
+
+// readFrame reads the next data frame into buf (grown as needed) without
+// allocating one slice per frame, as ReadMessage does. Read loop only.
+func (c *client) readFrame(buf []byte) ([]byte, error) {
+	_, r, err := c.ws.NextReader()
+	if err != nil {
+		return buf, err
+	}
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+}
+
+// onFrame handles one frame from the server: message pushes and chat
+// replies go to the tracker, read in place (frame.go); replies to other
+// requests go to the request waiting for them. Read loop only: b is
+// reused after it returns.
+func (c *client) onFrame(b []byte, now time.Time) {
+	var f frameFields
+	if !scanFrame(b, &f) {
+		return
+	}
+	if !f.hasCode { // a push
+		if string(f.action) == protocol.PushMessage {
+			c.onMessage(f.data, now)
+		}
+		return
+	}
+	if len(f.id) > len(chatIDPrefix) && string(f.id[:len(chatIDPrefix)]) == chatIDPrefix && string(f.action) == protocol.ActionChat {
+		key, ok := parseDigits(f.id[len(chatIDPrefix):])
+		if !ok {
+			return
+		}
+		if t := c.trk(); t != nil {
+			var conv string
+			var seq int64
+			if f.code == 0 {
+				// The seq only narrows a later sync.
+				if cv, s, ok := chatReplyData(f.data); ok {
+					conv, seq = c.intern(cv), s
+				}
+			}
+			t.reply(c.idx, key, f.code, now, conv, seq)
+		}
+		return
+	}
+	// Any other reply: rare, so decoded in full.
+	var fr frame
+	if json.Unmarshal(b, &fr) != nil || fr.Code == nil {
+		return
+	}
+	id := ""
+	if fr.ID != nil {
+		id = *fr.ID
+	}
+	c.mu.Lock()
+	ch, ok := c.waiting[id]
+	delete(c.waiting, id)
+	c.mu.Unlock()
+	if ok {
+		ch <- fr
+	}
+}
+
+// intern returns b as a string, the same string as last time when it is
+// the same conversation (a client's replies nearly always are). Read loop
+// only.
+func (c *client) intern(b []byte) string {
+	if string(b) != c.lastConv {
+		c.lastConv = string(b)
+	}
+	return c.lastConv
+}
+
+func (c *client) onMessage(data []byte, now time.Time) {
 	t := c.trk()
 	if t == nil {
 		return
 	}
-	var m struct {
-		Text string `json:"text"`
-	}
-	if json.Unmarshal(data, &m) != nil {
+	text, ok := messageText(data)
+	if !ok {
 		return
 	}
-	if k, ok := t.parseText(m.Text); ok {
+	if k, ok := t.parseTextBytes(text); ok {
 		t.deliver(c.idx, k, now)
 	}
+}
+
+// write sends one text frame. c.wmu must be held.
+func (c *client) writeLocked(b []byte) error {
+	// Setting a deadline costs a timer update; once a second is enough
+	// for a bound of writeTimeout.
+	if now := time.Now(); now.After(c.wdl.Add(-writeTimeout + time.Second)) {
+		c.wdl = now.Add(writeTimeout)
+		_ = c.ws.SetWriteDeadline(c.wdl)
+	}
+	return c.ws.WriteMessage(websocket.TextMessage, b)
 }
 
 func (c *client) write(b []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	_ = c.ws.SetWriteDeadline(time.Now().Add(writeTimeout))
-	return c.ws.WriteMessage(websocket.TextMessage, b)
+	return c.writeLocked(b)
 }
 
 // replyError is a reply with a non-zero code.
@@ -248,29 +319,33 @@ func (c *client) login(ctx context.Context, user, password, token string) error 
 	return nil
 }
 
-// chat sends message k without waiting for the reply; the read loop hands
-// the reply to the tracker. to or room names the recipient; clientMsgID
-// must be unique across runs (tracker.clientMsgID).
-func (c *client) chat(k uint64, clientMsgID, to, room, text string) error {
-	id := chatIDPrefix + strconv.FormatUint(k, 10)
-	b, err := json.Marshal(protocol.Request{Action: protocol.ActionChat, ID: id,
-		Data: mustJSON(protocol.ChatData{To: to, Room: room, Text: text, ClientMsgID: clientMsgID})})
-	if err != nil {
-		return err
-	}
-	return c.write(b)
-}
-
-func mustJSON(v any) json.RawMessage {
-	b, err := json.Marshal(v)
-	if err != nil {
-		panic(err)
-	}
-	return b
+// chat sends message k of trk, due at due, without waiting for the reply;
+// the read loop hands the reply to the tracker. to or room names the
+// recipient. The frame is built in the connection's write buffer, so a
+// send allocates nothing of its own.
+func (c *client) chat(trk *tracker, k uint64, to, room string, due time.Time) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.wbuf = appendChatFrame(c.wbuf[:0], trk, k, to, room, due.UnixNano())
+	return c.writeLocked(c.wbuf)
 }
 
 // closed is closed when the connection's read loop has ended.
 func (c *client) closed() <-chan struct{} { return c.done }
+
+// isClosed reports whether the connection's read loop has ended.
+func (c *client) isClosed() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// abort drops a connection that stopped answering, without a goodbye: its
+// read loop ends and waiting requests fail.
+func (c *client) abort() { _ = c.ws.Close() }
 
 // sync asks for the messages after offsets, per conversation.
 func (c *client) sync(ctx context.Context, offsets map[string]int64) (protocol.SyncReply, error) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -87,6 +88,7 @@ func (s *foSession) current() *client {
 // rate, for the ratios.
 func runFailover(ctx context.Context, t *target, cm common, p failoverParams) (Result, error) {
 	label := fmt.Sprintf("failover dm %g/s", p.rate)
+	load0 := loadAvg()
 	trk := newTracker(cm.runID)
 	var cur atomic.Pointer[tracker]
 	get := func() *tracker { return cur.Load() }
@@ -209,31 +211,40 @@ func runFailover(ctx context.Context, t *target, cm common, p failoverParams) (R
 			if c != nil {
 				// A failed write is sent again once the session has a new
 				// connection.
-				_ = c.chat(key, trk.clientMsgID(key), s.peer, "", trk.text(key, due))
+				_ = c.chat(trk, key, s.peer, "", due)
 			}
 		}
 	}
 	pcm := cm
 	pcm.duration = p.duration
-	secs := runPhaseFrom(ctx, pcm, label+" "+t.name, trk, n, perSender, send, start)
+	ph := runPhaseFrom(ctx, pcm, label+" "+t.name, trk, n, perSender, send, start, nil)
 	kwg.Wait()
 	if killErr != nil {
 		return Result{}, fmt.Errorf("%s: killing the leader %s: %w", t.name, leader, killErr)
 	}
 	var notes []string
 	if t.wsURL == "" {
-		unasked, err := recoverBySync(ctx, trk, func(from int) int { return from ^ 1 }, func(i int) *client { return ss[i].current() })
-		if err != nil {
-			notes = append(notes, "sync: "+err.Error())
-		}
-		if unasked > 0 {
-			notes = append(notes, fmt.Sprintf("%d recipients could not be asked to sync (no connection)", unasked))
-		}
+		// Every recipient with a message missing syncs, on the connection
+		// its supervisor keeps (waiting while it reconnects).
+		sr := recoverBySync(ctx, trk, func(from int) int { return from ^ 1 }, func(ctx context.Context, i int) (*client, error) {
+			for {
+				if c := ss[i].current(); c != nil && !c.isClosed() {
+					return c, nil
+				}
+				select {
+				case <-ctx.Done():
+					return nil, fmt.Errorf("user %d has no connection: %w", i, ctx.Err())
+				case <-time.After(50 * time.Millisecond):
+				}
+			}
+		})
+		notes = append(notes, sr.notes()...)
 	}
-	r := finish(ctx, cm, trk, secs)
+	r := finish(trk, ph)
 	r.Scenario, r.Label, r.Target = "failover", label, t.name
 	r.Params = map[string]any{"pairs": p.pairs, "rate": p.rate, "crossShare": 1.0, "nodes": k, "killAfterSeconds": p.killAfter.Seconds()}
 	r.Notes = append(r.Notes, notes...)
+	r.LoadAvgStart, r.LoadAvgEnd = load0, loadAvg()
 	if p.kill == nil {
 		return r, ctx.Err()
 	}
@@ -295,7 +306,7 @@ func supervise(ctx context.Context, t *target, s *foSession, trk *tracker, get f
 		s.mu.Unlock()
 		nc, err := reconnect(ctx, t, s.idx, gone, get)
 		if err != nil {
-			return // ctx ended, or no node took it: its messages stay unacknowledged
+			return // the scenario ended
 		}
 		s.mu.Lock()
 		s.cur, s.node, s.movedAt = nc, nc.node, time.Now()
@@ -305,44 +316,55 @@ func supervise(ctx context.Context, t *target, s *foSession, trk *tracker, get f
 			if trk.settled(m.key) {
 				continue
 			}
-			if nc.chat(m.key, trk.clientMsgID(m.key), s.peer, "", trk.text(m.key, m.due)) != nil {
+			if nc.chat(trk, m.key, s.peer, "", m.due) != nil {
 				break // broke again: the next round sends the rest
 			}
 		}
 	}
 }
 
-// reconnect logs user idx in on a live node other than gone, backing off
-// from 50 ms to 1 s between rounds, for up to 60 rounds.
+// reconnect logs user idx in on a live node other than gone ("" for any),
+// as the gateway lists them, best first, backing off from 50 ms to 1 s
+// between rounds until it succeeds or ctx ends.
 func reconnect(ctx context.Context, t *target, idx int, gone string, get func() *tracker) (*client, error) {
 	gw := t.gatewayClient()
+	if t.wsURL != "" {
+		gw = nil // the baseline: one address
+	}
 	wait := 50 * time.Millisecond
 	var lastErr error
-	for range 60 {
-		if ns, err := gw.Nodes(ctx); err != nil {
+	for {
+		var urls []string
+		if gw == nil {
+			urls = []string{t.wsURL}
+		} else if ns, err := gw.Nodes(ctx); err != nil {
 			lastErr = err
 		} else {
 			for _, nd := range ns.Nodes {
-				if nd.ID == gone {
-					continue
+				if nd.ID != gone {
+					urls = append(urls, nd.WS)
 				}
-				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				c, err := t.connectURL(cctx, idx, nd.WS, get)
-				cancel()
-				if err == nil {
-					return c, nil
-				}
-				lastErr = err
 			}
+		}
+		for _, u := range urls {
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			c, err := t.connectURL(cctx, idx, u, get)
+			cancel()
+			if err == nil {
+				return c, nil
+			}
+			lastErr = err
 		}
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			if lastErr == nil || errors.Is(lastErr, ctx.Err()) {
+				return nil, fmt.Errorf("no node took user %d: %w", idx, ctx.Err())
+			}
+			return nil, fmt.Errorf("no node took user %d: %w", idx, errors.Join(ctx.Err(), lastErr))
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, time.Second)
 	}
-	return nil, fmt.Errorf("no node took user %d: %w", idx, lastErr)
 }
 
 // pidDirKiller kills nodes whose pid files deploy/run.sh keeps in dir, as

@@ -13,13 +13,23 @@
 //	         disruption window, and that every acknowledged message still
 //	         reaches its recipient, live or by sync; always run last
 //
-// and reports delivered throughput, end-to-end latency (from the time a
-// send was due to the recipient's message push) at p50/p99/p99.9, errors
-// and losses (acknowledged but not pushed within a drain time and, for
-// direct messages on the cluster, not returned by the recipient's sync
-// either), with a progress line on stderr every second and the figures as
-// JSON (--out). Each scenario run has its own ids (in texts and
-// clientMsgIds), so runs with the same users never mix.
+// and reports delivered throughput (deliveries over the time they took to
+// arrive, from the first scheduled send to the last delivery, with the
+// count of every second), end-to-end latency (from the time a send was due
+// to the recipient's message push) at p50/p99/p99.9, errors and losses
+// (acknowledged but not pushed within a drain time and, for direct
+// messages on the cluster, not returned by the recipient's sync either,
+// which is retried as a client would on 503, 429 or a broken connection),
+// with a progress line on stderr every second and the figures as JSON
+// (--out). Each scenario run has its own ids (in texts and clientMsgIds),
+// so runs with the same users never mix.
+//
+// With --pid-dir (the run folder of deploy/run.sh, NAME.pid per process)
+// it reads every cluster process's CPU time from /proc over the send
+// phase of each dm and room run and reports it per delivered message,
+// beside its own (getrusage) and the load averages. chatbench reads the
+// frames it receives in place, without decoding them in full (frame.go),
+// so that it costs little beside what it measures.
 //
 // With --with-baseline every scenario is also run against a minimal
 // single-process relay (bench/baseline, started as a subprocess of this
@@ -90,6 +100,7 @@ type config struct {
 	roomPubs     int
 	roomRates    []float64
 	conns        int
+	connectNodes int
 	connectRate  float64
 	hold         time.Duration
 	foRate       float64
@@ -122,12 +133,13 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.roomPubs, "room-publishers", 10, "room: members that post")
 	roomRates := fs.String("room-rate", "10", "room: comma-separated rates, messages per second in all; one run each")
 	fs.IntVar(&c.conns, "conns", 1000, "connect: connections")
+	fs.IntVar(&c.connectNodes, "connect-nodes", 0, "connect: put the connections on this many nodes (the first ones by id), 0: all; one load process holds at most the open-file limit, so 1 gets the most connections onto one node")
 	fs.Float64Var(&c.connectRate, "connect-rate", 500, "connect: connection attempts per second")
 	fs.DurationVar(&c.hold, "hold", 3*time.Second, "connect: time the connections are held idle before memory is read")
 	fs.Float64Var(&c.foRate, "failover-rate", 1000, "failover: messages per second in all, over --pairs pairs on different nodes")
 	fs.DurationVar(&c.foDuration, "failover-duration", 20*time.Second, "failover: send phase")
 	fs.DurationVar(&c.foKillAfter, "failover-kill-after", 5*time.Second, "failover: when in the send phase the leader is killed")
-	fs.StringVar(&c.pidDir, "pid-dir", "", "failover: folder of the nodes' pid files, node-<id>.pid (deploy/run.sh keeps them in $CHAT_DATA_DIR/run)")
+	fs.StringVar(&c.pidDir, "pid-dir", "", "folder of the cluster's pid files, NAME.pid (deploy/run.sh keeps them in $CHAT_DATA_DIR/run): each process's CPU per message in the dm and room runs, and the leader to kill in failover (node-<id>.pid)")
 	fs.IntVar(&c.sources, "sources", 8, "loopback source addresses to spread connections over (127.0.0.1..N)")
 	fs.IntVar(&c.maxConns, "max-conns", 15000, "refuse to open more connections than this")
 	fs.StringVar(&c.prefix, "user-prefix", "bench", "user names are this plus a number")
@@ -170,6 +182,8 @@ func parseFlags(args []string) (config, error) {
 		return c, errors.New("--duration and --timeout must be positive, --drain and --hold not negative")
 	case c.pairs < 1 || c.roomMembers < 1 || c.conns < 1:
 		return c, errors.New("--pairs, --room-members and --conns must be at least 1")
+	case c.connectNodes < 0:
+		return c, errors.New("--connect-nodes must not be negative")
 	case c.cross < 0 || c.cross > 1:
 		return c, errors.New("--cross must be between 0 and 1")
 	case c.connectRate <= 0 || c.roomPubs < 1:
@@ -254,8 +268,11 @@ func raiseFileLimit(need int) error {
 
 // Run is the JSON document of one invocation.
 type Run struct {
-	Started     time.Time    `json:"started"`
-	Command     string       `json:"command"`
+	Started time.Time `json:"started"`
+	Command string    `json:"command"`
+	// Source says where figures came from when they are not chatbench's
+	// own output (a run transcribed from an older page).
+	Source      string       `json:"source,omitempty"`
 	Machine     Machine      `json:"machine"`
 	Results     []Result     `json:"results"`
 	Comparisons []Comparison `json:"comparisons,omitempty"`
@@ -288,7 +305,12 @@ func benchMain(args []string) error {
 	if cfg.baselineURL != "" {
 		targets = append(targets, &target{name: "baseline", wsURL: cfg.baselineURL, admin: cfg.admin, prefix: cfg.prefix, password: cfg.password, dialer: d})
 	} else {
-		targets = append(targets, &target{name: "cluster", gateway: strings.TrimRight(cfg.gateway, "/"), admin: cfg.admin, prefix: cfg.prefix, password: cfg.password, dialer: d})
+		cl := &target{name: "cluster", gateway: strings.TrimRight(cfg.gateway, "/"), admin: cfg.admin, prefix: cfg.prefix, password: cfg.password, dialer: d}
+		if cfg.pidDir != "" {
+			dir := cfg.pidDir
+			cl.procs = func() ([]serverProc, error) { return pidDirProcs(dir) }
+		}
+		targets = append(targets, cl)
 		if cfg.withBaseline {
 			rl, err := startRelay(ctx)
 			if err != nil {
@@ -296,7 +318,9 @@ func benchMain(args []string) error {
 			}
 			defer rl.stop()
 			logf("baseline relay at %s (pid %d)", rl.addr, rl.pid())
-			targets = append(targets, &target{name: "baseline", wsURL: "ws://" + rl.addr + "/ws", admin: []string{rl.addr}, prefix: cfg.prefix, password: cfg.password, dialer: d})
+			relay := []serverProc{{Name: "relay", Group: groupRelay, PID: rl.pid()}}
+			targets = append(targets, &target{name: "baseline", wsURL: "ws://" + rl.addr + "/ws", admin: []string{rl.addr}, prefix: cfg.prefix, password: cfg.password, dialer: d,
+				procs: func() ([]serverProc, error) { return relay, nil }})
 		}
 	}
 	for _, t := range targets {
@@ -349,7 +373,7 @@ func runAll(ctx context.Context, cfg config, targets []*target, cm common) ([]Re
 				rs, err = runRoom(ctx, t, cm, roomParams{members: cfg.roomMembers, publishers: cfg.roomPubs, rates: cfg.roomRates})
 				out = append(out, rs...)
 			case "connect":
-				err = add(runConnect(ctx, t, cm, connectParams{conns: cfg.conns, rate: cfg.connectRate, hold: cfg.hold}))
+				err = add(runConnect(ctx, t, cm, connectParams{conns: cfg.conns, rate: cfg.connectRate, hold: cfg.hold, nodes: cfg.connectNodes}))
 			case "failover":
 				fp := failoverParams{pairs: cfg.pairs, rate: cfg.foRate, duration: cfg.foDuration, killAfter: cfg.foKillAfter}
 				if t.wsURL == "" {

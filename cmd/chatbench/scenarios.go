@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"strings"
@@ -30,14 +31,31 @@ type Result struct {
 	Lost           int64 `json:"lost"`           // acknowledged messages some recipient never got
 	LostDeliveries int64 `json:"lostDeliveries"` // deliveries owed and never seen
 
+	// DeliveredPerSec is Delivered over DeliverySeconds: the time the
+	// deliveries took to arrive, from the first scheduled send to the last
+	// delivery received (not the send phase, which a cluster that falls
+	// behind outlasts).
 	DeliveredPerSec float64        `json:"deliveredPerSec"`
+	DeliverySeconds float64        `json:"deliverySeconds,omitempty"`
 	Latency         LatencySummary `json:"latency"`    // send due -> message push
 	AckLatency      LatencySummary `json:"ackLatency"` // send due -> reply
+	// DeliveredBySecond counts the deliveries that arrived in each second
+	// from the first scheduled send.
+	DeliveredBySecond []int64 `json:"deliveredBySecond,omitempty"`
 
 	// Recovered counts the deliveries not pushed by the end of the drain
 	// but found by the recipient's sync then (direct messages on the
 	// cluster only); they are in neither Delivered nor Latency.
 	Recovered int64 `json:"recovered"`
+	// LatePushes are pushes of a message the recipient's sync had already
+	// found: late, not duplicates.
+	LatePushes int64 `json:"latePushes,omitempty"`
+
+	// CPU is the processes' CPU per delivery over the send phase.
+	CPU *CPUResult `json:"cpu,omitempty"`
+	// Load averages (1, 5, 15 min) when the scenario run began and ended.
+	LoadAvgStart string `json:"loadAvgStart,omitempty"`
+	LoadAvgEnd   string `json:"loadAvgEnd,omitempty"`
 
 	History  *HistoryResult  `json:"history,omitempty"`
 	Connect  *ConnectResult  `json:"connect,omitempty"`
@@ -46,11 +64,13 @@ type Result struct {
 }
 
 // HistoryResult is what the nodes' history writers did during a run, from
-// their metrics: messages stored in MongoDB per second (all nodes) and the
-// backlog (messages not yet stored) at the end.
+// their metrics: messages stored in MongoDB per second (all nodes) over
+// the send phase, and the backlog (messages not yet stored, cluster-wide)
+// at the end of the send phase and at the end of the run.
 type HistoryResult struct {
-	PerSec     float64 `json:"perSec"`
-	BacklogEnd float64 `json:"backlogEnd"`
+	PerSec           float64 `json:"perSec"`
+	BacklogSteadyEnd float64 `json:"backlogSteadyEnd"`
+	BacklogEnd       float64 `json:"backlogEnd"`
 }
 
 // historyDelta turns two scrapes of every node, d apart, into a
@@ -63,31 +83,21 @@ func historyDelta(before, after []nodeMetrics, d time.Duration) *HistoryResult {
 	var written float64
 	for i := range after {
 		written += after[i].Written - before[i].Written
-		h.BacklogEnd = max(h.BacklogEnd, after[i].Backlog)
+		h.BacklogSteadyEnd = max(h.BacklogSteadyEnd, after[i].Backlog)
 	}
+	h.BacklogEnd = h.BacklogSteadyEnd
 	h.PerSec = math.Round(written / d.Seconds())
 	return h
 }
 
-// ConnectResult is the connect scenario's own figures.
-type ConnectResult struct {
-	Conns        int64          `json:"conns"`  // logged in
-	Failed       int64          `json:"failed"` // connect or login failed
-	PerSec       float64        `json:"perSec"` // logins completed per second of the storm
-	Latency      LatencySummary `json:"latency"`
-	Nodes        []NodeMemory   `json:"nodes,omitempty"`
-	BytesPerConn float64        `json:"bytesPerConn,omitempty"` // all nodes: RSS growth / connections added
-}
-
-// NodeMemory is one process's resident memory before and after the
-// connections were opened.
-type NodeMemory struct {
-	Admin        string  `json:"admin"`
-	RSSBefore    float64 `json:"rssBefore"`
-	RSSAfter     float64 `json:"rssAfter"`
-	ConnsBefore  float64 `json:"connsBefore"`
-	ConnsAfter   float64 `json:"connsAfter"`
-	BytesPerConn float64 `json:"bytesPerConn"`
+// maxBacklog is the largest history backlog the scrapes report (the same
+// stream, read by every node).
+func maxBacklog(ms []nodeMetrics) float64 {
+	b := 0.0
+	for _, m := range ms {
+		b = max(b, m.Backlog)
+	}
+	return b
 }
 
 // common are the settings every scenario shares.
@@ -161,9 +171,47 @@ type dmParams struct {
 	cross float64 // share of pairs on different nodes, 0..1
 }
 
+// conns are a scenario's connections, by user index; one that broke is
+// replaced through the gateway when it is needed again (for the sync at
+// the end). Safe for concurrent use.
+type conns struct {
+	t   *target
+	trk func() *tracker
+
+	mu sync.Mutex
+	cs []*client // guarded by mu
+}
+
+// get returns an open connection of user i, logging the user in again on
+// a live node if the one it had broke.
+func (cn *conns) get(ctx context.Context, i int) (*client, error) {
+	cn.mu.Lock()
+	c := cn.cs[i]
+	cn.mu.Unlock()
+	if c != nil && !c.isClosed() {
+		return c, nil
+	}
+	nc, err := reconnect(ctx, cn.t, i, "", cn.trk)
+	if err != nil {
+		return nil, err
+	}
+	cn.mu.Lock()
+	cn.cs[i] = nc
+	cn.mu.Unlock()
+	return nc, nil
+}
+
+func (cn *conns) closeAll() {
+	cn.mu.Lock()
+	cs := cn.cs
+	cn.mu.Unlock()
+	closeAll(cs)
+}
+
 // runDM runs the dm scenario: 2*pairs users, both users of a pair writing
 // to each other, open loop.
 func runDM(ctx context.Context, t *target, cm common, p dmParams) (Result, error) {
+	load0 := loadAvg()
 	trk := newTracker(cm.runID)
 	var cur atomic.Pointer[tracker]
 	get := func() *tracker { return cur.Load() }
@@ -173,46 +221,33 @@ func runDM(ctx context.Context, t *target, cm common, p dmParams) (Result, error
 	if err != nil {
 		return Result{}, err
 	}
-	defer closeAll(cs)
-	var before []nodeMetrics
-	var scraped time.Time
-	if t.wsURL == "" && len(t.admin) > 0 {
-		if before, err = t.scrape(ctx); err != nil {
-			return Result{}, err
-		}
-		scraped = time.Now()
-	}
+	cn := &conns{t: t, trk: get, cs: cs}
+	defer cn.closeAll()
 	cur.Store(trk)
 	label := fmt.Sprintf("dm %g/s", p.rate)
 	perSender := p.rate / float64(n)
 	send := func(i int) func(time.Time) {
-		c, peer := cs[i], cs[i^1]
+		c, peer := cs[i], cs[i^1].user
 		return func(due time.Time) {
 			key := trk.add(due, 1, i)
-			if err := c.chat(key, trk.clientMsgID(key), peer.user, "", trk.text(key, due)); err != nil {
+			if err := c.chat(trk, key, peer, "", due); err != nil {
 				trk.sendFailed(key)
 			}
 		}
 	}
-	secs := runPhase(ctx, cm, label+" "+t.name, trk, n, perSender, send)
-	var note string
+	ph := runPhase(ctx, cm, label+" "+t.name, trk, n, perSender, send, newMeter(t))
+	var notes []string
 	if t.wsURL == "" {
 		// What was not pushed by now: do the recipients get it by sync?
-		if _, err := recoverBySync(ctx, trk, func(from int) int { return from ^ 1 }, func(i int) *client { return cs[i] }); err != nil {
-			note = "sync: " + err.Error()
-		}
+		sr := recoverBySync(ctx, trk, func(from int) int { return from ^ 1 }, cn.get)
+		notes = append(notes, sr.notes()...)
 	}
-	r := finish(ctx, cm, trk, secs)
-	if before != nil {
-		if after, err := t.scrape(ctx); err == nil {
-			r.History = historyDelta(before, after, time.Since(scraped))
-		}
-	}
-	if note != "" {
-		r.Notes = append(r.Notes, note)
-	}
+	r := finish(trk, ph)
+	r.finishMeter(ctx, ph.meter)
+	r.Notes = append(r.Notes, notes...)
 	r.Scenario, r.Label, r.Target = "dm", label, t.name
 	r.Params = map[string]any{"pairs": p.pairs, "rate": p.rate, "crossShare": p.cross, "nodes": k}
+	r.LoadAvgStart, r.LoadAvgEnd = load0, loadAvg()
 	return r, nil
 }
 
@@ -237,7 +272,7 @@ func runRoom(ctx context.Context, t *target, cm common, p roomParams) ([]Result,
 	defer closeAll(cs)
 	room := "bench-" + strings.ReplaceAll(newTracker(cm.runID).id, ".", "-")
 	if err := forAll(ctx, cs, 16, func(ctx context.Context, c *client) error {
-		return retry503(ctx, func() error { return c.do(ctx, protocol.ActionJoin, protocol.RoomData{Room: room}, nil) })
+		return retryBusy(ctx, time.Minute, func() error { return c.do(ctx, protocol.ActionJoin, protocol.RoomData{Room: room}, nil) })
 	}); err != nil {
 		return nil, fmt.Errorf("%s: joining room %s: %w", t.name, room, err)
 	}
@@ -259,6 +294,7 @@ func runRoom(ctx context.Context, t *target, cm common, p roomParams) ([]Result,
 	pubs := max(1, min(p.publishers, p.members))
 	var out []Result
 	for _, rate := range p.rates {
+		load0 := loadAvg()
 		trk := newTracker(cm.runID)
 		cur.Store(trk)
 		label := fmt.Sprintf("room %d members, %g msg/s", p.members, rate)
@@ -267,15 +303,17 @@ func runRoom(ctx context.Context, t *target, cm common, p roomParams) ([]Result,
 			c := cs[from]
 			return func(due time.Time) {
 				key := trk.add(due, p.members, from)
-				if err := c.chat(key, trk.clientMsgID(key), "", room, trk.text(key, due)); err != nil {
+				if err := c.chat(trk, key, "", room, due); err != nil {
 					trk.sendFailed(key)
 				}
 			}
 		}
-		secs := runPhase(ctx, cm, label+" "+t.name, trk, pubs, rate/float64(pubs), send)
-		r := finish(ctx, cm, trk, secs)
+		ph := runPhase(ctx, cm, label+" "+t.name, trk, pubs, rate/float64(pubs), send, newMeter(t))
+		r := finish(trk, ph)
+		r.finishMeter(ctx, ph.meter)
 		r.Scenario, r.Label, r.Target = "room", label, t.name
 		r.Params = map[string]any{"members": p.members, "publishers": pubs, "rate": rate, "nodes": k}
+		r.LoadAvgStart, r.LoadAvgEnd = load0, loadAvg()
 		out = append(out, r)
 		if err := ctx.Err(); err != nil {
 			return out, err
@@ -284,15 +322,33 @@ func runRoom(ctx context.Context, t *target, cm common, p roomParams) ([]Result,
 	return out, nil
 }
 
-// retry503 runs f again while it fails with 503 (the leader busy, or the
-// store slow), up to 10 times, waiting 200 ms and then longer, up to 2 s.
-func retry503(ctx context.Context, f func() error) error {
-	var err error
-	wait := 200 * time.Millisecond
-	for range 10 {
-		err = f()
-		re, ok := err.(*replyError)
-		if !ok || re.Code != 503 {
+// retryable reports whether a request that failed with err is worth
+// sending again, as a client would: the service was busy (503), the
+// client was told to slow down (429), or the connection failed or gave no
+// answer in time. Any other reply is the service's answer.
+func retryable(err error) bool {
+	var re *replyError
+	if errors.As(err, &re) {
+		return re.Code == protocol.CodeUnavailable || re.Code == protocol.CodeRateLimited
+	}
+	return errors.Is(err, errConnClosed) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// Backoff between retries of a refused request.
+const (
+	retryMin = 200 * time.Millisecond
+	retryMax = 2 * time.Second
+)
+
+// retryBusy runs f again while it fails with a retryable error, backing off
+// from retryMin to retryMax, for up to patience. It returns f's last
+// error.
+func retryBusy(ctx context.Context, patience time.Duration, f func() error) error {
+	deadline := time.Now().Add(patience)
+	wait := retryMin
+	for {
+		err := f()
+		if err == nil || !retryable(err) || ctx.Err() != nil || time.Now().Add(wait).After(deadline) {
 			return err
 		}
 		select {
@@ -300,9 +356,8 @@ func retry503(ctx context.Context, f func() error) error {
 			return ctx.Err()
 		case <-time.After(wait):
 		}
-		wait = min(2*wait, 2*time.Second)
+		wait = min(2*wait, retryMax)
 	}
-	return err
 }
 
 // forAll runs f for every client, conc at a time, and returns the first
@@ -320,7 +375,7 @@ func forAll(ctx context.Context, cs []*client, conc int, f func(context.Context,
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			cctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 			defer cancel()
 			if err := f(cctx, c); err != nil {
 				mu.Lock()
@@ -335,15 +390,29 @@ func forAll(ctx context.Context, cs []*client, conc int, f func(context.Context,
 	return firstErr
 }
 
-// runPhase runs senders open-loop senders, sender i calling send(i)'s
-// function at perSender per second, for cm.duration, printing progress
-// every second. It returns the phase's length in seconds.
-func runPhase(ctx context.Context, cm common, label string, trk *tracker, senders int, perSender float64, send func(int) func(time.Time)) float64 {
-	return runPhaseFrom(ctx, cm, label, trk, senders, perSender, send, time.Now().Add(50*time.Millisecond))
+// phaseOut is what a send phase measured.
+type phaseOut struct {
+	start     time.Time // the first send was due
+	sendSecs  float64   // length of the send phase
+	steadyDel int64     // deliveries by the end of the send phase
+	meter     *meter    // nil: nothing measured beside the tracker
 }
 
-// runPhaseFrom is runPhase with the first sends due at start.
-func runPhaseFrom(ctx context.Context, cm common, label string, trk *tracker, senders int, perSender float64, send func(int) func(time.Time), start time.Time) float64 {
+// runPhase runs a send phase starting now (see runPhaseFrom), with m (nil:
+// none) measuring its steady part.
+func runPhase(ctx context.Context, cm common, label string, trk *tracker, senders int, perSender float64, send func(int) func(time.Time), m *meter) phaseOut {
+	if m != nil {
+		m.begin(ctx)
+	}
+	return runPhaseFrom(ctx, cm, label, trk, senders, perSender, send, time.Now().Add(50*time.Millisecond), m)
+}
+
+// runPhaseFrom runs senders open-loop senders, sender i calling send(i)'s
+// function at perSender per second, from start for cm.duration, then
+// drains, printing progress every second. m, if not nil, has begun; its
+// window ends with the send phase.
+func runPhaseFrom(ctx context.Context, cm common, label string, trk *tracker, senders int, perSender float64, send func(int) func(time.Time), start time.Time, m *meter) phaseOut {
+	trk.setStart(start)
 	end := start.Add(cm.duration)
 	pctx, stopProgress := context.WithCancel(ctx)
 	var pwg sync.WaitGroup
@@ -361,7 +430,11 @@ func runPhaseFrom(ctx context.Context, cm common, label string, trk *tracker, se
 		}()
 	}
 	wg.Wait()
-	secs := time.Since(start).Seconds()
+	out := phaseOut{start: start, sendSecs: time.Since(start).Seconds(), meter: m}
+	out.steadyDel = trk.delivered()
+	if m != nil {
+		m.end(ctx, out.steadyDel)
+	}
 	// Drain: wait until every acknowledged message reached every recipient
 	// and every request was answered, or, once every request was answered,
 	// nothing more arrived for drainQuiet, or the drain time ran out.
@@ -370,10 +443,11 @@ func runPhaseFrom(ctx context.Context, cm common, label string, trk *tracker, se
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		answered := trk.acked.Load() + trk.failed.Load()
 		if trk.sent.Load() == answered {
-			if trk.outstanding() == 0 {
+			c := trk.counts()
+			if c.owed == 0 {
 				break
 			}
-			if seen := answered + trk.delivered.Load(); seen != last {
+			if seen := answered + c.delivered; seen != last {
 				last, lastChange = seen, time.Now()
 			} else if time.Since(lastChange) >= drainQuiet {
 				break
@@ -383,7 +457,7 @@ func runPhaseFrom(ctx context.Context, cm common, label string, trk *tracker, se
 	}
 	stopProgress()
 	pwg.Wait()
-	return secs
+	return out
 }
 
 // drainQuiet ends a drain early: once every request has its reply, a
@@ -404,158 +478,113 @@ func progressLoop(ctx context.Context, label string, start time.Time, trk *track
 		case <-ctx.Done():
 			return
 		case now := <-tick.C:
-			s, d := trk.sent.Load(), trk.delivered.Load()
-			out(fmt.Sprintf("[%s] %4.0fs sent %d (%d/s) acked %d delivered %d (%d/s) errors %d in flight %d",
-				label, now.Sub(start).Seconds(), s, s-lastSent, trk.acked.Load(), d, d-lastDel,
+			s, c := trk.sent.Load(), trk.counts()
+			out(fmt.Sprintf("[%s] %4.0fs sent %d (%d/s) acked %d delivered %d (%d/s) owed %d errors %d in flight %d",
+				label, now.Sub(start).Seconds(), s, s-lastSent, trk.acked.Load(), c.delivered, c.delivered-lastDel, c.owed,
 				trk.failed.Load(), s-trk.acked.Load()-trk.failed.Load()))
-			lastSent, lastDel = s, d
+			lastSent, lastDel = s, c.delivered
 		}
 	}
 }
 
-// finish turns the tracker's counts into a Result.
-func finish(_ context.Context, _ common, trk *tracker, secs float64) Result {
+// finish turns the tracker's counts and the phase into a Result.
+func finish(trk *tracker, ph phaseOut) Result {
 	expected, lost, lostDel, unacked := trk.tally()
+	c := trk.counts()
 	r := Result{
-		Seconds:        round3(secs),
-		Sent:           trk.sent.Load(),
-		Acked:          trk.acked.Load(),
-		Errors:         trk.failed.Load(),
-		Unacked:        unacked,
-		Expected:       expected,
-		Delivered:      trk.delivered.Load(),
-		Recovered:      trk.recovered.Load(),
-		Duplicates:     trk.duplicates.Load(),
-		Lost:           lost,
-		LostDeliveries: lostDel,
-		Latency:        summarize(trk.e2e.merged()),
-		AckLatency:     summarize(trk.ack.merged()),
+		Seconds:           round3(ph.sendSecs),
+		Sent:              trk.sent.Load(),
+		Acked:             trk.acked.Load(),
+		Errors:            trk.failed.Load(),
+		Unacked:           unacked,
+		Expected:          expected,
+		Delivered:         c.delivered,
+		Recovered:         trk.recovered.Load(),
+		Duplicates:        c.duplicates,
+		LatePushes:        c.late,
+		Lost:              lost,
+		LostDeliveries:    lostDel,
+		Latency:           summarize(trk.e2e.merged()),
+		AckLatency:        summarize(trk.ack.merged()),
+		DeliveredBySecond: trk.timeline(),
 	}
-	if secs > 0 {
-		r.DeliveredPerSec = math.Round(float64(r.Delivered) / secs)
+	if c.lastAt > 0 {
+		span := time.Duration(c.lastAt - ph.start.UnixNano())
+		r.DeliverySeconds = round3(span.Seconds())
+		if span > 0 {
+			r.DeliveredPerSec = math.Round(float64(r.Delivered) / span.Seconds())
+		}
 	}
 	return r
 }
 
-type connectParams struct {
-	conns int
-	rate  float64       // connection attempts per second
-	hold  time.Duration // idle time before the memory is read
+// finishMeter adds what m measured (nil: nothing) to r, with a last scrape
+// of the nodes for the history backlog at the end of the run.
+func (r *Result) finishMeter(ctx context.Context, m *meter) {
+	if m == nil {
+		return
+	}
+	r.CPU = m.cpu
+	r.History = m.hist
+	if r.History != nil {
+		if after, err := m.t.scrape(ctx); err == nil {
+			r.History.BacklogEnd = maxBacklog(after)
+		}
+	}
+	r.Notes = append(r.Notes, m.notes...)
 }
 
-// runConnect opens conns connections at rate per second, each logging in,
-// holds them idle, and reads each process's resident memory before and
-// after.
-func runConnect(ctx context.Context, t *target, cm common, p connectParams) (Result, error) {
-	label := fmt.Sprintf("connect %d at %g/s", p.conns, p.rate)
-	r := Result{Scenario: "connect", Label: label, Target: t.name,
-		Params: map[string]any{"conns": p.conns, "rate": p.rate, "holdSeconds": p.hold.Seconds(), "nodes": t.numNodes()}}
-	var before []nodeMetrics
-	if len(t.admin) > 0 {
-		var err error
-		if before, err = t.scrape(ctx); err != nil {
-			return r, err
-		}
-	} else {
-		r.Notes = append(r.Notes, "no metrics address given: memory not measured")
-	}
-	lat := newLatency()
-	cs := make([]*client, p.conns)
-	var okN, failN atomic.Int64
-	var errMu sync.Mutex
-	var firstErr error
-	sem := make(chan struct{}, 512)
-	var wg sync.WaitGroup
-	start := time.Now()
-	var lastDone atomic.Int64
-	k := max(t.numNodes(), 1)
-	i := 0
-	pctx, stopProgress := context.WithCancel(ctx)
-	var pwg sync.WaitGroup
-	pwg.Add(1)
-	go func() {
-		defer pwg.Done()
-		if cm.progress == nil {
-			return
-		}
-		tick := time.NewTicker(time.Second)
-		defer tick.Stop()
-		for {
-			select {
-			case <-pctx.Done():
-				return
-			case now := <-tick.C:
-				cm.progress(fmt.Sprintf("[%s %s] %4.0fs logged in %d failed %d", label, t.name, now.Sub(start).Seconds(), okN.Load(), failN.Load()))
-			}
-		}
-	}()
-	newPacer(start, p.rate).run(ctx, start.Add(time.Duration(float64(p.conns)/p.rate*float64(time.Second))+time.Millisecond), func(due time.Time) {
-		if i >= p.conns {
-			return
-		}
-		idx := i
-		i++
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-			defer cancel()
-			c, err := t.connect(cctx, idx, idx%k, func() *tracker { return nil })
-			if err != nil {
-				failN.Add(1)
-				errMu.Lock()
-				if firstErr == nil {
-					firstErr = err
-				}
-				errMu.Unlock()
-				return
-			}
-			cs[idx] = c
-			okN.Add(1)
-			now := time.Now()
-			lat.record(idx, now.Sub(due))
-			lastDone.Store(now.UnixNano())
-		}()
-	})
-	wg.Wait()
-	defer closeAll(cs)
-	storm := time.Duration(lastDone.Load() - start.UnixNano())
-	r.Seconds = round3(storm.Seconds())
-	cr := &ConnectResult{Conns: okN.Load(), Failed: failN.Load(), Latency: summarize(lat.merged())}
-	if storm > 0 {
-		cr.PerSec = math.Round(float64(cr.Conns) / storm.Seconds())
-	}
-	r.Errors = cr.Failed
-	if firstErr != nil {
-		r.Notes = append(r.Notes, "first connect error: "+firstErr.Error())
-	}
-	select {
-	case <-ctx.Done():
-	case <-time.After(p.hold):
-	}
-	stopProgress()
-	pwg.Wait()
-	if before != nil {
-		after, err := t.scrape(ctx)
-		if err != nil {
-			return r, err
-		}
-		var dRSS, dConns float64
-		for j, a := range t.admin {
-			nm := NodeMemory{Admin: a, RSSBefore: before[j].RSS, RSSAfter: after[j].RSS, ConnsBefore: before[j].LoggedIn, ConnsAfter: after[j].LoggedIn}
-			if d := nm.ConnsAfter - nm.ConnsBefore; d > 0 {
-				nm.BytesPerConn = math.Round((nm.RSSAfter - nm.RSSBefore) / d)
-			}
-			dRSS += nm.RSSAfter - nm.RSSBefore
-			dConns += nm.ConnsAfter - nm.ConnsBefore
-			cr.Nodes = append(cr.Nodes, nm)
-		}
-		if dConns > 0 {
-			cr.BytesPerConn = math.Round(dRSS / dConns)
+// meter measures the steady part of a run, the send phase: the CPU each
+// process of the target used and chatbench's own, and the history the
+// nodes stored. Not safe for concurrent use.
+type meter struct {
+	t     *target
+	procs []serverProc
+	a     cpuSnapshot
+	began bool
+
+	hBefore []nodeMetrics
+	hAt     time.Time
+
+	cpu   *CPUResult
+	hist  *HistoryResult
+	notes []string
+}
+
+func newMeter(t *target) *meter { return &meter{t: t} }
+
+// begin starts the window: the nodes' metrics first (an HTTP request to
+// each), then the CPU times, so the scrape is not inside the window.
+func (m *meter) begin(ctx context.Context) {
+	if m.t.wsURL == "" && len(m.t.admin) > 0 {
+		if ms, err := m.t.scrape(ctx); err == nil {
+			m.hBefore, m.hAt = ms, time.Now()
+		} else {
+			m.notes = append(m.notes, "history not measured: "+err.Error())
 		}
 	}
-	r.Connect = cr
-	return r, ctx.Err()
+	procs, err := m.t.serverProcs()
+	switch {
+	case err != nil:
+		m.notes = append(m.notes, "server CPU not measured: "+err.Error())
+	case len(procs) == 0 && m.t.wsURL == "":
+		m.notes = append(m.notes, "server CPU not measured: no --pid-dir")
+	}
+	m.procs = procs
+	m.a = takeCPU(procs)
+	m.began = true
+}
+
+// end closes the window, delivered deliveries having arrived by now.
+func (m *meter) end(ctx context.Context, delivered int64) {
+	if !m.began {
+		return
+	}
+	b := takeCPU(m.procs)
+	m.cpu = cpuBetween(m.a, b, delivered)
+	if m.hBefore != nil {
+		if ms, err := m.t.scrape(ctx); err == nil {
+			m.hist = historyDelta(m.hBefore, ms, time.Since(m.hAt))
+		}
+	}
 }

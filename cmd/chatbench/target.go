@@ -27,12 +27,24 @@ type target struct {
 	prefix   string   // user names are prefix + index
 	password string
 	dialer   *dialer
+	// procs lists the target's server processes, for their CPU (nil:
+	// not measured). The cluster's come from --pid-dir, read again for
+	// every run; the baseline relay's is its subprocess.
+	procs func() ([]serverProc, error)
 
 	nodes  []chatclient.NodeInfo // cluster nodes, by id
 	tokens []string              // cluster: token of user i
 }
 
 func (t *target) user(i int) string { return t.prefix + strconv.Itoa(i) }
+
+// serverProcs lists the target's server processes (none if not known).
+func (t *target) serverProcs() ([]serverProc, error) {
+	if t.procs == nil {
+		return nil, nil
+	}
+	return t.procs()
+}
 
 // numNodes is how many places clients are spread over.
 func (t *target) numNodes() int {

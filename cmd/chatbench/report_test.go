@@ -1,0 +1,66 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// The previous benchmark, as committed, reads as a run and its figures
+// appear beside this run's.
+func TestReportPrevious(t *testing.T) {
+	prev, err := readRun("../../docs/benchmarks-previous.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if prev.Source == "" || len(prev.Results) == 0 {
+		t.Fatalf("previous run without source or results: %+v", prev)
+	}
+	dm := func(target string, p99 float64) Result {
+		return Result{Scenario: "dm", Label: "dm 2000/s", Target: target, DeliveredPerSec: 1990, DeliverySeconds: 10.05, Seconds: 10,
+			Latency: LatencySummary{P50Ms: 1, P99Ms: p99}, Params: map[string]any{"rate": 2000.0, "crossShare": 1.0}}
+	}
+	c, b := dm("cluster", 8), dm("baseline", 2)
+	conn := Result{Scenario: "connect", Label: "connect 10000 at 1000/s on 1 node", Target: "cluster",
+		Connect: &ConnectResult{Conns: 10000, BytesPerConn: 11 * 1024, Nodes: []NodeMemory{{Admin: "a", ConnsAfter: 10000, BytesPerConn: 11 * 1024}}}}
+	run := Run{Command: "chatbench", Started: time.Now(), Results: []Result{c, b, conn}, Comparisons: compareAll([]Result{c, b})}
+	var md strings.Builder
+	if err := renderMarkdown(&md, []Run{run}, reportOptions{previous: &prev}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"| scenario | figure | cluster | previous | baseline | ratio |",
+		"| dm 2000/s | latency p99 (ms) | 8 | 204 | 2 | 4× |",
+		"| dm 2000/s | delivered per second | 1990 | 2000 | 1990 | 1× |",
+		"| connect 10000 at 1000/s on 1 node | resident memory per connection (KiB) | 11 | 27.6 | – | – |",
+		"For connect, the previous benchmark's one connect run: connect 3000 at 1000/s.",
+		"counted delivered per second over the send phase",
+		"the previous benchmark ran 2026-11-24 21:39 UTC",
+	} {
+		if !strings.Contains(md.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, md.String())
+		}
+	}
+}
+
+func TestReportCPUAndTimeline(t *testing.T) {
+	r := Result{Scenario: "dm", Label: "dm 10000/s", Target: "cluster", Seconds: 10, DeliverySeconds: 14.5, Delivered: 30, DeliveredPerSec: 2,
+		DeliveredBySecond: []int64{5, 5, 5, 5, 5, 5}, Params: map[string]any{"rate": 10000.0}, LoadAvgStart: "1.00 0.50 0.20", LoadAvgEnd: "2.00 0.90 0.30",
+		CPU: &CPUResult{WindowSeconds: 10, Delivered: 20000, ChatPathUsPerMsg: 100, ServerUsPerMsg: 101, BenchUsPerMsg: 12,
+			Processes: []ProcCPU{{Name: "redis", Group: groupRedis, UsPerMsg: 30}, {Name: "node-n1", Group: groupNode, UsPerMsg: 70}, {Name: "gateway", Group: groupGateway, UsPerMsg: 1}}}}
+	var md strings.Builder
+	if err := renderMarkdown(&md, []Run{{Results: []Result{r}}}, reportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"| run | target | window s | pushes | n1 | redis | gateway | chat path | server | chatbench | load at start | load at end |",
+		"| dm 10000/s | cluster | 10 | 20,000 | 70 | 30 | 1 | 100 | 101 | 12 | 1.00 0.50 0.20 | 2.00 0.90 0.30 |",
+		"- dm 10000/s on cluster (send phase 10 s, offered 10,000/s): 5, 5, 5, 5, 5, 5",
+		"| dm 10000/s | server CPU per delivery (µs) | 101 | – | – |",
+		"| dm 10000/s | cluster | 10.0 | 14.5 |",
+	} {
+		if !strings.Contains(md.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, md.String())
+		}
+	}
+}
