@@ -13,6 +13,7 @@ var (
 	ErrUnknownUser    = errors.New("handler: unknown user")
 	ErrUnavailable    = errors.New("handler: dependency unavailable")
 	ErrBusy           = errors.New("handler: routing queue full")
+	ErrOverloaded     = errors.New("handler: cluster overloaded")
 )
 
 // Conn is the client connection a request came in on.

@@ -101,6 +101,8 @@ func clientError(err error) error {
 		return protocol.Errorf(protocol.CodeUnauthorized, "wrong username, password or token")
 	case errors.Is(err, ErrUnknownUser):
 		return protocol.Errorf(protocol.CodeNotFound, "unknown user")
+	case errors.Is(err, ErrOverloaded):
+		return &protocol.Error{Code: protocol.CodeUnavailable, Msg: "the cluster is overloaded; retry in 1 s", Data: protocol.RetryData{RetryAfter: 1}}
 	case errors.Is(err, ErrBusy):
 		return protocol.Errorf(protocol.CodeUnavailable, "cluster is busy re-electing its leader; retry shortly")
 	case errors.Is(err, ErrUnavailable), errors.Is(err, context.DeadlineExceeded):

@@ -1,6 +1,8 @@
 package node
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -8,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"chatcluster/handler"
 	"chatcluster/metrics"
 	"chatcluster/protocol"
 	"chatcluster/session"
@@ -105,5 +108,66 @@ func BenchmarkLeaderForward(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*batch), "ns/msg")
 		})
+	}
+}
+
+// An overloaded leader says so in its acknowledgements; nodes then refuse
+// new messages (503 with a retryAfter) for a moment instead of
+// acknowledging what the cluster cannot deliver, and the leader refuses
+// room posts itself.
+func TestOverloadPushesBack(t *testing.T) {
+	l, link := forwardingLeader("bob")
+	r := newRouter(l.s)
+	if err := r.Ready(); err != nil {
+		t.Fatalf("Ready of an idle node: %v", err)
+	}
+	r.busyUntil.Store(time.Now().Add(leaderBusyFor).UnixNano())
+	if err := r.Ready(); !errors.Is(err, handler.ErrOverloaded) {
+		t.Fatalf("Ready while the leader is overloaded: %v, want ErrOverloaded", err)
+	}
+	r.busyUntil.Store(time.Now().Add(-time.Millisecond).UnixNano())
+	if err := r.Ready(); err != nil {
+		t.Fatalf("Ready once the leader keeps up again: %v", err)
+	}
+
+	// The leader: a link three quarters full makes it busy.
+	for range cap(link.send)*3/4 + 1 {
+		link.send <- []byte("{}")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	l.ctx = ctx
+	go l.overloadLoop()
+	deadline := time.Now().Add(10 * time.Second)
+	for !l.busy.Load() {
+		if time.Now().After(deadline) {
+			t.Fatal("the leader did not notice its full link")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	l.s.routes = r
+	r.lead = l
+	if err := r.Ready(); !errors.Is(err, handler.ErrOverloaded) {
+		t.Fatalf("Ready on an overloaded leader: %v, want ErrOverloaded", err)
+	}
+	replies := make(chan protocol.PeerFrame, 1)
+	r.pending[99] = replies
+	l.rooms.submit("n1", protocol.PeerFrame{Type: protocol.PeerRoom, Op: protocol.RoomPost, Req: 99, Room: "lobby", User: "bob"})
+	select {
+	case rep := <-replies:
+		if rep.Code != protocol.CodeUnavailable || rep.RetryAfter != 1 {
+			t.Fatalf("post to an overloaded leader answered %+v, want 503 with retryAfter 1", rep)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("post to an overloaded leader not answered")
+	}
+	for len(link.send) > 0 {
+		<-link.send
+	}
+	for l.busy.Load() {
+		if time.Now().After(deadline) {
+			t.Fatal("the leader stayed busy with an empty link")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -29,6 +29,9 @@ type leadership struct {
 	rooms *roomService
 	// parked holds pushes for recipients the leader cannot place yet.
 	parked *parking
+	// busy says the term cannot hand messages on as fast as they come
+	// (overloadLoop): nodes refuse new messages while it lasts.
+	busy atomic.Bool
 	// term is this leadership's count among the cluster's leaderships
 	// (cluster.ClaimTerm), for display; 0 until counted. Fencing uses
 	// the epoch, never the term.
@@ -140,6 +143,7 @@ func (s *Server) newLeadership(epoch int64) *leadership {
 	}
 	l.rooms.start()
 	l.goTerm(func() { l.parked.expireLoop(l.ctx) })
+	l.goTerm(l.overloadLoop)
 	l.goTerm(l.publishLoop)
 	l.goTerm(l.hotWordsLoop)
 	l.goTerm(l.termLoop)
@@ -308,6 +312,7 @@ func (l *leadership) dial(ctx context.Context, m cluster.Member) {
 		backoff = 50 * time.Millisecond
 		link := newPeerLink(ws, m.ID, l.epoch, l.s.cfg.PeerQueue, l.s.log)
 		link.ackFrom = l.s.cfg.ID
+		link.busy = l.busy.Load
 		l.mu.Lock()
 		l.links[m.ID] = link
 		for _, b := range l.held[m.ID] {
@@ -479,6 +484,52 @@ func (l *leadership) pushMessage(node string, users []string, conv string, seq i
 // appeared delivers what was parked for user, now online.
 func (l *leadership) appeared(user string) {
 	l.parked.appeared(user, l.rooms.reg.Where, l.pushParked)
+}
+
+// overloadEvery is how often a leader checks whether it is overloaded.
+const overloadEvery = 50 * time.Millisecond
+
+// overloadLoop keeps busy up to date while the term lasts: the leader is
+// overloaded while a link's queue is three quarters full (its node does not
+// take frames as fast as they come: beyond that they would be dropped, and
+// their recipients would depend on sync), or half the parking is taken.
+// Nodes then answer new messages 503 with a retryAfter instead of
+// acknowledging what the cluster cannot deliver.
+func (l *leadership) overloadLoop() {
+	t := time.NewTicker(overloadEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.ctx.Done():
+			l.busy.Store(false)
+			return
+		case <-t.C:
+		}
+		busy := l.parked.n.Load() > parkMax/2
+		l.mu.Lock()
+		for _, link := range l.links {
+			if len(link.send) > cap(link.send)*3/4 {
+				busy = true
+			}
+		}
+		l.mu.Unlock()
+		if busy != l.busy.Load() {
+			l.busy.Store(busy)
+			l.s.m.Overloaded.Set(b2f(busy))
+			if busy {
+				l.s.log.Warn().Msg("leader overloaded: the nodes refuse new messages for a moment")
+			} else {
+				l.s.log.Info().Msg("leader keeps up again")
+			}
+		}
+	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // send queues f for node, stamped with this term. Recipients it cannot

@@ -106,6 +106,10 @@ type peerLink struct {
 	// ackEvery.
 	acks    bool
 	ackFrom string
+	// busy, on the leader's link to a node, says whether the leader is
+	// overloaded; acknowledgements carry it (set before the write loop
+	// starts).
+	busy    func() bool
 	handled atomic.Uint64
 }
 
@@ -192,10 +196,11 @@ func (l *peerLink) writeLoop(writeTimeout time.Duration) {
 		select {
 		case <-ackC:
 			n := l.handled.Load()
-			if n == acked {
+			busy := l.busy != nil && l.busy()
+			if n == acked && !busy {
 				continue
 			}
-			b, _ := protocol.EncodePeer(&protocol.PeerFrame{Type: protocol.PeerAck, Epoch: l.epoch, From: l.ackFrom, Up: n})
+			b, _ := protocol.EncodePeer(&protocol.PeerFrame{Type: protocol.PeerAck, Epoch: l.epoch, From: l.ackFrom, Up: n, Busy: busy})
 			if err := batch(b); err != nil {
 				l.log.Warn().Err(err).Msg("peer write failed, closing link")
 				l.close()

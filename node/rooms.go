@@ -8,6 +8,7 @@ import (
 	"iter"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"chatcluster/handler"
@@ -42,7 +43,14 @@ type roomService struct {
 	seed   maphash.Seed
 	work   [roomWorkers]chan roomJob
 	loaded chan struct{} // closed once membership is loaded
+
+	// postNs is a moving average of the time a post takes a worker: a
+	// post that would wait in its queue longer than maxRoomWait is refused.
+	postNs atomic.Int64
 }
+
+// maxRoomWait bounds how long a post may expect to wait for its worker.
+const maxRoomWait = time.Second
 
 func newRoomService(l *leadership) *roomService {
 	rs := &roomService{l: l, reg: room.New(), seed: maphash.MakeSeed(), loaded: make(chan struct{}), rostered: map[string]bool{}}
@@ -100,6 +108,15 @@ func (rs *roomService) load() {
 // full the asker gets 503 at once.
 func (rs *roomService) submit(from string, f protocol.PeerFrame) {
 	q := rs.work[maphash.String(rs.seed, f.Room)%roomWorkers]
+	if f.Op == protocol.RoomPost && (rs.l.busy.Load() || time.Duration(len(q))*time.Duration(rs.postNs.Load()) > maxRoomWait) {
+		// Posts wait longer than a client should for their reply, or
+		// their pushes cannot go out as fast as they come: the poster
+		// is asked to come back, rather than the post acknowledged late
+		// or its pushes dropped.
+		rs.l.s.m.Refused.Inc()
+		rs.l.reply(from, protocol.PeerFrame{Req: f.Req, Code: protocol.CodeUnavailable, Error: "the cluster is overloaded; retry in 1 s", RetryAfter: 1})
+		return
+	}
 	select {
 	case q <- roomJob{from: from, f: f}:
 	default:
@@ -126,7 +143,15 @@ func (rs *roomService) worker(q chan roomJob) {
 				// it now would act on a request reported as failed.
 				continue
 			}
+			began := time.Now()
 			out := rs.run(j.f)
+			if j.f.Op == protocol.RoomPost {
+				// A moving average of what a post takes, an eighth of
+				// each new one.
+				d := time.Since(began).Nanoseconds()
+				old := rs.postNs.Load()
+				rs.postNs.Store(old + (d-old)/8)
+			}
 			out.Req = j.f.Req
 			l.reply(j.from, out)
 		}
@@ -430,6 +455,9 @@ func (rs roomsSvc) ask(ctx context.Context, f protocol.PeerFrame) (protocol.Peer
 		return rep, err
 	}
 	if rep.Code != 0 {
+		if rep.RetryAfter > 0 {
+			return rep, &protocol.Error{Code: rep.Code, Msg: rep.Error, Data: protocol.RetryData{RetryAfter: rep.RetryAfter}}
+		}
 		return rep, protocol.Errorf(rep.Code, "%s", rep.Error)
 	}
 	return rep, nil

@@ -48,6 +48,10 @@ type router struct {
 	inflight []upFrame // sent on the leader link, not acknowledged, oldest first; guarded by upMu
 	resend   []upFrame // to hand over again, before anything in up; guarded by upMu
 
+	// busyUntil (unix ns): the leader said it is overloaded; until then
+	// new messages are refused.
+	busyUntil atomic.Int64
+
 	// Requests to the leader waiting for its reply, by request id.
 	reqSeq  atomic.Uint64
 	pendMu  sync.Mutex
@@ -70,13 +74,27 @@ func (r *router) start() {
 	r.s.goAttach(r.reportLoad)
 }
 
-// Ready implements handler.Router.
+// Ready implements handler.Router. Besides a full queue to the leader
+// while there is none, it refuses (handler.ErrOverloaded) while the
+// leader says it is overloaded, and while the queue to it is half full:
+// the cluster then pushes back on senders instead of acknowledging what it
+// cannot deliver.
 func (r *router) Ready() error {
-	if r.leading() == nil && len(r.up) >= cap(r.up) {
+	lead := r.leading()
+	if lead == nil && len(r.up) >= cap(r.up) {
 		return handler.ErrBusy
+	}
+	if lead != nil && lead.busy.Load() || lead == nil && len(r.up) > cap(r.up)/2 || time.Now().UnixNano() < r.busyUntil.Load() {
+		r.s.m.Refused.Inc()
+		return handler.ErrOverloaded
 	}
 	return nil
 }
+
+// leaderBusyFor is how long a node refuses new messages after the leader
+// said it is overloaded; the leader says it again every 50 ms while it
+// lasts.
+const leaderBusyFor = 250 * time.Millisecond
 
 // Deliver implements handler.Router. It never blocks. The push is encoded
 // once, here where the message was stored, and travels as bytes.
@@ -604,6 +622,9 @@ func (s *Server) onLeaderFrame(link *peerLink, f protocol.PeerFrame) {
 		s.routes.onReply(f)
 	case protocol.PeerAck:
 		s.routes.acked(f.Up)
+		if f.Busy {
+			s.routes.busyUntil.Store(time.Now().Add(leaderBusyFor).UnixNano())
+		}
 	default:
 		link.log.Warn().Str("type", f.Type).Msg("unexpected peer frame from leader")
 	}

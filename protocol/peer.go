@@ -77,6 +77,8 @@ type PeerFrame struct {
 	Push        json.RawMessage `json:"push,omitempty"`        // an encoded client push
 	Conv        string          `json:"conv,omitempty"`        // push of a message: its conversation
 	Seq         int64           `json:"seq,omitempty"`         // push of a message: its seq
+	Busy        bool            `json:"busy,omitempty"`        // ack: the leader cannot hand messages on as fast as they come; refuse new ones for a moment
+	RetryAfter  int             `json:"retryAfter,omitempty"`  // reply: seconds the client is to wait before trying again
 
 	// Recipients names the local users of a deliver or push frame, joined
 	// by commas (names never hold one): a node walks it without
