@@ -115,7 +115,7 @@ func NewNode(reg prometheus.Registerer, src NodeSources) *Node {
 		RouteDropped: counter("route_dropped_total", "Recipients on other nodes a message was not routed to because the queue to the leader was full (they get it by sync)."),
 		Refused:      counter("overload_refused_total", "Messages this node refused with 503 and a retryAfter because the cluster could not deliver them as fast as they came (as leader: room posts refused)."),
 		Overloaded: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: "leader_overloaded",
-			Help: "1 while this node, as leader, says it is overloaded (a link to a node three quarters full, or half the parking taken): the nodes refuse new messages."}),
+			Help: "1 while this node, as leader, says it is overloaded (a link to a node with over 4096 frames queued, or half the parking taken): the nodes refuse new messages."}),
 		RouteParkExpired: counter("route_parked_expired_total", "Leader: message pushes for recipients it could not place on a node within the parking time, or that found parking full (they get them by sync)."),
 		UplinkFrames:     counter("uplink_frames_total", "Frames this node queued on its peer link to the leader: routed messages, kicks, room requests, logins and logouts, rosters, loads."),
 		UplinkDropped:    counter("uplink_dropped_total", "Frames for the leader dropped because the uplink queue was full."),

@@ -486,11 +486,17 @@ func (l *leadership) appeared(user string) {
 	l.parked.appeared(user, l.rooms.reg.Where, l.pushParked)
 }
 
-// overloadEvery is how often a leader checks whether it is overloaded.
-const overloadEvery = 50 * time.Millisecond
+// overloadEvery is how often a leader checks whether it is overloaded;
+// overloadFrames is how many frames queued on a link to a node make it so
+// (unless three quarters of the queue is less), a fraction of a second of
+// traffic: the node's pushes are then late already.
+const (
+	overloadEvery  = 50 * time.Millisecond
+	overloadFrames = 4096
+)
 
 // overloadLoop keeps busy up to date while the term lasts: the leader is
-// overloaded while a link's queue is three quarters full (its node does not
+// overloaded while a link's queue holds overloadFrames (its node does not
 // take frames as fast as they come: beyond that they would be dropped, and
 // their recipients would depend on sync), or half the parking is taken.
 // Nodes then answer new messages 503 with a retryAfter instead of
@@ -508,7 +514,7 @@ func (l *leadership) overloadLoop() {
 		busy := l.parked.n.Load() > parkMax/2
 		l.mu.Lock()
 		for _, link := range l.links {
-			if len(link.send) > cap(link.send)*3/4 {
+			if len(link.send) > min(cap(link.send)*3/4, overloadFrames) {
 				busy = true
 			}
 		}
