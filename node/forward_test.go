@@ -22,7 +22,8 @@ func forwardingLeader(users ...string) (*leadership, *peerLink) {
 	s := &Server{cfg: Config{ID: "n1", PeerQueue: 1 << 16}, local: session.NewLocal[*client](), log: zerolog.Nop(),
 		m: metrics.NewNode(prometheus.NewRegistry(), metrics.NodeSources{})}
 	l := &leadership{s: s, epoch: 7, links: map[string]*peerLink{}, held: map[string][][]byte{}, unlinked: map[string]time.Time{}}
-	l.parked = newParking(s.m.RouteParkExpired)
+	s.parked = newParking(s.m.RouteParkExpired)
+	l.parked = s.parked
 	l.rooms = newRoomService(l)
 	link := &peerLink{remote: "n3", epoch: 7, send: make(chan []byte, 1<<16), closing: make(chan struct{}), done: make(chan struct{})}
 	l.links["n3"] = link

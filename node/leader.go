@@ -27,7 +27,8 @@ type leadership struct {
 	wg    sync.WaitGroup
 	wake  chan struct{} // publish now
 	rooms *roomService
-	// parked holds pushes for recipients the leader cannot place yet.
+	// parked holds pushes for recipients the leader cannot place yet
+	// (the server's: it outlives the term).
 	parked *parking
 	// busy says the term cannot hand messages on as fast as they come
 	// (overloadLoop): nodes refuse new messages while it lasts.
@@ -133,7 +134,7 @@ func (s *Server) newLeadership(epoch int64) *leadership {
 	}
 	l.linked = make(chan struct{})
 	l.linkTimer = time.AfterFunc(linkWait, l.markLinked)
-	l.parked = newParking(s.m.RouteParkExpired)
+	l.parked = s.parked
 	l.rooms = newRoomService(l)
 	// This node's own sessions, as every other node sends when it links.
 	for _, b := range s.rosterFrames(epoch) {
@@ -142,7 +143,6 @@ func (s *Server) newLeadership(epoch int64) *leadership {
 		}
 	}
 	l.rooms.start()
-	l.goTerm(func() { l.parked.expireLoop(l.ctx) })
 	l.goTerm(l.overloadLoop)
 	l.goTerm(l.publishLoop)
 	l.goTerm(l.hotWordsLoop)
@@ -366,6 +366,12 @@ func (l *leadership) onNodeFrame(link *peerLink, m cluster.Member, f protocol.Pe
 		return
 	}
 	l.handle(m.ID, f)
+	if l.ctx.Err() != nil {
+		// The term ended while the frame was handled: what it sent may
+		// have found its link closed. Unacknowledged, the frame goes to
+		// the next term, and a push that did go out is not shown twice.
+		return
+	}
 	l.s.ups.done(m, f.Up)
 	link.handled.Store(f.Up)
 }

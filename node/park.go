@@ -97,10 +97,12 @@ func (k *parking) flushLocked(user, node string, push pushFunc) {
 		return
 	}
 	delete(k.users, user)
-	k.n.Add(-int64(len(ps)))
 	for _, p := range ps {
 		push(node, user, p)
 	}
+	// Only now: while n is above zero, route takes the lock, so nothing
+	// newer overtakes these.
+	k.n.Add(-int64(len(ps)))
 }
 
 // expire forgets the pushes whose time is up at now.

@@ -2,6 +2,9 @@ package node
 
 import (
 	"context"
+	"runtime"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -83,4 +86,50 @@ func TestParkingExpiresAndIsBounded(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	k.expireLoop(ctx) // returns once its context ends
+}
+
+// What is parked for a user goes out before anything routed to them while
+// it is being handed over: a push routed meanwhile waits for the lock
+// instead of overtaking (a connection drops a push below one it already
+// got as a repeat).
+func TestParkingKeepsOrderWhileFlushing(t *testing.T) {
+	k := newParking(prometheus.NewCounter(prometheus.CounterOpts{Name: "x"}))
+	var mu sync.Mutex
+	var placed atomic.Bool
+	place := func(string) (string, bool) { return "n2", placed.Load() }
+	var got []int64
+	flushing := make(chan struct{})
+	push := func(_, _ string, p parkedPush) {
+		mu.Lock()
+		got = append(got, p.seq)
+		if len(got) == 1 {
+			close(flushing)
+		}
+		mu.Unlock()
+		runtime.Gosched()
+	}
+	const parked, more = 200, 200
+	for i := range parked {
+		k.route("lu", parkedPush{conv: "dm:kai:lu", seq: int64(i + 1)}, place, push)
+	}
+	placed.Store(true)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); k.appeared("lu", place, push) }()
+	go func() {
+		defer wg.Done()
+		<-flushing
+		for i := range more {
+			k.route("lu", parkedPush{conv: "dm:kai:lu", seq: int64(parked + i + 1)}, place, push)
+		}
+	}()
+	wg.Wait()
+	if len(got) != parked+more {
+		t.Fatalf("%d pushes, want %d", len(got), parked+more)
+	}
+	for i := 1; i < len(got); i++ {
+		if got[i] < got[i-1] {
+			t.Fatalf("seq %d pushed after %d", got[i], got[i-1])
+		}
+	}
 }

@@ -74,6 +74,10 @@ type Server struct {
 	members  atomic.Pointer[map[string]cluster.Member]
 	maxEpoch atomic.Int64 // the newest leader epoch this node has seen
 	ups      upMarks      // as leader: the numbered frames handled, per node
+	// parked: as leader, pushes for recipients not placed yet. It
+	// outlives a term, so a term that pauses and resumes (ZooKeeper
+	// lost for a moment) still delivers what it parked.
+	parked *parking
 
 	messagesIn atomic.Int64 // messages accepted from this node's clients
 
@@ -130,6 +134,7 @@ func New(cfg Config) (*Server, error) {
 	s.routes = newRouter(s)
 	s.reg = metrics.NewRegistry()
 	s.m = metrics.NewNode(s.reg, s.metricSources())
+	s.parked = newParking(s.m.RouteParkExpired)
 	return s, nil
 }
 
@@ -264,6 +269,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	s.routes.start()
 	s.goAttach(s.words.run)
 	s.goAttach(s.watchRedis)
+	s.goAttach(func() { s.parked.expireLoop(s.ctx) })
 	s.goAttach(func() {
 		if err := s.writer.Run(s.ctx); err != nil && !errors.Is(err, context.Canceled) {
 			s.log.Error().Err(err).Msg("history writer stopped")
