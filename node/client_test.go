@@ -149,6 +149,13 @@ func TestClientWritesQueuedFramesAtOnce(t *testing.T) {
 		for i := range frames {
 			frames[i] = fmt.Appendf(nil, `{"round":%d,"n":%d}`, round, i)
 		}
+		// The write loop of the round before must be gone, or it may take
+		// the first of these frames as they are queued.
+		testenv.WaitFor(t, 10*time.Second, "the write loop of the round before to return", func() bool {
+			c.send.mu.Lock()
+			defer c.send.mu.Unlock()
+			return !c.send.writing
+		})
 		before := c.out.Writes()
 		if round == 2 {
 			c.pingDue.Store(true) // as if the ping timer had fired
