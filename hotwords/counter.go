@@ -51,6 +51,25 @@ func (c *Counter) Add(ctx context.Context, text string) error {
 	return nil
 }
 
+// AddCounts adds counts (token -> occurrences), gathered from many texts,
+// all of them or none, in one round trip.
+func (c *Counter) AddCounts(ctx context.Context, counts map[string]int64) error {
+	if len(counts) == 0 {
+		return nil
+	}
+	key := c.rankKey()
+	_, err := c.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		for t, n := range counts {
+			p.ZIncrBy(ctx, key, float64(n), t)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("hotwords: add: %w", err)
+	}
+	return nil
+}
+
 // topScript returns the n highest scored members with their scores, such
 // that where the n-th place is tied, the members that make the cut are the
 // first by member order. ZREVRANGE alone would keep the last ones.

@@ -301,3 +301,27 @@ func TestBeginStartsTheScheduleWithoutClearing(t *testing.T) {
 		t.Fatalf("Begin cleared the ranking: %v, %v", words, err)
 	}
 }
+
+// Counts gathered from many texts in memory rank as the texts added one
+// by one would.
+func TestAddCountsMatchesAdd(t *testing.T) {
+	texts := []string{"Redis is fast, redis is REDIS", "redis and mongo", "Mongo, zookeeper", "zookeeper ＲＥＤＩＳ 今天天气", "今天 ok"}
+	one, _, _ := newCounter(t)
+	add(t, one, texts...)
+	many, _, _ := newCounter(t)
+	counts := map[string]int64{}
+	for _, text := range texts {
+		for _, tok := range Tokens(text) {
+			counts[tok]++
+		}
+	}
+	if err := many.AddCounts(context.Background(), counts); err != nil {
+		t.Fatal(err)
+	}
+	if err := many.AddCounts(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := top(t, one, 100), top(t, many, 100); !slices.Equal(a, b) || len(a) == 0 {
+		t.Fatalf("AddCounts ranks %v, Add %v", b, a)
+	}
+}

@@ -55,24 +55,50 @@ func (w *wordsSvc) Top(ctx context.Context, n int) ([]protocol.WordCount, error)
 	return out, nil
 }
 
+// Words are counted in memory and added to Redis together, every
+// wordsFlushEvery or once wordsPending distinct words wait: one round trip
+// a second instead of one per message.
+const (
+	wordsFlushEvery = time.Second
+	wordsPending    = 10_000
+)
+
 // run counts queued texts until the node stops.
 func (w *wordsSvc) run() {
-	var failing bool
+	t := time.NewTicker(wordsFlushEvery)
+	defer t.Stop()
+	counts := map[string]int64{}
+	failing := false
+	flush := func() {
+		ctx, cancel := context.WithTimeout(w.s.ctx, 2*time.Second)
+		err := w.counter.AddCounts(ctx, counts)
+		cancel()
+		// Counted or not, they are not counted again: a statistic never
+		// holds chat back.
+		clear(counts)
+		switch {
+		case err != nil && !failing && w.s.ctx.Err() == nil:
+			w.s.log.Warn().Err(err).Msg("cannot count hot words; they are skipped until Redis answers")
+			failing = true
+		case err == nil && failing:
+			w.s.log.Info().Msg("counting hot words again")
+			failing = false
+		}
+	}
 	for {
 		select {
 		case <-w.s.ctx.Done():
 			return
 		case text := <-w.queue:
-			ctx, cancel := context.WithTimeout(w.s.ctx, 2*time.Second)
-			err := w.counter.Add(ctx, text)
-			cancel()
-			switch {
-			case err != nil && !failing && w.s.ctx.Err() == nil:
-				w.s.log.Warn().Err(err).Msg("cannot count hot words; they are skipped until Redis answers")
-				failing = true
-			case err == nil && failing:
-				w.s.log.Info().Msg("counting hot words again")
-				failing = false
+			for _, tok := range hotwords.Tokens(text) {
+				counts[tok]++
+			}
+			if len(counts) >= wordsPending {
+				flush()
+			}
+		case <-t.C:
+			if len(counts) > 0 {
+				flush()
 			}
 		}
 	}
