@@ -58,7 +58,7 @@ chaos: install
 # bench: the standard load set (cmd/chatbench: dm, room, connect, and last
 # failover, which kills the leader) against a private cluster on its own
 # ports and data folder, each scenario beside the baseline relay; writes
-# docs/benchmarks.md. About five minutes.
+# docs/benchmarks.md. About ten minutes.
 bench: install
 	deploy/bench.sh
 
