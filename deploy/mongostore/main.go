@@ -9,6 +9,9 @@
 //
 //	mongostore --listen 127.0.0.1:27017 --dir ./data/mongo
 //
+// Besides serving, it gives every collection an index that makes FerretDB's
+// lookups by _id use one (see idindex.go).
+//
 // Once the listener is bound it prints one line
 // "mongostore ready uri=mongodb://127.0.0.1:27017/ dir=..." to stdout.
 // SIGINT or SIGTERM stop it cleanly.
@@ -82,6 +85,16 @@ func run(args []string) error {
 
 	done := make(chan error, 1)
 	go func() { done <- f.Run(ctx) }()
+	ictx, stopIndexer := context.WithCancel(ctx)
+	indexed := make(chan struct{})
+	go func() {
+		defer close(indexed)
+		newIDIndexer(abs, logger).run(ictx, time.Second)
+	}()
+	defer func() {
+		stopIndexer()
+		<-indexed
+	}()
 
 	fmt.Printf("mongostore ready uri=%s dir=%s\n", f.MongoDBURI(), abs)
 

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"database/sql"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,7 +19,8 @@ import (
 
 // TestServe builds the command, runs it as a process on a free port and
 // checks, with the driver the product uses, what the product relies on:
-// insert, find with sort, upsert, a unique index, then a clean stop.
+// insert, find with sort, upsert, a unique index, lookups by _id that use
+// an index, then a clean stop.
 func TestServe(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
@@ -112,6 +114,26 @@ func TestServe(t *testing.T) {
 	if len(got) != 2 || got[0].ID != "m1" || got[1].ID != "m2" || got[0].Text != "one" {
 		t.Fatalf("find: got %+v", got)
 	}
+
+	// The collection gets the index for lookups by _id (within a sweep).
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "data", "check.sqlite")+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		var n int
+		err := db.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master m JOIN _ferretdb_collections c
+			ON m.type = 'index' AND m.name = ? || c.table_name WHERE c.name = 'messages'`, idIndexPrefix).Scan(&n)
+		if err == nil && n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the messages collection has no _id lookup index (%d, %v)", n, err)
+		}
+		time.Sleep(100 * time.Millisecond) // polling the server's sweep, bounded above
+	}
+	db.Close()
 
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
