@@ -456,35 +456,3 @@ func TestWriterMalformed(t *testing.T) {
 		t.Errorf("%d malformed entries logged, want 4:\n%s", n, log)
 	}
 }
-
-// BenchmarkWriter measures how fast one writer moves messages from the
-// stream into MongoDB: b.N messages over 100 conversations are appended,
-// then the clock runs until the backlog is empty.
-func BenchmarkWriter(b *testing.B) {
-	for _, batch := range []int{100, 500, 2000} {
-		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
-			ns := testenv.Namespace(b)
-			prefix := ns + ":"
-			ctx := context.Background()
-			rdb := redisClient(b, testenv.Redis(b), prefix)
-			s := openStoreAt(b, testenv.Mongo(b), ns)
-			msgs := makeMessages(b.N, 100, "p")
-			appendMessages(b, rdb, prefix, msgs)
-
-			b.ResetTimer()
-			start := time.Now()
-			w, stop := runWriter(b, history.WriterConfig{
-				Redis: rdb, Prefix: prefix, Store: s, Consumer: "bench", Batch: batch,
-				Block: 20 * time.Millisecond, Logger: zerolog.Nop(),
-			})
-			testenv.WaitFor(b, 10*time.Minute, "backlog written", func() bool {
-				n, err := w.Backlog(ctx)
-				return err == nil && n == 0
-			})
-			elapsed := time.Since(start)
-			b.StopTimer()
-			stop()
-			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
-		})
-	}
-}
