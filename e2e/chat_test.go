@@ -1,16 +1,10 @@
 package e2e
 
 import (
-	"context"
 	"sync"
 	"testing"
 	"time"
 
-	"go.mongodb.org/mongo-driver/v2/bson"
-	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
-
-	"chatcluster/history"
 	"chatcluster/internal/testenv"
 	"chatcluster/protocol"
 )
@@ -77,14 +71,9 @@ func TestDirectChatAcrossNodes(t *testing.T) {
 
 	// History comes back whole, and it is durable in MongoDB.
 	conv := protocol.DMConv("alice", "bob")
-	mc, err := mongo.Connect(options.Client().ApplyURI(testenv.Mongo(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mc.Disconnect(context.Background())
-	coll := mc.Database(c.Namespace()).Collection(history.MessageCollection(conv))
+	mdb := openMongo(t, testenv.Mongo(t), c.Namespace())
 	testenv.WaitFor(t, 60*time.Second, "history writer stores all messages in MongoDB", func() bool {
-		cnt, err := coll.CountDocuments(ctxT(t, 5*time.Second), bson.M{"conv": conv})
+		cnt, err := mdb.count(conv)
 		return err == nil && cnt == 2*n
 	})
 	hist := allHistory(t, alice, conv)

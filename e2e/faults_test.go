@@ -14,9 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"go.mongodb.org/mongo-driver/v2/bson"
-	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"github.com/rs/zerolog"
 
 	"chatcluster/chatclient"
 	"chatcluster/history"
@@ -1161,58 +1159,55 @@ func verify(t *testing.T, parties []*party, l *ledger) {
 
 // ---- MongoDB ----------------------------------------------------------------
 
-// mongoView reads a cluster's messages in MongoDB directly.
+// mongoView reads a cluster's messages in MongoDB, through a history.Store
+// of its own.
 type mongoView struct {
-	db *mongo.Database
-}
-
-// coll returns the collection that holds conv's messages.
-func (v *mongoView) coll(conv string) *mongo.Collection {
-	return v.db.Collection(history.MessageCollection(conv))
+	s *history.Store
 }
 
 func openMongo(t *testing.T, uri, db string) *mongoView {
 	t.Helper()
-	mc, err := mongo.Connect(options.Client().ApplyURI(uri).SetServerSelectionTimeout(2 * time.Second))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := history.Open(ctx, uri, db, history.WithLogger(zerolog.Nop()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		mc.Disconnect(ctx)
+		s.Close(ctx)
 	})
-	return &mongoView{db: mc.Database(db)}
+	return &mongoView{s: s}
 }
 
+// count returns how many copies of conv's messages MongoDB holds.
 func (v *mongoView) count(conv string) (int64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	return v.coll(conv).CountDocuments(ctx, bson.M{"conv": conv})
+	copies, err := v.s.StoredCopies(ctx, conv)
+	n := 0
+	for _, ids := range copies {
+		n += len(ids)
+	}
+	return int64(n), err
 }
 
-// messages returns conv's messages in MongoDB as seq → id; two documents
-// with one seq are an error.
+// messages returns conv's messages in MongoDB as seq → id; two copies at
+// one seq are an error.
 func (v *mongoView) messages(conv string) (map[int64]string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cur, err := v.coll(conv).Find(ctx, bson.M{"conv": conv})
+	copies, err := v.s.StoredCopies(ctx, conv)
 	if err != nil {
 		return nil, err
 	}
-	var docs []struct {
-		ID  string `bson:"_id"`
-		Seq int64  `bson:"seq"`
-	}
-	if err := cur.All(ctx, &docs); err != nil {
-		return nil, err
-	}
-	out := make(map[int64]string, len(docs))
-	for _, d := range docs {
-		if o, ok := out[d.Seq]; ok {
-			return nil, fmt.Errorf("MongoDB holds %s seq %d twice: %s and %s", conv, d.Seq, o, d.ID)
+	out := make(map[int64]string, len(copies))
+	for seq, ids := range copies {
+		if len(ids) > 1 {
+			return nil, fmt.Errorf("MongoDB holds %s seq %d twice: %s and %s", conv, seq, ids[0], ids[1])
 		}
-		out[d.Seq] = d.ID
+		out[seq] = ids[0]
 	}
 	return out, nil
 }

@@ -5,12 +5,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"go.mongodb.org/mongo-driver/v2/bson"
-	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"chatcluster/chatlog"
-	"chatcluster/history"
 	"chatcluster/internal/testenv"
 	"chatcluster/protocol"
 )
@@ -36,14 +32,9 @@ func TestRebuildAfterServerLostRecentMessages(t *testing.T) {
 	}
 	testenv.WaitFor(t, 10*time.Second, "rob receives every message", func() bool { return len(rob.received()) == n })
 
-	mc, err := mongo.Connect(options.Client().ApplyURI(testenv.Mongo(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { mc.Disconnect(ctxT(t, 5*time.Second)) })
-	coll := mc.Database(c.Namespace()).Collection(history.MessageCollection(conv))
+	mdb := openMongo(t, testenv.Mongo(t), c.Namespace())
 	count := func() int64 {
-		cnt, err := coll.CountDocuments(ctxT(t, 5*time.Second), bson.M{"conv": conv})
+		cnt, err := mdb.count(conv)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -52,8 +43,8 @@ func TestRebuildAfterServerLostRecentMessages(t *testing.T) {
 	testenv.WaitFor(t, 30*time.Second, "history writer stores the messages", func() bool { return count() == n })
 
 	// The server loses seq 7..10.
-	if _, err := coll.DeleteMany(ctxT(t, 10*time.Second), bson.M{"conv": conv, "seq": bson.M{"$gt": kept}}); err != nil {
-		t.Fatal(err)
+	if lost, err := mdb.s.Forget(ctxT(t, 10*time.Second), conv, kept); err != nil || lost != n-kept {
+		t.Fatalf("Forget: %d, %v; want %d messages forgotten", lost, err, n-kept)
 	}
 	rdb := redis.NewClient(&redis.Options{Addr: testenv.Redis(t)})
 	t.Cleanup(func() { rdb.Close() })

@@ -36,8 +36,8 @@ func PendingKey(prefix, conv string) string { return prefix + "pending:" + conv 
 
 // Writer defaults. A read returns what the stream holds, up to Batch: a
 // large batch costs nothing when traffic is light and, under load, writes
-// each message bucket once for many messages (every bulk write is a
-// transaction of its own on the store).
+// each block once for many messages (one chunk document per block and
+// batch; see Store.UpsertMessages).
 //
 // After a batch that was not full the writer pauses for Linger before it
 // reads again, so that under steady traffic each bulk write carries what
@@ -122,7 +122,7 @@ type WriterStats struct {
 // the stream entries. A crash in between leaves the entries pending; they
 // are read again (by the same consumer on restart, or by another through
 // XAUTOCLAIM once idle for ClaimIdle) and written again, which the
-// id-keyed write makes harmless.
+// idempotent write makes harmless.
 //
 // When MongoDB fails, the writer keeps the batch, acknowledges nothing,
 // and retries it with backoff (200ms doubling to 5s), logging once when
