@@ -80,10 +80,12 @@
 // # The writer
 //
 // Writer consumes the Redis stream that nodes append every stored message
-// to and writes the messages; only after MongoDB acknowledged the write
-// does it delete the messages' pending-hash fields and acknowledge and
-// delete the stream entries. MongoDB being down delays history, never
-// chat: the writer holds the batch, backs off, and retries.
+// to and writes the messages with the JSON the nodes wrote; only after
+// MongoDB acknowledged the write does it delete the messages'
+// pending-hash fields and acknowledge and delete the stream entries. One
+// writer at a time is active, the holder of a lease in Redis (LeaseKey);
+// the others stand by. MongoDB being down delays history, never chat: the
+// writer holds the batch, backs off, and retries.
 //
 // This package imports neither session nor handler.
 package history

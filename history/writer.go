@@ -34,6 +34,10 @@ func StreamKey(prefix string) string { return prefix + "history" }
 // decimal seq, value the message JSON, as in the stream.
 func PendingKey(prefix, conv string) string { return prefix + "pending:" + conv }
 
+// LeaseKey is the key of the writers' lease under prefix: its value is the
+// consumer name of the writer that holds it (see Writer).
+func LeaseKey(prefix string) string { return prefix + "history:writer" }
+
 // Writer defaults. A read returns what the stream holds, up to Batch: a
 // large batch costs nothing when traffic is light and, under load, writes
 // each block once for many messages (one chunk document per block and
@@ -45,10 +49,11 @@ func PendingKey(prefix, conv string) string { return prefix + "pending:" + conv 
 // the last write. The messages wait in Redis meanwhile, where every read
 // finds them.
 const (
-	DefaultBatch     = 2000
+	DefaultBatch     = 5000
 	DefaultBlock     = time.Second
 	DefaultClaimIdle = 30 * time.Second
 	DefaultLinger    = 200 * time.Millisecond
+	DefaultLease     = 5 * time.Second
 )
 
 // Retry delays after a failed MongoDB write or Redis command.
@@ -71,6 +76,7 @@ type WriterConfig struct {
 	Block     time.Duration // how long one read waits for new entries; default DefaultBlock
 	ClaimIdle time.Duration // take over other consumers' entries idle this long; default DefaultClaimIdle
 	Linger    time.Duration // pause after a batch that was not full; default DefaultLinger, negative: none
+	Lease     time.Duration // how long the active writer's lease lasts unless renewed; default DefaultLease
 	Logger    zerolog.Logger
 }
 
@@ -83,8 +89,8 @@ func (c *WriterConfig) Validate() error {
 		return errors.New("history: writer: no Store")
 	case c.Consumer == "":
 		return errors.New("history: writer: no consumer name")
-	case c.Batch < 0 || c.Block < 0 || c.ClaimIdle < 0:
-		return errors.New("history: writer: negative Batch, Block or ClaimIdle")
+	case c.Batch < 0 || c.Block < 0 || c.ClaimIdle < 0 || c.Lease < 0:
+		return errors.New("history: writer: negative Batch, Block, ClaimIdle or Lease")
 	}
 	if c.Batch == 0 {
 		c.Batch = DefaultBatch
@@ -94,6 +100,9 @@ func (c *WriterConfig) Validate() error {
 	}
 	if c.ClaimIdle == 0 {
 		c.ClaimIdle = DefaultClaimIdle
+	}
+	if c.Lease == 0 {
+		c.Lease = DefaultLease
 	}
 	switch {
 	case c.Linger == 0:
@@ -116,13 +125,22 @@ type WriterStats struct {
 // Writer moves messages from the Redis history stream into MongoDB.
 //
 // Any number of nodes run one, each with its own consumer name, in the
-// consumer group Group: every entry goes to one of them. A writer reads a
-// batch, writes it in one bulk write and only then, in one pipeline,
-// deletes the messages' pending-hash fields and acknowledges and deletes
-// the stream entries. A crash in between leaves the entries pending; they
-// are read again (by the same consumer on restart, or by another through
-// XAUTOCLAIM once idle for ClaimIdle) and written again, which the
-// idempotent write makes harmless.
+// consumer group Group, and one at a time is active: the one holding the
+// lease, a Redis key (LeaseKey) holding its consumer name that it renews
+// while it runs and deletes when it stops. The others stand by and try to
+// take the lease about every Lease/5, so a writer that died is replaced
+// within about Lease. One active writer gets every message in large
+// batches, and what its Store remembers of the blocks it wrote stays
+// accurate, so a batch costs two inserts; correctness does not rest on
+// the lease: two writers active at once (a paused one that lost its lease
+// without knowing yet) only collide on chunk ids, which the store resolves.
+//
+// The active writer reads a batch, writes it (Store.UpsertMessages) and
+// only then, in one pipeline, deletes the messages' pending-hash fields
+// and acknowledges and deletes the stream entries. A crash in between
+// leaves the entries pending; they are read again (by the same consumer on
+// restart, or by the next active writer through XAUTOCLAIM once idle for
+// ClaimIdle) and written again, which the idempotent write makes harmless.
 //
 // When MongoDB fails, the writer keeps the batch, acknowledges nothing,
 // and retries it with backoff (200ms doubling to 5s), logging once when
@@ -134,7 +152,9 @@ type Writer struct {
 	cfg     WriterConfig
 	log     zerolog.Logger
 	stream  string
+	lease   string
 	running atomic.Bool
+	active  atomic.Bool // holds the lease (as last renewed)
 
 	written, conflicts, malformed, batches, failures atomic.Int64
 }
@@ -148,8 +168,13 @@ func NewWriter(cfg WriterConfig) (*Writer, error) {
 		cfg:    cfg,
 		log:    cfg.Logger.With().Str("component", "history-writer").Str("consumer", cfg.Consumer).Logger(),
 		stream: StreamKey(cfg.Prefix),
+		lease:  LeaseKey(cfg.Prefix),
 	}, nil
 }
+
+// Active reports whether the writer held the lease when it last checked.
+// It may be called at any time.
+func (w *Writer) Active() bool { return w.active.Load() }
 
 // Stats returns the writer's counters. It may be called at any time.
 func (w *Writer) Stats() WriterStats {
@@ -233,6 +258,8 @@ func (w *Writer) Run(ctx context.Context) error {
 		lastClaim time.Time
 		// Check for dead consumers' entries twice per ClaimIdle.
 		claimEvery = w.cfg.ClaimIdle / 2
+		renewed    time.Time // when the lease was last taken or renewed
+		role       string    // "active" or "standby" as last logged
 	)
 	// After a Redis error: back off, recreate the group if it vanished,
 	// and re-read this consumer's pending entries, which may include a
@@ -249,6 +276,7 @@ func (w *Writer) Run(ctx context.Context) error {
 	}
 	w.log.Info().Str("stream", w.stream).Int("batch", w.cfg.Batch).Msg("history writer started")
 	defer w.log.Info().Msg("history writer stopped")
+	defer w.release()
 
 	for ctx.Err() == nil {
 		if !grouped {
@@ -258,6 +286,29 @@ func (w *Writer) Run(ctx context.Context) error {
 				continue
 			}
 			grouped = true
+		}
+		if !w.active.Load() || time.Since(renewed) >= w.cfg.Lease/3 {
+			held, err := w.holdLease(ctx)
+			if err != nil {
+				redisFailed(err)
+				continue
+			}
+			if !held {
+				if role != "standby" {
+					role = "standby"
+					w.log.Info().Msg("history writer standing by: another writer holds the lease")
+				}
+				sleep(ctx, w.cfg.Lease/5)
+				continue
+			}
+			if role != "active" {
+				role = "active"
+				w.log.Info().Dur("lease", w.cfg.Lease).Msg("history writer active (holds the lease)")
+				// Read what this consumer was given before, and look for
+				// entries of writers that died, at once.
+				own, lastClaim = true, time.Time{}
+			}
+			renewed = time.Now()
 		}
 		if time.Since(lastClaim) >= claimEvery {
 			n, err := w.claim(ctx)
@@ -338,21 +389,28 @@ func (w *Writer) claim(ctx context.Context) (int, error) {
 // first: the entries then stay pending).
 func (w *Writer) write(ctx context.Context, entries []redis.XMessage, db *outage) error {
 	ids := make([]string, 0, len(entries))
-	msgs := make([]protocol.Message, 0, len(entries))
+	items := make([]item, 0, len(entries))
 	for _, e := range entries {
 		ids = append(ids, e.ID)
-		m, err := decodeEntry(e)
+		it, err := decodeEntry(e)
 		if err != nil {
 			w.malformed.Add(1)
 			w.log.Warn().Str("entry", e.ID).Err(err).Msg("dropping malformed history entry")
 			continue
 		}
-		msgs = append(msgs, m)
+		items = append(items, it)
 	}
 
-	for len(msgs) > 0 {
+	for attempt := 0; len(items) > 0; attempt++ {
+		if attempt > 0 && w.active.Load() {
+			// A long outage must not let the lease lapse while this
+			// writer still holds the batch; losing it is harmless.
+			if _, err := w.holdLease(ctx); err != nil && ctx.Err() == nil {
+				w.log.Debug().Err(err).Msg("renewing the writer lease failed")
+			}
+		}
 		wctx, cancel := context.WithTimeout(ctx, writeTimeout)
-		err := w.cfg.Store.UpsertMessages(wctx, msgs)
+		err := w.cfg.Store.upsert(wctx, items)
 		cancel()
 		var ce *ConflictError
 		if errors.As(err, &ce) {
@@ -361,22 +419,22 @@ func (w *Writer) write(ctx context.Context, entries []redis.XMessage, db *outage
 			err = nil
 		}
 		if err == nil {
-			db.ok(w.log, len(msgs))
+			db.ok(w.log, len(items))
 			break
 		}
 		if ctx.Err() != nil {
 			return nil
 		}
 		w.failures.Add(1)
-		if !sleep(ctx, db.fail(w.log, err, len(msgs))) {
+		if !sleep(ctx, db.fail(w.log, err, len(items))) {
 			return nil
 		}
 	}
 
 	_, err := w.cfg.Redis.Pipelined(ctx, func(p redis.Pipeliner) error {
 		byConv := map[string][]string{}
-		for _, m := range msgs {
-			byConv[m.Conv] = append(byConv[m.Conv], strconv.FormatInt(m.Seq, 10))
+		for _, it := range items {
+			byConv[it.m.Conv] = append(byConv[it.m.Conv], strconv.FormatInt(it.m.Seq, 10))
 		}
 		for conv, seqs := range byConv {
 			p.HDel(ctx, PendingKey(w.cfg.Prefix, conv), seqs...)
@@ -388,31 +446,77 @@ func (w *Writer) write(ctx context.Context, entries []redis.XMessage, db *outage
 	if err != nil {
 		return fmt.Errorf("acknowledge %d entries: %w", len(ids), err)
 	}
-	if len(msgs) > 0 {
+	if len(items) > 0 {
 		w.batches.Add(1)
-		w.written.Add(int64(len(msgs)))
-		w.log.Debug().Int("messages", len(msgs)).Int("entries", len(ids)).Msg("history batch written")
+		w.written.Add(int64(len(items)))
+		w.log.Debug().Int("messages", len(items)).Int("entries", len(ids)).Msg("history batch written")
 	}
 	return nil
 }
 
-// decodeEntry reads the message of one stream entry.
-func decodeEntry(e redis.XMessage) (protocol.Message, error) {
+// leaseScript takes the lease KEYS[1] for ARGV[1] for ARGV[2] ms if it is
+// free, or extends it if ARGV[1] holds it; it returns 1 if ARGV[1] holds
+// it now.
+var leaseScript = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] then
+	redis.call('PEXPIRE', KEYS[1], ARGV[2])
+	return 1
+end
+if not v then
+	redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+	return 1
+end
+return 0`)
+
+// releaseScript deletes the lease KEYS[1] if ARGV[1] holds it.
+var releaseScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+	return redis.call('DEL', KEYS[1])
+end
+return 0`)
+
+// holdLease takes or renews the lease and reports whether this writer
+// holds it.
+func (w *Writer) holdLease(ctx context.Context) (bool, error) {
+	n, err := leaseScript.Run(ctx, w.cfg.Redis, []string{w.lease}, w.cfg.Consumer, w.cfg.Lease.Milliseconds()).Int()
+	if err != nil {
+		return w.active.Load(), fmt.Errorf("writer lease: %w", err)
+	}
+	w.active.Store(n == 1)
+	return n == 1, nil
+}
+
+// release gives the lease up, if this writer holds it, so that another
+// takes over at once.
+func (w *Writer) release() {
+	if !w.active.Swap(false) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := releaseScript.Run(ctx, w.cfg.Redis, []string{w.lease}, w.cfg.Consumer).Err(); err != nil {
+		w.log.Warn().Err(err).Msg("could not give the writer lease up; another writer takes over once it lapses")
+	}
+}
+
+// decodeEntry reads the message of one stream entry, keeping its JSON.
+func decodeEntry(e redis.XMessage) (item, error) {
 	var m protocol.Message
 	raw, ok := e.Values[StreamField].(string)
 	if !ok {
 		if len(e.Values) == 0 {
-			return m, errors.New("entry was deleted from the stream")
+			return item{}, errors.New("entry was deleted from the stream")
 		}
-		return m, fmt.Errorf("no %q field", StreamField)
+		return item{}, fmt.Errorf("no %q field", StreamField)
 	}
 	if err := json.Unmarshal([]byte(raw), &m); err != nil {
-		return m, fmt.Errorf("bad message JSON: %w", err)
+		return item{}, fmt.Errorf("bad message JSON: %w", err)
 	}
-	if m.ID == "" || m.Conv == "" || m.Seq <= 0 {
-		return m, fmt.Errorf("message lacks id, conv or seq > 0")
+	if err := checkMessage(m); err != nil {
+		return item{}, errors.New("message lacks id, conv or seq > 0")
 	}
-	return m, nil
+	return newItem(m, raw)
 }
 
 func isNoGroup(err error) bool { return err != nil && strings.HasPrefix(err.Error(), "NOGROUP") }

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
@@ -193,8 +194,8 @@ func TestNewWriterValidates(t *testing.T) {
 	}
 }
 
-// TestWriterWritesOnce: two writers share the stream; every message ends up
-// in MongoDB exactly once and the stream and pending hashes are emptied.
+// TestWriterWritesOnce: two writers run on the stream; every message ends
+// up in MongoDB exactly once and the stream and pending hashes are emptied.
 func TestWriterWritesOnce(t *testing.T) {
 	ns := testenv.Namespace(t)
 	prefix := ns + ":"
@@ -454,5 +455,99 @@ func TestWriterMalformed(t *testing.T) {
 	}
 	if n := len(log.Lines("malformed")); n != 4 {
 		t.Errorf("%d malformed entries logged, want 4:\n%s", n, log)
+	}
+}
+
+// TestWriterLease: of two writers, the one holding the lease writes
+// everything while the other stands by; a writer that stops gives the
+// lease up and the other takes over at once; a lease held by a writer that
+// died passes on once it lapses.
+func TestWriterLease(t *testing.T) {
+	ns := testenv.Namespace(t)
+	prefix := ns + ":"
+	ctx := context.Background()
+	rdb := redisClient(t, testenv.Redis(t), prefix)
+	s := openStoreAt(t, testenv.Mongo(t), ns)
+	log := &logBuf{}
+	cfg := func(name string) history.WriterConfig {
+		return history.WriterConfig{
+			Redis: rdb, Prefix: prefix, Store: s, Consumer: name, Batch: 50,
+			Block: 50 * time.Millisecond, Lease: 2 * time.Second, Logger: zerolog.New(log),
+		}
+	}
+	msgs := makeMessages(300, 4, "l")
+	w1, stop1 := runWriter(t, cfg("n1"))
+	testenv.WaitFor(t, 10*time.Second, "n1 holds the lease", w1.Active)
+	w2, _ := runWriter(t, cfg("n2"))
+	appendMessages(t, rdb, prefix, msgs[:100])
+	testenv.WaitFor(t, 30*time.Second, "first messages written", func() bool {
+		return drained(t, rdb, prefix, convsOf(msgs))
+	})
+	testenv.WaitFor(t, 10*time.Second, "n2 stands by", func() bool {
+		return len(log.Lines(`"consumer":"n2"`, "standing by")) == 1
+	})
+	if st := w2.Stats(); st.Written != 0 || w2.Active() {
+		t.Fatalf("the writer without the lease wrote %d messages (active %v)", st.Written, w2.Active())
+	}
+
+	stop1()
+	if n, err := rdb.Exists(ctx, history.LeaseKey(prefix)).Result(); err != nil || n != 0 {
+		t.Fatalf("n1 stopped but its lease is still there (%d, %v)", n, err)
+	}
+	testenv.WaitFor(t, 5*time.Second, "n2 takes over the lease n1 gave up", w2.Active)
+	appendMessages(t, rdb, prefix, msgs[100:200])
+	testenv.WaitFor(t, 30*time.Second, "messages written by n2", func() bool {
+		return drained(t, rdb, prefix, convsOf(msgs))
+	})
+
+	// Another writer takes the lease and dies with it.
+	if err := rdb.Set(ctx, history.LeaseKey(prefix), "ghost", 1500*time.Millisecond).Err(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "n2 notices it lost the lease", func() bool { return !w2.Active() })
+	appendMessages(t, rdb, prefix, msgs[200:])
+	testenv.WaitFor(t, 30*time.Second, "n2 takes the lapsed lease and writes the rest", func() bool {
+		return w2.Active() && drained(t, rdb, prefix, convsOf(msgs))
+	})
+	checkStored(t, s, msgs)
+	if st := w1.Stats(); st.Written != 100 {
+		t.Errorf("n1 wrote %d messages, want 100", st.Written)
+	}
+	if st := w2.Stats(); st.Written != 200 {
+		t.Errorf("n2 wrote %d messages, want 200", st.Written)
+	}
+	if n := len(log.Lines(`"consumer":"n2"`, "history writer active")); n != 2 {
+		t.Errorf("n2 logged becoming active %d times, want 2:\n%s", n, log)
+	}
+}
+
+// TestWriterStoresEntryJSON: the writer stores the JSON of each entry as
+// the node wrote it, unless it is not valid UTF-8 (a BSON string must be):
+// then the decoded message, encoded again.
+func TestWriterStoresEntryJSON(t *testing.T) {
+	ns := testenv.Namespace(t)
+	prefix := ns + ":"
+	ctx := context.Background()
+	rdb := redisClient(t, testenv.Redis(t), prefix)
+	s := openStoreAt(t, testenv.Mongo(t), ns)
+	const conv = "room:raw"
+	raws := []string{
+		`{"id":"r1","conv":"room:raw","seq":1,"from":"amy","room":"raw","text":"hi","ts":5,"later":"a field of a later build"}`,
+		"{\"id\":\"r2\",\"conv\":\"room:raw\",\"seq\":2,\"from\":\"amy\",\"room\":\"raw\",\"text\":\"bad \xff byte\",\"ts\":6}",
+	}
+	for _, r := range raws {
+		if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: history.StreamKey(prefix), Values: []any{history.StreamField, r}}).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runWriter(t, history.WriterConfig{Redis: rdb, Prefix: prefix, Store: s, Consumer: "n1", Block: 50 * time.Millisecond, Logger: zerolog.Nop()})
+	testenv.WaitFor(t, 30*time.Second, "entries written", func() bool { return drained(t, rdb, prefix, []string{conv}) })
+	got, err := s.Messages(ctx, conv, 0, 0, 0, false)
+	if err != nil || len(got) != 2 || got[0].Text != "hi" || got[1].Text != "bad \uFFFD byte" {
+		t.Fatalf("Messages = %+v, %v", got, err)
+	}
+	chunks := chunksOf(t, mongoClient(t).Database(ns), conv)
+	if len(chunks) != 1 || len(chunks[0].Msgs) != 2 || chunks[0].Msgs[0] != raws[0] || !utf8.ValidString(chunks[0].Msgs[1]) {
+		t.Fatalf("stored %+v", chunks)
 	}
 }
