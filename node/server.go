@@ -182,7 +182,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("node: cannot reach Redis at %s: %w", s.cfg.Redis, err)
 	}
-	s.store, err = history.Open(ctx, s.cfg.Mongo, s.cfg.MongoDB, history.WithMonitor(s.m.MongoMonitor()))
+	s.store, err = history.Open(ctx, s.cfg.Mongo, s.cfg.MongoDB, history.WithMonitor(s.m.MongoMonitor()), history.WithLogger(s.log.With().Str("component", "history").Logger()))
 	if err != nil {
 		return fmt.Errorf("node: cannot open MongoDB at %s: %w", s.cfg.Mongo, err)
 	}
