@@ -128,7 +128,7 @@ func (g *Gateway) Start(ctx context.Context) error {
 		g.rdb.Close()
 		return fmt.Errorf("gateway: cannot reach Redis at %s: %w", g.cfg.Redis, err)
 	}
-	g.store, err = history.Open(ctx, g.cfg.Mongo, g.cfg.MongoDB, history.WithMonitor(g.m.MongoMonitor()), history.WithLogger(g.log.With().Str("component", "history").Logger()))
+	g.store, err = history.Open(ctx, g.cfg.Mongo, g.cfg.MongoDB, history.WithMonitor(g.m.MongoMonitor()), history.WithLogger(g.log))
 	if err != nil {
 		g.rdb.Close()
 		return fmt.Errorf("gateway: cannot open MongoDB at %s: %w", g.cfg.Mongo, err)
