@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -66,12 +67,11 @@ func (s *Server) watchRedis() {
 		next := strconv.FormatInt(s.started.UnixNano(), 36) + "." + strconv.Itoa(n)
 		old, err := s.rdb.SetArgs(ctx, s.bootKey(), next, redis.SetArgs{Get: true}).Result()
 		gone := errors.Is(err, redis.Nil)
-		rolledBack := err == nil && old != s.beat && old != s.tried
+		rolledBack := err == nil && !s.wroteSince(old)
 		switch {
 		case err != nil && !errors.Is(err, redis.Nil):
-			// The write may or may not have happened: either value is
-			// fine next time.
-			s.tried = next
+			// The write may or may not have happened: any value this run
+			// wrote from the last known one on is fine next time.
 			if !down && s.ctx.Err() == nil {
 				s.log.Warn().Err(err).Msg("Redis unreachable; chat is refused until it answers")
 				down = true
@@ -82,7 +82,7 @@ func (s *Server) watchRedis() {
 			s.log.Info().Msg("Redis answers again")
 			down = false
 		}
-		s.beat, s.tried = next, ""
+		s.beat = next
 		if gone || rolledBack || retry != none {
 			kind := max(retry, lossOf(rolledBack))
 			retry = none
@@ -93,6 +93,21 @@ func (s *Server) watchRedis() {
 		}
 		cancel()
 	}
+}
+
+// wroteSince reports whether v is a value of bootKey this run wrote at or
+// after beat, the last write Redis confirmed: one whose write failed may
+// still have been applied, however many failed in a row. Anything else
+// (older, another run's) means Redis came back with older data.
+func (s *Server) wroteSince(v string) bool {
+	run, n, ok := strings.Cut(v, ".")
+	brun, bn, _ := strings.Cut(s.beat, ".")
+	if !ok || run != brun {
+		return false
+	}
+	got, err1 := strconv.Atoi(n)
+	last, err2 := strconv.Atoi(bn)
+	return err1 == nil && err2 == nil && got >= last
 }
 
 // restoreRedis re-registers every local session and, on the leader, the

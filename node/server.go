@@ -84,10 +84,9 @@ type Server struct {
 	loginSeed maphash.Seed
 	loginMu   [64]sync.Mutex // logins of one user on this node, by user hash
 
-	// beat is the value of bootKey this node last wrote, tried one whose
-	// write had an unknown outcome; both belong to watchRedis (set first
-	// by Start).
-	beat, tried string
+	// beat is the value of bootKey this node last wrote and Redis
+	// confirmed; it belongs to watchRedis (set first by Start).
+	beat string
 
 	lastLeader cluster.Leader // leader of the last state applied; watch loop only
 
