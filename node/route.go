@@ -76,15 +76,17 @@ func (r *router) start() {
 
 // Ready implements handler.Router. Besides a full queue to the leader
 // while there is none, it refuses (handler.ErrOverloaded) while the
-// leader says it is overloaded, and while the queue to it is half full:
-// the cluster then pushes back on senders instead of acknowledging what it
-// cannot deliver.
+// leader says it is overloaded, and while the queue to a linked leader is
+// half full (the link does not carry frames as fast as they come): the
+// cluster then pushes back on senders instead of acknowledging what it
+// cannot deliver. Without a leader the queue fills up to its bound, as
+// the leaderless periods need.
 func (r *router) Ready() error {
-	lead := r.leading()
+	lead, link, _ := r.current()
 	if lead == nil && len(r.up) >= cap(r.up) {
 		return handler.ErrBusy
 	}
-	if lead != nil && lead.busy.Load() || lead == nil && len(r.up) > cap(r.up)/2 || time.Now().UnixNano() < r.busyUntil.Load() {
+	if lead != nil && lead.busy.Load() || link != nil && len(r.up) > cap(r.up)/2 || time.Now().UnixNano() < r.busyUntil.Load() {
 		r.s.m.Refused.Inc()
 		return handler.ErrOverloaded
 	}
