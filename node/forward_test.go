@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"chatcluster/handler"
+	"chatcluster/internal/testenv"
 	"chatcluster/metrics"
 	"chatcluster/protocol"
 	"chatcluster/session"
@@ -139,13 +140,7 @@ func TestOverloadPushesBack(t *testing.T) {
 	defer cancel()
 	l.ctx = ctx
 	go l.overloadLoop()
-	deadline := time.Now().Add(10 * time.Second)
-	for !l.busy.Load() {
-		if time.Now().After(deadline) {
-			t.Fatal("the leader did not notice its full link")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testenv.WaitFor(t, 10*time.Second, "the leader notices its full link", l.busy.Load)
 	l.s.routes = r
 	r.lead = l
 	if err := r.Ready(); !errors.Is(err, handler.ErrOverloaded) {
@@ -165,10 +160,5 @@ func TestOverloadPushesBack(t *testing.T) {
 	for len(link.send) > 0 {
 		<-link.send
 	}
-	for l.busy.Load() {
-		if time.Now().After(deadline) {
-			t.Fatal("the leader stayed busy with an empty link")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testenv.WaitFor(t, 10*time.Second, "the leader keeps up again with an empty link", func() bool { return !l.busy.Load() })
 }
