@@ -158,7 +158,9 @@ func (h *Handler) login(ctx context.Context, c Conn, req protocol.Request) (any,
 
 func (h *Handler) chat(ctx context.Context, c Conn, req protocol.Request) (any, error) {
 	var d protocol.ChatData
-	if err := protocol.DecodeData(req.Data, &d); err != nil {
+	if req.Chat != nil {
+		d = *req.Chat
+	} else if err := protocol.DecodeData(req.Data, &d); err != nil {
 		return nil, err
 	}
 	switch {

@@ -35,6 +35,9 @@ type Request struct {
 	Action string          `json:"action"`
 	ID     string          `json:"id,omitempty"`
 	Data   json.RawMessage `json:"data,omitempty"`
+	// Chat is the data of a chat request, when DecodeRequest could read it
+	// in the same pass as the envelope; nil otherwise (decode Data then).
+	Chat *ChatData `json:"-"`
 }
 
 // Reply answers a Request. An error reply (code not CodeOK) has no data,
@@ -60,10 +63,20 @@ type Push struct {
 // with CodeBadRequest and, as far as it could be read, the request's action
 // and id so the reply can still be matched by the client.
 func DecodeRequest(b []byte) (Request, error) {
-	var req Request
 	if len(b) > MaxFrameSize {
-		return req, Errorf(CodeTooLarge, "frame of %d bytes is over the limit of %d", len(b), MaxFrameSize)
+		return Request{}, Errorf(CodeTooLarge, "frame of %d bytes is over the limit of %d", len(b), MaxFrameSize)
 	}
+	if req, ok := decodeFastRequest(b); ok {
+		return req, nil
+	}
+	return decodeRequestJSON(b)
+}
+
+// decodeRequestJSON is DecodeRequest by encoding/json: for every frame
+// the fast reader leaves, the malformed ones included, whose errors it
+// words.
+func decodeRequestJSON(b []byte) (Request, error) {
+	var req Request
 	// Only JSON's own white space: a frame led by any other (U+00A0, say)
 	// is not JSON.
 	b = bytes.Trim(b, " \t\r\n")

@@ -40,6 +40,7 @@ func FuzzDecode(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		req, err := DecodeRequest(b)
 		checkIDKept(t, b, req, err)
+		checkFastAgrees(t, b)
 		if len(b) > MaxFrameSize {
 			if errCode(err) != CodeTooLarge || !reflect.DeepEqual(req, Request{}) {
 				t.Fatalf("frame of %d bytes: got %+v, %v; want nothing and code %d", len(b), req, err, CodeTooLarge)
@@ -82,6 +83,33 @@ func FuzzDecode(f *testing.F) {
 			checkData(t, req.Data, newData)
 		}
 	})
+}
+
+// checkFastAgrees checks that what the one-pass reader decodes is what
+// encoding/json decodes from the same frame: the envelope, and the chat's
+// fields when it read them too.
+func checkFastAgrees(t *testing.T, b []byte) {
+	t.Helper()
+	if len(b) > MaxFrameSize {
+		return
+	}
+	fast, ok := decodeFastRequest(b)
+	if !ok {
+		return
+	}
+	slow, err := decodeRequestJSON(b)
+	if err != nil {
+		t.Fatalf("fast reader took %q, encoding/json refuses it: %v", b, err)
+	}
+	if fast.Action != slow.Action || fast.ID != slow.ID || !bytes.Equal(fast.Data, slow.Data) {
+		t.Fatalf("fast reader and encoding/json differ on %q:\n fast %+v\n json %+v", b, fast, slow)
+	}
+	if fast.Chat != nil {
+		var d ChatData
+		if err := DecodeData(slow.Data, &d); err != nil || d != *fast.Chat {
+			t.Fatalf("chat data of %q: fast %+v, encoding/json %+v (%v)", b, *fast.Chat, d, err)
+		}
+	}
 }
 
 // dataTypes make the data value of each action that takes data.
