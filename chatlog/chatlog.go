@@ -113,21 +113,32 @@ end
 return {1, seq}
 `)
 
+// Appended is what Append did with a message.
+type Appended struct {
+	// Message is the message as stored, with its seq; for a resend, what
+	// the first message was (its id, conversation, seq and time; no text).
+	Message protocol.Message
+	// Push is the message push its recipients get, encoded once here
+	// where the message was stored; nil for a resend.
+	Push []byte
+	// Dup says the message was a resend: nothing was stored.
+	Dup bool
+}
+
 // Append assigns m the next seq of m.Conv and records it. m.Seq is ignored.
 // members are the users whose conversation lists gain m.Conv. If
 // clientMsgID is not empty and m.From already sent it (among their last
 // IdempotencyWindow messages, within IdempotencyTTL), Append returns what
-// the first message was (its id, conversation, seq and time; no text) and
-// dup true, storing nothing.
+// the first message was with Dup set, storing nothing.
 //
 // Appends that arrive together go to Redis together, in one pipeline
 // (committer), each still its own atomic script.
-func (l *Log) Append(ctx context.Context, m protocol.Message, clientMsgID string, members []string) (protocol.Message, bool, error) {
+func (l *Log) Append(ctx context.Context, m protocol.Message, clientMsgID string, members []string) (Appended, error) {
 	m.Seq = 0
-	before, after, err := splitAtSeq(m)
-	if err != nil {
-		return protocol.Message{}, false, err
-	}
+	// The message's JSON is written once, in two parts around its seq,
+	// which the script puts in without decoding anything.
+	head := protocol.AppendMessageHead(make([]byte, 0, 64+len(m.ID)+len(m.Conv)), &m)
+	tail := protocol.AppendMessageTail(make([]byte, 0, 64+len(m.From)+len(m.To)+len(m.Room)+len(m.Text)), &m)
 	marker := l.MarkerKey()
 	idem, order, legacy, hasIdem := marker, marker, marker, "0"
 	if clientMsgID != "" {
@@ -138,31 +149,34 @@ func (l *Log) Append(ctx context.Context, m protocol.Message, clientMsgID string
 	for _, u := range members {
 		keys = append(keys, l.ConvsKey(u))
 	}
-	args := []any{before, after, protocol.RecentLen, m.Conv, int(IdempotencyTTL / time.Second), hasIdem, clientMsgID,
+	args := []any{head, tail, protocol.RecentLen, m.Conv, int(IdempotencyTTL / time.Second), hasIdem, clientMsgID,
 		strconv.FormatInt(m.TS, 10) + " " + m.ID + " " + m.Conv, IdempotencyWindow}
 	res, err := l.commit.run(ctx, appendScript, keys, args)
 	if err != nil {
-		return protocol.Message{}, false, fmt.Errorf("chatlog: append: %w", err)
+		return Appended{}, fmt.Errorf("chatlog: append: %w", err)
 	}
 	if len(res) != 2 {
-		return protocol.Message{}, false, fmt.Errorf("chatlog: append: unexpected reply %v", res)
+		return Appended{}, fmt.Errorf("chatlog: append: unexpected reply %v", res)
 	}
 	status, _ := res[0].(int64)
 	switch status {
 	case -1:
-		return protocol.Message{}, false, ErrNeedSeqInit
+		return Appended{}, ErrNeedSeqInit
 	case 1:
 		seq, _ := res[1].(int64)
 		m.Seq = seq
-		return m, false, nil
+		push := make([]byte, 0, len(protocol.MessagePushPrefix)+len(head)+20+len(tail)+len(protocol.MessagePushSuffix))
+		push = append(append(push, protocol.MessagePushPrefix...), head...)
+		push = append(strconv.AppendInt(push, seq, 10), tail...)
+		return Appended{Message: m, Push: append(push, protocol.MessagePushSuffix...)}, nil
 	}
 	prev, _ := res[1].(string)
 	first, err := parseIdem(prev)
 	if err != nil {
-		return protocol.Message{}, false, err
+		return Appended{}, err
 	}
 	first.From = m.From
-	return first, true, nil
+	return Appended{Message: first, Dup: true}, nil
 }
 
 // parseIdem reads a remembered "seq ts id conv".
@@ -177,25 +191,6 @@ func parseIdem(s string) (protocol.Message, error) {
 		return protocol.Message{}, fmt.Errorf("chatlog: remembered clientMsgId %q is malformed", s)
 	}
 	return protocol.Message{Seq: seq, TS: ts, ID: f[2], Conv: f[3]}, nil
-}
-
-// splitAtSeq encodes m with a placeholder seq and splits the JSON around
-// it, so the script can put the assigned seq in without decoding JSON.
-func splitAtSeq(m protocol.Message) (string, string, error) {
-	const mark = -7340033 // a value no real message has
-	m.Seq = mark
-	b, err := json.Marshal(m)
-	if err != nil {
-		return "", "", err
-	}
-	s := string(b)
-	tok := `"seq":` + strconv.Itoa(mark)
-	for i := 0; i+len(tok) <= len(s); i++ {
-		if s[i:i+len(tok)] == tok {
-			return s[:i+6], s[i+len(tok):], nil
-		}
-	}
-	return "", "", errors.New("chatlog: cannot place seq in message")
 }
 
 // restoreScript stores messages a client uploaded for a conversation the

@@ -1,6 +1,7 @@
 package chatlog
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"slices"
@@ -11,6 +12,10 @@ import (
 	"chatcluster/internal/testenv"
 	"chatcluster/protocol"
 )
+
+// appended gives Append's result as the message, whether it was a resend,
+// and the error.
+func appended(a Appended, err error) (protocol.Message, bool, error) { return a.Message, a.Dup, err }
 
 func newLog(t testing.TB) *Log {
 	rdb := redis.NewClient(&redis.Options{Addr: testenv.Redis(t)})
@@ -23,17 +28,22 @@ func TestAppendAssignsSeqAndRecordsEverywhere(t *testing.T) {
 	l := newLog(t)
 	m := protocol.Message{ID: "a", Conv: "dm:x:y", From: "x", To: "y", Text: `he said "hi" \o/`, TS: 5}
 	// A Redis that did not start with the cluster must seed counters first.
-	if _, _, err := l.Append(ctx, m, "", nil); !errors.Is(err, ErrNeedSeqInit) {
+	if _, _, err := appended(l.Append(ctx, m, "", nil)); !errors.Is(err, ErrNeedSeqInit) {
 		t.Fatalf("append without marker: %v, want ErrNeedSeqInit", err)
 	}
 	if err := l.InitSeq(ctx, m.Conv, 41); err != nil {
 		t.Fatal(err)
 	}
-	got, dup, err := l.Append(ctx, m, "c1", []string{"x", "y"})
+	a, err := l.Append(ctx, m, "c1", []string{"x", "y"})
+	got, dup := a.Message, a.Dup
 	if err != nil || dup || got.Seq != 42 || got.Text != m.Text || got.ID != "a" {
 		t.Fatalf("append: %+v dup=%v err=%v", got, dup, err)
 	}
-	again, dup, err := l.Append(ctx, protocol.Message{ID: "b", Conv: m.Conv, From: "x", Text: "other"}, "c1", nil)
+	// The push recipients get is the stored message's, encoded once.
+	if want := protocol.EncodeMessagePush(&got); !bytes.Equal(a.Push, want) {
+		t.Fatalf("push %s, want %s", a.Push, want)
+	}
+	again, dup, err := appended(l.Append(ctx, protocol.Message{ID: "b", Conv: m.Conv, From: "x", Text: "other"}, "c1", nil))
 	if err != nil || !dup || again.ID != got.ID || again.Seq != got.Seq || again.TS != got.TS || again.Conv != got.Conv || again.From != "x" {
 		t.Fatalf("idempotent resend: %+v dup=%v err=%v, want the first message's id, seq, ts and conv", again, dup, err)
 	}
@@ -53,7 +63,7 @@ func TestAppendAssignsSeqAndRecordsEverywhere(t *testing.T) {
 	if err := l.MarkFresh(ctx); err != nil {
 		t.Fatal(err)
 	}
-	first, _, err := l.Append(ctx, protocol.Message{ID: "c", Conv: "dm:p:q", From: "p", Text: "x"}, "", nil)
+	first, _, err := appended(l.Append(ctx, protocol.Message{ID: "c", Conv: "dm:p:q", From: "p", Text: "x"}, "", nil))
 	if err != nil || first.Seq != 1 {
 		t.Fatalf("fresh conversation: %+v %v", first, err)
 	}
@@ -66,7 +76,7 @@ func TestRecentListIsCapped(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 0; i < protocol.RecentLen+10; i++ {
-		if _, _, err := l.Append(ctx, protocol.Message{ID: "m", Conv: "room:r", From: "x", Text: "t"}, "", nil); err != nil {
+		if _, _, err := appended(l.Append(ctx, protocol.Message{ID: "m", Conv: "room:r", From: "x", Text: "t"}, "", nil)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -90,7 +100,7 @@ func TestRestoreOnlyWhatTheServerLost(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 0; i < 2; i++ {
-		if _, _, err := l.Append(ctx, msg(0, "s"+string(rune('1'+i))), "", nil); err != nil {
+		if _, _, err := appended(l.Append(ctx, msg(0, "s"+string(rune('1'+i))), "", nil)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -114,7 +124,7 @@ func TestRestoreOnlyWhatTheServerLost(t *testing.T) {
 	if want := []string{"s1", "s2", "c3", "c4", "c5"}; !slices.Equal(ids, want) {
 		t.Fatalf("conversation holds %v, want %v", ids, want)
 	}
-	next, _, err := l.Append(ctx, msg(0, "n"), "", nil)
+	next, _, err := appended(l.Append(ctx, msg(0, "n"), "", nil))
 	if err != nil || next.Seq != 6 {
 		t.Fatalf("next message after restore: seq %d, %v; want 6", next.Seq, err)
 	}
@@ -140,7 +150,7 @@ func TestReseedLeavesAGapClientsCanFill(t *testing.T) {
 	if err != nil || len(floors) != 1 || floors[conv] != 40 {
 		t.Fatalf("Reseeded = %v, %v", floors, err)
 	}
-	next, _, err := l.Append(ctx, protocol.Message{ID: "new", Conv: conv, From: "u", Room: "r", Text: "t", TS: 1}, "", nil)
+	next, _, err := appended(l.Append(ctx, protocol.Message{ID: "new", Conv: conv, From: "u", Room: "r", Text: "t", TS: 1}, "", nil))
 	if err != nil || next.Seq != 40+SeqGap+1 {
 		t.Fatalf("first message after the reseed: seq %d, %v; want %d", next.Seq, err, 40+SeqGap+1)
 	}
@@ -174,7 +184,7 @@ func TestReseedLeavesAGapClientsCanFill(t *testing.T) {
 	if err := l.Reseed(ctx, conv, 10); err != nil {
 		t.Fatal(err)
 	}
-	again, _, err := l.Append(ctx, protocol.Message{ID: "after", Conv: conv, From: "u", Room: "r", Text: "t", TS: 1}, "", nil)
+	again, _, err := appended(l.Append(ctx, protocol.Message{ID: "after", Conv: conv, From: "u", Room: "r", Text: "t", TS: 1}, "", nil))
 	if err != nil || again.Seq != next.Seq+SeqGap+1 {
 		t.Fatalf("first message after forgetting: seq %d, %v; want %d", again.Seq, err, next.Seq+SeqGap+1)
 	}

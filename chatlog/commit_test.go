@@ -32,7 +32,7 @@ func TestConcurrentAppendsGetDistinctOrderedSeqs(t *testing.T) {
 			from := "u" + strconv.Itoa(s)
 			for i := range each {
 				m := protocol.Message{ID: fmt.Sprint(s, "-", i), Conv: "room:busy", From: from, Text: "t", TS: int64(i)}
-				got, dup, err := l.Append(ctx, m, fmt.Sprint("c", i), nil)
+				got, dup, err := appended(l.Append(ctx, m, fmt.Sprint("c", i), nil))
 				if err != nil || dup {
 					errs <- fmt.Errorf("sender %d append %d: dup=%v err=%v", s, i, dup, err)
 					return
@@ -75,7 +75,7 @@ func TestIdempotencyWindowIsBounded(t *testing.T) {
 	}
 	send := func(cid string) (protocol.Message, bool) {
 		t.Helper()
-		got, dup, err := l.Append(ctx, protocol.Message{ID: "id-" + cid, Conv: "dm:a:b", From: "a", To: "b", Text: "x", TS: 7}, cid, nil)
+		got, dup, err := appended(l.Append(ctx, protocol.Message{ID: "id-" + cid, Conv: "dm:a:b", From: "a", To: "b", Text: "x", TS: 7}, cid, nil))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -122,7 +122,7 @@ func TestLegacyIdempotencyKeyIsHonoured(t *testing.T) {
 	if err := l.rdb.Set(ctx, l.legacyIdemKey("a", "k"), b, time.Hour).Err(); err != nil {
 		t.Fatal(err)
 	}
-	got, dup, err := l.Append(ctx, protocol.Message{ID: "new", Conv: "dm:a:b", From: "a", To: "b", Text: "x", TS: 5}, "k", nil)
+	got, dup, err := appended(l.Append(ctx, protocol.Message{ID: "new", Conv: "dm:a:b", From: "a", To: "b", Text: "x", TS: 5}, "k", nil))
 	if err != nil || !dup || got.ID != old.ID || got.Seq != old.Seq || got.TS != old.TS || got.Conv != old.Conv {
 		t.Fatalf("resend across an upgrade: %+v dup=%v err=%v, want %+v", got, dup, err, old)
 	}
@@ -136,13 +136,13 @@ func TestAppendReloadsFlushedScripts(t *testing.T) {
 	if err := l.MarkFresh(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := l.Append(ctx, protocol.Message{ID: "a", Conv: "dm:a:b", From: "a", Text: "x"}, "", nil); err != nil {
+	if _, _, err := appended(l.Append(ctx, protocol.Message{ID: "a", Conv: "dm:a:b", From: "a", Text: "x"}, "", nil)); err != nil {
 		t.Fatal(err)
 	}
 	if err := l.rdb.ScriptFlush(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
-	got, _, err := l.Append(ctx, protocol.Message{ID: "b", Conv: "dm:a:b", From: "a", Text: "y"}, "", nil)
+	got, _, err := appended(l.Append(ctx, protocol.Message{ID: "b", Conv: "dm:a:b", From: "a", Text: "y"}, "", nil))
 	if err != nil || got.Seq != 2 {
 		t.Fatalf("append after SCRIPT FLUSH: %+v %v", got, err)
 	}
@@ -157,7 +157,7 @@ func TestAppendWithEndedContext(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, _, err := l.Append(ctx, protocol.Message{ID: "a", Conv: "dm:a:b", From: "a", Text: "x"}, "", nil); err == nil {
+	if _, _, err := appended(l.Append(ctx, protocol.Message{ID: "a", Conv: "dm:a:b", From: "a", Text: "x"}, "", nil)); err == nil {
 		t.Fatal("append with a cancelled context succeeded")
 	}
 	if n := l.rdb.Exists(context.Background(), l.SeqKey("dm:a:b")).Val(); n != 0 {
@@ -180,7 +180,7 @@ func BenchmarkAppend(b *testing.B) {
 	b.Run("serial", func(b *testing.B) {
 		b.ReportAllocs()
 		for i := range b.N {
-			if _, _, err := l.Append(ctx, msg(i), "s"+strconv.Itoa(i), []string{"u", "v"}); err != nil {
+			if _, _, err := appended(l.Append(ctx, msg(i), "s"+strconv.Itoa(i), []string{"u", "v"})); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -196,7 +196,7 @@ func BenchmarkAppend(b *testing.B) {
 				i := next
 				next++
 				n.Unlock()
-				if _, _, err := l.Append(ctx, msg(i), "p"+strconv.Itoa(i), []string{"u", "v"}); err != nil {
+				if _, _, err := appended(l.Append(ctx, msg(i), "p"+strconv.Itoa(i), []string{"u", "v"})); err != nil {
 					b.Error(err)
 					return
 				}

@@ -60,12 +60,24 @@ type Sessions interface {
 	Lookup(ctx context.Context, user string) (Presence, error)
 }
 
+// Stored is what Journal.Append did with a message.
+type Stored struct {
+	// Message is the message as stored, with its seq; for a resend, what
+	// the first message was (its id, conversation, seq and time; no text).
+	Message protocol.Message
+	// Push is the message push its recipients get, encoded once where the
+	// message was stored; nil for a resend.
+	Push []byte
+	// Dup says the message was a resend: nothing was stored.
+	Dup bool
+}
+
 // Journal stores and reads messages.
 type Journal interface {
 	// Append stores m (its Seq is assigned), recording the conversation for
 	// members. A repeated clientMsgID of the same sender returns the first
-	// message and dup true.
-	Append(ctx context.Context, m protocol.Message, clientMsgID string, members []string) (stored protocol.Message, dup bool, err error)
+	// message with Dup set.
+	Append(ctx context.Context, m protocol.Message, clientMsgID string, members []string) (Stored, error)
 	// Unsure returns the conversations for which the client's offset names
 	// a message the server lost (its counter was re-seeded after a loss of
 	// Redis data and it holds no message at that seq): the client must
@@ -90,9 +102,10 @@ type Router interface {
 	// Ready returns ErrBusy when cross-node traffic cannot be accepted now;
 	// the handler then refuses the message before storing it.
 	Ready() error
-	// Deliver hands m to its recipients, live ones now; it must not block on
-	// the network. Recipients it cannot reach get m through sync.
-	Deliver(m protocol.Message, to []string)
+	// Deliver hands m, whose encoded push is push, to its recipients, live
+	// ones now; it must not block on the network. Recipients it cannot
+	// reach get m through sync.
+	Deliver(m protocol.Message, push []byte, to []string)
 }
 
 // Rooms are chat rooms, owned by the cluster's leader.

@@ -210,12 +210,13 @@ func (h *Handler) chat(ctx context.Context, c Conn, req protocol.Request) (any, 
 			return nil, err
 		}
 		m.Conv, m.To = protocol.DMConv(from, to), to
-		stored, dup, err = h.d.Journal.Append(ctx, m, d.ClientMsgID, []string{from, to})
+		st, err := h.d.Journal.Append(ctx, m, d.ClientMsgID, []string{from, to})
 		if err != nil {
 			return nil, err
 		}
+		stored, dup = st.Message, st.Dup
 		if !dup {
-			h.d.Router.Deliver(stored, []string{to})
+			h.d.Router.Deliver(stored, st.Push, []string{to})
 		}
 	}
 	if !dup {

@@ -65,14 +65,14 @@ type fakeJournal struct {
 	rooms map[string][]string // user -> room conversations joined
 }
 
-func (j *fakeJournal) Append(_ context.Context, m protocol.Message, cid string, members []string) (protocol.Message, bool, error) {
+func (j *fakeJournal) Append(_ context.Context, m protocol.Message, cid string, members []string) (Stored, error) {
 	if prev, ok := j.idem[m.From+cid]; ok && cid != "" {
-		return prev, true, nil
+		return Stored{Message: prev, Dup: true}, nil
 	}
 	m.Seq = int64(len(j.convs[m.Conv]) + 1)
 	j.convs[m.Conv] = append(j.convs[m.Conv], m)
 	j.idem[m.From+cid] = m
-	return m, false, nil
+	return Stored{Message: m, Push: protocol.EncodeMessagePush(&m)}, nil
 }
 func (j *fakeJournal) Restore(_ context.Context, conv string, msgs []protocol.Message, members []string) (int, int64, error) {
 	latest := int64(len(j.convs[conv]))
@@ -137,7 +137,12 @@ func (r *fakeRouter) Ready() error {
 	}
 	return nil
 }
-func (r *fakeRouter) Deliver(m protocol.Message, to []string) { r.delivered = append(r.delivered, m) }
+func (r *fakeRouter) Deliver(m protocol.Message, push []byte, to []string) {
+	if want := protocol.EncodeMessagePush(&m); string(push) != string(want) {
+		panic(fmt.Sprintf("delivered push %s for message %+v, want %s", push, m, want))
+	}
+	r.delivered = append(r.delivered, m)
+}
 
 // fakeRooms keeps rooms in memory and stores posts in the journal.
 type fakeRooms struct {
@@ -178,11 +183,11 @@ func (f *fakeRooms) Post(ctx context.Context, m protocol.Message, cid string) (p
 	case !slices.Contains(ms, m.From):
 		return m, false, protocol.Errorf(protocol.CodeForbidden, "not a member of room %q", m.Room)
 	}
-	stored, dup, err := f.j.Append(ctx, m, cid, nil)
-	if !dup {
-		f.posted = append(f.posted, stored)
+	st, err := f.j.Append(ctx, m, cid, nil)
+	if !st.Dup {
+		f.posted = append(f.posted, st.Message)
 	}
-	return stored, dup, err
+	return st.Message, st.Dup, err
 }
 
 type fakeWords struct{ counted []string }

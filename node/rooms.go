@@ -273,25 +273,25 @@ func (rs *roomService) post(ctx context.Context, f protocol.PeerFrame) protocol.
 	}
 	m := *f.Message
 	m.From, m.Room, m.Conv, m.To = f.User, f.Room, protocol.RoomConv(f.Room), ""
-	stored, dup, err := rs.l.s.journal.Append(ctx, m, f.ClientMsgID, nil)
+	st, err := rs.l.s.journal.Append(ctx, m, f.ClientMsgID, nil)
 	if err != nil {
 		rs.l.s.log.Warn().Err(err).Str("room", f.Room).Msg("cannot store room message")
 		return fail(protocol.CodeUnavailable, "service temporarily unavailable; retry shortly")
 	}
-	if !dup {
-		rs.fanout(&stored)
+	stored := st.Message
+	if !st.Dup {
+		rs.fanout(&stored, st.Push)
 	}
-	return protocol.PeerFrame{Message: &stored, Dup: dup}
+	return protocol.PeerFrame{Message: &stored, Dup: st.Dup}
 }
 
-// fanout hands m to every online member of its room: the push is encoded
-// once and goes as bytes, one frame per node.
-func (rs *roomService) fanout(m *protocol.Message) {
+// fanout hands m, whose push was encoded once where it was stored, to
+// every online member of its room, as bytes, one frame per node.
+func (rs *roomService) fanout(m *protocol.Message, push []byte) {
 	plan := rs.reg.Plan(m.Room)
 	if len(plan) == 0 {
 		return
 	}
-	push := encodeMessage(*m)
 	for node, users := range plan {
 		rs.l.pushMessage(node, users, m.Conv, m.Seq, push)
 	}

@@ -98,10 +98,12 @@ func (r *router) Ready() error {
 // lasts.
 const leaderBusyFor = 250 * time.Millisecond
 
-// Deliver implements handler.Router. It never blocks. The push is encoded
-// once, here where the message was stored, and travels as bytes.
-func (r *router) Deliver(m protocol.Message, to []string) {
-	push := encodeMessage(m)
+// Deliver implements handler.Router. It never blocks. The push, encoded
+// once where the message was stored, travels as bytes.
+func (r *router) Deliver(m protocol.Message, push []byte, to []string) {
+	if len(push) == 0 {
+		push = encodeMessage(m)
+	}
 	var remote []string
 	for _, u := range to {
 		if c, ok := r.s.local.Get(u); ok {
@@ -120,10 +122,7 @@ func (r *router) Deliver(m protocol.Message, to []string) {
 	}
 }
 
-func encodeMessage(m protocol.Message) []byte {
-	b, _ := protocol.EncodePush(protocol.PushMessage, m)
-	return b
-}
+func encodeMessage(m protocol.Message) []byte { return protocol.EncodeMessagePush(&m) }
 
 // kickRemote asks node to close user's connection conn.
 func (r *router) kickRemote(node, user, conn string) {

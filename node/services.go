@@ -66,18 +66,18 @@ type journal struct {
 	store *history.Store
 }
 
-func (j *journal) Append(ctx context.Context, m protocol.Message, clientMsgID string, members []string) (protocol.Message, bool, error) {
-	out, dup, err := j.log.Append(ctx, m, clientMsgID, members)
+func (j *journal) Append(ctx context.Context, m protocol.Message, clientMsgID string, members []string) (handler.Stored, error) {
+	out, err := j.log.Append(ctx, m, clientMsgID, members)
 	if errors.Is(err, chatlog.ErrNeedSeqInit) {
 		// Redis lost its counters: continue from what MongoDB holds.
 		if err = j.seed(ctx, m.Conv); err == nil {
-			out, dup, err = j.log.Append(ctx, m, clientMsgID, members)
+			out, err = j.log.Append(ctx, m, clientMsgID, members)
 		}
 	}
 	if err != nil {
-		return protocol.Message{}, false, fmt.Errorf("%w: %v", handler.ErrUnavailable, err)
+		return handler.Stored{}, fmt.Errorf("%w: %v", handler.ErrUnavailable, err)
 	}
-	return out, dup, nil
+	return handler.Stored(out), nil
 }
 
 func (j *journal) Restore(ctx context.Context, conv string, msgs []protocol.Message, members []string) (int, int64, error) {

@@ -134,7 +134,12 @@ func DecodeData(data json.RawMessage, v any) error {
 }
 
 // EncodeReply encodes a reply frame.
-func EncodeReply(r Reply) ([]byte, error) { return json.Marshal(r) }
+func EncodeReply(r Reply) ([]byte, error) {
+	if b, ok := appendChatReply(make([]byte, 0, 128+len(r.ID)), &r); ok {
+		return b, nil
+	}
+	return json.Marshal(r)
+}
 
 // EncodePush encodes a push frame. The bytes may be shared read-only by
 // every recipient.
