@@ -169,10 +169,13 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		}
 	}()
 
+	// RESP2: the node uses nothing of RESP3 (no push notifications, no
+	// client-side caching), and with RESP3 go-redis looks for pushes ahead
+	// of every reply, a few per cent of a busy node's CPU.
 	s.rdb = redis.NewClient(&redis.Options{
 		Addr: s.cfg.Redis, DialTimeout: 2 * time.Second,
 		ReadTimeout: 3 * time.Second, WriteTimeout: 3 * time.Second,
-		PoolSize: 64, MinIdleConns: 4,
+		PoolSize: 64, MinIdleConns: 4, Protocol: 2,
 	})
 	s.rdb.AddHook(s.m.RedisHook())
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
