@@ -60,6 +60,22 @@ func wsPair(t testing.TB, cfg Config) (c *client, ws *websocket.Conn) {
 	return c, ws
 }
 
+// readFrames reads frames from ws until it has n, checking each is
+// want(i).
+func readFrames(ws *websocket.Conn, n int, want func(i int) string) error {
+	_ = ws.SetReadDeadline(time.Now().Add(time.Minute))
+	for i := range n {
+		_, b, err := ws.ReadMessage()
+		if err != nil {
+			return fmt.Errorf("after %d frames: %w", i, err)
+		}
+		if w := want(i); string(b) != w {
+			return fmt.Errorf("frame %d is %s, want %s", i, b, w)
+		}
+	}
+	return nil
+}
+
 // heldQueue is a send queue whose write loop is taken to be running, so
 // that what is pushed stays for the test to take.
 func heldQueue(soft, maxBytes int, behindFor time.Duration) *frameQueue {
@@ -448,53 +464,5 @@ func TestMessagePushedOnce(t *testing.T) {
 	}
 	if v := testutil.ToFloat64(s.m.PushRepeated); v != 3 {
 		t.Fatalf("repeated pushes = %v, want 3", v)
-	}
-}
-
-// A leader's link that closes first acknowledges what was handled, so the
-// node at the other end does not keep frames the leader already handled.
-func TestClosingLinkAcknowledgesWhatWasHandled(t *testing.T) {
-	up := websocket.Upgrader{}
-	got := make(chan protocol.PeerFrame, 4)
-	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ws, err := up.Upgrade(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer ws.Close()
-		for {
-			_, b, err := ws.ReadMessage()
-			if err != nil {
-				close(got)
-				return
-			}
-			if f, err := protocol.DecodePeer(b); err == nil {
-				got <- f
-			}
-		}
-	}))
-	defer hs.Close()
-	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(hs.URL, "http")+"/", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	link := newPeerLink(ws, "n2", 7, 8, zerolog.Nop())
-	link.ackFrom = "n1"
-	done := make(chan struct{})
-	go func() { defer close(done); link.writeLoop(time.Minute) }()
-	link.handled.Store(42)
-	link.close() // at once: before any tick of ackEvery would have sent it
-	<-done
-	var acks []uint64
-	for f := range got {
-		if f.Type == protocol.PeerAck {
-			acks = append(acks, f.Up)
-			if f.From != "n1" || f.Epoch != 7 {
-				t.Errorf("ack from %q epoch %d, want n1 epoch 7", f.From, f.Epoch)
-			}
-		}
-	}
-	if len(acks) == 0 || acks[len(acks)-1] != 42 {
-		t.Fatalf("acks before the close: %v, want the last to be 42", acks)
 	}
 }

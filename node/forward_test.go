@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,20 +20,42 @@ import (
 
 // forwardingLeader is a leadership of node n1 with a link to n3 whose
 // queue the caller drains, and users placed on n3.
-func forwardingLeader(users ...string) (*leadership, *peerLink) {
+func forwardingLeader(users ...string) (*leadership, *queueLink) {
 	s := &Server{cfg: Config{ID: "n1", PeerQueue: 1 << 16}, local: session.NewLocal[*client](), log: zerolog.Nop(),
 		m: metrics.NewNode(prometheus.NewRegistry(), metrics.NodeSources{})}
-	l := &leadership{s: s, epoch: 7, links: map[string]*peerLink{}, held: map[string][][]byte{}, unlinked: map[string]time.Time{}}
+	l := &leadership{s: s, epoch: 7, links: map[string]memberLink{}, held: map[string][][]byte{}, unlinked: map[string]time.Time{}}
 	s.parked = newParking(s.m.RouteParkExpired)
 	l.parked = s.parked
 	l.rooms = newRoomService(l)
-	link := &peerLink{remote: "n3", epoch: 7, send: make(chan []byte, 1<<16), closing: make(chan struct{}), done: make(chan struct{})}
+	link := &queueLink{send: make(chan []byte, 1<<16)}
 	l.links["n3"] = link
 	for _, u := range users {
 		l.rooms.reg.Online(u, "n3", "c-"+u, 1)
 	}
 	return l, link
 }
+
+// queueLink is a term's link to a member whose queue the test drains.
+type queueLink struct {
+	send   chan []byte
+	closed atomic.Bool
+}
+
+func (q *queueLink) Enqueue(b []byte) bool {
+	if q.closed.Load() {
+		return false
+	}
+	select {
+	case q.send <- b:
+		return true
+	default:
+		return false
+	}
+}
+func (q *queueLink) Queued() int  { return len(q.send) }
+func (q *queueLink) Cap() int     { return cap(q.send) }
+func (q *queueLink) Close()       { q.closed.Store(true) }
+func (q *queueLink) Closed() bool { return q.closed.Load() }
 
 func dmMessage(i int) protocol.Message {
 	return protocol.Message{ID: fmt.Sprintf("mjuoj484-%016x", i), Conv: "dm:alice:bob", Seq: int64(i + 1), From: "alice", To: "bob",

@@ -11,6 +11,7 @@ import (
 
 	"chatcluster/cluster"
 	"chatcluster/directory"
+	"chatcluster/peerlink"
 	"chatcluster/protocol"
 )
 
@@ -48,7 +49,7 @@ type leadership struct {
 	mu      sync.Mutex
 	members map[string]cluster.Member     // guarded by mu
 	dialers map[string]context.CancelFunc // guarded by mu
-	links   map[string]*peerLink          // guarded by mu
+	links   map[string]memberLink         // guarded by mu
 	loads   map[string]protocol.PeerFrame // last load frame per node; guarded by mu
 
 	// Frames for a member whose link is not up yet (a new term, or a link
@@ -56,6 +57,17 @@ type leadership struct {
 	// member had no link, and go out first when the link comes up.
 	held     map[string][][]byte  // guarded by mu
 	unlinked map[string]time.Time // since when a member has had no link; guarded by mu
+}
+
+// memberLink is what a term needs of its link to a member (a
+// peerlink.Link, which dial runs): queueing without waiting, how full the
+// queue is, and closing.
+type memberLink interface {
+	Enqueue(b []byte) bool
+	Queued() int
+	Cap() int
+	Close()
+	Closed() bool
 }
 
 // watchCluster applies cluster state changes in order: membership,
@@ -117,8 +129,8 @@ func (s *Server) applyState(st cluster.State) {
 	if lead != nil {
 		lead.setMembers(st.Members)
 	}
-	if link != nil && st.Leader.ID != "" && link.remote != st.Leader.ID {
-		link.log.Info().Str("leader", st.Leader.ID).Msg("leader changed; closing link to the old one")
+	if link != nil && st.Leader.ID != "" && link.Remote() != st.Leader.ID {
+		link.Log().Info().Str("leader", st.Leader.ID).Msg("leader changed; closing link to the old one")
 		r.dropLink(link)
 	}
 }
@@ -129,7 +141,7 @@ func (s *Server) newLeadership(epoch int64) *leadership {
 		s: s, epoch: epoch, since: time.Now(), ctx: ctx, stopF: cancel,
 		wake:    make(chan struct{}, 1),
 		members: map[string]cluster.Member{}, dialers: map[string]context.CancelFunc{},
-		links: map[string]*peerLink{}, loads: map[string]protocol.PeerFrame{},
+		links: map[string]memberLink{}, loads: map[string]protocol.PeerFrame{},
 		held: map[string][][]byte{}, unlinked: map[string]time.Time{},
 	}
 	l.linked = make(chan struct{})
@@ -218,7 +230,7 @@ func (l *leadership) stop() {
 	l.stopF()
 	l.mu.Lock()
 	for _, link := range l.links {
-		link.close()
+		link.Close()
 	}
 	l.mu.Unlock()
 	done := make(chan struct{})
@@ -298,7 +310,8 @@ func (l *leadership) applyMembers(ms []cluster.Member) (gone []string) {
 func (l *leadership) dial(ctx context.Context, m cluster.Member) {
 	backoff := 50 * time.Millisecond
 	for ctx.Err() == nil {
-		ws, err := dialPeer(l.s.cfg.Secret, l.s.cfg.ID, m.ID, m.Peer, l.epoch, 3*time.Second)
+		link, err := peerlink.Dial(l.s.cfg.Secret, l.s.cfg.ID, m.ID, m.Peer, l.epoch, 3*time.Second,
+			peerlink.Options{Queue: l.s.cfg.PeerQueue, Log: l.s.log, Busy: l.busy.Load})
 		if err != nil {
 			l.s.log.Warn().Err(err).Str("peer", m.ID).Msg("cannot link to node; retrying")
 			select {
@@ -310,13 +323,10 @@ func (l *leadership) dial(ctx context.Context, m cluster.Member) {
 			continue
 		}
 		backoff = 50 * time.Millisecond
-		link := newPeerLink(ws, m.ID, l.epoch, l.s.cfg.PeerQueue, l.s.log)
-		link.ackFrom = l.s.cfg.ID
-		link.busy = l.busy.Load
 		l.mu.Lock()
 		l.links[m.ID] = link
 		for _, b := range l.held[m.ID] {
-			if link.enqueue(b) {
+			if link.Enqueue(b) {
 				l.s.m.LeaderFramesOut.Inc()
 			} else {
 				l.s.m.LeaderFramesDropped.Inc()
@@ -326,16 +336,16 @@ func (l *leadership) dial(ctx context.Context, m cluster.Member) {
 		delete(l.unlinked, m.ID)
 		l.checkLinkedLocked()
 		l.mu.Unlock()
-		link.log.Info().Msg("linked to node")
-		stopOnCancel := context.AfterFunc(ctx, link.close)
-		if l.goTerm(func() { link.writeLoop(l.s.cfg.WriteTimeout) }) {
-			link.readLoop(func(f protocol.PeerFrame) { l.onNodeFrame(link, m, f) })
+		link.Log().Info().Msg("linked to node")
+		stopOnCancel := context.AfterFunc(ctx, link.Close)
+		if l.goTerm(func() { link.WriteLoop(l.s.cfg.WriteTimeout) }) {
+			link.ReadLoop(func(f protocol.PeerFrame) { l.onNodeFrame(link, m, f) })
 		} else {
-			ws.Close()
+			link.Drop()
 		}
 		stopOnCancel()
-		link.close()
-		<-link.done
+		link.Close()
+		<-link.Done()
 		l.mu.Lock()
 		if l.links[m.ID] == link {
 			delete(l.links, m.ID)
@@ -352,7 +362,7 @@ func (l *leadership) dial(ctx context.Context, m cluster.Member) {
 // acknowledge) is only acknowledged again. A term that has stopped leaves
 // what it still reads alone, unacknowledged: the node hands it to the
 // next link, and this node's next term or the next leader handles it once.
-func (l *leadership) onNodeFrame(link *peerLink, m cluster.Member, f protocol.PeerFrame) {
+func (l *leadership) onNodeFrame(link *peerlink.Link, m cluster.Member, f protocol.PeerFrame) {
 	if f.Up == 0 {
 		l.handle(m.ID, f)
 		return
@@ -362,7 +372,7 @@ func (l *leadership) onNodeFrame(link *peerLink, m cluster.Member, f protocol.Pe
 	}
 	if !l.s.ups.fresh(m, f.Up) {
 		l.s.m.PeerResent.Inc()
-		link.handled.Store(f.Up)
+		link.SetHandled(f.Up)
 		return
 	}
 	l.handle(m.ID, f)
@@ -373,7 +383,7 @@ func (l *leadership) onNodeFrame(link *peerLink, m cluster.Member, f protocol.Pe
 		return
 	}
 	l.s.ups.done(m, f.Up)
-	link.handled.Store(f.Up)
+	link.SetHandled(f.Up)
 }
 
 // upMarks remembers, per run of every node, the highest numbered frame
@@ -520,7 +530,7 @@ func (l *leadership) overloadLoop() {
 		busy := l.parked.n.Load() > parkMax/2
 		l.mu.Lock()
 		for _, link := range l.links {
-			if len(link.send) > min(cap(link.send)*3/4, overloadFrames) {
+			if link.Queued() > min(link.Cap()*3/4, overloadFrames) {
 				busy = true
 			}
 		}
@@ -563,7 +573,7 @@ func (l *leadership) send(node string, f *protocol.PeerFrame) {
 		}
 	}
 	l.mu.Unlock()
-	if link == nil || !link.enqueue(b) {
+	if link == nil || !link.Enqueue(b) {
 		l.s.m.LeaderFramesDropped.Inc()
 		l.s.log.Warn().Str("dest", node).Str("type", f.Type).Msg("no usable link to node; frame dropped")
 		return
@@ -603,7 +613,7 @@ func (l *leadership) publish() {
 	v := directory.View{Leader: l.s.cfg.ID, Epoch: l.epoch, Term: l.term.Load(), LeaderSince: l.since.UnixMilli(), Updated: time.Now().UnixMilli()}
 	for id, m := range l.members {
 		n := directory.Node{ID: id, WS: m.WS}
-		if link := l.links[id]; link != nil && !link.closed() || id == l.s.cfg.ID {
+		if link := l.links[id]; link != nil && !link.Closed() || id == l.s.cfg.ID {
 			n.Linked = true
 		}
 		if id == l.s.cfg.ID {

@@ -49,13 +49,13 @@ func (s *Server) metricSources() metrics.NodeSources {
 func (s *Server) peerQueues() map[string]int {
 	lead, link, _ := s.routes.current()
 	out := map[string]int{}
-	if link != nil && !link.closed() {
-		out[link.remote] += len(link.send)
+	if link != nil && !link.Closed() {
+		out[link.Remote()] += link.Queued()
 	}
 	if lead != nil {
 		lead.mu.Lock()
 		for id, l := range lead.links {
-			out[id] += len(l.send)
+			out[id] += l.Queued()
 		}
 		lead.mu.Unlock()
 	}

@@ -2,16 +2,16 @@ package node
 
 import (
 	"context"
-	"crypto/hmac"
+	"errors"
 	"fmt"
 	"iter"
 	"net/http"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"chatcluster/handler"
+	"chatcluster/peerlink"
 	"chatcluster/protocol"
 )
 
@@ -32,14 +32,14 @@ type router struct {
 	up chan upFrame
 
 	mu      sync.Mutex
-	link    *peerLink     // follower side: the link the current leader opened; guarded by mu
-	linkSet chan struct{} // closed and replaced whenever link or lead changes; guarded by mu
-	lead    *leadership   // leader side: non-nil while this node leads; guarded by mu
+	link    *peerlink.Link // follower side: the link the current leader opened; guarded by mu
+	linkSet chan struct{}  // closed and replaced whenever link or lead changes; guarded by mu
+	lead    *leadership    // leader side: non-nil while this node leads; guarded by mu
 
 	// upMu orders frames for the leader: queued counts those taken into up
 	// and not yet handed over for good (held, in flight, or to resend).
 	// Frames are numbered (upSeq) so that a leader that acknowledges them
-	// (peerLink.acks) lets the node keep those it has not acknowledged
+	// (peerlink.Link.Acks) lets the node keep those it has not acknowledged
 	// (inflight) and hand them to the next link (resend) when the link is
 	// lost: a leader that pauses or dies drops nothing this node sent.
 	upMu     sync.Mutex
@@ -172,10 +172,10 @@ func (r *router) sent() {
 // handed records that u went out on link. A link whose leader
 // acknowledges keeps it until then; at most PeerQueue frames are kept, the
 // oldest given up first.
-func (r *router) handed(link *peerLink, u upFrame) {
+func (r *router) handed(link *peerlink.Link, u upFrame) {
 	r.upMu.Lock()
 	defer r.upMu.Unlock()
-	if !link.acks {
+	if !link.Acks() {
 		r.queued--
 		return
 	}
@@ -296,14 +296,14 @@ func (r *router) leading() *leadership {
 
 // current returns the leadership (if this node leads), the leader link,
 // and a channel closed when either changes.
-func (r *router) current() (*leadership, *peerLink, <-chan struct{}) {
+func (r *router) current() (*leadership, *peerlink.Link, <-chan struct{}) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.lead, r.link, r.linkSet
 }
 
 // currentLink returns the leader link and a channel closed when it changes.
-func (r *router) currentLink() (*peerLink, <-chan struct{}) {
+func (r *router) currentLink() (*peerlink.Link, <-chan struct{}) {
 	_, link, changed := r.current()
 	return link, changed
 }
@@ -314,26 +314,26 @@ func (r *router) changedLocked() {
 	r.linkSet = make(chan struct{})
 }
 
-func (r *router) setLink(l *peerLink) {
+func (r *router) setLink(l *peerlink.Link) {
 	r.mu.Lock()
 	old := r.link
 	r.link = l
 	r.changedLocked()
 	r.mu.Unlock()
 	if old != nil && old != l {
-		old.close()
+		old.Close()
 	}
 }
 
 // dropLink forgets l if it is still the leader link.
-func (r *router) dropLink(l *peerLink) {
+func (r *router) dropLink(l *peerlink.Link) {
 	r.mu.Lock()
 	if r.link == l {
 		r.link = nil
 		r.changedLocked()
 	}
 	r.mu.Unlock()
-	l.close()
+	l.Close()
 }
 
 // uplink moves frames from the up queue to the leader, in order: over the
@@ -341,8 +341,8 @@ func (r *router) dropLink(l *peerLink) {
 // holds a frame while there is neither. Frames a lost link did not
 // acknowledge go first to whichever comes next.
 func (r *router) uplink() {
-	var held upFrame // taken from resend or up, not yet handed over
-	var on *peerLink // the link the frames in flight went out on
+	var held upFrame      // taken from resend or up, not yet handed over
+	var on *peerlink.Link // the link the frames in flight went out on
 	local := func(l *leadership, u upFrame) {
 		// Under upMu, so that toLeader cannot overtake this frame.
 		r.upMu.Lock()
@@ -354,7 +354,7 @@ func (r *router) uplink() {
 	}
 	for {
 		lead, link, changed := r.current()
-		if lead != nil || link == nil || link != on || link.closed() {
+		if lead != nil || link == nil || link != on || link.Closed() {
 			if r.requeue(held) {
 				held = upFrame{}
 			}
@@ -389,7 +389,7 @@ func (r *router) uplink() {
 			}
 			continue
 		}
-		if link == nil || link.closed() {
+		if link == nil || link.Closed() {
 			select {
 			case <-changed:
 				continue
@@ -402,18 +402,18 @@ func (r *router) uplink() {
 			case held = <-r.up:
 			case <-changed:
 				continue
-			case <-link.closing:
+			case <-link.Closing():
 				continue
 			case <-r.s.ctx.Done():
 				return
 			}
 		}
 		select {
-		case link.send <- held.b:
+		case link.Queue() <- held.b:
 			r.handed(link, held)
 			held = upFrame{}
 			r.s.m.UplinkFrames.Inc()
-		case <-link.closing:
+		case <-link.Closing():
 		case <-changed:
 		case <-r.s.ctx.Done():
 			return
@@ -437,12 +437,12 @@ func (r *router) reportLoad() {
 	}
 }
 
-func (r *router) sendLoad(link *peerLink) {
+func (r *router) sendLoad(link *peerlink.Link) {
 	b, _ := protocol.EncodePeer(&protocol.PeerFrame{
-		Type: protocol.PeerLoad, Epoch: link.epoch, From: r.s.cfg.ID,
+		Type: protocol.PeerLoad, Epoch: link.Epoch(), From: r.s.cfg.ID,
 		Connections: r.s.local.Len(), Started: r.s.started.UnixMilli(), Messages: r.s.messagesIn.Load(),
 	})
-	if link.enqueue(b) {
+	if link.Enqueue(b) {
 		r.s.m.UplinkFrames.Inc()
 	}
 }
@@ -458,7 +458,7 @@ func (r *router) drain(ctx context.Context) {
 	defer t.Stop()
 	for {
 		lead, link, _ := r.current()
-		if r.unsent() == 0 && (link == nil || len(link.send) == 0) {
+		if r.unsent() == 0 && (link == nil || link.Queued() == 0) {
 			return
 		}
 		if lead == nil && link == nil {
@@ -479,7 +479,7 @@ func (r *router) closeLinks() {
 	r.lead = nil
 	r.mu.Unlock()
 	if link != nil {
-		link.close()
+		link.Close()
 	}
 	if lead != nil {
 		lead.stop()
@@ -522,70 +522,55 @@ func (s *Server) deliverPushed(users iter.Seq[string], conv string, seq int64, p
 }
 
 // servePeer accepts the leader's link. The leader must prove the cluster
-// secret and be the leader ZooKeeper names now, with an epoch no older than
-// any this node has seen.
+// secret (peerlink.Acceptor) and be the leader ZooKeeper names now, with an
+// epoch no older than any this node has seen.
 func (s *Server) servePeer(w http.ResponseWriter, req *http.Request) {
-	from := req.Header.Get(hdrNode)
-	ts := req.Header.Get(hdrTime)
-	nonce := req.Header.Get(hdrNonce)
-	epoch, _ := strconv.ParseInt(req.Header.Get(hdrEpoch), 10, 64)
-	sec, _ := strconv.ParseInt(ts, 10, 64)
-	now := time.Now()
+	h, err := s.peers.Verify(req)
 	refuse := func(code int, why string) {
-		s.log.Warn().Str("from", from).Str("remote", req.RemoteAddr).Int64("epoch", epoch).Msg("peer link refused: " + why)
+		s.log.Warn().Str("from", h.From).Str("remote", req.RemoteAddr).Int64("epoch", h.Epoch).Msg("peer link refused: " + why)
 		http.Error(w, why, code)
 	}
-	want := dialProof(s.cfg.Secret, from, s.cfg.ID, epoch, ts, nonce)
+	var rf *peerlink.Refusal
 	switch {
-	case from == "" || nonce == "" || !hmac.Equal([]byte(req.Header.Get(hdrAuth)), []byte(want)):
-		refuse(http.StatusUnauthorized, "bad peer credentials")
+	case errors.As(err, &rf):
+		refuse(rf.Status, rf.Reason)
 		return
-	case now.Sub(time.Unix(sec, 0)).Abs() > handshakeSkew:
-		refuse(http.StatusUnauthorized, "peer handshake too old or clocks apart")
-		return
-	case !s.nonces.fresh(nonce, now):
-		refuse(http.StatusUnauthorized, "replayed peer handshake")
-		return
-	case epoch < s.maxEpoch.Load():
+	case h.Epoch < s.maxEpoch.Load():
 		refuse(http.StatusConflict, "leader epoch is older than one already seen")
 		return
 	}
 	ctx, cancel := context.WithTimeout(req.Context(), 3*time.Second)
 	leader, err := s.cluster.CurrentLeader(ctx)
 	cancel()
-	if err != nil || leader.ID != from || leader.Epoch != epoch {
+	if err != nil || leader.ID != h.From || leader.Epoch != h.Epoch {
 		refuse(http.StatusConflict, "not the current leader in ZooKeeper")
 		return
 	}
-	s.raiseEpoch(epoch)
-	hdr := http.Header{}
-	hdr.Set(hdrAccept, acceptProof(s.cfg.Secret, s.cfg.ID, nonce))
-	ws, err := s.upgrader.Upgrade(w, req, hdr)
-	if err != nil {
-		return
-	}
+	s.raiseEpoch(h.Epoch)
 	// A small queue on the link itself: frames wait in the router's up
 	// queue instead, so when this leader dies they go to the next one
 	// rather than dying with the link.
-	link := newPeerLink(ws, from, epoch, uplinkQueue, s.log)
-	link.acks = req.Header.Get(hdrAcks) == "1"
-	if !s.goAttach(func() { link.writeLoop(s.cfg.WriteTimeout) }) {
-		ws.Close()
+	link, err := s.peers.Accept(w, req, h, peerlink.Options{Queue: uplinkQueue, Log: s.log})
+	if err != nil {
+		return
+	}
+	if !s.goAttach(func() { link.WriteLoop(s.cfg.WriteTimeout) }) {
+		link.Drop()
 		return
 	}
 	// The roster goes first, before anything queued for the leader, so the
 	// presence changes queued meanwhile apply on top of it.
-	for _, b := range s.rosterFrames(epoch) {
-		if link.enqueue(b) {
+	for _, b := range s.rosterFrames(h.Epoch) {
+		if link.Enqueue(b) {
 			s.m.UplinkFrames.Inc()
 		}
 	}
 	s.routes.setLink(link)
-	link.log.Info().Msg("linked to leader")
+	link.Log().Info().Msg("linked to leader")
 	s.routes.sendLoad(link)
 	s.goAttach(func() {
 		defer s.routes.dropLink(link)
-		link.readLoop(func(f protocol.PeerFrame) { s.onLeaderFrame(link, f) })
+		link.ReadLoop(func(f protocol.PeerFrame) { s.onLeaderFrame(link, f) })
 	})
 }
 
@@ -600,10 +585,10 @@ func (s *Server) raiseEpoch(e int64) {
 }
 
 // onLeaderFrame handles a frame from the leader. Link read loop only.
-func (s *Server) onLeaderFrame(link *peerLink, f protocol.PeerFrame) {
+func (s *Server) onLeaderFrame(link *peerlink.Link, f protocol.PeerFrame) {
 	if f.Epoch < s.maxEpoch.Load() {
-		link.log.Warn().Int64("frameEpoch", f.Epoch).Int64("known", s.maxEpoch.Load()).Msg("frame from a deposed leader refused")
-		link.close()
+		link.Log().Warn().Int64("frameEpoch", f.Epoch).Int64("known", s.maxEpoch.Load()).Msg("frame from a deposed leader refused")
+		link.Close()
 		return
 	}
 	switch f.Type {
@@ -627,6 +612,6 @@ func (s *Server) onLeaderFrame(link *peerLink, f protocol.PeerFrame) {
 			s.routes.busyUntil.Store(time.Now().Add(leaderBusyFor).UnixNano())
 		}
 	default:
-		link.log.Warn().Str("type", f.Type).Msg("unexpected peer frame from leader")
+		link.Log().Warn().Str("type", f.Type).Msg("unexpected peer frame from leader")
 	}
 }

@@ -24,6 +24,7 @@ import (
 	"chatcluster/history"
 	"chatcluster/internal/wsconn"
 	"chatcluster/metrics"
+	"chatcluster/peerlink"
 	"chatcluster/protocol"
 	"chatcluster/session"
 	"chatcluster/wordfilter"
@@ -53,12 +54,11 @@ type Server struct {
 	clientLn, peerLn, adminLn net.Listener
 	clientHTTP                *http.Server
 	peerHTTP                  *http.Server
-	adminHTTP                 *http.Server // nil without Config.AdminListen
-	upgrader                  websocket.Upgrader
-	nonces                    nonces
+	adminHTTP                 *http.Server       // nil without Config.AdminListen
+	peers                     *peerlink.Acceptor // the peer listener's half of the handshake
 
-	// upgrader is the peer listener's, clientUpgrader the client
-	// listener's; batches are the batch buffers of the client write loops.
+	// clientUpgrader is the client listener's upgrader; batches are the
+	// batch buffers of the client write loops.
 	clientUpgrader websocket.Upgrader
 	batches        *wsconn.Buffers
 
@@ -117,7 +117,7 @@ func New(cfg Config) (*Server, error) {
 		conns: make(map[*client]struct{}),
 		ready: make(chan struct{}),
 	}
-	s.upgrader, s.clientUpgrader = peerUpgrader(), clientUpgrader()
+	s.peers, s.clientUpgrader = peerlink.NewAcceptor(cfg.Secret, cfg.ID), clientUpgrader()
 	s.batches = wsconn.NewBuffers(clientBatchBuffer)
 	if cfg.WordFilterFile != "" {
 		f, err := wordfilter.Load(cfg.WordFilterFile)
@@ -250,7 +250,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	})
 	s.clientHTTP = &http.Server{Handler: cmux, ReadHeaderTimeout: 10 * time.Second}
 	pmux := http.NewServeMux()
-	pmux.HandleFunc(peerPath, s.servePeer)
+	pmux.HandleFunc(peerlink.Path, s.servePeer)
 	s.peerHTTP = &http.Server{Handler: pmux, ReadHeaderTimeout: 5 * time.Second}
 	cln, pln := s.clientLn, s.peerLn
 	s.goAttach(func() { s.serveHTTP(s.peerHTTP, pln, "peer") })

@@ -1,4 +1,4 @@
-package node
+package peerlink
 
 import (
 	"fmt"
@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"chatcluster/internal/wsconn"
+	"chatcluster/protocol"
 )
 
 // readFrames reads frames from ws until it has n, checking each is
@@ -36,7 +37,7 @@ func readFrames(ws *websocket.Conn, n int, want func(i int) string) error {
 func TestPeerLinkWritesInBatches(t *testing.T) {
 	for _, side := range []string{"dialing", "accepting"} {
 		t.Run(side, func(t *testing.T) {
-			up := peerUpgrader()
+			up := upgrader()
 			accepted := make(chan *websocket.Conn, 1)
 			hs := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				if ws, err := up.Upgrade(w, r, nil); err == nil {
@@ -46,7 +47,7 @@ func TestPeerLinkWritesInBatches(t *testing.T) {
 			hs.Listener = wsconn.Listen(hs.Listener, nil)
 			hs.Start()
 			defer hs.Close()
-			dialed, _, err := peerDialer(10*time.Second).Dial("ws"+strings.TrimPrefix(hs.URL, "http")+"/", nil)
+			dialed, _, err := dialer(10*time.Second).Dial("ws"+strings.TrimPrefix(hs.URL, "http")+"/", nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -58,21 +59,21 @@ func TestPeerLinkWritesInBatches(t *testing.T) {
 				mine, other = other, mine
 			}
 			const n = 3000
-			link := newPeerLink(mine, "n2", 7, n, zerolog.Nop())
+			link := newLink(mine, "n2", 7, n, zerolog.Nop())
 			if link.out == nil {
 				t.Fatal("the link's connection does not batch")
 			}
 			frame := func(i int) string { return fmt.Sprintf(`{"type":"deliver","n":%d}`, i) }
 			for i := range n {
-				if !link.enqueue([]byte(frame(i))) {
+				if !link.Enqueue([]byte(frame(i))) {
 					t.Fatalf("frame %d refused", i)
 				}
 			}
 			before := link.out.Writes()
 			done := make(chan struct{})
-			go func() { defer close(done); link.writeLoop(time.Minute) }()
+			go func() { defer close(done); link.WriteLoop(time.Minute) }()
 			err = readFrames(other, n, frame)
-			link.close()
+			link.Close()
 			<-done
 			if err != nil {
 				t.Fatal(err)
@@ -82,5 +83,53 @@ func TestPeerLinkWritesInBatches(t *testing.T) {
 				t.Fatalf("%d frames went out in %d writes", n, writes)
 			}
 		})
+	}
+}
+
+// A leader's link that closes first acknowledges what was handled, so the
+// node at the other end does not keep frames the leader already handled.
+func TestClosingLinkAcknowledgesWhatWasHandled(t *testing.T) {
+	up := websocket.Upgrader{}
+	got := make(chan protocol.PeerFrame, 4)
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer ws.Close()
+		for {
+			_, b, err := ws.ReadMessage()
+			if err != nil {
+				close(got)
+				return
+			}
+			if f, err := protocol.DecodePeer(b); err == nil {
+				got <- f
+			}
+		}
+	}))
+	defer hs.Close()
+	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(hs.URL, "http")+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	link := newLink(ws, "n2", 7, 8, zerolog.Nop())
+	link.ackFrom = "n1"
+	done := make(chan struct{})
+	go func() { defer close(done); link.WriteLoop(time.Minute) }()
+	link.SetHandled(42)
+	link.Close() // at once: before any tick of ackEvery would have sent it
+	<-done
+	var acks []uint64
+	for f := range got {
+		if f.Type == protocol.PeerAck {
+			acks = append(acks, f.Up)
+			if f.From != "n1" || f.Epoch != 7 {
+				t.Errorf("ack from %q epoch %d, want n1 epoch 7", f.From, f.Epoch)
+			}
+		}
+	}
+	if len(acks) == 0 || acks[len(acks)-1] != 42 {
+		t.Fatalf("acks before the close: %v, want the last to be 42", acks)
 	}
 }

@@ -1,16 +1,7 @@
-package node
+package peerlink
 
 import (
-	"context"
-	"crypto/hmac"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
-	"fmt"
-	"net"
-	"net/http"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,71 +13,15 @@ import (
 	"chatcluster/protocol"
 )
 
-// Peer-link handshake headers. The leader dials a node's peer listener and
-// proves it knows the cluster secret; the node answers with its own proof
-// over the leader's nonce, so both ends are authenticated.
-const (
-	hdrNode   = "X-Chat-Node"
-	hdrEpoch  = "X-Chat-Epoch"
-	hdrTime   = "X-Chat-Time"
-	hdrNonce  = "X-Chat-Nonce"
-	hdrAuth   = "X-Chat-Auth"
-	hdrAccept = "X-Chat-Accept"
-	// hdrAcks, sent by the leader, says it acknowledges numbered frames
-	// (ack frames); a node keeps its frames for resending only then.
-	hdrAcks = "X-Chat-Acks"
-
-	peerPath      = "/peer"
-	handshakeSkew = 30 * time.Second
-)
-
-func mac(secret []byte, parts ...string) string {
-	h := hmac.New(sha256.New, secret)
-	for _, p := range parts {
-		h.Write([]byte(p))
-		h.Write([]byte{0})
-	}
-	return hex.EncodeToString(h.Sum(nil))
-}
-
-// dialProof is what the leader sends; acceptProof what the node answers.
-func dialProof(secret []byte, leader, target string, epoch int64, ts, nonce string) string {
-	return mac(secret, "dial", leader, target, strconv.FormatInt(epoch, 10), ts, nonce)
-}
-
-func acceptProof(secret []byte, node, nonce string) string {
-	return mac(secret, "accept", node, nonce)
-}
-
-// nonces remembers handshake nonces inside the clock-skew window so a
-// captured handshake cannot be replayed.
-type nonces struct {
-	mu   sync.Mutex
-	seen map[string]time.Time // guarded by mu
-}
-
-func (n *nonces) fresh(nonce string, now time.Time) bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.seen == nil {
-		n.seen = make(map[string]time.Time)
-	}
-	for k, t := range n.seen {
-		if now.Sub(t) > 2*handshakeSkew {
-			delete(n.seen, k)
-		}
-	}
-	if _, ok := n.seen[nonce]; ok {
-		return false
-	}
-	n.seen[nonce] = now
-	return true
-}
-
-// peerLink is one authenticated peer connection. Like a client it has one
+// Link is one authenticated peer connection. Like a client it has one
 // read loop and one write loop; the write loop alone writes data frames to
-// ws, in batches (see writeLoop).
-type peerLink struct {
+// ws, in batches (see WriteLoop). Dial opens one from the leader's end,
+// Acceptor.Accept from a node's.
+//
+// The owner runs WriteLoop and ReadLoop, each on a goroutine of its own,
+// or calls Drop when the write loop is not to run. Every other method is
+// safe from any goroutine.
+type Link struct {
 	ws     *websocket.Conn
 	out    *wsconn.Conn // the connection under ws, which batches what the write loop writes; nil when not wrapped
 	remote string       // the other node's id
@@ -113,20 +48,50 @@ type peerLink struct {
 	handled atomic.Uint64
 }
 
+// Options are what the owner of a new link chooses.
+type Options struct {
+	// Queue is how many frames may wait for the write loop.
+	Queue int
+	// Log is the logger the link adds its peer and epoch to.
+	Log zerolog.Logger
+	// Busy, on the leader's link to a node (Dial), says whether the
+	// leader is overloaded; acknowledgements carry it. nil: never.
+	Busy func() bool
+}
+
 // ackEvery is how often a leader acknowledges what a node sent it.
 const ackEvery = 50 * time.Millisecond
 
-func newPeerLink(ws *websocket.Conn, remote string, epoch int64, queue int, log zerolog.Logger) *peerLink {
+func newLink(ws *websocket.Conn, remote string, epoch int64, queue int, log zerolog.Logger) *Link {
 	ws.SetReadLimit(protocol.MaxPeerFrame)
-	return &peerLink{
+	return &Link{
 		ws: ws, out: wsconn.Of(ws.NetConn()), remote: remote, epoch: epoch, log: log.With().Str("peer", remote).Int64("epoch", epoch).Logger(),
 		send: make(chan []byte, queue), closing: make(chan struct{}), done: make(chan struct{}),
 	}
 }
 
-// enqueue queues a frame without blocking; false when the link is closed
+// Remote is the id of the node at the other end.
+func (l *Link) Remote() string { return l.remote }
+
+// Epoch is the leader's epoch the link was opened under.
+func (l *Link) Epoch() int64 { return l.epoch }
+
+// Acks reports, on a node's link to its leader, whether the leader
+// acknowledges numbered frames (PeerFrame.Up); a node keeps its frames for
+// resending only then.
+func (l *Link) Acks() bool { return l.acks }
+
+// Log is the link's logger: its owner's, with the peer and the epoch.
+func (l *Link) Log() *zerolog.Logger { return &l.log }
+
+// SetHandled records up as the highest numbered frame the leader handled
+// from the node at the other end; the write loop acknowledges it. The
+// leader's links only (Dial).
+func (l *Link) SetHandled(up uint64) { l.handled.Store(up) }
+
+// Enqueue queues a frame without blocking; false when the link is closed
 // or its queue is full (the frame's recipients then catch up by sync).
-func (l *peerLink) enqueue(b []byte) bool {
+func (l *Link) Enqueue(b []byte) bool {
 	select {
 	case <-l.closing:
 		return false
@@ -140,9 +105,22 @@ func (l *peerLink) enqueue(b []byte) bool {
 	}
 }
 
-func (l *peerLink) close() { l.once.Do(func() { close(l.closing) }) }
+// Queue is the link's queue, for a sender that waits for room: it selects
+// on it together with Closing. Enqueue is the sender that does not wait.
+func (l *Link) Queue() chan<- []byte { return l.send }
 
-func (l *peerLink) closed() bool {
+// Queued is how many frames wait for the write loop.
+func (l *Link) Queued() int { return len(l.send) }
+
+// Cap is how many frames may wait for the write loop (Options.Queue).
+func (l *Link) Cap() int { return cap(l.send) }
+
+// Close asks the write loop to write what is queued, for a bounded time,
+// and close the connection. Idempotent.
+func (l *Link) Close() { l.once.Do(func() { close(l.closing) }) }
+
+// Closed reports whether Close was called.
+func (l *Link) Closed() bool {
 	select {
 	case <-l.closing:
 		return true
@@ -151,12 +129,23 @@ func (l *peerLink) closed() bool {
 	}
 }
 
-// writeLoop drains the queue and pings, so a dead peer is noticed. What
+// Closing is closed by Close.
+func (l *Link) Closing() <-chan struct{} { return l.closing }
+
+// Done is closed when the write loop has returned.
+func (l *Link) Done() <-chan struct{} { return l.done }
+
+// Drop closes the connection at once, for a link whose write loop is not
+// to run: nothing queued goes out, and Done is never closed.
+func (l *Link) Drop() { l.ws.Close() }
+
+// WriteLoop drains the queue and pings, so a dead peer is noticed. What
 // is queued goes out in batches: the frames waiting when the loop comes
 // for them (up to maxLinkBatch) are written together and flushed once,
 // in one write on the socket when they fit the link's buffer (see
-// wsconn); those queued meanwhile make the next batch.
-func (l *peerLink) writeLoop(writeTimeout time.Duration) {
+// wsconn); those queued meanwhile make the next batch. It returns once
+// the link is closed or a write failed, having closed the connection.
+func (l *Link) WriteLoop(writeTimeout time.Duration) {
 	defer close(l.done)
 	defer l.ws.Close()
 	ping := time.NewTicker(time.Second)
@@ -203,19 +192,19 @@ func (l *peerLink) writeLoop(writeTimeout time.Duration) {
 			b, _ := protocol.EncodePeer(&protocol.PeerFrame{Type: protocol.PeerAck, Epoch: l.epoch, From: l.ackFrom, Up: n, Busy: busy})
 			if err := batch(b); err != nil {
 				l.log.Warn().Err(err).Msg("peer write failed, closing link")
-				l.close()
+				l.Close()
 				return
 			}
 			acked = n
 		case b := <-l.send:
 			if err := batch(b); err != nil {
 				l.log.Warn().Err(err).Msg("peer write failed, closing link")
-				l.close()
+				l.Close()
 				return
 			}
 		case <-ping.C:
 			if err := l.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeTimeout)); err != nil {
-				l.close()
+				l.Close()
 				return
 			}
 		case <-l.closing:
@@ -264,10 +253,11 @@ const maxLinkBatch = 1024
 // linkFlush bounds how long a closing link keeps writing what was queued.
 const linkFlush = time.Second
 
-// readLoop calls fn for every frame until the link fails or closes. A peer
-// silent for several ping intervals is dropped.
-func (l *peerLink) readLoop(fn func(protocol.PeerFrame)) {
-	defer l.close()
+// ReadLoop calls fn for every frame until the link fails or closes. A peer
+// silent for several ping intervals is dropped. It closes the link when it
+// returns.
+func (l *Link) ReadLoop(fn func(protocol.PeerFrame)) {
+	defer l.Close()
 	const idle = 5 * time.Second
 	_ = l.ws.SetReadDeadline(time.Now().Add(idle))
 	l.ws.SetPongHandler(func(string) error { return l.ws.SetReadDeadline(time.Now().Add(idle)) })
@@ -282,7 +272,7 @@ func (l *peerLink) readLoop(fn func(protocol.PeerFrame)) {
 	for {
 		_, b, err := l.ws.ReadMessage()
 		if err != nil {
-			if !l.closed() {
+			if !l.Closed() {
 				l.log.Info().Err(err).Msg("peer link lost")
 			}
 			return
@@ -295,62 +285,4 @@ func (l *peerLink) readLoop(fn func(protocol.PeerFrame)) {
 		}
 		fn(f)
 	}
-}
-
-// peerUpgrader is the upgrader of the peer listener. Links are few and
-// busy, so each keeps its buffers: reads use the HTTP server's 4 KiB
-// buffer, which the upgrade takes over, and frames are put together in a
-// write buffer of the link's own before they join a batch (see wsconn).
-func peerUpgrader() websocket.Upgrader {
-	return websocket.Upgrader{
-		ReadBufferSize:  0,
-		WriteBufferSize: 4 << 10,
-		CheckOrigin:     func(*http.Request) bool { return true },
-	}
-}
-
-// peerDialer is the dialer of peer links. The connection it opens
-// batches what the link's write loop writes (wsconn).
-func peerDialer(timeout time.Duration) *websocket.Dialer {
-	return &websocket.Dialer{
-		HandshakeTimeout: timeout, ReadBufferSize: 16 << 10, WriteBufferSize: 16 << 10,
-		NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var nd net.Dialer
-			c, err := nd.DialContext(ctx, network, addr)
-			if err != nil {
-				return nil, err
-			}
-			return wsconn.New(c, nil), nil
-		},
-	}
-}
-
-// dialPeer opens an authenticated link from this node (the leader, with
-// epoch) to the node m.
-func dialPeer(secret []byte, self, target, addr string, epoch int64, timeout time.Duration) (*websocket.Conn, error) {
-	var nb [16]byte
-	_, _ = rand.Read(nb[:])
-	nonce := hex.EncodeToString(nb[:])
-	ts := strconv.FormatInt(time.Now().Unix(), 10)
-	h := http.Header{}
-	h.Set(hdrNode, self)
-	h.Set(hdrEpoch, strconv.FormatInt(epoch, 10))
-	h.Set(hdrTime, ts)
-	h.Set(hdrNonce, nonce)
-	h.Set(hdrAuth, dialProof(secret, self, target, epoch, ts, nonce))
-	h.Set(hdrAcks, "1")
-	d := peerDialer(timeout)
-	ws, resp, err := d.Dial("ws://"+addr+peerPath, h)
-	if err != nil {
-		if resp != nil {
-			return nil, fmt.Errorf("peer %s refused the link: %s", target, resp.Status)
-		}
-		return nil, err
-	}
-	want := acceptProof(secret, target, nonce)
-	if !hmac.Equal([]byte(resp.Header.Get(hdrAccept)), []byte(want)) {
-		ws.Close()
-		return nil, fmt.Errorf("peer %s did not prove the cluster secret", target)
-	}
-	return ws, nil
 }
