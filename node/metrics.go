@@ -25,7 +25,7 @@ func (s *Server) metricSources() metrics.NodeSources {
 		Epoch:       s.maxEpoch.Load,
 		Rooms: func() int {
 			if l := s.routes.leading(); l != nil {
-				return l.rooms.reg.Len()
+				return l.Rooms()
 			}
 			return 0
 		},
@@ -53,11 +53,7 @@ func (s *Server) peerQueues() map[string]int {
 		out[link.Remote()] += link.Queued()
 	}
 	if lead != nil {
-		lead.mu.Lock()
-		for id, l := range lead.links {
-			out[id] += l.Queued()
-		}
-		lead.mu.Unlock()
+		lead.AddQueues(out)
 	}
 	return out
 }

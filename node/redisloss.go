@@ -142,7 +142,7 @@ func (s *Server) restoreRedis(ctx context.Context, rolledBack bool) error {
 		return fmt.Errorf("re-registering sessions: %w", err)
 	}
 	if lead := s.routes.leading(); lead != nil {
-		if err := lead.rooms.restoreConvs(ctx); err != nil {
+		if err := lead.RestoreConvs(ctx); err != nil {
 			return fmt.Errorf("restoring room members: %w", err)
 		}
 	}

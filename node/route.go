@@ -22,7 +22,7 @@ const uplinkQueue = 64 // frames in flight on the link to the leader
 // from the nodes' logins and rosters where every user is and forwards it
 // to the recipient's node: no lookup per message on this node.
 //
-// Lock order: router.mu, then leadership.mu.
+// Lock order: router.mu, then the locks of a leader term (leader.Term).
 type router struct {
 	s *Server
 
@@ -34,7 +34,7 @@ type router struct {
 	mu      sync.Mutex
 	link    *peerlink.Link // follower side: the link the current leader opened; guarded by mu
 	linkSet chan struct{}  // closed and replaced whenever link or lead changes; guarded by mu
-	lead    *leadership    // leader side: non-nil while this node leads; guarded by mu
+	lead    leaderTerm     // leader side: non-nil while this node leads; guarded by mu
 
 	// upMu orders frames for the leader: queued counts those taken into up
 	// and not yet handed over for good (held, in flight, or to resend).
@@ -86,7 +86,7 @@ func (r *router) Ready() error {
 	if lead == nil && len(r.up) >= cap(r.up) {
 		return handler.ErrBusy
 	}
-	if lead != nil && lead.busy.Load() || link != nil && len(r.up) > cap(r.up)/2 || time.Now().UnixNano() < r.busyUntil.Load() {
+	if lead != nil && lead.Busy() || link != nil && len(r.up) > cap(r.up)/2 || time.Now().UnixNano() < r.busyUntil.Load() {
 		r.s.m.Refused.Inc()
 		return handler.ErrOverloaded
 	}
@@ -139,7 +139,7 @@ func (r *router) toLeader(f *protocol.PeerFrame) bool {
 	// Straight to this node's own leadership only when nothing older is
 	// still on its way there, so frames keep their order.
 	if l := r.leading(); l != nil && r.queued == 0 {
-		l.handle(r.s.cfg.ID, *f)
+		l.Handle(r.s.cfg.ID, *f)
 		return true
 	}
 	f.Epoch = r.s.maxEpoch.Load()
@@ -288,7 +288,7 @@ func (r *router) onReply(f protocol.PeerFrame) {
 	}
 }
 
-func (r *router) leading() *leadership {
+func (r *router) leading() leaderTerm {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.lead
@@ -296,7 +296,7 @@ func (r *router) leading() *leadership {
 
 // current returns the leadership (if this node leads), the leader link,
 // and a channel closed when either changes.
-func (r *router) current() (*leadership, *peerlink.Link, <-chan struct{}) {
+func (r *router) current() (leaderTerm, *peerlink.Link, <-chan struct{}) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.lead, r.link, r.linkSet
@@ -343,12 +343,12 @@ func (r *router) dropLink(l *peerlink.Link) {
 func (r *router) uplink() {
 	var held upFrame      // taken from resend or up, not yet handed over
 	var on *peerlink.Link // the link the frames in flight went out on
-	local := func(l *leadership, u upFrame) {
+	local := func(l leaderTerm, u upFrame) {
 		// Under upMu, so that toLeader cannot overtake this frame.
 		r.upMu.Lock()
 		defer r.upMu.Unlock()
 		if f, err := protocol.DecodePeer(u.b); err == nil {
-			l.handle(r.s.cfg.ID, f)
+			l.Handle(r.s.cfg.ID, f)
 		}
 		r.queued--
 	}
@@ -365,10 +365,10 @@ func (r *router) uplink() {
 		}
 		if lead != nil {
 			select {
-			case <-lead.linked:
+			case <-lead.Linked():
 			default:
 				select {
-				case <-lead.linked:
+				case <-lead.Linked():
 				case <-changed:
 				case <-r.s.ctx.Done():
 					return
@@ -482,7 +482,7 @@ func (r *router) closeLinks() {
 		link.Close()
 	}
 	if lead != nil {
-		lead.stop()
+		lead.Stop()
 	}
 }
 

@@ -23,6 +23,7 @@ import (
 	"chatcluster/handler"
 	"chatcluster/history"
 	"chatcluster/internal/wsconn"
+	"chatcluster/leader"
 	"chatcluster/metrics"
 	"chatcluster/peerlink"
 	"chatcluster/protocol"
@@ -72,12 +73,12 @@ type Server struct {
 
 	// Cluster view, written only by the watch loop.
 	members  atomic.Pointer[map[string]cluster.Member]
-	maxEpoch atomic.Int64 // the newest leader epoch this node has seen
-	ups      upMarks      // as leader: the numbered frames handled, per node
+	maxEpoch atomic.Int64   // the newest leader epoch this node has seen
+	ups      leader.UpMarks // as leader: the numbered frames handled, per node
 	// parked: as leader, pushes for recipients not placed yet. It
 	// outlives a term, so a term that pauses and resumes (ZooKeeper
 	// lost for a moment) still delivers what it parked.
-	parked *parking
+	parked *leader.Parking
 
 	messagesIn atomic.Int64 // messages accepted from this node's clients
 
@@ -133,7 +134,7 @@ func New(cfg Config) (*Server, error) {
 	s.routes = newRouter(s)
 	s.reg = metrics.NewRegistry()
 	s.m = metrics.NewNode(s.reg, s.metricSources())
-	s.parked = newParking(s.m.RouteParkExpired)
+	s.parked = leader.NewParking(s.m.RouteParkExpired)
 	return s, nil
 }
 
@@ -271,7 +272,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	s.routes.start()
 	s.goAttach(s.words.run)
 	s.goAttach(s.watchRedis)
-	s.goAttach(func() { s.parked.expireLoop(s.ctx) })
+	s.goAttach(func() { s.parked.ExpireLoop(s.ctx) })
 	s.goAttach(func() {
 		if err := s.writer.Run(s.ctx); err != nil && !errors.Is(err, context.Canceled) {
 			s.log.Error().Err(err).Msg("history writer stopped")

@@ -1,4 +1,4 @@
-package node
+package leader
 
 import (
 	"context"
@@ -9,28 +9,40 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"chatcluster/cluster"
 	"chatcluster/directory"
+	"chatcluster/metrics"
 	"chatcluster/peerlink"
 	"chatcluster/protocol"
 )
 
-// leadership is this node's term as leader: its links to every other node
-// and the load they report.
-type leadership struct {
-	s     *Server
+// Term is this node's term as leader: its links to every other node and
+// the load they report, the routing of what the nodes send up, the room
+// service, and the loops that publish the node list, count the term and
+// reset the hot words. Start begins one; Stop ends it.
+//
+// What it needs of its node goes through node (Node); everything else it
+// was started with is in d.
+type Term struct {
+	node  Node
+	d     Deps
+	id    string         // d.ID
+	log   zerolog.Logger // d.Log
+	m     *metrics.Node  // d.Metrics
 	epoch int64
 	since time.Time
 	ctx   context.Context
 	stopF context.CancelFunc
-	// wg counts the goroutines of this term (goTerm); stop waits for
+	// wg counts the goroutines of this term (goTerm); Stop waits for
 	// them, so two terms of this node never run at once.
 	wg    sync.WaitGroup
 	wake  chan struct{} // publish now
 	rooms *roomService
 	// parked holds pushes for recipients the leader cannot place yet
-	// (the server's: it outlives the term).
-	parked *parking
+	// (the node's, d.Parked: it outlives the term).
+	parked *Parking
 	// busy says the term cannot hand messages on as fast as they come
 	// (overloadLoop): nodes refuse new messages while it lasts.
 	busy atomic.Bool
@@ -70,75 +82,15 @@ type memberLink interface {
 	Closed() bool
 }
 
-// watchCluster applies cluster state changes in order: membership,
-// epochs, and starting or stopping leader duties.
-func (s *Server) watchCluster() {
-	for {
-		select {
-		case <-s.ctx.Done():
-			return
-		case st, ok := <-s.cluster.Updates():
-			if !ok {
-				return
-			}
-			s.applyState(st)
-		}
-	}
-}
-
-func (s *Server) applyState(st cluster.State) {
-	m := make(map[string]cluster.Member, len(st.Members))
-	for _, mb := range st.Members {
-		m[mb.ID] = mb
-	}
-	s.members.Store(&m)
-	s.raiseEpoch(st.Leader.Epoch)
-	if st.Connected {
-		s.m.ZKConnected.Set(1)
-	} else {
-		s.m.ZKConnected.Set(0)
-	}
-	if st.Leader != s.lastLeader {
-		s.lastLeader = st.Leader
-		if st.Leader.ID != "" {
-			s.m.LeaderChanges.Inc()
-		}
-	}
-
-	r := s.routes
-	r.mu.Lock()
-	lead := r.lead
-	if lead != nil && (!st.IsLeader || lead.epoch != st.Leader.Epoch) {
-		r.lead = nil
-		r.changedLocked()
-		r.mu.Unlock()
-		s.log.Info().Int64("epoch", lead.epoch).Bool("connected", st.Connected).Msg("leader duties stopped")
-		lead.stop()
-		r.mu.Lock()
-		lead = nil
-	}
-	if lead == nil && st.IsLeader {
-		lead = s.newLeadership(st.Leader.Epoch)
-		r.lead = lead
-		r.changedLocked()
-		s.m.ElectionsWon.Inc()
-		s.log.Info().Int64("epoch", lead.epoch).Msg("leader duties started")
-	}
-	link := r.link
-	r.mu.Unlock()
-	if lead != nil {
-		lead.setMembers(st.Members)
-	}
-	if link != nil && st.Leader.ID != "" && link.Remote() != st.Leader.ID {
-		link.Log().Info().Str("leader", st.Leader.ID).Msg("leader changed; closing link to the old one")
-		r.dropLink(link)
-	}
-}
-
-func (s *Server) newLeadership(epoch int64) *leadership {
-	ctx, cancel := context.WithCancel(s.ctx)
-	l := &leadership{
-		s: s, epoch: epoch, since: time.Now(), ctx: ctx, stopF: cancel,
+// Start begins the term of epoch, as node, within parent: it loads the
+// rooms, takes node's own sessions as its first roster, and starts the
+// term's loops. SetMembers then links it to the members. It returns at
+// once; the term runs until Stop, or until parent ends.
+func Start(parent context.Context, epoch int64, node Node, d Deps) *Term {
+	ctx, cancel := context.WithCancel(parent)
+	l := &Term{
+		node: node, d: d, id: d.ID, log: d.Log, m: d.Metrics,
+		epoch: epoch, since: time.Now(), ctx: ctx, stopF: cancel,
 		wake:    make(chan struct{}, 1),
 		members: map[string]cluster.Member{}, dialers: map[string]context.CancelFunc{},
 		links: map[string]memberLink{}, loads: map[string]protocol.PeerFrame{},
@@ -146,12 +98,12 @@ func (s *Server) newLeadership(epoch int64) *leadership {
 	}
 	l.linked = make(chan struct{})
 	l.linkTimer = time.AfterFunc(linkWait, l.markLinked)
-	l.parked = s.parked
+	l.parked = d.Parked
 	l.rooms = newRoomService(l)
 	// This node's own sessions, as every other node sends when it links.
-	for _, b := range s.rosterFrames(epoch) {
+	for _, b := range node.RosterFrames(epoch) {
 		if f, err := protocol.DecodePeer(b); err == nil {
-			l.rooms.roster(s.cfg.ID, f)
+			l.rooms.roster(d.ID, f)
 		}
 	}
 	l.rooms.start()
@@ -162,15 +114,45 @@ func (s *Server) newLeadership(epoch int64) *leadership {
 	return l
 }
 
+// Epoch is the epoch of the term.
+func (l *Term) Epoch() int64 { return l.epoch }
+
+// Busy reports whether the term is overloaded: it cannot hand messages
+// on as fast as they come, and nodes refuse new ones while it lasts.
+func (l *Term) Busy() bool { return l.busy.Load() }
+
+// Linked is closed once the term has a link to every member, or linkWait
+// has passed: what the node queued for the leader before the term may go
+// to it then.
+func (l *Term) Linked() <-chan struct{} { return l.linked }
+
+// Rooms is how many rooms the term knows.
+func (l *Term) Rooms() int { return l.rooms.reg.Len() }
+
+// RestoreConvs puts every room back in its members' conversation lists,
+// after Redis lost them; nothing while the rooms are still loading (the
+// load does it).
+func (l *Term) RestoreConvs(ctx context.Context) error { return l.rooms.restoreConvs(ctx) }
+
+// AddQueues adds to out how many frames wait on the term's link to each
+// node, by node id.
+func (l *Term) AddQueues(out map[string]int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for id, link := range l.links {
+		out[id] += link.Queued()
+	}
+}
+
 // termLoop counts this leadership's term in ZooKeeper, retrying while
 // ZooKeeper fails, and has the node list published with it. It ends when
 // counted, when the term is over, or when the node is no longer the
 // leader of this epoch.
-func (l *leadership) termLoop() {
+func (l *Term) termLoop() {
 	backoff := 50 * time.Millisecond
 	for {
 		ctx, cancel := context.WithTimeout(l.ctx, 2*time.Second)
-		term, err := l.s.cluster.ClaimTerm(ctx, l.epoch)
+		term, err := l.d.Cluster.ClaimTerm(ctx, l.epoch)
 		cancel()
 		switch {
 		case err == nil:
@@ -183,10 +165,10 @@ func (l *leadership) termLoop() {
 		case l.ctx.Err() != nil:
 			return
 		case errors.Is(err, cluster.ErrNotLeader) || errors.Is(err, cluster.ErrClosed):
-			l.s.log.Info().Int64("epoch", l.epoch).Err(err).Msg("leader term not counted")
+			l.log.Info().Int64("epoch", l.epoch).Err(err).Msg("leader term not counted")
 			return
 		}
-		l.s.log.Debug().Err(err).Int64("epoch", l.epoch).Dur("retry_in", backoff).Msg("cannot count the leader term yet")
+		l.log.Debug().Err(err).Int64("epoch", l.epoch).Dur("retry_in", backoff).Msg("cannot count the leader term yet")
 		select {
 		case <-l.ctx.Done():
 			return
@@ -200,32 +182,32 @@ func (l *leadership) termLoop() {
 // links to the members.
 const linkWait = 2 * time.Second
 
-func (l *leadership) markLinked() { l.linkedOnce.Do(func() { close(l.linked) }) }
+func (l *Term) markLinked() { l.linkedOnce.Do(func() { close(l.linked) }) }
 
 // checkLinked closes linked when every member has a link. l.mu held.
-func (l *leadership) checkLinkedLocked() {
+func (l *Term) checkLinkedLocked() {
 	for id := range l.members {
-		if id != l.s.cfg.ID && l.links[id] == nil {
+		if id != l.id && l.links[id] == nil {
 			return
 		}
 	}
 	l.markLinked()
 }
 
-// goTerm runs f in a goroutine of this term: the server owns it, and stop
-// waits for it. f must return once l.ctx ends.
-func (l *leadership) goTerm(f func()) bool {
+// goTerm runs f in a goroutine of this term: the node owns it (Node.Go),
+// and Stop waits for it. f must return once l.ctx ends.
+func (l *Term) goTerm(f func()) bool {
 	l.wg.Add(1)
-	if !l.s.goAttach(func() { defer l.wg.Done(); f() }) {
+	if !l.node.Go(func() { defer l.wg.Done(); f() }) {
 		l.wg.Done()
 		return false
 	}
 	return true
 }
 
-// stop ends the term and waits until every goroutine of it has returned
+// Stop ends the term and waits until every goroutine of it has returned
 // (a link being dialled or closing takes a few seconds at most).
-func (l *leadership) stop() {
+func (l *Term) Stop() {
 	l.linkTimer.Stop()
 	l.stopF()
 	l.mu.Lock()
@@ -240,14 +222,15 @@ func (l *leadership) stop() {
 		case <-done:
 			return
 		case <-time.After(5 * time.Second):
-			l.s.log.Warn().Int64("epoch", l.epoch).Dur("waited", waited).Msg("the ended leader term still has goroutines running; waiting for them")
+			l.log.Warn().Int64("epoch", l.epoch).Dur("waited", waited).Msg("the ended leader term still has goroutines running; waiting for them")
 		}
 	}
 }
 
-// setMembers starts a dialer for every new member and stops those of
-// members that left.
-func (l *leadership) setMembers(ms []cluster.Member) {
+// SetMembers starts a dialer for every new member and stops those of
+// members that left. The node calls it with every membership it sees,
+// in order.
+func (l *Term) SetMembers(ms []cluster.Member) {
 	// The users of nodes that left are offline; told outside mu, which
 	// sending takes.
 	for _, id := range l.applyMembers(ms) {
@@ -255,9 +238,9 @@ func (l *leadership) setMembers(ms []cluster.Member) {
 	}
 }
 
-// applyMembers does the work of setMembers under mu and returns the ids
+// applyMembers does the work of SetMembers under mu and returns the ids
 // of the nodes that left.
-func (l *leadership) applyMembers(ms []cluster.Member) (gone []string) {
+func (l *Term) applyMembers(ms []cluster.Member) (gone []string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.ctx.Err() != nil {
@@ -274,7 +257,7 @@ func (l *leadership) applyMembers(ms []cluster.Member) (gone []string) {
 		}
 	}
 	for id := range l.members {
-		if _, ok := next[id]; !ok && id != l.s.cfg.ID {
+		if _, ok := next[id]; !ok && id != l.id {
 			gone = append(gone, id)
 		}
 	}
@@ -284,7 +267,7 @@ func (l *leadership) applyMembers(ms []cluster.Member) (gone []string) {
 		delete(l.unlinked, id)
 	}
 	for id, m := range next {
-		if id == l.s.cfg.ID {
+		if id == l.id {
 			continue
 		}
 		if _, ok := l.links[id]; !ok {
@@ -307,13 +290,13 @@ func (l *leadership) applyMembers(ms []cluster.Member) (gone []string) {
 }
 
 // dial keeps a link open to m while this term lasts and m is a member.
-func (l *leadership) dial(ctx context.Context, m cluster.Member) {
+func (l *Term) dial(ctx context.Context, m cluster.Member) {
 	backoff := 50 * time.Millisecond
 	for ctx.Err() == nil {
-		link, err := peerlink.Dial(l.s.cfg.Secret, l.s.cfg.ID, m.ID, m.Peer, l.epoch, 3*time.Second,
-			peerlink.Options{Queue: l.s.cfg.PeerQueue, Log: l.s.log, Busy: l.busy.Load})
+		link, err := peerlink.Dial(l.d.Secret, l.id, m.ID, m.Peer, l.epoch, 3*time.Second,
+			peerlink.Options{Queue: l.d.PeerQueue, Log: l.log, Busy: l.busy.Load})
 		if err != nil {
-			l.s.log.Warn().Err(err).Str("peer", m.ID).Msg("cannot link to node; retrying")
+			l.log.Warn().Err(err).Str("peer", m.ID).Msg("cannot link to node; retrying")
 			select {
 			case <-ctx.Done():
 				return
@@ -327,9 +310,9 @@ func (l *leadership) dial(ctx context.Context, m cluster.Member) {
 		l.links[m.ID] = link
 		for _, b := range l.held[m.ID] {
 			if link.Enqueue(b) {
-				l.s.m.LeaderFramesOut.Inc()
+				l.m.LeaderFramesOut.Inc()
 			} else {
-				l.s.m.LeaderFramesDropped.Inc()
+				l.m.LeaderFramesDropped.Inc()
 			}
 		}
 		delete(l.held, m.ID)
@@ -338,7 +321,7 @@ func (l *leadership) dial(ctx context.Context, m cluster.Member) {
 		l.mu.Unlock()
 		link.Log().Info().Msg("linked to node")
 		stopOnCancel := context.AfterFunc(ctx, link.Close)
-		if l.goTerm(func() { link.WriteLoop(l.s.cfg.WriteTimeout) }) {
+		if l.goTerm(func() { link.WriteLoop(l.d.WriteTimeout) }) {
 			link.ReadLoop(func(f protocol.PeerFrame) { l.onNodeFrame(link, m, f) })
 		} else {
 			link.Drop()
@@ -362,34 +345,37 @@ func (l *leadership) dial(ctx context.Context, m cluster.Member) {
 // acknowledge) is only acknowledged again. A term that has stopped leaves
 // what it still reads alone, unacknowledged: the node hands it to the
 // next link, and this node's next term or the next leader handles it once.
-func (l *leadership) onNodeFrame(link *peerlink.Link, m cluster.Member, f protocol.PeerFrame) {
+func (l *Term) onNodeFrame(link *peerlink.Link, m cluster.Member, f protocol.PeerFrame) {
 	if f.Up == 0 {
-		l.handle(m.ID, f)
+		l.Handle(m.ID, f)
 		return
 	}
 	if l.ctx.Err() != nil {
 		return
 	}
-	if !l.s.ups.fresh(m, f.Up) {
-		l.s.m.PeerResent.Inc()
+	if !l.d.Ups.fresh(m, f.Up) {
+		l.m.PeerResent.Inc()
 		link.SetHandled(f.Up)
 		return
 	}
-	l.handle(m.ID, f)
+	l.Handle(m.ID, f)
 	if l.ctx.Err() != nil {
 		// The term ended while the frame was handled: what it sent may
 		// have found its link closed. Unacknowledged, the frame goes to
 		// the next term, and a push that did go out is not shown twice.
 		return
 	}
-	l.s.ups.done(m, f.Up)
+	l.d.Ups.done(m, f.Up)
 	link.SetHandled(f.Up)
 }
 
-// upMarks remembers, per run of every node, the highest numbered frame
+// UpMarks remembers, per run of every node, the highest numbered frame
 // (PeerFrame.Up) this node handled as leader, across its terms, so that
 // a frame sent again after a lost link is not handled twice.
-type upMarks struct {
+//
+// It belongs to the node (Deps.Ups), not to a term. The zero value is
+// ready; safe for concurrent use.
+type UpMarks struct {
 	mu sync.Mutex
 	m  map[string]upMark // by node id; guarded by mu
 }
@@ -400,7 +386,7 @@ type upMark struct {
 }
 
 // fresh reports whether frame up of member m is not yet handled.
-func (u *upMarks) fresh(m cluster.Member, up uint64) bool {
+func (u *UpMarks) fresh(m cluster.Member, up uint64) bool {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	mk, ok := u.m[m.ID]
@@ -408,7 +394,7 @@ func (u *upMarks) fresh(m cluster.Member, up uint64) bool {
 }
 
 // done records frame up of member m as handled.
-func (u *upMarks) done(m cluster.Member, up uint64) {
+func (u *UpMarks) done(m cluster.Member, up uint64) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.m == nil {
@@ -419,10 +405,11 @@ func (u *upMarks) done(m cluster.Member, up uint64) {
 	}
 }
 
-// handle runs a frame from node from (this node included). It never
-// blocks on the network.
-func (l *leadership) handle(from string, f protocol.PeerFrame) {
-	l.s.m.LeaderFrameIn(f.Type).Inc()
+// Handle runs a frame from node from (this node included). It never
+// blocks on the network. The node hands it what it sends up itself while
+// it leads; frames from the other nodes come on their links.
+func (l *Term) Handle(from string, f protocol.PeerFrame) {
+	l.m.LeaderFrameIn(f.Type).Inc()
 	switch f.Type {
 	case protocol.PeerRoute, protocol.PeerKick:
 		l.forward(&f)
@@ -437,25 +424,25 @@ func (l *leadership) handle(from string, f protocol.PeerFrame) {
 		l.loads[from] = f
 		l.mu.Unlock()
 	default:
-		l.s.log.Warn().Str("peer", from).Str("type", f.Type).Msg("unexpected peer frame from node")
+		l.log.Warn().Str("peer", from).Str("type", f.Type).Msg("unexpected peer frame from node")
 	}
 }
 
 // forward sends a route or kick frame on to its destination node. A route
 // without a destination goes to wherever the recipients are online.
-func (l *leadership) forward(f *protocol.PeerFrame) {
+func (l *Term) forward(f *protocol.PeerFrame) {
 	if f.Type == protocol.PeerRoute && f.Dest == "" {
 		l.route(f)
 		return
 	}
-	if f.Dest == l.s.cfg.ID {
+	if f.Dest == l.id {
 		if f.Type == protocol.PeerKick {
 			for _, u := range f.Users {
-				l.s.kickLocal(u, f.Conn)
+				l.node.KickLocal(u, f.Conn)
 			}
 			return
 		}
-		l.s.deliverLocal(slices.Values(f.Users), f.Message)
+		l.node.DeliverLocal(slices.Values(f.Users), f.Message)
 		return
 	}
 	out := protocol.PeerFrame{Type: protocol.PeerDeliver, Recipients: protocol.JoinNames(f.Users), Message: f.Message}
@@ -470,7 +457,7 @@ func (l *leadership) forward(f *protocol.PeerFrame) {
 // leader has not heard of, or a node whose roster is still on its way after
 // a new term began) is parked for a moment (parking) and gets the push if
 // it appears meanwhile; otherwise the message waits for their sync.
-func (l *leadership) route(f *protocol.PeerFrame) {
+func (l *Term) route(f *protocol.PeerFrame) {
 	p := parkedPush{push: f.Push, conv: f.Conv, seq: f.Seq}
 	if len(p.push) == 0 {
 		if f.Message == nil {
@@ -483,22 +470,22 @@ func (l *leadership) route(f *protocol.PeerFrame) {
 	}
 }
 
-func (l *leadership) pushParked(node, user string, p parkedPush) {
+func (l *Term) pushParked(node, user string, p parkedPush) {
 	l.pushMessage(node, []string{user}, p.conv, p.seq, p.push)
 }
 
 // pushMessage hands the encoded push of message seq of conv to users on
 // node.
-func (l *leadership) pushMessage(node string, users []string, conv string, seq int64, push []byte) {
-	if node == l.s.cfg.ID {
-		l.s.deliverPushed(slices.Values(users), conv, seq, push)
+func (l *Term) pushMessage(node string, users []string, conv string, seq int64, push []byte) {
+	if node == l.id {
+		l.node.DeliverPushed(slices.Values(users), conv, seq, push)
 		return
 	}
 	l.send(node, &protocol.PeerFrame{Type: protocol.PeerPush, Recipients: protocol.JoinNames(users), Push: push, Conv: conv, Seq: seq})
 }
 
 // appeared delivers what was parked for user, now online.
-func (l *leadership) appeared(user string) {
+func (l *Term) appeared(user string) {
 	l.parked.appeared(user, l.rooms.reg.Where, l.pushParked)
 }
 
@@ -517,7 +504,7 @@ const (
 // their recipients would depend on sync), or half the parking is taken.
 // Nodes then answer new messages 503 with a retryAfter instead of
 // acknowledging what the cluster cannot deliver.
-func (l *leadership) overloadLoop() {
+func (l *Term) overloadLoop() {
 	t := time.NewTicker(overloadEvery)
 	defer t.Stop()
 	for {
@@ -537,11 +524,11 @@ func (l *leadership) overloadLoop() {
 		l.mu.Unlock()
 		if busy != l.busy.Load() {
 			l.busy.Store(busy)
-			l.s.m.Overloaded.Set(b2f(busy))
+			l.m.Overloaded.Set(b2f(busy))
 			if busy {
-				l.s.log.Warn().Msg("leader overloaded: the nodes refuse new messages for a moment")
+				l.log.Warn().Msg("leader overloaded: the nodes refuse new messages for a moment")
 			} else {
-				l.s.log.Info().Msg("leader keeps up again")
+				l.log.Info().Msg("leader keeps up again")
 			}
 		}
 	}
@@ -556,17 +543,17 @@ func b2f(b bool) float64 {
 
 // send queues f for node, stamped with this term. Recipients it cannot
 // reach catch up by sync.
-func (l *leadership) send(node string, f *protocol.PeerFrame) {
-	f.Epoch, f.From = l.epoch, l.s.cfg.ID
+func (l *Term) send(node string, f *protocol.PeerFrame) {
+	f.Epoch, f.From = l.epoch, l.id
 	b, err := protocol.EncodePeer(f)
 	if err != nil {
-		l.s.log.Error().Err(err).Str("type", f.Type).Msg("cannot encode peer frame")
+		l.log.Error().Err(err).Str("type", f.Type).Msg("cannot encode peer frame")
 		return
 	}
 	l.mu.Lock()
 	link := l.links[node]
 	if link == nil {
-		if since, ok := l.unlinked[node]; ok && time.Since(since) < linkWait && len(l.held[node]) < l.s.cfg.PeerQueue {
+		if since, ok := l.unlinked[node]; ok && time.Since(since) < linkWait && len(l.held[node]) < l.d.PeerQueue {
 			l.held[node] = append(l.held[node], b)
 			l.mu.Unlock()
 			return
@@ -574,19 +561,19 @@ func (l *leadership) send(node string, f *protocol.PeerFrame) {
 	}
 	l.mu.Unlock()
 	if link == nil || !link.Enqueue(b) {
-		l.s.m.LeaderFramesDropped.Inc()
-		l.s.log.Warn().Str("dest", node).Str("type", f.Type).Msg("no usable link to node; frame dropped")
+		l.m.LeaderFramesDropped.Inc()
+		l.log.Warn().Str("dest", node).Str("type", f.Type).Msg("no usable link to node; frame dropped")
 		return
 	}
-	l.s.m.LeaderFramesOut.Inc()
+	l.m.LeaderFramesOut.Inc()
 }
 
 // reply answers request f.Req of node to.
-func (l *leadership) reply(to string, f protocol.PeerFrame) {
+func (l *Term) reply(to string, f protocol.PeerFrame) {
 	f.Type = protocol.PeerReply
-	if to == l.s.cfg.ID {
-		f.Epoch, f.From = l.epoch, l.s.cfg.ID
-		l.s.routes.onReply(f)
+	if to == l.id {
+		f.Epoch, f.From = l.epoch, l.id
+		l.node.OnReply(f)
 		return
 	}
 	l.send(to, &f)
@@ -594,7 +581,7 @@ func (l *leadership) reply(to string, f protocol.PeerFrame) {
 
 // publishLoop writes the live-node list to Redis for the gateway, at once
 // on every membership change and every directory.PublishEvery.
-func (l *leadership) publishLoop() {
+func (l *Term) publishLoop() {
 	t := time.NewTicker(directory.PublishEvery)
 	defer t.Stop()
 	for {
@@ -608,16 +595,16 @@ func (l *leadership) publishLoop() {
 	}
 }
 
-func (l *leadership) publish() {
+func (l *Term) publish() {
 	l.mu.Lock()
-	v := directory.View{Leader: l.s.cfg.ID, Epoch: l.epoch, Term: l.term.Load(), LeaderSince: l.since.UnixMilli(), Updated: time.Now().UnixMilli()}
+	v := directory.View{Leader: l.id, Epoch: l.epoch, Term: l.term.Load(), LeaderSince: l.since.UnixMilli(), Updated: time.Now().UnixMilli()}
 	for id, m := range l.members {
 		n := directory.Node{ID: id, WS: m.WS}
-		if link := l.links[id]; link != nil && !link.Closed() || id == l.s.cfg.ID {
+		if link := l.links[id]; link != nil && !link.Closed() || id == l.id {
 			n.Linked = true
 		}
-		if id == l.s.cfg.ID {
-			n.Connections, n.Started, n.Messages = l.s.local.Len(), l.s.started.UnixMilli(), l.s.messagesIn.Load()
+		if id == l.id {
+			n.Connections, n.Started, n.Messages = l.node.LocalCount(), l.d.Started.UnixMilli(), l.node.MessagesIn()
 		} else if ld, ok := l.loads[id]; ok {
 			n.Connections, n.Started, n.Messages = ld.Connections, ld.Started, ld.Messages
 		}
@@ -627,13 +614,16 @@ func (l *leadership) publish() {
 	sort.Slice(v.Nodes, func(i, j int) bool { return v.Nodes[i].ID < v.Nodes[j].ID })
 	ctx, cancel := context.WithTimeout(l.ctx, time.Second)
 	defer cancel()
-	if n, err := l.s.writer.Backlog(ctx); err == nil {
+	if n, err := l.d.Writer.Backlog(ctx); err == nil {
 		v.Backlog = n
 	}
-	switch err := l.s.dir.Publish(ctx, v); {
+	switch err := l.d.Directory.Publish(ctx, v); {
 	case errors.Is(err, directory.ErrFenced):
-		l.s.log.Warn().Int64("epoch", l.epoch).Msg("a newer leader published the node list; this term is over")
+		l.log.Warn().Int64("epoch", l.epoch).Msg("a newer leader published the node list; this term is over")
 	case err != nil && l.ctx.Err() == nil:
-		l.s.log.Warn().Err(err).Msg("cannot publish the node list")
+		l.log.Warn().Err(err).Msg("cannot publish the node list")
 	}
 }
+
+// encodeMessage is the push of m, as the node that stored it encodes it.
+func encodeMessage(m protocol.Message) []byte { return protocol.EncodeMessagePush(&m) }

@@ -1,4 +1,4 @@
-package node
+package leader
 
 import (
 	"context"
@@ -26,7 +26,7 @@ func (l *pushLog) push(node, user string, p parkedPush) {
 // cannot is parked and delivered, in order and before what follows, when
 // the user appears.
 func TestParkingDeliversWhenTheUserAppears(t *testing.T) {
-	k := newParking(prometheus.NewCounter(prometheus.CounterOpts{Name: "x"}))
+	k := NewParking(prometheus.NewCounter(prometheus.CounterOpts{Name: "x"}))
 	where := placed{"bob": "n2"}
 	var got pushLog
 	k.route("bob", parkedPush{conv: "dm:a:b", push: []byte("1")}, where.place, got.push)
@@ -59,7 +59,7 @@ func TestParkingDeliversWhenTheUserAppears(t *testing.T) {
 // sync), counted; parking is bounded.
 func TestParkingExpiresAndIsBounded(t *testing.T) {
 	expired := prometheus.NewCounter(prometheus.CounterOpts{Name: "x"})
-	k := newParking(expired)
+	k := NewParking(expired)
 	none := placed{}
 	var got pushLog
 	for range parkMax + 5 {
@@ -85,7 +85,7 @@ func TestParkingExpiresAndIsBounded(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	k.expireLoop(ctx) // returns once its context ends
+	k.ExpireLoop(ctx) // returns once its context ends
 }
 
 // What is parked for a user goes out before anything routed to them while
@@ -93,7 +93,7 @@ func TestParkingExpiresAndIsBounded(t *testing.T) {
 // instead of overtaking (a connection drops a push below one it already
 // got as a repeat).
 func TestParkingKeepsOrderWhileFlushing(t *testing.T) {
-	k := newParking(prometheus.NewCounter(prometheus.CounterOpts{Name: "x"}))
+	k := NewParking(prometheus.NewCounter(prometheus.CounterOpts{Name: "x"}))
 	var mu sync.Mutex
 	var placed atomic.Bool
 	place := func(string) (string, bool) { return "n2", placed.Load() }

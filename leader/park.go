@@ -1,4 +1,4 @@
-package node
+package leader
 
 import (
 	"context"
@@ -41,7 +41,11 @@ type placeFunc func(user string) (node string, ok bool)
 // pushFunc hands a push to user on node.
 type pushFunc func(node, user string, p parkedPush)
 
-type parking struct {
+// Parking holds the pushes parked for users the leader cannot place yet.
+// It belongs to the node, not to a term: a term that pauses and resumes
+// (ZooKeeper lost for a moment) still delivers what it parked. Safe for
+// concurrent use.
+type Parking struct {
 	expired prometheus.Counter
 	n       atomic.Int64 // pushes parked; changed under mu
 
@@ -49,13 +53,15 @@ type parking struct {
 	users map[string][]parkedPush // guarded by mu
 }
 
-func newParking(expired prometheus.Counter) *parking {
-	return &parking{expired: expired, users: map[string][]parkedPush{}}
+// NewParking returns an empty parking that counts in expired the pushes
+// it gives up on (expired, or past parkMax).
+func NewParking(expired prometheus.Counter) *Parking {
+	return &Parking{expired: expired, users: map[string][]parkedPush{}}
 }
 
 // route hands p to user where place finds them, after anything parked for
 // them, or parks it until parkFor has passed.
-func (k *parking) route(user string, p parkedPush, place placeFunc, push pushFunc) {
+func (k *Parking) route(user string, p parkedPush, place placeFunc, push pushFunc) {
 	if k.n.Load() == 0 {
 		if node, ok := place(user); ok {
 			push(node, user, p)
@@ -80,7 +86,7 @@ func (k *parking) route(user string, p parkedPush, place placeFunc, push pushFun
 }
 
 // appeared hands user what is parked for them, now that place finds them.
-func (k *parking) appeared(user string, place placeFunc, push pushFunc) {
+func (k *Parking) appeared(user string, place placeFunc, push pushFunc) {
 	if k.n.Load() == 0 {
 		return
 	}
@@ -91,7 +97,7 @@ func (k *parking) appeared(user string, place placeFunc, push pushFunc) {
 	}
 }
 
-func (k *parking) flushLocked(user, node string, push pushFunc) {
+func (k *Parking) flushLocked(user, node string, push pushFunc) {
 	ps, ok := k.users[user]
 	if !ok {
 		return
@@ -106,7 +112,7 @@ func (k *parking) flushLocked(user, node string, push pushFunc) {
 }
 
 // expire forgets the pushes whose time is up at now.
-func (k *parking) expire(now time.Time) {
+func (k *Parking) expire(now time.Time) {
 	if k.n.Load() == 0 {
 		return
 	}
@@ -130,8 +136,9 @@ func (k *parking) expire(now time.Time) {
 	}
 }
 
-// expireLoop expires parked pushes until ctx ends.
-func (k *parking) expireLoop(ctx context.Context) {
+// ExpireLoop expires parked pushes until ctx ends. The node runs it, for
+// as long as it runs.
+func (k *Parking) ExpireLoop(ctx context.Context) {
 	t := time.NewTicker(parkFor / 4)
 	defer t.Stop()
 	for {

@@ -1,9 +1,10 @@
-package node
+package leader
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"iter"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,21 +12,19 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
-	"chatcluster/handler"
 	"chatcluster/internal/testenv"
 	"chatcluster/metrics"
 	"chatcluster/protocol"
-	"chatcluster/session"
 )
 
-// forwardingLeader is a leadership of node n1 with a link to n3 whose
-// queue the caller drains, and users placed on n3.
-func forwardingLeader(users ...string) (*leadership, *queueLink) {
-	s := &Server{cfg: Config{ID: "n1", PeerQueue: 1 << 16}, local: session.NewLocal[*client](), log: zerolog.Nop(),
-		m: metrics.NewNode(prometheus.NewRegistry(), metrics.NodeSources{})}
-	l := &leadership{s: s, epoch: 7, links: map[string]memberLink{}, held: map[string][][]byte{}, unlinked: map[string]time.Time{}}
-	s.parked = newParking(s.m.RouteParkExpired)
-	l.parked = s.parked
+// forwardingLeader is a term of node n1 with a link to n3 whose queue
+// the caller drains, and users placed on n3.
+func forwardingLeader(users ...string) (*Term, *queueLink) {
+	m := metrics.NewNode(prometheus.NewRegistry(), metrics.NodeSources{})
+	d := Deps{ID: "n1", PeerQueue: 1 << 16, Log: zerolog.Nop(), Metrics: m, Parked: NewParking(m.RouteParkExpired), Ups: &UpMarks{}}
+	l := &Term{node: &fakeNode{replies: make(chan protocol.PeerFrame, 16)}, d: d, id: d.ID, log: d.Log, m: d.Metrics,
+		epoch: 7, links: map[string]memberLink{}, held: map[string][][]byte{}, unlinked: map[string]time.Time{}}
+	l.parked = d.Parked
 	l.rooms = newRoomService(l)
 	link := &queueLink{send: make(chan []byte, 1<<16)}
 	l.links["n3"] = link
@@ -34,6 +33,26 @@ func forwardingLeader(users ...string) (*leadership, *queueLink) {
 	}
 	return l, link
 }
+
+// fakeNode is the node of a term under test: it has no local users, and
+// keeps the replies to its own requests.
+type fakeNode struct {
+	replies chan protocol.PeerFrame
+	wg      sync.WaitGroup
+}
+
+func (n *fakeNode) Go(f func()) bool {
+	n.wg.Go(f)
+	return true
+}
+func (n *fakeNode) DeliverLocal(iter.Seq[string], *protocol.Message)      {}
+func (n *fakeNode) DeliverPushed(iter.Seq[string], string, int64, []byte) {}
+func (n *fakeNode) DeliverRaw(iter.Seq[string], []byte)                   {}
+func (n *fakeNode) KickLocal(string, string)                              {}
+func (n *fakeNode) RosterFrames(int64) [][]byte                           { return nil }
+func (n *fakeNode) OnReply(f protocol.PeerFrame)                          { n.replies <- f }
+func (n *fakeNode) LocalCount() int                                       { return 0 }
+func (n *fakeNode) MessagesIn() int64                                     { return 0 }
 
 // queueLink is a term's link to a member whose queue the test drains.
 type queueLink struct {
@@ -73,7 +92,7 @@ func TestLeaderRoutesByRoster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l.handle("n2", f)
+	l.Handle("n2", f)
 	select {
 	case b := <-link.send:
 		out, err := protocol.DecodePeer(b)
@@ -85,11 +104,11 @@ func TestLeaderRoutesByRoster(t *testing.T) {
 	}
 	// A recipient the leader cannot place waits, and follows when placed.
 	m2 := dmMessage(1)
-	l.handle("n2", protocol.PeerFrame{Type: protocol.PeerRoute, From: "n2", Users: []string{"carol"}, Push: encodeMessage(m2), Conv: m2.Conv, Seq: m2.Seq})
+	l.Handle("n2", protocol.PeerFrame{Type: protocol.PeerRoute, From: "n2", Users: []string{"carol"}, Push: encodeMessage(m2), Conv: m2.Conv, Seq: m2.Seq})
 	if len(link.send) != 0 {
 		t.Fatal("a push for an unplaced user went out")
 	}
-	l.handle("n3", protocol.PeerFrame{Type: protocol.PeerOnline, From: "n3", User: "carol", Conn: "c-carol", Online: true, Ver: 2})
+	l.Handle("n3", protocol.PeerFrame{Type: protocol.PeerOnline, From: "n3", User: "carol", Conn: "c-carol", Online: true, Ver: 2})
 	select {
 	case b := <-link.send:
 		if out, _ := protocol.DecodePeer(b); out.Recipients != "carol" || out.Seq != m2.Seq {
@@ -125,7 +144,7 @@ func BenchmarkLeaderForward(b *testing.B) {
 					if err != nil {
 						b.Fatal(err)
 					}
-					l.handle("n2", f)
+					l.Handle("n2", f)
 				}
 				for range batch {
 					<-link.send
@@ -136,25 +155,12 @@ func BenchmarkLeaderForward(b *testing.B) {
 	}
 }
 
-// An overloaded leader says so in its acknowledgements; nodes then refuse
-// new messages (503 with a retryAfter) for a moment instead of
-// acknowledging what the cluster cannot deliver, and the leader refuses
-// room posts itself.
+// An overloaded leader says so (its links' acknowledgements carry Busy,
+// and nodes then refuse new messages for a moment: see the node's
+// TestOverloadPushesBack), and refuses room posts itself, 503 with a
+// retryAfter, instead of acknowledging what the cluster cannot deliver.
 func TestOverloadPushesBack(t *testing.T) {
 	l, link := forwardingLeader("bob")
-	r := newRouter(l.s)
-	if err := r.Ready(); err != nil {
-		t.Fatalf("Ready of an idle node: %v", err)
-	}
-	r.busyUntil.Store(time.Now().Add(leaderBusyFor).UnixNano())
-	if err := r.Ready(); !errors.Is(err, handler.ErrOverloaded) {
-		t.Fatalf("Ready while the leader is overloaded: %v, want ErrOverloaded", err)
-	}
-	r.busyUntil.Store(time.Now().Add(-time.Millisecond).UnixNano())
-	if err := r.Ready(); err != nil {
-		t.Fatalf("Ready once the leader keeps up again: %v", err)
-	}
-
 	// The leader: a link three quarters full makes it busy.
 	for range cap(link.send)*3/4 + 1 {
 		link.send <- []byte("{}")
@@ -163,18 +169,12 @@ func TestOverloadPushesBack(t *testing.T) {
 	defer cancel()
 	l.ctx = ctx
 	go l.overloadLoop()
-	testenv.WaitFor(t, 10*time.Second, "the leader notices its full link", l.busy.Load)
-	l.s.routes = r
-	r.lead = l
-	if err := r.Ready(); !errors.Is(err, handler.ErrOverloaded) {
-		t.Fatalf("Ready on an overloaded leader: %v, want ErrOverloaded", err)
-	}
-	replies := make(chan protocol.PeerFrame, 1)
-	r.pending[99] = replies
+	testenv.WaitFor(t, 10*time.Second, "the leader notices its full link", l.Busy)
+	replies := l.node.(*fakeNode).replies
 	l.rooms.submit("n1", protocol.PeerFrame{Type: protocol.PeerRoom, Op: protocol.RoomPost, Req: 99, Room: "lobby", User: "bob"})
 	select {
 	case rep := <-replies:
-		if rep.Code != protocol.CodeUnavailable || rep.RetryAfter != 1 {
+		if rep.Req != 99 || rep.Code != protocol.CodeUnavailable || rep.RetryAfter != 1 {
 			t.Fatalf("post to an overloaded leader answered %+v, want 503 with retryAfter 1", rep)
 		}
 	case <-time.After(10 * time.Second):
@@ -183,5 +183,5 @@ func TestOverloadPushesBack(t *testing.T) {
 	for len(link.send) > 0 {
 		<-link.send
 	}
-	testenv.WaitFor(t, 10*time.Second, "the leader keeps up again with an empty link", func() bool { return !l.busy.Load() })
+	testenv.WaitFor(t, 10*time.Second, "the leader keeps up again with an empty link", func() bool { return !l.Busy() })
 }

@@ -1,0 +1,137 @@
+package leader
+
+import (
+	"context"
+	"iter"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"chatcluster/directory"
+	"chatcluster/handler"
+	"chatcluster/hotwords"
+	"chatcluster/metrics"
+	"chatcluster/protocol"
+	"chatcluster/room"
+)
+
+// Node is what a term needs of the node it runs on. The node implements
+// it; a term calls it from its own goroutines and from Handle, so every
+// method is safe from any goroutine and none blocks on the network.
+type Node interface {
+	// Go runs f in a goroutine the node owns, unless the node is
+	// stopping; it reports whether it did. The term's goroutines all
+	// start through it.
+	Go(f func()) bool
+
+	// DeliverLocal pushes m to the named users connected to the node,
+	// encoding it once.
+	DeliverLocal(users iter.Seq[string], m *protocol.Message)
+	// DeliverPushed hands push, the encoded push of message seq of conv,
+	// to the named users connected to the node, once per connection.
+	DeliverPushed(users iter.Seq[string], conv string, seq int64, push []byte)
+	// DeliverRaw hands an encoded push that is no message (presence) to
+	// the named users connected to the node.
+	DeliverRaw(users iter.Seq[string], push []byte)
+	// KickLocal closes user's connection conn if it is on the node.
+	KickLocal(user, conn string)
+
+	// RosterFrames are the node's sessions as encoded roster frames of
+	// epoch, as the node sends a leader that links to it.
+	RosterFrames(epoch int64) [][]byte
+	// OnReply hands the node a reply to a request it sent its own
+	// term (PeerFrame.Req).
+	OnReply(f protocol.PeerFrame)
+
+	// LocalCount is how many users are logged in on the node, and
+	// MessagesIn how many messages its clients sent: the node's load, as
+	// the other nodes report theirs.
+	LocalCount() int
+	MessagesIn() int64
+}
+
+// Deps is what a term is started with besides its node: the node's
+// settings, its logger and metrics, the stores and services the term
+// uses (each through the small interface it needs), and the state that
+// outlives a term, which the node owns.
+type Deps struct {
+	ID      string    // the node's id
+	Started time.Time // when the node started, published with its load
+	Secret  []byte    // the cluster secret, to dial the members with
+
+	PeerQueue      int           // frames queued per link to a member, and held while it has none
+	WriteTimeout   time.Duration // per peer write
+	RequestTimeout time.Duration // bound for one room request's store calls
+	HotWordsReset  time.Duration // how often the hot-word ranking is reset; 0 never
+
+	Log     zerolog.Logger // the node's
+	Metrics *metrics.Node  // the node's
+
+	Cluster   Cluster
+	Store     RoomStore
+	Convs     ConvLists
+	Journal   Journal
+	Sessions  Sessions
+	Writer    HistoryWriter
+	Directory Directory
+	HotWords  HotWords
+
+	// Parked holds pushes for users the leader cannot place yet, and Ups
+	// the numbered frames handled per node: both are the node's, handed
+	// to each of its terms, so what one term did the next one knows.
+	Parked *Parking
+	Ups    *UpMarks
+}
+
+// Cluster counts a term among the cluster's leaderships (cluster.Cluster).
+type Cluster interface {
+	ClaimTerm(ctx context.Context, epoch int64) (int64, error)
+}
+
+// RoomStore is where room membership is durable (history.Store), fenced by
+// the leader's epoch.
+type RoomStore interface {
+	ClaimRooms(ctx context.Context, epoch int64) error
+	Rooms(ctx context.Context) ([]room.Room, error)
+	SaveRoom(ctx context.Context, name string, members []string, epoch int64) error
+}
+
+// ConvLists are the users' conversation lists in Redis (chatlog.Log): a
+// room is in each member's.
+type ConvLists interface {
+	AddMembers(ctx context.Context, rooms []room.Room) error
+	AddConv(ctx context.Context, user, conv string) error
+	RemoveConv(ctx context.Context, user, conv string) error
+}
+
+// Journal stores messages (the node's handler.Journal): a room post is
+// stored by the leader, and the push its members get comes with it.
+type Journal interface {
+	Append(ctx context.Context, m protocol.Message, clientMsgID string, members []string) (handler.Stored, error)
+}
+
+// Sessions are the global sessions (session.Store): the leader removes
+// those of a node that left.
+type Sessions interface {
+	Delete(ctx context.Context, user, conn string) (bool, error)
+}
+
+// HistoryWriter tells how many messages wait to be made durable
+// (history.Writer), published with the node list.
+type HistoryWriter interface {
+	Backlog(ctx context.Context) (int64, error)
+}
+
+// Directory is where the leader publishes the live-node list for the
+// gateway (directory.Directory).
+type Directory interface {
+	Publish(ctx context.Context, v directory.View) error
+}
+
+// HotWords is the hot-word ranking (hotwords.Counter), which the leader
+// resets on its schedule.
+type HotWords interface {
+	LastReset(ctx context.Context) (hotwords.ResetInfo, error)
+	Begin(ctx context.Context, node string, epoch int64, now time.Time) (bool, error)
+	Reset(ctx context.Context, node string, epoch int64, now time.Time) (bool, error)
+}
