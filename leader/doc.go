@@ -16,6 +16,12 @@
 // interface the term uses of it. Parking and UpMarks outlive a term: the
 // node owns them and hands them to each of its terms.
 //
+// By file: the term, its lifecycle and its links to the members
+// (term.go); what the nodes send up and where it goes (route.go); the
+// loops that count the term, watch for overload and publish the node list
+// (loops.go), and reset the hot words (hotwords.go); rooms (rooms.go);
+// parking (park.go); what the term needs from outside (deps.go).
+//
 // It does not decide when this node leads: the node starts and stops
 // terms as ZooKeeper's view changes. It does not speak the handshake or
 // write to sockets itself (package peerlink), nor accept client
