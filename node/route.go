@@ -22,7 +22,10 @@ const uplinkQueue = 64 // frames in flight on the link to the leader
 // from the nodes' logins and rosters where every user is and forwards it
 // to the recipient's node: no lookup per message on this node.
 //
-// Lock order: router.mu, then the locks of a leader term (leader.Term).
+// Lock order: router.upMu, then router.mu, then the locks of a leader term
+// (leader.Term): toLeader and uplink hand frames to this node's own term
+// (Term.Handle) with upMu held, and the watch loop starts a term with mu
+// held.
 type router struct {
 	s *Server
 
