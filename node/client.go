@@ -28,10 +28,14 @@ type client struct {
 	remote string
 	user   atomic.Pointer[string] // set once by login
 	ver    atomic.Int64           // the login's session version, set with user
+	// loggedIn is when the login happened, unix ms, set before the
+	// connection is found by its user (deliverPushed).
+	loggedIn atomic.Int64
 
 	send    *frameQueue   // frames for the write loop
 	closing chan struct{} // closed once by close
 	once    sync.Once
+	kicked  atomic.Bool // a kicked push was queued (kick)
 
 	// closeCode/closeText are set before closing is closed and read by the
 	// write loop after it.
@@ -186,6 +190,11 @@ func (c *client) pushed(start bool, err error) bool {
 
 // kick sends a kicked push and closes the connection.
 func (c *client) kick(reason string) {
+	// Once: two logins racing can each find this one to kick (the newer
+	// login here, and the loser of the race for the session in Redis).
+	if !c.kicked.CompareAndSwap(false, true) {
+		return
+	}
 	if b, err := protocol.EncodePush(protocol.PushKicked, protocol.KickedPush{Reason: reason}); err == nil && c.enqueue(b) {
 		c.srv.m.PushKicked.Inc()
 	}
