@@ -28,8 +28,10 @@ type Node interface {
 	// encoding it once.
 	DeliverLocal(users iter.Seq[string], m *protocol.Message)
 	// DeliverPushed hands push, the encoded push of message seq of conv,
-	// to the named users connected to the node, once per connection.
-	DeliverPushed(users iter.Seq[string], conv string, seq int64, push []byte)
+	// to the named users connected to the node, once per connection; when
+	// again (PeerFrame.Again), not to connections that logged in after
+	// the message was written.
+	DeliverPushed(users iter.Seq[string], conv string, seq int64, push []byte, again bool)
 	// DeliverRaw hands an encoded push that is no message (presence) to
 	// the named users connected to the node.
 	DeliverRaw(users iter.Seq[string], push []byte)

@@ -32,6 +32,7 @@ type parkedPush struct {
 	conv  string
 	seq   int64
 	push  []byte
+	again bool // of a frame handed over again (PeerFrame.Again)
 	until time.Time
 }
 

@@ -290,7 +290,7 @@ func (rs *roomService) fanout(m *protocol.Message, push []byte) {
 		return
 	}
 	for node, users := range plan {
-		rs.l.pushMessage(node, users, m.Conv, m.Seq, push)
+		rs.l.pushMessage(node, users, m.Conv, m.Seq, push, false)
 	}
 }
 

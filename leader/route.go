@@ -129,12 +129,12 @@ func (l *Term) forward(f *protocol.PeerFrame) {
 // a new term began) is parked for a moment (parking) and gets the push if
 // it appears meanwhile; otherwise the message waits for their sync.
 func (l *Term) route(f *protocol.PeerFrame) {
-	p := parkedPush{push: f.Push, conv: f.Conv, seq: f.Seq}
+	p := parkedPush{push: f.Push, conv: f.Conv, seq: f.Seq, again: f.Again}
 	if len(p.push) == 0 {
 		if f.Message == nil {
 			return
 		}
-		p = parkedPush{push: encodeMessage(*f.Message), conv: f.Message.Conv, seq: f.Message.Seq}
+		p = parkedPush{push: encodeMessage(*f.Message), conv: f.Message.Conv, seq: f.Message.Seq, again: f.Again}
 	}
 	for _, u := range f.Users {
 		l.parked.route(u, p, l.rooms.reg.Where, l.pushParked)
@@ -142,17 +142,17 @@ func (l *Term) route(f *protocol.PeerFrame) {
 }
 
 func (l *Term) pushParked(node, user string, p parkedPush) {
-	l.pushMessage(node, []string{user}, p.conv, p.seq, p.push)
+	l.pushMessage(node, []string{user}, p.conv, p.seq, p.push, p.again)
 }
 
 // pushMessage hands the encoded push of message seq of conv to users on
-// node.
-func (l *Term) pushMessage(node string, users []string, conv string, seq int64, push []byte) {
+// node; again for a frame handed over again (PeerFrame.Again).
+func (l *Term) pushMessage(node string, users []string, conv string, seq int64, push []byte, again bool) {
 	if node == l.id {
-		l.node.DeliverPushed(slices.Values(users), conv, seq, push)
+		l.node.DeliverPushed(slices.Values(users), conv, seq, push, again)
 		return
 	}
-	l.send(node, &protocol.PeerFrame{Type: protocol.PeerPush, Recipients: protocol.JoinNames(users), Push: push, Conv: conv, Seq: seq})
+	l.send(node, &protocol.PeerFrame{Type: protocol.PeerPush, Recipients: protocol.JoinNames(users), Push: push, Conv: conv, Seq: seq, Again: again})
 }
 
 // appeared delivers what was parked for user, now online.

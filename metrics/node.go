@@ -40,6 +40,7 @@ type Node struct {
 
 	ConnectionsOpened prometheus.Counter // WebSocket connections accepted
 	PushRepeated      prometheus.Counter // message pushes not sent: the connection had it already
+	PushAgainSkipped  prometheus.Counter // pushes handed over again not sent: the connection logged in after the message
 	SlowDisconnects   prometheus.Counter // clients closed as too slow to read what they are sent
 	ClientFramesOut   prometheus.Counter // frames written to client WebSockets
 
@@ -101,6 +102,7 @@ func NewNode(reg prometheus.Registerer, src NodeSources) *Node {
 
 		ConnectionsOpened: counter("connections_opened_total", "Client WebSocket connections accepted."),
 		PushRepeated:      counter("push_repeated_total", "Message pushes not sent because the connection had been pushed that message (or a later one of its conversation) already: the cluster handed it over again after a lost link."),
+		PushAgainSkipped:  counter("push_again_skipped_total", "Message pushes handed over again after a lost link to the leader that were not given to a connection which logged in after the message was written: its client gets the message from its sync after login."),
 		SlowDisconnects:   counter("client_slow_disconnects_total", "Client connections closed as too slow to read what they are sent."),
 		ClientFramesOut:   counter("client_frames_out_total", "Frames written to client WebSockets: replies and pushes."),
 

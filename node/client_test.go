@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -464,5 +465,66 @@ func TestMessagePushedOnce(t *testing.T) {
 	}
 	if v := testutil.ToFloat64(s.m.PushRepeated); v != 3 {
 		t.Fatalf("repeated pushes = %v, want 3", v)
+	}
+}
+
+// A push handed over again after a lost link to the leader may have
+// reached its recipient on a connection that is gone since: a connection
+// that logged in after the message was written does not get it again (its
+// client's sync after login gives it), one that was there before does
+// (once: TestMessagePushedOnce), and a first push reaches both.
+func TestPushAgainSkipsLaterLogins(t *testing.T) {
+	s, users, clients := localRecipients(2)
+	m := protocol.Message{ID: "m1", Conv: "dm:a:b", Seq: 7, From: "a", To: "b", Text: "x", TS: 1767225600000}
+	clients[0].loggedIn.Store(m.TS - 1) // there when the message was written
+	clients[1].loggedIn.Store(m.TS + 1) // logged in after it
+	push := encodeMessage(m)
+	s.deliverPushed(slices.Values(users), m.Conv, m.Seq, push, true)
+	if got := len(clients[0].send.take(nil)); got != 1 {
+		t.Fatalf("connection from before the message got %d frames, want 1", got)
+	}
+	if got := len(clients[1].send.take(nil)); got != 0 {
+		t.Fatalf("connection logged in after the message got %d frames, want 0", got)
+	}
+	if v := testutil.ToFloat64(s.m.PushAgainSkipped); v != 1 {
+		t.Fatalf("skipped pushes = %v, want 1", v)
+	}
+	m.Seq = 8
+	s.deliverPushed(slices.Values(users), m.Conv, m.Seq, encodeMessage(m), false)
+	for i, c := range clients {
+		if got := len(c.send.take(nil)); got != 1 {
+			t.Fatalf("first push: connection %d got %d frames, want 1", i, got)
+		}
+	}
+}
+
+// Route frames a lost link did not acknowledge go out again marked so
+// (PeerFrame.Again); frames that never went out are not marked.
+func TestResentRouteFramesSaySo(t *testing.T) {
+	s, _, _ := localRecipients(0)
+	r := &router{s: s}
+	enc := func(up uint64) []byte {
+		b, err := protocol.EncodePeer(&protocol.PeerFrame{Type: protocol.PeerRoute, Up: up, Users: []string{"bob"}, Conv: "dm:a:b", Seq: int64(up), Push: []byte(`{"action":"message","data":{}}`)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	r.inflight = []upFrame{{up: 1, b: enc(1)}, {up: 2, b: enc(2)}}
+	if !r.requeue(upFrame{up: 3, b: enc(3)}) {
+		t.Fatal("nothing requeued")
+	}
+	for want := uint64(1); want <= 3; want++ {
+		u, ok := r.nextResend()
+		if !ok || u.up != want {
+			t.Fatalf("resend %d: got %d %v", want, u.up, ok)
+		}
+		f, err := protocol.DecodePeer(u.markAgain().b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Again != (want < 3) || f.Up != want || f.Conv != "dm:a:b" || len(f.Push) == 0 {
+			t.Fatalf("frame %d as it goes out again: %+v, want again %v", want, f, want < 3)
+		}
 	}
 }

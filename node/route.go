@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"math"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -61,10 +62,32 @@ type router struct {
 	pending map[uint64]chan protocol.PeerFrame // guarded by pendMu
 }
 
-// upFrame is an encoded frame for the leader and its number.
+// upFrame is an encoded frame for the leader and its number. again says
+// it went out on a link that was lost before the leader acknowledged it:
+// the leader may have handled it. marked says b says so too (route
+// frames only: PeerFrame.Again).
 type upFrame struct {
-	up uint64
-	b  []byte
+	up     uint64
+	b      []byte
+	again  bool
+	marked bool
+}
+
+// markAgain has a route frame going out again say so in its bytes.
+func (u upFrame) markAgain() upFrame {
+	if !u.again || u.marked {
+		return u
+	}
+	u.marked = true
+	f, err := protocol.DecodePeer(u.b)
+	if err != nil || f.Type != protocol.PeerRoute {
+		return u
+	}
+	f.Again = true
+	if b, err := protocol.EncodePeer(&f); err == nil {
+		u.b = b
+	}
+	return u
 }
 
 func newRouter(s *Server) *router {
@@ -215,7 +238,10 @@ func (r *router) requeue(held upFrame) bool {
 	}
 	r.s.m.UplinkResent.Add(float64(len(r.inflight)))
 	out := make([]upFrame, 0, len(r.inflight)+1+len(r.resend))
-	out = append(out, r.inflight...)
+	for _, u := range r.inflight {
+		u.again = true
+		out = append(out, u)
+	}
 	if held.b != nil {
 		out = append(out, held)
 	}
@@ -351,6 +377,7 @@ func (r *router) uplink() {
 		r.upMu.Lock()
 		defer r.upMu.Unlock()
 		if f, err := protocol.DecodePeer(u.b); err == nil {
+			f.Again = f.Again || u.again
 			l.Handle(r.s.cfg.ID, f)
 		}
 		r.queued--
@@ -365,6 +392,7 @@ func (r *router) uplink() {
 		}
 		if held.b == nil {
 			held, _ = r.nextResend()
+			held = held.markAgain()
 		}
 		if lead != nil {
 			select {
@@ -512,13 +540,33 @@ func (s *Server) deliverLocal(users iter.Seq[string], m *protocol.Message) {
 
 // deliverPushed hands the encoded push of message seq of conv to the
 // named users connected here, once per connection.
-func (s *Server) deliverPushed(users iter.Seq[string], conv string, seq int64, push []byte) {
+//
+// A push handed over again (again: its first frame went to a leader whose
+// link was lost unacknowledged) may have reached the user already, on a
+// connection since lost: it is not given to a connection that logged in
+// after the message was written, whose client syncs after its login
+// (docs/protocol.md, 7) and gets the message there, once.
+func (s *Server) deliverPushed(users iter.Seq[string], conv string, seq int64, push []byte, again bool) {
 	if len(push) == 0 {
 		return
 	}
+	var written int64 = math.MaxInt64
+	if again {
+		if ts, ok := protocol.MessagePushTS(push); ok {
+			written = ts
+		}
+	}
 	m := &protocol.Message{Conv: conv, Seq: seq}
 	for u := range users {
-		if c, ok := s.local.Get(u); ok && c.enqueueMessage(m, push) {
+		c, ok := s.local.Get(u)
+		if !ok {
+			continue
+		}
+		if c.loggedIn.Load() > written {
+			s.m.PushAgainSkipped.Inc()
+			continue
+		}
+		if c.enqueueMessage(m, push) {
 			s.m.PushMessage.Inc()
 		}
 	}
@@ -603,7 +651,7 @@ func (s *Server) onLeaderFrame(link *peerlink.Link, f protocol.PeerFrame) {
 		}
 	case protocol.PeerPush:
 		if f.Conv != "" {
-			s.deliverPushed(protocol.Names(f.Recipients), f.Conv, f.Seq, f.Push)
+			s.deliverPushed(protocol.Names(f.Recipients), f.Conv, f.Seq, f.Push, f.Again)
 		} else {
 			s.deliverRaw(protocol.Names(f.Recipients), f.Push)
 		}

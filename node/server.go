@@ -364,10 +364,12 @@ func (s *Server) bind(ctx context.Context, c *client, user string) error {
 	}
 	c.user.Store(&user)
 	c.ver.Store(ver)
+	now := time.Now().UnixMilli()
+	c.loggedIn.Store(now)
 	if old, replaced := s.local.Add(c); replaced && old != c {
 		old.kick("logged in elsewhere")
 	}
-	rec := session.Record{User: user, Node: s.cfg.ID, Conn: c.id, LoginTime: time.Now().UnixMilli(), Version: ver, Run: s.started.UnixNano()}
+	rec := session.Record{User: user, Node: s.cfg.ID, Conn: c.id, LoginTime: now, Version: ver, Run: s.started.UnixNano()}
 	prev, stored, err := s.sessions.Put(ctx, rec)
 	if err != nil {
 		s.local.Remove(c)

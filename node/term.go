@@ -122,8 +122,8 @@ func (n termNode) DeliverLocal(users iter.Seq[string], m *protocol.Message) {
 	n.s.deliverLocal(users, m)
 }
 
-func (n termNode) DeliverPushed(users iter.Seq[string], conv string, seq int64, push []byte) {
-	n.s.deliverPushed(users, conv, seq, push)
+func (n termNode) DeliverPushed(users iter.Seq[string], conv string, seq int64, push []byte, again bool) {
+	n.s.deliverPushed(users, conv, seq, push, again)
 }
 
 func (n termNode) DeliverRaw(users iter.Seq[string], push []byte) { n.s.deliverRaw(users, push) }

@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"bytes"
 	"strconv"
 	"unicode/utf8"
 )
@@ -60,6 +61,23 @@ func EncodeMessagePush(m *Message) []byte {
 	b = append(b, MessagePushPrefix...)
 	b = AppendMessage(b, m)
 	return append(b, MessagePushSuffix...)
+}
+
+// MessagePushTS reads the time of the message in push, a message push as
+// EncodeMessagePush writes it (the time is its last field); ok false for
+// anything else.
+func MessagePushTS(push []byte) (ts int64, ok bool) {
+	const key = `,"ts":`
+	end := len(push) - len(MessagePushSuffix) - 1 // the message's closing brace
+	if end < len(key) || string(push[end:]) != "}"+MessagePushSuffix {
+		return 0, false
+	}
+	i := bytes.LastIndex(push[:end], []byte(key))
+	if i < 0 {
+		return 0, false
+	}
+	ts, err := strconv.ParseInt(string(push[i+len(key):end]), 10, 64)
+	return ts, err == nil
 }
 
 // appendChatReply appends r, a successful chat's reply, as json.Marshal

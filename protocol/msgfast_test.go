@@ -76,3 +76,15 @@ func BenchmarkEncodeMessagePush(b *testing.B) {
 		}
 	})
 }
+
+func TestMessagePushTS(t *testing.T) {
+	m := Message{ID: "x", Conv: "dm:a:b", Seq: 3, From: "a", To: "b", Text: `with ,"ts":5} inside`, TS: 1732460000123}
+	if ts, ok := MessagePushTS(EncodeMessagePush(&m)); !ok || ts != m.TS {
+		t.Fatalf("ts %d %v, want %d", ts, ok, m.TS)
+	}
+	for _, b := range []string{``, `{}`, `{"action":"presence","data":{"user":"a"}}`, `{"action":"message","data":{"ts":x}}`} {
+		if ts, ok := MessagePushTS([]byte(b)); ok {
+			t.Errorf("%s: ts %d read", b, ts)
+		}
+	}
+}

@@ -80,6 +80,14 @@ type PeerFrame struct {
 	Busy        bool            `json:"busy,omitempty"`        // ack: the leader cannot hand messages on as fast as they come; refuse new ones for a moment
 	RetryAfter  int             `json:"retryAfter,omitempty"`  // reply: seconds the client is to wait before trying again
 
+	// Again marks a route frame a node hands over a second time, after the
+	// link it first went out on was lost unacknowledged, and the push
+	// frames the leader makes of it: the message may have reached its
+	// recipients already, on connections that are gone since. A connection
+	// that logged in after the message was written is not given it again:
+	// its client syncs after logging in.
+	Again bool `json:"again,omitempty"`
+
 	// Recipients names the local users of a deliver or push frame, joined
 	// by commas (names never hold one): a node walks it without
 	// allocating per recipient.
