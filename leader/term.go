@@ -22,15 +22,18 @@ import (
 // What it needs of its node goes through node (Node); everything else it
 // was started with is in d.
 type Term struct {
-	node  Node
-	d     Deps
-	id    string         // d.ID
-	log   zerolog.Logger // d.Log
-	m     *metrics.Node  // d.Metrics
-	epoch int64
-	since time.Time
-	ctx   context.Context
-	stopF context.CancelFunc
+	node Node
+	d    Deps
+	id   string         // d.ID
+	log  zerolog.Logger // d.Log
+	// dropLog is log for the line of each frame dropped, at most a few a
+	// second (LeaderFramesDropped counts them all).
+	dropLog zerolog.Logger
+	m       *metrics.Node // d.Metrics
+	epoch   int64
+	since   time.Time
+	ctx     context.Context
+	stopF   context.CancelFunc
 	// wg counts the goroutines of this term (goTerm); Stop waits for
 	// them, so two terms of this node never run at once.
 	wg    sync.WaitGroup
@@ -86,7 +89,8 @@ func Start(parent context.Context, epoch int64, node Node, d Deps) *Term {
 	ctx, cancel := context.WithCancel(parent)
 	l := &Term{
 		node: node, d: d, id: d.ID, log: d.Log, m: d.Metrics,
-		epoch: epoch, since: time.Now(), ctx: ctx, stopF: cancel,
+		dropLog: d.Log.Sample(&zerolog.BurstSampler{Burst: 5, Period: time.Second}),
+		epoch:   epoch, since: time.Now(), ctx: ctx, stopF: cancel,
 		wake:    make(chan struct{}, 1),
 		members: map[string]cluster.Member{}, dialers: map[string]context.CancelFunc{},
 		links: map[string]memberLink{}, loads: map[string]protocol.PeerFrame{},
@@ -283,20 +287,29 @@ func (l *Term) dial(ctx context.Context, m cluster.Member) {
 		l.mu.Unlock()
 		link.Log().Info().Msg("linked to node")
 		stopOnCancel := context.AfterFunc(ctx, link.Close)
-		if l.goTerm(func() { link.WriteLoop(l.d.WriteTimeout) }) {
+		// The node refuses new goroutines once it is stopping: the link
+		// is then dropped unused, and dialling ends (Done would never be
+		// closed without the write loop).
+		started := l.goTerm(func() { link.WriteLoop(l.d.WriteTimeout) })
+		if started {
 			link.ReadLoop(func(f protocol.PeerFrame) { l.onNodeFrame(link, m, f) })
 		} else {
 			link.Drop()
 		}
 		stopOnCancel()
 		link.Close()
-		<-link.Done()
+		if started {
+			<-link.Done()
+		}
 		l.mu.Lock()
 		if l.links[m.ID] == link {
 			delete(l.links, m.ID)
 			l.unlinked[m.ID] = time.Now()
 		}
 		l.mu.Unlock()
+		if !started {
+			return
+		}
 	}
 }
 
@@ -321,7 +334,7 @@ func (l *Term) send(node string, f *protocol.PeerFrame) {
 	l.mu.Unlock()
 	if link == nil || !link.Enqueue(b) {
 		l.m.LeaderFramesDropped.Inc()
-		l.log.Warn().Str("dest", node).Str("type", f.Type).Msg("no usable link to node; frame dropped")
+		l.dropLog.Warn().Str("dest", node).Str("type", f.Type).Msg("no usable link to node; frame dropped (logged at most 5 a second)")
 		return
 	}
 	l.m.LeaderFramesOut.Inc()

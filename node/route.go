@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"chatcluster/handler"
 	"chatcluster/peerlink"
 	"chatcluster/protocol"
@@ -29,6 +31,9 @@ const uplinkQueue = 64 // frames in flight on the link to the leader
 // held.
 type router struct {
 	s *Server
+	// dropLog logs frames dropped, at most a few a second (UplinkDropped
+	// counts them all).
+	dropLog zerolog.Logger
 
 	// up holds encoded frames for the leader, in order. While there is no
 	// leader link it fills; once full, new chats are refused (503) instead
@@ -92,6 +97,7 @@ func (u upFrame) markAgain() upFrame {
 
 func newRouter(s *Server) *router {
 	return &router{s: s, up: make(chan upFrame, s.cfg.PeerQueue), linkSet: make(chan struct{}),
+		dropLog: s.log.Sample(&zerolog.BurstSampler{Burst: 5, Period: time.Second}),
 		pending: map[uint64]chan protocol.PeerFrame{}}
 }
 
@@ -181,7 +187,7 @@ func (r *router) toLeader(f *protocol.PeerFrame) bool {
 		return true
 	default:
 		r.s.m.UplinkDropped.Inc()
-		r.s.log.Warn().Str("type", f.Type).Str("dest", f.Dest).Msg("no leader and the uplink queue is full; frame dropped")
+		r.dropLog.Warn().Str("type", f.Type).Str("dest", f.Dest).Msg("no leader and the uplink queue is full; frame dropped (logged at most 5 a second)")
 		return false
 	}
 }
