@@ -51,6 +51,7 @@ import (
 	"math"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -112,6 +113,7 @@ type config struct {
 	prefix       string
 	password     string
 	out          string
+	cpuProfile   string
 	quiet        bool
 }
 
@@ -145,6 +147,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.prefix, "user-prefix", "bench", "user names are this plus a number")
 	fs.StringVar(&c.password, "password", "bench-password", "password of the bench users")
 	fs.StringVar(&c.out, "out", "", "write the results as JSON to this file")
+	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write chatbench's own CPU profile of the whole run to this file (go tool pprof)")
 	fs.BoolVar(&c.quiet, "quiet", false, "no progress lines")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -285,6 +288,17 @@ func benchMain(args []string) error {
 	}
 	if err := raiseFileLimit(cfg.connsNeeded()); err != nil {
 		return err
+	}
+	if cfg.cpuProfile != "" {
+		f, err := os.Create(cfg.cpuProfile)
+		if err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
