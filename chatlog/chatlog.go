@@ -42,8 +42,26 @@ type Log struct {
 }
 
 // New returns a Log over rdb whose keys all start with prefix.
-func New(rdb redis.UniversalClient, prefix string) *Log {
-	return &Log{rdb: rdb, prefix: prefix, commit: committer{rdb: rdb}}
+func New(rdb redis.UniversalClient, prefix string, opts ...Option) *Log {
+	l := &Log{rdb: rdb, prefix: prefix, commit: committer{rdb: rdb}}
+	for _, o := range opts {
+		o(l)
+	}
+	return l
+}
+
+// Option configures a Log.
+type Option func(*Log)
+
+// WithReplicas makes Append return only once n replicas hold the message
+// (Redis WAIT, one per pipeline of appends), or timeout has passed: then
+// short is called with how many did, and the message is acknowledged
+// anyway. Replication is asynchronous, so without it a master lost to a
+// failover takes the messages its replicas had not received yet with it.
+func WithReplicas(n int, timeout time.Duration, short func(got int)) Option {
+	return func(l *Log) {
+		l.commit.replicas, l.commit.replicaWait, l.commit.short = n, timeout, short
+	}
 }
 
 // Key names. Exposed for the history writer and tests.

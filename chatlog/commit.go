@@ -31,6 +31,12 @@ const (
 
 type committer struct {
 	rdb redis.UniversalClient
+	// replicas, when above 0, ends every pipeline with a WAIT for that
+	// many replicas, for at most replicaWait; short hears of a WAIT that
+	// saw fewer (WithReplicas).
+	replicas    int
+	replicaWait time.Duration
+	short       func(got int)
 
 	mu       sync.Mutex
 	queue    []*call // guarded by mu
@@ -121,7 +127,16 @@ func (c *committer) exec(batch []*call) {
 		for i, cl := range live {
 			cmds[i] = cl.script.EvalSha(ctx, pipe, cl.keys, cl.args...)
 		}
+		var wait *redis.Cmd
+		if c.replicas > 0 {
+			wait = pipe.Do(ctx, "WAIT", c.replicas, max(1, c.replicaWait.Milliseconds()))
+		}
 		_, _ = pipe.Exec(ctx)
+		if wait != nil && c.short != nil {
+			if got, err := wait.Int64(); err == nil && int(got) < c.replicas {
+				c.short(int(got))
+			}
+		}
 		var again []*call
 		for i, cl := range live {
 			err := cmds[i].Err()

@@ -204,3 +204,22 @@ func BenchmarkAppend(b *testing.B) {
 		})
 	})
 }
+
+// With replicas asked for and none there, a message is still stored and
+// acknowledged once the wait is over, and the shortfall is reported.
+func TestAppendWaitsForReplicasBounded(t *testing.T) {
+	ctx := context.Background()
+	base := newLog(t)
+	var short []int
+	l := New(base.rdb, base.prefix, WithReplicas(1, 20*time.Millisecond, func(got int) { short = append(short, got) }))
+	if err := l.MarkFresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, dup, err := appended(l.Append(ctx, protocol.Message{ID: "a", Conv: "dm:a:b", From: "a", To: "b", Text: "x", TS: 1}, "c1", nil))
+	if err != nil || dup || got.Seq != 1 {
+		t.Fatalf("append: %+v %v %v", got, dup, err)
+	}
+	if len(short) != 1 || short[0] != 0 {
+		t.Fatalf("shortfalls reported %v, want [0] (a lone Redis has no replica)", short)
+	}
+}

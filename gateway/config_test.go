@@ -3,6 +3,8 @@ package gateway
 import (
 	"strings"
 	"testing"
+
+	"chatcluster/internal/redisconn"
 )
 
 // The bcrypt cost is bcrypt's default when 0, else within bcrypt's range.
@@ -12,7 +14,7 @@ func TestConfigBcryptCost(t *testing.T) {
 		ok   bool
 	}{{0, true}, {4, true}, {10, true}, {31, true}, {3, false}, {32, false}} {
 		cfg := DefaultConfig()
-		cfg.Redis, cfg.Mongo, cfg.BcryptCost = "127.0.0.1:6379", "mongodb://127.0.0.1:27017/", tc.cost
+		cfg.Redis, cfg.Mongo, cfg.BcryptCost = redisconn.Config{Addr: "127.0.0.1:6379"}, "mongodb://127.0.0.1:27017/", tc.cost
 		err := cfg.Validate()
 		if tc.ok != (err == nil) {
 			t.Errorf("cost %d: error %v, want ok=%v", tc.cost, err, tc.ok)

@@ -20,6 +20,7 @@ import (
 	"chatcluster/accounts"
 	"chatcluster/directory"
 	"chatcluster/history"
+	"chatcluster/internal/redisconn"
 	"chatcluster/metrics"
 	"chatcluster/web"
 )
@@ -27,8 +28,8 @@ import (
 // Config of a gateway.
 type Config struct {
 	Listen      string
-	AdminListen string // pprof (and /metrics again), host:port; "" opens none
-	Redis       string
+	AdminListen string           // pprof (and /metrics again), host:port; "" opens none
+	Redis       redisconn.Config // one server, or a Sentinel set
 	RedisPrefix string
 	Mongo       string
 	MongoDB     string
@@ -58,8 +59,8 @@ func (c Config) Validate() error {
 			errs = append(errs, errors.New("--admin-listen must differ from --listen: pprof is never on the public port"))
 		}
 	}
-	if c.Redis == "" {
-		errs = append(errs, errors.New("a Redis address is required (--redis)"))
+	if err := c.Redis.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Mongo == "" {
 		errs = append(errs, errors.New("a MongoDB URI is required (--mongo)"))
@@ -119,10 +120,14 @@ func (g *Gateway) AdminAddr() string {
 // Start connects to Redis and MongoDB and starts serving.
 func (g *Gateway) Start(ctx context.Context) error {
 	g.started = time.Now()
-	g.rdb = redis.NewClient(&redis.Options{Addr: g.cfg.Redis, DialTimeout: 2 * time.Second, ReadTimeout: 3 * time.Second, WriteTimeout: 3 * time.Second})
+	rdb, err := redisconn.Open(g.cfg.Redis, redisconn.Options{})
+	if err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+	g.rdb = rdb
 	g.rdb.AddHook(g.m.RedisHook())
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	err := g.rdb.Ping(pctx).Err()
+	err = g.rdb.Ping(pctx).Err()
 	cancel()
 	if err != nil {
 		g.rdb.Close()

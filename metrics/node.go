@@ -41,6 +41,7 @@ type Node struct {
 	ConnectionsOpened prometheus.Counter // WebSocket connections accepted
 	PushRepeated      prometheus.Counter // message pushes not sent: the connection had it already
 	PushAgainSkipped  prometheus.Counter // pushes handed over again not sent: the connection logged in after the message
+	RedisWaitShort    prometheus.Counter // pipelines of messages acknowledged before --redis-wait-replicas replicas held them
 	SlowDisconnects   prometheus.Counter // clients closed as too slow to read what they are sent
 	ClientFramesOut   prometheus.Counter // frames written to client WebSockets
 
@@ -102,6 +103,7 @@ func NewNode(reg prometheus.Registerer, src NodeSources) *Node {
 
 		ConnectionsOpened: counter("connections_opened_total", "Client WebSocket connections accepted."),
 		PushRepeated:      counter("push_repeated_total", "Message pushes not sent because the connection had been pushed that message (or a later one of its conversation) already: the cluster handed it over again after a lost link."),
+		RedisWaitShort:    counter("redis_wait_short_total", "Pipelines of stored messages that fewer replicas than --redis-wait-replicas confirmed within --redis-wait-timeout; their messages were acknowledged anyway and would be lost with the master before reaching a replica (clients can give them back: rebuild)."),
 		PushAgainSkipped:  counter("push_again_skipped_total", "Message pushes handed over again after a lost link to the leader that were not given to a connection which logged in after the message was written: its client gets the message from its sync after login."),
 		SlowDisconnects:   counter("client_slow_disconnects_total", "Client connections closed as too slow to read what they are sent."),
 		ClientFramesOut:   counter("client_frames_out_total", "Frames written to client WebSockets: replies and pushes."),

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"chatcluster/accounts"
+	"chatcluster/internal/redisconn"
 	"chatcluster/protocol"
 )
 
@@ -29,10 +30,16 @@ type Config struct {
 	ZKRoot           string
 	ZKSessionTimeout time.Duration
 
-	Redis       string
+	Redis       redisconn.Config // one server, or a Sentinel set
 	RedisPrefix string
-	Mongo       string // mongodb:// URI
-	MongoDB     string // database name
+	// RedisWaitReplicas, when above 0, makes every stored message wait (at
+	// most RedisWaitTimeout) until that many replicas have it before it is
+	// acknowledged: a master lost to a failover then takes no
+	// acknowledged message with it (docs/protocol.md, 7).
+	RedisWaitReplicas int
+	RedisWaitTimeout  time.Duration
+	Mongo             string // mongodb:// URI
+	MongoDB           string // database name
 
 	Secret []byte // shared cluster secret for the peer link, at least 16 bytes
 
@@ -77,6 +84,7 @@ func DefaultConfig() Config {
 		ZKRoot:            "/chat",
 		ZKSessionTimeout:  2 * time.Second,
 		RedisPrefix:       "chat:",
+		RedisWaitTimeout:  100 * time.Millisecond,
 		MongoDB:           "chat",
 		SendQueue:         1024,
 		SendQueueBytes:    64 << 20,
@@ -123,8 +131,14 @@ func (c *Config) Validate() error {
 	if len(c.ZK) == 0 {
 		errs = append(errs, errors.New("at least one ZooKeeper server is required (--zk)"))
 	}
-	if c.Redis == "" {
-		errs = append(errs, errors.New("a Redis address is required (--redis)"))
+	if err := c.Redis.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.RedisWaitReplicas < 0 {
+		errs = append(errs, errors.New("--redis-wait-replicas must not be negative"))
+	}
+	if c.RedisWaitReplicas > 0 && c.RedisWaitTimeout <= 0 {
+		errs = append(errs, errors.New("--redis-wait-timeout must be positive with --redis-wait-replicas"))
 	}
 	if c.Mongo == "" {
 		errs = append(errs, errors.New("a MongoDB URI is required (--mongo)"))

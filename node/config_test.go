@@ -3,6 +3,8 @@ package node
 import (
 	"strings"
 	"testing"
+
+	"chatcluster/internal/redisconn"
 )
 
 // The admin listener is optional and never shares the client or peer port.
@@ -19,7 +21,7 @@ func TestConfigAdminListen(t *testing.T) {
 	} {
 		cfg := DefaultConfig()
 		cfg.ID, cfg.Listen, cfg.PeerListen, cfg.AdminListen = "n1", "127.0.0.1:9001", "127.0.0.1:9101", tc.admin
-		cfg.ZK, cfg.Redis, cfg.Mongo = []string{"127.0.0.1:2181"}, "127.0.0.1:6379", "mongodb://127.0.0.1:27017/"
+		cfg.ZK, cfg.Redis, cfg.Mongo = []string{"127.0.0.1:2181"}, redisconn.Config{Addr: "127.0.0.1:6379"}, "mongodb://127.0.0.1:27017/"
 		cfg.Secret = []byte("0123456789abcdef")
 		err := cfg.Validate()
 		switch {
@@ -39,7 +41,7 @@ func TestConfigBcryptCost(t *testing.T) {
 	}{{0, true}, {4, true}, {10, true}, {31, true}, {3, false}, {32, false}, {-1, false}} {
 		cfg := DefaultConfig()
 		cfg.ID, cfg.Listen, cfg.PeerListen = "n1", "127.0.0.1:9001", "127.0.0.1:9101"
-		cfg.ZK, cfg.Redis, cfg.Mongo = []string{"127.0.0.1:2181"}, "127.0.0.1:6379", "mongodb://127.0.0.1:27017/"
+		cfg.ZK, cfg.Redis, cfg.Mongo = []string{"127.0.0.1:2181"}, redisconn.Config{Addr: "127.0.0.1:6379"}, "mongodb://127.0.0.1:27017/"
 		cfg.Secret = []byte("0123456789abcdef")
 		cfg.BcryptCost = tc.cost
 		err := cfg.Validate()

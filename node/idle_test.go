@@ -22,6 +22,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"chatcluster/internal/redisconn"
 	"chatcluster/internal/testenv"
 )
 
@@ -224,7 +225,7 @@ func idleServer(tb testing.TB) *Server {
 	tb.Helper()
 	cfg := DefaultConfig()
 	cfg.ID, cfg.Listen, cfg.PeerListen = "n1", "127.0.0.1:0", "127.0.0.1:1"
-	cfg.ZK, cfg.Redis, cfg.Mongo = []string{"127.0.0.1:1"}, "127.0.0.1:1", "mongodb://127.0.0.1:1"
+	cfg.ZK, cfg.Redis, cfg.Mongo = []string{"127.0.0.1:1"}, redisconn.Config{Addr: "127.0.0.1:1"}, "mongodb://127.0.0.1:1"
 	cfg.Secret = []byte("0123456789abcdef")
 	s, err := New(cfg)
 	if err != nil {
@@ -243,7 +244,7 @@ func startedNode(tb testing.TB) *Server {
 	base := testenv.PortBlock(tb, 2)
 	cfg.ID, cfg.Listen, cfg.PeerListen = "n1", fmt.Sprintf("127.0.0.1:%d", base), fmt.Sprintf("127.0.0.1:%d", base+1)
 	cfg.ZK, cfg.ZKRoot = testenv.ZK(tb), "/"+ns
-	cfg.Redis, cfg.RedisPrefix = testenv.Redis(tb), ns+":"
+	cfg.Redis, cfg.RedisPrefix = redisconn.Config{Addr: testenv.Redis(tb)}, ns+":"
 	cfg.Mongo, cfg.MongoDB = testenv.Mongo(tb), ns
 	cfg.Secret = []byte("0123456789abcdef")
 	cfg.DrainTimeout = time.Second

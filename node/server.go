@@ -22,6 +22,7 @@ import (
 	"chatcluster/directory"
 	"chatcluster/handler"
 	"chatcluster/history"
+	"chatcluster/internal/redisconn"
 	"chatcluster/internal/wsconn"
 	"chatcluster/leader"
 	"chatcluster/metrics"
@@ -93,6 +94,9 @@ type Server struct {
 
 	routes *router
 
+	// waitLog logs replication that fell short, at most once a second.
+	waitLog zerolog.Logger
+
 	ctx    context.Context // canceled when Close begins its last phase
 	cancel context.CancelFunc
 
@@ -132,6 +136,7 @@ func New(cfg Config) (*Server, error) {
 	empty := map[string]cluster.Member{}
 	s.members.Store(&empty)
 	s.routes = newRouter(s)
+	s.waitLog = s.log.Sample(&zerolog.BurstSampler{Burst: 1, Period: time.Second})
 	s.reg = metrics.NewRegistry()
 	s.m = metrics.NewNode(s.reg, s.metricSources())
 	s.parked = leader.NewParking(s.m.RouteParkExpired)
@@ -173,11 +178,10 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	// RESP2: the node uses nothing of RESP3 (no push notifications, no
 	// client-side caching), and with RESP3 go-redis looks for pushes ahead
 	// of every reply, a few per cent of a busy node's CPU.
-	s.rdb = redis.NewClient(&redis.Options{
-		Addr: s.cfg.Redis, DialTimeout: 2 * time.Second,
-		ReadTimeout: 3 * time.Second, WriteTimeout: 3 * time.Second,
-		PoolSize: 64, MinIdleConns: 4, Protocol: 2,
-	})
+	s.rdb, err = redisconn.Open(s.cfg.Redis, redisconn.Options{PoolSize: 64, MinIdleConns: 4, Protocol: 2})
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
 	s.rdb.AddHook(s.m.RedisHook())
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	err = s.rdb.Ping(pctx).Err()
@@ -192,7 +196,15 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err = s.markBoot(ctx); err != nil {
 		return fmt.Errorf("node: writing to Redis: %w", err)
 	}
-	s.chatlog = chatlog.New(s.rdb, s.cfg.RedisPrefix)
+	var logOpts []chatlog.Option
+	if n := s.cfg.RedisWaitReplicas; n > 0 {
+		logOpts = append(logOpts, chatlog.WithReplicas(n, s.cfg.RedisWaitTimeout, func(got int) {
+			s.m.RedisWaitShort.Inc()
+			s.waitLog.Warn().Int("replicas", got).Int("wanted", n).Dur("waited", s.cfg.RedisWaitTimeout).
+				Msg("messages acknowledged before enough Redis replicas held them (logged at most once a second)")
+		}))
+	}
+	s.chatlog = chatlog.New(s.rdb, s.cfg.RedisPrefix, logOpts...)
 	s.journal = &journal{log: s.chatlog, store: s.store}
 	s.words = newWordsSvc(s)
 	if err = s.markFresh(ctx); err != nil {

@@ -16,6 +16,7 @@ import (
 	"chatcluster/accounts"
 	"chatcluster/gateway"
 	"chatcluster/internal/flagenv"
+	"chatcluster/internal/redisconn"
 )
 
 func main() {
@@ -30,7 +31,7 @@ func run(args []string) error {
 	fs := flagenv.New("gateway")
 	listen := fs.String("listen", "CHAT_GATEWAY_LISTEN", cfg.Listen, "HTTP listen address")
 	admin := fs.String("admin-listen", "CHAT_GATEWAY_ADMIN_LISTEN", "127.0.0.1:9200", "admin listen address: /debug/pprof/ and GET /metrics (empty: none)")
-	rds := fs.String("redis", "CHAT_REDIS", "127.0.0.1:6379", "Redis address")
+	redisFlags := redisconn.Flags(fs)
 	prefix := fs.String("redis-prefix", "CHAT_REDIS_PREFIX", cfg.RedisPrefix, "prefix of every Redis key")
 	mongo := fs.String("mongo", "CHAT_MONGO", "mongodb://127.0.0.1:27017/", "MongoDB URI")
 	mongoDB := fs.String("mongo-db", "CHAT_MONGO_DB", cfg.MongoDB, "MongoDB database")
@@ -44,7 +45,10 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	cfg.Listen, cfg.Redis, cfg.RedisPrefix, cfg.Mongo, cfg.MongoDB, cfg.Logger = *listen, *rds, *prefix, *mongo, *mongoDB, log
+	if cfg.Redis, err = redisFlags(); err != nil {
+		return err
+	}
+	cfg.Listen, cfg.RedisPrefix, cfg.Mongo, cfg.MongoDB, cfg.Logger = *listen, *prefix, *mongo, *mongoDB, log
 	cfg.AdminListen, cfg.BcryptCost, cfg.Throttle = *admin, *cost, throttle()
 	g, err := gateway.New(cfg)
 	if err != nil {

@@ -21,6 +21,7 @@ import (
 
 	"chatcluster/accounts"
 	"chatcluster/internal/flagenv"
+	"chatcluster/internal/redisconn"
 	"chatcluster/node"
 )
 
@@ -42,7 +43,9 @@ func run(args []string) error {
 	zk := fs.String("zk", "CHAT_ZK", "127.0.0.1:2181", "ZooKeeper servers, comma-separated")
 	zkRoot := fs.String("zk-root", "CHAT_ZK_ROOT", cfg.ZKRoot, "ZooKeeper root path of this cluster")
 	zkTimeout := fs.Duration("zk-session-timeout", "CHAT_ZK_SESSION_TIMEOUT", cfg.ZKSessionTimeout, "ZooKeeper session timeout: how soon a dead node is noticed")
-	rds := fs.String("redis", "CHAT_REDIS", "127.0.0.1:6379", "Redis address")
+	redisFlags := redisconn.Flags(fs)
+	waitReplicas := fs.Int("redis-wait-replicas", "CHAT_REDIS_WAIT_REPLICAS", -1, "replicas that must hold a message before it is acknowledged (Redis WAIT; -1: 1 with --redis-sentinels, else 0)")
+	waitTimeout := fs.Duration("redis-wait-timeout", "CHAT_REDIS_WAIT_TIMEOUT", cfg.RedisWaitTimeout, "how long a message waits for --redis-wait-replicas before it is acknowledged anyway (counted in chat_redis_wait_short_total)")
 	prefix := fs.String("redis-prefix", "CHAT_REDIS_PREFIX", cfg.RedisPrefix, "prefix of every Redis key")
 	mongo := fs.String("mongo", "CHAT_MONGO", "mongodb://127.0.0.1:27017/", "MongoDB URI")
 	mongoDB := fs.String("mongo-db", "CHAT_MONGO_DB", cfg.MongoDB, "MongoDB database")
@@ -74,7 +77,17 @@ func run(args []string) error {
 	}
 	cfg.ID, cfg.Listen, cfg.Advertise, cfg.PeerListen, cfg.AdminListen = *id, *listen, *advertise, *peer, *admin
 	cfg.ZK, cfg.ZKRoot, cfg.ZKSessionTimeout = flagenv.List(*zk), *zkRoot, *zkTimeout
-	cfg.Redis, cfg.RedisPrefix, cfg.Mongo, cfg.MongoDB = *rds, *prefix, *mongo, *mongoDB
+	if cfg.Redis, err = redisFlags(); err != nil {
+		return err
+	}
+	cfg.RedisWaitReplicas, cfg.RedisWaitTimeout = *waitReplicas, *waitTimeout
+	if cfg.RedisWaitReplicas < 0 {
+		cfg.RedisWaitReplicas = 0
+		if len(cfg.Redis.Sentinels) > 0 {
+			cfg.RedisWaitReplicas = 1
+		}
+	}
+	cfg.RedisPrefix, cfg.Mongo, cfg.MongoDB = *prefix, *mongo, *mongoDB
 	cfg.Secret = []byte(strings.TrimSpace(string(secret)))
 	cfg.DrainTimeout = *drain
 	cfg.WordFilterFile, cfg.HotWordsReset = *filter, *hotReset

@@ -1,0 +1,171 @@
+// Package redisconn says how the gateway and the nodes reach Redis: one
+// server, or a master found through Redis Sentinel, with an optional
+// password and TLS. With Sentinel the client asks the Sentinels for the
+// current master and follows a promotion without a restart.
+package redisconn
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"chatcluster/internal/flagenv"
+)
+
+// Config is where Redis is and how to log in to it.
+type Config struct {
+	// Addr is one Redis server, host:port. Unused with Sentinels.
+	Addr string
+	// Sentinels are the Sentinel servers, host:port, that watch the master
+	// named MasterName; set, they replace Addr.
+	Sentinels  []string
+	MasterName string
+
+	// Password (and Username, for an ACL user) of the Redis servers, and
+	// SentinelPassword of the Sentinels (empty: none).
+	Username         string
+	Password         string
+	SentinelPassword string
+
+	// TLS turns TLS on toward every server (Sentinels included), verified
+	// against the system's roots or CAFile.
+	TLS    bool
+	CAFile string
+}
+
+// Validate reports what is missing or malformed, naming the flags.
+func (c Config) Validate() error {
+	switch {
+	case len(c.Sentinels) > 0 && c.MasterName == "":
+		return errors.New("--redis-sentinels needs --redis-master, the name the Sentinels know the master by")
+	case len(c.Sentinels) == 0 && c.MasterName != "":
+		return errors.New("--redis-master needs --redis-sentinels")
+	case len(c.Sentinels) == 0 && c.Addr == "":
+		return errors.New("a Redis address is required (--redis, or --redis-sentinels with --redis-master)")
+	case c.CAFile != "" && !c.TLS:
+		return errors.New("--redis-tls-ca-file needs --redis-tls")
+	}
+	addrs := c.Sentinels
+	if len(addrs) == 0 {
+		addrs = []string{c.Addr}
+	}
+	for _, a := range addrs {
+		if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
+			return fmt.Errorf("Redis address %q is not host:port", a)
+		}
+	}
+	return nil
+}
+
+// String names the Redis for logs and errors, without secrets.
+func (c Config) String() string {
+	if len(c.Sentinels) > 0 {
+		return fmt.Sprintf("master %q via Sentinels %s", c.MasterName, strings.Join(c.Sentinels, ","))
+	}
+	return c.Addr
+}
+
+// Options are the client's pool and timeouts.
+type Options struct {
+	PoolSize     int
+	MinIdleConns int
+	// Protocol is the RESP version (2 or 3); 0 lets go-redis choose.
+	Protocol int
+}
+
+// Open returns a client for c. It does not connect yet.
+func Open(c Config, o Options) (*redis.Client, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	var tc *tls.Config
+	if c.TLS {
+		tc = &tls.Config{MinVersion: tls.VersionTLS12}
+		if c.CAFile != "" {
+			pem, err := os.ReadFile(c.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("--redis-tls-ca-file: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("--redis-tls-ca-file %s holds no PEM certificate", c.CAFile)
+			}
+			tc.RootCAs = pool
+		}
+	}
+	const dial, read, write = 2 * time.Second, 3 * time.Second, 3 * time.Second
+	if len(c.Sentinels) > 0 {
+		return redis.NewFailoverClient(&redis.FailoverOptions{
+			MasterName: c.MasterName, SentinelAddrs: c.Sentinels, SentinelPassword: c.SentinelPassword,
+			Username: c.Username, Password: c.Password, TLSConfig: tc,
+			DialTimeout: dial, ReadTimeout: read, WriteTimeout: write,
+			PoolSize: o.PoolSize, MinIdleConns: o.MinIdleConns, Protocol: o.Protocol,
+		}), nil
+	}
+	return redis.NewClient(&redis.Options{
+		Addr: c.Addr, Username: c.Username, Password: c.Password, TLSConfig: tc,
+		DialTimeout: dial, ReadTimeout: read, WriteTimeout: write,
+		PoolSize: o.PoolSize, MinIdleConns: o.MinIdleConns, Protocol: o.Protocol,
+	}), nil
+}
+
+// Flags defines the Redis flags (with their environment variables) on fs
+// and returns the function that builds the Config once fs is parsed,
+// reading the password files.
+func Flags(fs *flagenv.Set) func() (Config, error) {
+	addr := fs.String("redis", "CHAT_REDIS", "127.0.0.1:6379", "Redis address, host:port (unused with --redis-sentinels)")
+	sentinels := fs.String("redis-sentinels", "CHAT_REDIS_SENTINELS", "", "Redis Sentinel addresses, comma-separated: the master is the one they name --redis-master, followed across failovers")
+	master := fs.String("redis-master", "CHAT_REDIS_MASTER", "", "the master's name in the Sentinels' configuration (with --redis-sentinels)")
+	user := fs.String("redis-username", "CHAT_REDIS_USERNAME", "", "Redis ACL user (empty: the default user)")
+	pwFile := fs.String("redis-password-file", "CHAT_REDIS_PASSWORD_FILE", "", "file holding the Redis password (empty: none)")
+	sentPwFile := fs.String("redis-sentinel-password-file", "CHAT_REDIS_SENTINEL_PASSWORD_FILE", "", "file holding the Sentinels' password (empty: none)")
+	useTLS := fs.String("redis-tls", "CHAT_REDIS_TLS", "false", "connect to Redis (and the Sentinels) over TLS")
+	ca := fs.String("redis-tls-ca-file", "CHAT_REDIS_TLS_CA_FILE", "", "PEM file of the CA that signed the Redis servers' certificates (empty: the system's)")
+	return func() (Config, error) {
+		c := Config{Addr: *addr, Sentinels: flagenv.List(*sentinels), MasterName: *master, Username: *user, CAFile: *ca}
+		var err error
+		if c.TLS, err = parseBool("--redis-tls", *useTLS); err != nil {
+			return c, err
+		}
+		if c.Password, err = readSecret("--redis-password-file", *pwFile); err != nil {
+			return c, err
+		}
+		if c.SentinelPassword, err = readSecret("--redis-sentinel-password-file", *sentPwFile); err != nil {
+			return c, err
+		}
+		return c, c.Validate()
+	}
+}
+
+func parseBool(flag, v string) (bool, error) {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "true", "1", "yes":
+		return true, nil
+	case "false", "0", "no", "":
+		return false, nil
+	}
+	return false, fmt.Errorf("%s=%q: want true or false", flag, v)
+}
+
+// readSecret reads a one-line secret from path ("" gives "").
+func readSecret(flag, path string) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", flag, err)
+	}
+	s := strings.TrimRight(string(b), "\r\n")
+	if s == "" {
+		return "", fmt.Errorf("%s: %s is empty", flag, path)
+	}
+	return s, nil
+}
