@@ -2,7 +2,8 @@
 # Usage: deploy/install.sh
 #
 # Makes this machine ready to build, run and test the chat cluster:
-#   - Debian packages zookeeper (with Java), redis-server, chromium and a
+#   - Debian packages zookeeper (with Java), redis-server, redis-sentinel
+#     (the Sentinel failover test), chromium and a
 #     font (the headless browser of the web client's tests), and make and
 #     gcc (for the race detector) where absent, installed with apt-get only
 #     if missing (as root, or through sudo);
@@ -30,6 +31,10 @@ fi
 if ! installed redis-server || ! command -v redis-server >/dev/null; then
 	missing+=(redis-server)
 fi
+# The Sentinel failover test (e2e) runs Debian's redis-sentinel.
+if ! installed redis-sentinel || ! command -v redis-sentinel >/dev/null; then
+	missing+=(redis-sentinel)
+fi
 # The browser tests of the web client (web/) drive Debian's chromium,
 # headless; without recommends it comes without a font, so screenshots
 # need one.
@@ -50,8 +55,9 @@ if ((${#missing[@]} > 0)); then
 		command -v sudo >/dev/null || die "missing ${missing[*]}: run deploy/install.sh as root (no sudo found)"
 		as_root=(sudo)
 	fi
-	had_redis=0
+	had_redis=0 had_sentinel=0
 	installed redis-server && had_redis=1
+	installed redis-sentinel && had_sentinel=1
 	say "installing ${missing[*]} with apt-get"
 	export DEBIAN_FRONTEND=noninteractive
 	"${as_root[@]}" apt-get update -qq
@@ -66,9 +72,19 @@ if ((${#missing[@]} > 0)); then
 			command -v update-rc.d >/dev/null && { "${as_root[@]}" update-rc.d redis-server disable >/dev/null 2>&1 || true; }
 		fi
 	fi
+	if ((had_sentinel == 0)); then
+		# Likewise its Sentinel service, on port 26379.
+		if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null; then
+			"${as_root[@]}" systemctl disable --now redis-sentinel.service >/dev/null 2>&1 || true
+		elif [[ -x /etc/init.d/redis-sentinel ]]; then
+			"${as_root[@]}" /etc/init.d/redis-sentinel stop >/dev/null 2>&1 || true
+			command -v update-rc.d >/dev/null && { "${as_root[@]}" update-rc.d redis-sentinel disable >/dev/null 2>&1 || true; }
+		fi
+	fi
 	[[ -f /usr/share/java/zookeeper.jar ]] || die "zookeeper installed but /usr/share/java/zookeeper.jar is missing"
 	command -v java >/dev/null || die "zookeeper installed but java is not on PATH"
 	command -v redis-server >/dev/null || die "redis-server installed but not on PATH"
+	command -v redis-sentinel >/dev/null || die "redis-sentinel installed but not on PATH"
 	command -v chromium >/dev/null || die "chromium installed but not on PATH"
 fi
 

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"golang.org/x/crypto/bcrypt"
 
 	"chatcluster/accounts"
@@ -45,6 +46,7 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	redis.SetLogger(redisconn.NewLogger(log))
 	if cfg.Redis, err = redisFlags(); err != nil {
 		return err
 	}

@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"golang.org/x/crypto/bcrypt"
 
 	"chatcluster/accounts"
@@ -68,6 +69,7 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	redis.SetLogger(redisconn.NewLogger(log.With().Str("node", *id).Logger()))
 	if *secretFile == "" {
 		return fmt.Errorf("--cluster-secret-file is required: every node of a cluster shares one secret (e.g. head -c 32 /dev/urandom | base64 > cluster.secret)")
 	}

@@ -5,6 +5,7 @@
 package redisconn
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
 
 	"chatcluster/internal/flagenv"
 )
@@ -168,4 +170,20 @@ func readSecret(flag, path string) (string, error) {
 		return "", fmt.Errorf("%s: %s is empty", flag, path)
 	}
 	return s, nil
+}
+
+// Logger is the Redis client library's own logger (redis.SetLogger, which
+// a command sets once in main): its lines go to log as warnings, with the
+// component "redis", at most 5 a second (a master that went away has the
+// pool log every failed dial).
+type Logger struct{ log zerolog.Logger }
+
+// NewLogger returns the library logger writing to log.
+func NewLogger(log zerolog.Logger) Logger {
+	return Logger{log: log.With().Str("component", "redis").Logger().Sample(&zerolog.BurstSampler{Burst: 5, Period: time.Second})}
+}
+
+// Printf implements the library's logging interface.
+func (l Logger) Printf(_ context.Context, format string, v ...any) {
+	l.log.Warn().Msg(strings.TrimSpace(fmt.Sprintf(format, v...)))
 }

@@ -147,7 +147,11 @@ type Options struct {
 	// StartMongo servers, which the test may take away and bring back.
 	ZK    []string // ZooKeeper servers, host:port
 	Redis string   // Redis address, host:port
-	Mongo string   // MongoDB URI
+	// RedisSentinels, with RedisMaster, are Sentinels to find the Redis
+	// master through (StartSentinelRedis) instead of Redis.
+	RedisSentinels []string
+	RedisMaster    string
+	Mongo          string // MongoDB URI
 }
 
 // Proc is one process of a cluster: the gateway or a node.
@@ -225,7 +229,7 @@ func StartCluster(t testing.TB, opts Options) *Cluster {
 	if len(c.zk) == 0 {
 		c.zk = ZK(t)
 	}
-	if c.redis == "" {
+	if c.redis == "" && len(opts.RedisSentinels) == 0 {
 		c.redis = Redis(t)
 	}
 	if c.mongo == "" {
@@ -522,7 +526,7 @@ func (c *Cluster) start(p *Proc) error {
 	if p == c.gateway {
 		args = []string{c.bins.Gateway,
 			"--listen", p.Listen, "--admin-listen", p.AdminAddr,
-			"--redis", c.redis, "--redis-prefix", c.ns + ":",
+			"--redis-prefix", c.ns + ":",
 			"--mongo", c.mongo, "--mongo-db", c.ns,
 		}
 	} else {
@@ -531,10 +535,15 @@ func (c *Cluster) start(p *Proc) error {
 			"--listen", p.Listen, "--peer-listen", p.PeerAddr, "--admin-listen", p.AdminAddr,
 			"--zk", strings.Join(c.zk, ","), "--zk-root", "/" + c.ns,
 			"--zk-session-timeout", c.opts.SessionTimeout.String(),
-			"--redis", c.redis, "--redis-prefix", c.ns + ":",
+			"--redis-prefix", c.ns + ":",
 			"--mongo", c.mongo, "--mongo-db", c.ns,
 			"--cluster-secret-file", c.secret,
 		}
+	}
+	if len(c.opts.RedisSentinels) > 0 {
+		args = append(args, "--redis-sentinels", strings.Join(c.opts.RedisSentinels, ","), "--redis-master", c.opts.RedisMaster)
+	} else {
+		args = append(args, "--redis", c.redis)
 	}
 	logf, err := os.OpenFile(p.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {

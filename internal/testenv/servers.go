@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
@@ -223,19 +224,143 @@ type RedisServer struct{ s server }
 // it answers PING. It is killed when the test ends.
 func StartRedis(t testing.TB) *RedisServer {
 	t.Helper()
+	return startRedis(t, "redis")
+}
+
+// startRedis starts a private Redis named name, with extra arguments.
+func startRedis(t testing.TB, name string, extra ...string) *RedisServer {
+	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Fatalf("testenv: redis-server not found: run deploy/install.sh (as root), then the tests through `make test` or deploy/with-deps.sh")
 	}
-	r := &RedisServer{s: server{name: "redis", dir: t.TempDir()}}
+	r := &RedisServer{s: server{name: name, dir: t.TempDir()}}
 	r.s.log = filepath.Join(r.s.dir, "redis.log")
 	r.s.args = func() []string {
-		return []string{bin, "--port", strconv.Itoa(r.s.port), "--bind", "127.0.0.1", "--dir", r.s.dir,
-			"--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", "", "--loglevel", "warning"}
+		return append([]string{bin, "--port", strconv.Itoa(r.s.port), "--bind", "127.0.0.1", "--dir", r.s.dir,
+			"--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", "", "--loglevel", "warning"}, extra...)
 	}
 	r.s.cleanup(t)
 	r.s.startFresh(t, r.ready)
 	return r
+}
+
+// ---- Redis with Sentinel ----------------------------------------------------
+
+// SentinelRedis is a Redis master, one replica of it and three Sentinels
+// (Debian's redis-sentinel) watching it under SentinelMaster, all of one
+// test's own: killing the master has the Sentinels promote the replica.
+type SentinelRedis struct {
+	Master, Replica *RedisServer
+	sentinels       []*server
+}
+
+// SentinelMaster is the name the Sentinels know the master by.
+const SentinelMaster = "chat"
+
+// StartSentinelRedis starts the master, the replica and the Sentinels, and
+// waits until the replica is in sync and the Sentinels can fail over
+// (SENTINEL CKQUORUM). A master unreachable for 1 s is taken as down.
+func StartSentinelRedis(t testing.TB) *SentinelRedis {
+	t.Helper()
+	bin, err := exec.LookPath("redis-sentinel")
+	if err != nil {
+		t.Fatalf("testenv: redis-sentinel not found: run deploy/install.sh (as root), then the tests through `make test` or deploy/with-deps.sh")
+	}
+	sr := &SentinelRedis{Master: startRedis(t, "redis master")}
+	sr.Replica = startRedis(t, "redis replica", "--replicaof", "127.0.0.1", strconv.Itoa(sr.Master.s.port))
+	for i := range 3 {
+		s := &server{name: fmt.Sprintf("sentinel %d", i+1), dir: t.TempDir()}
+		s.log = filepath.Join(s.dir, "sentinel.log")
+		conf := filepath.Join(s.dir, "sentinel.conf")
+		s.args = func() []string {
+			// Sentinel rewrites its file as it learns; a fresh start
+			// begins from this one.
+			body := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nsentinel resolve-hostnames no\n"+
+				"sentinel monitor %s 127.0.0.1 %d 2\nsentinel down-after-milliseconds %[3]s 1000\n"+
+				"sentinel failover-timeout %[3]s 10000\nsentinel parallel-syncs %[3]s 1\n",
+				s.port, s.dir, SentinelMaster, sr.Master.s.port)
+			if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
+				t.Errorf("testenv: writing %s: %v", conf, err)
+			}
+			return []string{bin, conf, "--daemonize", "no", "--logfile", "", "--loglevel", "notice"}
+		}
+		s.cleanup(t)
+		s.startFresh(t, func(int64) bool { return pingOK(fmt.Sprintf("127.0.0.1:%d", s.port)) })
+		sr.sentinels = append(sr.sentinels, s)
+	}
+	WaitFor(t, startTimeout, "the replica is in sync and the Sentinels can fail over", func() bool {
+		return sr.replicaInSync() && sr.quorum()
+	})
+	return sr
+}
+
+// Sentinels are the Sentinels' addresses, host:port.
+func (sr *SentinelRedis) Sentinels() []string {
+	out := make([]string, len(sr.sentinels))
+	for i, s := range sr.sentinels {
+		out[i] = fmt.Sprintf("127.0.0.1:%d", s.port)
+	}
+	return out
+}
+
+// CurrentMaster is the master's address as the first Sentinel that answers
+// names it, "" if none does.
+func (sr *SentinelRedis) CurrentMaster() string {
+	for _, a := range sr.Sentinels() {
+		c := redis.NewSentinelClient(&redis.Options{Addr: a, DialTimeout: time.Second, ReadTimeout: time.Second})
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		addr, err := c.GetMasterAddrByName(ctx, SentinelMaster).Result()
+		cancel()
+		c.Close()
+		if err == nil && len(addr) == 2 {
+			return net.JoinHostPort(addr[0], addr[1])
+		}
+	}
+	return ""
+}
+
+func (sr *SentinelRedis) replicaInSync() bool {
+	c := redis.NewClient(&redis.Options{Addr: sr.Replica.Addr(), DialTimeout: time.Second, ReadTimeout: time.Second})
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	info, err := c.Info(ctx, "replication").Result()
+	return err == nil && strings.Contains(info, "master_link_status:up")
+}
+
+func (sr *SentinelRedis) quorum() bool {
+	for _, a := range sr.Sentinels() {
+		c := redis.NewSentinelClient(&redis.Options{Addr: a, DialTimeout: time.Second, ReadTimeout: time.Second})
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := c.CkQuorum(ctx, SentinelMaster).Result()
+		// Each Sentinel must also know the others and the replica.
+		var replicas []map[string]string
+		if err == nil {
+			replicas, err = c.Replicas(ctx, SentinelMaster).Result()
+		}
+		cancel()
+		c.Close()
+		if err != nil || len(replicas) == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// pingOK reports whether the Redis protocol server at addr answers PING.
+func pingOK(addr string) bool {
+	conn, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := conn.Write([]byte("PING\r\n")); err != nil {
+		return false
+	}
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	return err == nil && strings.HasPrefix(line, "+PONG")
 }
 
 // Addr is the server's address, 127.0.0.1:port; it does not change.
