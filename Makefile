@@ -48,6 +48,7 @@ test: install check
 	cd deploy/mongostore && $(GO) test -count=1 ./...
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime=$(FUZZ_EXECS)x ./protocol/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodePeer$$' -fuzztime=$(FUZZ_EXECS)x ./protocol/
+	$(GO) test -run '^$$' -fuzz '^FuzzMessageEncoding$$' -fuzztime=$(FUZZ_EXECS)x ./protocol/
 
 # chaos: the long chaos run (chaos/): clients chat over three nodes while
 # every kind of fault is injected 20 times; it fails on any message lost,
