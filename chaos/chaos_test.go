@@ -45,6 +45,7 @@ type runConfig struct {
 	duration time.Duration
 	messages int64
 	seed     int64
+	redis    string // CHAT_CHAOS_REDIS: single or sentinel
 }
 
 func loadConfig(t *testing.T) runConfig {
@@ -64,6 +65,14 @@ func loadConfig(t *testing.T) runConfig {
 		rounds:  int(num("CHAT_CHAOS_ROUNDS", 1, 1)),
 		clients: int(num("CHAT_CHAOS_CLIENTS", 6, 2)),
 		seed:    num("CHAT_CHAOS_SEED", time.Now().UnixNano()%1_000_000, 0),
+		redis:   os.Getenv("CHAT_CHAOS_REDIS"),
+	}
+	switch cfg.redis {
+	case "":
+		cfg.redis = "single"
+	case "single", "sentinel":
+	default:
+		t.Fatalf("CHAT_CHAOS_REDIS=%q: want single or sentinel", cfg.redis)
 	}
 	cfg.messages = num("CHAT_CHAOS_MESSAGES", 20000*int64(cfg.rounds), 1)
 	cfg.duration = 2*time.Minute + time.Duration(cfg.rounds)*90*time.Second
@@ -93,17 +102,27 @@ func TestChaos(t *testing.T) {
 	started := time.Now()
 	injectUntil := started.Add(cfg.duration)
 
-	redis := testenv.StartRedis(t)
 	mongo := testenv.StartMongo(t)
-	c := testenv.StartCluster(t, testenv.Options{
+	opts := testenv.Options{
 		Nodes:          chaosNodes,
 		SessionTimeout: sessionTimeout,
 		Env:            []string{"CHAT_RATE_LIMIT=100000"},
 		ZK:             testenv.ZKEnsemble(t),
-		Redis:          redis.Addr(),
 		Mongo:          mongo.URI(),
-	})
-	h := &harness{t: t, c: c, redis: redis, mongo: mongo, gw: &chatclient.Gateway{URL: c.GatewayURL()},
+	}
+	var redis *testenv.RedisServer
+	var sentinel *testenv.SentinelRedis
+	switch cfg.redis {
+	case "sentinel":
+		sentinel = testenv.StartSentinelRedis(t)
+		opts.RedisSentinels, opts.RedisMaster = sentinel.Sentinels(), testenv.SentinelMaster
+	default:
+		redis = testenv.StartRedis(t)
+		opts.Redis = redis.Addr()
+	}
+	t.Logf("chaos: Redis %s", cfg.redis)
+	c := testenv.StartCluster(t, opts)
+	h := &harness{t: t, c: c, redis: redis, sentinel: sentinel, mongo: mongo, gw: &chatclient.Gateway{URL: c.GatewayURL()},
 		rec: NewRecord(), budget: NewBudget(cfg.messages), rng: rand.New(rand.NewPCG(uint64(cfg.seed), 2))}
 	c.WaitLeader(t)
 	if err := h.awaitWhole(wholeTimeout); err != nil {
@@ -161,7 +180,7 @@ func TestChaos(t *testing.T) {
 	if len(cfg.faults) > 0 {
 		schedule = Only(schedule, cfg.faults)
 	}
-	report := Report{Clients: cfg.clients, Nodes: chaosNodes, Rounds: cfg.rounds, Seed: cfg.seed, Scheduled: len(schedule)}
+	report := Report{Clients: cfg.clients, Nodes: chaosNodes, Rounds: cfg.rounds, Seed: cfg.seed, Redis: cfg.redis, Scheduled: len(schedule)}
 	t.Logf("chaos: %d clients, %d faults (seed %d), at most %s and %d messages", cfg.clients, len(schedule), cfg.seed, cfg.duration, cfg.messages)
 	unrecovered := 0 // faults in a row the cluster did not recover from
 	for i, f := range schedule {
@@ -255,16 +274,18 @@ func stoppedNote(s string) string {
 
 // harness injects faults into the cluster and watches the clients.
 type harness struct {
-	t       *testing.T
-	c       *testenv.Cluster
-	redis   *testenv.RedisServer
-	mongo   *testenv.MongoServer
-	gw      *chatclient.Gateway
-	clients []*Client
-	rec     *Record
-	budget  *Budget
-	rng     *rand.Rand
-	zkNext  int
+	t     *testing.T
+	c     *testenv.Cluster
+	redis *testenv.RedisServer // with CHAT_CHAOS_REDIS=single
+	// sentinel is the Redis of CHAT_CHAOS_REDIS=sentinel.
+	sentinel *testenv.SentinelRedis
+	mongo    *testenv.MongoServer
+	gw       *chatclient.Gateway
+	clients  []*Client
+	rec      *Record
+	budget   *Budget
+	rng      *rand.Rand
+	zkNext   int
 }
 
 // poll checks cond every 10 ms until it holds or timeout passes, and
@@ -328,7 +349,13 @@ func (h *harness) inject(i int, f Fault) FaultRun {
 	case RestartRedis:
 		fr.Target = "redis"
 		t0 = h.watchAll()
-		h.redis.Restart(h.t)
+		if h.sentinel != nil {
+			fr.Target = "redis master"
+			promoted := h.sentinel.FailOver(h.t)
+			fr.Note = fmt.Sprintf("Sentinel promoted the replica after %s", promoted.Round(time.Millisecond))
+		} else {
+			h.redis.Restart(h.t)
+		}
 		tickets = h.reconnectAll(nil)
 	case StopMongo:
 		fr.Target = "mongo"

@@ -16,6 +16,10 @@
 //	CHAT_CHAOS_SEED      seed of the fault order (default: the time; printed)
 //	CHAT_CHAOS_FAULTS    only these kinds, comma-separated: kill-leader, kill-follower,
 //	                     pause-leader, redis, mongo, zk (default: all)
+//	CHAT_CHAOS_REDIS     single (default): one Redis, and the redis fault restarts it empty;
+//	                     sentinel: a master, a replica and three Sentinels, and the redis
+//	                     fault kills the master with kill -9 (the Sentinels promote the
+//	                     replica), then brings it back as the new master's replica
 //
 // `make chaos` runs it with 20 rounds. Everything it starts listens on
 // loopback only, and it stops by itself: at the end of the schedule, at

@@ -27,6 +27,7 @@ type Report struct {
 	Nodes     int
 	Rounds    int
 	Seed      int64
+	Redis     string // "sentinel" when Redis ran with Sentinel; "" or "single": one server
 	Elapsed   time.Duration
 	Scheduled int        // faults the schedule held
 	Faults    []FaultRun // faults injected
@@ -71,8 +72,12 @@ func (r Report) Table() string {
 	if r.Rounds == 1 {
 		rounds = "round"
 	}
-	fmt.Fprintf(&b, "chaos run: %d clients, %d nodes, %d %s of each fault (seed %d), %s\n",
-		r.Clients, r.Nodes, r.Rounds, rounds, r.Seed, r.Elapsed.Round(time.Second))
+	redis := ""
+	if r.Redis == "sentinel" {
+		redis = ", Redis with Sentinel (the Redis fault: kill -9 of the master)"
+	}
+	fmt.Fprintf(&b, "chaos run: %d clients, %d nodes, %d %s of each fault (seed %d)%s, %s\n",
+		r.Clients, r.Nodes, r.Rounds, rounds, r.Seed, redis, r.Elapsed.Round(time.Second))
 	fmt.Fprintf(&b, "%s\n\n", FailoverDefinition)
 	fmt.Fprintf(&b, "%-24s %9s %10s %13s %13s\n", "fault", "injected", "recovered", "failover p50", "failover max")
 	var all []time.Duration

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -341,7 +342,7 @@ func (sr *SentinelRedis) quorum() bool {
 		}
 		cancel()
 		c.Close()
-		if err != nil || len(replicas) == 0 {
+		if err != nil || !slices.ContainsFunc(replicas, func(r map[string]string) bool { return r["flags"] == "slave" }) {
 			return false
 		}
 	}
@@ -598,4 +599,27 @@ func ensemblePorts() map[int]bool {
 		}
 	}
 	return ports
+}
+
+// FailOver kills the current master with SIGKILL, waits until the
+// Sentinels have promoted the other server, then starts the killed one
+// again (empty) and waits until the Sentinels have made it a replica of
+// the new master and it is in sync: the set is whole again, the roles
+// swapped. It returns how long the promotion took.
+func (sr *SentinelRedis) FailOver(t testing.TB) time.Duration {
+	t.Helper()
+	if sr.CurrentMaster() != sr.Master.Addr() {
+		sr.Master, sr.Replica = sr.Replica, sr.Master
+	}
+	old, next := sr.Master, sr.Replica
+	killed := time.Now()
+	old.Kill(t)
+	WaitFor(t, 60*time.Second, "the Sentinels promote "+next.Addr(), func() bool { return sr.CurrentMaster() == next.Addr() })
+	promoted := time.Since(killed)
+	old.Start(t)
+	sr.Master, sr.Replica = next, old
+	WaitFor(t, 60*time.Second, "the old master is a replica in sync and the Sentinels can fail over again", func() bool {
+		return sr.replicaInSync() && sr.quorum()
+	})
+	return promoted
 }
