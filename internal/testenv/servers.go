@@ -396,19 +396,7 @@ func (r *RedisServer) Restart(t testing.TB) {
 }
 
 // ready reports whether the server answers PING with PONG (not LOADING).
-func (r *RedisServer) ready(int64) bool {
-	conn, err := net.DialTimeout("tcp", r.Addr(), time.Second)
-	if err != nil {
-		return false
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(2 * time.Second))
-	if _, err := conn.Write([]byte("PING\r\n")); err != nil {
-		return false
-	}
-	line, err := bufio.NewReader(conn).ReadString('\n')
-	return err == nil && strings.HasPrefix(line, "+PONG")
-}
+func (r *RedisServer) ready(int64) bool { return pingOK(r.Addr()) }
 
 // ---- mongostore -------------------------------------------------------------
 
