@@ -151,7 +151,7 @@ func (c *Cluster) denied(err error) error {
 	if c.cfg.Auth.IsZero() {
 		return fmt.Errorf("%w: %v: the cluster's znodes have an ACL and this node has no ZooKeeper credential: give it the one the other nodes have", ErrAccess, err)
 	}
-	return fmt.Errorf("%w: %v: the ACL of the cluster's znodes does not admit ZooKeeper user %q: every node of a cluster needs the same credential", ErrAccess, err, c.cfg.Auth.User)
+	return fmt.Errorf("%w: %v: the ACL of the cluster's znodes does not admit this node's ZooKeeper credential (user %q; another password is another identity): every node of a cluster needs the same one", ErrAccess, err, c.cfg.Auth.User)
 }
 
 // aclString shows an ACL the way zkCli writes one: scheme:id:perms, ...
