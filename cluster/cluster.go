@@ -46,11 +46,15 @@ type State struct {
 type Cluster struct {
 	cfg          Config
 	log          zerolog.Logger
-	nodesPath    string // <root>/nodes
-	electionPath string // <root>/election
-	selfPath     string // <root>/nodes/<id>
-	selfData     []byte // Self as JSON
-	acl          []zk.ACL
+	base         string   // <chroot><root>: the one place the chroot is applied; <root> in the comments
+	nodesPath    string   // <root>/nodes
+	electionPath string   // <root>/election
+	termPath     string   // <root>/term
+	selfPath     string   // <root>/nodes/<id>
+	selfData     []byte   // Self as JSON
+	acl          []zk.ACL // of every znode the cluster creates, see clusterACL
+	parents      []string // persistent znodes a node needs, from the top (persistentPaths)
+	owned        []string // persistent znodes whose ACL Start mends (persistentPaths)
 
 	updates  chan State    // cap 1, latest wins; sent to only by the loop owner, closed by shutdown
 	kick     chan struct{} // cap 1; the event callback wakes the loop owner
@@ -70,6 +74,7 @@ type Cluster struct {
 	started  bool
 	closing  bool
 	netConn  net.Conn // the client's latest TCP connection (see dial)
+	dials    uint64   // connections dial opened: tells authenticate of a reconnect
 	noDial   bool     // teardown began: dial refuses new connections
 	cur      State    // last published snapshot
 	own      string   // own election znode name, "" when not in the election
@@ -92,14 +97,20 @@ func New(cfg Config) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: encode self: %w", err)
 	}
+	base := cfg.Chroot + cfg.Root
+	parents, owned := persistentPaths(cfg.Chroot, cfg.Root)
 	return &Cluster{
 		cfg:          cfg,
 		log:          cfg.Logger, // the caller's context (node, component) as it is
-		nodesPath:    cfg.Root + "/nodes",
-		electionPath: cfg.Root + "/election",
-		selfPath:     cfg.Root + "/nodes/" + cfg.Self.ID,
+		base:         base,
+		nodesPath:    base + "/nodes",
+		electionPath: base + "/election",
+		termPath:     base + "/term",
+		selfPath:     base + "/nodes/" + cfg.Self.ID,
 		selfData:     data,
-		acl:          zk.WorldACL(zk.PermAll),
+		acl:          clusterACL(cfg.Auth),
+		parents:      parents,
+		owned:        owned,
 		updates:      make(chan State, 1),
 		kick:         make(chan struct{}, 1),
 		stop:         make(chan struct{}),
@@ -111,6 +122,15 @@ func New(cfg Config) (*Cluster, error) {
 // Start connects to ZooKeeper, registers <root>/nodes/<id>, enters the
 // election and reads the members and the leader. It returns once all that
 // is done, so State is complete when it returns nil.
+//
+// With Config.Auth, Start first authenticates, then gives the cluster's
+// ACL to its persistent znodes that are still world-writable (the chroot
+// and what is below it, or the root without a chroot; nodes, election and
+// term), each once and logged at WARN, so a cluster that ran without
+// credentials is secured by its first node that has them. If ZooKeeper
+// refuses a change (NoAuth: the znodes' ACL admits another credential, or
+// this node has none), Start fails at once with an error wrapping
+// ErrAccess that says which.
 //
 // If <root>/nodes/<id> is held by another session, Start waits up to
 // Config.StaleWait for it to go (a crashed earlier run of this node), then
@@ -142,8 +162,12 @@ func (c *Cluster) Start(ctx context.Context) error {
 	c.mu.Lock()
 	c.conn, c.events = &zkConn{Conn: conn, observe: c.cfg.Observe}, events
 	c.mu.Unlock()
-	c.log.Info().Strs("servers", c.cfg.Servers).Str("root", c.cfg.Root).
-		Dur("session_timeout", c.cfg.SessionTimeout).Msg("joining cluster")
+	ev := c.log.Info().Strs("servers", c.cfg.Servers).Str("chroot", c.cfg.Chroot).Str("root", c.cfg.Root).
+		Dur("session_timeout", c.cfg.SessionTimeout)
+	if !c.cfg.Auth.IsZero() {
+		ev = ev.Str("zk_user", c.cfg.Auth.User)
+	}
+	ev.Msg("joining cluster")
 
 	var b backoff
 	var lastErr error
@@ -155,7 +179,7 @@ func (c *Cluster) Start(ctx context.Context) error {
 		if err == nil && c.ls.ready() {
 			break
 		}
-		if errors.Is(err, ErrDuplicateID) {
+		if errors.Is(err, ErrDuplicateID) || errors.Is(err, ErrAccess) {
 			c.abandon()
 			return err
 		}
@@ -429,7 +453,15 @@ func (c *Cluster) dial(network, addr string, timeout time.Duration) (net.Conn, e
 		return nil, errNoDial
 	}
 	c.netConn = nc
+	c.dials++
 	return nc, nil
+}
+
+// dialGen returns the number of connections dial has opened.
+func (c *Cluster) dialGen() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.dials
 }
 
 // Event flags, set by onEvent and taken by the loop owner.

@@ -33,6 +33,10 @@ var (
 	// ErrNoLeader is returned by CurrentLeader when nobody is in the
 	// election.
 	ErrNoLeader = errors.New("cluster: no leader")
+	// ErrAccess means ZooKeeper refused this node a change to the cluster's
+	// znodes (NoAuth): their ACL does not admit the node's credential, or
+	// the node has none and they have an ACL.
+	ErrAccess = errors.New("cluster: ZooKeeper denied access to the cluster's znodes")
 )
 
 // Member is what a node publishes about itself, as JSON, in its nodes and
@@ -48,11 +52,27 @@ type Member struct {
 
 // Config configures a Cluster. Zero fields take the defaults above.
 type Config struct {
-	// Servers are the ZooKeeper servers, "host:port" each.
+	// Servers are the ZooKeeper servers, "host:port" each (see
+	// ParseConnectString).
 	Servers []string
-	// Root is the absolute ZooKeeper path everything lives under.
-	// Default DefaultRoot.
+	// Chroot, if set, is the chroot of the connection string
+	// ("host:2181,host2:2181/chroot"): an absolute path the cluster's
+	// paths are relative to, so that its znodes are <Chroot><Root>/...
+	// The ZooKeeper client has no chroot of its own; New applies it as a
+	// prefix of Root. Start creates it if it is missing. "" is none.
+	Chroot string
+	// Root is the absolute ZooKeeper path everything lives under, below
+	// Chroot. Default DefaultRoot.
 	Root string
+	// Auth is the cluster's ZooKeeper digest credential. With it, the
+	// node authenticates its ZooKeeper client before its first request
+	// (the client sends it again on every later connection and session),
+	// creates every znode with an ACL that gives that identity every
+	// permission and everyone else READ only, and at Start gives that ACL
+	// to the cluster's persistent znodes still world-writable from a run
+	// without credentials (see Cluster.Start). Zero: no credential, and
+	// every znode world-writable, as ZooKeeper's default.
+	Auth Credential
 	// SessionTimeout is the ZooKeeper session timeout asked for; the server
 	// clamps it to [2, 20] ticks. A dead node's znodes go away, and a new
 	// leader is elected, about this long after it stops. Default
@@ -68,10 +88,11 @@ type Config struct {
 	// Logger receives the package's logs (zero value: no logs).
 	Logger zerolog.Logger
 	// Observe, if set, is called after every ZooKeeper request with its
-	// operation ("create", "get", "children", ...), how long it took and
-	// its error: nil when ZooKeeper answered, also when the answer was "no
-	// node" or "node exists". It is called from the goroutine that made the
-	// request (the loop, or a caller of CurrentLeader) and must not block.
+	// operation ("create", "get", "children", "auth", "getacl", ...), how
+	// long it took and its error: nil when ZooKeeper answered, also when
+	// the answer was "no node", "node exists" or "not authenticated". It
+	// is called from the goroutine that made the request (the loop, or a
+	// caller of CurrentLeader) and must not block.
 	Observe func(op string, took time.Duration, err error)
 }
 
@@ -106,6 +127,16 @@ func (c Config) Validate() error {
 	}
 	if err := validRoot(c.Root); err != "" {
 		bad("root %q: %s", c.Root, err)
+	}
+	if c.Chroot != "" {
+		if err := validRoot(c.Chroot); err != "" {
+			bad("chroot %q: %s", c.Chroot, err)
+		}
+	}
+	if !c.Auth.IsZero() {
+		if err := c.Auth.validate(); err != "" {
+			bad("ZooKeeper credential of user %q: %s", c.Auth.User, err)
+		}
 	}
 	if c.SessionTimeout < 0 {
 		bad("negative session timeout %s", c.SessionTimeout)

@@ -1,11 +1,20 @@
 // Package cluster registers a chat node in ZooKeeper, keeps the list of
 // live nodes and runs the leader election.
 //
-// Layout under the configured root (default "/chat"):
+// Layout under the configured root (default "/chat"), itself under the
+// chroot of the connection string if there is one (Config.Chroot: the
+// client has none of its own, so the package prefixes every path with it):
 //
 //	<root>/nodes/<id>        ephemeral, the node's Member JSON
 //	<root>/election/n_<seq>  ephemeral sequential, the same JSON
 //	<root>/term              persistent, {"term","epoch"}: the count of leaderships (Cluster.ClaimTerm)
+//
+// ACLs: with a digest credential (Config.Auth) every znode the package
+// creates, the chroot and root included, gives that identity every
+// permission and everyone else READ; nobody else can register, enter the
+// election, or delete a registration or an election znode (ZooKeeper
+// checks a delete against the parent's ACL). Without one every znode is
+// world-writable.
 //
 // The election znode with the lowest sequence leads. Its czxid is the
 // leader's epoch: it only grows from one leader to the next, so a node can

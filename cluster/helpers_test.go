@@ -21,6 +21,7 @@ type env struct {
 	t       *testing.T
 	servers []string
 	root    string
+	cred    Credential // given to every node unless mod changes it; zero: none
 }
 
 // newEnv returns the ZooKeeper of the test run and a fresh root, removed
@@ -29,11 +30,25 @@ func newEnv(t *testing.T) *env {
 	t.Helper()
 	e := &env{t: t, servers: testenv.ZK(t), root: "/" + testenv.Namespace(t)}
 	t.Cleanup(func() { // registered first: runs after every node is closed
-		conn := e.raw()
+		conn := e.rawAuth(e.cred)
 		deleteTree(conn, e.root)
 		conn.Close()
 	})
 	return e
+}
+
+// newAuthEnv is newEnv with a fresh credential that every node gets.
+func newAuthEnv(t *testing.T) *env {
+	t.Helper()
+	e := newEnv(t)
+	e.cred = randomCred(t)
+	return e
+}
+
+// randomCred returns a credential of its own.
+func randomCred(t *testing.T) Credential {
+	t.Helper()
+	return Credential{User: "chat-" + testenv.Namespace(t), Password: testenv.Namespace(t)}
 }
 
 // node builds a node called id with a 1s session timeout; mod may change
@@ -43,6 +58,7 @@ func (e *env) node(id string, mod func(*Config)) *Cluster {
 	cfg := Config{
 		Servers:        e.servers,
 		Root:           e.root,
+		Auth:           e.cred,
 		SessionTimeout: time.Second,
 		Self:           Member{ID: id, WS: "ws://127.0.0.1:9000/" + id, Peer: "127.0.0.1:7000/" + id},
 		Logger:         zerolog.New(zerolog.NewTestWriter(e.t)).Level(zerolog.InfoLevel).With().Timestamp().Logger(),
@@ -76,8 +92,15 @@ func (e *env) started(id string, mod func(*Config)) *Cluster {
 	return c
 }
 
-// raw opens a plain ZooKeeper client for checks, closed when the test ends.
+// raw opens a plain ZooKeeper client without credentials for checks; the
+// caller closes it.
 func (e *env) raw() *zk.Conn {
+	e.t.Helper()
+	return e.rawAuth(Credential{})
+}
+
+// rawAuth is raw authenticated with cred (none if zero).
+func (e *env) rawAuth(cred Credential) *zk.Conn {
 	e.t.Helper()
 	conn, _, err := zk.Connect(e.servers, 5*time.Second, zk.WithLogger(discard{}))
 	if err != nil {
@@ -86,6 +109,12 @@ func (e *env) raw() *zk.Conn {
 	testenv.WaitFor(e.t, testTimeout, "raw ZooKeeper client has a session", func() bool {
 		return conn.State() == zk.StateHasSession
 	})
+	if !cred.IsZero() {
+		if err := conn.AddAuth("digest", cred.auth()); err != nil {
+			conn.Close()
+			e.t.Fatalf("raw client: add auth: %v", err)
+		}
+	}
 	return conn
 }
 

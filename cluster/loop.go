@@ -19,6 +19,8 @@ type loopState struct {
 	session     int64 // session the fields below belong to; 0 before the first
 	prevSession int64 // the session before an expiry, 0 if none
 	connected   bool  // the client has a live session
+	authed      bool  // the client holds the credential (kept across sessions: the client resends it)
+	secured     bool  // secure has run (kept across sessions: once per Cluster)
 
 	registered  bool      // <root>/nodes/<id> exists and belongs to session
 	dupSince    time.Time // when <root>/nodes/<id> was first seen held by another session
@@ -59,7 +61,10 @@ func (c *Cluster) run() {
 		if err := c.step(false); err != nil {
 			d := b.next()
 			ev := c.log.Warn()
-			if isConnErr(err) || errors.Is(err, errWaiting) || errors.Is(err, errLostSelf) {
+			switch {
+			case errors.Is(err, ErrAccess):
+				ev = c.log.Error()
+			case isConnErr(err) || errors.Is(err, errWaiting) || errors.Is(err, errLostSelf):
 				ev = c.log.Debug()
 			}
 			ev.Err(err).Dur("retry_in", d).Msg("retrying")
@@ -89,8 +94,14 @@ var (
 // step brings ZooKeeper and the published State in line with the client's
 // current session, then publishes. It returns nil when there is nothing to
 // do until the next event, or an error when it must run again after a
-// backoff. startup is true while Start owns the loop.
+// backoff; one wrapping ErrAccess when ZooKeeper refused a change for want
+// of permission. startup is true while Start owns the loop.
 func (c *Cluster) step(startup bool) error {
+	return c.denied(c.sync(startup))
+}
+
+// sync is step without the translation of NoAuth errors.
+func (c *Cluster) sync(startup bool) error {
 	ls := &c.ls
 	f := c.pending.Swap(0)
 	if f&flagMembers != 0 {
@@ -126,6 +137,8 @@ func (c *Cluster) step(startup bool) error {
 		*ls = loopState{
 			session:       sid,
 			prevSession:   ls.session,
+			authed:        ls.authed,
+			secured:       ls.secured,
 			members:       ls.members,
 			membersSet:    ls.membersSet,
 			leader:        ls.leader,
@@ -143,6 +156,16 @@ func (c *Cluster) step(startup bool) error {
 	}
 	ls.connected = true
 
+	// Nothing is written before the client holds the credential and the
+	// cluster's znodes have their ACL.
+	if err := c.authenticate(); err != nil {
+		c.publish(c.snapshot())
+		return err
+	}
+	if err := c.secure(); err != nil {
+		c.publish(c.snapshot())
+		return err
+	}
 	// A node waiting for its znode name still follows members and leader.
 	var regErr error
 	if !ls.registered {
@@ -251,23 +274,27 @@ func (c *Cluster) registered() {
 	c.log.Info().Str("session", hexID(ls.session)).Msg("registered")
 }
 
-// ensureParents creates the persistent parents of the znodes.
+// ensureParents creates the persistent parents of the znodes, the chroot
+// and the root included, with the cluster's ACL.
 func (c *Cluster) ensureParents() error {
-	var p string
-	for _, part := range strings.Split(strings.TrimPrefix(c.cfg.Root, "/"), "/") {
-		p += "/" + part
+	for _, p := range c.parents {
 		if err := c.createPersistent(p); err != nil {
 			return err
 		}
 	}
-	if err := c.createPersistent(c.nodesPath); err != nil {
-		return err
-	}
-	return c.createPersistent(c.electionPath)
+	return nil
 }
 
 func (c *Cluster) createPersistent(p string) error {
 	_, err := c.conn.Create(p, nil, 0, c.acl)
+	if errors.Is(err, zk.ErrNoAuth) {
+		// ZooKeeper checks the parent's ACL before it looks for the
+		// znode: one that exists under a parent that admits only others
+		// (a chroot an administrator made for the cluster) is fine.
+		if ok, _, xerr := c.conn.Exists(p); xerr == nil && ok {
+			return nil
+		}
+	}
 	if err != nil && !errors.Is(err, zk.ErrNodeExists) {
 		return fmt.Errorf("cluster: create %s: %w", p, err)
 	}

@@ -52,7 +52,7 @@ func (c *Cluster) ClaimTerm(ctx context.Context, epoch int64) (int64, error) {
 		return 0, ErrNotLeader
 	}
 	ownPath := c.electionPath + "/" + own
-	termPath := c.cfg.Root + "/term"
+	termPath := c.termPath
 
 	_, ownStat, err := conn.Get(ownPath)
 	switch {

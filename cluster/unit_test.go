@@ -2,9 +2,13 @@ package cluster
 
 import (
 	"errors"
+	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/go-zookeeper/zk"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -28,6 +32,13 @@ func TestConfigValidate(t *testing.T) {
 		{"space in id", func(c *Config) { c.Self.ID = "a b" }, false},
 		{"negative timeout", func(c *Config) { c.SessionTimeout = -time.Second }, false},
 		{"negative stale wait", func(c *Config) { c.StaleWait = -time.Second }, false},
+		{"chroot", func(c *Config) { c.Chroot = "/prod" }, true},
+		{"relative chroot", func(c *Config) { c.Chroot = "prod" }, false},
+		{"chroot trailing slash", func(c *Config) { c.Chroot = "/prod/" }, false},
+		{"credential", func(c *Config) { c.Auth = Credential{User: "chat", Password: "pw"} }, true},
+		{"credential without user", func(c *Config) { c.Auth = Credential{Password: "pw"} }, false},
+		{"credential without password", func(c *Config) { c.Auth = Credential{User: "chat"} }, false},
+		{"credential user with colon", func(c *Config) { c.Auth = Credential{User: "a:b", Password: "pw"} }, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -52,6 +63,125 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if c.selfPath != "/chat/nodes/n1" || c.electionPath != "/chat/election" {
 		t.Fatalf("paths: %s %s", c.selfPath, c.electionPath)
+	}
+	if !sameACL(c.acl, zk.WorldACL(zk.PermAll)) {
+		t.Fatalf("ACL without credential = %v, want world-writable", c.acl)
+	}
+
+	// The chroot prefixes every path, the root below it.
+	withChroot := ok
+	withChroot.Chroot, withChroot.Root = "/prod", "/eu/chat"
+	withChroot.Auth = Credential{User: "chat", Password: "pw"}
+	c, err = New(withChroot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.selfPath != "/prod/eu/chat/nodes/n1" || c.electionPath != "/prod/eu/chat/election" || c.termPath != "/prod/eu/chat/term" {
+		t.Fatalf("paths with chroot: %s %s %s", c.selfPath, c.electionPath, c.termPath)
+	}
+	want := append(zk.DigestACL(zk.PermAll, "chat", "pw"), zk.ACL{Perms: zk.PermRead, Scheme: "world", ID: "anyone"})
+	if !sameACL(c.acl, want) || worldWritable(c.acl) {
+		t.Fatalf("ACL with credential = %s, want %s", aclString(c.acl), aclString(want))
+	}
+}
+
+func TestParseConnectString(t *testing.T) {
+	tests := []struct {
+		in      string
+		servers []string
+		chroot  string
+		err     string // part of the error; "" for none
+	}{
+		{in: "127.0.0.1:2181", servers: []string{"127.0.0.1:2181"}},
+		{in: "host1:2181,host2:2182,host3:2183/chat", servers: []string{"host1:2181", "host2:2182", "host3:2183"}, chroot: "/chat"},
+		{in: " host1:2181 , host2:2181/a/b ", servers: []string{"host1:2181", "host2:2181"}, chroot: "/a/b"},
+		{in: "host1,host2:3000", servers: []string{"host1:2181", "host2:3000"}},
+		{in: "host1:2181/", servers: []string{"host1:2181"}},
+		{in: "[::1]:2181,[fe80::1]", servers: []string{"[::1]:2181", "[fe80::1]:2181"}},
+		{in: "", err: "no servers"},
+		{in: "/chat", err: "no servers"},
+		{in: "host1:2181,,host2:2181", err: "server 2"},
+		{in: "host1:2181,", err: "server 2"},
+		{in: "host1:abc", err: `port "abc"`},
+		{in: "host1:70000", err: `port "70000"`},
+		{in: "host1:", err: `port ""`},
+		{in: ":2181", err: "no host"},
+		{in: "::1", err: "brackets"},
+		{in: "host 1:2181", err: "space"},
+		{in: "host1:2181/chat,host2:2181", err: "after the last server"},
+		{in: "host1:2181/chat/", err: "must not end with /"},
+		{in: "host1:2181//chat", err: "empty"},
+		{in: "host1:2181/a b", err: "space"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			servers, chroot, err := ParseConnectString(tt.in)
+			if tt.err != "" {
+				if !errors.Is(err, ErrConnectString) || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("ParseConnectString(%q) = %v, %q, %v; want an ErrConnectString saying %q", tt.in, servers, chroot, err, tt.err)
+				}
+				return
+			}
+			if err != nil || !slices.Equal(servers, tt.servers) || chroot != tt.chroot {
+				t.Fatalf("ParseConnectString(%q) = %q, %q, %v; want %q, %q", tt.in, servers, chroot, err, tt.servers, tt.chroot)
+			}
+		})
+	}
+}
+
+func TestParseCredential(t *testing.T) {
+	c, err := ParseCredential("chat:s3cr:et with space\n\n")
+	if err != nil || c.User != "chat" || c.Password != "s3cr:et with space" {
+		t.Fatalf("ParseCredential = %#v, %v", c, err)
+	}
+	if s := fmt.Sprintf("%v %+v %#v %s", c, Config{Auth: c}, c, c); strings.Contains(s, "s3cr") {
+		t.Fatalf("formatting shows the password: %s", s)
+	}
+	for _, in := range []string{"", "chat", ":pw", "chat:", "ch at:pw", "chat:line1\nline2", "chat:a\x00b"} {
+		if _, err := ParseCredential(in); !errors.Is(err, ErrCredential) {
+			t.Errorf("ParseCredential(%q) = %v, want ErrCredential", in, err)
+		} else if strings.Contains(err.Error(), "line1") || strings.Contains(err.Error(), "line2") {
+			t.Errorf("error shows the password: %v", err)
+		}
+	}
+}
+
+func TestPersistentPaths(t *testing.T) {
+	tests := []struct {
+		chroot, root   string
+		parents, owned []string
+	}{
+		{"", "/chat", []string{"/chat", "/chat/nodes", "/chat/election"},
+			[]string{"/chat", "/chat/nodes", "/chat/election", "/chat/term"}},
+		{"", "/org/chat", []string{"/org", "/org/chat", "/org/chat/nodes", "/org/chat/election"},
+			[]string{"/org/chat", "/org/chat/nodes", "/org/chat/election", "/org/chat/term"}},
+		{"/svc/prod", "/chat", []string{"/svc", "/svc/prod", "/svc/prod/chat", "/svc/prod/chat/nodes", "/svc/prod/chat/election"},
+			[]string{"/svc/prod", "/svc/prod/chat", "/svc/prod/chat/nodes", "/svc/prod/chat/election", "/svc/prod/chat/term"}},
+	}
+	for _, tt := range tests {
+		parents, owned := persistentPaths(tt.chroot, tt.root)
+		if !slices.Equal(parents, tt.parents) || !slices.Equal(owned, tt.owned) {
+			t.Errorf("persistentPaths(%q, %q) = %v, %v; want %v, %v", tt.chroot, tt.root, parents, owned, tt.parents, tt.owned)
+		}
+	}
+}
+
+func TestWorldWritable(t *testing.T) {
+	digest := zk.DigestACL(zk.PermAll, "chat", "pw")
+	for _, tt := range []struct {
+		acl  []zk.ACL
+		want bool
+	}{
+		{zk.WorldACL(zk.PermAll), true},
+		{zk.WorldACL(zk.PermCreate | zk.PermRead), true},
+		{zk.WorldACL(zk.PermRead), false},
+		{digest, false},
+		{append(slices.Clone(digest), zk.WorldACL(zk.PermRead)...), false},
+		{append(slices.Clone(digest), zk.WorldACL(zk.PermDelete)...), true},
+	} {
+		if got := worldWritable(tt.acl); got != tt.want {
+			t.Errorf("worldWritable(%s) = %v, want %v", aclString(tt.acl), got, tt.want)
+		}
 	}
 }
 

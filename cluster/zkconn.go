@@ -20,7 +20,8 @@ func (z *zkConn) done(op string, start time.Time, err error) {
 	if z.observe == nil {
 		return
 	}
-	if errors.Is(err, zk.ErrNoNode) || errors.Is(err, zk.ErrNodeExists) || errors.Is(err, zk.ErrBadVersion) {
+	if errors.Is(err, zk.ErrNoNode) || errors.Is(err, zk.ErrNodeExists) || errors.Is(err, zk.ErrBadVersion) ||
+		errors.Is(err, zk.ErrNoAuth) {
 		err = nil // an answer, not a failure
 	}
 	z.observe(op, time.Since(start), err)
@@ -87,4 +88,25 @@ func (z *zkConn) Multi(ops ...any) ([]zk.MultiResponse, error) {
 	res, err := z.Conn.Multi(ops...)
 	z.done("multi", start, err)
 	return res, err
+}
+
+func (z *zkConn) AddAuth(scheme string, auth []byte) error {
+	start := time.Now()
+	err := z.Conn.AddAuth(scheme, auth)
+	z.done("auth", start, err)
+	return err
+}
+
+func (z *zkConn) GetACL(path string) ([]zk.ACL, *zk.Stat, error) {
+	start := time.Now()
+	acl, st, err := z.Conn.GetACL(path)
+	z.done("getacl", start, err)
+	return acl, st, err
+}
+
+func (z *zkConn) SetACL(path string, acl []zk.ACL, version int32) (*zk.Stat, error) {
+	start := time.Now()
+	st, err := z.Conn.SetACL(path, acl, version)
+	z.done("setacl", start, err)
+	return st, err
 }

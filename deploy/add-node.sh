@@ -88,7 +88,8 @@ interrupted=0
 trap 'interrupted=1' INT TERM HUP
 launch_recorded "$pidfile" "$log" "$RUN/node-$ID.exit" "$CHAT_ROOT/bin/node" --id "$ID" --listen "$LISTEN" --peer-listen "$PEER" --admin-listen "$ADMIN" \
 	--zk "$CHAT_ZK" --redis "$CHAT_REDIS" --mongo "$CHAT_MONGO" \
-	--cluster-secret-file "$CHAT_CLUSTER_SECRET_FILE" --word-filter-file "${CHAT_WORD_FILTER_FILE:-}" \
+	--cluster-secret-file "$CHAT_CLUSTER_SECRET_FILE" --zk-auth-file "${CHAT_ZK_AUTH_FILE:-}" \
+	--word-filter-file "${CHAT_WORD_FILTER_FILE:-}" \
 	--bcrypt-cost "${CHAT_BCRYPT_COST:-10}"
 trap - INT TERM HUP
 if ((interrupted == 1)); then

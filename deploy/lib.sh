@@ -280,6 +280,22 @@ zk_ready() {
 	[[ $out == *"Mode: "* ]]
 }
 
+# zk_auth_file FILE: make FILE hold a new random ZooKeeper digest credential,
+# chat:<32 random characters>, readable by the owner only, unless it holds
+# one already. The nodes get it with --zk-auth-file; every znode they create
+# then admits only that identity to change it. Sets ZK_AUTH_MADE to 1 if it
+# made one.
+zk_auth_file() {
+	local file=$1 pw
+	ZK_AUTH_MADE=0
+	if [[ ! -s $file ]]; then
+		pw=$(head -c 24 /dev/urandom | base64 | tr '+/' '-_')
+		(umask 077 && printf 'chat:%s\n' "$pw" >"$file")
+		ZK_AUTH_MADE=1
+	fi
+	chmod 600 "$file"
+}
+
 # ---- Redis ----------------------------------------------------------------
 
 # redis_ready PORT: Redis on PORT answers PING with PONG (not LOADING).

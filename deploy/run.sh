@@ -16,7 +16,8 @@
 # ports.
 #
 # Settings (environment):
-#   CHAT_DATA_DIR      data, logs and the cluster secret      (./data)
+#   CHAT_DATA_DIR      data, logs, the cluster secret and the
+#                      ZooKeeper credential                   (./data)
 #   CHAT_ZK_PORT       ZooKeeper client port                  (2181)
 #   CHAT_REDIS_PORT    Redis port                             (6379)
 #   CHAT_MONGO_PORT    mongostore port                        (27017)
@@ -138,6 +139,15 @@ if [[ ! -s $SECRET ]]; then
 fi
 chmod 600 "$SECRET"
 
+# The cluster's ZooKeeper digest credential, made once in the same way: the
+# nodes create every znode with an ACL that admits only it to change it.
+# ZooKeeper's data under $DATA keeps those ACLs, so keep the file with it (a
+# new credential is refused by the znodes the old one made). The nodes give
+# the ACL to the znodes a run without a credential left world-writable.
+ZK_AUTH=$DATA/zookeeper.auth
+zk_auth_file "$ZK_AUTH"
+((ZK_AUTH_MADE == 0)) || say "generated the ZooKeeper credential in $ZK_AUTH"
+
 # ---- process bookkeeping --------------------------------------------------
 
 STOPPING=0
@@ -241,12 +251,13 @@ CHAT_ZK=127.0.0.1:$ZK_PORT
 CHAT_REDIS=127.0.0.1:$REDIS_PORT
 CHAT_MONGO=mongodb://127.0.0.1:$MONGO_PORT/
 CHAT_CLUSTER_SECRET_FILE=$SECRET
+CHAT_ZK_AUTH_FILE=$ZK_AUTH
 CHAT_WORD_FILTER_FILE=${CHAT_WORD_FILTER_FILE:-$CHAT_ROOT/deploy/filter-words.txt}
 CHAT_BCRYPT_COST=$BCRYPT_COST
 EOF
 # shellcheck source=/dev/null
 source "$RUN/env"
-export CHAT_ZK CHAT_REDIS CHAT_MONGO CHAT_CLUSTER_SECRET_FILE CHAT_WORD_FILTER_FILE CHAT_BCRYPT_COST
+export CHAT_ZK CHAT_REDIS CHAT_MONGO CHAT_CLUSTER_SECRET_FILE CHAT_ZK_AUTH_FILE CHAT_WORD_FILTER_FILE CHAT_BCRYPT_COST
 
 # ---- gateway and nodes ----------------------------------------------------
 
@@ -263,7 +274,7 @@ for ((i = 1; i <= NODES; i++)); do
 	start_proc "n$i" "$RUN/node-n$i.pid" "$CHAT_ROOT/bin/node" --id "n$i" \
 		--listen "$listen" --peer-listen "$peer" --admin-listen "$admin" \
 		--zk "$CHAT_ZK" --redis "$CHAT_REDIS" --mongo "$CHAT_MONGO" \
-		--cluster-secret-file "$SECRET" --bcrypt-cost "$BCRYPT_COST"
+		--cluster-secret-file "$SECRET" --zk-auth-file "$ZK_AUTH" --bcrypt-cost "$BCRYPT_COST"
 	node_pids+=("$LAUNCHED_PID")
 done
 

@@ -9,10 +9,16 @@
 #   CHAT_TEST_ZK=127.0.0.1:<port>
 #   CHAT_TEST_REDIS=127.0.0.1:<port>
 #   CHAT_TEST_MONGO=mongodb://127.0.0.1:<port>/
+#   CHAT_ZK_AUTH_FILE=<dir>/zookeeper.auth
 #
 # and, however CMD ends (success, failure, Ctrl-C, SIGTERM), stops all it
 # started and removes the directory. The exit code is CMD's (128+n if
 # signal n ended it).
+#
+# CHAT_ZK_AUTH_FILE is a ZooKeeper digest credential made for the run, as
+# deploy/run.sh makes one per data folder: every chat node the tests start
+# reads it from its environment, so the suite runs with the ACLs of a
+# production cluster.
 #
 # With CHAT_TEST_ZK_ENSEMBLE=1 it also starts a 3-server ZooKeeper ensemble
 # and exports
@@ -211,6 +217,8 @@ if [[ -n $ENSEMBLE ]]; then
 	export CHAT_TEST_ZK_ENSEMBLE=$ENSEMBLE CHAT_TEST_ZK_ENSEMBLE_DIR=$WORK/ensemble
 fi
 
+zk_auth_file "$WORK/zookeeper.auth"
+export CHAT_ZK_AUTH_FILE=$WORK/zookeeper.auth
 export CHAT_TEST_ZK=127.0.0.1:$ZK_PORT
 export CHAT_TEST_REDIS=127.0.0.1:$REDIS_PORT
 export CHAT_TEST_MONGO=mongodb://127.0.0.1:$MONGO_PORT/

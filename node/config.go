@@ -11,6 +11,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"chatcluster/accounts"
+	"chatcluster/cluster"
 	"chatcluster/internal/redisconn"
 	"chatcluster/protocol"
 )
@@ -26,9 +27,13 @@ type Config struct {
 	// /debug/pprof/. "" opens none. Never the client or peer port.
 	AdminListen string
 
-	ZK               []string
+	ZK               []string // ZooKeeper servers, host:port (cluster.ParseConnectString)
+	ZKChroot         string   // the connection string's chroot; "" none
 	ZKRoot           string
 	ZKSessionTimeout time.Duration
+	// ZKAuth is the cluster's ZooKeeper digest credential (see
+	// cluster.Config.Auth); zero: world-writable znodes.
+	ZKAuth cluster.Credential
 
 	Redis       redisconn.Config // one server, or a Sentinel set
 	RedisPrefix string

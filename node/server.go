@@ -268,10 +268,16 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	cln, pln := s.clientLn, s.peerLn
 	s.goAttach(func() { s.serveHTTP(s.peerHTTP, pln, "peer") })
 
+	clog := s.log.With().Str("component", "cluster").Logger()
+	if s.cfg.ZKAuth.IsZero() {
+		clog.Warn().Msg("no ZooKeeper credential (--zk-auth-file): the cluster's znodes are world-writable, " +
+			"and anyone who reaches ZooKeeper can delete a node's registration or the leader's election znode")
+	}
 	s.cluster, err = cluster.New(cluster.Config{
-		Servers: s.cfg.ZK, Root: s.cfg.ZKRoot, SessionTimeout: s.cfg.ZKSessionTimeout,
+		Servers: s.cfg.ZK, Chroot: s.cfg.ZKChroot, Root: s.cfg.ZKRoot, SessionTimeout: s.cfg.ZKSessionTimeout,
+		Auth:    s.cfg.ZKAuth,
 		Self:    cluster.Member{ID: s.cfg.ID, WS: s.cfg.Advertise, Peer: s.cfg.PeerListen, Run: s.started.UnixNano()},
-		Logger:  s.log.With().Str("component", "cluster").Logger(),
+		Logger:  clog,
 		Observe: s.m.ObserveZK,
 	})
 	if err != nil {

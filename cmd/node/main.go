@@ -21,6 +21,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"chatcluster/accounts"
+	"chatcluster/cluster"
 	"chatcluster/internal/flagenv"
 	"chatcluster/internal/redisconn"
 	"chatcluster/node"
@@ -41,9 +42,10 @@ func run(args []string) error {
 	advertise := fs.String("advertise", "CHAT_ADVERTISE", "", "WebSocket URL given to clients (default ws://<listen>/ws)")
 	peer := fs.String("peer-listen", "CHAT_PEER_LISTEN", "127.0.0.1:9101", "peer-link listen address (never the client port)")
 	admin := fs.String("admin-listen", "CHAT_ADMIN_LISTEN", "127.0.0.1:9201", "admin listen address: GET /metrics (Prometheus) and /debug/pprof/ (empty: none)")
-	zk := fs.String("zk", "CHAT_ZK", "127.0.0.1:2181", "ZooKeeper servers, comma-separated")
-	zkRoot := fs.String("zk-root", "CHAT_ZK_ROOT", cfg.ZKRoot, "ZooKeeper root path of this cluster")
-	zkTimeout := fs.Duration("zk-session-timeout", "CHAT_ZK_SESSION_TIMEOUT", cfg.ZKSessionTimeout, "ZooKeeper session timeout: how soon a dead node is noticed")
+	zk := fs.String("zk", "CHAT_ZK", "127.0.0.1:2181", "ZooKeeper connection string: servers, comma-separated, and an optional chroot after the last one (host1:2181,host2:2181,host3:2181/chroot)")
+	zkRoot := fs.String("zk-root", "CHAT_ZK_ROOT", cfg.ZKRoot, "ZooKeeper root path of this cluster (below the chroot, if any)")
+	zkTimeout := fs.Duration("zk-session-timeout", "CHAT_ZK_SESSION_TIMEOUT", cfg.ZKSessionTimeout, "ZooKeeper session timeout: how soon a dead node is noticed (the server clamps it to 2..20 x its tickTime)")
+	zkAuthFile := fs.String("zk-auth-file", "CHAT_ZK_AUTH_FILE", "", "file holding the cluster's ZooKeeper digest credential, user:password on one line; every znode then admits only it to change it (empty: world-writable znodes)")
 	redisFlags := redisconn.Flags(fs)
 	waitReplicas := fs.Int("redis-wait-replicas", "CHAT_REDIS_WAIT_REPLICAS", -1, "replicas that must hold a message before it is acknowledged (Redis WAIT; -1: 1 with --redis-sentinels, else 0)")
 	waitTimeout := fs.Duration("redis-wait-timeout", "CHAT_REDIS_WAIT_TIMEOUT", cfg.RedisWaitTimeout, "how long a message waits for --redis-wait-replicas before it is acknowledged anyway (counted in chat_redis_wait_short_total)")
@@ -78,7 +80,15 @@ func run(args []string) error {
 		return fmt.Errorf("cluster secret: %w", err)
 	}
 	cfg.ID, cfg.Listen, cfg.Advertise, cfg.PeerListen, cfg.AdminListen = *id, *listen, *advertise, *peer, *admin
-	cfg.ZK, cfg.ZKRoot, cfg.ZKSessionTimeout = flagenv.List(*zk), *zkRoot, *zkTimeout
+	if cfg.ZK, cfg.ZKChroot, err = cluster.ParseConnectString(*zk); err != nil {
+		return fmt.Errorf("--zk: %w", err)
+	}
+	cfg.ZKRoot, cfg.ZKSessionTimeout = *zkRoot, *zkTimeout
+	if *zkAuthFile != "" {
+		if cfg.ZKAuth, err = readZKAuth(*zkAuthFile); err != nil {
+			return fmt.Errorf("--zk-auth-file: %w", err)
+		}
+	}
 	if cfg.Redis, err = redisFlags(); err != nil {
 		return err
 	}
@@ -121,4 +131,18 @@ func run(args []string) error {
 	closeCtx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout+10*time.Second)
 	defer cancel()
 	return srv.Close(closeCtx)
+}
+
+// readZKAuth reads the ZooKeeper credential from path. Its errors never
+// contain the password.
+func readZKAuth(path string) (cluster.Credential, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return cluster.Credential{}, err
+	}
+	cred, err := cluster.ParseCredential(string(b))
+	if err != nil {
+		return cluster.Credential{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return cred, nil
 }

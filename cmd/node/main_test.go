@@ -1,0 +1,63 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// writeFile writes content to a file of its own, readable by the owner only.
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// A malformed --zk or --zk-auth-file stops the node before it starts
+// anything, with an error that names the flag and never shows the password.
+func TestZKFlagsRejected(t *testing.T) {
+	secret := writeFile(t, "cluster.secret", "0123456789abcdef0123456789abcdef\n")
+	goodAuth := writeFile(t, "zk.auth", "chat:pw\n")
+	tests := []struct {
+		name string
+		args []string
+		want []string // parts of the error
+	}{
+		{"empty server", []string{"--zk", "h1:2181,,h2:2181"}, []string{"--zk:", "server 2"}},
+		{"chroot before a server", []string{"--zk", "h1:2181/chat,h2:2181"}, []string{"--zk:", "after the last server"}},
+		{"chroot with trailing slash", []string{"--zk", "h1:2181/chat/"}, []string{"--zk:", "must not end with /"}},
+		{"bad port", []string{"--zk", "h1:21810000"}, []string{"--zk:", "port"}},
+		{"missing auth file", []string{"--zk-auth-file", filepath.Join(t.TempDir(), "none")}, []string{"--zk-auth-file:", "no such file"}},
+		{"auth file without colon", []string{"--zk-auth-file", writeFile(t, "bad.auth", "chatTOPSECRET\n")}, []string{"--zk-auth-file:", "user:password"}},
+		{"auth file of two lines", []string{"--zk-auth-file", writeFile(t, "two.auth", "chat:TOPSECRET\nmore\n")}, []string{"--zk-auth-file:", "one line"}},
+		{"bad chroot with good auth", []string{"--zk", "h1:2181/a//b", "--zk-auth-file", goodAuth}, []string{"--zk:", "empty"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := append([]string{"--id", "n1", "--cluster-secret-file", secret}, tt.args...)
+			err := run(args)
+			if err == nil {
+				t.Fatalf("run(%q) succeeded", args)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("run(%q) = %v; want it to say %q", args, err, w)
+				}
+			}
+			if strings.Contains(err.Error(), "TOPSECRET") {
+				t.Errorf("the error shows the password: %v", err)
+			}
+		})
+	}
+}
+
+func TestReadZKAuth(t *testing.T) {
+	cred, err := readZKAuth(writeFile(t, "zk.auth", "chat:p4ss word\n"))
+	if err != nil || cred.User != "chat" || cred.Password != "p4ss word" {
+		t.Fatalf("readZKAuth = %v (%q), %v", cred, cred.Password, err)
+	}
+}
