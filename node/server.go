@@ -255,6 +255,8 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("node: peer listener: %w", err)
 	}
 	s.peerLn = wsconn.Listen(s.peerLn, nil)
+	s.cfg.publish(s.clientLn.Addr(), s.peerLn.Addr())
+	s.warnLoopback()
 	cmux := http.NewServeMux()
 	cmux.HandleFunc("/ws", s.serveWS)
 	cmux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -270,7 +272,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 
 	s.cluster, err = cluster.New(cluster.Config{
 		Servers: s.cfg.ZK, Root: s.cfg.ZKRoot, SessionTimeout: s.cfg.ZKSessionTimeout,
-		Self:    cluster.Member{ID: s.cfg.ID, WS: s.cfg.Advertise, Peer: s.cfg.PeerListen, Run: s.started.UnixNano()},
+		Self:    cluster.Member{ID: s.cfg.ID, WS: s.cfg.Advertise, Peer: s.cfg.PeerAdvertise, Run: s.started.UnixNano()},
 		Logger:  s.log.With().Str("component", "cluster").Logger(),
 		Observe: s.m.ObserveZK,
 	})
@@ -291,7 +293,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		}
 	})
 	s.goAttach(func() { s.serveHTTP(s.clientHTTP, cln, "client") })
-	s.log.Info().Str("ws", s.cfg.Advertise).Str("peer", s.cfg.PeerListen).Str("admin", s.cfg.AdminListen).Msg("node started")
+	s.log.Info().Str("ws", s.cfg.Advertise).Str("peer", s.cfg.PeerAdvertise).Str("listen", s.cfg.Listen).Str("peerListen", s.cfg.PeerListen).Str("admin", s.cfg.AdminListen).Msg("node started")
 	close(s.ready)
 	return nil
 }

@@ -37,9 +37,10 @@ func run(args []string) error {
 	cfg := node.DefaultConfig()
 	fs := flagenv.New("node")
 	id := fs.String("id", "CHAT_NODE_ID", "", "unique node id, e.g. n1")
-	listen := fs.String("listen", "CHAT_LISTEN", "127.0.0.1:9001", "client WebSocket listen address")
-	advertise := fs.String("advertise", "CHAT_ADVERTISE", "", "WebSocket URL given to clients (default ws://<listen>/ws)")
-	peer := fs.String("peer-listen", "CHAT_PEER_LISTEN", "127.0.0.1:9101", "peer-link listen address (never the client port)")
+	listen := fs.String("listen", "CHAT_LISTEN", "127.0.0.1:9001", "client WebSocket listen address (0.0.0.0:9001 binds every address; then set --advertise)")
+	advertise := fs.String("advertise", "CHAT_ADVERTISE", "", "WebSocket URL published for clients, e.g. ws://host-a:9001/ws (default ws://<listen>/ws; required when --listen binds every address)")
+	peer := fs.String("peer-listen", "CHAT_PEER_LISTEN", "127.0.0.1:9101", "peer-link listen address (never the client port; 0.0.0.0:9101 binds every address, then set --peer-advertise)")
+	peerAdvertise := fs.String("peer-advertise", "CHAT_PEER_ADVERTISE", "", "host:port published for the other nodes to dial the peer link at, e.g. host-a:9101 (default <peer-listen>; required when --peer-listen binds every address)")
 	admin := fs.String("admin-listen", "CHAT_ADMIN_LISTEN", "127.0.0.1:9201", "admin listen address: GET /metrics (Prometheus) and /debug/pprof/ (empty: none)")
 	zk := fs.String("zk", "CHAT_ZK", "127.0.0.1:2181", "ZooKeeper servers, comma-separated")
 	zkRoot := fs.String("zk-root", "CHAT_ZK_ROOT", cfg.ZKRoot, "ZooKeeper root path of this cluster")
@@ -78,6 +79,7 @@ func run(args []string) error {
 		return fmt.Errorf("cluster secret: %w", err)
 	}
 	cfg.ID, cfg.Listen, cfg.Advertise, cfg.PeerListen, cfg.AdminListen = *id, *listen, *advertise, *peer, *admin
+	cfg.PeerAdvertise = *peerAdvertise
 	cfg.ZK, cfg.ZKRoot, cfg.ZKSessionTimeout = flagenv.List(*zk), *zkRoot, *zkTimeout
 	if cfg.Redis, err = redisFlags(); err != nil {
 		return err
