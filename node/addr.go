@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"strings"
 )
 
 // What a node binds and what it publishes. The client and peer listeners
@@ -31,7 +32,12 @@ func wildcard(host string) bool {
 func dialable(host string) bool { return !wildcard(host) }
 
 // clientScheme is the scheme of the client URL the node serves.
-func (c *Config) clientScheme() string { return "ws" }
+func (c *Config) clientScheme() string {
+	if c.TLSCertFile != "" {
+		return "wss"
+	}
+	return "ws"
+}
 
 // checkAdvertised checks what the node would publish and fills Advertise
 // and PeerAdvertise when they were not given. Listen and PeerListen have
@@ -78,6 +84,11 @@ func checkClientURL(raw, scheme string) error {
 	}
 	if p := u.Port(); p != "" && !validPort(p) {
 		return fmt.Errorf("--advertise %q: port %q is not one clients can dial (1 to 65535)", raw, p)
+	}
+	// Without TLS here a wss:// URL is fine (TLS ends at a proxy in front);
+	// with it, clients told ws:// would speak plain text to a TLS port.
+	if scheme == "wss" && u.Scheme == "ws" {
+		return fmt.Errorf("--advertise %q is ws:// but the client listener serves TLS (--tls-cert-file): publish wss://%s", raw, strings.TrimPrefix(raw, "ws://"))
 	}
 	return nil
 }

@@ -25,6 +25,16 @@ type Config struct {
 	// PeerAdvertise is the host:port the other nodes dial for the peer
 	// link; default PeerListen (see addr.go).
 	PeerAdvertise string
+
+	// TLSCertFile and TLSKeyFile, both or neither, make the client
+	// listener serve TLS (wss://): a PEM certificate chain and its key.
+	// The default Advertise is then wss://<Listen>/ws. See tls.go.
+	TLSCertFile, TLSKeyFile string
+	// PeerTLSCertFile, PeerTLSKeyFile and PeerTLSCAFile, all three or
+	// none, add mutual TLS to the peer link, on top of the cluster
+	// secret: this node's certificate and key, and the cluster's CA,
+	// which must have signed the certificate of every node it links to.
+	PeerTLSCertFile, PeerTLSKeyFile, PeerTLSCAFile string
 	// AdminListen is the admin listener, host:port: GET /metrics and
 	// /debug/pprof/. "" opens none. Never the client or peer port.
 	AdminListen string
@@ -130,6 +140,7 @@ func (c *Config) Validate() error {
 			errs = append(errs, errors.New("--admin-listen must differ from --listen and --peer-listen: metrics and pprof never share a client or peer port"))
 		}
 	}
+	errs = append(errs, c.checkTLS()...)
 	errs = append(errs, c.checkAdvertised()...)
 	if len(c.ZK) == 0 {
 		errs = append(errs, errors.New("at least one ZooKeeper server is required (--zk)"))
