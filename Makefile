@@ -37,6 +37,8 @@ check:
 
 # The suite runs against dependencies of its own: a ZooKeeper, a 3-server
 # ZooKeeper ensemble, Redis and mongostore on free ports (deploy/with-deps.sh).
+# CHAT_TEST_NETNS=1 makes the test of nodes in network namespaces of their
+# own run (it needs root, as make test has here) or fail: it never skips.
 # Then each protocol decoder is fuzzed briefly (-fuzz takes one target a
 # run), for a number of inputs rather than a time (a few seconds each on
 # two cores): with -fuzztime as a duration, Go before 1.27 can fail the run
@@ -44,7 +46,7 @@ check:
 # fuzzing coordinator (go.dev/issue/75804), not a finding.
 FUZZ_EXECS ?= 50000
 test: install check
-	CHAT_TEST_ZK_ENSEMBLE=1 deploy/with-deps.sh $(GO) test -race -count=1 -timeout 30m ./...
+	CHAT_TEST_ZK_ENSEMBLE=1 CHAT_TEST_NETNS=1 deploy/with-deps.sh $(GO) test -race -count=1 -timeout 30m ./...
 	cd deploy/mongostore && $(GO) test -count=1 ./...
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime=$(FUZZ_EXECS)x ./protocol/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodePeer$$' -fuzztime=$(FUZZ_EXECS)x ./protocol/

@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -78,7 +79,13 @@ type Conn struct {
 // Dial opens a connection to a node's WebSocket URL. Pushes are buffered
 // up to pushBuffer; beyond that the read loop waits for the caller.
 func Dial(ctx context.Context, url string, pushBuffer int) (*Conn, error) {
-	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second}
+	return DialTLS(ctx, url, pushBuffer, nil)
+}
+
+// DialTLS is Dial with the TLS configuration of wss:// URLs (for a CA of
+// one's own); nil verifies the node's certificate against the system's.
+func DialTLS(ctx context.Context, url string, pushBuffer int, tlsConf *tls.Config) (*Conn, error) {
+	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second, TLSClientConfig: tlsConf}
 	ws, _, err := d.DialContext(ctx, url, nil)
 	if err != nil {
 		return nil, err

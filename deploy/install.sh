@@ -3,10 +3,12 @@
 #
 # Makes this machine ready to build, run and test the chat cluster:
 #   - Debian packages zookeeper (with Java), redis-server, redis-sentinel
-#     (the Sentinel failover test), chromium and a
-#     font (the headless browser of the web client's tests), and make and
-#     gcc (for the race detector) where absent, installed with apt-get only
-#     if missing (as root, or through sudo);
+#     (the Sentinel failover test), chromium and a font (the headless
+#     browser of the web client's tests), iproute2 and nftables (the test
+#     of nodes on several hosts puts them in network namespaces and cuts one
+#     off with a firewall rule), and make and gcc (for the race detector)
+#     where absent, installed with apt-get only if missing (as root, or
+#     through sudo);
 #   - the Go modules of the root module and of deploy/mongostore.
 # Idempotent, and quick when everything is present.
 #
@@ -42,6 +44,10 @@ if ! installed chromium || ! command -v chromium >/dev/null; then
 	missing+=(chromium)
 fi
 installed fonts-dejavu-core || missing+=(fonts-dejavu-core)
+# The test of nodes on several hosts (e2e TestNodesOnSeveralHosts): ip for
+# the network namespaces, nft for the rule that cuts one off.
+command -v ip >/dev/null || missing+=(iproute2)
+command -v nft >/dev/null || missing+=(nftables)
 # The rest is on any Debian system, but not always in a minimal one. The
 # race detector (make test) needs cgo, hence a C compiler.
 command -v make >/dev/null || missing+=(make)
@@ -86,6 +92,7 @@ if ((${#missing[@]} > 0)); then
 	command -v redis-server >/dev/null || die "redis-server installed but not on PATH"
 	command -v redis-sentinel >/dev/null || die "redis-sentinel installed but not on PATH"
 	command -v chromium >/dev/null || die "chromium installed but not on PATH"
+	command -v nft >/dev/null || die "nftables installed but nft is not on PATH"
 fi
 
 command -v go >/dev/null || die "'go' not found: install Go $(sed -n 's/^go //p' "$CHAT_ROOT/go.mod") or newer from https://go.dev/dl/ and put it on PATH"

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -50,8 +51,14 @@ type user struct {
 
 func connect(t *testing.T, wsURL, name string) *user {
 	t.Helper()
+	return connectTLS(t, wsURL, name, nil)
+}
+
+// connectTLS is connect with the TLS configuration of a wss:// URL.
+func connectTLS(t *testing.T, wsURL, name string, tlsConf *tls.Config) *user {
+	t.Helper()
 	ctx := ctxT(t, 10*time.Second)
-	conn, err := chatclient.Dial(ctx, wsURL, 4096)
+	conn, err := chatclient.DialTLS(ctx, wsURL, 4096, tlsConf)
 	if err != nil {
 		t.Fatalf("dial %s: %v", wsURL, err)
 	}

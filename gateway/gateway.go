@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 	"chatcluster/accounts"
 	"chatcluster/directory"
 	"chatcluster/history"
+	"chatcluster/internal/keypair"
 	"chatcluster/internal/redisconn"
 	"chatcluster/metrics"
 	"chatcluster/web"
@@ -38,7 +40,11 @@ type Config struct {
 	// Throttle of failed password logins, shared through Redis with every
 	// gateway and node of the cluster.
 	Throttle accounts.ThrottleConfig
-	Logger   zerolog.Logger
+	// TLSCertFile and TLSKeyFile, both or neither, make the gateway serve
+	// HTTPS on Listen. Its web client then needs the nodes to publish
+	// wss:// URLs (a page served over HTTPS may not open ws://).
+	TLSCertFile, TLSKeyFile string
+	Logger                  zerolog.Logger
 }
 
 // DefaultConfig returns the defaults.
@@ -71,6 +77,9 @@ func (c Config) Validate() error {
 	if err := c.Throttle.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		errs = append(errs, errors.New("--tls-cert-file and --tls-key-file go together: give both for HTTPS, or neither"))
+	}
 	return errors.Join(errs...)
 }
 
@@ -92,18 +101,50 @@ type Gateway struct {
 	adminLn   net.Listener  // nil without Config.AdminListen
 	adminSrv  *http.Server  // nil without Config.AdminListen
 	adminDone chan struct{} // closed when the admin Serve returned
+	cert      *keypair.Pair // nil without Config.TLSCertFile
 
 	closeOnce sync.Once
 }
 
-// New validates cfg. It opens nothing.
+// New validates cfg and loads its certificate, if any. It opens no
+// socket.
 func New(cfg Config) (*Gateway, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	reg := metrics.NewRegistry()
-	return &Gateway{cfg: cfg, log: cfg.Logger.With().Str("component", "gateway").Logger(), done: make(chan struct{}),
-		reg: reg, m: metrics.NewGateway(reg), adminDone: make(chan struct{})}, nil
+	g := &Gateway{cfg: cfg, log: cfg.Logger.With().Str("component", "gateway").Logger(), done: make(chan struct{}),
+		reg: reg, m: metrics.NewGateway(reg), adminDone: make(chan struct{})}
+	if cfg.TLSCertFile != "" {
+		p, err := keypair.Load(cfg.TLSCertFile, cfg.TLSKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("gateway: TLS (--tls-cert-file): %w", err)
+		}
+		g.cert = p
+	}
+	return g, nil
+}
+
+// URL is the gateway's base URL once started, http:// or https://.
+func (g *Gateway) URL() string {
+	if g.cert != nil {
+		return "https://" + g.Addr()
+	}
+	return "http://" + g.Addr()
+}
+
+// ReloadTLS reads the certificate files again, for connections made from
+// now on; on error the certificate in use stays. Without TLS it does
+// nothing.
+func (g *Gateway) ReloadTLS() error {
+	if g.cert == nil {
+		return nil
+	}
+	if err := g.cert.Reload(); err != nil {
+		return err
+	}
+	g.log.Info().Str("file", g.cfg.TLSCertFile).Time("notAfter", g.cert.Certificate().Leaf.NotAfter).Msg("certificate loaded")
+	return nil
 }
 
 // Addr is the address the gateway listens on, once started.
@@ -166,7 +207,11 @@ func (g *Gateway) Start(ctx context.Context) error {
 		_ = g.store.Close(ctx)
 		return fmt.Errorf("gateway: listen: %w", err)
 	}
+	if g.cert != nil {
+		g.ln = tls.NewListener(g.ln, g.cert.ServerConfig())
+	}
 	g.srv = &http.Server{
+		ErrorLog:          keypair.ErrorLog(g.log, zerolog.DebugLevel, "listener"),
 		Handler:           g.routes(),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
@@ -188,7 +233,7 @@ func (g *Gateway) Start(ctx context.Context) error {
 			}
 		}()
 	}
-	g.log.Info().Str("addr", g.Addr()).Msg("gateway started")
+	g.log.Info().Str("addr", g.Addr()).Str("url", g.URL()).Msg("gateway started")
 	return nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"chatcluster/handler"
 	"chatcluster/hotwords"
 	"chatcluster/metrics"
+	"chatcluster/peerlink"
 	"chatcluster/protocol"
 	"chatcluster/room"
 )
@@ -60,6 +61,9 @@ type Deps struct {
 	ID      string    // the node's id
 	Started time.Time // when the node started, published with its load
 	Secret  []byte    // the cluster secret, to dial the members with
+	// PeerTLS is the node's peer certificate and the cluster's CA, to
+	// dial the members over mutual TLS; nil: plain TCP.
+	PeerTLS *peerlink.TLS
 
 	PeerQueue      int           // frames queued per link to a member, and held while it has none
 	WriteTimeout   time.Duration // per peer write

@@ -260,7 +260,7 @@ func (l *Term) dial(ctx context.Context, m cluster.Member) {
 	backoff := 50 * time.Millisecond
 	for ctx.Err() == nil {
 		link, err := peerlink.Dial(l.d.Secret, l.id, m.ID, m.Peer, l.epoch, 3*time.Second,
-			peerlink.Options{Queue: l.d.PeerQueue, Log: l.log, Busy: l.busy.Load})
+			peerlink.Options{Queue: l.d.PeerQueue, Log: l.log, Busy: l.busy.Load, TLS: l.d.PeerTLS})
 		if err != nil {
 			l.log.Warn().Err(err).Str("peer", m.ID).Msg("cannot link to node; retrying")
 			select {

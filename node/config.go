@@ -4,7 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/url"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -21,8 +21,21 @@ import (
 type Config struct {
 	ID         string // unique node id, e.g. "n1"
 	Listen     string // client WebSocket listener, host:port
-	Advertise  string // WebSocket URL clients are told to use; default ws://<Listen>/ws
+	Advertise  string // WebSocket URL clients are told to use; default ws://<Listen>/ws (see addr.go)
 	PeerListen string // peer-link listener, host:port; never the client port
+	// PeerAdvertise is the host:port the other nodes dial for the peer
+	// link; default PeerListen (see addr.go).
+	PeerAdvertise string
+
+	// TLSCertFile and TLSKeyFile, both or neither, make the client
+	// listener serve TLS (wss://): a PEM certificate chain and its key.
+	// The default Advertise is then wss://<Listen>/ws. See tls.go.
+	TLSCertFile, TLSKeyFile string
+	// PeerTLSCertFile, PeerTLSKeyFile and PeerTLSCAFile, all three or
+	// none, add mutual TLS to the peer link, on top of the cluster
+	// secret: this node's certificate and key, and the cluster's CA,
+	// which must have signed the certificate of every node it links to.
+	PeerTLSCertFile, PeerTLSKeyFile, PeerTLSCAFile string
 	// AdminListen is the admin listener, host:port: GET /metrics and
 	// /debug/pprof/. "" opens none. Never the client or peer port.
 	AdminListen string
@@ -80,6 +93,10 @@ type Config struct {
 	HotWordsDirect bool
 
 	Logger zerolog.Logger
+
+	// Set by Validate: Advertise and PeerAdvertise were derived from the
+	// listen addresses, so a port 0 in them is the port bound (Start).
+	advertiseDerived, peerAdvertiseDerived bool
 }
 
 // DefaultConfig returns a Config with every default filled in and no
@@ -106,7 +123,7 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate checks the configuration and fills Advertise.
+// Validate checks the configuration and fills Advertise and PeerAdvertise.
 func (c *Config) Validate() error {
 	var errs []error
 	if c.ID == "" {
@@ -117,7 +134,7 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("--%s %q: %w", name, addr, err))
 		}
 	}
-	if c.Listen != "" && c.Listen == c.PeerListen {
+	if c.Listen != "" && c.Listen == c.PeerListen && !strings.HasSuffix(c.Listen, ":0") { // port 0: two ports the kernel picks
 		errs = append(errs, errors.New("--listen and --peer-listen must differ: peers and clients never share a port"))
 	}
 	if c.AdminListen != "" {
@@ -128,11 +145,8 @@ func (c *Config) Validate() error {
 			errs = append(errs, errors.New("--admin-listen must differ from --listen and --peer-listen: metrics and pprof never share a client or peer port"))
 		}
 	}
-	if c.Advertise == "" {
-		c.Advertise = "ws://" + c.Listen + "/ws"
-	} else if u, err := url.Parse(c.Advertise); err != nil || (u.Scheme != "ws" && u.Scheme != "wss") {
-		errs = append(errs, fmt.Errorf("--advertise %q must be a ws:// or wss:// URL", c.Advertise))
-	}
+	errs = append(errs, c.checkTLS()...)
+	errs = append(errs, c.checkAdvertised()...)
 	if len(c.ZK) == 0 {
 		errs = append(errs, errors.New("at least one ZooKeeper server is required (--zk)"))
 	}

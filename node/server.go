@@ -22,6 +22,7 @@ import (
 	"chatcluster/directory"
 	"chatcluster/handler"
 	"chatcluster/history"
+	"chatcluster/internal/keypair"
 	"chatcluster/internal/redisconn"
 	"chatcluster/internal/wsconn"
 	"chatcluster/leader"
@@ -58,6 +59,8 @@ type Server struct {
 	peerHTTP                  *http.Server
 	adminHTTP                 *http.Server       // nil without Config.AdminListen
 	peers                     *peerlink.Acceptor // the peer listener's half of the handshake
+	clientCert                *keypair.Pair      // the client listener's certificate; nil: plain ws
+	peerTLS                   *peerlink.TLS      // the peer link's mutual TLS; nil: plain TCP
 
 	// clientUpgrader is the client listener's upgrader; batches are the
 	// batch buffers of the client write loops.
@@ -124,6 +127,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.peers, s.clientUpgrader = peerlink.NewAcceptor(cfg.Secret, cfg.ID), clientUpgrader()
 	s.batches = wsconn.NewBuffers(clientBatchBuffer)
+	if err := s.loadTLS(); err != nil {
+		return nil, err
+	}
 	if cfg.WordFilterFile != "" {
 		f, err := wordfilter.Load(cfg.WordFilterFile)
 		if err != nil {
@@ -250,21 +256,24 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if s.clientLn, err = net.Listen("tcp", s.cfg.Listen); err != nil {
 		return fmt.Errorf("node: client listener: %w", err)
 	}
-	s.clientLn = wsconn.Listen(s.clientLn, s.batches)
+	s.clientLn = s.clientListener(wsconn.Listen(s.clientLn, s.batches))
 	if s.peerLn, err = net.Listen("tcp", s.cfg.PeerListen); err != nil {
 		return fmt.Errorf("node: peer listener: %w", err)
 	}
-	s.peerLn = wsconn.Listen(s.peerLn, nil)
+	s.peerLn = peerlink.Listen(s.peerLn, s.peerTLS, s.log)
+	s.cfg.publish(s.clientLn.Addr(), s.peerLn.Addr())
+	s.warnLoopback()
 	cmux := http.NewServeMux()
 	cmux.HandleFunc("/ws", s.serveWS)
 	cmux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(w, `{"node":%q,"connections":%d}`+"\n", s.cfg.ID, s.local.Len())
 	})
-	s.clientHTTP = &http.Server{Handler: cmux, ReadHeaderTimeout: 10 * time.Second}
+	s.clientHTTP = &http.Server{Handler: cmux, ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: keypair.ErrorLog(s.log, zerolog.DebugLevel, "client listener")}
 	pmux := http.NewServeMux()
 	pmux.HandleFunc(peerlink.Path, s.servePeer)
-	s.peerHTTP = &http.Server{Handler: pmux, ReadHeaderTimeout: 5 * time.Second}
+	s.peerHTTP = &http.Server{Handler: pmux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: peerlink.ErrorLog(s.log)}
 	cln, pln := s.clientLn, s.peerLn
 	s.goAttach(func() { s.serveHTTP(s.peerHTTP, pln, "peer") })
 
@@ -276,7 +285,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	s.cluster, err = cluster.New(cluster.Config{
 		Servers: s.cfg.ZK, Chroot: s.cfg.ZKChroot, Root: s.cfg.ZKRoot, SessionTimeout: s.cfg.ZKSessionTimeout,
 		Auth:    s.cfg.ZKAuth,
-		Self:    cluster.Member{ID: s.cfg.ID, WS: s.cfg.Advertise, Peer: s.cfg.PeerListen, Run: s.started.UnixNano()},
+		Self:    cluster.Member{ID: s.cfg.ID, WS: s.cfg.Advertise, Peer: s.cfg.PeerAdvertise, Run: s.started.UnixNano()},
 		Logger:  clog,
 		Observe: s.m.ObserveZK,
 	})
@@ -297,7 +306,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		}
 	})
 	s.goAttach(func() { s.serveHTTP(s.clientHTTP, cln, "client") })
-	s.log.Info().Str("ws", s.cfg.Advertise).Str("peer", s.cfg.PeerListen).Str("admin", s.cfg.AdminListen).Msg("node started")
+	s.log.Info().Str("ws", s.cfg.Advertise).Str("peer", s.cfg.PeerAdvertise).Str("listen", s.cfg.Listen).Str("peerListen", s.cfg.PeerListen).Str("admin", s.cfg.AdminListen).Msg("node started")
 	close(s.ready)
 	return nil
 }

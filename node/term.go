@@ -101,7 +101,7 @@ func (s *Server) applyState(st cluster.State) {
 // starts a term.
 func (s *Server) termDeps() leader.Deps {
 	return leader.Deps{
-		ID: s.cfg.ID, Started: s.started, Secret: s.cfg.Secret,
+		ID: s.cfg.ID, Started: s.started, Secret: s.cfg.Secret, PeerTLS: s.peerTLS,
 		PeerQueue: s.cfg.PeerQueue, WriteTimeout: s.cfg.WriteTimeout,
 		RequestTimeout: s.cfg.RequestTimeout, HotWordsReset: s.cfg.HotWordsReset,
 		Log: s.log, Metrics: s.m,

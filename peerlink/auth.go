@@ -112,7 +112,8 @@ func dialer(timeout time.Duration) *websocket.Dialer {
 
 // Dial opens an authenticated link from this node, self (the leader, with
 // epoch), to the node target, whose peer listener is at addr, within
-// timeout for the handshake. The link acknowledges the numbered frames the
+// timeout for the handshake, over mutual TLS when o.TLS is set (see
+// tls.go; errors about TLS wrap ErrTLSMismatch or ErrPeerCertificate). The link acknowledges the numbered frames the
 // leader handled (Link.SetHandled), as the handshake tells the node.
 func Dial(secret []byte, self, target, addr string, epoch int64, timeout time.Duration, o Options) (*Link, error) {
 	var nb [16]byte
@@ -127,12 +128,13 @@ func Dial(secret []byte, self, target, addr string, epoch int64, timeout time.Du
 	h.Set(hdrAuth, dialProof(secret, self, target, epoch, ts, nonce))
 	h.Set(hdrAcks, "1")
 	d := dialer(timeout)
-	ws, resp, err := d.Dial("ws://"+addr+Path, h)
+	scheme := "ws://"
+	if o.TLS != nil {
+		scheme, d.TLSClientConfig = "wss://", o.TLS.clientConfig()
+	}
+	ws, resp, err := d.Dial(scheme+addr+Path, h)
 	if err != nil {
-		if resp != nil {
-			return nil, fmt.Errorf("peer %s refused the link: %s", target, resp.Status)
-		}
-		return nil, err
+		return nil, dialError(target, addr, o.TLS != nil, resp, err)
 	}
 	want := acceptProof(secret, target, nonce)
 	if !hmac.Equal([]byte(resp.Header.Get(hdrAccept)), []byte(want)) {

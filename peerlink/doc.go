@@ -12,6 +12,13 @@
 // highest numbered frame the leader handled (Link.SetHandled), with
 // whether the leader is overloaded.
 //
+// With a TLS (LoadTLS) the link is mutual TLS as well: the node's peer
+// listener (Listen) requires a certificate of the cluster's CA, and Dial
+// checks the node's certificate against the CA and the address dialled.
+// One end with TLS and the other without fail to link, with an error at
+// the dialling end and a log line at the accepting one; the handshake
+// over the cluster secret is the same either way (tls.go).
+//
 // It does not decide whom to link to or whether a leader is the right
 // one: that a dialling leader's epoch is current and that ZooKeeper names
 // it is the node's check, made between Acceptor.Verify and

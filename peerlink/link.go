@@ -57,6 +57,10 @@ type Options struct {
 	// Busy, on the leader's link to a node (Dial), says whether the
 	// leader is overloaded; acknowledgements carry it. nil: never.
 	Busy func() bool
+	// TLS, for Dial, is this node's peer certificate and the cluster's
+	// CA: the link is then mutual TLS. nil: plain TCP. The accepting end
+	// has it on its listener (Listen).
+	TLS *TLS
 }
 
 // ackEvery is how often a leader acknowledges what a node sent it.

@@ -3,9 +3,11 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -48,7 +50,7 @@ func newClient(cfg config, stdout, stderr io.Writer) *client {
 	term := &terminal{promptW: stdout, enabled: cfg.Prompt}
 	return &client{
 		cfg:      cfg,
-		gw:       &chatclient.Gateway{URL: strings.TrimRight(cfg.Gateway, "/")},
+		gw:       &chatclient.Gateway{URL: strings.TrimRight(cfg.Gateway, "/"), HTTP: gatewayHTTP(cfg.TLS)},
 		term:     term,
 		out:      &printer{w: stdout, term: term},
 		diag:     &printer{w: stderr, term: term},
@@ -295,3 +297,12 @@ func isPermanent(err error) bool {
 // session ended (kicked, or out of reconnect attempts); the user has been
 // told why.
 var errEnded = errors.New("chat: the session ended")
+
+// gatewayHTTP is the HTTP client of the gateway API: with tlsConf, one
+// that trusts its CA; nil, chatclient's default.
+func gatewayHTTP(tlsConf *tls.Config) *http.Client {
+	if tlsConf == nil {
+		return nil
+	}
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsConf}}
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/url"
@@ -33,6 +34,7 @@ type config struct {
 	Room     string        // room to join at start ("" none)
 	Node     string        // preferred node id ("" the least loaded)
 	Timeout  time.Duration // wait for one reply
+	TLS      *tls.Config   // for https:// and wss://: the CA of --ca-file; nil the system's
 	Prompt   bool          // show a prompt: standard input and output are a terminal (not a flag)
 }
 

@@ -106,7 +106,7 @@ func (c *client) connectOnce(ctx context.Context, avoid string) (conn *chatclien
 		c.diag.line("chat: the gateway does not list node %s; trying %s", p, order[0].ID)
 	}
 	for _, n := range order {
-		conn, err = chatclient.Dial(rctx, n.WS, pushBuffer)
+		conn, err = chatclient.DialTLS(rctx, n.WS, pushBuffer, c.cfg.TLS)
 		if err != nil {
 			err = fmt.Errorf("connecting to %s: %w", n.ID, err)
 			continue

@@ -32,6 +32,7 @@
 //	--room      $CHAT_ROOM         room to join at start
 //	--node      $CHAT_CLIENT_NODE  node id to use while the gateway lists it (else the least loaded)
 //	--timeout   $CHAT_TIMEOUT      how long to wait for one reply (15s)
+//	--ca-file   $CHAT_CA_FILE      CA certificates for https:// and wss:// (default: the system's)
 //
 // Commands run one at a time, in order: each waits for its reply (a room
 // message also for its own copy to come back) before the next one starts,
@@ -118,6 +119,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -129,6 +131,7 @@ import (
 	"time"
 
 	"chatcluster/internal/flagenv"
+	"chatcluster/internal/keypair"
 )
 
 // Exit statuses.
@@ -193,6 +196,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	room := fs.String("room", "CHAT_ROOM", "", "room to join at start; it becomes the current room")
 	node := fs.String("node", "CHAT_CLIENT_NODE", "", "id of the node to use while the gateway lists it (default: the least loaded)")
 	timeout := fs.Duration("timeout", "CHAT_TIMEOUT", cfg.Timeout, "how long to wait for one reply")
+	caFile := fs.String("ca-file", "CHAT_CA_FILE", "", "PEM certificates of the CA that signed the gateway's and the nodes' certificates, for https:// and wss:// (default: the system's)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -204,6 +208,13 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	cfg.Gateway, cfg.User, cfg.Room, cfg.Node, cfg.Timeout = *gateway, *user, *room, *node, *timeout
 	cfg.Password, cfg.Register = *password, register.value
+	if *caFile != "" {
+		pool, err := keypair.LoadCAs(*caFile)
+		if err != nil {
+			return cfg, fmt.Errorf("--ca-file: %w", err)
+		}
+		cfg.TLS = &tls.Config{RootCAs: pool}
+	}
 	if cfg.Password == "" {
 		cfg.Password = os.Getenv("CHAT_PASSWORD")
 	}

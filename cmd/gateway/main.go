@@ -38,6 +38,8 @@ func run(args []string) error {
 	mongoDB := fs.String("mongo-db", "CHAT_MONGO_DB", cfg.MongoDB, "MongoDB database")
 	cost := fs.Int("bcrypt-cost", "CHAT_BCRYPT_COST", bcrypt.DefaultCost, fmt.Sprintf("bcrypt cost of new password hashes, %d to %d (each step doubles the work; existing hashes keep their own)", bcrypt.MinCost, bcrypt.MaxCost))
 	level := fs.String("log-level", "CHAT_LOG_LEVEL", "info", "log level: debug, info, warn, error")
+	tlsCert := fs.String("tls-cert-file", "CHAT_GATEWAY_TLS_CERT_FILE", "", "PEM certificate chain: with --tls-key-file the gateway serves HTTPS (SIGHUP reloads it); the nodes should then publish wss:// URLs")
+	tlsKey := fs.String("tls-key-file", "CHAT_GATEWAY_TLS_KEY_FILE", "", "PEM private key of --tls-cert-file")
 	throttle := accounts.ThrottleFlags(fs, cfg.Throttle)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -52,6 +54,7 @@ func run(args []string) error {
 	}
 	cfg.Listen, cfg.RedisPrefix, cfg.Mongo, cfg.MongoDB, cfg.Logger = *listen, *prefix, *mongo, *mongoDB, log
 	cfg.AdminListen, cfg.BcryptCost, cfg.Throttle = *admin, *cost, throttle()
+	cfg.TLSCertFile, cfg.TLSKeyFile = *tlsCert, *tlsKey
 	g, err := gateway.New(cfg)
 	if err != nil {
 		return err
@@ -61,11 +64,28 @@ func run(args []string) error {
 	if err := g.Start(ctx); err != nil {
 		return err
 	}
-	fmt.Fprintf(os.Stderr, "gateway listening on http://%s/\n", g.Addr())
+	fmt.Fprintf(os.Stderr, "gateway listening on %s/\n", g.URL())
 	if a := g.AdminAddr(); a != "" {
 		fmt.Fprintf(os.Stderr, "gateway admin (pprof) on http://%s/debug/pprof/\n", a)
 	}
-	<-ctx.Done()
+	// SIGHUP reloads the certificate of a gateway that serves HTTPS; one
+	// without keeps SIGHUP's default.
+	var hup chan os.Signal
+	if cfg.TLSCertFile != "" {
+		hup = make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+	}
+	for waiting := true; waiting; {
+		select {
+		case <-ctx.Done():
+			waiting = false
+		case <-hup:
+			if err := g.ReloadTLS(); err != nil {
+				log.Error().Err(err).Msg("certificate not reloaded; the one in use stays")
+			}
+		}
+	}
 	stop()
 	closeCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

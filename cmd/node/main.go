@@ -38,9 +38,15 @@ func run(args []string) error {
 	cfg := node.DefaultConfig()
 	fs := flagenv.New("node")
 	id := fs.String("id", "CHAT_NODE_ID", "", "unique node id, e.g. n1")
-	listen := fs.String("listen", "CHAT_LISTEN", "127.0.0.1:9001", "client WebSocket listen address")
-	advertise := fs.String("advertise", "CHAT_ADVERTISE", "", "WebSocket URL given to clients (default ws://<listen>/ws)")
-	peer := fs.String("peer-listen", "CHAT_PEER_LISTEN", "127.0.0.1:9101", "peer-link listen address (never the client port)")
+	listen := fs.String("listen", "CHAT_LISTEN", "127.0.0.1:9001", "client WebSocket listen address (0.0.0.0:9001 binds every address; then set --advertise)")
+	advertise := fs.String("advertise", "CHAT_ADVERTISE", "", "WebSocket URL published for clients, e.g. ws://host-a:9001/ws (default ws://<listen>/ws, wss:// with --tls-cert-file; required when --listen binds every address)")
+	peer := fs.String("peer-listen", "CHAT_PEER_LISTEN", "127.0.0.1:9101", "peer-link listen address (never the client port; 0.0.0.0:9101 binds every address, then set --peer-advertise)")
+	tlsCert := fs.String("tls-cert-file", "CHAT_TLS_CERT_FILE", "", "PEM certificate chain of the client listener: with --tls-key-file it serves wss:// (SIGHUP reloads it)")
+	tlsKey := fs.String("tls-key-file", "CHAT_TLS_KEY_FILE", "", "PEM private key of --tls-cert-file")
+	peerTLSCert := fs.String("peer-tls-cert-file", "CHAT_PEER_TLS_CERT_FILE", "", "PEM certificate of this node for mutual TLS on the peer link, naming its --peer-advertise host (server and client use); with --peer-tls-key-file and --peer-tls-ca-file")
+	peerTLSKey := fs.String("peer-tls-key-file", "CHAT_PEER_TLS_KEY_FILE", "", "PEM private key of --peer-tls-cert-file")
+	peerTLSCA := fs.String("peer-tls-ca-file", "CHAT_PEER_TLS_CA_FILE", "", "PEM certificates of the cluster's CA: the peer link accepts and dials only nodes whose certificate it signed (SIGHUP reloads it)")
+	peerAdvertise := fs.String("peer-advertise", "CHAT_PEER_ADVERTISE", "", "host:port published for the other nodes to dial the peer link at, e.g. host-a:9101 (default <peer-listen>; required when --peer-listen binds every address)")
 	admin := fs.String("admin-listen", "CHAT_ADMIN_LISTEN", "127.0.0.1:9201", "admin listen address: GET /metrics (Prometheus) and /debug/pprof/ (empty: none)")
 	zk := fs.String("zk", "CHAT_ZK", "127.0.0.1:2181", "ZooKeeper connection string: servers, comma-separated, and an optional chroot after the last one (host1:2181,host2:2181,host3:2181/chroot)")
 	zkRoot := fs.String("zk-root", "CHAT_ZK_ROOT", cfg.ZKRoot, "ZooKeeper root path of this cluster (below the chroot, if any)")
@@ -80,6 +86,9 @@ func run(args []string) error {
 		return fmt.Errorf("cluster secret: %w", err)
 	}
 	cfg.ID, cfg.Listen, cfg.Advertise, cfg.PeerListen, cfg.AdminListen = *id, *listen, *advertise, *peer, *admin
+	cfg.PeerAdvertise = *peerAdvertise
+	cfg.TLSCertFile, cfg.TLSKeyFile = *tlsCert, *tlsKey
+	cfg.PeerTLSCertFile, cfg.PeerTLSKeyFile, cfg.PeerTLSCAFile = *peerTLSCert, *peerTLSKey, *peerTLSCA
 	if cfg.ZK, cfg.ZKChroot, err = cluster.ParseConnectString(*zk); err != nil {
 		return fmt.Errorf("--zk: %w", err)
 	}
@@ -125,7 +134,24 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	<-ctx.Done()
+	// SIGHUP reloads the certificates of a node that has any; a node
+	// without keeps SIGHUP's default.
+	var hup chan os.Signal
+	if cfg.TLSCertFile != "" || cfg.PeerTLSCertFile != "" {
+		hup = make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+	}
+	for waiting := true; waiting; {
+		select {
+		case <-ctx.Done():
+			waiting = false
+		case <-hup:
+			if err := srv.ReloadTLS(); err != nil {
+				log.Error().Err(err).Str("node", cfg.ID).Msg("certificates not reloaded; the ones in use stay")
+			}
+		}
+	}
 	stop()
 	log.Info().Str("node", cfg.ID).Msg("signal received, draining")
 	closeCtx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout+10*time.Second)

@@ -17,10 +17,16 @@ func writeFile(t *testing.T, name, content string) string {
 	return p
 }
 
+// secretFile writes a cluster secret for run.
+func secretFile(t *testing.T) string {
+	t.Helper()
+	return writeFile(t, "cluster.secret", "0123456789abcdef0123456789abcdef\n")
+}
+
 // A malformed --zk or --zk-auth-file stops the node before it starts
 // anything, with an error that names the flag and never shows the password.
 func TestZKFlagsRejected(t *testing.T) {
-	secret := writeFile(t, "cluster.secret", "0123456789abcdef0123456789abcdef\n")
+	secret := secretFile(t)
 	goodAuth := writeFile(t, "zk.auth", "chat:pw\n")
 	tests := []struct {
 		name string
@@ -59,5 +65,39 @@ func TestReadZKAuth(t *testing.T) {
 	cred, err := readZKAuth(writeFile(t, "zk.auth", "chat:p4ss word\n"))
 	if err != nil || cred.User != "chat" || cred.Password != "p4ss word" {
 		t.Fatalf("readZKAuth = %v (%q), %v", cred, cred.Password, err)
+	}
+}
+
+// A node that would publish an address nobody can dial refuses to start,
+// before it connects to anything, with an error that names the flag to
+// set; the environment variables count as the flags do.
+func TestRefusesUndialableAddresses(t *testing.T) {
+	secret := secretFile(t)
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"wildcard client bind", []string{"--listen", "0.0.0.0:9001"}, nil, "set --advertise"},
+		{"wildcard peer bind", []string{"--peer-listen", "0.0.0.0:9101"}, nil, "set --peer-advertise"},
+		{"wildcard peer advertise", []string{"--peer-listen", "0.0.0.0:9101", "--peer-advertise", "0.0.0.0:9101"}, nil,
+			"--peer-advertise \"0.0.0.0:9101\" names no host"},
+		{"peer advertise from the environment", []string{"--peer-listen", "0.0.0.0:9101"}, map[string]string{"CHAT_PEER_ADVERTISE": ":9101"},
+			"--peer-advertise \":9101\" names no host"},
+		{"advertise from the environment", []string{"--listen", "[::]:9001"}, map[string]string{"CHAT_ADVERTISE": "ws://[::]:9001/ws"},
+			"names no host clients can dial"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			args := append([]string{"--id", "n1", "--cluster-secret-file", secret,
+				"--zk", "127.0.0.1:1", "--redis", "127.0.0.1:1", "--mongo", "mongodb://127.0.0.1:1/"}, tc.args...)
+			err := run(args)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("run %v: %v, want an error containing %q", tc.args, err, tc.want)
+			}
+		})
 	}
 }

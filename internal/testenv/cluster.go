@@ -152,6 +152,26 @@ type Options struct {
 	RedisSentinels []string
 	RedisMaster    string
 	Mongo          string // MongoDB URI
+
+	// NodeEnv, if set, gives node p more KEY=value settings, after Env,
+	// each time it starts: per-node settings such as its certificates.
+	// p's addresses are set when it is called.
+	NodeEnv func(p *Proc) []string
+	// SecureWS says the nodes serve wss:// (Env or NodeEnv gives them a
+	// certificate): their WSURL is wss://.
+	SecureWS bool
+	// Host, if set, places node i (0-based, in order of start): where it
+	// runs and at which address. nil: every node on 127.0.0.1 here.
+	Host func(i int) NodeHost
+}
+
+// NodeHost is where a node runs: a command prefix that runs it there (for
+// example ip netns exec <namespace>), the address its listeners bind and
+// the address it is reached at, which it publishes.
+type NodeHost struct {
+	Exec []string // command prefix; none: this machine as it is
+	Bind string   // the listeners' host, e.g. 0.0.0.0; "" Addr
+	Addr string   // the address the node is dialled at and publishes
 }
 
 // Proc is one process of a cluster: the gateway or a node.
@@ -164,6 +184,8 @@ type Proc struct {
 	// /debug/pprof/ (nodes), /debug/pprof/ (the gateway).
 	AdminAddr string
 	Log       string // file with the process's stdout and stderr
+
+	host NodeHost // where a node runs; Addr "" is 127.0.0.1 here
 
 	// Set by start, read under Cluster.mu; exited is closed once the
 	// process was waited for.
@@ -312,6 +334,9 @@ func (c *Cluster) AddNode() int {
 	c.nodes = append(c.nodes, p)
 	i := len(c.nodes) - 1
 	c.mu.Unlock()
+	if c.opts.Host != nil {
+		p.host = c.opts.Host(i)
+	}
 	c.startFresh(p)
 	return i
 }
@@ -501,12 +526,16 @@ func (c *Cluster) startFresh(p *Proc) {
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
 		ports := freePorts(c.t, 3)
+		host := "127.0.0.1"
+		if p.host.Addr != "" {
+			host = p.host.Addr
+		}
 		c.mu.Lock()
-		p.Listen = fmt.Sprintf("127.0.0.1:%d", ports[0])
-		p.AdminAddr = fmt.Sprintf("127.0.0.1:%d", ports[2])
+		p.Listen = net.JoinHostPort(host, strconv.Itoa(ports[0]))
+		p.AdminAddr = net.JoinHostPort(host, strconv.Itoa(ports[2]))
 		if p != c.gateway {
-			p.PeerAddr = fmt.Sprintf("127.0.0.1:%d", ports[1])
-			p.WSURL = "ws://" + p.Listen + "/ws"
+			p.PeerAddr = net.JoinHostPort(host, strconv.Itoa(ports[1]))
+			p.WSURL = c.wsScheme() + "://" + p.Listen + "/ws"
 		}
 		c.mu.Unlock()
 		if err = c.start(p); err == nil || !errors.Is(err, errAddrInUse) {
@@ -520,6 +549,29 @@ func (c *Cluster) startFresh(p *Proc) {
 
 var errAddrInUse = errors.New("address already in use")
 
+func (c *Cluster) wsScheme() string {
+	if c.opts.SecureWS {
+		return "wss"
+	}
+	return "ws"
+}
+
+// nodeAddrArgs are node p's address flags: it binds and is reached at
+// its addresses, or, on a host with a Bind address, binds that and
+// publishes its addresses with --advertise and --peer-advertise.
+func (c *Cluster) nodeAddrArgs(p *Proc) []string {
+	if p.host.Bind == "" {
+		return []string{"--listen", p.Listen, "--peer-listen", p.PeerAddr, "--admin-listen", p.AdminAddr}
+	}
+	_, port, _ := net.SplitHostPort(p.Listen)
+	_, peerPort, _ := net.SplitHostPort(p.PeerAddr)
+	return []string{
+		"--listen", net.JoinHostPort(p.host.Bind, port), "--advertise", p.WSURL,
+		"--peer-listen", net.JoinHostPort(p.host.Bind, peerPort), "--peer-advertise", p.PeerAddr,
+		"--admin-listen", p.AdminAddr,
+	}
+}
+
 // start runs p's process and waits until it accepts on p.Listen.
 func (c *Cluster) start(p *Proc) error {
 	var args []string
@@ -530,15 +582,16 @@ func (c *Cluster) start(p *Proc) error {
 			"--mongo", c.mongo, "--mongo-db", c.ns,
 		}
 	} else {
-		args = []string{c.bins.Node,
-			"--id", p.ID,
-			"--listen", p.Listen, "--peer-listen", p.PeerAddr, "--admin-listen", p.AdminAddr,
-			"--zk", strings.Join(c.zk, ","), "--zk-root", "/" + c.ns,
+		args = append(slices.Clone(p.host.Exec), c.bins.Node,
+			"--id", p.ID)
+		args = append(args, c.nodeAddrArgs(p)...)
+		args = append(args,
+			"--zk", strings.Join(c.zk, ","), "--zk-root", "/"+c.ns,
 			"--zk-session-timeout", c.opts.SessionTimeout.String(),
-			"--redis-prefix", c.ns + ":",
+			"--redis-prefix", c.ns+":",
 			"--mongo", c.mongo, "--mongo-db", c.ns,
 			"--cluster-secret-file", c.secret,
-		}
+		)
 	}
 	if len(c.opts.RedisSentinels) > 0 {
 		args = append(args, "--redis-sentinels", strings.Join(c.opts.RedisSentinels, ","), "--redis-master", c.opts.RedisMaster)
@@ -558,6 +611,9 @@ func (c *Cluster) start(p *Proc) error {
 	}
 	cmd.Env = append(os.Environ(), "CHAT_LOG_LEVEL="+level)
 	cmd.Env = append(cmd.Env, c.opts.Env...)
+	if p != c.gateway && c.opts.NodeEnv != nil {
+		cmd.Env = append(cmd.Env, c.opts.NodeEnv(p)...)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// If the test process dies without cleaning up, its processes die too.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

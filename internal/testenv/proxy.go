@@ -27,10 +27,19 @@ const (
 	proxyBlackhole
 )
 
-// NewProxy starts a proxy to target, closed when the test ends.
+// NewProxy starts a proxy to target on loopback, closed when the test
+// ends.
 func NewProxy(t testing.TB, target string) *Proxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return NewProxyOn(t, "127.0.0.1", target)
+}
+
+// NewProxyOn starts a proxy to target listening on a free port of host,
+// an address of this machine (for example a bridge that network
+// namespaces reach it by), closed when the test ends.
+func NewProxyOn(t testing.TB, host, target string) *Proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package wsconn
 
 import (
+	"crypto/tls"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -67,10 +68,19 @@ func New(c net.Conn, bufs *Buffers) *Conn {
 	return &Conn{Conn: c, bufs: bufs}
 }
 
-// Of returns the Conn c is, or nil. The methods of a nil *Conn that
-// batch do nothing, so a write loop over a connection that was not
-// wrapped writes every frame at once.
+// Of returns the Conn c is, or the Conn under c when c is a TLS
+// connection over one, or nil. The methods of a nil *Conn that batch do
+// nothing, so a write loop over a connection that was not wrapped writes
+// every frame at once.
+//
+// Under TLS the Conn sits below the encryption (tls.NewListener over
+// Listen, or tls.Client over New): each frame is sealed as it is written
+// and the sealed records of a batch leave together, and the HTTP server
+// still sees the *tls.Conn it needs to complete the handshake.
 func Of(c net.Conn) *Conn {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
 	w, _ := c.(*Conn)
 	return w
 }
