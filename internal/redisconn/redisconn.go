@@ -23,8 +23,13 @@ import (
 
 // Config is where Redis is and how to log in to it.
 type Config struct {
-	// Addr is one Redis server, host:port. Unused with Sentinels.
+	// Addr is one Redis server, host:port. Unused with Sentinels or a
+	// Cluster.
 	Addr string
+	// Cluster are seed nodes of a Redis Cluster, host:port: any of its
+	// nodes, from which the client learns the others and the slots; set,
+	// they replace Addr.
+	Cluster []string
 	// Sentinels are the Sentinel servers, host:port, that watch the master
 	// named MasterName; set, they replace Addr.
 	Sentinels  []string
@@ -45,17 +50,22 @@ type Config struct {
 // Validate reports what is missing or malformed, naming the flags.
 func (c Config) Validate() error {
 	switch {
+	case len(c.Cluster) > 0 && len(c.Sentinels) > 0:
+		return errors.New("--redis-cluster and --redis-sentinels exclude each other: a Redis Cluster fails over by itself")
 	case len(c.Sentinels) > 0 && c.MasterName == "":
 		return errors.New("--redis-sentinels needs --redis-master, the name the Sentinels know the master by")
 	case len(c.Sentinels) == 0 && c.MasterName != "":
 		return errors.New("--redis-master needs --redis-sentinels")
-	case len(c.Sentinels) == 0 && c.Addr == "":
-		return errors.New("a Redis address is required (--redis, or --redis-sentinels with --redis-master)")
+	case len(c.Sentinels) == 0 && len(c.Cluster) == 0 && c.Addr == "":
+		return errors.New("a Redis address is required (--redis, --redis-cluster, or --redis-sentinels with --redis-master)")
 	case c.CAFile != "" && !c.TLS:
 		return errors.New("--redis-tls-ca-file needs --redis-tls")
 	}
 	addrs := c.Sentinels
-	if len(addrs) == 0 {
+	switch {
+	case len(c.Cluster) > 0:
+		addrs = c.Cluster
+	case len(addrs) == 0:
 		addrs = []string{c.Addr}
 	}
 	for _, a := range addrs {
@@ -68,6 +78,9 @@ func (c Config) Validate() error {
 
 // String names the Redis for logs and errors, without secrets.
 func (c Config) String() string {
+	if len(c.Cluster) > 0 {
+		return "Redis Cluster via " + strings.Join(c.Cluster, ",")
+	}
 	if len(c.Sentinels) > 0 {
 		return fmt.Sprintf("master %q via Sentinels %s", c.MasterName, strings.Join(c.Sentinels, ","))
 	}
@@ -83,7 +96,7 @@ type Options struct {
 }
 
 // Open returns a client for c. It does not connect yet.
-func Open(c Config, o Options) (*redis.Client, error) {
+func Open(c Config, o Options) (redis.UniversalClient, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
@@ -103,6 +116,17 @@ func Open(c Config, o Options) (*redis.Client, error) {
 		}
 	}
 	const dial, read, write = 2 * time.Second, 3 * time.Second, 3 * time.Second
+	if len(c.Cluster) > 0 {
+		// PoolSize is per cluster node, as with one server.
+		return redis.NewClusterClient(&redis.ClusterOptions{
+			Addrs: c.Cluster, Username: c.Username, Password: c.Password, TLSConfig: tc,
+			DialTimeout: dial, ReadTimeout: read, WriteTimeout: write,
+			PoolSize: o.PoolSize, MinIdleConns: o.MinIdleConns, Protocol: o.Protocol,
+			// A failover moves slots; follow MOVED for a while before
+			// giving up, so a command waits out a promotion.
+			MaxRedirects: 8,
+		}), nil
+	}
 	if len(c.Sentinels) > 0 {
 		return redis.NewFailoverClient(&redis.FailoverOptions{
 			MasterName: c.MasterName, SentinelAddrs: c.Sentinels, SentinelPassword: c.SentinelPassword,
@@ -122,7 +146,8 @@ func Open(c Config, o Options) (*redis.Client, error) {
 // and returns the function that builds the Config once fs is parsed,
 // reading the password files.
 func Flags(fs *flagenv.Set) func() (Config, error) {
-	addr := fs.String("redis", "CHAT_REDIS", "127.0.0.1:6379", "Redis address, host:port (unused with --redis-sentinels)")
+	addr := fs.String("redis", "CHAT_REDIS", "127.0.0.1:6379", "Redis address, host:port (unused with --redis-sentinels or --redis-cluster)")
+	cluster := fs.String("redis-cluster", "CHAT_REDIS_CLUSTER", "", "Redis Cluster seed nodes, comma-separated host:port (any of its nodes; the others and the slots are learnt from them)")
 	sentinels := fs.String("redis-sentinels", "CHAT_REDIS_SENTINELS", "", "Redis Sentinel addresses, comma-separated: the master is the one they name --redis-master, followed across failovers")
 	master := fs.String("redis-master", "CHAT_REDIS_MASTER", "", "the master's name in the Sentinels' configuration (with --redis-sentinels)")
 	user := fs.String("redis-username", "CHAT_REDIS_USERNAME", "", "Redis ACL user (empty: the default user)")
@@ -131,7 +156,7 @@ func Flags(fs *flagenv.Set) func() (Config, error) {
 	useTLS := fs.String("redis-tls", "CHAT_REDIS_TLS", "false", "connect to Redis (and the Sentinels) over TLS")
 	ca := fs.String("redis-tls-ca-file", "CHAT_REDIS_TLS_CA_FILE", "", "PEM file of the CA that signed the Redis servers' certificates (empty: the system's)")
 	return func() (Config, error) {
-		c := Config{Addr: *addr, Sentinels: flagenv.List(*sentinels), MasterName: *master, Username: *user, CAFile: *ca}
+		c := Config{Addr: *addr, Cluster: flagenv.List(*cluster), Sentinels: flagenv.List(*sentinels), MasterName: *master, Username: *user, CAFile: *ca}
 		var err error
 		if c.TLS, err = parseBool("--redis-tls", *useTLS); err != nil {
 			return c, err
@@ -186,4 +211,17 @@ func NewLogger(log zerolog.Logger) Logger {
 // Printf implements the library's logging interface.
 func (l Logger) Printf(_ context.Context, format string, v ...any) {
 	l.log.Warn().Msg(strings.TrimSpace(fmt.Sprintf(format, v...)))
+}
+
+// EachMaster calls fn with a client of every master rdb writes to: the one
+// server (or the Sentinels' master), or each master of a Redis Cluster,
+// concurrently. For what must see every shard, such as SCAN.
+func EachMaster(ctx context.Context, rdb redis.UniversalClient, fn func(context.Context, *redis.Client) error) error {
+	switch c := rdb.(type) {
+	case *redis.ClusterClient:
+		return c.ForEachMaster(ctx, fn)
+	case *redis.Client:
+		return fn(ctx, c)
+	}
+	return fmt.Errorf("redisconn: no masters known for a %T", rdb)
 }

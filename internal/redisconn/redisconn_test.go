@@ -22,6 +22,9 @@ func TestValidate(t *testing.T) {
 		{Config{Addr: "localhost"}, "not host:port"},
 		{Config{Sentinels: []string{"a:26379", "b"}, MasterName: "chat"}, `"b" is not host:port`},
 		{Config{Addr: "x:1", CAFile: "ca.pem"}, "needs --redis-tls"},
+		{Config{Cluster: []string{"a:7000", "b:7001"}}, ""},
+		{Config{Cluster: []string{"a:7000", "b"}}, `"b" is not host:port`},
+		{Config{Cluster: []string{"a:7000"}, Sentinels: []string{"a:26379"}, MasterName: "chat"}, "exclude each other"},
 	} {
 		err := tc.c.Validate()
 		switch {
