@@ -214,6 +214,19 @@ func (t *throttle) acquire(ctx context.Context, account, addr string) (slot, tim
 	if len(keys) == 0 {
 		return s, 0, nil
 	}
+	if len(keys) == 2 {
+		// The two counters are in two slots of a Redis Cluster, which a
+		// script may not span: the address's wait is checked first, on
+		// its own, then the account's with its count.
+		res, err := t.count(ctx, keys[1:], true, false, 0)
+		if err != nil {
+			return s, 0, err
+		}
+		if res[0] == 0 {
+			return s, time.Duration(res[1]) * time.Millisecond, nil
+		}
+		keys = keys[:1]
+	}
 	res, err := t.count(ctx, keys, true, account != "", t.cfg.FreeFailures)
 	if err != nil {
 		return s, 0, err

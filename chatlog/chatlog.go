@@ -8,10 +8,13 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"chatcluster/internal/keyspace"
+	"chatcluster/internal/redisconn"
 	"chatcluster/protocol"
 	"chatcluster/room"
 )
@@ -35,15 +38,22 @@ const (
 
 // Log reads and writes the Redis message journal. It is safe for concurrent
 // use.
+//
+// Its keys are laid out for a Redis Cluster too (package keyspace): the
+// keys of one conversation, its shard's history stream and marker, and its
+// senders' idempotency records share one hash tag, so every script touches
+// one slot; what spans conversations (a user's conversation list, the
+// scan for counters) goes key by key.
 type Log struct {
 	rdb    redis.UniversalClient
 	prefix string
+	tags   *keyspace.Tags
 	commit committer
 }
 
 // New returns a Log over rdb whose keys all start with prefix.
 func New(rdb redis.UniversalClient, prefix string, opts ...Option) *Log {
-	l := &Log{rdb: rdb, prefix: prefix, commit: committer{rdb: rdb}}
+	l := &Log{rdb: rdb, prefix: prefix, tags: keyspace.NewTags(), commit: committer{rdb: rdb}}
 	for _, o := range opts {
 		o(l)
 	}
@@ -64,44 +74,51 @@ func WithReplicas(n int, timeout time.Duration, short func(got int)) Option {
 	}
 }
 
-// Key names. Exposed for the history writer and tests.
-func (l *Log) SeqKey(conv string) string     { return l.prefix + "seq:" + conv }
-func (l *Log) RecentKey(conv string) string  { return l.prefix + "recent:" + conv }
-func (l *Log) PendingKey(conv string) string { return l.prefix + "pending:" + conv }
-func (l *Log) StreamKey() string             { return l.prefix + "history" }
+// Key names. Exposed for tests. A conversation's keys and its shard's
+// stream, marker, gap record and idempotency records share the shard's
+// hash tag.
+func (l *Log) SeqKey(conv string) string     { return l.prefix + l.tags.Of(conv) + "seq:" + conv }
+func (l *Log) RecentKey(conv string) string  { return l.prefix + l.tags.Of(conv) + "recent:" + conv }
+func (l *Log) PendingKey(conv string) string { return l.prefix + l.tags.Of(conv) + "pending:" + conv }
 func (l *Log) ConvsKey(user string) string   { return l.prefix + "convs:" + user }
-func (l *Log) MarkerKey() string             { return l.prefix + "seqinit" }
+
+// StreamKey is the history stream of conv's shard.
+func (l *Log) StreamKey(conv string) string { return StreamKey(l.prefix, l.tags.Of(conv)) }
+
+// StreamKey is the history stream of the shard whose tag is tag.
+func StreamKey(prefix, tag string) string { return prefix + tag + "history" }
+
+// MarkerKey is the marker of conv's shard: set, that shard holds every
+// counter from the start (MarkFresh).
+func (l *Log) MarkerKey(conv string) string { return l.markerOf(l.tags.Of(conv)) }
+func (l *Log) markerOf(tag string) string   { return l.prefix + tag + "seqinit" }
 
 // IdemKey is the hash clientMsgId -> "seq ts id conv" of user's last
-// IdempotencyWindow messages; IdemOrderKey lists those ids, oldest first.
-func (l *Log) IdemKey(user string) string      { return l.prefix + "idem:" + user }
-func (l *Log) IdemOrderKey(user string) string { return l.prefix + "idemq:" + user }
-
-// legacyIdemKey is where an earlier build kept the whole first message of
-// a clientMsgId, for 24 hours; still read, so a resend across an upgrade
-// is recognised.
-func (l *Log) legacyIdemKey(user, id string) string {
-	return l.prefix + "idem:" + user + ":" + id
+// IdempotencyWindow messages in conversations of conv's shard;
+// IdemOrderKey lists those ids, oldest first. A resend goes to the
+// conversation of its first sending, so its shard is found again.
+func (l *Log) IdemKey(user, conv string) string {
+	return l.prefix + l.tags.Of(conv) + "idem:" + user
+}
+func (l *Log) IdemOrderKey(user, conv string) string {
+	return l.prefix + l.tags.Of(conv) + "idemq:" + user
 }
 
 // appendScript stores one message. KEYS: seq, recent, pending, stream,
-// marker, idem hash, idem order list, legacy idem key (the last three the
-// marker again when there is no clientMsgId), then the convs sets of every
-// member. ARGV: JSON before the seq, JSON after it, recent length, conv,
-// idempotency TTL in seconds, has-idem flag, clientMsgId, "ts id conv" of
-// the message, idempotency window.
+// marker, idem hash, idem order list (the last two the marker again when
+// there is no clientMsgId). ARGV: JSON before the seq, JSON after it,
+// recent length, conv, idempotency TTL in seconds, has-idem flag,
+// clientMsgId, "ts id conv" of the message, idempotency window.
 // Returns {status, seq or "seq ts id conv"}: status 1 stored (with its
 // seq), 0 duplicate (what the first one was), -1 need init.
+//
+// The members' conversation lists are other slots: Append adds conv to
+// them in the same pipeline, ahead of the script.
 var appendScript = redis.NewScript(`
 local hasIdem = ARGV[6] == '1'
 if hasIdem then
   local prev = redis.call('HGET', KEYS[6], ARGV[7])
   if prev then return {0, prev} end
-  local old = redis.call('GET', KEYS[8])
-  if old then
-    local m = cjson.decode(old)
-    return {0, m.seq .. ' ' .. string.format('%d', m.ts) .. ' ' .. m.id .. ' ' .. m.conv}
-  end
 end
 if redis.call('EXISTS', KEYS[1]) == 0 and redis.call('EXISTS', KEYS[5]) == 0 then
   return {-1, ''}
@@ -112,7 +129,6 @@ redis.call('LPUSH', KEYS[2], msg)
 redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
 redis.call('HSET', KEYS[3], seq, msg)
 redis.call('XADD', KEYS[4], '*', 'm', msg)
-for i = 9, #KEYS do redis.call('SADD', KEYS[i], ARGV[4]) end
 if hasIdem then
   local ttl = tonumber(ARGV[5])
   redis.call('HSET', KEYS[6], ARGV[7], seq .. ' ' .. ARGV[8])
@@ -157,19 +173,19 @@ func (l *Log) Append(ctx context.Context, m protocol.Message, clientMsgID string
 	// which the script puts in without decoding anything.
 	head := protocol.AppendMessageHead(make([]byte, 0, 64+len(m.ID)+len(m.Conv)), &m)
 	tail := protocol.AppendMessageTail(make([]byte, 0, 64+len(m.From)+len(m.To)+len(m.Room)+len(m.Text)), &m)
-	marker := l.MarkerKey()
-	idem, order, legacy, hasIdem := marker, marker, marker, "0"
+	marker := l.MarkerKey(m.Conv)
+	idem, order, hasIdem := marker, marker, "0"
 	if clientMsgID != "" {
-		idem, order, legacy, hasIdem = l.IdemKey(m.From), l.IdemOrderKey(m.From), l.legacyIdemKey(m.From, clientMsgID), "1"
+		idem, order, hasIdem = l.IdemKey(m.From, m.Conv), l.IdemOrderKey(m.From, m.Conv), "1"
 	}
-	keys := make([]string, 0, 8+len(members))
-	keys = append(keys, l.SeqKey(m.Conv), l.RecentKey(m.Conv), l.PendingKey(m.Conv), l.StreamKey(), marker, idem, order, legacy)
-	for _, u := range members {
-		keys = append(keys, l.ConvsKey(u))
+	keys := []string{l.SeqKey(m.Conv), l.RecentKey(m.Conv), l.PendingKey(m.Conv), l.StreamKey(m.Conv), marker, idem, order}
+	adds := make([]string, len(members))
+	for i, u := range members {
+		adds[i] = l.ConvsKey(u)
 	}
 	args := []any{head, tail, protocol.RecentLen, m.Conv, int(IdempotencyTTL / time.Second), hasIdem, clientMsgID,
 		strconv.FormatInt(m.TS, 10) + " " + m.ID + " " + m.Conv, IdempotencyWindow}
-	res, err := l.commit.run(ctx, appendScript, keys, args)
+	res, err := l.commit.run(ctx, appendScript, keys, args, adds, m.Conv)
 	if err != nil {
 		return Appended{}, fmt.Errorf("chatlog: append: %w", err)
 	}
@@ -212,8 +228,8 @@ func parseIdem(s string) (protocol.Message, error) {
 }
 
 // restoreScript stores messages a client uploaded for a conversation the
-// server has lost. KEYS: seq, recent, pending, stream, marker, then the
-// convs sets of the members. ARGV: recent length, conv, then seq and JSON
+// server has lost. KEYS: seq, recent, pending, stream, marker. ARGV:
+// recent length, conv, then seq and JSON
 // pairs in ascending seq order. A message is stored when its seq is above
 // the counter, or, at or below it, when this Redis holds no message with
 // that seq (the caller has already left out the seqs MongoDB holds).
@@ -243,7 +259,6 @@ if restored > 0 then
   redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[1]) - 1)
   redis.call('SET', KEYS[1], top)
 end
-for i = 6, #KEYS do redis.call('SADD', KEYS[i], ARGV[2]) end
 return {restored, top}
 `)
 
@@ -270,10 +285,18 @@ func (l *Log) Restore(ctx context.Context, conv string, msgs []protocol.Message,
 		}
 		args = append(args, m.Seq, string(b))
 	}
-	keys := []string{l.SeqKey(conv), l.RecentKey(conv), l.PendingKey(conv), l.StreamKey(), l.MarkerKey()}
-	for _, u := range members {
-		keys = append(keys, l.ConvsKey(u))
+	// The members' lists first, each its own slot on a Redis Cluster: a
+	// list naming a conversation whose restore then failed is harmless.
+	if len(members) > 0 {
+		pipe := l.rdb.Pipeline()
+		for _, u := range members {
+			pipe.SAdd(ctx, l.ConvsKey(u), conv)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return 0, 0, fmt.Errorf("chatlog: restore %s: conversation lists: %w", conv, err)
+		}
 	}
+	keys := []string{l.SeqKey(conv), l.RecentKey(conv), l.PendingKey(conv), l.StreamKey(conv), l.MarkerKey(conv)}
 	res, err := restoreScript.Run(ctx, l.rdb, keys, args...).Int64Slice()
 	if err != nil {
 		return 0, 0, fmt.Errorf("chatlog: restore %s: %w", conv, err)
@@ -292,9 +315,10 @@ func (l *Log) Restore(ctx context.Context, conv string, msgs []protocol.Message,
 // conversation lost more than SeqGap messages.
 const SeqGap = 1000
 
-// ReseededKey is the hash conv -> floor of the counters seeded after a
-// loss: seqs in (floor, floor+SeqGap] may be held only by clients.
-func (l *Log) ReseededKey() string { return l.prefix + "reseeded" }
+// ReseededKey is the hash conv -> floor of the counters of conv's shard
+// seeded after a loss: seqs in (floor, floor+SeqGap] may be held only by
+// clients.
+func (l *Log) ReseededKey(conv string) string { return l.prefix + l.tags.Of(conv) + "reseeded" }
 
 // reseedScript seeds a missing counter above both what MongoDB holds
 // (ARGV[1]) and what this Redis still holds unwritten (the pending hash),
@@ -320,7 +344,7 @@ return 1
 // the next message gets that plus SeqGap plus one, and the gap is recorded
 // (Reseeded). A counter that exists is left alone.
 func (l *Log) Reseed(ctx context.Context, conv string, durable int64) error {
-	if err := reseedScript.Run(ctx, l.rdb, []string{l.SeqKey(conv), l.ReseededKey(), l.PendingKey(conv)}, durable, SeqGap, conv).Err(); err != nil {
+	if err := reseedScript.Run(ctx, l.rdb, []string{l.SeqKey(conv), l.ReseededKey(conv), l.PendingKey(conv)}, durable, SeqGap, conv).Err(); err != nil {
 		return fmt.Errorf("chatlog: reseed %s: %w", conv, err)
 	}
 	return nil
@@ -333,13 +357,17 @@ func (l *Log) Reseeded(ctx context.Context, convs []string) (map[string]int64, e
 	if len(convs) == 0 {
 		return out, nil
 	}
-	vals, err := l.rdb.HMGet(ctx, l.ReseededKey(), convs...).Result()
-	if err != nil {
+	pipe := l.rdb.Pipeline()
+	cmds := make([]*redis.StringCmd, len(convs))
+	for i, cv := range convs {
+		cmds[i] = pipe.HGet(ctx, l.ReseededKey(cv), cv)
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("chatlog: reseeded: %w", err)
 	}
-	for i, v := range vals {
-		if s, ok := v.(string); ok {
-			n, _ := strconv.ParseInt(s, 10, 64)
+	for i, c := range cmds {
+		if v, err := c.Result(); err == nil {
+			n, _ := strconv.ParseInt(v, 10, 64)
 			out[convs[i]] = n
 		}
 	}
@@ -355,21 +383,38 @@ func (l *Log) InitSeq(ctx context.Context, conv string, latest int64) error {
 }
 
 // MarkFresh records that this Redis holds every counter from the start, so a
-// missing counter means a new conversation. Call it only when durable
-// history is known to be empty (a new deployment).
+// missing counter means a new conversation: it sets every shard's marker.
+// Call it only when durable history is known to be empty (a new
+// deployment).
 func (l *Log) MarkFresh(ctx context.Context) error {
-	return l.rdb.SetNX(ctx, l.MarkerKey(), time.Now().UnixMilli(), 0).Err()
+	now := time.Now().UnixMilli()
+	pipe := l.rdb.Pipeline()
+	for _, tag := range l.tags {
+		pipe.SetNX(ctx, l.markerOf(tag), now, 0)
+	}
+	_, err := pipe.Exec(ctx)
+	return err
 }
 
 // Fresh reports whether this Redis holds every counter from the start
 // (MarkFresh): a missing counter then means a conversation without
-// messages, not a counter lost with Redis.
+// messages, not a counter lost with Redis. On a Redis Cluster one master
+// that lost its data takes its shards' markers with it, and Fresh is false.
 func (l *Log) Fresh(ctx context.Context) (bool, error) {
-	n, err := l.rdb.Exists(ctx, l.MarkerKey()).Result()
-	if err != nil {
+	pipe := l.rdb.Pipeline()
+	cmds := make([]*redis.IntCmd, len(l.tags))
+	for i, tag := range l.tags {
+		cmds[i] = pipe.Exists(ctx, l.markerOf(tag))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
 		return false, fmt.Errorf("chatlog: fresh: %w", err)
 	}
-	return n == 1, nil
+	for _, c := range cmds {
+		if c.Val() != 1 {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // Latest returns the latest seq of each conversation (0 when unknown).
@@ -378,21 +423,19 @@ func (l *Log) Latest(ctx context.Context, convs []string) (map[string]int64, err
 	if len(convs) == 0 {
 		return out, nil
 	}
-	keys := make([]string, len(convs))
+	// GETs, not one MGET: on a Redis Cluster the counters are in many
+	// slots; a pipeline still takes one round trip per master.
+	pipe := l.rdb.Pipeline()
+	cmds := make([]*redis.StringCmd, len(convs))
 	for i, c := range convs {
-		keys[i] = l.SeqKey(c)
+		cmds[i] = pipe.Get(ctx, l.SeqKey(c))
 	}
-	vals, err := l.rdb.MGet(ctx, keys...).Result()
-	if err != nil {
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("chatlog: latest: %w", err)
 	}
-	for i, v := range vals {
-		if s, ok := v.(string); ok {
-			n, _ := strconv.ParseInt(s, 10, 64)
-			out[convs[i]] = n
-		} else {
-			out[convs[i]] = 0
-		}
+	for i, c := range cmds {
+		n, _ := c.Int64()
+		out[convs[i]] = n
 	}
 	return out, nil
 }
@@ -429,24 +472,52 @@ func (l *Log) Waiting(ctx context.Context, conv string) (map[int64]bool, error) 
 	return out, nil
 }
 
-// ForgetCounters deletes every conversation counter and the marker that
-// says Redis holds them from the start, so that each is seeded again above
+// ForgetCounters deletes every conversation counter and the markers that
+// say Redis holds them from the start, so that each is seeded again above
 // what MongoDB and Redis hold (Reseed) on its next use. For a Redis that
-// came back with older data than it had: its counters may be behind.
+// came back with older data than it had: its counters may be behind. It
+// scans every master of a Redis Cluster.
 func (l *Log) ForgetCounters(ctx context.Context) (int, error) {
-	// The marker first: without it a missing counter is seeded from what
-	// is stored, never counted from zero.
-	if err := l.rdb.Del(ctx, l.MarkerKey()).Err(); err != nil {
+	// The markers first: without them a missing counter is seeded from
+	// what is stored, never counted from zero.
+	pipe := l.rdb.Pipeline()
+	for _, tag := range l.tags {
+		pipe.Del(ctx, l.markerOf(tag))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
 		return 0, fmt.Errorf("chatlog: forget counters: %w", err)
 	}
+	var mu sync.Mutex
 	n := 0
-	iter := l.rdb.Scan(ctx, 0, l.prefix+"seq:*", 500).Iterator()
+	err := redisconn.EachMaster(ctx, l.rdb, func(ctx context.Context, c *redis.Client) error {
+		k, err := deleteMatching(ctx, c, l.prefix+"{*}seq:*")
+		mu.Lock()
+		n += k
+		mu.Unlock()
+		return err
+	})
+	if err != nil {
+		return n, fmt.Errorf("chatlog: forget counters: %w", err)
+	}
+	return n, nil
+}
+
+// deleteMatching deletes the keys of one server that match pattern, 500
+// at a time, and returns how many it deleted.
+func deleteMatching(ctx context.Context, c *redis.Client, pattern string) (int, error) {
+	n := 0
+	iter := c.Scan(ctx, 0, pattern, 500).Iterator()
 	var batch []string
 	flush := func() error {
 		if len(batch) == 0 {
 			return nil
 		}
-		err := l.rdb.Del(ctx, batch...).Err()
+		// One key per DEL: the keys of a batch are in many slots.
+		pipe := c.Pipeline()
+		for _, k := range batch {
+			pipe.Del(ctx, k)
+		}
+		_, err := pipe.Exec(ctx)
 		n += len(batch)
 		batch = batch[:0]
 		return err
@@ -455,17 +526,14 @@ func (l *Log) ForgetCounters(ctx context.Context) (int, error) {
 		batch = append(batch, iter.Val())
 		if len(batch) == 500 {
 			if err := flush(); err != nil {
-				return n, fmt.Errorf("chatlog: forget counters: %w", err)
+				return n, err
 			}
 		}
 	}
 	if err := iter.Err(); err != nil {
-		return n, fmt.Errorf("chatlog: forget counters: %w", err)
+		return n, err
 	}
-	if err := flush(); err != nil {
-		return n, fmt.Errorf("chatlog: forget counters: %w", err)
-	}
-	return n, nil
+	return n, flush()
 }
 
 // ConvsRestored reports whether user's conversation list was rebuilt
@@ -481,15 +549,25 @@ func (l *Log) ConvsRestored(ctx context.Context, user string) (bool, error) {
 // RestoreConvs adds convs to user's list and records that the list was
 // rebuilt.
 func (l *Log) RestoreConvs(ctx context.Context, user string, convs []string) error {
-	pipe := l.rdb.TxPipeline()
-	for _, cv := range convs {
-		pipe.SAdd(ctx, l.ConvsKey(user), cv)
+	if len(convs) > 0 {
+		if err := l.rdb.SAdd(ctx, l.ConvsKey(user), toAny(convs)...).Err(); err != nil {
+			return fmt.Errorf("chatlog: restore convs of %s: %w", user, err)
+		}
 	}
-	pipe.Set(ctx, l.prefix+"convs-restored:"+user, 1, 0)
-	if _, err := pipe.Exec(ctx); err != nil {
+	// Only once they are in: the record is in another slot on a Redis
+	// Cluster, so the two cannot be one transaction.
+	if err := l.rdb.Set(ctx, l.prefix+"convs-restored:"+user, 1, 0).Err(); err != nil {
 		return fmt.Errorf("chatlog: restore convs of %s: %w", user, err)
 	}
 	return nil
+}
+
+func toAny(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
 }
 
 // RemoveConv records that user no longer takes part in conv.

@@ -2,6 +2,7 @@ package chatlog
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -49,6 +50,10 @@ type call struct {
 	script *redis.Script
 	keys   []string
 	args   []any
+	// adds are sets that gain member before the script runs; an error
+	// there fails the call (its script may have run: a resend is safe).
+	adds   []string
+	member string
 
 	res   []any
 	err   error
@@ -58,8 +63,12 @@ type call struct {
 
 // run runs script with keys and args, batched with concurrent calls, and
 // returns its reply as a slice.
-func (c *committer) run(ctx context.Context, script *redis.Script, keys []string, args []any) ([]any, error) {
-	cl := &call{ctx: ctx, script: script, keys: keys, args: args, wake: make(chan bool, 1)}
+//
+// Before the script, member is added to each set in adds, in the same
+// pipeline: on a Redis Cluster those sets are in other slots than the
+// script's keys.
+func (c *committer) run(ctx context.Context, script *redis.Script, keys []string, args []any, adds []string, member string) ([]any, error) {
+	cl := &call{ctx: ctx, script: script, keys: keys, args: args, adds: adds, member: member, wake: make(chan bool, 1)}
 	c.mu.Lock()
 	c.queue = append(c.queue, cl)
 	if c.inFlight < maxInFlight {
@@ -122,23 +131,16 @@ func (c *committer) exec(batch []*call) {
 	// A second attempt answers every call, NOSCRIPT or not.
 	for attempt := 0; len(live) > 0; attempt++ {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(live[0].ctx), batchTimeout)
-		pipe := c.rdb.Pipeline()
-		cmds := make([]*redis.Cmd, len(live))
-		for i, cl := range live {
-			cmds[i] = cl.script.EvalSha(ctx, pipe, cl.keys, cl.args...)
-		}
-		var wait *redis.Cmd
-		if c.replicas > 0 {
-			wait = pipe.Do(ctx, "WAIT", c.replicas, max(1, c.replicaWait.Milliseconds()))
-		}
-		_, _ = pipe.Exec(ctx)
-		if wait != nil && c.short != nil {
-			if got, err := wait.Int64(); err == nil && int(got) < c.replicas {
-				c.short(int(got))
-			}
-		}
+		cmds, adds := c.pipeline(ctx, live)
 		var again []*call
 		for i, cl := range live {
+			var addErr error
+			for range cl.adds {
+				if err := adds[0].Err(); err != nil && addErr == nil {
+					addErr = err
+				}
+				adds = adds[1:]
+			}
 			err := cmds[i].Err()
 			if attempt == 0 && err != nil && isNoScript(err) {
 				again = append(again, cl)
@@ -146,6 +148,9 @@ func (c *committer) exec(batch []*call) {
 			}
 			if err == nil {
 				cl.res, err = cmds[i].Slice()
+			}
+			if err == nil && addErr != nil {
+				err = fmt.Errorf("adding to a conversation list: %w", addErr)
 			}
 			cl.err = err
 			cl.wake <- true
@@ -164,6 +169,111 @@ func (c *committer) exec(batch []*call) {
 		cancel()
 		live = again
 	}
+}
+
+// pipeline sends the calls' commands, the adds of each call ahead of its
+// script, and returns their replies in that order. With replicas to wait
+// for, every master written to is sent a WAIT behind the writes, on the
+// connection that carried them (WAIT counts that connection's writes):
+// one pipeline on one server, or on a Redis Cluster one per master
+// touched, side by side.
+func (c *committer) pipeline(ctx context.Context, live []*call) ([]*redis.Cmd, []*redis.IntCmd) {
+	cmds := make([]*redis.Cmd, len(live))
+	var adds []*redis.IntCmd
+	cc, sharded := c.rdb.(*redis.ClusterClient)
+	if !sharded || c.replicas == 0 {
+		pipe := c.rdb.Pipeline()
+		for i, cl := range live {
+			for _, k := range cl.adds {
+				adds = append(adds, pipe.SAdd(ctx, k, cl.member))
+			}
+			cmds[i] = cl.script.EvalSha(ctx, pipe, cl.keys, cl.args...)
+		}
+		var wait *redis.Cmd
+		if c.replicas > 0 {
+			wait = pipe.Do(ctx, "WAIT", c.replicas, max(1, c.replicaWait.Milliseconds()))
+		}
+		_, _ = pipe.Exec(ctx)
+		c.waited(wait)
+		return cmds, adds
+	}
+
+	pipes := map[*redis.Client]redis.Pipeliner{}
+	var failed error
+	pipeFor := func(key string) redis.Pipeliner {
+		node, err := cc.MasterForKey(ctx, key)
+		if err != nil {
+			failed = err
+			return nil
+		}
+		p := pipes[node]
+		if p == nil {
+			p = node.Pipeline()
+			pipes[node] = p
+		}
+		return p
+	}
+	for i, cl := range live {
+		for _, k := range cl.adds {
+			if p := pipeFor(k); p != nil {
+				adds = append(adds, p.SAdd(ctx, k, cl.member))
+			} else {
+				adds = append(adds, failedInt(ctx, failed))
+			}
+		}
+		if p := pipeFor(cl.keys[0]); p != nil {
+			cmds[i] = cl.script.EvalSha(ctx, p, cl.keys, cl.args...)
+		} else {
+			cmds[i] = redis.NewCmd(ctx)
+			cmds[i].SetErr(failed)
+		}
+	}
+	var wg sync.WaitGroup
+	moved := false
+	var mu sync.Mutex
+	for _, p := range pipes {
+		wait := p.Do(ctx, "WAIT", c.replicas, max(1, c.replicaWait.Milliseconds()))
+		wg.Go(func() {
+			_, err := p.Exec(ctx)
+			c.waited(wait)
+			if err != nil && redirected(err) {
+				mu.Lock()
+				moved = true
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if moved || failed != nil {
+		// The slots moved (a failover, a resharding): learn where they
+		// are before the next pipeline. These calls fail, and their
+		// callers' clients send them again.
+		cc.ReloadState(ctx)
+	}
+	return cmds, adds
+}
+
+// waited reports a WAIT that saw fewer replicas than asked for.
+func (c *committer) waited(wait *redis.Cmd) {
+	if wait == nil || c.short == nil {
+		return
+	}
+	if got, err := wait.Int64(); err == nil && int(got) < c.replicas {
+		c.short(int(got))
+	}
+}
+
+func failedInt(ctx context.Context, err error) *redis.IntCmd {
+	cmd := redis.NewIntCmd(ctx)
+	cmd.SetErr(err)
+	return cmd
+}
+
+// redirected reports a reply of a Redis Cluster node that does not serve
+// the slot (any more): MOVED, ASK, or a cluster that is down.
+func redirected(err error) bool {
+	s := err.Error()
+	return strings.HasPrefix(s, "MOVED ") || strings.HasPrefix(s, "ASK ") || strings.HasPrefix(s, "CLUSTERDOWN")
 }
 
 func isNoScript(err error) bool {

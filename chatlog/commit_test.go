@@ -2,7 +2,6 @@ package chatlog
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"sync"
@@ -91,13 +90,13 @@ func TestIdempotencyWindowIsBounded(t *testing.T) {
 	for i := IdempotencyWindow; i < IdempotencyWindow+64; i++ {
 		send("c" + strconv.Itoa(i))
 	}
-	if n := l.rdb.HLen(ctx, l.IdemKey("a")).Val(); n < IdempotencyWindow || n >= IdempotencyWindow+64 {
+	if n := l.rdb.HLen(ctx, l.IdemKey("a", "dm:a:b")).Val(); n < IdempotencyWindow || n >= IdempotencyWindow+64 {
 		t.Fatalf("%d clientMsgIds remembered, want the window of %d and fewer than 64 more", n, IdempotencyWindow)
 	}
-	if n := l.rdb.LLen(ctx, l.IdemOrderKey("a")).Val(); n != l.rdb.HLen(ctx, l.IdemKey("a")).Val() {
-		t.Fatalf("order list of %d for a hash of %d", n, l.rdb.HLen(ctx, l.IdemKey("a")).Val())
+	if n := l.rdb.LLen(ctx, l.IdemOrderKey("a", "dm:a:b")).Val(); n != l.rdb.HLen(ctx, l.IdemKey("a", "dm:a:b")).Val() {
+		t.Fatalf("order list of %d for a hash of %d", n, l.rdb.HLen(ctx, l.IdemKey("a", "dm:a:b")).Val())
 	}
-	if ttl := l.rdb.TTL(ctx, l.IdemKey("a")).Val(); ttl <= 0 || ttl > IdempotencyTTL {
+	if ttl := l.rdb.TTL(ctx, l.IdemKey("a", "dm:a:b")).Val(); ttl <= 0 || ttl > IdempotencyTTL {
 		t.Fatalf("idempotency hash TTL %v", ttl)
 	}
 	if _, dup := send("c" + strconv.Itoa(IdempotencyWindow+10)); !dup {
@@ -106,25 +105,6 @@ func TestIdempotencyWindowIsBounded(t *testing.T) {
 	again, dup := send("c0")
 	if dup || again.Seq == first.Seq {
 		t.Fatalf("a clientMsgId past the window: dup=%v seq %d (first %d), want stored anew", dup, again.Seq, first.Seq)
-	}
-}
-
-// A resend of a message an earlier build stored, which kept the whole
-// message under idem:<user>:<id>, is still recognised.
-func TestLegacyIdempotencyKeyIsHonoured(t *testing.T) {
-	ctx := context.Background()
-	l := newLog(t)
-	if err := l.MarkFresh(ctx); err != nil {
-		t.Fatal(err)
-	}
-	old := protocol.Message{ID: "old1", Conv: "dm:a:b", From: "a", To: "b", Text: "x", Seq: 9, TS: 1733200000123}
-	b, _ := json.Marshal(old)
-	if err := l.rdb.Set(ctx, l.legacyIdemKey("a", "k"), b, time.Hour).Err(); err != nil {
-		t.Fatal(err)
-	}
-	got, dup, err := appended(l.Append(ctx, protocol.Message{ID: "new", Conv: "dm:a:b", From: "a", To: "b", Text: "x", TS: 5}, "k", nil))
-	if err != nil || !dup || got.ID != old.ID || got.Seq != old.Seq || got.TS != old.TS || got.Conv != old.Conv {
-		t.Fatalf("resend across an upgrade: %+v dup=%v err=%v, want %+v", got, dup, err, old)
 	}
 }
 

@@ -76,8 +76,12 @@ func New(rdb redis.UniversalClient, prefix string) *Directory {
 	return &Directory{rdb: rdb, prefix: prefix}
 }
 
-func (d *Directory) viewKey() string  { return d.prefix + "cluster" }
-func (d *Directory) epochKey() string { return d.prefix + "cluster:epoch" }
+// The list and the leader epoch that fences it share the hash tag
+// {cluster}, so that the script that checks one and writes both touches
+// one Redis Cluster slot (the hot words' reset is fenced by the same
+// epoch, in the same slot).
+func (d *Directory) viewKey() string  { return d.prefix + "{cluster}" }
+func (d *Directory) epochKey() string { return d.prefix + "{cluster}:epoch" }
 
 // publishScript stores the view unless a newer leader already did.
 // KEYS: view, epoch. ARGV: epoch, view JSON, TTL ms.

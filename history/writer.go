@@ -13,12 +13,15 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
+	"chatcluster/internal/keyspace"
 	"chatcluster/protocol"
 )
 
 // The Redis layout the writer consumes. Nodes append every stored message
-// to the stream and keep it in the conversation's pending hash until the
-// writer has made it durable in MongoDB.
+// to the history stream of its conversation's shard (package keyspace:
+// keyspace.Shards streams, each in its own Redis Cluster slot) and keep it
+// in the conversation's pending hash until the writer has made it durable
+// in MongoDB.
 const (
 	// Group is the consumer group every Writer reads the stream with.
 	Group = "writers"
@@ -27,12 +30,25 @@ const (
 	StreamField = "m"
 )
 
-// StreamKey is the key of the history stream under prefix.
-func StreamKey(prefix string) string { return prefix + "history" }
+// StreamKeys are the keys of the history streams under prefix, one per
+// shard.
+func StreamKeys(prefix string) []string {
+	tags := keyspace.NewTags()
+	out := make([]string, len(tags))
+	for i, tag := range tags {
+		out[i] = prefix + tag + "history"
+	}
+	return out
+}
+
+// StreamKey is the key of the history stream conv's messages go to.
+func StreamKey(prefix, conv string) string { return StreamKeys(prefix)[keyspace.Shard(conv)] }
 
 // PendingKey is the key of conv's pending hash under prefix: field the
 // decimal seq, value the message JSON, as in the stream.
-func PendingKey(prefix, conv string) string { return prefix + "pending:" + conv }
+func PendingKey(prefix, conv string) string {
+	return prefix + keyspace.NewTags().Of(conv) + "pending:" + conv
+}
 
 // LeaseKey is the key of the writers' lease under prefix: its value is the
 // consumer name of the writer that holds it (see Writer).
@@ -50,7 +66,7 @@ func LeaseKey(prefix string) string { return prefix + "history:writer" }
 // finds them.
 const (
 	DefaultBatch     = 5000
-	DefaultBlock     = time.Second
+	DefaultBlock     = 100 * time.Millisecond
 	DefaultClaimIdle = 30 * time.Second
 	DefaultLinger    = 200 * time.Millisecond
 	DefaultLease     = 5 * time.Second
@@ -72,8 +88,8 @@ type WriterConfig struct {
 	Prefix    string        // Redis key prefix, as the nodes use it
 	Store     *Store        // where messages go
 	Consumer  string        // consumer name in the group: the node id, unique among writers
-	Batch     int           // entries per read and per bulk write; default DefaultBatch
-	Block     time.Duration // how long one read waits for new entries; default DefaultBlock
+	Batch     int           // entries per read of every stream and per bulk write; default DefaultBatch
+	Block     time.Duration // pause before reading again after the streams were empty; default DefaultBlock
 	ClaimIdle time.Duration // take over other consumers' entries idle this long; default DefaultClaimIdle
 	Linger    time.Duration // pause after a batch that was not full; default DefaultLinger, negative: none
 	Lease     time.Duration // how long the active writer's lease lasts unless renewed; default DefaultLease
@@ -151,7 +167,8 @@ type WriterStats struct {
 type Writer struct {
 	cfg     WriterConfig
 	log     zerolog.Logger
-	stream  string
+	streams []string
+	tags    *keyspace.Tags
 	lease   string
 	running atomic.Bool
 	active  atomic.Bool // holds the lease (as last renewed)
@@ -165,10 +182,11 @@ func NewWriter(cfg WriterConfig) (*Writer, error) {
 		return nil, err
 	}
 	return &Writer{
-		cfg:    cfg,
-		log:    cfg.Logger.With().Str("component", "history-writer").Str("consumer", cfg.Consumer).Logger(),
-		stream: StreamKey(cfg.Prefix),
-		lease:  LeaseKey(cfg.Prefix),
+		cfg:     cfg,
+		log:     cfg.Logger.With().Str("component", "history-writer").Str("consumer", cfg.Consumer).Logger(),
+		streams: StreamKeys(cfg.Prefix),
+		tags:    keyspace.NewTags(),
+		lease:   LeaseKey(cfg.Prefix),
 	}, nil
 }
 
@@ -187,13 +205,21 @@ func (w *Writer) Stats() WriterStats {
 	}
 }
 
-// Backlog returns how many messages wait to be written: the stream's
-// length, since written entries are deleted. It may be called at any time,
-// from any node.
+// Backlog returns how many messages wait to be written: the streams'
+// lengths, since written entries are deleted. It may be called at any
+// time, from any node.
 func (w *Writer) Backlog(ctx context.Context) (int64, error) {
-	n, err := w.cfg.Redis.XLen(ctx, w.stream).Result()
-	if err != nil {
+	pipe := w.cfg.Redis.Pipeline()
+	cmds := make([]*redis.IntCmd, len(w.streams))
+	for i, st := range w.streams {
+		cmds[i] = pipe.XLen(ctx, st)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
 		return 0, fmt.Errorf("history: backlog: %w", err)
+	}
+	var n int64
+	for _, c := range cmds {
+		n += c.Val()
 	}
 	return n, nil
 }
@@ -274,14 +300,13 @@ func (w *Writer) Run(ctx context.Context) error {
 		own = true
 		sleep(ctx, rd.fail(w.log, err, 0))
 	}
-	w.log.Info().Str("stream", w.stream).Int("batch", w.cfg.Batch).Msg("history writer started")
+	w.log.Info().Int("streams", len(w.streams)).Int("batch", w.cfg.Batch).Msg("history writer started")
 	defer w.log.Info().Msg("history writer stopped")
 	defer w.release()
 
 	for ctx.Err() == nil {
 		if !grouped {
-			err := w.cfg.Redis.XGroupCreateMkStream(ctx, w.stream, Group, "0").Err()
-			if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
+			if err := w.createGroups(ctx); err != nil {
 				redisFailed(err)
 				continue
 			}
@@ -323,29 +348,16 @@ func (w *Writer) Run(ctx context.Context) error {
 			}
 		}
 
-		args := &redis.XReadGroupArgs{
-			Group: Group, Consumer: w.cfg.Consumer, Count: int64(w.cfg.Batch),
-			Streams: []string{w.stream, ">"}, Block: w.cfg.Block,
-		}
-		if own {
-			// Entries delivered to this consumer but never acknowledged.
-			args.Streams[1], args.Block = "0", -1
-		}
-		res, err := w.cfg.Redis.XReadGroup(ctx, args).Result()
-		if errors.Is(err, redis.Nil) { // BLOCK ran out: nothing new
-			rd.ok(w.log, -1)
-			continue
-		}
+		entries, full, err := w.read(ctx, own)
 		if err != nil {
 			redisFailed(err)
 			continue
 		}
 		rd.ok(w.log, -1)
-		var entries []redis.XMessage
-		for _, s := range res {
-			entries = append(entries, s.Messages...)
-		}
 		if len(entries) == 0 {
+			if !own {
+				sleep(ctx, w.cfg.Block)
+			}
 			own = false
 			continue
 		}
@@ -353,32 +365,97 @@ func (w *Writer) Run(ctx context.Context) error {
 			redisFailed(err)
 			continue
 		}
-		if len(entries) < w.cfg.Batch && w.cfg.Linger > 0 && !own {
+		if !full && w.cfg.Linger > 0 && !own {
 			sleep(ctx, w.cfg.Linger)
 		}
 	}
 	return nil
 }
 
+// createGroups creates the consumer group of every stream that lacks it
+// (and the stream with it).
+func (w *Writer) createGroups(ctx context.Context) error {
+	pipe := w.cfg.Redis.Pipeline()
+	cmds := make([]*redis.StatusCmd, len(w.streams))
+	for i, st := range w.streams {
+		cmds[i] = pipe.XGroupCreateMkStream(ctx, st, Group, "0")
+	}
+	_, _ = pipe.Exec(ctx)
+	for _, c := range cmds {
+		if err := c.Err(); err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
+			return err
+		}
+	}
+	return nil
+}
+
+// perStream is how many entries one read takes from each stream: a read
+// of them all is about a Batch.
+func (w *Writer) perStream() int64 { return int64(max(1, w.cfg.Batch/len(w.streams))) }
+
+// read reads every stream once, without blocking: this consumer's
+// delivered but unacknowledged entries when own, else new ones. full says
+// some stream had more than one read takes.
+func (w *Writer) read(ctx context.Context, own bool) (entries []entry, full bool, err error) {
+	id := ">"
+	if own {
+		id = "0"
+	}
+	per := w.perStream()
+	pipe := w.cfg.Redis.Pipeline()
+	cmds := make([]*redis.XStreamSliceCmd, len(w.streams))
+	for i, st := range w.streams {
+		cmds[i] = pipe.XReadGroup(ctx, &redis.XReadGroupArgs{
+			Group: Group, Consumer: w.cfg.Consumer, Count: per, Streams: []string{st, id}, Block: -1,
+		})
+	}
+	_, _ = pipe.Exec(ctx)
+	for _, c := range cmds {
+		res, err := c.Result()
+		if errors.Is(err, redis.Nil) { // nothing in this stream
+			continue
+		}
+		if err != nil {
+			return nil, false, err
+		}
+		for _, s := range res {
+			for _, m := range s.Messages {
+				entries = append(entries, entry{stream: s.Stream, XMessage: m})
+			}
+			full = full || int64(len(s.Messages)) >= per
+		}
+	}
+	return entries, full, nil
+}
+
+// entry is a stream entry and the stream it came from, where it is
+// acknowledged.
+type entry struct {
+	stream string
+	redis.XMessage
+}
+
 // claim moves entries idle for ClaimIdle, from any consumer, to this one,
 // and returns how many it moved; Run then reads them as its own.
 func (w *Writer) claim(ctx context.Context) (int, error) {
 	total := 0
-	start := "0-0"
-	// Bounded: the loop must get back to writing.
-	for range 10 {
-		ids, next, err := w.cfg.Redis.XAutoClaimJustID(ctx, &redis.XAutoClaimArgs{
-			Stream: w.stream, Group: Group, Consumer: w.cfg.Consumer,
-			MinIdle: w.cfg.ClaimIdle, Start: start, Count: int64(w.cfg.Batch),
-		}).Result()
-		if err != nil {
-			return total, err
+	for _, st := range w.streams {
+		start := "0-0"
+		// Bounded: the loop must get back to writing.
+		for range 10 {
+			ids, next, err := w.cfg.Redis.XAutoClaimJustID(ctx, &redis.XAutoClaimArgs{
+				Stream: st, Group: Group, Consumer: w.cfg.Consumer,
+				MinIdle: w.cfg.ClaimIdle, Start: start, Count: w.perStream(),
+			}).Result()
+			if err != nil {
+				return total, err
+			}
+			total += len(ids)
+			if next == "0-0" || next == "" {
+				break
+			}
+			start = next
 		}
-		total += len(ids)
-		if next == "0-0" || next == "" {
-			break
-		}
-		start = next
 	}
 	return total, nil
 }
@@ -387,12 +464,12 @@ func (w *Writer) claim(ctx context.Context) (int, error) {
 // it succeeds or ctx is done, and then removes the entries and their
 // pending fields. It returns only Redis errors (and nil when ctx ends
 // first: the entries then stay pending).
-func (w *Writer) write(ctx context.Context, entries []redis.XMessage, db *outage) error {
-	ids := make([]string, 0, len(entries))
+func (w *Writer) write(ctx context.Context, entries []entry, db *outage) error {
+	ids := map[string][]string{} // stream -> entry ids
 	items := make([]item, 0, len(entries))
 	for _, e := range entries {
-		ids = append(ids, e.ID)
-		it, err := decodeEntry(e)
+		ids[e.stream] = append(ids[e.stream], e.ID)
+		it, err := decodeEntry(e.XMessage)
 		if err != nil {
 			w.malformed.Add(1)
 			w.log.Warn().Str("entry", e.ID).Err(err).Msg("dropping malformed history entry")
@@ -437,19 +514,21 @@ func (w *Writer) write(ctx context.Context, entries []redis.XMessage, db *outage
 			byConv[it.m.Conv] = append(byConv[it.m.Conv], strconv.FormatInt(it.m.Seq, 10))
 		}
 		for conv, seqs := range byConv {
-			p.HDel(ctx, PendingKey(w.cfg.Prefix, conv), seqs...)
+			p.HDel(ctx, w.cfg.Prefix+w.tags.Of(conv)+"pending:"+conv, seqs...)
 		}
-		p.XAck(ctx, w.stream, Group, ids...)
-		p.XDel(ctx, w.stream, ids...)
+		for st, ids := range ids {
+			p.XAck(ctx, st, Group, ids...)
+			p.XDel(ctx, st, ids...)
+		}
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("acknowledge %d entries: %w", len(ids), err)
+		return fmt.Errorf("acknowledge %d entries: %w", len(entries), err)
 	}
 	if len(items) > 0 {
 		w.batches.Add(1)
 		w.written.Add(int64(len(items)))
-		w.log.Debug().Int("messages", len(items)).Int("entries", len(ids)).Msg("history batch written")
+		w.log.Debug().Int("messages", len(items)).Int("entries", len(entries)).Msg("history batch written")
 	}
 	return nil
 }

@@ -58,7 +58,7 @@ func appendMessages(t testing.TB, rdb redis.UniversalClient, prefix string, msgs
 					return err
 				}
 				p.HSet(ctx, history.PendingKey(prefix, m.Conv), strconv.FormatInt(m.Seq, 10), b)
-				p.XAdd(ctx, &redis.XAddArgs{Stream: history.StreamKey(prefix), Values: []any{history.StreamField, b}})
+				p.XAdd(ctx, &redis.XAddArgs{Stream: history.StreamKey(prefix, m.Conv), Values: []any{history.StreamField, b}})
 			}
 			return nil
 		})
@@ -143,13 +143,15 @@ func checkStored(t testing.TB, s *history.Store, want []protocol.Message) {
 func drained(t testing.TB, rdb redis.UniversalClient, prefix string, convs []string) bool {
 	t.Helper()
 	ctx := context.Background()
-	n, err := rdb.XLen(ctx, history.StreamKey(prefix)).Result()
-	if err != nil || n != 0 {
-		return false
-	}
-	p, err := rdb.XPending(ctx, history.StreamKey(prefix), history.Group).Result()
-	if err != nil || p.Count != 0 {
-		return false
+	for _, st := range history.StreamKeys(prefix) {
+		n, err := rdb.XLen(ctx, st).Result()
+		if err != nil || n != 0 {
+			return false
+		}
+		p, err := rdb.XPending(ctx, st, history.Group).Result()
+		if err != nil || p.Count != 0 {
+			return false
+		}
 	}
 	for _, c := range convs {
 		if n, err := rdb.HLen(ctx, history.PendingKey(prefix, c)).Result(); err != nil || n != 0 {
@@ -250,12 +252,12 @@ func TestWriterRedelivery(t *testing.T) {
 	ctx := context.Background()
 	rdb := redisClient(t, testenv.Redis(t), prefix)
 	s := openStoreAt(t, testenv.Mongo(t), ns)
-	stream := history.StreamKey(prefix)
-
+	// One conversation: its messages are in one stream.
+	msgs := makeMessages(300, 1, "r")
+	stream := history.StreamKey(prefix, msgs[0].Conv)
 	if err := rdb.XGroupCreateMkStream(ctx, stream, history.Group, "0").Err(); err != nil {
 		t.Fatal(err)
 	}
-	msgs := makeMessages(300, 3, "r")
 	// Half were written before their writer crashed, so MongoDB has them.
 	if err := s.UpsertMessages(ctx, msgs[:150]); err != nil {
 		t.Fatal(err)
@@ -340,9 +342,16 @@ func TestWriterMongoDown(t *testing.T) {
 	}
 	// The batch being retried is delivered but not acknowledged (it may be
 	// only the first entry: a blocked read returns as soon as one arrives).
-	p, err := rdb.XPending(ctx, history.StreamKey(prefix), history.Group).Result()
-	if err != nil || p.Count < 1 || p.Count > 50 {
-		t.Fatalf("pending while MongoDB is down = %+v, %v; want 1 to 50", p, err)
+	var pending int64
+	for _, st := range history.StreamKeys(prefix) {
+		p, err := rdb.XPending(ctx, st, history.Group).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pending += p.Count
+	}
+	if pending < 1 || pending > 50 {
+		t.Fatalf("pending while MongoDB is down = %d; want 1 to 50", pending)
 	}
 	for _, c := range convsOf(during) {
 		if n, _ := rdb.HLen(ctx, history.PendingKey(prefix, c)).Result(); n != 10 {
@@ -406,8 +415,10 @@ func TestWriterRedisTrouble(t *testing.T) {
 	}
 
 	// The stream and its group vanish.
-	if err := direct.Del(ctx, history.StreamKey(prefix)).Err(); err != nil {
-		t.Fatal(err)
+	for _, st := range history.StreamKeys(prefix) {
+		if err := direct.Del(ctx, st).Err(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	three := makeMessages(30, 3, "z")
 	appendMessages(t, direct, prefix, three)
@@ -425,9 +436,8 @@ func TestWriterMalformed(t *testing.T) {
 	ctx := context.Background()
 	rdb := redisClient(t, testenv.Redis(t), prefix)
 	s := openStoreAt(t, testenv.Mongo(t), ns)
-	stream := history.StreamKey(prefix)
-
 	good := makeMessages(10, 1, "g")
+	stream := history.StreamKey(prefix, good[0].Conv)
 	appendMessages(t, rdb, prefix, good[:5])
 	for _, vals := range [][]any{
 		{history.StreamField, "{not json"},
@@ -536,7 +546,7 @@ func TestWriterStoresEntryJSON(t *testing.T) {
 		"{\"id\":\"r2\",\"conv\":\"room:raw\",\"seq\":2,\"from\":\"amy\",\"room\":\"raw\",\"text\":\"bad \xff byte\",\"ts\":6}",
 	}
 	for _, r := range raws {
-		if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: history.StreamKey(prefix), Values: []any{history.StreamField, r}}).Err(); err != nil {
+		if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: history.StreamKey(prefix, conv), Values: []any{history.StreamField, r}}).Err(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -549,5 +559,40 @@ func TestWriterStoresEntryJSON(t *testing.T) {
 	chunks := chunksOf(t, mongoClient(t).Database(ns), conv)
 	if len(chunks) != 1 || len(chunks[0].Msgs) != 2 || chunks[0].Msgs[0] != raws[0] || !utf8.ValidString(chunks[0].Msgs[1]) {
 		t.Fatalf("stored %+v", chunks)
+	}
+}
+
+// On a Redis Cluster the writer drains every shard's stream, wherever
+// its master is, and removes the pending fields from their slots.
+func TestWriterOnRedisCluster(t *testing.T) {
+	ns := testenv.Namespace(t)
+	prefix := ns + ":"
+	ctx := context.Background()
+	rc := testenv.StartRedisCluster(t, false)
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: rc.Seeds()})
+	t.Cleanup(func() { rdb.Close() })
+	s := openStoreAt(t, testenv.Mongo(t), ns)
+
+	msgs := makeMessages(2000, 97, "k")
+	appendMessages(t, rdb, prefix, msgs)
+	used := map[string]bool{}
+	for _, st := range history.StreamKeys(prefix) {
+		if n, err := rdb.XLen(ctx, st).Result(); err == nil && n > 0 {
+			used[st] = true
+		}
+	}
+	if len(used) < len(history.StreamKeys(prefix))/2 {
+		t.Fatalf("97 conversations went to %d streams only", len(used))
+	}
+	w, _ := runWriter(t, history.WriterConfig{
+		Redis: rdb, Prefix: prefix, Store: s, Consumer: "n1", Batch: 500,
+		Block: 20 * time.Millisecond, Logger: zerolog.Nop(),
+	})
+	testenv.WaitFor(t, 60*time.Second, "every stream drained", func() bool {
+		return drained(t, rdb, prefix, convsOf(msgs))
+	})
+	checkStored(t, s, msgs)
+	if n, err := w.Backlog(ctx); err != nil || n != 0 {
+		t.Fatalf("Backlog = %d, %v", n, err)
 	}
 }

@@ -27,9 +27,12 @@ func New(rdb redis.UniversalClient, prefix string) *Counter {
 	return &Counter{rdb: rdb, prefix: prefix}
 }
 
-func (c *Counter) rankKey() string  { return c.prefix + "hotwords" }
-func (c *Counter) resetKey() string { return c.prefix + "hotwords:reset" }
-func (c *Counter) epochKey() string { return c.prefix + "cluster:epoch" }
+// The ranking, its reset record and the leader epoch (the directory's)
+// share the hash tag {cluster}: the reset script touches all three, in one
+// Redis Cluster slot.
+func (c *Counter) rankKey() string  { return c.prefix + "{cluster}:hotwords" }
+func (c *Counter) resetKey() string { return c.prefix + "{cluster}:hotwords:reset" }
+func (c *Counter) epochKey() string { return c.prefix + "{cluster}:epoch" }
 
 // Add counts the Tokens of text, all of them or none, in one round trip.
 // A text without tokens costs nothing.

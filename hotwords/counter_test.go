@@ -138,7 +138,7 @@ func TestResetFencedByEpoch(t *testing.T) {
 	ctx := context.Background()
 	tests := []struct {
 		name    string
-		stored  string // <prefix>cluster:epoch; "" for none
+		stored  string // <prefix>{cluster}:epoch; "" for none
 		epoch   int64
 		allowed bool
 	}{
@@ -152,7 +152,7 @@ func TestResetFencedByEpoch(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c, rdb, prefix := newCounter(t)
 			if tc.stored != "" {
-				if err := rdb.Set(ctx, prefix+"cluster:epoch", tc.stored, 0).Err(); err != nil {
+				if err := rdb.Set(ctx, prefix+"{cluster}:epoch", tc.stored, 0).Err(); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -178,7 +178,7 @@ func TestResetFencedByEpoch(t *testing.T) {
 func TestResetRejectsCorruptEpoch(t *testing.T) {
 	ctx := context.Background()
 	c, rdb, prefix := newCounter(t)
-	if err := rdb.Set(ctx, prefix+"cluster:epoch", "not a number", 0).Err(); err != nil {
+	if err := rdb.Set(ctx, prefix+"{cluster}:epoch", "not a number", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
 	if done, err := c.Reset(ctx, "n1", 1, time.Now()); err == nil || done {
@@ -189,7 +189,7 @@ func TestResetRejectsCorruptEpoch(t *testing.T) {
 func TestLastResetCorrupt(t *testing.T) {
 	ctx := context.Background()
 	c, rdb, prefix := newCounter(t)
-	if err := rdb.Set(ctx, prefix+"hotwords:reset", "{", 0).Err(); err != nil {
+	if err := rdb.Set(ctx, prefix+"{cluster}:hotwords:reset", "{", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.LastReset(ctx); err == nil {
@@ -252,7 +252,7 @@ func TestScheduleSurvivesLeaderChange(t *testing.T) {
 		t.Fatalf("n1 begins: %v %v", done, err)
 	}
 	// n1 dies 40 minutes later; n2 wins with epoch 2 and publishes.
-	if err := rdb.Set(ctx, prefix+"cluster:epoch", 2, 0).Err(); err != nil {
+	if err := rdb.Set(ctx, prefix+"{cluster}:epoch", 2, 0).Err(); err != nil {
 		t.Fatal(err)
 	}
 	last := lastReset(t, c)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"chatcluster/internal/keyspace"
 	"chatcluster/session"
 )
 
@@ -17,10 +18,20 @@ import (
 // data.
 const redisCheckEvery = 500 * time.Millisecond
 
-// bootKey holds a value this node changes on every check. Redis without
-// it, or with another value than the node last wrote, has lost data: it
+// bootKeys hold a value this node changes on every check. Redis without
+// one, or with another value than the node last wrote, has lost data: it
 // was restarted empty, flushed, or came back from an older snapshot.
-func (s *Server) bootKey() string { return s.cfg.RedisPrefix + "node-boot:" + s.cfg.ID }
+// There is one per shard of the journal (package keyspace), under its hash
+// tag, so that on a Redis Cluster every master that holds a part of the
+// journal holds one, and a loss on any of them is seen.
+func (s *Server) bootKeys() []string {
+	tags := keyspace.NewTags()
+	out := make([]string, len(tags))
+	for i, tag := range tags {
+		out[i] = s.cfg.RedisPrefix + tag + "node-boot:" + s.cfg.ID
+	}
+	return out
+}
 
 // Kinds of data loss, in increasing order of what recovery must do.
 type loss int
@@ -43,7 +54,38 @@ func (s *Server) recoveryKey() string { return s.cfg.RedisPrefix + "recovery" }
 
 func (s *Server) markBoot(ctx context.Context) error {
 	s.beat = strconv.FormatInt(s.started.UnixNano(), 36) + ".0"
-	return s.rdb.Set(ctx, s.bootKey(), s.beat, 0).Err()
+	pipe := s.rdb.Pipeline()
+	for _, k := range s.bootKeys() {
+		pipe.Set(ctx, k, s.beat, 0)
+	}
+	_, err := pipe.Exec(ctx)
+	return err
+}
+
+// beatAll writes next into every boot key and reads what each held: gone
+// says one was missing, rolledBack that one held what this run did not
+// write since its last confirmed beat.
+func (s *Server) beatAll(ctx context.Context, keys []string, next string) (gone, rolledBack bool, err error) {
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.StatusCmd, len(keys))
+	for i, k := range keys {
+		cmds[i] = pipe.SetArgs(ctx, k, next, redis.SetArgs{Get: true})
+	}
+	_, _ = pipe.Exec(ctx)
+	for _, c := range cmds {
+		old, e := c.Result()
+		switch {
+		case errors.Is(e, redis.Nil):
+			gone = true
+		case e != nil:
+			if err == nil {
+				err = e
+			}
+		case !s.wroteSince(old):
+			rolledBack = true
+		}
+	}
+	return gone, rolledBack, err
 }
 
 // watchRedis notices when Redis loses data and puts back what this node
@@ -55,6 +97,7 @@ func (s *Server) markBoot(ctx context.Context) error {
 func (s *Server) watchRedis() {
 	t := time.NewTicker(redisCheckEvery)
 	defer t.Stop()
+	keys := s.bootKeys()
 	down := false
 	retry := none // a restore that failed, to do again
 	for n := 1; ; n++ {
@@ -65,11 +108,9 @@ func (s *Server) watchRedis() {
 		}
 		ctx, cancel := context.WithTimeout(s.ctx, 2*time.Second)
 		next := strconv.FormatInt(s.started.UnixNano(), 36) + "." + strconv.Itoa(n)
-		old, err := s.rdb.SetArgs(ctx, s.bootKey(), next, redis.SetArgs{Get: true}).Result()
-		gone := errors.Is(err, redis.Nil)
-		rolledBack := err == nil && !s.wroteSince(old)
+		gone, rolledBack, err := s.beatAll(ctx, keys, next)
 		switch {
-		case err != nil && !errors.Is(err, redis.Nil):
+		case err != nil:
 			// The write may or may not have happened: any value this run
 			// wrote from the last known one on is fine next time.
 			if !down && s.ctx.Err() == nil {
@@ -95,7 +136,7 @@ func (s *Server) watchRedis() {
 	}
 }
 
-// wroteSince reports whether v is a value of bootKey this run wrote at or
+// wroteSince reports whether v is a value of a boot key this run wrote at or
 // after beat, the last write Redis confirmed: one whose write failed may
 // still have been applied, however many failed in a row. Anything else
 // (older, another run's) means Redis came back with older data.

@@ -40,7 +40,7 @@ type Server struct {
 	log     zerolog.Logger
 	started time.Time
 
-	rdb      *redis.Client
+	rdb      redis.UniversalClient
 	store    *history.Store
 	chatlog  *chatlog.Log
 	journal  *journal
@@ -89,7 +89,7 @@ type Server struct {
 	loginSeed maphash.Seed
 	loginMu   [64]sync.Mutex // logins of one user on this node, by user hash
 
-	// beat is the value of bootKey this node last wrote and Redis
+	// beat is the value of the boot keys this node last wrote and Redis
 	// confirmed; it belongs to watchRedis (set first by Start).
 	beat string
 

@@ -53,7 +53,7 @@ func run(args []string) error {
 	zkTimeout := fs.Duration("zk-session-timeout", "CHAT_ZK_SESSION_TIMEOUT", cfg.ZKSessionTimeout, "ZooKeeper session timeout: how soon a dead node is noticed (the server clamps it to 2..20 x its tickTime)")
 	zkAuthFile := fs.String("zk-auth-file", "CHAT_ZK_AUTH_FILE", "", "file holding the cluster's ZooKeeper digest credential, user:password on one line; every znode then admits only it to change it (empty: world-writable znodes)")
 	redisFlags := redisconn.Flags(fs)
-	waitReplicas := fs.Int("redis-wait-replicas", "CHAT_REDIS_WAIT_REPLICAS", -1, "replicas that must hold a message before it is acknowledged (Redis WAIT; -1: 1 with --redis-sentinels, else 0)")
+	waitReplicas := fs.Int("redis-wait-replicas", "CHAT_REDIS_WAIT_REPLICAS", -1, "replicas that must hold a message before it is acknowledged (Redis WAIT, on every master written to; -1: 1 with --redis-sentinels or --redis-cluster, else 0)")
 	waitTimeout := fs.Duration("redis-wait-timeout", "CHAT_REDIS_WAIT_TIMEOUT", cfg.RedisWaitTimeout, "how long a message waits for --redis-wait-replicas before it is acknowledged anyway (counted in chat_redis_wait_short_total)")
 	prefix := fs.String("redis-prefix", "CHAT_REDIS_PREFIX", cfg.RedisPrefix, "prefix of every Redis key")
 	mongo := fs.String("mongo", "CHAT_MONGO", "mongodb://127.0.0.1:27017/", "MongoDB URI")
@@ -104,7 +104,7 @@ func run(args []string) error {
 	cfg.RedisWaitReplicas, cfg.RedisWaitTimeout = *waitReplicas, *waitTimeout
 	if cfg.RedisWaitReplicas < 0 {
 		cfg.RedisWaitReplicas = 0
-		if len(cfg.Redis.Sentinels) > 0 {
+		if len(cfg.Redis.Sentinels) > 0 || len(cfg.Redis.Cluster) > 0 {
 			cfg.RedisWaitReplicas = 1
 		}
 	}
