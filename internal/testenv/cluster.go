@@ -151,7 +151,16 @@ type Options struct {
 	// master through (StartSentinelRedis) instead of Redis.
 	RedisSentinels []string
 	RedisMaster    string
-	Mongo          string // MongoDB URI
+	// RedisCluster are seed nodes of a Redis Cluster (StartRedisCluster)
+	// to use instead of Redis. With none of Redis, RedisSentinels and
+	// RedisCluster given and CHAT_TEST_REDIS_CLUSTER=1 in the
+	// environment, the cluster starts a Redis Cluster of its own.
+	RedisCluster []string
+	// RedisClusterReplicas says the Redis Cluster has replicas: the nodes
+	// then wait for one per write (their default); without, they wait for
+	// none.
+	RedisClusterReplicas bool
+	Mongo                string // MongoDB URI
 
 	// NodeEnv, if set, gives node p more KEY=value settings, after Env,
 	// each time it starts: per-node settings such as its certificates.
@@ -251,8 +260,12 @@ func StartCluster(t testing.TB, opts Options) *Cluster {
 	if len(c.zk) == 0 {
 		c.zk = ZK(t)
 	}
-	if c.redis == "" && len(opts.RedisSentinels) == 0 {
-		c.redis = Redis(t)
+	if c.redis == "" && len(opts.RedisSentinels) == 0 && len(opts.RedisCluster) == 0 {
+		if os.Getenv(EnvRedisCluster) == "1" {
+			c.opts.RedisCluster = StartRedisCluster(t, false).Seeds()
+		} else {
+			c.redis = Redis(t)
+		}
 	}
 	if c.mongo == "" {
 		c.mongo = Mongo(t)
@@ -593,9 +606,15 @@ func (c *Cluster) start(p *Proc) error {
 			"--cluster-secret-file", c.secret,
 		)
 	}
-	if len(c.opts.RedisSentinels) > 0 {
+	switch {
+	case len(c.opts.RedisCluster) > 0:
+		args = append(args, "--redis-cluster", strings.Join(c.opts.RedisCluster, ","))
+		if !c.opts.RedisClusterReplicas && p != c.gateway {
+			args = append(args, "--redis-wait-replicas", "0")
+		}
+	case len(c.opts.RedisSentinels) > 0:
 		args = append(args, "--redis-sentinels", strings.Join(c.opts.RedisSentinels, ","), "--redis-master", c.opts.RedisMaster)
-	} else {
+	default:
 		args = append(args, "--redis", c.redis)
 	}
 	logf, err := os.OpenFile(p.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)

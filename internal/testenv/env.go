@@ -14,6 +14,9 @@ const (
 	EnvZK    = "CHAT_TEST_ZK"    // host:port of one ZooKeeper server
 	EnvRedis = "CHAT_TEST_REDIS" // host:port of Redis
 	EnvMongo = "CHAT_TEST_MONGO" // mongodb:// URI of the MongoDB-wire store
+	// EnvRedisCluster=1 has StartCluster run each cluster that is given
+	// no Redis of its own on a private Redis Cluster (StartRedisCluster).
+	EnvRedisCluster = "CHAT_TEST_REDIS_CLUSTER"
 )
 
 func need(t testing.TB, name string) string {
