@@ -211,6 +211,15 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		}))
 	}
 	s.chatlog = chatlog.New(s.rdb, s.cfg.RedisPrefix, logOpts...)
+	llog := s.log.With().Str("component", "redis-layout").Logger()
+	mg, err := s.chatlog.MigrateLayout(ctx, func(step string) { llog.Info().Msg(step) })
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	if mg.Moved() {
+		llog.Warn().Int("keys", mg.Keys).Int("streamEntries", mg.Entries).Int("clientMsgIds", mg.Idem).Int("deleted", mg.Obsolete).
+			Str("layout", chatlog.LayoutVersion).Msg("moved the Redis keys of the earlier layout into this one")
+	}
 	s.journal = &journal{log: s.chatlog, store: s.store}
 	s.words = newWordsSvc(s)
 	if err = s.markFresh(ctx); err != nil {
