@@ -45,8 +45,16 @@ check:
 # with "context deadline exceeded" as the time runs out, a race in its
 # fuzzing coordinator (go.dev/issue/75804), not a finding.
 FUZZ_EXECS ?= 50000
+
+# The end-to-end chat tests that look at Redis only through the cluster run a
+# second time, each cluster on a Redis Cluster of its own (three masters,
+# CHAT_TEST_REDIS_CLUSTER=1), and the short chaos run a second time over a
+# Redis Cluster with replicas whose fault kills a master (CHAT_CHAOS_REDIS).
+# The tests left out read or flush keys of the one test Redis directly.
+CLUSTER_TESTS := ^(TestChaos|TestBadInput|TestGatewayAPI|TestDirectChatAcrossNodes|TestOfflineDeliveryAndTokenLogin|TestSecondLoginKicksFirst|TestClientMsgIDIsIdempotent|TestLeaderKilledWhileMessagesFlow|TestFourthNodeJoins|TestGracefulStop|TestRoomAcrossNodes|TestRoomSurvivesLeaderKill|TestWordFilterAndPopular|TestMetrics|TestLargeSyncWithLiveTrafficKeepsClient|TestLookalikeUsernames)$$
 test: install check
 	CHAT_TEST_ZK_ENSEMBLE=1 CHAT_TEST_NETNS=1 deploy/with-deps.sh $(GO) test -race -count=1 -timeout 30m ./...
+	CHAT_TEST_ZK_ENSEMBLE=1 CHAT_TEST_REDIS_CLUSTER=1 CHAT_CHAOS_REDIS=cluster deploy/with-deps.sh $(GO) test -race -count=1 -timeout 20m -run '$(CLUSTER_TESTS)' ./e2e/ ./chaos/
 	cd deploy/mongostore && $(GO) test -count=1 ./...
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime=$(FUZZ_EXECS)x ./protocol/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodePeer$$' -fuzztime=$(FUZZ_EXECS)x ./protocol/
@@ -55,7 +63,8 @@ test: install check
 # chaos: the long chaos run (chaos/): clients chat over three nodes while
 # every kind of fault is injected 20 times; it fails on any message lost,
 # shown twice or out of order. `make test` includes a short run (one of each).
-# CHAT_CHAOS_REDIS=sentinel runs it over Redis with Sentinel (chaos/doc.go).
+# CHAT_CHAOS_REDIS=sentinel runs it over Redis with Sentinel, =cluster over a
+# Redis Cluster with replicas (chaos/doc.go).
 chaos: install
 	CHAT_TEST_ZK_ENSEMBLE=1 CHAT_CHAOS_ROUNDS=$${CHAT_CHAOS_ROUNDS:-20} deploy/with-deps.sh $(GO) test -race -count=1 -run '^TestChaos$$' -v -timeout 80m ./chaos/
 

@@ -45,7 +45,7 @@ type runConfig struct {
 	duration time.Duration
 	messages int64
 	seed     int64
-	redis    string // CHAT_CHAOS_REDIS: single or sentinel
+	redis    string // CHAT_CHAOS_REDIS: single, sentinel or cluster
 }
 
 func loadConfig(t *testing.T) runConfig {
@@ -70,9 +70,9 @@ func loadConfig(t *testing.T) runConfig {
 	switch cfg.redis {
 	case "":
 		cfg.redis = "single"
-	case "single", "sentinel":
+	case "single", "sentinel", "cluster":
 	default:
-		t.Fatalf("CHAT_CHAOS_REDIS=%q: want single or sentinel", cfg.redis)
+		t.Fatalf("CHAT_CHAOS_REDIS=%q: want single, sentinel or cluster", cfg.redis)
 	}
 	cfg.messages = num("CHAT_CHAOS_MESSAGES", 20000*int64(cfg.rounds), 1)
 	cfg.duration = 2*time.Minute + time.Duration(cfg.rounds)*90*time.Second
@@ -112,17 +112,21 @@ func TestChaos(t *testing.T) {
 	}
 	var redis *testenv.RedisServer
 	var sentinel *testenv.SentinelRedis
+	var rcluster *testenv.RedisCluster
 	switch cfg.redis {
 	case "sentinel":
 		sentinel = testenv.StartSentinelRedis(t)
 		opts.RedisSentinels, opts.RedisMaster = sentinel.Sentinels(), testenv.SentinelMaster
+	case "cluster":
+		rcluster = testenv.StartRedisCluster(t, true)
+		opts.RedisCluster, opts.RedisClusterReplicas = rcluster.Seeds(), true
 	default:
 		redis = testenv.StartRedis(t)
 		opts.Redis = redis.Addr()
 	}
 	t.Logf("chaos: Redis %s", cfg.redis)
 	c := testenv.StartCluster(t, opts)
-	h := &harness{t: t, c: c, redis: redis, sentinel: sentinel, mongo: mongo, gw: &chatclient.Gateway{URL: c.GatewayURL()},
+	h := &harness{t: t, c: c, redis: redis, sentinel: sentinel, rcluster: rcluster, mongo: mongo, gw: &chatclient.Gateway{URL: c.GatewayURL()},
 		rec: NewRecord(), budget: NewBudget(cfg.messages), rng: rand.New(rand.NewPCG(uint64(cfg.seed), 2))}
 	c.WaitLeader(t)
 	if err := h.awaitWhole(wholeTimeout); err != nil {
@@ -279,6 +283,10 @@ type harness struct {
 	redis *testenv.RedisServer // with CHAT_CHAOS_REDIS=single
 	// sentinel is the Redis of CHAT_CHAOS_REDIS=sentinel.
 	sentinel *testenv.SentinelRedis
+	// rcluster is the Redis of CHAT_CHAOS_REDIS=cluster; redisNext picks
+	// the master its next fault kills.
+	rcluster  *testenv.RedisCluster
+	redisNext int
 	mongo    *testenv.MongoServer
 	gw       *chatclient.Gateway
 	clients  []*Client
@@ -349,11 +357,20 @@ func (h *harness) inject(i int, f Fault) FaultRun {
 	case RestartRedis:
 		fr.Target = "redis"
 		t0 = h.watchAll()
-		if h.sentinel != nil {
+		switch {
+		case h.sentinel != nil:
 			fr.Target = "redis master"
 			promoted := h.sentinel.FailOver(h.t)
 			fr.Note = fmt.Sprintf("Sentinel promoted the replica after %s", promoted.Round(time.Millisecond))
-		} else {
+		case h.rcluster != nil:
+			masters := h.rcluster.Masters()
+			slices.Sort(masters)
+			addr := masters[h.redisNext%len(masters)]
+			h.redisNext++
+			fr.Target = "redis master " + addr
+			promoted := h.rcluster.FailOver(h.t, addr)
+			fr.Note = fmt.Sprintf("the Redis Cluster promoted its replica after %s", promoted.Round(time.Millisecond))
+		default:
 			h.redis.Restart(h.t)
 		}
 		tickets = h.reconnectAll(nil)

@@ -19,7 +19,11 @@
 //	CHAT_CHAOS_REDIS     single (default): one Redis, and the redis fault restarts it empty;
 //	                     sentinel: a master, a replica and three Sentinels, and the redis
 //	                     fault kills the master with kill -9 (the Sentinels promote the
-//	                     replica), then brings it back as the new master's replica
+//	                     replica), then brings it back as the new master's replica;
+//	                     cluster: a Redis Cluster of three masters with a replica each,
+//	                     and the redis fault kills one master with kill -9 (each in
+//	                     turn; the cluster promotes its replica), then brings it back
+//	                     as the new master's replica
 //
 // `make chaos` runs it with 20 rounds. Everything it starts listens on
 // loopback only, and it stops by itself: at the end of the schedule, at

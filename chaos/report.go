@@ -27,7 +27,7 @@ type Report struct {
 	Nodes     int
 	Rounds    int
 	Seed      int64
-	Redis     string // "sentinel" when Redis ran with Sentinel; "" or "single": one server
+	Redis     string // "sentinel" when Redis ran with Sentinel, "cluster" as a Redis Cluster; "" or "single": one server
 	Elapsed   time.Duration
 	Scheduled int        // faults the schedule held
 	Faults    []FaultRun // faults injected
@@ -73,8 +73,11 @@ func (r Report) Table() string {
 		rounds = "round"
 	}
 	redis := ""
-	if r.Redis == "sentinel" {
+	switch r.Redis {
+	case "sentinel":
 		redis = ", Redis with Sentinel (the Redis fault: kill -9 of the master)"
+	case "cluster":
+		redis = ", Redis Cluster of 3 masters and 3 replicas (the Redis fault: kill -9 of a master)"
 	}
 	fmt.Fprintf(&b, "chaos run: %d clients, %d nodes, %d %s of each fault (seed %d)%s, %s\n",
 		r.Clients, r.Nodes, r.Rounds, rounds, r.Seed, redis, r.Elapsed.Round(time.Second))

@@ -88,7 +88,7 @@ type Gateway struct {
 	cfg      Config
 	log      zerolog.Logger
 	started  time.Time
-	rdb      *redis.Client
+	rdb      redis.UniversalClient
 	store    *history.Store
 	accounts *accounts.Accounts
 	dir      *directory.Directory
