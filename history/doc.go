@@ -79,8 +79,8 @@
 //
 // # The writer
 //
-// Writer consumes the Redis stream that nodes append every stored message
-// to and writes the messages with the JSON the nodes wrote; only after
+// Writer consumes the Redis streams (one per shard of the journal, see
+// StreamKeys) that nodes append every stored message to and writes the messages with the JSON the nodes wrote; only after
 // MongoDB acknowledged the write does it delete the messages'
 // pending-hash fields and acknowledge and delete the stream entries. One
 // writer at a time is active, the holder of a lease in Redis (LeaseKey);
