@@ -287,13 +287,13 @@ type harness struct {
 	// the master its next fault kills.
 	rcluster  *testenv.RedisCluster
 	redisNext int
-	mongo    *testenv.MongoServer
-	gw       *chatclient.Gateway
-	clients  []*Client
-	rec      *Record
-	budget   *Budget
-	rng      *rand.Rand
-	zkNext   int
+	mongo     *testenv.MongoServer
+	gw        *chatclient.Gateway
+	clients   []*Client
+	rec       *Record
+	budget    *Budget
+	rng       *rand.Rand
+	zkNext    int
 }
 
 // poll checks cond every 10 ms until it holds or timeout passes, and
