@@ -15,6 +15,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -110,6 +111,39 @@ func New(cfg Config) *Accounts {
 func (a *Accounts) usersKey() string           { return a.prefix + "users" }
 func (a *Accounts) tokenKey(tok string) string { return a.prefix + "token:" + tok }
 
+// hashKey holds the copy of the bcrypt hash of the user whose name has
+// key k: password logins are checked against it while MongoDB does not
+// answer (the core runs without the database).
+func (a *Accounts) hashKey(k string) string { return a.prefix + "pwhash:" + k }
+
+// hashCopy is what hashKey holds: the user's name and hash.
+type hashCopy struct {
+	Name string `json:"name"`
+	Hash []byte `json:"hash"`
+}
+
+// keepHash writes the Redis copy of a user's hash. It is best effort: a
+// copy that is missing or stale only matters while MongoDB is away.
+func (a *Accounts) keepHash(ctx context.Context, name string, hash []byte) {
+	b, _ := json.Marshal(hashCopy{Name: name, Hash: hash})
+	if err := a.rdb.Set(ctx, a.hashKey(Key(name)), b, 0).Err(); err != nil {
+		a.log.Debug().Err(err).Str("user", name).Msg("could not keep the copy of a password hash in Redis")
+	}
+}
+
+// cachedHash returns the Redis copy for name, if there is one.
+func (a *Accounts) cachedHash(ctx context.Context, name string) (hashCopy, bool) {
+	b, err := a.rdb.Get(ctx, a.hashKey(Key(name))).Bytes()
+	if err != nil {
+		return hashCopy{}, false
+	}
+	var c hashCopy
+	if json.Unmarshal(b, &c) != nil || c.Name == "" || len(c.Hash) == 0 {
+		return hashCopy{}, false
+	}
+	return c, true
+}
+
 func unavailable(err error) error { return fmt.Errorf("%w: %v", ErrUnavailable, err) }
 
 // Validate checks a username and password for registration and returns
@@ -145,6 +179,7 @@ func (a *Accounts) Register(ctx context.Context, name, password string) (string,
 	}
 	// The cache is an optimisation: a miss falls back to MongoDB.
 	_ = a.rdb.SAdd(ctx, a.usersKey(), canon).Err()
+	a.keepHash(ctx, canon, hash)
 	return canon, nil
 }
 
@@ -188,6 +223,10 @@ func (a *Accounts) user(ctx context.Context, name string) (history.User, error) 
 
 // check verifies a password and returns the user's name. Unknown names take
 // as long as wrong passwords, so timing does not reveal which names exist.
+//
+// While MongoDB does not answer, the password is checked against the copy
+// of the user's hash in Redis (written at registration and at every login
+// checked against MongoDB); a user without a copy gets ErrUnavailable.
 func (a *Accounts) check(ctx context.Context, name, password string) (string, error) {
 	u, err := a.user(ctx, name)
 	switch {
@@ -195,11 +234,20 @@ func (a *Accounts) check(ctx context.Context, name, password string) (string, er
 		_ = bcrypt.CompareHashAndPassword(a.dummy, []byte(password))
 		return "", ErrBadCredentials
 	case err != nil:
-		return "", unavailable(err)
+		c, ok := a.cachedHash(ctx, name)
+		if !ok {
+			return "", unavailable(err)
+		}
+		if bcrypt.CompareHashAndPassword(c.Hash, []byte(password)) != nil {
+			return "", ErrBadCredentials
+		}
+		a.log.Info().Str("user", c.Name).Msg("password login checked against the copy in Redis: MongoDB does not answer")
+		return c.Name, nil
 	}
 	if bcrypt.CompareHashAndPassword(u.Hash, []byte(password)) != nil {
 		return "", ErrBadCredentials
 	}
+	a.keepHash(ctx, u.Name, u.Hash)
 	return u.Name, nil
 }
 
