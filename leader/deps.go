@@ -94,12 +94,14 @@ type Cluster interface {
 	ClaimTerm(ctx context.Context, epoch int64) (int64, error)
 }
 
-// RoomStore is where room membership is durable (history.Store), fenced by
-// the leader's epoch.
+// RoomStore is where room membership is kept (roomstore.Store: MongoDB and
+// its copy in Redis), fenced by the leader's epoch. Flush writes to
+// MongoDB what was changed while it was away.
 type RoomStore interface {
 	ClaimRooms(ctx context.Context, epoch int64) error
 	Rooms(ctx context.Context) ([]room.Room, error)
 	SaveRoom(ctx context.Context, name string, members []string, epoch int64) error
+	Flush(ctx context.Context, epoch int64) (int, error)
 }
 
 // ConvLists are the users' conversation lists in Redis (chatlog.Log): a

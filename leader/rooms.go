@@ -86,6 +86,7 @@ func (rs *roomService) load() {
 			rs.reg.Load(rooms)
 			close(rs.loaded)
 			l.log.Info().Int("rooms", len(rooms)).Int64("epoch", l.epoch).Msg("rooms loaded")
+			rs.flushLoop()
 			return
 		}
 		if l.ctx.Err() != nil {
@@ -98,6 +99,33 @@ func (rs *roomService) load() {
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// flushEvery is how often the leader writes to MongoDB the membership
+// changed while MongoDB was away.
+const flushEvery = time.Second
+
+// flushLoop writes membership changed while MongoDB was away to MongoDB,
+// until the term ends. A fenced flush ends the term's part in rooms: a
+// newer leader owns them.
+func (rs *roomService) flushLoop() {
+	l := rs.l
+	t := time.NewTicker(flushEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.ctx.Done():
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(l.ctx, 5*time.Second)
+		_, err := l.d.Store.Flush(ctx, l.epoch)
+		cancel()
+		if errors.Is(err, history.ErrFenced) {
+			l.log.Warn().Int64("epoch", l.epoch).Msg("a newer leader owns the rooms; this term flushes no more")
+			return
+		}
 	}
 }
 

@@ -29,6 +29,7 @@ import (
 	"chatcluster/metrics"
 	"chatcluster/peerlink"
 	"chatcluster/protocol"
+	"chatcluster/roomstore"
 	"chatcluster/session"
 	"chatcluster/wordfilter"
 )
@@ -42,6 +43,7 @@ type Server struct {
 
 	rdb      redis.UniversalClient
 	store    *history.Store
+	rooms    *roomstore.Store // room membership: MongoDB and its copy in Redis
 	chatlog  *chatlog.Log
 	journal  *journal
 	words    *wordsSvc
@@ -230,6 +232,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		Throttle: s.cfg.LoginThrottle, Logger: s.log.With().Str("component", "accounts").Logger(),
 	})
 	s.dir = directory.New(s.rdb, s.cfg.RedisPrefix)
+	s.rooms = roomstore.New(s.store, s.rdb, s.cfg.RedisPrefix, s.log)
 	s.sessions = session.NewStore(s.rdb, s.cfg.RedisPrefix)
 	s.handler = handler.New(handler.Deps{
 		Node:     s.cfg.ID,

@@ -105,7 +105,7 @@ func (s *Server) termDeps() leader.Deps {
 		PeerQueue: s.cfg.PeerQueue, WriteTimeout: s.cfg.WriteTimeout,
 		RequestTimeout: s.cfg.RequestTimeout, HotWordsReset: s.cfg.HotWordsReset,
 		Log: s.log, Metrics: s.m,
-		Cluster: s.cluster, Store: s.store, Convs: s.chatlog, Journal: s.journal,
+		Cluster: s.cluster, Store: s.rooms, Convs: s.chatlog, Journal: s.journal,
 		Sessions: s.sessions, Writer: s.writer, Directory: s.dir, HotWords: s.words.counter,
 		Parked: s.parked, Ups: &s.ups,
 	}
