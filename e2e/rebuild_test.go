@@ -48,8 +48,8 @@ func TestRebuildAfterServerLostRecentMessages(t *testing.T) {
 	}
 	rdb := redis.NewClient(&redis.Options{Addr: testenv.Redis(t)})
 	t.Cleanup(func() { rdb.Close() })
-	p := c.Namespace() + ":"
-	if err := rdb.Del(ctxT(t, 5*time.Second), p+"seq:"+conv, p+"recent:"+conv, p+"pending:"+conv, p+"seqinit").Err(); err != nil {
+	l := chatlog.New(rdb, c.Namespace()+":")
+	if err := rdb.Del(ctxT(t, 5*time.Second), l.SeqKey(conv), l.RecentKey(conv), l.PendingKey(conv), l.MarkerKey(conv)).Err(); err != nil {
 		t.Fatal(err)
 	}
 
