@@ -78,3 +78,17 @@ func TestURIConcernsReachTheCommands(t *testing.T) {
 	}
 	_ = again.Close(ctx)
 }
+
+// A URI asking for unacknowledged writes is refused: the history writer
+// would delete from Redis what MongoDB may never have stored.
+func TestUnacknowledgedWritesRefused(t *testing.T) {
+	uri := testenv.Mongo(t)
+	sep := "?"
+	if strings.Contains(uri, "?") {
+		sep = "&"
+	}
+	_, err := Open(context.Background(), uri+sep+"w=0", testenv.Namespace(t), WithLogger(zerolog.Nop()))
+	if err == nil || !strings.Contains(err.Error(), "w=0") {
+		t.Fatalf("open with w=0: %v, want a refusal naming w=0", err)
+	}
+}

@@ -123,6 +123,12 @@ func Open(ctx context.Context, uri, dbName string, opts ...OpenOption) (*Store, 
 	if oo.monitor != nil {
 		copts.SetMonitor(oo.monitor)
 	}
+	// The history writer deletes a message from Redis once MongoDB
+	// acknowledged its write: with w=0 nothing is acknowledged, and a
+	// message could be gone from both.
+	if wc := copts.WriteConcern; wc != nil && !wc.Acknowledged() {
+		return nil, errors.New("history: open: the MongoDB URI asks for unacknowledged writes (w=0); history needs acknowledged ones: remove w=0, or use w=majority&journal=true")
+	}
 	client, err := mongo.Connect(copts)
 	if err != nil {
 		return nil, fmt.Errorf("history: open %s: %w", uri, err)
