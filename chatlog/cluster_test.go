@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"chatcluster/history"
 	"chatcluster/internal/keyspace"
 	"chatcluster/internal/testenv"
 	"chatcluster/protocol"
@@ -128,7 +129,9 @@ func TestLogWaitsForReplicasOnRedisCluster(t *testing.T) {
 	t.Cleanup(func() { rdb.Close() })
 	var mu sync.Mutex
 	short := 0
-	l := New(rdb, testenv.Namespace(t)+":", WithReplicas(1, 300*time.Millisecond, func(int) {
+	// A bound far above a loopback replica's lag, so that with every
+	// replica up no WAIT falls short on a loaded machine.
+	l := New(rdb, testenv.Namespace(t)+":", WithReplicas(1, 2*time.Second, func(int) {
 		mu.Lock()
 		short++
 		mu.Unlock()
@@ -178,7 +181,7 @@ func TestLogWaitsForReplicasOnRedisCluster(t *testing.T) {
 		t.Fatal("no WAIT fell short with a replica down")
 	}
 	rc.Server(replica).Start(t)
-	testenv.WaitFor(t, 60*time.Second, "the replica back in sync", func() bool { return len(rc.Masters()) == 3 })
+	testenv.WaitFor(t, 60*time.Second, "the replica back in sync", rc.Whole)
 
 	// A master fails over: appends reach the promoted replica (a call may
 	// fail while the slots move; a client sends it again).
@@ -189,5 +192,19 @@ func TestLogWaitsForReplicasOnRedisCluster(t *testing.T) {
 	latest, err := l.Latest(ctx, []string{"dm:a0:b0", "dm:a39:b39"})
 	if err != nil || latest["dm:a0:b0"] < 3 || latest["dm:a39:b39"] < 3 {
 		t.Fatalf("latest after failover = %v, %v", latest, err)
+	}
+}
+
+// The history writer reads the streams and deletes the pending fields
+// the log writes: both name them alike.
+func TestKeysAgreeWithTheHistoryWriter(t *testing.T) {
+	l := New(nil, "p:")
+	for _, conv := range []string{"dm:a:b", "room:lobby", "dm:x:y"} {
+		if got, want := l.StreamKey(conv), history.StreamKey("p:", conv); got != want {
+			t.Errorf("stream of %s: log %s, writer %s", conv, got, want)
+		}
+		if got, want := l.PendingKey(conv), history.PendingKey("p:", conv); got != want {
+			t.Errorf("pending hash of %s: log %s, writer %s", conv, got, want)
+		}
 	}
 }

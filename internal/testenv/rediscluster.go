@@ -56,7 +56,7 @@ func StartRedisCluster(t testing.TB, replicas bool) *RedisCluster {
 	if out, err := exec.CommandContext(ctx, cli, args...).CombinedOutput(); err != nil {
 		t.Fatalf("testenv: redis-cli %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
-	WaitFor(t, startTimeout, "the Redis Cluster is whole on every node", rc.whole)
+	WaitFor(t, startTimeout, "the Redis Cluster is whole on every node", rc.Whole)
 	return rc
 }
 
@@ -121,13 +121,13 @@ func (rc *RedisCluster) FailOver(t testing.TB, addr string) time.Duration {
 	})
 	promoted := time.Since(killed)
 	old.Start(t)
-	WaitFor(t, 60*time.Second, "the old master rejoins as a replica and the cluster is whole", rc.whole)
+	WaitFor(t, 60*time.Second, "the old master rejoins as a replica and the cluster is whole", rc.Whole)
 	return promoted
 }
 
-// whole reports whether every node answers cluster_state:ok, knows every
+// Whole reports whether every node answers cluster_state:ok, knows every
 // other node, none failed, and every replica's link to its master is up.
-func (rc *RedisCluster) whole() bool {
+func (rc *RedisCluster) Whole() bool {
 	if !rc.stateOK(func(string) bool { return true }) {
 		return false
 	}
