@@ -497,3 +497,62 @@ func (g *Gateway) Login(ctx context.Context, user, password string) (token strin
 	err = g.call(ctx, http.MethodPost, "/api/login", map[string]string{"username": user, "password": password}, &r)
 	return r.Token, r.Nodes, err
 }
+
+// Visitor creates a customer-service visitor (name and channel may be
+// empty) and returns its id and token, for LoginToken.
+func (g *Gateway) Visitor(ctx context.Context, name, channel string) (protocol.VisitorReply, error) {
+	var r protocol.VisitorReply
+	err := g.call(ctx, http.MethodPost, "/api/visitor", protocol.VisitorRequest{Name: name, Channel: channel}, &r)
+	return r, err
+}
+
+// Support opens the visitor's support conversation, or resumes the open
+// one.
+func (c *Conn) Support(ctx context.Context) (protocol.SupportConv, error) {
+	var r protocol.SupportConv
+	err := c.Do(ctx, protocol.ActionSupport, protocol.Empty{}, &r)
+	return r, err
+}
+
+// ChatConv sends text to a support conversation.
+func (c *Conn) ChatConv(ctx context.Context, conv, text, clientMsgID string) (protocol.ChatReply, error) {
+	var r protocol.ChatReply
+	err := c.Do(ctx, protocol.ActionChat, protocol.ChatData{Conv: conv, Text: text, ClientMsgID: clientMsgID}, &r)
+	return r, err
+}
+
+// AgentStatus sets the agent available or away ("" changes nothing).
+func (c *Conn) AgentStatus(ctx context.Context, status string) (protocol.AgentState, error) {
+	var r protocol.AgentState
+	err := c.Do(ctx, protocol.ActionAgentStatus, protocol.AgentStatusData{Status: status}, &r)
+	return r, err
+}
+
+// SupportConvs lists the conversations the agent holds.
+func (c *Conn) SupportConvs(ctx context.Context) (protocol.SupportConvsReply, error) {
+	var r protocol.SupportConvsReply
+	err := c.Do(ctx, protocol.ActionSupportConvs, protocol.Empty{}, &r)
+	return r, err
+}
+
+// SupportClose closes a support conversation.
+func (c *Conn) SupportClose(ctx context.Context, conv string) (protocol.SupportConv, error) {
+	var r protocol.SupportConv
+	err := c.Do(ctx, protocol.ActionSupportClose, protocol.ConvData{Conv: conv}, &r)
+	return r, err
+}
+
+// SupportTransfer hands a support conversation to another agent.
+func (c *Conn) SupportTransfer(ctx context.Context, conv, to string) (protocol.SupportConv, error) {
+	var r protocol.SupportConv
+	err := c.Do(ctx, protocol.ActionSupportTransfer, protocol.TransferData{Conv: conv, To: to}, &r)
+	return r, err
+}
+
+// SupportHistory reads a page of a visitor's messages over all their
+// conversations.
+func (c *Conn) SupportHistory(ctx context.Context, q protocol.SupportHistoryData) (protocol.SupportHistoryReply, error) {
+	var r protocol.SupportHistoryReply
+	err := c.Do(ctx, protocol.ActionSupportHistory, q, &r)
+	return r, err
+}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,6 +25,7 @@ import (
 	"chatcluster/internal/keypair"
 	"chatcluster/internal/redisconn"
 	"chatcluster/metrics"
+	"chatcluster/protocol"
 	"chatcluster/web"
 )
 
@@ -40,6 +42,9 @@ type Config struct {
 	// Throttle of failed password logins, shared through Redis with every
 	// gateway and node of the cluster.
 	Throttle accounts.ThrottleConfig
+	// VisitorsPerMinute bounds the visitors one address creates a minute
+	// (POST /api/visitor); 0 bounds nothing.
+	VisitorsPerMinute int
 	// TLSCertFile and TLSKeyFile, both or neither, make the gateway serve
 	// HTTPS on Listen. Its web client then needs the nodes to publish
 	// wss:// URLs (a page served over HTTPS may not open ws://).
@@ -49,7 +54,8 @@ type Config struct {
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
-	return Config{Listen: "127.0.0.1:8080", RedisPrefix: "chat:", MongoDB: "chat", Throttle: accounts.DefaultThrottle(), Logger: zerolog.Nop()}
+	return Config{Listen: "127.0.0.1:8080", RedisPrefix: "chat:", MongoDB: "chat", Throttle: accounts.DefaultThrottle(),
+		VisitorsPerMinute: accounts.DefaultVisitorsPerMinute, Logger: zerolog.Nop()}
 }
 
 // Validate checks the configuration.
@@ -267,6 +273,7 @@ func (g *Gateway) routes() http.Handler {
 	mux.HandleFunc("GET /api/nodes", g.nodes)
 	mux.HandleFunc("POST /api/register", g.register)
 	mux.HandleFunc("POST /api/login", g.login)
+	mux.HandleFunc("POST /api/visitor", g.visitor)
 	mux.HandleFunc("GET /api/cluster", g.cluster)
 	mux.HandleFunc("GET /healthz", g.healthz)
 	mux.Handle("GET /metrics", metrics.Handler(g.reg))
@@ -408,6 +415,43 @@ func (g *Gateway) register(w http.ResponseWriter, r *http.Request) {
 		g.m.RegisterOK.Inc()
 		g.log.Info().Str("user", name).Msg("user registered")
 		writeJSON(w, http.StatusCreated, map[string]string{"username": name})
+	}
+}
+
+// visitor creates a customer-service visitor: its id and the token its
+// WebSocket login uses.
+func (g *Gateway) visitor(w http.ResponseWriter, r *http.Request) {
+	var req protocol.VisitorRequest
+	r.Body = http.MaxBytesReader(w, r.Body, 4<<10)
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	err := dec.Decode(&req)
+	switch {
+	case err == io.EOF:
+		err = nil // no body: a visitor with the defaults
+	case err == nil:
+		if _, terr := dec.Token(); terr != io.EOF {
+			err = errors.New("data after the object")
+		}
+	}
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "body must be empty or a JSON object {\"name\", \"channel\"}: "+err.Error())
+		return
+	}
+	v, tok, err := g.accounts.CreateVisitor(r.Context(), req.Name, req.Channel, r.RemoteAddr, g.cfg.VisitorsPerMinute)
+	var le *accounts.VisitorLimitError
+	switch {
+	case errors.Is(err, accounts.ErrInvalid):
+		writeError(w, http.StatusBadRequest, strings.TrimPrefix(err.Error(), "accounts: invalid username or password: "))
+	case errors.As(err, &le):
+		w.Header().Set("Retry-After", strconv.Itoa(le.RetryAfter()))
+		writeError(w, http.StatusTooManyRequests, le.Error())
+	case err != nil:
+		g.log.Error().Err(err).Msg("create visitor")
+		writeError(w, http.StatusServiceUnavailable, "session store unavailable; retry shortly")
+	default:
+		g.log.Info().Str("visitor", v.ID).Str("channel", v.Channel).Msg("visitor created")
+		writeJSON(w, http.StatusCreated, protocol.VisitorReply{Visitor: v.ID, Token: tok, Name: v.Name, Channel: v.Channel})
 	}
 }
 

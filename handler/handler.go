@@ -18,6 +18,10 @@ type Deps struct {
 	Journal  Journal
 	Router   Router
 	Rooms    Rooms
+	// Support and Visitors are customer service; nil: its actions
+	// answer 503.
+	Support  Support
+	Visitors Visitors
 	Words    Words
 	Filter   Filter // nil: texts are stored as sent
 	Now      Clock
@@ -59,6 +63,13 @@ func New(d Deps) *Handler {
 		protocol.ActionRooms:    {h.rooms, true},
 		protocol.ActionPopular:  {h.popular, true},
 		protocol.ActionRebuild:  {h.rebuild, true},
+
+		protocol.ActionSupport:         {h.support, true},
+		protocol.ActionSupportClose:    {h.supportClose, true},
+		protocol.ActionSupportTransfer: {h.supportTransfer, true},
+		protocol.ActionSupportConvs:    {h.supportConvs, true},
+		protocol.ActionSupportHistory:  {h.supportHistory, true},
+		protocol.ActionAgentStatus:     {h.agentStatus, true},
 	}
 	return h
 }
@@ -87,6 +98,9 @@ func (h *Handler) dispatch(ctx context.Context, c Conn, req protocol.Request) (a
 	}
 	if a.needLogin && c.User() == "" {
 		return nil, protocol.Errorf(protocol.CodeUnauthorized, "log in first")
+	}
+	if protocol.IsVisitor(c.User()) && !visitorActions[req.Action] {
+		return nil, protocol.Errorf(protocol.CodeForbidden, "a visitor can only use the support actions, not %q", req.Action)
 	}
 	return a.fn(ctx, c, req)
 }
@@ -125,6 +139,15 @@ func (h *Handler) login(ctx context.Context, c Conn, req protocol.Request) (any,
 	}
 	var user string
 	switch {
+	case strings.HasPrefix(d.Token, protocol.VisitorTokenPrefix):
+		if len(d.Token) > 128 {
+			return nil, protocol.Errorf(protocol.CodeBadRequest, "token is too long")
+		}
+		v, err := h.visitorLogin(ctx, d.Token)
+		if err != nil {
+			return nil, err
+		}
+		user = v
 	case d.Token != "":
 		if len(d.Token) > 128 {
 			return nil, protocol.Errorf(protocol.CodeBadRequest, "token is too long")
@@ -153,7 +176,7 @@ func (h *Handler) login(ctx context.Context, c Conn, req protocol.Request) (any,
 	if err != nil {
 		return nil, err
 	}
-	return protocol.LoginReply{Username: user, Node: h.d.Node, SessionID: sid}, nil
+	return protocol.LoginReply{Username: user, Visitor: protocol.IsVisitor(user), Node: h.d.Node, SessionID: sid}, nil
 }
 
 func (h *Handler) chat(ctx context.Context, c Conn, req protocol.Request) (any, error) {
@@ -164,6 +187,14 @@ func (h *Handler) chat(ctx context.Context, c Conn, req protocol.Request) (any, 
 		return nil, err
 	}
 	switch {
+	case d.Conv != "" && (d.Room != "" || d.To != ""):
+		return nil, protocol.Errorf(protocol.CodeBadRequest, "give one of to, room and conv")
+	case d.Conv != "":
+		if _, _, ok := protocol.ParseSupportConv(d.Conv); !ok {
+			return nil, protocol.Errorf(protocol.CodeBadRequest, "conv must be a support conversation (cs:<visitor>:<n>); send to a user with to, to a room with room")
+		}
+	case protocol.IsVisitor(c.User()):
+		return nil, protocol.Errorf(protocol.CodeForbidden, "a visitor sends only to its support conversation (conv)")
 	case d.Room != "" && d.To != "":
 		return nil, protocol.Errorf(protocol.CodeBadRequest, "give either to or room, not both")
 	case d.Room != "":
@@ -192,7 +223,20 @@ func (h *Handler) chat(ctx context.Context, c Conn, req protocol.Request) (any, 
 		dup    bool
 		err    error
 	)
-	if d.Room != "" {
+	if d.Conv != "" {
+		if err := h.supportAvailable(); err != nil {
+			return nil, err
+		}
+		m.Conv = d.Conv
+		if err := h.d.Router.Ready(); err != nil {
+			return nil, err
+		}
+		stored, dup, err = h.d.Support.Post(ctx, m, d.ClientMsgID)
+		if err != nil {
+			return nil, err
+		}
+		return protocol.ChatReply{ID: stored.ID, Conv: stored.Conv, Seq: stored.Seq, TS: stored.TS}, nil
+	} else if d.Room != "" {
 		m.Conv, m.Room = protocol.RoomConv(d.Room), d.Room
 		if err := h.d.Router.Ready(); err != nil {
 			return nil, err
@@ -282,6 +326,12 @@ func (r *readable) check(ctx context.Context, conv string) error {
 		}
 		return nil
 	}
+	if kind == "cs" && r.user == a {
+		return nil // the visitor's own
+	}
+	if protocol.IsVisitor(r.user) {
+		return protocol.Errorf(protocol.CodeForbidden, "not your conversation: %s", conv)
+	}
 	if r.member == nil {
 		convs, err := r.h.d.Journal.Convs(ctx, r.user)
 		if err != nil {
@@ -293,6 +343,9 @@ func (r *readable) check(ctx context.Context, conv string) error {
 		}
 	}
 	if !r.member[conv] {
+		if kind == "cs" {
+			return protocol.Errorf(protocol.CodeForbidden, "%s was never assigned to you (supportHistory reads any visitor's)", conv)
+		}
 		return protocol.Errorf(protocol.CodeForbidden, "not a member of room %q", a)
 	}
 	return nil
@@ -365,7 +418,7 @@ func (h *Handler) sync(ctx context.Context, c Conn, req protocol.Request) (any, 
 	for cv, off := range offsets {
 		if err := rd.check(ctx, cv); err != nil {
 			var pe *protocol.Error
-			if errors.As(err, &pe) && pe.Code == protocol.CodeForbidden && strings.HasPrefix(cv, protocol.RoomPrefix) {
+			if errors.As(err, &pe) && pe.Code == protocol.CodeForbidden && (strings.HasPrefix(cv, protocol.RoomPrefix) || strings.HasPrefix(cv, protocol.SupportPrefix)) {
 				// A room the user has left: nothing to sync, and not
 				// an error, so a client's old offsets do not break
 				// its sync.
@@ -560,6 +613,10 @@ func (h *Handler) rebuild(ctx context.Context, c Conn, req protocol.Request) (an
 			if !(m.From == a && m.To == b || m.From == b && m.To == a) || m.Room != "" {
 				return nil, bad("from and to must be the conversation's two users")
 			}
+		} else if kind == "cs" {
+			if m.Room != "" || !(m.From == a || protocol.ValidName(m.From)) || !(m.To == "" || m.To == a || protocol.ValidName(m.To)) {
+				return nil, bad("from must be the visitor or an agent, and room empty")
+			}
 		} else if m.Room != a || m.To != "" || !protocol.ValidName(m.From) {
 			return nil, bad("room must be " + a + " and from a valid name")
 		}
@@ -570,8 +627,11 @@ func (h *Handler) rebuild(ctx context.Context, c Conn, req protocol.Request) (an
 		}
 	}
 	var members []string
-	if kind == "dm" {
+	switch kind {
+	case "dm":
 		members = []string{a, b}
+	case "cs":
+		members = []string{a}
 	}
 	restored, latest, err := h.d.Journal.Restore(ctx, d.Conv, d.Messages, members)
 	if err != nil {

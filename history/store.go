@@ -48,6 +48,8 @@ const (
 	usersColl = "users"
 	roomsColl = "rooms"
 	convsColl = "user_convs"
+	csColl    = "support_convs"
+	agentColl = "support_agents"
 )
 
 // DefaultTimeout bounds server selection and connecting: a MongoDB that is
@@ -82,6 +84,8 @@ type Store struct {
 	convs  *mongo.Collection // user_convs: the direct conversations of each user
 	chunks *mongo.Collection // message_chunks: the messages, by block (blocks.go)
 	tops   *mongo.Collection // message_tops: each conversation's newest block
+	cs     *mongo.Collection // support_convs: customer-service conversations (support.go)
+	agents *mongo.Collection // support_agents: the agents
 	log    zerolog.Logger
 
 	pairsMu sync.Mutex
@@ -136,6 +140,7 @@ func Open(ctx context.Context, uri, dbName string, opts ...OpenOption) (*Store, 
 	db := client.Database(dbName)
 	s := &Store{client: client, db: db, users: db.Collection(usersColl), rooms: db.Collection(roomsColl),
 		convs: db.Collection(convsColl), chunks: db.Collection(chunksColl), tops: db.Collection(topsColl),
+		cs: db.Collection(csColl), agents: db.Collection(agentColl),
 		log:   oo.log.With().Str("component", "history-store").Str("db", dbName).Logger(),
 		pairs: map[string]struct{}{}, blocks: newCache2[blockKey, *blockState](maxBlocksCached),
 		topsC: newCache2[string, topState](maxTopsCached)}
@@ -148,6 +153,12 @@ func Open(ctx context.Context, uri, dbName string, opts ...OpenOption) (*Store, 
 	})
 	if err != nil {
 		return fail(fmt.Errorf("create index on %s: %w", convsColl, err))
+	}
+	for _, key := range []string{"visitor", "state"} {
+		_, err = s.cs.Indexes().CreateOne(ctx, mongo.IndexModel{Keys: bson.D{{Key: key, Value: 1}}, Options: options.Index().SetName(key)})
+		if err != nil {
+			return fail(fmt.Errorf("create index on %s: %w", csColl, err))
+		}
 	}
 	// Made at once, so that the server has them (and, on the embedded
 	// store, their lookup indexes) before the first message.

@@ -14,6 +14,7 @@ import (
 	"chatcluster/peerlink"
 	"chatcluster/protocol"
 	"chatcluster/room"
+	"chatcluster/support"
 )
 
 // Node is what a term needs of the node it runs on. The node implements
@@ -69,6 +70,9 @@ type Deps struct {
 	WriteTimeout   time.Duration // per peer write
 	RequestTimeout time.Duration // bound for one room request's store calls
 	HotWordsReset  time.Duration // how often the hot-word ranking is reset; 0 never
+	// SupportGrace is how long an agent holding support conversations may
+	// be offline before they go back to the queue.
+	SupportGrace time.Duration
 
 	Log     zerolog.Logger // the node's
 	Metrics *metrics.Node  // the node's
@@ -81,6 +85,11 @@ type Deps struct {
 	Writer    HistoryWriter
 	Directory Directory
 	HotWords  HotWords
+	// Support is where customer service is durable; nil: the cluster
+	// answers support requests with 503. Messages reads the messages of
+	// its conversations.
+	Support  SupportStore
+	Messages Messages
 
 	// Parked holds pushes for users the leader cannot place yet, and Ups
 	// the numbered frames handled per node: both are the node's, handed
@@ -142,4 +151,23 @@ type HotWords interface {
 	LastReset(ctx context.Context) (hotwords.ResetInfo, error)
 	Begin(ctx context.Context, node string, epoch int64, now time.Time) (bool, error)
 	Reset(ctx context.Context, node string, epoch int64, now time.Time) (bool, error)
+}
+
+// SupportStore is where customer service is durable (history.Store): the
+// support conversations, fenced by the leader's epoch, and the agents.
+type SupportStore interface {
+	ClaimSupport(ctx context.Context, epoch int64) error
+	OpenSupportConvs(ctx context.Context) ([]support.Conv, error)
+	Agents(ctx context.Context) ([]support.Agent, error)
+	LastSupportConv(ctx context.Context, visitor string) (int64, error)
+	SaveSupportConv(ctx context.Context, c support.Conv, epoch int64) error
+	SaveAgentStatus(ctx context.Context, name, status string) error
+	VisitorConvs(ctx context.Context, visitor string, limit int) ([]support.Conv, error)
+}
+
+// Messages reads stored messages (the node's handler.Journal): an agent
+// given a conversation gets its messages so far.
+type Messages interface {
+	Range(ctx context.Context, conv string, after, before int64, limit int, newest bool) ([]protocol.Message, error)
+	Latest(ctx context.Context, convs []string) (map[string]int64, error)
 }

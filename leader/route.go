@@ -86,10 +86,16 @@ func (l *Term) Handle(from string, f protocol.PeerFrame) {
 		l.forward(&f)
 	case protocol.PeerRoom:
 		l.rooms.submit(from, f)
+	case protocol.PeerSupport:
+		l.support.submit(from, f)
 	case protocol.PeerOnline:
 		l.rooms.online(from, f)
+		if f.Online {
+			l.support.poke() // an agent may be ready now
+		}
 	case protocol.PeerRoster:
 		l.rooms.roster(from, f)
+		l.support.poke()
 	case protocol.PeerLoad:
 		l.mu.Lock()
 		l.loads[from] = f

@@ -39,6 +39,8 @@ type Term struct {
 	wg    sync.WaitGroup
 	wake  chan struct{} // publish now
 	rooms *roomService
+	// support is customer service: its queue, agents and conversations.
+	support *supportService
 	// parked holds pushes for recipients the leader cannot place yet
 	// (the node's, d.Parked: it outlives the term).
 	parked *Parking
@@ -107,6 +109,8 @@ func Start(parent context.Context, epoch int64, node Node, d Deps) *Term {
 		}
 	}
 	l.rooms.start()
+	l.support = newSupportService(l)
+	l.support.start()
 	l.goTerm(l.overloadLoop)
 	l.goTerm(l.publishLoop)
 	l.goTerm(l.hotWordsLoop)
@@ -182,7 +186,7 @@ func (l *Term) Stop() {
 	}
 	l.mu.Unlock()
 	done := make(chan struct{})
-	go func() { l.wg.Wait(); close(done) }()
+	go func() { l.wg.Wait(); l.support.stop(); close(done) }()
 	for waited := 5 * time.Second; ; waited += 5 * time.Second {
 		select {
 		case <-done:

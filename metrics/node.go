@@ -69,13 +69,24 @@ type Node struct {
 	LeaderChanges prometheus.Counter // changes of leader (id or epoch) this node saw
 	ZKConnected   prometheus.Gauge   // 1 while the ZooKeeper session is live
 
+	// Customer service, as leader (0 on the other nodes).
+	SupportQueue       prometheus.Gauge     // conversations waiting for an agent
+	SupportOldestWait  prometheus.Gauge     // seconds the oldest one has waited
+	SupportOpen        prometheus.Gauge     // conversations assigned to an agent
+	SupportAgentsReady prometheus.Gauge     // agents enabled, available and online
+	SupportUtilisation prometheus.Gauge     // conversations held over the capacity of those agents
+	SupportWait        prometheus.Histogram // seconds from queued to assigned
+	SupportAssigned    prometheus.Counter   // assignments (transfers included)
+	SupportRequeued    prometheus.Counter   // conversations put back in the queue (agent away, gone or disabled)
+	SupportClosed      prometheus.Counter   // conversations closed
+
 	leaderIn      map[string]prometheus.Counter // by peer frame type; read-only after NewNode
 	leaderInOther prometheus.Counter
 }
 
 // LeaderFrameTypes are the peer frame types the leader counts by name;
 // anything else counts as "other".
-var LeaderFrameTypes = []string{"route", "kick", "room", "online", "roster", "load"}
+var LeaderFrameTypes = []string{"route", "kick", "room", "support", "online", "roster", "load"}
 
 // NewNode registers a node's metrics in reg and returns them.
 func NewNode(reg prometheus.Registerer, src NodeSources) *Node {
@@ -136,10 +147,28 @@ func NewNode(reg prometheus.Registerer, src NodeSources) *Node {
 			Help: "1 while the node has a live ZooKeeper session, else 0.",
 		}),
 
+		SupportQueue: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: "support_queue_length",
+			Help: "Leader: support conversations waiting for an agent; 0 on the other nodes."}),
+		SupportOldestWait: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: "support_oldest_wait_seconds",
+			Help: "Leader: how long the oldest waiting support conversation has waited."}),
+		SupportOpen: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: "support_assigned",
+			Help: "Leader: support conversations assigned to an agent now."}),
+		SupportAgentsReady: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: "support_agents_ready",
+			Help: "Leader: agents enabled, available and online."}),
+		SupportUtilisation: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: "support_agent_utilisation",
+			Help: "Leader: conversations the ready agents hold over their capacity, 0 to 1."}),
+		SupportWait: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: Namespace, Name: "support_wait_seconds",
+			Help:    "Leader: how long a support conversation waited in the queue before an agent was assigned.",
+			Buckets: []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800}}),
+		SupportAssigned: counter("support_assignments_total", "Leader: support conversations given to an agent (a transfer counts)."),
+		SupportRequeued: counter("support_requeued_total", "Leader: support conversations put back at the front of the queue because their agent went away, did not come back in time, or was disabled."),
+		SupportClosed:   counter("support_closed_total", "Leader: support conversations closed."),
+
 		leaderIn:      make(map[string]prometheus.Counter, len(LeaderFrameTypes)),
 		leaderInOther: leaderIn.WithLabelValues("other"),
 	}
-	reg.MustRegister(n.ZKConnected, n.Overloaded)
+	reg.MustRegister(n.ZKConnected, n.Overloaded, n.SupportQueue, n.SupportOldestWait, n.SupportOpen,
+		n.SupportAgentsReady, n.SupportUtilisation, n.SupportWait)
 	for _, t := range LeaderFrameTypes {
 		n.leaderIn[t] = leaderIn.WithLabelValues(t)
 	}

@@ -88,6 +88,9 @@ type Config struct {
 
 	WordFilterFile string        // word list of the dirty-word filter; "" filters nothing
 	HotWordsReset  time.Duration // how often the leader resets the hot-word ranking; 0 never
+	// SupportGrace is how long an agent holding support conversations may
+	// be offline before the leader puts them back in the queue.
+	SupportGrace time.Duration
 	// HotWordsDirect counts the words of direct messages too. Off by
 	// default: the ranking is public, and direct messages are private.
 	HotWordsDirect bool
@@ -118,6 +121,7 @@ func DefaultConfig() Config {
 		RequestTimeout:    5 * time.Second,
 		RateLimit:         200,
 		HotWordsReset:     24 * time.Hour,
+		SupportGrace:      60 * time.Second,
 		LoginThrottle:     accounts.DefaultThrottle(),
 		Logger:            zerolog.Nop(),
 	}
@@ -170,6 +174,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.LoginThrottle.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if c.SupportGrace < time.Second {
+		errs = append(errs, fmt.Errorf("--support-grace %v: must be at least 1s", c.SupportGrace))
 	}
 	if c.HotWordsReset < 0 {
 		errs = append(errs, errors.New("--hot-words-reset must not be negative"))

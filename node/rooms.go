@@ -47,6 +47,12 @@ type roomsSvc struct{ s *Server }
 
 func (rs roomsSvc) ask(ctx context.Context, f protocol.PeerFrame) (protocol.PeerFrame, error) {
 	f.Type = protocol.PeerRoom
+	return rs.askAs(ctx, f)
+}
+
+// askAs sends request f, of its type, to the leader and makes its reply's
+// code an error.
+func (rs roomsSvc) askAs(ctx context.Context, f protocol.PeerFrame) (protocol.PeerFrame, error) {
 	rep, err := rs.s.routes.request(ctx, &f)
 	if err != nil {
 		return rep, err

@@ -241,6 +241,8 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		Journal:  s.journal,
 		Router:   s.routes,
 		Rooms:    roomsSvc{s},
+		Support:  supportSvc{s},
+		Visitors: visitors{s.accounts},
 		Words:    s.words,
 		Filter:   s.mask,
 		Now:      func() int64 { return time.Now().UnixMilli() },

@@ -108,6 +108,7 @@ func (s *Server) termDeps() leader.Deps {
 		Cluster: s.cluster, Store: s.rooms, Convs: s.chatlog, Journal: s.journal,
 		Sessions: s.sessions, Writer: s.writer, Directory: s.dir, HotWords: s.words.counter,
 		Parked: s.parked, Ups: &s.ups,
+		Support: s.store, Messages: s.journal, SupportGrace: s.cfg.SupportGrace,
 	}
 }
 

@@ -23,6 +23,7 @@ type LoginData struct {
 // LoginReply is the data of a successful login.
 type LoginReply struct {
 	Username  string `json:"username"`
+	Visitor   bool   `json:"visitor,omitempty"` // logged in with a visitor token: only the support actions
 	Node      string `json:"node"`
 	SessionID string `json:"sessionId"`
 }
@@ -34,10 +35,12 @@ type RetryData struct {
 	RetryAfter int `json:"retryAfter"`
 }
 
-// ChatData is the data of a chat request. Exactly one of To and Room is set.
+// ChatData is the data of a chat request. Exactly one of To, Room and Conv
+// (a support conversation) is set.
 type ChatData struct {
 	To          string `json:"to"`
 	Room        string `json:"room"`
+	Conv        string `json:"conv"`
 	Text        string `json:"text"`
 	ClientMsgID string `json:"clientMsgId"`
 }

@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -42,10 +43,18 @@ func DMConv(a, b string) string {
 // RoomConv is the conversation id of a room.
 func RoomConv(room string) string { return RoomPrefix + room }
 
-// ParseConv splits a conversation id. For a direct conversation it returns
-// the two users; for a room, the room name. ok is false for anything else.
+// ParseConv splits a conversation id. For a direct conversation ("dm") it
+// returns the two users; for a room ("room"), the room name; for a support
+// conversation ("cs"), the visitor and its number. ok is false for
+// anything else.
 func ParseConv(conv string) (kind string, a, b string, ok bool) {
 	switch {
+	case strings.HasPrefix(conv, SupportPrefix):
+		v, n, ok := ParseSupportConv(conv)
+		if !ok {
+			return "", "", "", false
+		}
+		return "cs", v, strconv.FormatInt(n, 10), true
 	case strings.HasPrefix(conv, DMPrefix):
 		rest := conv[len(DMPrefix):]
 		i := strings.IndexByte(rest, ':')

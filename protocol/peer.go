@@ -21,6 +21,7 @@ const (
 	PeerRoster  = "roster"  // node -> leader: every session on the node, sent when a leader links
 	PeerPush    = "push"    // leader -> node: hand the encoded push Push to local Users; with Conv, a message's push, once per connection
 	PeerAck     = "ack"     // leader -> node: every frame up to Up is handled
+	PeerSupport = "support" // node -> leader: customer-service request Op for User, answered by a reply with the same Req
 )
 
 // Room request operations, in PeerFrame.Op.
@@ -79,6 +80,7 @@ type PeerFrame struct {
 	Seq         int64           `json:"seq,omitempty"`         // push of a message: its seq
 	Busy        bool            `json:"busy,omitempty"`        // ack: the leader cannot hand messages on as fast as they come; refuse new ones for a moment
 	RetryAfter  int             `json:"retryAfter,omitempty"`  // reply: seconds the client is to wait before trying again
+	Support     *SupportPeer    `json:"support,omitempty"`     // support request or reply: what else it carries
 
 	// Again marks a route frame a node hands over a second time, after the
 	// link it first went out on was lost unacknowledged, and the push

@@ -106,7 +106,7 @@ func (p *jsonReader) chatData() (d ChatData, ok bool) {
 	if !p.byte('{') {
 		return d, false
 	}
-	var seen [4]bool
+	var seen [5]bool
 	p.space()
 	if p.byte('}') {
 		return d, true
@@ -133,8 +133,10 @@ func (p *jsonReader) chatData() (d ChatData, ok bool) {
 			field, n = &d.Text, 2
 		case "clientMsgId":
 			field, n = &d.ClientMsgID, 3
+		case "conv":
+			field, n = &d.Conv, 4
 		default:
-			if foldsTo(key, "to", "room", "text", "clientMsgId") || !p.skip(0) {
+			if foldsTo(key, "to", "room", "text", "clientMsgId", "conv") || !p.skip(0) {
 				return d, false
 			}
 		}

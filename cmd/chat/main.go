@@ -114,6 +114,17 @@
 // changes nothing. It first waits up to --wait for the gateway to list a
 // node.
 //
+// # Customer-service agents
+//
+//	chat admin agent add <user> [--capacity N] [--mongo URI] [--mongo-db DB]
+//	chat admin agent set <user> --capacity N
+//	chat admin agent disable|enable|remove <user>
+//	chat admin agent list
+//
+// makes a registered user an agent, changes its capacity, takes it out of
+// service or back, or lists the agents, writing to MongoDB; the leader
+// applies a change within 2 s.
+//
 // Every flag has an environment variable; see chat -h and chat seed-demo -h.
 package main
 
@@ -154,6 +165,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if len(args) > 0 && args[0] == "seed-demo" {
 		return runSeed(ctx, args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "admin" {
+		return runAdmin(ctx, args[1:], stdout, stderr)
+	}
 	cfg, err := parseFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK
@@ -184,7 +198,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "usage: chat --user NAME [flags]   (password in $CHAT_PASSWORD; commands on standard input, /help lists them)\n"+
-			"       chat seed-demo [flags]    (creates the demo users and rooms; chat seed-demo -h)\n\nflags:\n")
+			"       chat seed-demo [flags]    (creates the demo users and rooms; chat seed-demo -h)\n"+
+			"       chat admin agent ...      (customer-service agents; chat admin -h)\n\nflags:\n")
 		fs.PrintDefaults()
 	}
 	gateway := fs.String("gateway", "CHAT_GATEWAY_URL", cfg.Gateway, "gateway base URL")
@@ -201,7 +216,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return cfg, err
 	}
 	if fs.NArg() > 0 {
-		return cfg, fmt.Errorf("unexpected argument %q (commands are read from standard input; the only subcommand is seed-demo)", fs.Arg(0))
+		return cfg, fmt.Errorf("unexpected argument %q (commands are read from standard input; the subcommands are seed-demo and admin)", fs.Arg(0))
 	}
 	if err := register.err; err != nil {
 		return cfg, err

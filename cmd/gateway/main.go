@@ -41,6 +41,7 @@ func run(args []string) error {
 	tlsCert := fs.String("tls-cert-file", "CHAT_GATEWAY_TLS_CERT_FILE", "", "PEM certificate chain: with --tls-key-file the gateway serves HTTPS (SIGHUP reloads it); the nodes should then publish wss:// URLs")
 	tlsKey := fs.String("tls-key-file", "CHAT_GATEWAY_TLS_KEY_FILE", "", "PEM private key of --tls-cert-file")
 	throttle := accounts.ThrottleFlags(fs, cfg.Throttle)
+	visitorRate := fs.Int("visitors-per-minute", "CHAT_VISITORS_PER_MINUTE", cfg.VisitorsPerMinute, "visitors one address may create a minute with POST /api/visitor (0: no bound)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -55,6 +56,7 @@ func run(args []string) error {
 	cfg.Listen, cfg.RedisPrefix, cfg.Mongo, cfg.MongoDB, cfg.Logger = *listen, *prefix, *mongo, *mongoDB, log
 	cfg.AdminListen, cfg.BcryptCost, cfg.Throttle = *admin, *cost, throttle()
 	cfg.TLSCertFile, cfg.TLSKeyFile = *tlsCert, *tlsKey
+	cfg.VisitorsPerMinute = *visitorRate
 	g, err := gateway.New(cfg)
 	if err != nil {
 		return err

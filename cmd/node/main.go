@@ -69,6 +69,7 @@ func run(args []string) error {
 	slowAfter := fs.Duration("slow-client-timeout", "CHAT_SLOW_CLIENT_TIMEOUT", cfg.SlowClientTimeout, "how long a client's send queue may stay over --send-queue before it is disconnected as too slow")
 	hotDirect := fs.String("hot-words-direct", "CHAT_HOT_WORDS_DIRECT", "false", "count the words of direct messages in the public hot-word ranking too (default: rooms only, since direct messages are private)")
 	hotReset := fs.Duration("hot-words-reset", "CHAT_HOT_WORDS_RESET", cfg.HotWordsReset, "how often the leader resets the hot-word ranking (0: never)")
+	grace := fs.Duration("support-grace", "CHAT_SUPPORT_GRACE", cfg.SupportGrace, "how long an agent holding support conversations may be offline before they go back to the queue")
 	throttle := accounts.ThrottleFlags(fs, cfg.LoginThrottle)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -111,7 +112,7 @@ func run(args []string) error {
 	cfg.RedisPrefix, cfg.Mongo, cfg.MongoDB = *prefix, *mongo, *mongoDB
 	cfg.Secret = []byte(strings.TrimSpace(string(secret)))
 	cfg.DrainTimeout = *drain
-	cfg.WordFilterFile, cfg.HotWordsReset = *filter, *hotReset
+	cfg.WordFilterFile, cfg.HotWordsReset, cfg.SupportGrace = *filter, *hotReset, *grace
 	cfg.BcryptCost, cfg.LoginThrottle = *cost, throttle()
 	if cfg.HotWordsDirect, err = strconv.ParseBool(*hotDirect); err != nil {
 		return fmt.Errorf("--hot-words-direct %q must be true or false", *hotDirect)

@@ -885,3 +885,18 @@ func spawn(cmd *exec.Cmd) error {
 	spawner.reqs <- func() { errc <- cmd.Start() }
 	return <-errc
 }
+
+// Admin runs the terminal client's admin command (chat admin args...)
+// against the cluster's MongoDB database and returns its standard output;
+// the test fails if it exits with an error.
+func (c *Cluster) Admin(t testing.TB, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(c.bins.Chat, append([]string{"admin"}, args...)...)
+	cmd.Env = append(os.Environ(), "CHAT_MONGO="+c.mongo, "CHAT_MONGO_DB="+c.ns)
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("chat admin %s: %v\n%s", strings.Join(args, " "), err, errb.String())
+	}
+	return out.String()
+}
