@@ -3,6 +3,7 @@ package accounts
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base32"
 	"encoding/hex"
 	"errors"
@@ -15,18 +16,22 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"chatcluster/history"
 	"chatcluster/protocol"
 )
 
 // Visitors of customer service: anonymous, each with an id (protocol
 // ValidVisitor) and a token its browser or app keeps, so a reload or
 // reconnect logs in as the same visitor and resumes its conversation.
-// They live in Redis:
+// They are durable in MongoDB (the visitors collection, with a SHA-256
+// hash of the token, never the token) and cached in Redis:
 //
-//	<p>visitor:<id>      hash: name, channel, created (unix ms)
-//	<p>vtoken:<token>    the visitor id
+//	<p>visitor:<id>         hash: name, channel, created (unix ms)
+//	<p>vtoken:<sha256 hex>  the visitor id
 //
-// Both expire VisitorTTL after the visitor's last login.
+// The cache expires VisitorTTL after the visitor's last login; a token
+// Redis no longer knows (it expired, or Redis lost its data) is looked up
+// in MongoDB and cached again.
 
 // VisitorTTL is how long a visitor that does not come back is kept.
 const VisitorTTL = 30 * 24 * time.Hour
@@ -127,17 +132,34 @@ func (a *Accounts) CreateVisitor(ctx context.Context, name, channel, remote stri
 		v.Name = "Visitor " + strings.ToUpper(v.ID[len(v.ID)-4:])
 	}
 	tok := protocol.VisitorTokenPrefix + hex.EncodeToString(tb[:])
+	if err := a.store.CreateVisitor(ctx, v.ID, tokenHash(tok), v.Name, v.Channel); err != nil {
+		return Visitor{}, "", unavailable(err)
+	}
+	if err := a.cacheVisitor(ctx, v, tok); err != nil {
+		return Visitor{}, "", err
+	}
+	return v, tok, nil
+}
+
+// tokenHash is what is stored of a visitor token.
+func tokenHash(tok string) string {
+	h := sha256.Sum256([]byte(tok))
+	return hex.EncodeToString(h[:])
+}
+
+// cacheVisitor puts v and its token in Redis.
+func (a *Accounts) cacheVisitor(ctx context.Context, v Visitor, tok string) error {
 	pipe := a.rdb.TxPipeline()
 	if _, ok := a.rdb.(*redis.ClusterClient); ok {
 		pipe = a.rdb.Pipeline() // two slots: no MULTI on a cluster
 	}
 	pipe.HSet(ctx, a.visitorKey(v.ID), "name", v.Name, "channel", v.Channel, "created", time.Now().UnixMilli())
 	pipe.Expire(ctx, a.visitorKey(v.ID), VisitorTTL)
-	pipe.Set(ctx, a.vtokenKey(tok), v.ID, VisitorTTL)
+	pipe.Set(ctx, a.vtokenKey(tokenHash(tok)), v.ID, VisitorTTL)
 	if _, err := pipe.Exec(ctx); err != nil {
-		return Visitor{}, "", unavailable(err)
+		return unavailable(err)
 	}
-	return v, tok, nil
+	return nil
 }
 
 // TokenVisitor returns the visitor a visitor token belongs to and keeps
@@ -147,15 +169,26 @@ func (a *Accounts) TokenVisitor(ctx context.Context, tok string) (string, error)
 	if !strings.HasPrefix(tok, protocol.VisitorTokenPrefix) {
 		return "", ErrBadCredentials
 	}
-	id, err := a.rdb.Get(ctx, a.vtokenKey(tok)).Result()
+	h := tokenHash(tok)
+	id, err := a.rdb.Get(ctx, a.vtokenKey(h)).Result()
 	switch {
 	case errors.Is(err, redis.Nil):
-		return "", ErrBadCredentials
+		id, name, channel, err := a.store.VisitorByToken(ctx, h)
+		switch {
+		case errors.Is(err, history.ErrNotFound):
+			return "", ErrBadCredentials
+		case err != nil:
+			return "", unavailable(err)
+		}
+		if err := a.cacheVisitor(ctx, Visitor{ID: id, Name: name, Channel: channel}, tok); err != nil {
+			return "", err
+		}
+		return id, nil
 	case err != nil:
 		return "", unavailable(err)
 	}
 	pipe := a.rdb.Pipeline()
-	pipe.Expire(ctx, a.vtokenKey(tok), VisitorTTL)
+	pipe.Expire(ctx, a.vtokenKey(h), VisitorTTL)
 	pipe.Expire(ctx, a.visitorKey(id), VisitorTTL)
 	_, _ = pipe.Exec(ctx)
 	return id, nil
@@ -169,7 +202,15 @@ func (a *Accounts) Visitor(ctx context.Context, id string) (Visitor, error) {
 	}
 	v := Visitor{ID: id}
 	if vals[0] == nil {
-		return v, ErrUnknownUser
+		name, channel, err := a.store.VisitorByID(ctx, id)
+		switch {
+		case errors.Is(err, history.ErrNotFound):
+			return v, ErrUnknownUser
+		case err != nil:
+			return v, unavailable(err)
+		}
+		v.Name, v.Channel = name, channel
+		return v, nil
 	}
 	v.Name, _ = vals[0].(string)
 	v.Channel, _ = vals[1].(string)

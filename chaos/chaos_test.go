@@ -46,6 +46,7 @@ type runConfig struct {
 	messages int64
 	seed     int64
 	redis    string // CHAT_CHAOS_REDIS: single, sentinel or cluster
+	support  bool   // CHAT_CHAOS_SUPPORT: run the customer-service workload too
 }
 
 func loadConfig(t *testing.T) runConfig {
@@ -66,6 +67,7 @@ func loadConfig(t *testing.T) runConfig {
 		clients: int(num("CHAT_CHAOS_CLIENTS", 6, 2)),
 		seed:    num("CHAT_CHAOS_SEED", time.Now().UnixNano()%1_000_000, 0),
 		redis:   os.Getenv("CHAT_CHAOS_REDIS"),
+		support: os.Getenv("CHAT_CHAOS_SUPPORT") != "0",
 	}
 	switch cfg.redis {
 	case "":
@@ -106,7 +108,7 @@ func TestChaos(t *testing.T) {
 	opts := testenv.Options{
 		Nodes:          chaosNodes,
 		SessionTimeout: sessionTimeout,
-		Env:            []string{"CHAT_RATE_LIMIT=100000"},
+		Env:            []string{"CHAT_RATE_LIMIT=100000", "CHAT_VISITORS_PER_MINUTE=0", "CHAT_SUPPORT_GRACE=" + supportGrace.String()},
 		ZK:             testenv.ZKEnsemble(t),
 		Mongo:          mongo.URI(),
 	}
@@ -179,6 +181,11 @@ func TestChaos(t *testing.T) {
 	if _, ok, note := h.awaitDelivery(t0, recoveryTimeout); !ok {
 		t.Fatalf("no traffic before the first fault: %s", note)
 	}
+	var sup *SupportLoad
+	if cfg.support {
+		sup = h.startSupport(ctx, uint64(cfg.seed))
+		defer sup.Close()
+	}
 
 	schedule := Schedule(cfg.rounds, cfg.seed)
 	if len(cfg.faults) > 0 {
@@ -219,6 +226,13 @@ func TestChaos(t *testing.T) {
 
 	// Complete the record: stop sending, bring every client to the latest
 	// of every conversation, then stop the clients.
+	if sup != nil {
+		supCtx, supCancel := context.WithTimeout(ctx, settleTimeout)
+		if err := sup.Stop(supCtx); err != nil {
+			t.Error(err)
+		}
+		supCancel()
+	}
 	var wg sync.WaitGroup
 	for _, cl := range h.clients {
 		wg.Add(1)
@@ -260,6 +274,12 @@ func TestChaos(t *testing.T) {
 		reconnects, catchUpFailures, kicked, rebuilds, gapSyncs, refused)
 
 	report.Result = Check(h.rec)
+	if sup != nil {
+		checkCtx, checkCancel := context.WithTimeout(ctx, settleTimeout)
+		sr := sup.Check(checkCtx, h.gw)
+		checkCancel()
+		report.Support = &sr
+	}
 	report.Elapsed = time.Since(started)
 	fmt.Print(report.Table())
 	if !report.OK() {
@@ -267,6 +287,49 @@ func TestChaos(t *testing.T) {
 			report.Result.Lost, report.Result.Duplicates, report.Result.OutOfOrder, len(report.Faults), report.Scheduled,
 			len(report.Unrecovered()), stoppedNote(report.Stopped))
 	}
+}
+
+// The customer-service workload: three agents of capacity 2, a visitor
+// every 1.5 s, each writing 4 messages; an agent offline longer than the
+// grace period loses its conversations to the queue.
+const (
+	supportGrace    = 4 * time.Second
+	supportAgents   = 3
+	supportCapacity = 2
+	supportArrival  = 1500 * time.Millisecond
+	supportMessages = 4
+)
+
+// startSupport makes the agents and starts the customer-service workload.
+func (h *harness) startSupport(ctx context.Context, seed uint64) *SupportLoad {
+	var agents []string
+	for i := range supportAgents {
+		name := fmt.Sprintf("agent%d", i+1)
+		if err := h.gw.Register(ctx, name, chaosPassword); err != nil {
+			h.t.Fatalf("register %s: %v", name, err)
+		}
+		h.c.Admin(h.t, "agent", "add", name, "--capacity", strconv.Itoa(supportCapacity))
+		agents = append(agents, name)
+	}
+	sup := NewSupportLoad(SupportConfig{
+		Gateway: h.gw, Agents: agents, Password: chaosPassword, Capacity: supportCapacity,
+		Arrival: supportArrival, Messages: supportMessages, Seed: seed, Logf: h.t.Logf,
+		LeaderAdmin: func() string {
+			v, err := h.clusterView()
+			if err != nil || v.Leader == "" {
+				return ""
+			}
+			i := h.c.Index(v.Leader)
+			if i < 0 || !h.c.Running(i) {
+				return ""
+			}
+			return h.c.Node(i).AdminAddr
+		},
+	}, NewRecord())
+	sup.Start()
+	h.t.Logf("chaos: customer service: %d agents of capacity %d, a visitor every %s writing %d messages, grace %s",
+		supportAgents, supportCapacity, supportArrival, supportMessages, supportGrace)
+	return sup
 }
 
 func stoppedNote(s string) string {

@@ -24,6 +24,7 @@
 //	                     and the redis fault kills one master with kill -9 (each in
 //	                     turn; the cluster promotes its replica), then brings it back
 //	                     as the new master's replica
+//	CHAT_CHAOS_SUPPORT   0: leave out the customer-service workload (default: run it)
 //
 // `make chaos` runs it with 20 rounds. Everything it starts listens on
 // loopback only, and it stops by itself: at the end of the schedule, at
@@ -58,6 +59,23 @@
 //     that is, it shows a later seq of the conversation first (such a
 //     message can then never be shown, so it is lost as well), or shows at
 //     another seq than the one acknowledged.
+//
+// # Customer service
+//
+// Beside the chat clients, a customer-service workload (support.go) runs
+// through every fault: visitors arrive through the gateway (one every
+// 1.5 s), ask for an agent, write four messages and close; three agents
+// of capacity 2 answer each message, and now and then set themselves
+// away or drop their connection for 1 to 7 s, around the grace period of
+// 4 s. Its checker verifies that every message acknowledged in a support
+// conversation is stored and shown once, in order, by the other side as
+// the server stored it (the agent it was assigned to at the time, or the
+// visitor); that every visitor was assigned and never had two open
+// conversations; that in every snapshot of the leader's state, taken
+// every 250 ms from its admin listener (GET /support), no agent holds more
+// than its capacity and a conversation is in one place only; and that at
+// the end the agents' own lists agree with the leader. Its table follows
+// the chat table.
 //
 // Deliveries that the client's offsets hide because it already holds the
 // message (the same message by push and by sync, a push after a reconnect)

@@ -33,6 +33,9 @@ type Report struct {
 	Faults    []FaultRun // faults injected
 	Stopped   string     // why the run stopped before the schedule's end ("" if it did not)
 	Result    Result
+	// Support is the customer-service workload's result; nil when it did
+	// not run.
+	Support *SupportResult
 }
 
 // Unrecovered returns the faults after which the cluster did not deliver
@@ -50,7 +53,8 @@ func (r Report) Unrecovered() []FaultRun {
 // OK reports whether the run passed: every scheduled fault injected and
 // recovered from, and no violation.
 func (r Report) OK() bool {
-	return r.Result.OK() && r.Stopped == "" && len(r.Faults) == r.Scheduled && len(r.Unrecovered()) == 0
+	return r.Result.OK() && r.Stopped == "" && len(r.Faults) == r.Scheduled && len(r.Unrecovered()) == 0 &&
+		(r.Support == nil || r.Support.OK())
 }
 
 // Quantile returns the q-quantile (0 < q <= 1) of ds by nearest rank, 0
@@ -139,6 +143,30 @@ func (r Report) Table() string {
 		}
 		if res.Unlisted > 0 {
 			fmt.Fprintf(&b, "  ... and %d more\n", res.Unlisted)
+		}
+	}
+	if sr := r.Support; sr != nil {
+		res := sr.Result
+		b.WriteString("\ncustomer service (visitors, agents with capacity, the leader's queue):\n")
+		row("visitors", sr.Visitors, "arrived, asked for an agent, wrote, closed")
+		row("visitors assigned", sr.Assigned, "must be every visitor")
+		fmt.Fprintf(&b, "%-26s %10s  %s\n", "wait for an agent", fmt.Sprintf("%s/%s", seconds(sr.Waits, 0.5), seconds(sr.Waits, 0.99)), "p50/p99, support to the assigned push")
+		row("leader snapshots checked", sr.Snapshots, "capacity held, one place per conversation")
+		row("state violations", len(sr.Problems), "must be 0")
+		row("messages acknowledged", res.Acked, "")
+		row("deliveries expected", res.Expected, "to the other side at the time (the stored to)")
+		row("delivered", res.Delivered, "shown by the recipient")
+		row("not stored", sr.Unstored, "must be 0")
+		row("lost", res.Lost, "must be 0")
+		row("duplicates shown", res.Duplicates, "must be 0")
+		row("out of order", res.OutOfOrder, "must be 0")
+		row("sends given up", res.GaveUp, "info: the conversation moved or closed first")
+		row("connections", int(sr.Reconnects), "info: visitors' and agents'")
+		if len(sr.Problems)+len(res.Problems) > 0 {
+			b.WriteString("\ncustomer-service violations:\n")
+			for _, p := range append(slices.Clone(sr.Problems), res.Problems...) {
+				fmt.Fprintf(&b, "  %s\n", p)
+			}
 		}
 	}
 	if r.OK() {

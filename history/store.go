@@ -50,6 +50,7 @@ const (
 	convsColl = "user_convs"
 	csColl    = "support_convs"
 	agentColl = "support_agents"
+	visitColl = "visitors"
 )
 
 // DefaultTimeout bounds server selection and connecting: a MongoDB that is
@@ -77,16 +78,17 @@ type User struct {
 // concurrent use. Every method honours its context; an unreachable server
 // fails within DefaultTimeout.
 type Store struct {
-	client *mongo.Client
-	db     *mongo.Database
-	users  *mongo.Collection
-	rooms  *mongo.Collection
-	convs  *mongo.Collection // user_convs: the direct conversations of each user
-	chunks *mongo.Collection // message_chunks: the messages, by block (blocks.go)
-	tops   *mongo.Collection // message_tops: each conversation's newest block
-	cs     *mongo.Collection // support_convs: customer-service conversations (support.go)
-	agents *mongo.Collection // support_agents: the agents
-	log    zerolog.Logger
+	client   *mongo.Client
+	db       *mongo.Database
+	users    *mongo.Collection
+	rooms    *mongo.Collection
+	convs    *mongo.Collection // user_convs: the direct conversations of each user
+	chunks   *mongo.Collection // message_chunks: the messages, by block (blocks.go)
+	tops     *mongo.Collection // message_tops: each conversation's newest block
+	cs       *mongo.Collection // support_convs: customer-service conversations (support.go)
+	agents   *mongo.Collection // support_agents: the agents
+	visitors *mongo.Collection // visitors: customer service's visitors, by id, with their token's hash
+	log      zerolog.Logger
 
 	pairsMu sync.Mutex
 	pairs   map[string]struct{} // user_convs ids this Store has written (bounded)
@@ -140,7 +142,7 @@ func Open(ctx context.Context, uri, dbName string, opts ...OpenOption) (*Store, 
 	db := client.Database(dbName)
 	s := &Store{client: client, db: db, users: db.Collection(usersColl), rooms: db.Collection(roomsColl),
 		convs: db.Collection(convsColl), chunks: db.Collection(chunksColl), tops: db.Collection(topsColl),
-		cs: db.Collection(csColl), agents: db.Collection(agentColl),
+		cs: db.Collection(csColl), agents: db.Collection(agentColl), visitors: db.Collection(visitColl),
 		log:   oo.log.With().Str("component", "history-store").Str("db", dbName).Logger(),
 		pairs: map[string]struct{}{}, blocks: newCache2[blockKey, *blockState](maxBlocksCached),
 		topsC: newCache2[string, topState](maxTopsCached)}
@@ -153,6 +155,9 @@ func Open(ctx context.Context, uri, dbName string, opts ...OpenOption) (*Store, 
 	})
 	if err != nil {
 		return fail(fmt.Errorf("create index on %s: %w", convsColl, err))
+	}
+	if _, err = s.visitors.Indexes().CreateOne(ctx, mongo.IndexModel{Keys: bson.D{{Key: "token", Value: 1}}, Options: options.Index().SetName("token")}); err != nil {
+		return fail(fmt.Errorf("create index on %s: %w", visitColl, err))
 	}
 	for _, key := range []string{"visitor", "state"} {
 		_, err = s.cs.Indexes().CreateOne(ctx, mongo.IndexModel{Keys: bson.D{{Key: key, Value: 1}}, Options: options.Index().SetName(key)})
@@ -285,16 +290,16 @@ func (s *Store) KeyUsers(ctx context.Context, key func(name string) string) (key
 	return keyed, aliased, nil
 }
 
-// addPairs records, for the direct messages among msgs, that sender and
-// recipient take part in the conversation (user_convs), skipping what this
-// Store wrote before.
+// addPairs records, for the direct and support messages among msgs, that
+// sender and recipient take part in the conversation (user_convs),
+// skipping what this Store wrote before.
 func (s *Store) addPairs(ctx context.Context, msgs []protocol.Message) error {
 	var docs []any
 	var ids []string
 	batch := map[string]bool{}
 	s.pairsMu.Lock()
 	for _, m := range msgs {
-		if m.Room != "" || !strings.HasPrefix(m.Conv, protocol.DMPrefix) {
+		if m.Room != "" || !strings.HasPrefix(m.Conv, protocol.DMPrefix) && !strings.HasPrefix(m.Conv, protocol.SupportPrefix) {
 			continue
 		}
 		for _, u := range []string{m.From, m.To} {

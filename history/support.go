@@ -2,6 +2,7 @@ package history
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -213,4 +214,51 @@ func (s *Store) RemoveAgent(ctx context.Context, name string) error {
 		return ErrNotFound
 	}
 	return nil
+}
+
+// visitorDoc is a customer-service visitor: its id, a hash of its token
+// (the token itself is never stored), and what it gave at its creation.
+type visitorDoc struct {
+	ID      string    `bson:"_id"`
+	Token   string    `bson:"token"`
+	Name    string    `bson:"name"`
+	Channel string    `bson:"channel"`
+	Created time.Time `bson:"created"`
+}
+
+// CreateVisitor stores a new visitor, whose token hashes to tokenHash.
+func (s *Store) CreateVisitor(ctx context.Context, id, tokenHash, name, channel string) error {
+	_, err := s.visitors.InsertOne(ctx, visitorDoc{ID: id, Token: tokenHash, Name: name, Channel: channel,
+		Created: time.Now().UTC().Truncate(time.Millisecond)})
+	if err != nil {
+		return fmt.Errorf("history: create visitor %s: %w", id, err)
+	}
+	return nil
+}
+
+// VisitorByToken returns the visitor whose token hashes to tokenHash:
+// its id, name and channel. ErrNotFound if none.
+func (s *Store) VisitorByToken(ctx context.Context, tokenHash string) (id, name, channel string, err error) {
+	var d visitorDoc
+	err = s.visitors.FindOne(ctx, bson.D{{Key: "token", Value: tokenHash}}).Decode(&d)
+	switch {
+	case errors.Is(err, mongo.ErrNoDocuments):
+		return "", "", "", ErrNotFound
+	case err != nil:
+		return "", "", "", fmt.Errorf("history: visitor by token: %w", err)
+	}
+	return d.ID, d.Name, d.Channel, nil
+}
+
+// VisitorByID returns a visitor's name and channel. ErrNotFound if none.
+func (s *Store) VisitorByID(ctx context.Context, id string) (name, channel string, err error) {
+	var d visitorDoc
+	err = s.visitors.FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&d)
+	switch {
+	case errors.Is(err, mongo.ErrNoDocuments):
+		return "", "", ErrNotFound
+	case err != nil:
+		return "", "", fmt.Errorf("history: visitor %s: %w", id, err)
+	}
+	return d.Name, d.Channel, nil
 }

@@ -868,3 +868,67 @@ func (ss *supportService) visitor(user, visitor string) protocol.PeerFrame {
 	}
 	return protocol.PeerFrame{Support: &protocol.SupportPeer{Convs: out}}
 }
+
+// Snapshot is the whole state at one instant; ok is false until it is
+// loaded.
+func (ss *supportService) snapshot() (protocol.SupportSnapshot, bool) {
+	select {
+	case <-ss.loaded:
+	default:
+		return protocol.SupportSnapshot{}, false
+	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	out := protocol.SupportSnapshot{Node: ss.l.id, Epoch: ss.l.epoch, Taken: now(),
+		Queue: []protocol.SupportConv{}, Held: []protocol.SupportConv{}, Agents: []protocol.AgentSnapshot{}}
+	for i, c := range ss.st.Queue() {
+		info := c.Info()
+		info.Position, info.Waiting = i+1, ss.st.QueueLen()
+		out.Queue = append(out.Queue, info)
+	}
+	holders := ss.st.Holders()
+	for _, a := range ss.st.Agents() {
+		out.Agents = append(out.Agents, protocol.AgentSnapshot{Agent: a.Name, Capacity: a.Capacity, Disabled: a.Disabled,
+			Status: a.Status, Online: ss.online(a.Name), Open: ss.st.Load(a.Name)})
+		holders = slices.DeleteFunc(holders, func(h string) bool { return h == a.Name })
+	}
+	for _, h := range holders { // removed by the operator, still holding
+		out.Agents = append(out.Agents, protocol.AgentSnapshot{Agent: h, Disabled: true, Online: ss.online(h), Open: ss.st.Load(h)})
+	}
+	for _, a := range out.Agents {
+		for _, c := range ss.st.Held(a.Agent) {
+			out.Held = append(out.Held, c.Info())
+		}
+	}
+	return out, true
+}
+
+// restoreConvs puts every open conversation back in its visitor's and its
+// agent's conversation lists, after Redis lost them.
+func (ss *supportService) restoreConvs(ctx context.Context) error {
+	if ss == nil || ss.l.d.Support == nil {
+		return nil
+	}
+	select {
+	case <-ss.loaded:
+	default:
+		return nil
+	}
+	ss.mu.Lock()
+	var pairs [][2]string
+	for _, c := range ss.st.Queue() {
+		pairs = append(pairs, [2]string{c.Visitor, c.ID})
+	}
+	for _, a := range ss.st.Holders() {
+		for _, c := range ss.st.Held(a) {
+			pairs = append(pairs, [2]string{c.Visitor, c.ID}, [2]string{a, c.ID})
+		}
+	}
+	ss.mu.Unlock()
+	for _, p := range pairs {
+		if err := ss.l.d.Convs.AddConv(ctx, p[0], p[1]); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -134,9 +134,15 @@ func (l *Term) Linked() <-chan struct{} { return l.linked }
 func (l *Term) Rooms() int { return l.rooms.reg.Len() }
 
 // RestoreConvs puts every room back in its members' conversation lists,
-// after Redis lost them; nothing while the rooms are still loading (the
-// load does it).
-func (l *Term) RestoreConvs(ctx context.Context) error { return l.rooms.restoreConvs(ctx) }
+// and every open support conversation in its visitor's and agent's, after
+// Redis lost them; nothing while they are still loading. (Closed support
+// conversations come back from MongoDB per user, with the direct ones.)
+func (l *Term) RestoreConvs(ctx context.Context) error {
+	if err := l.rooms.restoreConvs(ctx); err != nil {
+		return err
+	}
+	return l.support.restoreConvs(ctx)
+}
 
 // AddQueues adds to out how many frames wait on the term's link to each
 // node, by node id.
@@ -343,3 +349,7 @@ func (l *Term) send(node string, f *protocol.PeerFrame) {
 	}
 	l.m.LeaderFramesOut.Inc()
 }
+
+// SupportSnapshot is customer service's whole state at one instant; ok is
+// false until the term has loaded it.
+func (l *Term) SupportSnapshot() (protocol.SupportSnapshot, bool) { return l.support.snapshot() }

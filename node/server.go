@@ -261,7 +261,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		if s.adminLn, err = net.Listen("tcp", s.cfg.AdminListen); err != nil {
 			return fmt.Errorf("node: admin listener: %w", err)
 		}
-		s.adminHTTP = &http.Server{Handler: metrics.AdminMux(s.reg), ReadHeaderTimeout: 5 * time.Second}
+		mux := metrics.AdminMux(s.reg)
+		mux.HandleFunc("GET /support", s.serveSupport)
+		s.adminHTTP = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		aln := s.adminLn
 		s.goAttach(func() { s.serveHTTP(s.adminHTTP, aln, "admin") })
 	}

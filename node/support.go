@@ -2,7 +2,9 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 
 	"chatcluster/accounts"
 	"chatcluster/handler"
@@ -113,4 +115,23 @@ func (ss supportSvc) VisitorConvs(ctx context.Context, user, visitor string) ([]
 		return nil, err
 	}
 	return rep.Support.Convs, nil
+}
+
+// serveSupport serves, on the admin listener, the leader's customer-service
+// state (protocol.SupportSnapshot); 404 on a node that does not lead, 503
+// while the leader loads it.
+func (s *Server) serveSupport(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	lead := s.routes.leading()
+	if lead == nil {
+		http.Error(w, "this node does not lead the cluster; ask the leader (GET /api/cluster on the gateway names it)", http.StatusNotFound)
+		return
+	}
+	snap, ok := lead.SupportSnapshot()
+	if !ok {
+		http.Error(w, "customer service is still loading", http.StatusServiceUnavailable)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(snap)
 }

@@ -25,6 +25,7 @@ type leaderTerm interface {
 	RestoreConvs(ctx context.Context) error
 	Rooms() int
 	AddQueues(out map[string]int)
+	SupportSnapshot() (protocol.SupportSnapshot, bool)
 	// Stop ends the term and waits for its goroutines.
 	Stop()
 }

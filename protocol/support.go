@@ -265,3 +265,25 @@ const (
 	SupportList     = "list"
 	SupportVisitor  = "visitor"
 )
+
+// SupportSnapshot is the leader's whole customer-service state at one
+// instant, as the node's admin listener serves it (GET /support): for
+// operators, and for the checker of the chaos run.
+type SupportSnapshot struct {
+	Node   string          `json:"node"`
+	Epoch  int64           `json:"epoch"`
+	Taken  int64           `json:"taken"` // unix ms
+	Queue  []SupportConv   `json:"queue"` // in queue order
+	Held   []SupportConv   `json:"held"`  // assigned, by agent then time
+	Agents []AgentSnapshot `json:"agents"`
+}
+
+// AgentSnapshot is an agent in a SupportSnapshot.
+type AgentSnapshot struct {
+	Agent    string `json:"agent"`
+	Capacity int    `json:"capacity"`
+	Disabled bool   `json:"disabled,omitempty"`
+	Status   string `json:"status"`
+	Online   bool   `json:"online"`
+	Open     int    `json:"open"`
+}

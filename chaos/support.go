@@ -1,0 +1,958 @@
+package chaos
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"chatcluster/chatclient"
+	"chatcluster/protocol"
+)
+
+// The customer-service workload runs beside the chat clients: visitors
+// arrive through the gateway, wait in the leader's queue, write to their
+// agent and close; agents answer, set themselves away and back, and drop
+// their connections for shorter and longer than the grace period, while
+// the faults go on. Its checker verifies:
+//
+//   - every message acknowledged in a support conversation is stored, and
+//     shown once and in order by the other side as it was when the message
+//     was stored (the agent the leader had assigned, or the visitor);
+//   - every visitor who asked was assigned, and had one open conversation
+//     at a time;
+//   - in every snapshot of the leader's state (GET /support on its admin
+//     listener, taken every quarter second), no agent holds more than its
+//     capacity, a conversation is queued or held by one agent, never both
+//     nor twice, and the queue's places are 1..n;
+//   - at the end, with the workload stopped, the agents' own lists agree
+//     with the leader and are disjoint.
+
+// SupportConfig configures the customer-service workload.
+type SupportConfig struct {
+	Gateway  *chatclient.Gateway
+	Agents   []string // registered users the operator made agents
+	Password string   // of the agents
+	Capacity int      // of each agent
+	Arrival  time.Duration
+	Messages int // each visitor sends, once its conversation is open
+	Seed     uint64
+	// LeaderAdmin returns the admin address (host:port) of the node that
+	// leads now, "" when none does.
+	LeaderAdmin func() string
+	Logf        func(format string, args ...any)
+}
+
+// SupportLoad is the running workload. Create it with NewSupportLoad.
+type SupportLoad struct {
+	cfg    SupportConfig
+	rec    *Record
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	wgV    sync.WaitGroup // the visitors
+	stop   chan struct{}  // closed: no more arrivals or churn
+	stopOn sync.Once
+
+	mu       sync.Mutex
+	acks     []supportAck
+	visitors []*supVisitor
+	waits    []time.Duration
+	problems []string
+	snaps    int
+	agents   map[string]*supAgent
+
+	Reconnects atomic.Int64
+}
+
+type supportAck struct {
+	msg  protocol.Message
+	cmid string
+}
+
+// NewSupportLoad returns the workload, recording into rec.
+func NewSupportLoad(cfg SupportConfig, rec *Record) *SupportLoad {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &SupportLoad{cfg: cfg, rec: rec, ctx: ctx, cancel: cancel, stop: make(chan struct{}), agents: map[string]*supAgent{}}
+}
+
+func (s *SupportLoad) logf(format string, args ...any) {
+	if s.cfg.Logf != nil {
+		s.cfg.Logf("support: "+format, args...)
+	}
+}
+
+func (s *SupportLoad) problem(format string, args ...any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.problems) < maxProblems {
+		s.problems = append(s.problems, fmt.Sprintf(format, args...))
+	}
+}
+
+func (s *SupportLoad) stopped() bool {
+	select {
+	case <-s.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// Start starts the agents, the arrivals and the snapshot checks.
+func (s *SupportLoad) Start() {
+	for i, name := range s.cfg.Agents {
+		a := &supAgent{s: s, name: name, h: newHold(name, s.rec), held: map[string]bool{},
+			rng: rand.New(rand.NewPCG(s.cfg.Seed, uint64(i)+100))}
+		s.agents[name] = a
+		s.rec.AddClient(name)
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); a.run() }()
+	}
+	s.wg.Add(2)
+	go func() { defer s.wg.Done(); s.arrive() }()
+	go func() { defer s.wg.Done(); s.watch() }()
+}
+
+// Stop ends the arrivals and the agents' churn, waits for every visitor
+// to finish (bounded by ctx), has every agent available, and stops.
+func (s *SupportLoad) Stop(ctx context.Context) error {
+	s.stopOn.Do(func() { close(s.stop) })
+	done := make(chan struct{})
+	go func() { s.wgV.Wait(); close(done) }()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.mu.Lock()
+		var left []string
+		for _, v := range s.visitors {
+			if !v.done.Load() {
+				left = append(left, fmt.Sprintf("%s (%s, assigned %v, sent %d)", v.id, v.conv, v.assigned.Load(), v.sent))
+			}
+		}
+		s.mu.Unlock()
+		err = fmt.Errorf("support: %d visitors did not finish: %v", len(left), left)
+		s.problem("%v", err)
+	}
+	s.checkQuiet(ctx)
+	s.cancel()
+	s.wg.Wait()
+	return err
+}
+
+// Close stops everything at once.
+func (s *SupportLoad) Close() { s.cancel(); s.wg.Wait() }
+
+// dial logs in at a node the gateway lists (loopback only).
+func dialSupport(ctx context.Context, gw *chatclient.Gateway, rng *rand.Rand, token string) (*chatclient.Conn, error) {
+	nodes, err := gw.Nodes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var urls []string
+	for _, n := range nodes.Nodes {
+		if loopback(n.WS) {
+			urls = append(urls, n.WS)
+		}
+	}
+	if len(urls) == 0 {
+		return nil, errors.New("no node listed")
+	}
+	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	conn, err := chatclient.Dial(dctx, urls[rng.IntN(len(urls))], 4096)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := conn.LoginToken(dctx, token); err != nil {
+		closeConn(conn)
+		return nil, err
+	}
+	return conn, nil
+}
+
+// arrive starts a visitor every Arrival until Stop.
+func (s *SupportLoad) arrive() {
+	t := time.NewTicker(s.cfg.Arrival)
+	defer t.Stop()
+	for i := 0; ; i++ {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		v := &supVisitor{s: s, rng: rand.New(rand.NewPCG(s.cfg.Seed, uint64(i)+10_000)), n: i}
+		s.mu.Lock()
+		s.visitors = append(s.visitors, v)
+		s.mu.Unlock()
+		s.wgV.Add(1)
+		go func() { defer s.wgV.Done(); v.run() }()
+	}
+}
+
+// supHold is what a support client holds, as the chat clients do: a
+// message above the next seq of its conversation waits for those before
+// it (which a push or a sync brings), so the client never shows a later
+// one first. One goroutine only.
+type supHold struct {
+	user    string
+	rec     *Record
+	view    *View
+	pending map[string][]waiting
+}
+
+func newHold(user string, rec *Record) *supHold {
+	return &supHold{user: user, rec: rec, view: NewView(), pending: map[string][]waiting{}}
+}
+
+func (h *supHold) offer(m protocol.Message, src Source) {
+	if m.Seq > h.view.Offset(m.Conv)+1 {
+		h.pending[m.Conv] = append(h.pending[m.Conv], waiting{m: m, src: src, since: time.Now()})
+		return
+	}
+	h.accept(m, src)
+	h.release(m.Conv, false)
+}
+
+func (h *supHold) accept(m protocol.Message, src Source) {
+	h.rec.AddArrival(h.user, m, src)
+	h.view.Accept(m)
+}
+
+func (h *supHold) release(conv string, all bool) {
+	w := h.pending[conv]
+	sort.SliceStable(w, func(i, j int) bool { return w[i].m.Seq < w[j].m.Seq })
+	i := 0
+	for ; i < len(w); i++ {
+		if !all && w[i].m.Seq > h.view.Offset(conv)+1 {
+			break
+		}
+		h.accept(w[i].m, w[i].src)
+	}
+	if i == len(w) {
+		delete(h.pending, conv)
+	} else {
+		h.pending[conv] = w[i:]
+	}
+}
+
+// synced takes a sync's messages of conv, everything above the offset
+// the sync was asked from, and then what waited.
+func (h *supHold) synced(conv string, msgs []protocol.Message) {
+	for _, m := range msgs {
+		h.accept(m, FromSync)
+	}
+	h.release(conv, true)
+}
+
+// gaps are the conversations with a message that has waited longer than d.
+func (h *supHold) gaps(d time.Duration) []string {
+	var out []string
+	for conv, w := range h.pending {
+		for _, x := range w {
+			if time.Since(x.since) >= d {
+				out = append(out, conv)
+				break
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// supSync syncs the given conversations (nil: all of the user's) from the
+// client's offsets, uploading what it holds where the server lost
+// messages (rebuild), and takes what comes back.
+func supSync(ctx context.Context, conn *chatclient.Conn, h *supHold, offsets map[string]int64) error {
+	got, err := conn.SyncAll(ctx, offsets)
+	if err != nil {
+		return err
+	}
+	convs := make([]string, 0, len(got))
+	for conv := range got {
+		convs = append(convs, conv)
+	}
+	sort.Strings(convs)
+	for _, conv := range convs {
+		sc := got[conv]
+		for round := 0; sc.Rebuild && round < rebuildRounds; round++ {
+			held := h.view.Held(conv, protocol.MaxSyncMessages)
+			if len(held) == 0 {
+				break
+			}
+			if _, err := conn.Rebuild(ctx, conv, held); err != nil {
+				return fmt.Errorf("rebuild %s: %w", conv, err)
+			}
+			again, err := conn.SyncAll(ctx, map[string]int64{conv: h.view.Offset(conv)})
+			if err != nil {
+				return err
+			}
+			sc = again[conv]
+		}
+		if sc.Rebuild {
+			continue // the next catch-up tries again
+		}
+		h.synced(conv, sc.Messages)
+	}
+	return nil
+}
+
+// backoffSleep waits d or until ctx ends; false when it ended.
+func backoffSleep(ctx context.Context, d time.Duration) bool { return sleep(ctx, d) }
+
+// supVisitor is one visitor: it opens one conversation, sends Messages,
+// waits for its agent, and closes it.
+type supVisitor struct {
+	s    *SupportLoad
+	n    int
+	id   string
+	tok  string
+	conv string
+	h    *supHold
+	rng  *rand.Rand
+	sent int
+	// assigned: an agent was assigned (a push, or support said so);
+	// answered: an agent's message reached it.
+	assigned, answered, done atomic.Bool
+	asked, assignedAt        time.Time
+}
+
+func (v *supVisitor) run() {
+	s := v.s
+	defer v.done.Store(true)
+	ctx := s.ctx
+	for v.id == "" {
+		r, err := s.cfg.Gateway.Visitor(ctx, fmt.Sprintf("chaos visitor %d", v.n), "web")
+		if err == nil {
+			v.id, v.tok = r.Visitor, r.Token
+			v.h = newHold(v.id, s.rec)
+			s.rec.AddClient(v.id)
+			break
+		}
+		if !backoffSleep(ctx, 200*time.Millisecond) {
+			return
+		}
+	}
+	for ctx.Err() == nil {
+		conn, err := dialSupport(ctx, s.cfg.Gateway, v.rng, v.tok)
+		if err != nil {
+			backoffSleep(ctx, 200*time.Millisecond)
+			continue
+		}
+		s.Reconnects.Add(1)
+		finished := v.serve(conn)
+		closeConn(conn)
+		if finished {
+			return
+		}
+		backoffSleep(ctx, 100*time.Millisecond)
+	}
+}
+
+func (v *supVisitor) call(conn *chatclient.Conn, f func(ctx context.Context) error) error {
+	ctx, cancel := context.WithTimeout(v.s.ctx, 10*time.Second)
+	defer cancel()
+	return f(ctx)
+}
+
+// serve runs the visitor on one connection; it reports whether the
+// visitor is done.
+func (v *supVisitor) serve(conn *chatclient.Conn) bool {
+	s := v.s
+	var sc protocol.SupportConv
+	for {
+		err := v.call(conn, func(ctx context.Context) (err error) { sc, err = conn.Support(ctx); return err })
+		if err == nil {
+			break
+		}
+		if chatclient.Code(err) <= 0 {
+			return false // the connection is gone
+		}
+		if !backoffSleep(s.ctx, 200*time.Millisecond) {
+			return true
+		}
+	}
+	if v.conv == "" {
+		v.conv, v.asked = sc.Conv, time.Now()
+	} else if sc.Conv != v.conv {
+		s.problem("visitor %s asked for %s and now has %s, before it closed the first: a conversation was lost", v.id, v.conv, sc.Conv)
+		v.conv = sc.Conv
+	}
+	if sc.State == protocol.SupportAssigned {
+		v.markAssigned()
+	}
+	if !v.catchUp(conn) {
+		return false
+	}
+	tick := time.NewTicker(time.Duration(200+v.rng.IntN(300)) * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return true
+		case p, ok := <-conn.Pushes():
+			if !ok {
+				return false
+			}
+			if !v.push(conn, p) {
+				return false
+			}
+		case <-tick.C:
+			if len(v.h.gaps(gapWait)) > 0 && !v.catchUp(conn) {
+				return false
+			}
+			switch {
+			case v.sent < s.cfg.Messages:
+				if !v.send(conn) {
+					return false
+				}
+			case v.assigned.Load() && (v.answered.Load() || time.Since(v.assignedAt) > 10*time.Second):
+				return v.finish(conn)
+			}
+		}
+	}
+}
+
+func (v *supVisitor) markAssigned() {
+	if !v.assigned.Swap(true) {
+		v.assignedAt = time.Now()
+		v.s.mu.Lock()
+		v.s.waits = append(v.s.waits, v.assignedAt.Sub(v.asked))
+		v.s.mu.Unlock()
+	}
+}
+
+// catchUp syncs the conversation from the visitor's offset.
+func (v *supVisitor) catchUp(conn *chatclient.Conn) bool {
+	err := v.call(conn, func(ctx context.Context) error {
+		return supSync(ctx, conn, v.h, map[string]int64{v.conv: v.h.view.Offset(v.conv)})
+	})
+	if err != nil {
+		return false
+	}
+	for _, m := range v.h.view.Held(v.conv, protocol.MaxSyncMessages) {
+		if m.From != v.id {
+			v.answered.Store(true)
+		}
+	}
+	return true
+}
+
+func (v *supVisitor) push(conn *chatclient.Conn, p chatclient.Push) bool {
+	switch p.Action {
+	case protocol.PushMessage:
+		var m protocol.Message
+		if json.Unmarshal(p.Data, &m) != nil || m.Conv != v.conv {
+			return true
+		}
+		v.h.offer(m, FromPush)
+		v.answered.Store(true)
+	case protocol.PushAssigned:
+		v.markAssigned()
+	case protocol.PushClosed:
+		var c protocol.ClosedPush
+		if json.Unmarshal(p.Data, &c) == nil && c.Conv == v.conv {
+			v.s.problem("visitor %s: %s was closed by %q while it was still open for it", v.id, c.Conv, c.By)
+		}
+	}
+	return true
+}
+
+// send sends the next message until it is acknowledged; false when the
+// connection is gone.
+func (v *supVisitor) send(conn *chatclient.Conn) bool {
+	s := v.s
+	cmid := fmt.Sprintf("%s-%d", v.id[1:], v.sent+1)
+	for {
+		var r protocol.ChatReply
+		err := v.call(conn, func(ctx context.Context) (err error) {
+			r, err = conn.ChatConv(ctx, v.conv, Text(cmid), cmid)
+			return err
+		})
+		code := chatclient.Code(err)
+		switch {
+		case err == nil:
+			m := protocol.Message{ID: r.ID, Conv: r.Conv, Seq: r.Seq, From: v.id, Text: Text(cmid), TS: r.TS}
+			s.mu.Lock()
+			s.acks = append(s.acks, supportAck{msg: m, cmid: cmid})
+			s.mu.Unlock()
+			v.h.offer(m, FromAck)
+			v.sent++
+			return true
+		case code <= 0:
+			return false // resent with the same clientMsgId on the next connection
+		case code == protocol.CodeRateLimited || code == protocol.CodeUnavailable:
+			if !backoffSleep(s.ctx, 300*time.Millisecond) {
+				return true
+			}
+		default:
+			s.problem("visitor %s: message %s to %s refused: %v", v.id, cmid, v.conv, err)
+			s.rec.AddGaveUp(cmid)
+			v.sent++
+			return true
+		}
+	}
+}
+
+// finish closes the conversation and syncs it to its end.
+func (v *supVisitor) finish(conn *chatclient.Conn) bool {
+	s := v.s
+	for {
+		err := v.call(conn, func(ctx context.Context) error { _, err := conn.SupportClose(ctx, v.conv); return err })
+		if err == nil {
+			break
+		}
+		if chatclient.Code(err) <= 0 {
+			return false
+		}
+		if !backoffSleep(s.ctx, 200*time.Millisecond) {
+			return true
+		}
+	}
+	if !v.catchUp(conn) {
+		return false
+	}
+	return true
+}
+
+// supAgent is one agent.
+type supAgent struct {
+	s    *SupportLoad
+	name string
+	h    *supHold
+	rng  *rand.Rand
+
+	mu   sync.Mutex
+	held map[string]bool // the conversations it holds, as it knows them
+	away bool
+	conn *chatclient.Conn
+}
+
+func (a *supAgent) run() {
+	s := a.s
+	for s.ctx.Err() == nil {
+		tok, _, err := s.cfg.Gateway.Login(s.ctx, a.name, s.cfg.Password)
+		if err != nil {
+			backoffSleep(s.ctx, 200*time.Millisecond)
+			continue
+		}
+		conn, err := dialSupport(s.ctx, s.cfg.Gateway, a.rng, tok)
+		if err != nil {
+			backoffSleep(s.ctx, 200*time.Millisecond)
+			continue
+		}
+		s.Reconnects.Add(1)
+		drop := a.serve(conn)
+		closeConn(conn)
+		if drop > 0 && !backoffSleep(s.ctx, drop) {
+			return
+		}
+		backoffSleep(s.ctx, 100*time.Millisecond)
+	}
+}
+
+func (a *supAgent) call(f func(ctx context.Context) error) error {
+	ctx, cancel := context.WithTimeout(a.s.ctx, 10*time.Second)
+	defer cancel()
+	return f(ctx)
+}
+
+// serve runs the agent on one connection until it is lost or the agent
+// drops it on purpose; then it returns how long to stay away.
+func (a *supAgent) serve(conn *chatclient.Conn) time.Duration {
+	s := a.s
+	status := protocol.AgentAvailable
+	if a.away && !s.stopped() {
+		status = protocol.AgentAway
+	}
+	if err := a.call(func(ctx context.Context) error { _, err := conn.AgentStatus(ctx, status); return err }); err != nil {
+		return 0
+	}
+	var list protocol.SupportConvsReply
+	if err := a.call(func(ctx context.Context) (err error) { list, err = conn.SupportConvs(ctx); return err }); err != nil {
+		return 0
+	}
+	a.mu.Lock()
+	a.conn = conn
+	a.held = map[string]bool{}
+	for _, c := range list.Convs {
+		a.held[c.Conv] = true
+	}
+	a.mu.Unlock()
+	defer func() { a.mu.Lock(); a.conn = nil; a.mu.Unlock() }()
+	// Everything it may have missed: every conversation it was ever given.
+	if !a.syncAll(conn, nil) {
+		return 0
+	}
+	churn := time.NewTimer(time.Duration(8+a.rng.IntN(12)) * time.Second)
+	defer churn.Stop()
+	gapTick := time.NewTicker(gapWait)
+	defer gapTick.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return 0
+		case <-gapTick.C:
+			if g := a.h.gaps(gapWait); len(g) > 0 && !a.syncAll(conn, g) {
+				return 0
+			}
+		case p, ok := <-conn.Pushes():
+			if !ok {
+				return 0
+			}
+			if !a.push(conn, p) {
+				return 0
+			}
+		case <-churn.C:
+			if s.stopped() {
+				if a.away {
+					a.away = false
+					if err := a.call(func(ctx context.Context) error { _, err := conn.AgentStatus(ctx, protocol.AgentAvailable); return err }); err != nil {
+						return 0
+					}
+				}
+				churn.Reset(time.Second)
+				continue
+			}
+			switch {
+			case a.away:
+				a.away = false
+				if err := a.call(func(ctx context.Context) error { _, err := conn.AgentStatus(ctx, protocol.AgentAvailable); return err }); err != nil {
+					return 0
+				}
+				churn.Reset(time.Duration(8+a.rng.IntN(12)) * time.Second)
+			case a.rng.IntN(2) == 0:
+				a.away = true
+				if err := a.call(func(ctx context.Context) error { _, err := conn.AgentStatus(ctx, protocol.AgentAway); return err }); err != nil {
+					return 0
+				}
+				churn.Reset(time.Duration(2+a.rng.IntN(4)) * time.Second)
+			default:
+				// Drop the connection for 1 to 7 s: sometimes back within
+				// the grace period, sometimes not.
+				return time.Duration(1000+a.rng.IntN(6000)) * time.Millisecond
+			}
+		}
+	}
+}
+
+// syncAll syncs the given conversations from the agent's offsets (nil:
+// every conversation it has).
+func (a *supAgent) syncAll(conn *chatclient.Conn, convs []string) bool {
+	var offsets map[string]int64
+	if convs != nil {
+		offsets = map[string]int64{}
+		for _, c := range convs {
+			offsets[c] = a.h.view.Offset(c)
+		}
+	}
+	return a.call(func(ctx context.Context) error { return supSync(ctx, conn, a.h, offsets) }) == nil
+}
+
+func (a *supAgent) push(conn *chatclient.Conn, p chatclient.Push) bool {
+	switch p.Action {
+	case protocol.PushAssigned:
+		var ap protocol.AssignedPush
+		if json.Unmarshal(p.Data, &ap) != nil {
+			return true
+		}
+		a.mu.Lock()
+		a.held[ap.Conv] = true
+		a.mu.Unlock()
+		// The messages so far come with it, oldest first; the newest
+		// may be past them by the time the agent reads this, and those
+		// before them too: both are synced when they have waited.
+		for _, m := range ap.Messages {
+			a.h.offer(m, FromSync)
+		}
+	case protocol.PushUnassigned:
+		var u protocol.UnassignedPush
+		if json.Unmarshal(p.Data, &u) == nil {
+			a.mu.Lock()
+			delete(a.held, u.Conv)
+			a.mu.Unlock()
+		}
+	case protocol.PushClosed:
+		var c protocol.ClosedPush
+		if json.Unmarshal(p.Data, &c) == nil {
+			a.mu.Lock()
+			delete(a.held, c.Conv)
+			a.mu.Unlock()
+		}
+	case protocol.PushMessage:
+		var m protocol.Message
+		if json.Unmarshal(p.Data, &m) != nil || !protocol.IsVisitor(m.From) {
+			return true
+		}
+		a.h.offer(m, FromPush)
+		return a.reply(conn, m)
+	}
+	return true
+}
+
+// reply answers a visitor's message, unless the conversation is no
+// longer the agent's.
+func (a *supAgent) reply(conn *chatclient.Conn, to protocol.Message) bool {
+	s := a.s
+	cmid := fmt.Sprintf("%s-re-%s", a.name, to.ID)
+	for {
+		var r protocol.ChatReply
+		err := a.call(func(ctx context.Context) (err error) { r, err = conn.ChatConv(ctx, to.Conv, Text(cmid), cmid); return err })
+		code := chatclient.Code(err)
+		switch {
+		case err == nil:
+			m := protocol.Message{ID: r.ID, Conv: r.Conv, Seq: r.Seq, From: a.name, Text: Text(cmid), TS: r.TS}
+			s.mu.Lock()
+			s.acks = append(s.acks, supportAck{msg: m, cmid: cmid})
+			s.mu.Unlock()
+			a.h.offer(m, FromAck)
+			return true
+		case code <= 0:
+			return false
+		case code == protocol.CodeUnavailable:
+			if !backoffSleep(s.ctx, 300*time.Millisecond) {
+				return true
+			}
+		default:
+			// 403 or 409: the conversation went to another agent, back to
+			// the queue, or was closed meanwhile.
+			s.rec.AddGaveUp(cmid)
+			return true
+		}
+	}
+}
+
+// watch takes a snapshot of the leader's state every quarter second and
+// checks it.
+func (s *SupportLoad) watch() {
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	client := &http.Client{Timeout: 2 * time.Second}
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		}
+		if snap, ok := s.snapshot(client); ok {
+			s.checkSnapshot(snap)
+		}
+	}
+}
+
+func (s *SupportLoad) snapshot(client *http.Client) (protocol.SupportSnapshot, bool) {
+	var snap protocol.SupportSnapshot
+	addr := s.cfg.LeaderAdmin()
+	if addr == "" {
+		return snap, false
+	}
+	resp, err := client.Get("http://" + addr + "/support")
+	if err != nil {
+		return snap, false
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&snap) != nil {
+		return snap, false
+	}
+	return snap, true
+}
+
+func (s *SupportLoad) checkSnapshot(snap protocol.SupportSnapshot) {
+	s.mu.Lock()
+	s.snaps++
+	s.mu.Unlock()
+	where := map[string]string{}
+	visitors := map[string]string{}
+	for i, c := range snap.Queue {
+		if c.Position != i+1 {
+			s.problem("snapshot of %s (epoch %d): %s at place %d in position %d", snap.Node, snap.Epoch, c.Conv, c.Position, i+1)
+		}
+		where[c.Conv] = "queue"
+		if other, ok := visitors[c.Visitor]; ok {
+			s.problem("snapshot of %s: visitor %s has two open conversations, %s and %s", snap.Node, c.Visitor, other, c.Conv)
+		}
+		visitors[c.Visitor] = c.Conv
+	}
+	load := map[string]int{}
+	for _, c := range snap.Held {
+		if w, ok := where[c.Conv]; ok {
+			s.problem("snapshot of %s (epoch %d): %s is held by %s and also in %s", snap.Node, snap.Epoch, c.Conv, c.Agent, w)
+		}
+		where[c.Conv] = c.Agent
+		load[c.Agent]++
+		if other, ok := visitors[c.Visitor]; ok {
+			s.problem("snapshot of %s: visitor %s has two open conversations, %s and %s", snap.Node, c.Visitor, other, c.Conv)
+		}
+		visitors[c.Visitor] = c.Conv
+	}
+	for _, a := range snap.Agents {
+		if load[a.Agent] != a.Open {
+			s.problem("snapshot of %s: agent %s holds %d conversations but counts %d", snap.Node, a.Agent, load[a.Agent], a.Open)
+		}
+		if a.Open > a.Capacity && !a.Disabled {
+			s.problem("snapshot of %s (epoch %d): agent %s holds %d conversations, over its capacity %d", snap.Node, snap.Epoch, a.Agent, a.Open, a.Capacity)
+		}
+	}
+}
+
+// checkQuiet runs once the workload is stopped: the agents' own lists
+// agree with the leader and are disjoint, and nothing is left queued.
+func (s *SupportLoad) checkQuiet(ctx context.Context) {
+	client := &http.Client{Timeout: 2 * time.Second}
+	var last string
+	for ctx.Err() == nil {
+		last = s.quietOnce(ctx, client)
+		if last == "" {
+			return
+		}
+		sleep(ctx, 500*time.Millisecond)
+	}
+	s.problem("at the end: %s", last)
+}
+
+func (s *SupportLoad) quietOnce(ctx context.Context, client *http.Client) string {
+	snap, ok := s.snapshot(client)
+	if !ok {
+		return "no snapshot of the leader's state"
+	}
+	if len(snap.Queue) > 0 {
+		return fmt.Sprintf("%d conversations still queued with every visitor done", len(snap.Queue))
+	}
+	holder := map[string]string{}
+	for _, c := range snap.Held {
+		holder[c.Conv] = c.Agent
+	}
+	seen := map[string]string{}
+	for _, name := range s.cfg.Agents {
+		a := s.agents[name]
+		a.mu.Lock()
+		conn := a.conn
+		a.mu.Unlock()
+		if conn == nil {
+			return "agent " + name + " is not connected"
+		}
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		r, err := conn.SupportConvs(cctx)
+		cancel()
+		if err != nil {
+			return fmt.Sprintf("agent %s: %v", name, err)
+		}
+		for _, c := range r.Convs {
+			if other, ok := seen[c.Conv]; ok {
+				return fmt.Sprintf("%s is listed by %s and %s", c.Conv, other, name)
+			}
+			seen[c.Conv] = name
+			if holder[c.Conv] != name {
+				return fmt.Sprintf("%s lists %s, which the leader gives to %q", name, c.Conv, holder[c.Conv])
+			}
+		}
+	}
+	if len(seen) != len(holder) {
+		return fmt.Sprintf("the leader holds %d conversations, the agents list %d", len(holder), len(seen))
+	}
+	return ""
+}
+
+// SupportResult is what the customer-service checker found.
+type SupportResult struct {
+	Visitors   int
+	Assigned   int // visitors that were assigned
+	Snapshots  int
+	Waits      []time.Duration
+	Reconnects int64
+	Result     Result   // message delivery, as for the chat clients
+	Unstored   int      // acknowledged messages missing from their conversation's history
+	Problems   []string // assignment and state violations
+}
+
+// OK reports whether there was no violation.
+func (r SupportResult) OK() bool {
+	return r.Result.OK() && r.Unstored == 0 && len(r.Problems) == 0 && r.Assigned == r.Visitors
+}
+
+// Check reads every conversation's history as stored (through an agent),
+// makes the recipients of each acknowledged message the other side as the
+// server stored it (its To), and checks the record.
+func (s *SupportLoad) Check(ctx context.Context, gw *chatclient.Gateway) SupportResult {
+	s.mu.Lock()
+	res := SupportResult{Visitors: len(s.visitors), Snapshots: s.snaps, Waits: slices.Clone(s.waits), Reconnects: s.Reconnects.Load()}
+	visitors := slices.Clone(s.visitors)
+	acks := slices.Clone(s.acks)
+	s.mu.Unlock()
+	stored := map[string]protocol.Message{}
+	if err := s.readStored(ctx, gw, visitors, stored); err != nil {
+		res.Problems = append(res.Problems, "cannot read the stored history: "+err.Error())
+	}
+	for _, v := range visitors {
+		if v.assigned.Load() {
+			res.Assigned++
+		} else {
+			res.Problems = append(res.Problems, fmt.Sprintf("visitor %s (%s) asked and was never assigned", v.id, v.conv))
+		}
+	}
+	for _, a := range acks {
+		st, ok := stored[a.msg.ID]
+		if !ok {
+			res.Unstored++
+			if len(res.Problems) < maxProblems {
+				res.Problems = append(res.Problems, fmt.Sprintf("lost: %s (%s seq %d, from %s) was acknowledged and is not in the history", a.msg.ID, a.msg.Conv, a.msg.Seq, a.msg.From))
+			}
+			continue
+		}
+		ack := Ack{Msg: a.msg, ClientMsgID: a.cmid}
+		ack.Msg.To = st.To
+		if st.To != "" {
+			ack.Recipients = []string{st.To}
+		}
+		s.rec.AddAck(ack)
+	}
+	res.Result = Check(s.rec)
+	s.mu.Lock()
+	res.Problems = append(res.Problems, s.problems...)
+	s.mu.Unlock()
+	return res
+}
+
+func (s *SupportLoad) readStored(ctx context.Context, gw *chatclient.Gateway, visitors []*supVisitor, out map[string]protocol.Message) error {
+	tok, _, err := gw.Login(ctx, s.cfg.Agents[0], s.cfg.Password)
+	if err != nil {
+		return err
+	}
+	conn, err := dialSupport(ctx, gw, rand.New(rand.NewPCG(1, 2)), tok)
+	if err != nil {
+		return err
+	}
+	defer closeConn(conn)
+	for _, v := range visitors {
+		if v.id == "" {
+			continue
+		}
+		q := protocol.SupportHistoryData{Visitor: v.id, Limit: protocol.MaxSupportHistory}
+		for {
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			r, err := conn.SupportHistory(cctx, q)
+			cancel()
+			if err != nil {
+				return fmt.Errorf("history of %s: %w", v.id, err)
+			}
+			for _, m := range r.Messages {
+				out[m.ID] = m
+			}
+			if r.Next == nil {
+				break
+			}
+			q.Conv, q.Before = r.Next.Conv, r.Next.Before
+		}
+	}
+	return nil
+}
