@@ -707,7 +707,10 @@ func (a *supAgent) reply(conn *chatclient.Conn, to protocol.Message) bool {
 	cmid := fmt.Sprintf("%s-re-%s", a.name, to.ID)
 	for {
 		var r protocol.ChatReply
-		err := a.call(func(ctx context.Context) (err error) { r, err = conn.ChatConv(ctx, to.Conv, Text(cmid), cmid); return err })
+		err := a.call(func(ctx context.Context) (err error) {
+			r, err = conn.ChatConv(ctx, to.Conv, Text(cmid), cmid)
+			return err
+		})
 		code := chatclient.Code(err)
 		switch {
 		case err == nil:
