@@ -40,6 +40,23 @@ type View struct {
 	Updated     int64  `json:"updated"`        // unix ms
 	Backlog     int64  `json:"backlog"`        // messages waiting to be written to MongoDB
 	Nodes       []Node `json:"nodes"`
+	// Support is customer service as the leader holds it; nil until the
+	// leader has loaded it.
+	Support *Support `json:"support,omitempty"`
+}
+
+// Support is the leader's customer-service figures, published with the
+// node list for the status page.
+type Support struct {
+	Queue       int     `json:"queue"`       // conversations waiting
+	OldestWait  int64   `json:"oldestWait"`  // ms the oldest has waited
+	Assigned    int     `json:"assigned"`    // conversations held by agents
+	AgentsReady int     `json:"agentsReady"` // enabled, available, online
+	Agents      int     `json:"agents"`      // all agents
+	Utilisation float64 `json:"utilisation"` // held over the capacity of the ready agents, 0 to 1
+	Assignments int64   `json:"assignments"` // made by this leader's term
+	WaitP50     int64   `json:"waitP50"`     // ms, over the term's last 1000 assignments
+	WaitP99     int64   `json:"waitP99"`
 }
 
 // Node is one live node.

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"slices"
 	"sync"
 	"testing"
@@ -357,6 +359,73 @@ func TestSupportVisitorMeetsAgent(t *testing.T) {
 	if out := c.Admin(t, "agent", "list"); !containsAll(out, "ann", "bob", "false") {
 		t.Fatalf("chat admin agent list = %q", out)
 	}
+
+	// What operators see: the leader's state on its admin listener, its
+	// metrics, and the figures the status page reads. Assignments so far:
+	// from the queue, Vera's first to ann, the second visitor's to ann,
+	// Vera's second to bob and again to bob after ann was disabled (4,
+	// each with its wait), and bob's transfer to ann (5 in all).
+	leader := c.Index(c.WaitLeader(t))
+	var snap protocol.SupportSnapshot
+	getJSON(t, "http://"+c.Node(leader).AdminAddr+"/support", &snap)
+	if len(snap.Held) != 1 || snap.Held[0].Conv != sc3.Conv || snap.Held[0].Agent != "bob" || len(snap.Queue) != 0 {
+		t.Fatalf("GET /support = %+v, want %s held by bob and nothing queued", snap, sc3.Conv)
+	}
+	other := (leader + 1) % c.Len()
+	if resp, err := http.Get("http://" + c.Node(other).AdminAddr + "/support"); err != nil || resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("GET /support on a follower: %v %v, want 404", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	metrics := getText(t, "http://"+c.Node(leader).AdminAddr+"/metrics")
+	for _, want := range []string{"chat_support_assignments_total 5", "chat_support_assigned 1", "chat_support_queue_length 0",
+		"chat_support_requeued_total 1", "chat_support_closed_total 2", "chat_support_wait_seconds_count 4"} {
+		if !contains(metrics, want+"\n") {
+			t.Errorf("leader metrics lack %q", want)
+		}
+	}
+	var cl struct {
+		Support *struct {
+			Queue, Assigned, AgentsReady, Agents int
+			Assignments                          int64
+		} `json:"support"`
+	}
+	waitFor(t, "the support figures in GET /api/cluster", func() error {
+		getJSON(t, c.GatewayURL()+"/api/cluster", &cl)
+		if cl.Support == nil || cl.Support.Assignments != 4 || cl.Support.Assigned != 1 || cl.Support.Agents != 2 || cl.Support.AgentsReady != 1 {
+			return fmt.Errorf("support = %+v", cl.Support)
+		}
+		return nil
+	})
+}
+
+func getJSON(t *testing.T, url string, out any) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s", url, resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+}
+
+func getText(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 func containsAll(s string, subs ...string) bool {

@@ -522,6 +522,9 @@ type clusterReply struct {
 	Backlog       int64         `json:"historyBacklog"` // messages not yet in MongoDB
 	Nodes         []clusterNode `json:"nodes"`
 	GatewayUptime float64       `json:"gatewayUptimeSeconds"`
+	// Support is customer service as the leader published it; left out
+	// until it has.
+	Support *directory.Support `json:"support,omitempty"`
 }
 
 func (g *Gateway) cluster(w http.ResponseWriter, r *http.Request) {
@@ -532,7 +535,7 @@ func (g *Gateway) cluster(w http.ResponseWriter, r *http.Request) {
 	}
 	now := time.Now()
 	out := clusterReply{Leader: v.Leader, Epoch: v.Epoch, Term: v.Term, LeaderSince: v.LeaderSince, Updated: v.Updated,
-		Backlog: v.Backlog, Nodes: []clusterNode{}, GatewayUptime: now.Sub(g.started).Seconds()}
+		Backlog: v.Backlog, Nodes: []clusterNode{}, GatewayUptime: now.Sub(g.started).Seconds(), Support: v.Support}
 	for _, n := range v.Nodes {
 		cn := clusterNode{ID: n.ID, WS: n.WS, Connections: n.Connections, Leader: n.ID == v.Leader, Linked: n.Linked, Started: n.Started, Messages: n.Messages}
 		if n.Started > 0 {

@@ -134,6 +134,7 @@ func (l *Term) publish() {
 	if n, err := l.d.Writer.Backlog(ctx); err == nil {
 		v.Backlog = n
 	}
+	v.Support = l.support.summary()
 	switch err := l.d.Directory.Publish(ctx, v); {
 	case errors.Is(err, directory.ErrFenced):
 		l.log.Warn().Int64("epoch", l.epoch).Msg("a newer leader published the node list; this term is over")

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"chatcluster/directory"
 	"chatcluster/history"
 	"chatcluster/protocol"
 	"chatcluster/support"
@@ -48,6 +49,10 @@ type supportService struct {
 	pushed  map[string]int     // queued conversation -> the position last pushed to its visitor
 	offline map[string]int64   // agent holding conversations -> since when it is offline, unix ms
 	tokens  map[string]*bucket // visitor -> its message allowance
+
+	waits       []int64 // the last maxWaits waits, ms, a ring; guarded by mu
+	waitNext    int
+	assignments int64 // guarded by mu
 
 	work   [supportWorkers]chan roomJob
 	loaded chan struct{}
@@ -335,6 +340,15 @@ func (ss *supportService) assignOne() bool {
 	ss.mu.Unlock()
 	l.m.SupportAssigned.Inc()
 	l.m.SupportWait.Observe(float64(c.Assigned-c.Queued) / 1000)
+	ss.mu.Lock()
+	ss.assignments++
+	if len(ss.waits) < maxWaits {
+		ss.waits = append(ss.waits, c.Assigned-c.Queued)
+	} else {
+		ss.waits[ss.waitNext] = c.Assigned - c.Queued
+		ss.waitNext = (ss.waitNext + 1) % maxWaits
+	}
+	ss.mu.Unlock()
 	l.log.Info().Str("conv", c.ID).Str("agent", a.Name).Int64("waited_ms", c.Assigned-c.Queued).Msg("support conversation assigned")
 	ss.announce(c, "")
 	return true
@@ -931,4 +945,38 @@ func (ss *supportService) restoreConvs(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// maxWaits bounds the waits the summary's quantiles are taken over.
+const maxWaits = 1000
+
+// summary is what the leader publishes of customer service with the node
+// list; nil before it is loaded (or without a store).
+func (ss *supportService) summary() *directory.Support {
+	if ss == nil || ss.l.d.Support == nil {
+		return nil
+	}
+	select {
+	case <-ss.loaded:
+	default:
+		return nil
+	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	q := ss.st.QueueInfo(now())
+	held, capacity, ready := ss.st.Utilisation(ss.online)
+	out := &directory.Support{Queue: q.Length, OldestWait: q.OldestWait, AgentsReady: ready,
+		Agents: len(ss.st.Agents()), Assignments: ss.assignments}
+	for _, a := range ss.st.Holders() {
+		out.Assigned += ss.st.Load(a)
+	}
+	if capacity > 0 {
+		out.Utilisation = float64(held) / float64(capacity)
+	}
+	if n := len(ss.waits); n > 0 {
+		w := slices.Clone(ss.waits)
+		slices.Sort(w)
+		out.WaitP50, out.WaitP99 = w[(n-1)/2], w[min(n-1, n*99/100)]
+	}
+	return out
 }

@@ -146,6 +146,18 @@ function render() {
   tile('#t-gateway', c.gatewayUptimeSeconds ? duration(c.gatewayUptimeSeconds) : '—', '');
   $('#t-backlog').dataset.level = (c.historyBacklog || 0) > BACKLOG_WARN ? 'warn' : 'ok';
 
+  // Customer service, once the leader has published it.
+  const sup = !failure && c.support;
+  show($('#support'), !!sup);
+  if (sup) {
+    tile('#t-queue', String(sup.queue), sup.queue ? `oldest waiting ${waitText(sup.oldestWait)}` : 'nobody waiting');
+    tile('#t-wait', sup.assignments ? waitText(sup.waitP50) : '—',
+      sup.assignments ? `median; p99 ${waitText(sup.waitP99)} over the last ${Math.min(sup.assignments, 1000)}` : 'no assignment yet');
+    tile('#t-agents', `${sup.agentsReady} of ${sup.agents}`, `${Math.round(100 * sup.utilisation)}% of their capacity in use`);
+    tile('#t-held', String(sup.assigned), `${sup.assignments} assigned by this leader`);
+    $('#t-queue').dataset.level = sup.queue > 0 && sup.agentsReady === 0 ? 'warn' : 'ok';
+  }
+
   // Topology.
   const drawn = [...seen.values()]
     .map((s) => ({
@@ -196,6 +208,11 @@ function wrappable(url) {
 
 function sumMessages(nodes) {
   return nodes.reduce((a, n) => a + (n.messages || 0), 0).toLocaleString();
+}
+
+// waitText formats a wait in milliseconds: "350 ms" below a second.
+function waitText(ms) {
+  return ms < 1000 ? `${Math.round(ms)} ms` : duration(ms / 1000);
 }
 
 function tile(sel, value, sub) {
