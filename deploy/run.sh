@@ -32,7 +32,7 @@
 #   CHAT_BCRYPT_COST   bcrypt cost of new password hashes, 4..31 (10);
 #                      lower only for load tests (deploy/bench.sh uses 4)
 #   CHAT_SKIP_INSTALL  1: do not run deploy/install.sh
-#   CHAT_DEMO          0: skip the demo users and rooms       (1)
+#   CHAT_DEMO          0: skip the demo users, rooms and agent (1)
 #
 # Everything listens on 127.0.0.1. The logs are in $CHAT_DATA_DIR/logs/;
 # deploy/add-node.sh starts one more node while this runs.
@@ -297,9 +297,12 @@ fi
 demo_note="demo users:  none (CHAT_DEMO=0)"
 if ((DEMO == 1)); then
 	say "seeding the demo users and rooms (CHAT_DEMO=0 skips this)"
-	if "$CHAT_ROOT/bin/chat" seed-demo --gateway "http://$GATEWAY_ADDR" --wait 30s </dev/null >&2; then
+	if "$CHAT_ROOT/bin/chat" seed-demo --gateway "http://$GATEWAY_ADDR" --wait 30s </dev/null >&2 &&
+		"$CHAT_ROOT/bin/chat" admin agent add sam --capacity 3 --mongo "mongodb://127.0.0.1:$MONGO_PORT/" </dev/null >&2; then
 		demo_note="demo users:  alice, bob, carol, dave (password: <name>-demo); try
-               CHAT_PASSWORD=alice-demo bin/chat --user alice --room lobby"
+               CHAT_PASSWORD=alice-demo bin/chat --user alice --room lobby
+  support:     http://$GATEWAY_ADDR/support is the visitor page; the demo agent
+               sam (password sam-demo) answers in the web client at http://$GATEWAY_ADDR/"
 	else
 		say "warning: seeding the demo data failed (see above); the cluster runs without it"
 		demo_note="demo users:  not seeded (see above)"

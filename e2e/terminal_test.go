@@ -612,6 +612,7 @@ func TestTerminalSeedDemo(t *testing.T) {
 	for _, want := range []string{
 		"seed-demo: alice: registered, member of lobby, golang",
 		"seed-demo: dave: registered, member of lobby, random",
+		"seed-demo: sam: registered",
 		"seed-demo: done",
 	} {
 		if !slices.Contains(first, want) {
@@ -629,7 +630,7 @@ func TestTerminalSeedDemo(t *testing.T) {
 		t.Fatalf("carol leaves lobby: status %d, output %q", code, out)
 	}
 	second := seed()
-	for _, u := range []string{"alice", "bob", "carol", "dave"} {
+	for _, u := range []string{"alice", "bob", "carol", "dave", "sam"} {
 		if want := "seed-demo: " + u + ": exists, left as it is"; !slices.Contains(second, want) {
 			t.Errorf("second seed-demo run printed\n%s\nwithout %q", strings.Join(second, "\n"), want)
 		}

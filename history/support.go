@@ -162,23 +162,28 @@ func (s *Store) SaveAgentStatus(ctx context.Context, name, status string) error 
 	return nil
 }
 
-// AddAgent makes registered user name an agent of capacity, enabled, or
-// sets an agent's capacity and enables it (the operator's command). A new
-// agent is away until it sets itself available. ErrNotFound when there is
-// no such user; created reports whether it was not an agent before.
-func (s *Store) AddAgent(ctx context.Context, name string, capacity int) (created bool, err error) {
+// AddAgent makes registered user name an agent of capacity, enabled and
+// away until it sets itself available (the operator's command). An agent
+// that exists is left as it is (UpdateAgent changes it): created reports
+// whether it was added, capacity what it has. ErrNotFound when there is no
+// such user.
+func (s *Store) AddAgent(ctx context.Context, name string, capacity int) (created bool, has int, err error) {
 	if _, err := s.User(ctx, name); err != nil {
-		return false, err
+		return false, 0, err
 	}
-	r, err := s.agents.UpdateOne(ctx, bson.D{{Key: "_id", Value: name}},
-		bson.D{
-			{Key: "$set", Value: bson.D{{Key: "capacity", Value: capacity}, {Key: "disabled", Value: false}}},
-			{Key: "$setOnInsert", Value: bson.D{{Key: "created", Value: time.Now().UTC().Truncate(time.Millisecond)}, {Key: "status", Value: protocol.AgentAway}}},
-		}, options.UpdateOne().SetUpsert(true))
+	doc := agentDoc{Name: name, Capacity: capacity, Status: protocol.AgentAway, Created: time.Now().UTC().Truncate(time.Millisecond)}
+	_, err = s.agents.InsertOne(ctx, doc)
+	if mongo.IsDuplicateKeyError(err) {
+		var cur agentDoc
+		if err := s.agents.FindOne(ctx, bson.D{{Key: "_id", Value: name}}).Decode(&cur); err != nil {
+			return false, 0, fmt.Errorf("history: agent %s: %w", name, err)
+		}
+		return false, cur.Capacity, nil
+	}
 	if err != nil {
-		return false, fmt.Errorf("history: add agent %s: %w", name, err)
+		return false, 0, fmt.Errorf("history: add agent %s: %w", name, err)
 	}
-	return r.UpsertedCount > 0, nil
+	return true, capacity, nil
 }
 
 // UpdateAgent changes an agent's capacity and whether it is disabled; nil

@@ -17,7 +17,7 @@ import (
 
 const adminUsage = `usage: chat admin agent <command> [flags]
 
-  add <user> [--capacity N]    make a registered user an agent (default capacity 3), or set its capacity and enable it
+  add <user> [--capacity N]    make a registered user an agent (default capacity 3); an agent that exists is left as it is
   set <user> --capacity N      change an agent's capacity
   disable <user>               take an agent out of service: what it holds goes back to the queue
   enable <user>                put a disabled agent back in service
@@ -104,7 +104,7 @@ func agentCommand(ctx context.Context, store *history.Store, cmd, name string, c
 	}
 	switch cmd {
 	case "add":
-		created, err := store.AddAgent(ctx, name, capacity)
+		created, has, err := store.AddAgent(ctx, name, capacity)
 		if errors.Is(err, history.ErrNotFound) {
 			return fmt.Errorf("no user %q: register it first (POST /api/register, or chat --register)", name)
 		}
@@ -114,7 +114,7 @@ func agentCommand(ctx context.Context, store *history.Store, cmd, name string, c
 		if created {
 			fmt.Fprintf(out, "agent %s added, capacity %d; it is away until it sets itself available\n", name, capacity)
 		} else {
-			fmt.Fprintf(out, "agent %s: capacity %d, enabled\n", name, capacity)
+			fmt.Fprintf(out, "agent %s exists already, capacity %d: left as it is (chat admin agent set %s --capacity N changes it)\n", name, has, name)
 		}
 	case "set":
 		if err := store.UpdateAgent(ctx, name, &capacity, nil); err != nil {

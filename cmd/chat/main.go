@@ -121,9 +121,9 @@
 //	chat admin agent disable|enable|remove <user>
 //	chat admin agent list
 //
-// makes a registered user an agent, changes its capacity, takes it out of
-// service or back, or lists the agents, writing to MongoDB; the leader
-// applies a change within 2 s.
+// makes a registered user an agent (an agent that exists is left as it
+// is), changes its capacity, takes it out of service or back, or lists the
+// agents, writing to MongoDB; the leader applies a change within 2 s.
 //
 // Every flag has an environment variable; see chat -h and chat seed-demo -h.
 package main

@@ -30,6 +30,7 @@ func demoUsers() []demoUser {
 		user("bob", "lobby", "golang"),
 		user("carol", "lobby", "random"),
 		user("dave", "lobby", "random"),
+		user("sam"), // the demo customer-service agent (make run makes it one)
 	}
 }
 
@@ -98,6 +99,10 @@ func seedDemo(ctx context.Context, gatewayURL string, wait time.Duration, out io
 		}
 		if !created {
 			say("%s: exists, left as it is", u.name)
+			continue
+		}
+		if len(u.rooms) == 0 {
+			say("%s: registered", u.name)
 			continue
 		}
 		if err := retry(ctx, func() error { return joinRooms(ctx, gw, u) }); err != nil {
