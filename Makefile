@@ -46,12 +46,13 @@ check:
 # fuzzing coordinator (go.dev/issue/75804), not a finding.
 FUZZ_EXECS ?= 50000
 
-# The end-to-end chat tests that look at Redis only through the cluster run a
+# The end-to-end chat and customer-service tests that look at Redis only
+# through the cluster run a
 # second time, each cluster on a Redis Cluster of its own (three masters,
 # CHAT_TEST_REDIS_CLUSTER=1), and the short chaos run a second time over a
 # Redis Cluster with replicas whose fault kills a master (CHAT_CHAOS_REDIS).
 # The tests left out read or flush keys of the one test Redis directly.
-CLUSTER_TESTS := ^(TestChaos|TestBadInput|TestGatewayAPI|TestDirectChatAcrossNodes|TestOfflineDeliveryAndTokenLogin|TestSecondLoginKicksFirst|TestClientMsgIDIsIdempotent|TestLeaderKilledWhileMessagesFlow|TestFourthNodeJoins|TestGracefulStop|TestRoomAcrossNodes|TestRoomSurvivesLeaderKill|TestWordFilterAndPopular|TestMetrics|TestLargeSyncWithLiveTrafficKeepsClient|TestLookalikeUsernames)$$
+CLUSTER_TESTS := ^(TestChaos|TestBadInput|TestGatewayAPI|TestDirectChatAcrossNodes|TestOfflineDeliveryAndTokenLogin|TestSecondLoginKicksFirst|TestClientMsgIDIsIdempotent|TestLeaderKilledWhileMessagesFlow|TestFourthNodeJoins|TestGracefulStop|TestRoomAcrossNodes|TestRoomSurvivesLeaderKill|TestWordFilterAndPopular|TestMetrics|TestLargeSyncWithLiveTrafficKeepsClient|TestLookalikeUsernames|TestSupportVisitorMeetsAgent|TestSupportRaces)$$
 test: install check
 	CHAT_TEST_ZK_ENSEMBLE=1 CHAT_TEST_NETNS=1 deploy/with-deps.sh $(GO) test -race -count=1 -timeout 30m ./...
 	CHAT_TEST_ZK_ENSEMBLE=1 CHAT_TEST_REDIS_CLUSTER=1 CHAT_CHAOS_REDIS=cluster deploy/with-deps.sh $(GO) test -race -count=1 -timeout 20m -run '$(CLUSTER_TESTS)' ./e2e/ ./chaos/
