@@ -81,6 +81,25 @@ const storeChecks = `(async () => {
   s.add([msg(room, 5, 'bob')]);
   check('a left room stays gone', s.conv(room, false), undefined);
 
+  // Support conversations are held only while tracked.
+  s = new Store();
+  s.reset('ann');
+  const cs = 'cs:~v1:2';
+  s.add([msg(cs, 1, '~v1')], { countUnread: true });
+  check('an untracked support conversation is dropped', s.conv(cs, false), undefined);
+  s.track(cs);
+  s.add([msg(cs, 1, '~v1'), msg(cs, 2, '~v1')], { countUnread: true });
+  check('a tracked one holds its messages and unread', [s.conv(cs).msgs.length, s.conv(cs).unread, s.conv(cs).name], [2, 2, '~v1']);
+  s.conv('dm:ann:bob');
+  check('the conversation list leaves support out', s.sortedConvs().map((c) => c.id), ['dm:ann:bob']);
+  check('the support list', s.supportConvs().map((c) => c.id), [cs]);
+  const e5 = s.enqueue(cs, 'hello');
+  check('a reply goes to the conversation', e5.target, { conv: cs });
+  s.untrack(cs);
+  check('untracked: gone with its outbox', [s.conv(cs, false), s.outbox.length], [undefined, 0]);
+  check('nothing to send to an untracked one', s.enqueue(cs, 'late'), null);
+  check('malformed support ids', ['cs:~v1', 'cs::1', 'cs:~v1:0', 'cs:~v1:x'].map((id) => s.track(id) !== undefined), [false, false, false, false]);
+
   // Names: ordered by UTF-8 bytes as the server orders them.
   check('dm order', dmConv('Zoe', 'adam'), 'dm:Zoe:adam');
   check('dm order by UTF-8 bytes', dmConv('\u{1D49C}', '\uFF5A'), 'dm:\uFF5A:\u{1D49C}');

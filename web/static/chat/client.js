@@ -22,12 +22,21 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 // connection), 'syncing', 'online', 'reconnecting', 'kicked' (logged in
 // elsewhere; no automatic reconnect), 'expired' (the token is no longer
 // valid: log in again).
+//
+// onPush gets the pushes the client does not handle itself (customer
+// service's queue, assigned, unassigned and closed), from the connection
+// in use only.
+//
+// A visitor's token (vt_..., POST /api/visitor) logs in the same way: the
+// client then holds the visitor's support conversation that the page
+// tracks in the store.
 export class ChatClient {
-  constructor(store, { preferNode = '', onState = () => {}, onNotice = () => {} } = {}) {
+  constructor(store, { preferNode = '', onState = () => {}, onNotice = () => {}, onPush = () => {} } = {}) {
     this.store = store;
     this.preferNode = preferNode;
     this.onState = onState;
     this.onNotice = onNotice;
+    this.onPush = onPush;
     this.token = '';
     this.nodes = null; // node list of the login reply, used once
     this.conn = null; // the connection in use, once logged in on it
@@ -259,6 +268,7 @@ export class ChatClient {
         }
         break;
       default:
+        if (conn === this.conn) this.onPush(action, data);
         break;
     }
   }
@@ -368,6 +378,19 @@ export class ChatClient {
     c.top = latest;
   }
 
+  // syncTracked fetches, on the connection in use, what the store misses
+  // of conversations ids from their tops (support conversations just
+  // tracked: an agent's on a new connection, a visitor's resumed one).
+  async syncTracked(ids, countUnread) {
+    if (!this.conn || this.phase !== 'online') throw new RequestError(LOST, 'not connected; reconnecting');
+    const offsets = {};
+    for (const id of ids) {
+      const c = this.store.conv(id, false);
+      if (c) offsets[id] = c.top;
+    }
+    if (Object.keys(offsets).length) await this.syncFrom(this.conn, offsets, countUnread);
+  }
+
   // syncConv fetches what a conversation misses (a push skipped seqs).
   syncConv(cv) {
     this.syncQueue.add(cv);
@@ -401,7 +424,7 @@ export class ChatClient {
 
   // send queues text for conversation conv and sends it when connected.
   send(conv, text) {
-    this.store.enqueue(conv, text);
+    if (!this.store.enqueue(conv, text)) return;
     if (this.conn && this.phase === 'online') this.flushOutbox(this.conn);
   }
 

@@ -8,6 +8,11 @@
 // it started: that is the offset it syncs from after a reconnect
 // (docs/protocol.md, section 7), so nothing is lost, and whatever arrives
 // twice (push and sync, reply and push) is dropped by id.
+//
+// Support conversations (cs:<visitor>:<n>, customer service) are held only
+// while tracked: the visitor's page tracks its open one, an agent's console
+// those assigned to the agent. A sync or push of any other is dropped, so
+// the closed conversations an agent once held never fill the store.
 
 const encoder = new TextEncoder();
 
@@ -37,8 +42,14 @@ export function roomConv(name) {
   return `room:${name}`;
 }
 
+// isSupportConv reports whether id is a support conversation's.
+export function isSupportConv(id) {
+  return typeof id === 'string' && id.startsWith('cs:');
+}
+
 // parseConv splits a conversation id as seen by user me: {kind: 'dm',
-// peer} or {kind: 'room', name}; null when malformed.
+// peer}, {kind: 'room', name} or {kind: 'cs', visitor}; null when
+// malformed.
 export function parseConv(id, me) {
   if (id.startsWith('dm:')) {
     const [a, b] = id.slice(3).split(':');
@@ -46,16 +57,22 @@ export function parseConv(id, me) {
     return { kind: 'dm', peer: a === me ? b : a };
   }
   if (id.startsWith('room:')) return { kind: 'room', name: id.slice(5) };
+  if (isSupportConv(id)) {
+    const rest = id.slice(3);
+    const i = rest.lastIndexOf(':');
+    if (i <= 0 || !/^[1-9][0-9]*$/.test(rest.slice(i + 1))) return null;
+    return { kind: 'cs', visitor: rest.slice(0, i) };
+  }
   return null;
 }
 
-// Conversation is one direct conversation or room.
+// Conversation is one direct conversation, room or support conversation.
 export class Conversation {
   constructor(id, me) {
     const p = parseConv(id, me);
     this.id = id;
     this.kind = p.kind;
-    this.name = p.kind === 'dm' ? p.peer : p.name; // the other user, or the room
+    this.name = p.kind === 'dm' ? p.peer : p.kind === 'cs' ? p.visitor : p.name; // the other user, the room, or the visitor
     this.msgs = []; // held messages, ascending by seq (then id)
     this.byId = new Map();
     this.seqs = new Set();
@@ -66,6 +83,7 @@ export class Conversation {
     this.lastTs = 0;
     this.members = null; // room members, when known
     this.membersAt = 0; // when members were fetched (ms)
+    this.support = null; // a support conversation: its SupportConv, when known
   }
 
   // hasOlder reports whether older messages than those held exist.
@@ -131,6 +149,7 @@ export class Store extends EventTarget {
     this.outbox = []; // entries in send order: see enqueue
     this.acked = new Set(); // ids of own messages acknowledged lately
     this.left = new Set(); // rooms left in this session: late pushes of them are dropped
+    this.tracked = new Set(); // the support conversations held (see track)
     this.active = null;
     this.visible = true; // whether the page is on screen
     this.nextLocal = 1;
@@ -144,7 +163,7 @@ export class Store extends EventTarget {
 
   conv(id, create = true) {
     let c = this.convs.get(id);
-    if (!c && create && parseConv(id, this.me)) {
+    if (!c && create && parseConv(id, this.me) && (!isSupportConv(id) || this.tracked.has(id))) {
       c = new Conversation(id, this.me);
       this.convs.set(id, c);
       this.emit('convs');
@@ -158,6 +177,23 @@ export class Store extends EventTarget {
     this.outbox = this.outbox.filter((e) => e.conv !== id || e.state !== 'failed');
     if (this.active === id) this.setActive(null);
     this.emit('convs');
+  }
+
+  // track holds support conversation id from now on and returns it.
+  track(id) {
+    if (!isSupportConv(id) || !parseConv(id, this.me)) return undefined;
+    this.tracked.add(id);
+    return this.conv(id);
+  }
+
+  // untrack forgets support conversation id, with what waits to be sent
+  // to it (it is closed or no longer the user's: a send would fail).
+  untrack(id) {
+    this.tracked.delete(id);
+    const before = this.outbox.length;
+    this.outbox = this.outbox.filter((e) => e.conv !== id);
+    if (this.outbox.length !== before) this.emit('outbox', { conv: id });
+    this.removeConv(id);
   }
 
   hasLeft(id) {
@@ -176,9 +212,19 @@ export class Store extends EventTarget {
     return out;
   }
 
-  // sortedConvs lists the conversations, latest activity first.
+  // sortedConvs lists the direct conversations and rooms, latest activity
+  // first.
   sortedConvs() {
-    return [...this.convs.values()].sort((a, b) => (b.lastTs - a.lastTs) || a.id.localeCompare(b.id));
+    return [...this.convs.values()].filter((c) => c.kind !== 'cs')
+      .sort((a, b) => (b.lastTs - a.lastTs) || a.id.localeCompare(b.id));
+  }
+
+  // supportConvs lists the support conversations held, the longest held
+  // first.
+  supportConvs() {
+    const since = (c) => (c.support && (c.support.assigned || c.support.opened)) || 0;
+    return [...this.convs.values()].filter((c) => c.kind === 'cs')
+      .sort((a, b) => (since(a) - since(b)) || a.id.localeCompare(b.id));
   }
 
   totalUnread() {
@@ -252,11 +298,12 @@ export class Store extends EventTarget {
   // enqueue adds a message to send to conversation conv.
   enqueue(conv, text) {
     const c = this.conv(conv);
+    if (!c) return null; // a support conversation no longer held
     const e = {
       local: this.nextLocal++,
       cid: clientMsgId(),
       conv,
-      target: c.kind === 'dm' ? { to: c.name } : { room: c.name },
+      target: c.kind === 'dm' ? { to: c.name } : c.kind === 'cs' ? { conv: c.id } : { room: c.name },
       text,
       created: Date.now(),
       state: 'queued', // 'queued' | 'sending' | 'failed'
