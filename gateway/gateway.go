@@ -280,10 +280,12 @@ func (g *Gateway) routes() http.Handler {
 	notFound := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
 	})
-	// The web client, the status page and their files (package web).
+	// The web client, the status page, the visitors' support page and
+	// their files (package web).
 	pages := web.New(notFound)
 	mux.Handle("GET /{$}", pages)
 	mux.Handle("GET /status", pages)
+	mux.Handle("GET /support", pages)
 	mux.Handle("GET /static/", pages)
 	mux.Handle("/", notFound)
 	return g.logRequests(mux)

@@ -24,8 +24,9 @@ const ContentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 
 
 // pages maps the page paths to their files under static/.
 var pages = map[string]string{
-	"/":       "index.html",
-	"/status": "status.html",
+	"/":        "index.html",
+	"/status":  "status.html",
+	"/support": "support.html",
 }
 
 // file is one embedded file, ready to serve.

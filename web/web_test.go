@@ -50,6 +50,8 @@ func TestServesPagesAndFiles(t *testing.T) {
 	}{
 		{"/", "text/html; charset=utf-8", `<script type="module" src="/static/chat/app.js">`},
 		{"/status", "text/html; charset=utf-8", `<script type="module" src="/static/status/status.js">`},
+		{"/support", "text/html; charset=utf-8", `<script type="module" src="/static/support/visitor.js">`},
+		{"/static/support/visitor.js", "text/javascript; charset=utf-8", "import"},
 		{"/static/chat/app.js", "text/javascript; charset=utf-8", "import"},
 		{"/static/common/base.css", "text/css; charset=utf-8", ":root"},
 	} {
@@ -79,7 +81,7 @@ func TestServesPagesAndFiles(t *testing.T) {
 			}
 		})
 	}
-	for _, p := range []string{"/static/nope.js", "/static/", "/status/", "/index.html", "/static/index.html/"} {
+	for _, p := range []string{"/static/nope.js", "/static/", "/status/", "/support/", "/index.html", "/static/index.html/"} {
 		if resp, _ := get(t, srv.URL+p, nil); resp.StatusCode != http.StatusTeapot {
 			t.Errorf("GET %s: %d, want the fallback", p, resp.StatusCode)
 		}
@@ -164,17 +166,17 @@ func TestScriptsUseNoHTMLSinks(t *testing.T) {
 	}
 }
 
-// The gateway serves the pages at / and /status with their security
+// The gateway serves the pages at /, /status and /support with their security
 // headers, and still answers unknown paths with its JSON 404.
 func TestGatewayServesPages(t *testing.T) {
 	c := testenv.StartCluster(t, testenv.Options{})
-	for _, p := range []string{"/", "/status", "/static/chat/app.js", "/static/status/status.js"} {
+	for _, p := range []string{"/", "/status", "/support", "/static/chat/app.js", "/static/status/status.js", "/static/support/visitor.js"} {
 		resp, body := get(t, c.GatewayURL()+p, nil)
 		if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Security-Policy") == "" || body == "" {
 			t.Errorf("GET %s: %d, CSP %q, %d bytes", p, resp.StatusCode, resp.Header.Get("Content-Security-Policy"), len(body))
 		}
 	}
-	for _, p := range []string{"/api/nope", "/static/nope.js", "/statusx"} {
+	for _, p := range []string{"/api/nope", "/static/nope.js", "/statusx", "/support/x"} {
 		resp, body := get(t, c.GatewayURL()+p, nil)
 		var e struct {
 			Error string `json:"error"`
