@@ -8,6 +8,7 @@ import { $, setText, show } from '../common/dom.js';
 import { ChatClient } from './client.js';
 import { Store, validName, roomConv } from './store.js';
 import { ConvList, MessageView, RoomList, renderHotWords } from './view.js';
+import { AgentConsole } from './support.js';
 
 const SESSION_KEY = 'chat.session'; // sessionStorage: {username, token} of this tab
 const HOT_EVERY = 15000; // ms between hot-word refreshes
@@ -21,6 +22,7 @@ const client = new ChatClient(store, {
   preferNode: params.get('node') || '',
   onState: connState,
   onNotice: notice,
+  onPush: (action, data) => agent.push(action, data),
 });
 const narrow = window.matchMedia('(max-width: 720px)');
 
@@ -31,12 +33,16 @@ const roomList = new RoomList(store, {
   onLeave: (name) => leaveRoom(name),
   onOpen: (name) => openConv(roomConv(name), true),
 });
+// The customer-service console: shown only to users who are agents.
+const agent = new AgentConsole(store, client, { onNotice: notice, onOpen: openConv });
 
 // ---- store events ----------------------------------------------------------------
 
 store.addEventListener('convs', () => {
   convList.render();
   roomList.render();
+  const active = view.conv && store.conv(view.conv, false);
+  if (active && active.kind === 'cs') view.refreshHeader(); // the visitor's name and channel may have come
   const n = store.totalUnread();
   document.title = `${n ? `(${n}) ` : ''}chat${store.me ? ` · ${store.me}` : ''}`;
 });
@@ -109,9 +115,11 @@ function notice(text) {
   noticeTimer = setTimeout(() => setText($('#notice'), ''), 6000);
 }
 
-// onOnline refreshes what is not pushed: hot words, the open room's members.
+// onOnline refreshes what is not pushed: hot words, the open room's
+// members, and whether the user is an agent (and what it holds).
 function onOnline() {
   refreshHot();
+  agent.online();
   const c = view.conv && store.conv(view.conv, false);
   if (c && c.kind === 'room') refreshMembers(c, true);
   if (roomList.rooms) refreshRooms();
@@ -120,6 +128,7 @@ function onOnline() {
 // ---- login ------------------------------------------------------------------------------
 
 function showLogin(message = '') {
+  agent.reset();
   show($('#app'), false);
   show($('#login'), true);
   setText($('#login-error'), message);

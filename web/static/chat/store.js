@@ -150,6 +150,7 @@ export class Store extends EventTarget {
     this.acked = new Set(); // ids of own messages acknowledged lately
     this.left = new Set(); // rooms left in this session: late pushes of them are dropped
     this.tracked = new Set(); // the support conversations held (see track)
+    this.names = new Map(); // visitor id -> display name
     this.active = null;
     this.visible = true; // whether the page is on screen
     this.nextLocal = 1;
@@ -177,6 +178,11 @@ export class Store extends EventTarget {
     this.outbox = this.outbox.filter((e) => e.conv !== id || e.state !== 'failed');
     if (this.active === id) this.setActive(null);
     this.emit('convs');
+  }
+
+  // displayName is how user is shown: a visitor by its name, when known.
+  displayName(user) {
+    return this.names.get(user) || user;
   }
 
   // track holds support conversation id from now on and returns it.

@@ -190,9 +190,21 @@ export class MessageView {
   }
 
   header(c) {
+    show(this.leave, c.kind === 'room');
+    if (c.kind === 'cs') {
+      // A support conversation the user holds as an agent.
+      const sc = c.support || {};
+      const name = this.store.displayName(c.name);
+      setText(this.title, name);
+      $('#text-label').textContent = `Reply to ${name}`;
+      this.dot.hidden = true;
+      const parts = ['customer service', sc.channel ? `from ${sc.channel}` : '', sc.from ? `transferred by ${sc.from}` : ''];
+      setText(this.sub, parts.filter(Boolean).join(' · '));
+      show(this.members, false);
+      return;
+    }
     setText(this.title, c.kind === 'dm' ? c.name : `#${c.name}`);
     $('#text-label').textContent = c.kind === 'dm' ? `Message to ${c.name}` : `Message to room ${c.name}`;
-    show(this.leave, c.kind === 'room');
     if (c.kind === 'dm') {
       const online = this.store.presence.get(c.name);
       this.dot.hidden = false;
@@ -223,7 +235,7 @@ export class MessageView {
     const own = m.from === this.store.me;
     return el('li', { class: own ? 'msg own' : 'msg', dataset: { id: m.id, seq: m.seq, from: m.from } },
       el('div', { class: 'meta' },
-        el('span', { class: 'from', text: own ? 'You' : m.from }),
+        el('span', { class: 'from', text: own ? 'You' : this.store.displayName(m.from) }),
         el('time', { datetime: new Date(m.ts).toISOString(), title: fullTime(m.ts), text: shortTime(m.ts) })),
       el('p', { class: 'text', text: m.text }));
   }
