@@ -338,6 +338,160 @@ func TestBrowserStatus(t *testing.T) {
 	status.checkConsole()
 }
 
+// TestBrowserSupport drives customer service in headless Chromium against
+// a real two-node cluster: ann, an agent of capacity 1, works in the chat
+// page's console; visitors A and B open the support page. A is assigned to
+// ann at once, B waits and its page shows its place; ann sees A's
+// conversation with its unread message, answers, and A's page shows the
+// answer, also after a reload. ann closes A's conversation: A's page says
+// so and offers a new one, B's page shows ann, and ann's console holds B.
+// A's new conversation waits behind B. Screenshots go to
+// test-output/web/support-*.png.
+func TestBrowserSupport(t *testing.T) {
+	chrome := chromiumPath(t)
+	shots := screenshotDir(t)
+	c := testenv.StartCluster(t, testenv.Options{Nodes: 2})
+	c.WaitLeader(t)
+	testenv.WaitFor(t, 15*time.Second, "the leader links to every node", func() bool { return linked(c) })
+	gw := c.GatewayURL()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := (&chatclient.Gateway{URL: gw}).Register(ctx, "ann", password); err != nil {
+		t.Fatalf("register ann: %v", err)
+	}
+	c.Admin(t, "agent", "add", "ann", "--capacity", "1")
+	waitAgent(t, c, "ann")
+
+	browser := startBrowser(t, chrome)
+	ann := openPage(t, browser, "ann")
+	ann.do(chromedp.Navigate(gw+"/"), chromedp.WaitVisible(chromedp.CSS("#login-form")),
+		chromedp.SendKeys(chromedp.CSS("#username"), "ann"),
+		chromedp.SendKeys(chromedp.CSS("#password"), password),
+		chromedp.Click(chromedp.CSS("#login-btn")))
+	ann.wait("ann online with the support console", `document.querySelector('#conn').dataset.state === 'online' && !document.querySelector('#support').hidden`)
+	ann.do(chromedp.Click(chromedp.CSS("#agent-available")))
+	ann.wait("ann available", `document.querySelector('#agent-available').getAttribute('aria-pressed') === 'true' &&
+		document.querySelector('#agent-load').textContent.startsWith('0 of 1 ')`)
+
+	// Visitor A, whose name would run script if it were parsed as HTML,
+	// is assigned at once.
+	const nameA = `Vera <img src=x onerror="window.__injected=1">`
+	a := openPage(t, browser, "visitor A")
+	a.do(chromedp.Navigate(gw+"/support"), chromedp.WaitVisible(chromedp.CSS("#start-form")))
+	a.screenshot(shots, "support-start.png")
+	a.do(chromedp.SendKeys(chromedp.CSS("#name"), nameA), chromedp.Click(chromedp.CSS("#start-btn")))
+	a.waitState("assigned", "You are talking to ann")
+	convA := evaluate[string](a, `JSON.parse(localStorage.getItem('support.visitor')).conv`)
+	ann.wait("A's conversation in ann's console", fmt.Sprintf(
+		`document.querySelectorAll('#support-convs li').length === 1 &&
+		 document.querySelector('#support-convs li[data-conv=%q] .conv-name')?.textContent === %q`, convA, nameA))
+
+	// Visitor B waits: ann holds all she may.
+	b := openPage(t, browser, "visitor B")
+	b.do(chromedp.Navigate(gw+"/support"), chromedp.WaitVisible(chromedp.CSS("#start-form")),
+		chromedp.SendKeys(chromedp.CSS("#name"), "Bo"), chromedp.Click(chromedp.CSS("#start-btn")))
+	b.waitState("queued", "You are number 1 in the queue (1 waiting)")
+	ann.waitFor(30*time.Second, "the queue of one in ann's console", `document.querySelector('#queue-info').dataset.length === '1' &&
+		document.querySelector('#queue-info').textContent.startsWith('Queue: 1 waiting · oldest ')`)
+
+	// A writes; ann sees it unread, opens the conversation and answers.
+	talk := []string{"my order is late", "hello Vera, how can I help?", "it is order 42"}
+	a.send(talk[0])
+	ann.wait("A's message unread in ann's console", fmt.Sprintf(`document.querySelector('#support-convs li[data-conv=%q]')?.dataset.unread === '1'`, convA))
+	ann.do(chromedp.Click(chromedp.CSS(fmt.Sprintf(`#support-convs li[data-conv=%q] button`, convA))))
+	ann.waitTitle(nameA)
+	ann.waitTexts(talk[:1])
+	ann.wait("opening it clears the unread count", fmt.Sprintf(`document.querySelector('#support-convs li[data-conv=%q]')?.dataset.unread === '0' && !document.querySelector('#cs-tools').hidden`, convA))
+	ann.send(talk[1])
+	a.waitTexts(talk[:2])
+	a.send(talk[2])
+	ann.waitTexts(talk)
+	if got := evaluate[[]string](ann, `[...document.querySelectorAll('#support img, #conv img')].map(e => e.outerHTML)`); len(got) > 0 || evaluate[bool](ann, `window.__injected !== undefined`) {
+		t.Fatalf("ann: the visitor's name was parsed as HTML: %v", got)
+	}
+
+	// The visitor's history, across their conversations.
+	ann.do(chromedp.Click(chromedp.CSS("#cs-history-btn")))
+	ann.wait("the visitor's history", `document.querySelectorAll('#cs-history-list li.msg').length === 3 &&
+		document.querySelector('#cs-history-convs').textContent.startsWith('1 conversation')`)
+	ann.screenshot(shots, "support-agent.png")
+
+	// A reload resumes the same conversation.
+	a.do(chromedp.Reload())
+	a.waitState("assigned", "You are talking to ann")
+	a.waitTexts(talk)
+	if again := evaluate[string](a, `JSON.parse(localStorage.getItem('support.visitor')).conv`); again != convA {
+		t.Fatalf("A's page after a reload shows %s, want %s", again, convA)
+	}
+
+	// ann closes A's conversation: A's page says so; B's is assigned to
+	// ann, and her console holds B's.
+	ann.do(chromedp.Click(chromedp.CSS("#cs-close")))
+	a.waitState("closed", "The conversation was closed")
+	a.wait("a button to start a new conversation", `!document.querySelector('#closed').hidden && document.querySelector('#text').disabled`)
+	a.screenshot(shots, "support-closed.png")
+	b.waitFor(30*time.Second, "B assigned to ann", `document.querySelector('#state').dataset.state === 'assigned' && document.querySelector('#state').textContent === 'You are talking to ann'`)
+	convB := evaluate[string](b, `JSON.parse(localStorage.getItem('support.visitor')).conv`)
+	ann.wait("B's conversation, and A's no longer, in ann's console", fmt.Sprintf(
+		`document.querySelectorAll('#support-convs li').length === 1 && document.querySelector('#support-convs li[data-conv=%q] .conv-name')?.textContent === 'Bo' &&
+		 document.querySelector('#queue-info').dataset.length === '0'`, convB))
+
+	// A starts again and waits behind B.
+	a.do(chromedp.Click(chromedp.CSS("#new-conv")))
+	a.waitState("queued", "You are number 1 in the queue (1 waiting)")
+	a.waitTexts([]string{})
+	if next := evaluate[string](a, `JSON.parse(localStorage.getItem('support.visitor')).conv`); next == convA || next == "" {
+		t.Fatalf("A's new conversation is %q, want one after %s", next, convA)
+	}
+
+	// The page at a phone's width: nothing wider than the screen, touch
+	// targets of 44 px.
+	b.do(chromedp.EmulateViewport(390, 844))
+	b.wait("the support page fits a phone", `document.documentElement.scrollWidth <= window.innerWidth &&
+		document.querySelector('#send').getBoundingClientRect().height >= 44 &&
+		document.querySelector('#text').getBoundingClientRect().height >= 44`)
+	b.send("sent from a phone")
+	b.screenshot(shots, "support-phone.png")
+
+	for _, p := range []*page{ann, a, b} {
+		p.checkConsole()
+	}
+}
+
+// waitAgent waits until the leader knows name as an agent (it reads the
+// operator's changes every few seconds), so that the page's first
+// agentStatus finds it.
+func waitAgent(t *testing.T, c *testenv.Cluster, name string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	defer cancel()
+	conn, err := chatclient.Dial(ctx, c.Node(0).WSURL, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	go func() {
+		for range conn.Pushes() {
+		}
+	}()
+	if _, err := conn.Login(ctx, name, password); err != nil {
+		t.Fatalf("%s logs in: %v", name, err)
+	}
+	testenv.WaitFor(t, 30*time.Second, name+" is an agent", func() bool {
+		_, err := conn.AgentStatus(ctx, "")
+		return err == nil
+	})
+}
+
+// waitState waits until the support page shows the conversation in state
+// with text.
+func (p *page) waitState(state, text string) {
+	p.t.Helper()
+	p.waitFor(30*time.Second, fmt.Sprintf("the support page to say %q", text), fmt.Sprintf(
+		`document.querySelector('#state').dataset.state === %q && document.querySelector('#state').textContent === %q`, state, text))
+}
+
 // clusterView is what the status test reads of GET /api/cluster.
 type clusterView struct {
 	Leader string `json:"leader"`
@@ -728,6 +882,9 @@ func (p *page) describe() string {
 		convs: [...document.querySelectorAll('#convlist li')].map(li => li.dataset.conv + ' unread=' + li.dataset.unread),
 		errors: [...document.querySelectorAll('.error')].map(e => e.textContent).filter(Boolean),
 		notice: document.querySelector('#notice')?.textContent,
+		supportState: document.querySelector('#state')?.dataset.state + ' ' + document.querySelector('#state')?.textContent,
+		supportConvs: [...document.querySelectorAll('#support-convs li')].map(li => li.dataset.conv + ' unread=' + li.dataset.unread),
+		queue: document.querySelector('#queue-info')?.textContent,
 	}, null, 1)`))
 	if err != nil {
 		return "(page state unavailable: " + err.Error() + ")"
