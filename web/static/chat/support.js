@@ -17,6 +17,7 @@ import { validName } from './store.js';
 const TICK = 1000; // ms between redraws of the oldest wait
 const REFRESH_TICKS = 5; // ticks between agentStatus requests
 const HISTORY_PAGE = 30;
+const MAX_UNKNOWN = 12; // failed first agentStatus requests before the page stops asking (until the next login)
 
 export class AgentConsole {
   constructor(store, client, { onNotice, onOpen }) {
@@ -43,9 +44,11 @@ export class AgentConsole {
 
   // reset forgets the agent (logout).
   reset() {
-    clearInterval(this.timer);
-    this.timer = 0;
+    this.gen = (this.gen || 0) + 1; // replies to requests of before are dropped
+    this.stopTimer();
     this.isAgent = null; // unknown until agentStatus answers
+    this.needConvs = false; // supportConvs is to be asked (after a login)
+    this.unknown = 0; // agentStatus requests that failed while isAgent is null
     this.state = null; // the last AgentState
     this.stateAt = 0; // when it came (ms)
     this.busy = false;
@@ -58,6 +61,8 @@ export class AgentConsole {
   // hold now.
   async online() {
     if (this.isAgent === false) return;
+    this.needConvs = true;
+    this.unknown = 0;
     if (!this.timer) {
       let ticks = 0;
       this.timer = setInterval(() => {
@@ -65,28 +70,44 @@ export class AgentConsole {
         if (++ticks % REFRESH_TICKS === 0) this.refresh();
       }, TICK);
     }
-    if (await this.refresh()) await this.loadConvs();
+    await this.refresh();
   }
 
-  // refresh asks for the agent's state; it returns whether the user is an
-  // agent. Errors other than 403 (no leader a moment, a lost connection)
-  // leave things as they are until the next try.
+  // refresh asks for the agent's state, and after a login what the agent
+  // holds. Errors other than 403 (no leader for a moment, a lost
+  // connection) leave things as they are until the next try.
   async refresh() {
-    if (this.isAgent === false || this.client.phase !== 'online') return false;
+    if (this.isAgent === false || this.client.phase !== 'online') return;
+    const gen = this.gen;
     try {
-      this.showState(await this.client.request('agentStatus', {}));
-      return true;
+      const st = await this.client.request('agentStatus', {});
+      if (gen !== this.gen) return; // logged out meanwhile
+      this.showState(st);
     } catch (e) {
+      // A user who is not an agent gets 403. Other errors are retried at
+      // the next tick; while it is not known yet whether the user is an
+      // agent, MAX_UNKNOWN times (a node without customer service answers
+      // 503 to everyone).
+      if (gen !== this.gen) return;
       if (e.code === 403) this.notAgent();
-      return false;
+      else if (this.isAgent === null && ++this.unknown >= MAX_UNKNOWN) this.stopTimer(); // the next login asks again
+      return;
+    }
+    if (this.needConvs) {
+      this.needConvs = false;
+      if (!(await this.loadConvs())) this.needConvs = true;
     }
   }
 
   notAgent() {
     this.isAgent = false;
+    this.stopTimer();
+    show($('#support'), false);
+  }
+
+  stopTimer() {
     clearInterval(this.timer);
     this.timer = 0;
-    show($('#support'), false);
   }
 
   showState(st) {
@@ -127,14 +148,17 @@ export class AgentConsole {
   }
 
   // loadConvs takes what the server says the agent holds: new ones are
-  // tracked and synced, ones no longer held are dropped.
+  // tracked and synced, ones no longer held are dropped. It returns
+  // whether the server answered.
   async loadConvs() {
     let r;
+    const gen = this.gen;
     try {
       r = await this.client.request('supportConvs', {});
     } catch (e) {
-      return; // the next login asks again; pushes keep the set meanwhile
+      return false; // asked again with the next refresh
     }
+    if (gen !== this.gen) return true;
     if (r.agent) this.showState(r.agent);
     const held = new Set();
     const behind = [];
@@ -154,6 +178,7 @@ export class AgentConsole {
       }
     }
     this.renderConvs();
+    return true;
   }
 
   // hold tracks support conversation sc (a SupportConv) in the store.
