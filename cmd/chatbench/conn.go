@@ -43,9 +43,18 @@ type client struct {
 	nextID  int                   // guarded by mu
 	err     error                 // why the read loop ended; guarded by mu
 
-	trk  func() *tracker // the tracker of the scenario running now (may return nil)
-	done chan struct{}   // closed when the read loop ended
+	trk func() *tracker // the tracker of the scenario running now (may return nil)
+	// onPush, when set at dial, gets every push instead of the tracker
+	// (the support scenario's connections). Read loop only.
+	onPush pushFunc
+	done   chan struct{} // closed when the read loop ended
 }
+
+// pushFunc sees one push: its action and raw data, which are valid only
+// until it returns, and when it arrived. It is called from the
+// connection's read loop, so it must not wait for the connection's own
+// replies.
+type pushFunc func(action, data []byte, at time.Time)
 
 type frame struct {
 	Action string          `json:"action"`
@@ -81,6 +90,12 @@ func (d *dialer) source(idx int) net.IP {
 
 // dial opens connection idx to url.
 func (d *dialer) dial(ctx context.Context, idx int, url string, trk func() *tracker) (*client, error) {
+	return d.dialPush(ctx, idx, url, trk, nil)
+}
+
+// dialPush opens connection idx to url whose pushes go to onPush (nil:
+// message pushes go to the tracker).
+func (d *dialer) dialPush(ctx context.Context, idx int, url string, trk func() *tracker, onPush pushFunc) (*client, error) {
 	nd := &net.Dialer{Timeout: 5 * time.Second}
 	if ip := d.source(idx); ip != nil && isLoopbackURL(url) {
 		nd.LocalAddr = &net.TCPAddr{IP: ip}
@@ -90,7 +105,10 @@ func (d *dialer) dial(ctx context.Context, idx int, url string, trk func() *trac
 	if err != nil {
 		return nil, fmt.Errorf("connecting to %s: %w", url, err)
 	}
-	c := &client{idx: idx, ws: ws, node: url, waiting: map[string]chan frame{}, trk: trk, done: make(chan struct{})}
+	if trk == nil {
+		trk = func() *tracker { return nil }
+	}
+	c := &client{idx: idx, ws: ws, node: url, waiting: map[string]chan frame{}, trk: trk, onPush: onPush, done: make(chan struct{})}
 	go c.readLoop()
 	return c, nil
 }
@@ -160,6 +178,10 @@ func (c *client) onFrame(b []byte, now time.Time) {
 		return
 	}
 	if !f.hasCode { // a push
+		if c.onPush != nil {
+			c.onPush(f.action, f.data, now)
+			return
+		}
 		if string(f.action) == protocol.PushMessage {
 			c.onMessage(f.data, now)
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -219,5 +220,20 @@ func BenchmarkChatFrame(b *testing.B) {
 	for b.Loop() {
 		buf = appendChatFrame(buf[:0], trk, k, "bench12345", "", due.UnixNano())
 		k++
+	}
+}
+
+func TestClientOnPush(t *testing.T) {
+	trk := newTracker("run4")
+	c := testClient(0, trk)
+	var got []string
+	c.onPush = func(action, data []byte, _ time.Time) { got = append(got, string(action)+" "+string(data)) }
+	c.onFrame(encoded(protocol.EncodePush(protocol.PushAssigned, protocol.ConvData{Conv: "cs:~v:1"})), time.Now())
+	c.onFrame(encoded(protocol.EncodePush(protocol.PushMessage, protocol.Message{Conv: "cs:~v:1", Text: trk.text(trk.add(time.Now(), 1, 0), time.Now())})), time.Now())
+	if len(got) != 2 || got[0] != `assigned {"conv":"cs:~v:1"}` || !strings.HasPrefix(got[1], "message ") {
+		t.Errorf("pushes %q", got)
+	}
+	if trk.delivered() != 0 {
+		t.Error("a push went to the tracker as well")
 	}
 }

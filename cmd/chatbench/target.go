@@ -173,6 +173,20 @@ func (t *target) connect(ctx context.Context, idx, node int, trk func() *tracker
 	return t.connectURL(ctx, idx, url, trk)
 }
 
+// connectPush opens connection idx as user idx on place node of the
+// cluster, its pushes going to onPush, and logs it in.
+func (t *target) connectPush(ctx context.Context, idx, node int, onPush pushFunc) (*client, error) {
+	c, err := t.dialer.dialPush(ctx, idx, t.nodes[node%len(t.nodes)].WS, nil, onPush)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.login(ctx, t.user(idx), t.password, t.tokens[idx]); err != nil {
+		c.close()
+		return nil, err
+	}
+	return c, nil
+}
+
 // gatewayClient is a client of the cluster's gateway API.
 func (t *target) gatewayClient() *chatclient.Gateway {
 	return &chatclient.Gateway{URL: t.gateway, HTTP: &http.Client{Timeout: 5 * time.Second}}
