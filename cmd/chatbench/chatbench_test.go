@@ -470,3 +470,22 @@ func TestParseRates(t *testing.T) {
 		t.Errorf("failover is not run last: %v, %v", c.scenarios, err)
 	}
 }
+
+func TestSummarizePercentiles(t *testing.T) {
+	l := newLatency()
+	for i := 1; i <= 1000; i++ {
+		l.record(i, time.Duration(i)*time.Millisecond)
+	}
+	s := summarize(l.merged())
+	for _, c := range []struct {
+		name      string
+		got, want float64
+	}{{"p50", s.P50Ms, 500}, {"p90", s.P90Ms, 900}, {"p99", s.P99Ms, 990}, {"max", s.MaxMs, 1000}} {
+		if c.got < c.want*0.99 || c.got > c.want*1.01 {
+			t.Errorf("%s = %v ms, want %v", c.name, c.got, c.want)
+		}
+	}
+	if s.Count != 1000 {
+		t.Errorf("count %d", s.Count)
+	}
+}

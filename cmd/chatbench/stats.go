@@ -63,6 +63,7 @@ type LatencySummary struct {
 	Count  int64   `json:"count"`
 	MeanMs float64 `json:"meanMs"`
 	P50Ms  float64 `json:"p50Ms"`
+	P90Ms  float64 `json:"p90Ms,omitempty"`
 	P99Ms  float64 `json:"p99Ms"`
 	P999Ms float64 `json:"p999Ms"`
 	MaxMs  float64 `json:"maxMs"`
@@ -77,6 +78,7 @@ func summarize(h *hdrhistogram.Histogram) LatencySummary {
 		Count:  h.TotalCount(),
 		MeanMs: round3(h.Mean() / 1000),
 		P50Ms:  ms(h.ValueAtQuantile(50)),
+		P90Ms:  ms(h.ValueAtQuantile(90)),
 		P99Ms:  ms(h.ValueAtQuantile(99)),
 		P999Ms: ms(h.ValueAtQuantile(99.9)),
 		MaxMs:  ms(h.Max()),
