@@ -8,6 +8,13 @@
 //	room     one room of M members spread over the nodes, posted to at a rate
 //	connect  a connect-and-login storm, then idle connections held while
 //	         each node's resident memory per connection is read
+//	support  customer service: visitors arrive at a rate, each opens its
+//	         conversation and waits in the queue for one of the bench's
+//	         agents (spread over the nodes, each of a capacity), then
+//	         writes its messages one at a time, each answered by the
+//	         agent, and closes it; the wait for an agent, the latency of
+//	         both directions, assignments per second and the visitors
+//	         never assigned within the bound; cluster only
 //	failover dm traffic between users on different nodes while the leader
 //	         is killed with SIGKILL (its pid from --pid-dir): the
 //	         disruption window, and that every acknowledged message still
@@ -31,9 +38,21 @@
 // frames it receives in place, without decoding them in full (frame.go),
 // so that it costs little beside what it measures.
 //
+// The support scenario makes its agent users agents in the cluster's
+// MongoDB itself (--mongo, --mongo-db: what `chat admin agent add` does),
+// closes any conversation the leader gives them that is not the run's
+// (one an earlier run left open), and creates its visitors at the gateway
+// from this one address before it measures anything: the gateway must
+// allow that many visitors a minute (start it with
+// CHAT_VISITORS_PER_MINUTE=0, no bound, or at least --support-visitors;
+// the default is 20). A visitor writes at most 5 messages a second, the
+// leader's bound, so chatbench spaces a visitor's messages 200 ms apart.
+//
 // With --with-baseline every scenario is also run against a minimal
 // single-process relay (bench/baseline, started as a subprocess of this
-// binary) and the ratio cluster/baseline is reported for each figure.
+// binary) and the ratio cluster/baseline is reported for each figure;
+// support has no baseline (the relay has no customer service) and runs
+// on the cluster only.
 // --baseline ws://host:port/ws runs against a relay that is already
 // running instead of the cluster.
 //
@@ -56,6 +75,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"chatcluster/protocol"
 )
 
 func main() {
@@ -107,6 +128,7 @@ type config struct {
 	foRate       float64
 	foDuration   time.Duration
 	foKillAfter  time.Duration
+	support      supportParams
 	pidDir       string
 	sources      int
 	maxConns     int
@@ -124,7 +146,7 @@ func parseFlags(args []string) (config, error) {
 	admin := fs.String("admin", "", "comma-separated host:port of each node's admin listener (/metrics), for the connect scenario's memory figures")
 	fs.StringVar(&c.baselineURL, "baseline", "", "ws://host:port/ws of a running baseline relay: run against it instead of the cluster")
 	fs.BoolVar(&c.withBaseline, "with-baseline", false, "also run every scenario against a baseline relay started on loopback, and report cluster/baseline ratios")
-	scen := fs.String("scenarios", "dm", "comma-separated scenarios: dm, room, connect, failover (failover always runs last: it leaves the cluster a node short)")
+	scen := fs.String("scenarios", "dm", "comma-separated scenarios: dm, room, connect, support, failover (failover always runs last: it leaves the cluster a node short; support runs on the cluster only)")
 	fs.DurationVar(&c.duration, "duration", 10*time.Second, "send phase of the dm and room scenarios")
 	fs.DurationVar(&c.drain, "drain", 5*time.Second, "wait after the send phase for outstanding deliveries (ends early after a second with none); direct messages still missing on the cluster are then looked for with the recipients' sync, and what is still missing is lost")
 	fs.DurationVar(&c.timeout, "timeout", 15*time.Minute, "bound on the whole run")
@@ -141,6 +163,14 @@ func parseFlags(args []string) (config, error) {
 	fs.Float64Var(&c.foRate, "failover-rate", 1000, "failover: messages per second in all, over --pairs pairs on different nodes")
 	fs.DurationVar(&c.foDuration, "failover-duration", 20*time.Second, "failover: send phase")
 	fs.DurationVar(&c.foKillAfter, "failover-kill-after", 5*time.Second, "failover: when in the send phase the leader is killed")
+	fs.IntVar(&c.support.visitors, "support-visitors", 200, "support: visitors in all, each opening one conversation")
+	fs.Float64Var(&c.support.rate, "support-rate", 20, "support: visitors arriving per second")
+	fs.IntVar(&c.support.agents, "support-agents", 10, "support: agents (users <user-prefix>agent<n>, made agents in --mongo), spread over the nodes")
+	fs.IntVar(&c.support.capacity, "support-capacity", 3, fmt.Sprintf("support: conversations each agent holds at once, 1 to %d", protocol.MaxAgentCapacity))
+	fs.IntVar(&c.support.messages, "support-messages", 5, "support: messages each visitor writes once assigned, one at a time, each answered by its agent")
+	fs.DurationVar(&c.support.timeout, "support-timeout", time.Minute, "support: the bound: how long after the last visitor arrived the run waits for the conversations to end; a visitor not assigned by then counts as never assigned")
+	fs.StringVar(&c.support.mongo, "mongo", "", "support: the cluster's MongoDB URI (e.g. mongodb://127.0.0.1:27017/), where the agent users are made agents")
+	fs.StringVar(&c.support.mongoDB, "mongo-db", "chat", "support: the cluster's MongoDB database (the nodes' --mongo-db)")
 	fs.StringVar(&c.pidDir, "pid-dir", "", "folder of the cluster's pid files, NAME.pid (deploy/run.sh keeps them in $CHAT_DATA_DIR/run): each process's CPU per message in the dm and room runs, and the leader to kill in failover (node-<id>.pid)")
 	fs.IntVar(&c.sources, "sources", 8, "loopback source addresses to spread connections over (127.0.0.1..N)")
 	fs.IntVar(&c.maxConns, "max-conns", 15000, "refuse to open more connections than this")
@@ -156,15 +186,16 @@ func parseFlags(args []string) (config, error) {
 		return c, fmt.Errorf("unexpected argument %q (scenarios go in --scenarios)", fs.Arg(0))
 	}
 	c.admin = splitList(*admin)
-	failover := false
+	failover, support := false, false
 	for _, s := range splitList(*scen) {
 		switch s {
-		case "dm", "room", "connect":
+		case "dm", "room", "connect", "support":
 			c.scenarios = append(c.scenarios, s)
+			support = support || s == "support"
 		case "failover":
 			failover = true
 		default:
-			return c, fmt.Errorf("--scenarios: unknown scenario %q (dm, room, connect, failover)", s)
+			return c, fmt.Errorf("--scenarios: unknown scenario %q (dm, room, connect, support, failover)", s)
 		}
 	}
 	if failover {
@@ -200,6 +231,11 @@ func parseFlags(args []string) (config, error) {
 	case failover && c.baselineURL == "" && c.pidDir == "":
 		return c, errors.New("failover kills the leader's process: give --pid-dir, the folder of the nodes' pid files (node-<id>.pid)")
 	}
+	if support {
+		if err := c.support.validate(c.baselineURL != ""); err != nil {
+			return c, err
+		}
+	}
 	if need := c.connsNeeded(); need > c.maxConns {
 		return c, fmt.Errorf("the scenarios need %d connections at once, over --max-conns %d", need, c.maxConns)
 	}
@@ -207,8 +243,20 @@ func parseFlags(args []string) (config, error) {
 }
 
 // connsNeeded is the most connections one scenario opens (scenarios run one
-// after the other), which is also the number of users needed.
+// after the other).
 func (c config) connsNeeded() int {
+	n := c.usersNeeded()
+	for _, s := range c.scenarios {
+		if s == "support" {
+			n = max(n, c.support.agents+c.support.visitors)
+		}
+	}
+	return n
+}
+
+// usersNeeded is the number of bench users the scenarios log in as (the
+// support scenario's agents and visitors are its own).
+func (c config) usersNeeded() int {
 	n := 0
 	for _, s := range c.scenarios {
 		switch s {
@@ -338,8 +386,8 @@ func benchMain(args []string) error {
 		}
 	}
 	for _, t := range targets {
-		logf("%s: preparing %d users", t.name, cfg.connsNeeded())
-		if err := t.prepare(ctx, cfg.connsNeeded(), logf, progress); err != nil {
+		logf("%s: preparing %d users", t.name, cfg.usersNeeded())
+		if err := t.prepare(ctx, cfg.usersNeeded(), logf, progress); err != nil {
 			return err
 		}
 	}
@@ -373,6 +421,10 @@ func runAll(ctx context.Context, cfg config, targets []*target, cm common) ([]Re
 	}
 	for _, s := range cfg.scenarios {
 		for _, t := range targets {
+			if s == "support" && t.wsURL != "" {
+				cm.logf("support on %s: skipped, the baseline relay has no customer service", t.name)
+				continue
+			}
 			cm.logf("%s on %s", s, t.name)
 			var err error
 			switch s {
@@ -388,6 +440,15 @@ func runAll(ctx context.Context, cfg config, targets []*target, cm common) ([]Re
 				out = append(out, rs...)
 			case "connect":
 				err = add(runConnect(ctx, t, cm, connectParams{conns: cfg.conns, rate: cfg.connectRate, hold: cfg.hold, nodes: cfg.connectNodes}))
+			case "support":
+				var r Result
+				r, err = runSupport(ctx, t, cm, cfg.support)
+				if len(targets) > 1 {
+					r.Notes = append(r.Notes, noBaselineNote)
+				}
+				if r.Support != nil {
+					out = append(out, r)
+				}
 			case "failover":
 				fp := failoverParams{pairs: cfg.pairs, rate: cfg.foRate, duration: cfg.foDuration, killAfter: cfg.foKillAfter}
 				if t.wsURL == "" {

@@ -15,7 +15,7 @@ import (
 
 // Result is the outcome of one scenario on one target.
 type Result struct {
-	Scenario string         `json:"scenario"` // dm, room, connect
+	Scenario string         `json:"scenario"` // dm, room, connect, support, failover
 	Label    string         `json:"label"`    // e.g. "dm 1000/s"; the same on both targets
 	Target   string         `json:"target"`   // cluster or baseline
 	Params   map[string]any `json:"params"`
@@ -60,6 +60,7 @@ type Result struct {
 	History  *HistoryResult  `json:"history,omitempty"`
 	Connect  *ConnectResult  `json:"connect,omitempty"`
 	Failover *FailoverResult `json:"failover,omitempty"`
+	Support  *SupportResult  `json:"support,omitempty"`
 	Notes    []string        `json:"notes,omitempty"`
 }
 
