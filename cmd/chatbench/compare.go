@@ -84,6 +84,26 @@ func figures(r Result) []Figure {
 		}
 		return fs
 	}
+	if s := r.Support; s != nil {
+		fs := []Figure{
+			{Name: "assignments per second", Unit: "/s", Cluster: s.AssignedPerSec},
+			{Name: "wait for an agent p50", Unit: "ms", Cluster: s.Wait.P50Ms},
+			{Name: "wait for an agent p90", Unit: "ms", Cluster: s.Wait.P90Ms},
+			{Name: "wait for an agent p99", Unit: "ms", Cluster: s.Wait.P99Ms},
+			{Name: "wait for an agent max", Unit: "ms", Cluster: s.Wait.MaxMs},
+			{Name: "visitor to agent p50", Unit: "ms", Cluster: s.VisitorToAgent.P50Ms},
+			{Name: "visitor to agent p99", Unit: "ms", Cluster: s.VisitorToAgent.P99Ms},
+			{Name: "agent to visitor p50", Unit: "ms", Cluster: s.AgentToVisitor.P50Ms},
+			{Name: "agent to visitor p99", Unit: "ms", Cluster: s.AgentToVisitor.P99Ms},
+			{Name: "visitors never assigned", Unit: "", Cluster: float64(s.NeverAssigned)},
+			{Name: "conversations unfinished", Unit: "", Cluster: float64(s.Unfinished)},
+			{Name: "errors", Unit: "", Cluster: float64(r.Errors)},
+		}
+		if c := r.CPU; c != nil && c.Delivered > 0 && len(c.Processes) > 0 {
+			fs = append(fs, Figure{Name: "server CPU per delivery", Unit: "µs", Cluster: c.ServerUsPerMsg})
+		}
+		return fs
+	}
 	fs := []Figure{
 		{Name: "delivered per second", Unit: "/s", Cluster: r.DeliveredPerSec},
 		{Name: "latency p50", Unit: "ms", Cluster: r.Latency.P50Ms},
@@ -155,6 +175,13 @@ func printSummary(w io.Writer, run Run) {
 				fmt.Fprintf(w, ", %.1f KiB/conn", r.Connect.BytesPerConn/1024)
 			}
 			fmt.Fprintln(w)
+			continue
+		}
+		if s := r.Support; s != nil {
+			fmt.Fprintf(w, "%-34s %-8s assigned %d of %d (%.1f/s), never assigned %d (%d could not open), finished %d, unfinished %d; wait p50 %.1f ms p90 %.1f ms p99 %.1f ms max %.1f ms; visitor→agent p50 %.2f ms p99 %.2f ms; agent→visitor p50 %.2f ms p99 %.2f ms; errors %d (%s)\n",
+				r.Label, r.Target, s.Assigned, s.Visitors, s.AssignedPerSec, s.NeverAssigned, s.FailedToOpen, s.Finished, s.Unfinished,
+				s.Wait.P50Ms, s.Wait.P90Ms, s.Wait.P99Ms, s.Wait.MaxMs, s.VisitorToAgent.P50Ms, s.VisitorToAgent.P99Ms,
+				s.AgentToVisitor.P50Ms, s.AgentToVisitor.P99Ms, r.Errors, errorList(s.ErrorsByCode))
 			continue
 		}
 		fmt.Fprintf(w, "%-34s %-8s sent %d acked %d delivered %d (%.0f/s over %.1fs) p50 %.2f ms p99 %.2f ms p99.9 %.2f ms errors %d unacked %d found by sync %d lost %d dup %d",

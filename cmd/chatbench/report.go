@@ -263,6 +263,7 @@ func renderMarkdown(w io.Writer, runs []Run, o reportOptions) error {
 	b.WriteString("\n")
 
 	writeCPU(&b, results)
+	writeSupport(&b, results)
 	writeFailover(&b, results)
 	writeDetails(&b, results)
 	writeTimelines(&b, results)
@@ -273,7 +274,8 @@ func renderMarkdown(w io.Writer, runs []Run, o reportOptions) error {
 	b.WriteString("`CHAT_BENCH_ARGS` appends flags (for example `CHAT_BENCH_ARGS='--rates 500 --scenarios dm' make bench`), `CHAT_BENCH_KEEP=1` keeps the data folder with the logs, and the JSON results are copied to `.cache/bench-results.json`. ")
 	b.WriteString("The *previous* column comes from `docs/benchmarks-previous.json`; `CHAT_BENCH_SAVE=1 make bench` makes a successful run the previous one for the runs after it.\n\n")
 	b.WriteString("To load a cluster of your own (`make run`), for example:\n\n```sh\ngo build -o bin/chatbench ./cmd/chatbench\nbin/chatbench --gateway http://127.0.0.1:8080 --admin 127.0.0.1:9201,127.0.0.1:9202,127.0.0.1:9203 --pid-dir data/run \\\n  --scenarios dm,room,connect --rates 500,1000 --with-baseline --out results.json\nbin/chatbench report --in results.json --previous docs/benchmarks-previous.json --out benchmarks.md\n```\n\n")
-	b.WriteString("With `--scenarios ...,failover` it also kills that cluster's leader (`make run` does not restart it). Nodes limit each connection to 200 requests per second by default; start the cluster with `CHAT_RATE_LIMIT=100000` for dm rates above 200 per sender.\n")
+	b.WriteString("With `--scenarios ...,failover` it also kills that cluster's leader (`make run` does not restart it). ")
+	b.WriteString("The support scenario (`--scenarios support`) makes its agent users agents in the cluster's MongoDB (`--mongo mongodb://127.0.0.1:27017/ --mongo-db chat`) and creates its visitors from one address, so the gateway must run with `CHAT_VISITORS_PER_MINUTE=0` (or a bound of at least `--support-visitors`). Nodes limit each connection to 200 requests per second by default; start the cluster with `CHAT_RATE_LIMIT=100000` for dm rates above 200 per sender.\n")
 	_, err := io.WriteString(w, b.String())
 	return err
 }
@@ -431,7 +433,7 @@ func writeDetails(b *strings.Builder, results []Result) {
 	b.WriteString("## Details\n\n")
 	b.WriteString("| scenario | target | send s | delivery s | sent | acked | errors | unacked | pushed | found by sync | late | dup | lost | ack p50 ms | ack p99 ms | history stored/s | load at start → end |\n| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
 	for _, res := range results {
-		if res.Connect != nil {
+		if res.Connect != nil || res.Support != nil {
 			continue
 		}
 		hist := "–"
@@ -551,9 +553,44 @@ func writeFailover(b *strings.Builder, results []Result) {
 	b.WriteString("\nThe other nodes learn of the leader's death when ZooKeeper expires its session: the session timeout (the node flag `--zk-session-timeout`, 2 s by default; ZooKeeper runs with `tickTime=200`) after the last heartbeat the leader sent, and heartbeats go out about every third of the timeout, so expiry comes some 1.3 to 2 s after the kill. The election, reloading the rooms, linking the other nodes and flushing what they queued meanwhile follow. A shorter session timeout shortens the window, at the price of expiring nodes that merely stall for that long.\n\n")
 }
 
+// writeSupport writes the customer-service section: the definitions and
+// each support run's figures.
+func writeSupport(b *strings.Builder, results []Result) {
+	var rs []Result
+	for _, r := range results {
+		if r.Support != nil {
+			rs = append(rs, r)
+		}
+	}
+	if len(rs) == 0 {
+		return
+	}
+	b.WriteString("## Customer service\n\n")
+	b.WriteString("Visitors arrive at a fixed rate (`POST /api/visitor` beforehand, then a WebSocket login with the visitor token), each on one of the nodes in turn, and ask for support. ")
+	b.WriteString("The leader's queue assigns each conversation to an available agent with free capacity; the agents (bench users made agents in the store, spread over the nodes) answer every message at once. ")
+	b.WriteString("Once assigned, a visitor writes its messages one at a time, each after the answer to the one before and at most 5 a second (the leader's bound on a visitor), then closes the conversation, which frees the agent's capacity for the next one. ")
+	b.WriteString("There is no baseline: the relay has no customer service.\n\n")
+	b.WriteString("- **Wait**: from the visitor's `support` request to its `assigned` push.\n")
+	b.WriteString("- **Visitor to agent**, **agent to visitor**: from the `chat` request to the other side's `message` push (or the `assigned` push that carried it).\n")
+	b.WriteString("- **Assignments per second**: visitors assigned over the time from the first `support` request to the last assignment.\n")
+	b.WriteString("- **Never assigned**: visitors with no assignment within the bound (the last arrival plus `--support-timeout`), whatever the reason, including those that could not connect, log in or open; a failure, as is every **unfinished** conversation (assigned, not every message answered and closed within the bound).\n")
+	b.WriteString("- **Errors** are failed requests by who sent them, the action and the reply code (*closed*: the connection failed; *timeout*: no answer in time). A request refused with 503 or 429 is sent again, as a client would, and each refusal counts.\n\n")
+	b.WriteString("| run | nodes | assigned | never assigned (could not open) | finished | unfinished | cross-node | assignments/s | wait p50 ms | p90 | p99 | max | visitor→agent p50 ms | p99 | agent→visitor p50 ms | p99 | errors |\n")
+	b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
+	for _, r := range rs {
+		s := r.Support
+		nodes, _ := paramFloat(r, "nodes")
+		fmt.Fprintf(b, "| %s, bound %ss | %s | %d/%d | %d (%d) | %d | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+			r.Label, num(s.BoundSeconds), num(nodes), s.Assigned, s.Visitors, s.NeverAssigned, s.FailedToOpen, s.Finished, s.Unfinished, s.CrossNode,
+			num(s.AssignedPerSec), num(s.Wait.P50Ms), num(s.Wait.P90Ms), num(s.Wait.P99Ms), num(s.Wait.MaxMs),
+			num(s.VisitorToAgent.P50Ms), num(s.VisitorToAgent.P99Ms), num(s.AgentToVisitor.P50Ms), num(s.AgentToVisitor.P99Ms), errorList(s.ErrorsByCode))
+	}
+	b.WriteString("\n")
+}
+
 // scenarioOrder is the order of the scenarios on the page, whatever order
 // they ran in.
-var scenarioOrder = map[string]int{"dm": 0, "room": 1, "connect": 2, "failover": 3}
+var scenarioOrder = map[string]int{"dm": 0, "room": 1, "connect": 2, "support": 3, "failover": 4}
 
 // sortedResults orders results by scenario, keeping the run order within
 // one.

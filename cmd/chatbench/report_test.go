@@ -64,3 +64,35 @@ func TestReportCPUAndTimeline(t *testing.T) {
 		}
 	}
 }
+
+func TestReportSupport(t *testing.T) {
+	s := &SupportResult{Visitors: 60, Rate: 10, Agents: 4, Capacity: 3, Messages: 5, BoundSeconds: 60, Opened: 60, Assigned: 58, NeverAssigned: 2,
+		FailedToOpen: 1, Finished: 57, Unfinished: 1, CrossNode: 40, AssignedPerSec: 9.7, AssignSeconds: 6,
+		Wait: LatencySummary{P50Ms: 12, P90Ms: 250, P99Ms: 900, MaxMs: 1200}, VisitorToAgent: LatencySummary{P50Ms: 2, P99Ms: 8},
+		AgentToVisitor: LatencySummary{P50Ms: 3, P99Ms: 9}, ErrorsByCode: map[string]int64{"visitor chat 429": 2, "visitor connect closed": 1}}
+	r := Result{Scenario: "support", Label: supportParams{visitors: 60, rate: 10, agents: 4, capacity: 3, messages: 5}.label(), Target: "cluster",
+		Errors: 3, Params: map[string]any{"nodes": 3, "rate": 10.0}, Support: s, Notes: []string{noBaselineNote}}
+	var md strings.Builder
+	if err := renderMarkdown(&md, []Run{{Results: []Result{r}}}, reportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"## Customer service",
+		"| support 60 visitors at 10/s, 4 agents × 3, 5 messages, bound 60s | 3 | 58/60 | 2 (1) | 57 | 1 | 40 | 9.70 | 12 | 250 | 900 | 1200 | 2 | 8 | 3 | 9 | visitor chat 429: 2, visitor connect closed: 1 |",
+		"| support 60 visitors at 10/s, 4 agents × 3, 5 messages | wait for an agent p90 (ms) | 250 | – | – |",
+		"| support 60 visitors at 10/s, 4 agents × 3, 5 messages | visitors never assigned | 2 | – | – |",
+		"support 60 visitors at 10/s, 4 agents × 3, 5 messages on cluster: no baseline",
+	} {
+		if !strings.Contains(md.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, md.String())
+		}
+	}
+	if strings.Contains(md.String(), "| support 60 visitors at 10/s, 4 agents × 3, 5 messages | cluster | ") {
+		t.Error("the support run is in the details table of message runs")
+	}
+	var sum strings.Builder
+	printSummary(&sum, Run{Results: []Result{r}})
+	if !strings.Contains(sum.String(), "never assigned 2 (1 could not open)") || !strings.Contains(sum.String(), "wait p50 12.0 ms p90 250.0 ms") {
+		t.Errorf("summary %q", sum.String())
+	}
+}
