@@ -158,7 +158,7 @@ func TestScenarios(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a cluster")
 	}
-	cl := testenv.StartCluster(t, testenv.Options{Nodes: 3, Env: []string{"CHAT_RATE_LIMIT=100000"}})
+	cl := testenv.StartCluster(t, testenv.Options{Nodes: 3, Env: []string{"CHAT_RATE_LIMIT=100000", "CHAT_VISITORS_PER_MINUTE=0"}})
 	cl.WaitNodes(t, "n1", "n2", "n3")
 	cl.WaitLeader(t)
 	rl := baseline.New()
@@ -204,6 +204,22 @@ func TestScenarios(t *testing.T) {
 					r.Label, r.Target, r.Sent, r.Errors, r.Unacked, r.Lost, r.Duplicates)
 			}
 		}
+	}
+
+	// Customer service, on the cluster only: every visitor assigned, every
+	// message answered, every conversation closed.
+	sp := supportParams{visitors: 8, rate: 8, agents: 2, capacity: 2, messages: 2, timeout: 30 * time.Second,
+		mongo: testenv.Mongo(t), mongoDB: cl.Namespace()}
+	sr, err := runSupport(ctx, targets[0], cm, sp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := sr.Support
+	t.Logf("%s: assigned %d, finished %d, wait p50 %.1f ms max %.1f ms, visitor to agent p50 %.1f ms, agent to visitor p50 %.1f ms, errors %v",
+		sr.Label, s.Assigned, s.Finished, s.Wait.P50Ms, s.Wait.MaxMs, s.VisitorToAgent.P50Ms, s.AgentToVisitor.P50Ms, s.ErrorsByCode)
+	if s.Assigned != 8 || s.Finished != 8 || s.NeverAssigned != 0 || s.Unfinished != 0 || sr.Errors != 0 ||
+		s.VisitorToAgent.Count != 16 || s.AgentToVisitor.Count != 16 || s.Wait.Count != 8 {
+		t.Errorf("support: %+v; want all 8 visitors assigned and finished, 16 messages each way, no errors", *s)
 	}
 
 	// Last, as it leaves the cluster a node short: failover, killing the
