@@ -427,15 +427,11 @@ func writeCPU(b *strings.Builder, results []Result) {
 	b.WriteString("\n")
 }
 
-// writeDetails writes the counts of every run and the connect runs'
-// memory.
-func writeDetails(b *strings.Builder, results []Result) {
-	b.WriteString("## Details\n\n")
+// writeMessageDetails writes the counts of the runs of messages (dm,
+// room, failover).
+func writeMessageDetails(b *strings.Builder, results []Result) {
 	b.WriteString("| scenario | target | send s | delivery s | sent | acked | errors | unacked | pushed | found by sync | late | dup | lost | ack p50 ms | ack p99 ms | history stored/s | load at start → end |\n| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
 	for _, res := range results {
-		if res.Connect != nil || res.Support != nil {
-			continue
-		}
 		hist := "–"
 		if h := res.History; h != nil {
 			hist = fmt.Sprintf("%s (backlog %s at the end of sending, %s at the end)", num(h.PerSec), num(h.BacklogSteadyEnd), num(h.BacklogEnd))
@@ -449,6 +445,21 @@ func writeDetails(b *strings.Builder, results []Result) {
 			num(res.AckLatency.P50Ms), num(res.AckLatency.P99Ms), hist, load)
 	}
 	b.WriteString("\n*Send s* is the send phase; *delivery s* the time from its first scheduled send to the last push received. *Late*: pushes of a message the recipient's `sync` had already returned (not duplicates). *History stored/s*: messages the nodes' history writers stored in the MongoDB-wire store per second over the send phase (from their metrics), and the backlog (`chat_history_backlog`: messages in the Redis stream not yet in the store, cluster-wide) at the end of the send phase and at the end of the run.\n")
+}
+
+// writeDetails writes the counts of every run and the connect runs'
+// memory.
+func writeDetails(b *strings.Builder, results []Result) {
+	b.WriteString("## Details\n\n")
+	var msgRuns []Result // the runs of messages; connect and support have their own figures
+	for _, res := range results {
+		if res.Connect == nil && res.Support == nil {
+			msgRuns = append(msgRuns, res)
+		}
+	}
+	if len(msgRuns) > 0 {
+		writeMessageDetails(b, msgRuns)
+	}
 	for _, res := range results {
 		if res.Connect == nil || len(res.Connect.Nodes) == 0 {
 			continue

@@ -87,8 +87,8 @@ func TestReportSupport(t *testing.T) {
 			t.Errorf("report lacks %q:\n%s", want, md.String())
 		}
 	}
-	if strings.Contains(md.String(), "| support 60 visitors at 10/s, 4 agents × 3, 5 messages | cluster | ") {
-		t.Error("the support run is in the details table of message runs")
+	if strings.Contains(md.String(), "| scenario | target | send s |") {
+		t.Error("a details table of message runs, with none")
 	}
 	var sum strings.Builder
 	printSummary(&sum, Run{Results: []Result{r}})
