@@ -205,6 +205,9 @@ func TestChaos(t *testing.T) {
 		}
 		fr := h.inject(i, f)
 		report.Faults = append(report.Faults, fr)
+		if sup != nil {
+			sup.ReconnectAll()
+		}
 		status := fmt.Sprintf("failover %s", fr.Failover.Round(time.Millisecond))
 		if !fr.Recovered {
 			status = "NOT RECOVERED: " + fr.Note

@@ -142,10 +142,52 @@ func (s *SupportLoad) Stop(ctx context.Context) error {
 		err = fmt.Errorf("support: %d visitors did not finish: %v", len(left), left)
 		s.problem("%v", err)
 	}
+	s.settleAgents(ctx)
 	s.checkQuiet(ctx)
 	s.cancel()
 	s.wg.Wait()
 	return err
+}
+
+// ReconnectAll has every visitor and agent drop its connection and
+// reconnect, catching up with sync (and rebuild) as after a lost
+// connection: what the chat clients do after each fault.
+func (s *SupportLoad) ReconnectAll() {
+	s.mu.Lock()
+	visitors := slices.Clone(s.visitors)
+	s.mu.Unlock()
+	for _, v := range visitors {
+		v.mu.Lock()
+		if v.cur != nil {
+			_ = v.cur.Close()
+		}
+		v.mu.Unlock()
+	}
+	for _, a := range s.agents {
+		a.mu.Lock()
+		if a.conn != nil {
+			_ = a.conn.Close()
+		}
+		a.mu.Unlock()
+	}
+}
+
+// settleAgents has every agent reconnect and catch up once more, and waits
+// until each has.
+func (s *SupportLoad) settleAgents(ctx context.Context) {
+	before := map[string]int64{}
+	for name, a := range s.agents {
+		before[name] = a.caughtUp.Load()
+	}
+	s.ReconnectAll()
+	for name, a := range s.agents {
+		for a.caughtUp.Load() == before[name] {
+			if !sleep(ctx, 50*time.Millisecond) {
+				s.problem("agent %s did not catch up at the end", name)
+				return
+			}
+		}
+	}
 }
 
 // Close stops everything at once.
@@ -274,16 +316,25 @@ func (h *supHold) gaps(d time.Duration) []string {
 // client's offsets, uploading what it holds where the server lost
 // messages (rebuild), and takes what comes back.
 func supSync(ctx context.Context, conn *chatclient.Conn, h *supHold, offsets map[string]int64) error {
+	_, err := supSyncSeen(ctx, conn, h, offsets)
+	return err
+}
+
+// supSyncSeen is supSync, and says which conversations the server
+// answered for.
+func supSyncSeen(ctx context.Context, conn *chatclient.Conn, h *supHold, offsets map[string]int64) (map[string]bool, error) {
 	got, err := conn.SyncAll(ctx, offsets)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	seen := make(map[string]bool, len(got))
 	convs := make([]string, 0, len(got))
 	for conv := range got {
 		convs = append(convs, conv)
 	}
 	sort.Strings(convs)
 	for _, conv := range convs {
+		seen[conv] = true
 		sc := got[conv]
 		for round := 0; sc.Rebuild && round < rebuildRounds; round++ {
 			held := h.view.Held(conv, protocol.MaxSyncMessages)
@@ -291,11 +342,11 @@ func supSync(ctx context.Context, conn *chatclient.Conn, h *supHold, offsets map
 				break
 			}
 			if _, err := conn.Rebuild(ctx, conv, held); err != nil {
-				return fmt.Errorf("rebuild %s: %w", conv, err)
+				return nil, fmt.Errorf("rebuild %s: %w", conv, err)
 			}
 			again, err := conn.SyncAll(ctx, map[string]int64{conv: h.view.Offset(conv)})
 			if err != nil {
-				return err
+				return nil, err
 			}
 			sc = again[conv]
 		}
@@ -304,7 +355,7 @@ func supSync(ctx context.Context, conn *chatclient.Conn, h *supHold, offsets map
 		}
 		h.synced(conv, sc.Messages)
 	}
-	return nil
+	return seen, nil
 }
 
 // backoffSleep waits d or until ctx ends; false when it ended.
@@ -325,6 +376,9 @@ type supVisitor struct {
 	// answered: an agent's message reached it.
 	assigned, answered, done atomic.Bool
 	asked, assignedAt        time.Time
+
+	mu  sync.Mutex
+	cur *chatclient.Conn
 }
 
 func (v *supVisitor) run() {
@@ -350,7 +404,13 @@ func (v *supVisitor) run() {
 			continue
 		}
 		s.Reconnects.Add(1)
+		v.mu.Lock()
+		v.cur = conn
+		v.mu.Unlock()
 		finished := v.serve(conn)
+		v.mu.Lock()
+		v.cur = nil
+		v.mu.Unlock()
 		closeConn(conn)
 		if finished {
 			return
@@ -536,6 +596,8 @@ type supAgent struct {
 	held map[string]bool // the conversations it holds, as it knows them
 	away bool
 	conn *chatclient.Conn
+
+	caughtUp atomic.Int64 // catch-ups done since it started
 }
 
 func (a *supAgent) run() {
@@ -590,10 +652,23 @@ func (a *supAgent) serve(conn *chatclient.Conn) time.Duration {
 	}
 	a.mu.Unlock()
 	defer func() { a.mu.Lock(); a.conn = nil; a.mu.Unlock() }()
-	// Everything it may have missed: every conversation it was ever given.
-	if !a.syncAll(conn, nil) {
+	// Everything it may have missed: every conversation in its list,
+	// then those it holds messages of that the list lacks (Redis lost
+	// it), which the server finds in the support store.
+	var seen map[string]bool
+	if err := a.call(func(ctx context.Context) (err error) { seen, err = supSyncSeen(ctx, conn, a.h, nil); return err }); err != nil {
 		return 0
 	}
+	var unlisted []string
+	for conv := range a.h.view.Offsets() {
+		if !seen[conv] {
+			unlisted = append(unlisted, conv)
+		}
+	}
+	if len(unlisted) > 0 && !a.syncAll(conn, unlisted) {
+		return 0
+	}
+	a.caughtUp.Add(1)
 	churn := time.NewTimer(time.Duration(8+a.rng.IntN(12)) * time.Second)
 	defer churn.Stop()
 	gapTick := time.NewTicker(gapWait)
@@ -893,7 +968,8 @@ func (s *SupportLoad) Check(ctx context.Context, gw *chatclient.Gateway) Support
 	acks := slices.Clone(s.acks)
 	s.mu.Unlock()
 	stored := map[string]protocol.Message{}
-	if err := s.readStored(ctx, gw, visitors, stored); err != nil {
+	seqs := map[string][]int64{} // conv -> the seqs its history holds
+	if err := s.readStored(ctx, gw, visitors, stored, seqs); err != nil {
 		res.Problems = append(res.Problems, "cannot read the stored history: "+err.Error())
 	}
 	for _, v := range visitors {
@@ -908,7 +984,10 @@ func (s *SupportLoad) Check(ctx context.Context, gw *chatclient.Gateway) Support
 		if !ok {
 			res.Unstored++
 			if len(res.Problems) < maxProblems {
-				res.Problems = append(res.Problems, fmt.Sprintf("lost: %s (%s seq %d, from %s) was acknowledged and is not in the history", a.msg.ID, a.msg.Conv, a.msg.Seq, a.msg.From))
+				held := seqs[a.msg.Conv]
+				slices.Sort(held)
+				res.Problems = append(res.Problems, fmt.Sprintf("lost: %s (%s seq %d, from %s, send %s) was acknowledged and is not in the history, which holds seqs %v",
+					a.msg.ID, a.msg.Conv, a.msg.Seq, a.msg.From, a.cmid, held))
 			}
 			continue
 		}
@@ -926,7 +1005,7 @@ func (s *SupportLoad) Check(ctx context.Context, gw *chatclient.Gateway) Support
 	return res
 }
 
-func (s *SupportLoad) readStored(ctx context.Context, gw *chatclient.Gateway, visitors []*supVisitor, out map[string]protocol.Message) error {
+func (s *SupportLoad) readStored(ctx context.Context, gw *chatclient.Gateway, visitors []*supVisitor, out map[string]protocol.Message, seqs map[string][]int64) error {
 	tok, _, err := gw.Login(ctx, s.cfg.Agents[0], s.cfg.Password)
 	if err != nil {
 		return err
@@ -950,6 +1029,7 @@ func (s *SupportLoad) readStored(ctx context.Context, gw *chatclient.Gateway, vi
 			}
 			for _, m := range r.Messages {
 				out[m.ID] = m
+				seqs[m.Conv] = append(seqs[m.Conv], m.Seq)
 			}
 			if r.Next == nil {
 				break

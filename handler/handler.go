@@ -342,6 +342,17 @@ func (r *readable) check(ctx context.Context, conv string) error {
 			r.member[cv] = true
 		}
 	}
+	if !r.member[conv] && kind == "cs" && r.h.d.Support != nil {
+		// Not in the agent's list: Redis may have lost it. The support
+		// store says whom the conversation was ever assigned to.
+		ok, err := r.h.wasAssigned(ctx, r.user, a, conv)
+		if err != nil {
+			return err
+		}
+		if ok {
+			r.member[conv] = true
+		}
+	}
 	if !r.member[conv] {
 		if kind == "cs" {
 			return protocol.Errorf(protocol.CodeForbidden, "%s was never assigned to you (supportHistory reads any visitor's)", conv)

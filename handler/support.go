@@ -2,6 +2,8 @@ package handler
 
 import (
 	"context"
+	"errors"
+	"slices"
 
 	"chatcluster/protocol"
 )
@@ -230,4 +232,23 @@ func (h *Handler) supportHistory(ctx context.Context, c Conn, req protocol.Reque
 		before = 0
 	}
 	return out, nil
+}
+
+// wasAssigned reports whether agent was ever assigned conv, visitor's, as
+// the support store has it (403 from the leader: user is no agent).
+func (h *Handler) wasAssigned(ctx context.Context, user, visitor, conv string) (bool, error) {
+	convs, err := h.d.Support.VisitorConvs(ctx, user, visitor)
+	var pe *protocol.Error
+	if errors.As(err, &pe) && pe.Code == protocol.CodeForbidden {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	for _, c := range convs {
+		if c.Conv == conv && slices.Contains(c.Agents, user) {
+			return true, nil
+		}
+	}
+	return false, nil
 }

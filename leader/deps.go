@@ -159,7 +159,6 @@ type SupportStore interface {
 	ClaimSupport(ctx context.Context, epoch int64) error
 	OpenSupportConvs(ctx context.Context) ([]support.Conv, error)
 	Agents(ctx context.Context) ([]support.Agent, error)
-	LastSupportConv(ctx context.Context, visitor string) (int64, error)
 	SaveSupportConv(ctx context.Context, c support.Conv, epoch int64) error
 	SaveAgentStatus(ctx context.Context, name, status string) error
 	VisitorConvs(ctx context.Context, visitor string, limit int) ([]support.Conv, error)

@@ -128,6 +128,9 @@ func (ss *supportService) run() {
 		}
 		cancel()
 		if err == nil {
+			convs, err = ss.oneOpenEach(convs)
+		}
+		if err == nil {
 			ss.mu.Lock()
 			for _, a := range agents {
 				ss.st.PutAgent(a)
@@ -171,6 +174,31 @@ func (ss *supportService) run() {
 		ss.pushPositions()
 		ss.gauges()
 	}
+}
+
+// oneOpenEach keeps, of a visitor's open conversations, the newest: one
+// more can only come from a deposed leader that opened it in the moment
+// before it learnt so. The older ones are closed, in MongoDB first.
+func (ss *supportService) oneOpenEach(convs []support.Conv) ([]support.Conv, error) {
+	newest := map[string]int{}
+	for i, c := range convs {
+		if j, ok := newest[c.Visitor]; !ok || c.N > convs[j].N {
+			newest[c.Visitor] = i
+		}
+	}
+	out := convs[:0:0]
+	for i, c := range convs {
+		if newest[c.Visitor] == i {
+			out = append(out, c)
+			continue
+		}
+		c.State, c.Closed, c.ClosedBy, c.Front = protocol.SupportClosed, now(), "", false
+		if err := ss.save(c); err != nil {
+			return nil, err
+		}
+		ss.l.log.Warn().Str("conv", c.ID).Msg("closed a visitor's older open support conversation: it had a newer one")
+	}
+	return out, nil
 }
 
 // reloadAgents applies the operator's changes to the agents (added,
@@ -587,19 +615,35 @@ func (ss *supportService) open(visitor string, req *protocol.SupportPeer) protoc
 	ss.change.Lock()
 	ss.mu.Lock()
 	c, exists := ss.st.OpenOf(visitor)
-	last, known := ss.st.Last(visitor)
 	ss.mu.Unlock()
 	if !exists {
-		if !known {
-			n, err := l.d.Support.LastSupportConv(ctx, visitor)
-			if err != nil {
-				ss.change.Unlock()
-				l.dropLog.Warn().Err(err).Str("visitor", visitor).Msg("cannot read a visitor's conversations")
-				return ss.storeFail(err)
-			}
-			last = n
+		// The newest conversation MongoDB holds, not only what this term
+		// knows: a deposed leader, in the moment before it learnt so, may
+		// have opened one this term never loaded. An open one is adopted
+		// (written as this term's), so the visitor keeps what it was told.
+		newest, err := l.d.Support.VisitorConvs(ctx, visitor, 1)
+		if err != nil {
+			ss.change.Unlock()
+			l.dropLog.Warn().Err(err).Str("visitor", visitor).Msg("cannot read a visitor's conversations")
+			return ss.storeFail(err)
 		}
-		c = support.OpenNew(visitor, req.Name, req.Channel, last, now())
+		var last int64
+		ss.mu.Lock()
+		last, _ = ss.st.Last(visitor)
+		ss.mu.Unlock()
+		switch {
+		case len(newest) > 0 && newest[0].Open() && newest[0].N >= last:
+			c = newest[0]
+			if c.State == protocol.SupportAssigned {
+				c.State, c.Agent, c.Queued, c.Front = protocol.SupportQueued, "", now(), true
+			}
+			l.log.Warn().Str("conv", c.ID).Msg("adopting a support conversation this term did not load (opened by a deposed leader)")
+		default:
+			if len(newest) > 0 {
+				last = max(last, newest[0].N)
+			}
+			c = support.OpenNew(visitor, req.Name, req.Channel, last, now())
+		}
 		if err := ss.save(c); err != nil {
 			ss.change.Unlock()
 			return ss.storeFail(err)
