@@ -184,6 +184,7 @@ func TestChaos(t *testing.T) {
 	var sup *SupportLoad
 	if cfg.support {
 		sup = h.startSupport(ctx, uint64(cfg.seed))
+		h.sup = sup
 		defer sup.Close()
 	}
 
@@ -205,9 +206,6 @@ func TestChaos(t *testing.T) {
 		}
 		fr := h.inject(i, f)
 		report.Faults = append(report.Faults, fr)
-		if sup != nil {
-			sup.ReconnectAll()
-		}
 		status := fmt.Sprintf("failover %s", fr.Failover.Round(time.Millisecond))
 		if !fr.Recovered {
 			status = "NOT RECOVERED: " + fr.Note
@@ -356,6 +354,7 @@ type harness struct {
 	mongo     *testenv.MongoServer
 	gw        *chatclient.Gateway
 	clients   []*Client
+	sup       *SupportLoad // the customer-service workload, when it runs
 	rec       *Record
 	budget    *Budget
 	rng       *rand.Rand
@@ -548,6 +547,9 @@ func (h *harness) awaitDelivery(t0 time.Time, timeout time.Duration) (time.Durat
 // reconnectAll has every client reconnect through the gateway (avoiding
 // the given nodes) and sync; it returns their tickets.
 func (h *harness) reconnectAll(avoid []string) []int {
+	if h.sup != nil {
+		h.sup.ReconnectAll()
+	}
 	tickets := make([]int, len(h.clients))
 	for i, cl := range h.clients {
 		tickets[i] = cl.Reconnect(avoid)

@@ -67,7 +67,7 @@
 // 1.5 s), ask for an agent, write four messages and close; three agents
 // of capacity 2 answer each message, and now and then set themselves
 // away or drop their connection for 1 to 7 s, around the grace period of
-// 4 s. After each fault every visitor and agent reconnects and syncs
+// 4 s. With each fault every visitor and agent reconnects and syncs
 // (rebuilding what the server lost), as the chat clients do; agents sync
 // once more at the end. Its checker verifies that every message acknowledged in a support
 // conversation is stored and shown once, in order, by the other side as

@@ -152,7 +152,7 @@ func (r Report) Table() string {
 		row("visitors assigned", sr.Assigned, "must be every visitor")
 		fmt.Fprintf(&b, "%-26s %10s  %s\n", "wait for an agent", fmt.Sprintf("%s/%s", seconds(sr.Waits, 0.5), seconds(sr.Waits, 0.99)), "p50/p99, support to the assigned push")
 		row("leader snapshots checked", sr.Snapshots, "capacity held, one place per conversation")
-		row("state violations", len(sr.Problems), "must be 0")
+		row("state violations", sr.StateViolations, "must be 0")
 		row("messages acknowledged", res.Acked, "")
 		row("deliveries expected", res.Expected, "to the other side at the time (the stored to)")
 		row("delivered", res.Delivered, "shown by the recipient")
@@ -161,6 +161,7 @@ func (r Report) Table() string {
 		row("duplicates shown", res.Duplicates, "must be 0")
 		row("out of order", res.OutOfOrder, "must be 0")
 		row("sends given up", res.GaveUp, "info: the conversation moved or closed first")
+		row("seq conflicts", res.SeqConflicts, "info: two acknowledged messages, one seq")
 		row("connections", int(sr.Reconnects), "info: visitors' and agents'")
 		if len(sr.Problems)+len(res.Problems) > 0 {
 			b.WriteString("\ncustomer-service violations:\n")

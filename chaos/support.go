@@ -61,13 +61,14 @@ type SupportLoad struct {
 	stop   chan struct{}  // closed: no more arrivals or churn
 	stopOn sync.Once
 
-	mu       sync.Mutex
-	acks     []supportAck
-	visitors []*supVisitor
-	waits    []time.Duration
-	problems []string
-	snaps    int
-	agents   map[string]*supAgent
+	mu         sync.Mutex
+	acks       []supportAck
+	visitors   []*supVisitor
+	waits      []time.Duration
+	problems   []string
+	violations int // problems, counted (problems holds the first maxProblems)
+	snaps      int
+	agents     map[string]*supAgent
 
 	Reconnects atomic.Int64
 }
@@ -92,6 +93,7 @@ func (s *SupportLoad) logf(format string, args ...any) {
 func (s *SupportLoad) problem(format string, args ...any) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.violations++
 	if len(s.problems) < maxProblems {
 		s.problems = append(s.problems, fmt.Sprintf(format, args...))
 	}
@@ -376,6 +378,7 @@ type supVisitor struct {
 	// answered: an agent's message reached it.
 	assigned, answered, done atomic.Bool
 	asked, assignedAt        time.Time
+	closed                   bool // its supportClose succeeded: only the last sync is left
 
 	mu  sync.Mutex
 	cur *chatclient.Conn
@@ -429,9 +432,21 @@ func (v *supVisitor) call(conn *chatclient.Conn, f func(ctx context.Context) err
 // visitor is done.
 func (v *supVisitor) serve(conn *chatclient.Conn) bool {
 	s := v.s
+	if v.closed {
+		return v.catchUp(conn)
+	}
 	var sc protocol.SupportConv
 	for {
-		err := v.call(conn, func(ctx context.Context) (err error) { sc, err = conn.Support(ctx); return err })
+		// The first time it opens one; after that it resumes its own,
+		// which opens none.
+		err := v.call(conn, func(ctx context.Context) (err error) {
+			if v.conv == "" {
+				sc, err = conn.Support(ctx)
+			} else {
+				sc, err = conn.SupportResume(ctx, v.conv)
+			}
+			return err
+		})
 		if err == nil {
 			break
 		}
@@ -442,11 +457,16 @@ func (v *supVisitor) serve(conn *chatclient.Conn) bool {
 			return true
 		}
 	}
-	if v.conv == "" {
+	switch {
+	case v.conv == "":
 		v.conv, v.asked = sc.Conv, time.Now()
-	} else if sc.Conv != v.conv {
-		s.problem("visitor %s asked for %s and now has %s, before it closed the first: a conversation was lost", v.id, v.conv, sc.Conv)
+	case sc.Conv != v.conv:
+		s.problem("visitor %s resumed %s and got %s: a conversation was lost", v.id, v.conv, sc.Conv)
 		v.conv = sc.Conv
+	case sc.State == protocol.SupportClosed:
+		s.problem("visitor %s: %s was closed by %q while it was still open for it", v.id, v.conv, sc.ClosedBy)
+		v.closed = true
+		return v.catchUp(conn)
 	}
 	if sc.State == protocol.SupportAssigned {
 		v.markAssigned()
@@ -579,10 +599,8 @@ func (v *supVisitor) finish(conn *chatclient.Conn) bool {
 			return true
 		}
 	}
-	if !v.catchUp(conn) {
-		return false
-	}
-	return true
+	v.closed = true
+	return v.catchUp(conn)
 }
 
 // supAgent is one agent.
@@ -948,14 +966,17 @@ type SupportResult struct {
 	Snapshots  int
 	Waits      []time.Duration
 	Reconnects int64
-	Result     Result   // message delivery, as for the chat clients
-	Unstored   int      // acknowledged messages missing from their conversation's history
-	Problems   []string // assignment and state violations
+	Result     Result // message delivery, as for the chat clients
+	Unstored   int    // acknowledged messages missing from their conversation's history
+	// StateViolations counts the assignment and state violations (a
+	// visitor never assigned, a snapshot or the end state wrong).
+	StateViolations int
+	Problems        []string // every violation of the above, described
 }
 
 // OK reports whether there was no violation.
 func (r SupportResult) OK() bool {
-	return r.Result.OK() && r.Unstored == 0 && len(r.Problems) == 0 && r.Assigned == r.Visitors
+	return r.Result.OK() && r.Unstored == 0 && r.StateViolations == 0 && r.Assigned == r.Visitors
 }
 
 // Check reads every conversation's history as stored (through an agent),
@@ -976,6 +997,7 @@ func (s *SupportLoad) Check(ctx context.Context, gw *chatclient.Gateway) Support
 		if v.assigned.Load() {
 			res.Assigned++
 		} else {
+			res.StateViolations++
 			res.Problems = append(res.Problems, fmt.Sprintf("visitor %s (%s) asked and was never assigned", v.id, v.conv))
 		}
 	}
@@ -1000,6 +1022,7 @@ func (s *SupportLoad) Check(ctx context.Context, gw *chatclient.Gateway) Support
 	}
 	res.Result = Check(s.rec)
 	s.mu.Lock()
+	res.StateViolations += s.violations
 	res.Problems = append(res.Problems, s.problems...)
 	s.mu.Unlock()
 	return res

@@ -514,6 +514,14 @@ func (c *Conn) Support(ctx context.Context) (protocol.SupportConv, error) {
 	return r, err
 }
 
+// SupportResume resumes the visitor's conversation conv: the open one, or
+// conv as closed when none is open (it opens none).
+func (c *Conn) SupportResume(ctx context.Context, conv string) (protocol.SupportConv, error) {
+	var r protocol.SupportConv
+	err := c.Do(ctx, protocol.ActionSupport, protocol.SupportData{Conv: conv}, &r)
+	return r, err
+}
+
 // ChatConv sends text to a support conversation.
 func (c *Conn) ChatConv(ctx context.Context, conv, text, clientMsgID string) (protocol.ChatReply, error) {
 	var r protocol.ChatReply

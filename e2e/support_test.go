@@ -276,6 +276,14 @@ func TestSupportVisitorMeetsAgent(t *testing.T) {
 	wantCode(t, "a message to a closed conversation", err, protocol.CodeConflict)
 	waitPush(t, ann, protocol.PushAssigned, func(p protocol.AssignedPush) bool { return p.Conv == sc2.Conv })
 
+	// A page that lost the closed push resumes the conversation it shows:
+	// it is told it was closed, and nothing new is opened.
+	if sc, err := v1.conn.SupportResume(ctx, conv1); err != nil || sc.Conv != conv1 || sc.State != protocol.SupportClosed || sc.ClosedBy != "ann" {
+		t.Fatalf("resume of the closed conversation = %+v, %v; want it closed by ann", sc, err)
+	}
+	_, err = v1.conn.SupportResume(ctx, sc2.Conv)
+	wantCode(t, "resuming another visitor's conversation", err, protocol.CodeBadRequest)
+
 	// The visitor opens a new one; bob takes it and hands it to ann once
 	// she has room.
 	sc3, err := v1.conn.Support(ctx)

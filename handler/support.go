@@ -21,8 +21,10 @@ type Visitors interface {
 // *protocol.Error with the client's code, or ErrUnavailable.
 type Support interface {
 	// Open opens visitor's next conversation, or returns the open one,
-	// with its place in the queue.
-	Open(ctx context.Context, visitor, name, channel string) (protocol.SupportConv, error)
+	// with its place in the queue. With resume (a conversation of the
+	// visitor's), it opens none: without an open one it returns resume
+	// as closed.
+	Open(ctx context.Context, visitor, name, channel, resume string) (protocol.SupportConv, error)
 	// Post stores m in its support conversation m.Conv for m.From, the
 	// visitor or the agent holding it, and hands it to the other side.
 	Post(ctx context.Context, m protocol.Message, clientMsgID string) (stored protocol.Message, dup bool, err error)
@@ -62,9 +64,14 @@ func (h *Handler) visitorLogin(ctx context.Context, token string) (string, error
 }
 
 func (h *Handler) support(ctx context.Context, c Conn, req protocol.Request) (any, error) {
-	var d protocol.Empty
+	var d protocol.SupportData
 	if err := protocol.DecodeData(req.Data, &d); err != nil {
 		return nil, err
+	}
+	if d.Conv != "" {
+		if v, _, ok := protocol.ParseSupportConv(d.Conv); !ok || v != c.User() {
+			return nil, protocol.Errorf(protocol.CodeBadRequest, "conv must be one of your support conversations")
+		}
 	}
 	if err := h.supportAvailable(); err != nil {
 		return nil, err
@@ -77,7 +84,7 @@ func (h *Handler) support(ctx context.Context, c Conn, req protocol.Request) (an
 	if err != nil {
 		return nil, err
 	}
-	return h.d.Support.Open(ctx, user, name, channel)
+	return h.d.Support.Open(ctx, user, name, channel, d.Conv)
 }
 
 func (h *Handler) convData(req protocol.Request) (string, error) {

@@ -557,7 +557,7 @@ func (ss *supportService) handle(f protocol.PeerFrame) protocol.PeerFrame {
 	}
 	switch f.Op {
 	case protocol.SupportOpen:
-		return ss.open(f.User, req)
+		return ss.open(f.User, f.Conv, req)
 	case protocol.SupportPost:
 		return ss.post(f)
 	case protocol.SupportCloseOp:
@@ -604,8 +604,9 @@ func (ss *supportService) withPlace(ctx context.Context, c support.Conv) protoco
 	return info
 }
 
-// open opens visitor's next conversation, or returns the open one.
-func (ss *supportService) open(visitor string, req *protocol.SupportPeer) protocol.PeerFrame {
+// open opens visitor's next conversation, or returns the open one; with
+// resume, it opens none and answers resume as closed when none is open.
+func (ss *supportService) open(visitor, resume string, req *protocol.SupportPeer) protocol.PeerFrame {
 	l := ss.l
 	if !protocol.ValidVisitor(visitor) {
 		return fail(protocol.CodeForbidden, "only visitors open support conversations")
@@ -632,6 +633,15 @@ func (ss *supportService) open(visitor string, req *protocol.SupportPeer) protoc
 		last, _ = ss.st.Last(visitor)
 		ss.mu.Unlock()
 		switch {
+		case resume != "" && !(len(newest) > 0 && newest[0].Open() && newest[0].N >= last):
+			ss.change.Unlock()
+			closed := protocol.SupportConv{Conv: resume, Visitor: visitor, State: protocol.SupportClosed}
+			for _, c := range newest {
+				if c.ID == resume {
+					closed = c.Info()
+				}
+			}
+			return protocol.PeerFrame{Support: &protocol.SupportPeer{Conv: &closed}}
 		case len(newest) > 0 && newest[0].Open() && newest[0].N >= last:
 			c = newest[0]
 			if c.State == protocol.SupportAssigned {

@@ -47,8 +47,8 @@ func (ss supportSvc) conv(rep protocol.PeerFrame) (protocol.SupportConv, error) 
 	return *rep.Support.Conv, nil
 }
 
-func (ss supportSvc) Open(ctx context.Context, visitor, name, channel string) (protocol.SupportConv, error) {
-	rep, err := ss.ask(ctx, protocol.PeerFrame{Op: protocol.SupportOpen, User: visitor, Support: &protocol.SupportPeer{Name: name, Channel: channel}})
+func (ss supportSvc) Open(ctx context.Context, visitor, name, channel, resume string) (protocol.SupportConv, error) {
+	rep, err := ss.ask(ctx, protocol.PeerFrame{Op: protocol.SupportOpen, User: visitor, Conv: resume, Support: &protocol.SupportPeer{Name: name, Channel: channel}})
 	if err != nil {
 		return protocol.SupportConv{}, err
 	}

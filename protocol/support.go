@@ -142,6 +142,14 @@ type SupportConv struct {
 	Latest   int64    `json:"latest"`             // its latest seq
 }
 
+// SupportData is the data of support: empty to open a conversation (or
+// resume the open one); with Conv, the one the client shows, to resume it
+// only: when it was closed meanwhile the reply says so, and no new one is
+// opened.
+type SupportData struct {
+	Conv string `json:"conv"`
+}
+
 // ConvData names a conversation (supportClose).
 type ConvData struct {
 	Conv string `json:"conv"`

@@ -159,7 +159,9 @@ async function openConv() {
   try {
     for (let delay = 500; asking() && client.phase === 'online'; delay = Math.min(delay * 2, 8000)) {
       try {
-        opened(await client.request('support', {}));
+        // Resuming the one shown opens none: if it was closed meanwhile
+        // the reply says so. Only the visitor's button asks for a new one.
+        opened(await client.request('support', wantOpen || !conv ? {} : { conv }));
         return;
       } catch (e) {
         if (e.code === LOST || e.code === TIMEOUT) return; // the next connection asks again
@@ -178,6 +180,10 @@ async function openConv() {
 // opened takes the reply of support: the visitor's open conversation.
 function opened(sc) {
   if (!sc || typeof sc.conv !== 'string') return;
+  if (sc.conv === conv && sc.state === 'closed' && !wantOpen) {
+    closedHere({ conv, by: sc.closedBy || '' }); // closed while the page was away
+    return;
+  }
   if (conv && sc.conv !== conv && !wantOpen) {
     // The conversation shown was closed while the page was away (its closed
     // push went to no connection), and this request opened the next one,
