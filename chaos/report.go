@@ -157,6 +157,7 @@ func (r Report) Table() string {
 		row("deliveries expected", res.Expected, "to the other side at the time (the stored to)")
 		row("delivered", res.Delivered, "shown by the recipient")
 		row("not stored", sr.Unstored, "must be 0")
+		row("seq given again", sr.Reused, "info: not stored, its seq holds a later message (two Redis losses)")
 		row("lost", res.Lost, "must be 0")
 		row("duplicates shown", res.Duplicates, "must be 0")
 		row("out of order", res.OutOfOrder, "must be 0")
