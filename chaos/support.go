@@ -318,25 +318,16 @@ func (h *supHold) gaps(d time.Duration) []string {
 // client's offsets, uploading what it holds where the server lost
 // messages (rebuild), and takes what comes back.
 func supSync(ctx context.Context, conn *chatclient.Conn, h *supHold, offsets map[string]int64) error {
-	_, err := supSyncSeen(ctx, conn, h, offsets)
-	return err
-}
-
-// supSyncSeen is supSync, and says which conversations the server
-// answered for.
-func supSyncSeen(ctx context.Context, conn *chatclient.Conn, h *supHold, offsets map[string]int64) (map[string]bool, error) {
 	got, err := conn.SyncAll(ctx, offsets)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	seen := make(map[string]bool, len(got))
 	convs := make([]string, 0, len(got))
 	for conv := range got {
 		convs = append(convs, conv)
 	}
 	sort.Strings(convs)
 	for _, conv := range convs {
-		seen[conv] = true
 		sc := got[conv]
 		for round := 0; sc.Rebuild && round < rebuildRounds; round++ {
 			held := h.view.Held(conv, protocol.MaxSyncMessages)
@@ -344,11 +335,11 @@ func supSyncSeen(ctx context.Context, conn *chatclient.Conn, h *supHold, offsets
 				break
 			}
 			if _, err := conn.Rebuild(ctx, conv, held); err != nil {
-				return nil, fmt.Errorf("rebuild %s: %w", conv, err)
+				return fmt.Errorf("rebuild %s: %w", conv, err)
 			}
 			again, err := conn.SyncAll(ctx, map[string]int64{conv: h.view.Offset(conv)})
 			if err != nil {
-				return nil, err
+				return err
 			}
 			sc = again[conv]
 		}
@@ -357,7 +348,7 @@ func supSyncSeen(ctx context.Context, conn *chatclient.Conn, h *supHold, offsets
 		}
 		h.synced(conv, sc.Messages)
 	}
-	return seen, nil
+	return nil
 }
 
 // backoffSleep waits d or until ctx ends; false when it ended.
@@ -673,21 +664,20 @@ func (a *supAgent) serve(conn *chatclient.Conn) time.Duration {
 	}
 	a.mu.Unlock()
 	defer func() { a.mu.Lock(); a.conn = nil; a.mu.Unlock() }()
-	// Everything it may have missed: every conversation in its list,
-	// then those it holds messages of that the list lacks (Redis lost
-	// it), which the server finds in the support store.
-	var seen map[string]bool
-	if err := a.call(func(ctx context.Context) (err error) { seen, err = supSyncSeen(ctx, conn, a.h, nil); return err }); err != nil {
-		return 0
-	}
-	var unlisted []string
-	for conv := range a.h.view.Offsets() {
-		if !seen[conv] {
-			unlisted = append(unlisted, conv)
+	// Everything it may have missed, from its offsets: every
+	// conversation it holds messages of (the server finds those its list
+	// lacks, after Redis lost it, in the support store), and those it
+	// holds now, whose assigned push it may have missed.
+	offsets := a.h.view.Offsets()
+	for _, c := range list.Convs {
+		if _, ok := offsets[c.Conv]; !ok {
+			offsets[c.Conv] = 0
 		}
 	}
-	if len(unlisted) > 0 && !a.syncAll(conn, unlisted) {
-		return 0
+	if len(offsets) > 0 {
+		if err := a.call(func(ctx context.Context) error { return supSync(ctx, conn, a.h, offsets) }); err != nil {
+			return 0
+		}
 	}
 	a.caughtUp.Add(1)
 	churn := time.NewTimer(time.Duration(8+a.rng.IntN(12)) * time.Second)
