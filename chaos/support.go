@@ -351,9 +351,6 @@ func supSync(ctx context.Context, conn *chatclient.Conn, h *supHold, offsets map
 	return nil
 }
 
-// backoffSleep waits d or until ctx ends; false when it ended.
-func backoffSleep(ctx context.Context, d time.Duration) bool { return sleep(ctx, d) }
-
 // supVisitor is one visitor: it opens one conversation, sends Messages,
 // waits for its agent, and closes it.
 type supVisitor struct {
@@ -387,14 +384,14 @@ func (v *supVisitor) run() {
 			s.rec.AddClient(v.id)
 			break
 		}
-		if !backoffSleep(ctx, 200*time.Millisecond) {
+		if !sleep(ctx, 200*time.Millisecond) {
 			return
 		}
 	}
 	for ctx.Err() == nil {
 		conn, err := dialSupport(ctx, s.cfg.Gateway, v.rng, v.tok)
 		if err != nil {
-			backoffSleep(ctx, 200*time.Millisecond)
+			sleep(ctx, 200*time.Millisecond)
 			continue
 		}
 		s.Reconnects.Add(1)
@@ -409,7 +406,7 @@ func (v *supVisitor) run() {
 		if finished {
 			return
 		}
-		backoffSleep(ctx, 100*time.Millisecond)
+		sleep(ctx, 100*time.Millisecond)
 	}
 }
 
@@ -444,7 +441,7 @@ func (v *supVisitor) serve(conn *chatclient.Conn) bool {
 		if chatclient.Code(err) <= 0 {
 			return false // the connection is gone
 		}
-		if !backoffSleep(s.ctx, 200*time.Millisecond) {
+		if !sleep(s.ctx, 200*time.Millisecond) {
 			return true
 		}
 	}
@@ -566,7 +563,7 @@ func (v *supVisitor) send(conn *chatclient.Conn) bool {
 		case code <= 0:
 			return false // resent with the same clientMsgId on the next connection
 		case code == protocol.CodeRateLimited || code == protocol.CodeUnavailable:
-			if !backoffSleep(s.ctx, 300*time.Millisecond) {
+			if !sleep(s.ctx, 300*time.Millisecond) {
 				return true
 			}
 		default:
@@ -589,7 +586,7 @@ func (v *supVisitor) finish(conn *chatclient.Conn) bool {
 		if chatclient.Code(err) <= 0 {
 			return false
 		}
-		if !backoffSleep(s.ctx, 200*time.Millisecond) {
+		if !sleep(s.ctx, 200*time.Millisecond) {
 			return true
 		}
 	}
@@ -617,21 +614,21 @@ func (a *supAgent) run() {
 	for s.ctx.Err() == nil {
 		tok, _, err := s.cfg.Gateway.Login(s.ctx, a.name, s.cfg.Password)
 		if err != nil {
-			backoffSleep(s.ctx, 200*time.Millisecond)
+			sleep(s.ctx, 200*time.Millisecond)
 			continue
 		}
 		conn, err := dialSupport(s.ctx, s.cfg.Gateway, a.rng, tok)
 		if err != nil {
-			backoffSleep(s.ctx, 200*time.Millisecond)
+			sleep(s.ctx, 200*time.Millisecond)
 			continue
 		}
 		s.Reconnects.Add(1)
 		drop := a.serve(conn)
 		closeConn(conn)
-		if drop > 0 && !backoffSleep(s.ctx, drop) {
+		if drop > 0 && !sleep(s.ctx, drop) {
 			return
 		}
-		backoffSleep(s.ctx, 100*time.Millisecond)
+		sleep(s.ctx, 100*time.Millisecond)
 	}
 }
 
@@ -809,7 +806,7 @@ func (a *supAgent) reply(conn *chatclient.Conn, to protocol.Message) bool {
 		case code <= 0:
 			return false
 		case code == protocol.CodeUnavailable:
-			if !backoffSleep(s.ctx, 300*time.Millisecond) {
+			if !sleep(s.ctx, 300*time.Millisecond) {
 				return true
 			}
 		default:

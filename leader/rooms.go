@@ -186,8 +186,14 @@ func (rs *roomService) worker(q chan roomJob) {
 // waitLoaded waits for membership to be loaded, until deadline (unix ms;
 // 0: a few seconds).
 func (rs *roomService) waitLoaded(deadline int64) bool {
+	return waitClosed(rs.l.ctx, rs.loaded, deadline)
+}
+
+// waitClosed waits until ch is closed, until deadline (unix ms; 0: a few
+// seconds) or until ctx ends, and reports whether ch was closed.
+func waitClosed(ctx context.Context, ch <-chan struct{}, deadline int64) bool {
 	select {
-	case <-rs.loaded:
+	case <-ch:
 		return true
 	default:
 	}
@@ -198,10 +204,10 @@ func (rs *roomService) waitLoaded(deadline int64) bool {
 	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
-	case <-rs.loaded:
+	case <-ch:
 		return true
 	case <-t.C:
-	case <-rs.l.ctx.Done():
+	case <-ctx.Done():
 	}
 	return false
 }

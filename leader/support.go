@@ -529,24 +529,7 @@ func (ss *supportService) worker(q chan roomJob) {
 }
 
 func (ss *supportService) waitLoaded(deadline int64) bool {
-	select {
-	case <-ss.loaded:
-		return true
-	default:
-	}
-	wait := 5 * time.Second
-	if deadline > 0 {
-		wait = time.Until(time.UnixMilli(deadline))
-	}
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	select {
-	case <-ss.loaded:
-		return true
-	case <-t.C:
-	case <-ss.l.ctx.Done():
-	}
-	return false
+	return waitClosed(ss.l.ctx, ss.loaded, deadline)
 }
 
 // handle runs one request.
