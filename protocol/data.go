@@ -1,5 +1,7 @@
 package protocol
 
+import "strconv"
+
 // Message is one chat message as clients see it. Seq is assigned once per
 // conversation, cluster-wide.
 type Message struct {
@@ -14,10 +16,14 @@ type Message struct {
 }
 
 // LoginData is the data of a login request: a password or a token.
+// Device optionally names the client's device (ValidDevice): under the
+// multi login policy a login of the same user and device replaces that
+// device's earlier connection instead of counting as one more device.
 type LoginData struct {
 	Username string `json:"username"`
 	Password string `json:"password"`
 	Token    string `json:"token"`
+	Device   string `json:"device,omitempty"`
 }
 
 // LoginReply is the data of a successful login.
@@ -105,12 +111,22 @@ type UserInfoData struct {
 	Username string `json:"username"`
 }
 
-// UserInfoReply tells whether a user is online and where.
+// UserInfoReply tells whether a user is online and where. Node and
+// LoginTime are those of the newest login; Devices lists every connection
+// (device) of the user online, newest first.
 type UserInfoReply struct {
-	Username  string `json:"username"`
-	Online    bool   `json:"online"`
-	Node      string `json:"node,omitempty"`
-	LoginTime int64  `json:"loginTime,omitempty"` // unix milliseconds
+	Username  string       `json:"username"`
+	Online    bool         `json:"online"`
+	Node      string       `json:"node,omitempty"`
+	LoginTime int64        `json:"loginTime,omitempty"` // unix milliseconds
+	Devices   []DeviceInfo `json:"devices,omitempty"`
+}
+
+// DeviceInfo is one connection of a user online, in UserInfoReply.
+type DeviceInfo struct {
+	Node      string `json:"node"`
+	LoginTime int64  `json:"loginTime"`        // unix milliseconds
+	Device    string `json:"device,omitempty"` // the name the client gave at login, if any
 }
 
 // Empty is the data of ping and its reply.
@@ -119,6 +135,23 @@ type Empty struct{}
 // KickedPush tells a connection why it is being closed.
 type KickedPush struct {
 	Reason string `json:"reason"`
+}
+
+// Reasons of a kicked push (and of the close that follows it).
+const (
+	// KickElsewhere: single login policy, the user logged in on another
+	// connection.
+	KickElsewhere = "logged in elsewhere"
+	// KickSameDevice: multi login policy, the same device (login data
+	// "device") logged in again on another connection.
+	KickSameDevice = "logged in again on this device"
+)
+
+// KickTooManyDevices is the reason of a kicked push under the multi login
+// policy when a login goes over the bound of max devices and this
+// connection was the user's oldest.
+func KickTooManyDevices(max int) string {
+	return "logged in on more than " + strconv.Itoa(max) + " devices; this one was the oldest"
 }
 
 // NodePush tells clients that this node is going away.

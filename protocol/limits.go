@@ -10,6 +10,7 @@ const (
 	MinPasswordLen  = 6        // bytes
 	MaxPasswordLen  = 72       // bytes; bcrypt ignores what lies beyond
 	MaxIDLen        = 64       // bytes of a request id or clientMsgId
+	MaxDeviceLen    = 64       // bytes of a device name (login data "device")
 	MaxHistoryLimit = 100      // messages per history reply
 	DefaultHistory  = 50       // messages when limit is absent
 	RecentLen       = 50       // messages kept in a conversation's recent list

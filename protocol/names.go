@@ -31,6 +31,22 @@ func ValidName(s string) bool {
 	return true
 }
 
+// ValidDevice reports whether s is a usable device name (LoginData.Device):
+// 1 to MaxDeviceLen ASCII letters, digits, '_', '-' or '.'.
+func ValidDevice(s string) bool {
+	if s == "" || len(s) > MaxDeviceLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-' || c == '.' {
+			continue
+		}
+		return false
+	}
+	return true
+}
+
 // DMConv is the conversation id of a direct conversation: the two names
 // sorted, so both sides name it alike.
 func DMConv(a, b string) string {

@@ -23,14 +23,14 @@ func fastPeer(f *PeerFrame) bool {
 	return f.Dest == "" && f.Message == nil && f.Conn == "" && f.Connections == 0 && f.Started == 0 && f.Messages == 0 &&
 		f.Req == 0 && f.Op == "" && f.Room == "" && f.User == "" && f.ClientMsgID == "" && f.Deadline == 0 &&
 		f.Code == 0 && f.Error == "" && f.Members == nil && f.Rooms == nil && !f.Dup && !f.Online && f.Ver == 0 &&
-		f.Sessions == nil && f.Support == nil && !f.Again && (f.Type == PeerRoute) == (f.Recipients == "") && (f.Type == PeerPush) == (f.Users == nil)
+		f.Sessions == nil && f.Support == nil && !f.Again && f.Reason == "" && (f.Type == PeerRoute || !f.Away) && (f.Type == PeerRoute) == (f.Recipients == "") && (f.Type == PeerPush) == (f.Users == nil)
 }
 
 // appendFastPeer encodes a frame fastPeer accepts:
 //
-//	{"type":T,"epoch":E,"from":F,"up":U,"users":[...]|"recipients":R,"conv":C,"seq":S,"push":P}
+//	{"type":T,"epoch":E,"from":F,"up":U,"away":true,"except":X,"users":[...]|"recipients":R,"conv":C,"seq":S,"push":P}
 //
-// with "up" only when set.
+// with "up", "away" and "except" only when set.
 func appendFastPeer(b []byte, f *PeerFrame) []byte {
 	b = append(b, `{"type":`...)
 	b = appendJSONString(b, f.Type)
@@ -41,6 +41,13 @@ func appendFastPeer(b []byte, f *PeerFrame) []byte {
 	if f.Up != 0 {
 		b = append(b, `,"up":`...)
 		b = strconv.AppendUint(b, f.Up, 10)
+	}
+	if f.Away {
+		b = append(b, `,"away":true`...)
+	}
+	if f.Except != "" {
+		b = append(b, `,"except":`...)
+		b = appendJSONString(b, f.Except)
 	}
 	if f.Type == PeerRoute {
 		b = append(b, `,"users":[`...)
@@ -90,6 +97,17 @@ func decodeFastPeer(b []byte) (f PeerFrame, ok bool) {
 			return f, false
 		}
 		f.Up = uint64(n)
+	}
+	if p.lit(`,"away":true`) {
+		if f.Type != PeerRoute {
+			return f, false
+		}
+		f.Away = true
+	}
+	if p.lit(`,"except":`) {
+		if f.Except, ok = p.str(); !ok || f.Except == "" {
+			return f, false
+		}
 	}
 	if f.Type == PeerRoute {
 		if !p.lit(`,"users":[`) {

@@ -18,6 +18,11 @@ func TestFastPeerFramesRoundTrip(t *testing.T) {
 		{Type: PeerRoute, Epoch: 7, From: "n2", Up: 5121, Users: []string{"bob"}, Push: push, Conv: m.Conv, Seq: m.Seq},
 		{Type: PeerRoute, Epoch: 7, From: "n2", Users: []string{"bob", "carol"}, Push: push, Conv: m.Conv, Seq: m.Seq},
 		{Type: PeerPush, Epoch: 7, From: "n1", Recipients: "bob,carol", Push: push, Conv: m.Conv, Seq: m.Seq},
+		// Several devices: the sender's node delivered to its own
+		// connections, and the sending connection has the reply.
+		{Type: PeerRoute, Epoch: 7, From: "n2", Up: 5122, Away: true, Except: "mjuohrzq-9c4c8a5b301063b9", Users: []string{"alice"}, Push: push, Conv: m.Conv, Seq: m.Seq},
+		{Type: PeerRoute, Epoch: 7, From: "n2", Away: true, Users: []string{"bob"}, Push: push, Conv: m.Conv, Seq: m.Seq},
+		{Type: PeerPush, Epoch: 7, From: "n1", Except: "mjuohrzq-9c4c8a5b301063b9", Recipients: "alice", Push: push, Conv: m.Conv, Seq: m.Seq},
 	}
 	for _, f := range frames {
 		b, err := EncodePeer(&f)
