@@ -13,8 +13,9 @@ import (
 // ErrNotFound is returned by Store.Get when the user has no global session.
 var ErrNotFound = errors.New("session: not found")
 
-// Record is a user's global session: the one connection, cluster-wide, that
-// currently holds the user's login.
+// Record is a user's global session: under the single login policy
+// (Store) the one connection, cluster-wide, that currently holds the
+// user's login; under the multi policy (Devices) one of them.
 //
 // Version orders logins. A node takes a version from Store.NextVersion when
 // it accepts a login, before it writes the record, so a later login always
@@ -27,6 +28,9 @@ type Record struct {
 	LoginTime int64  // unix milliseconds
 	Version   int64  // from Store.NextVersion; > 0
 	Run       int64  // which run of the node: its start time (unix ns); 0 if unknown
+	// Device is the device the login named (multi login policy, Devices);
+	// "" for none, and always under the single policy.
+	Device string
 }
 
 // Store keeps global sessions in Redis. It is safe for concurrent use.
