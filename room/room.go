@@ -42,20 +42,37 @@ type where struct {
 func (w where) newer(ver int64) bool { return ver == 0 || w.ver == 0 || ver >= w.ver }
 
 // Registry holds rooms, their members and where users are online.
+//
+// Under the single login policy (New) a user is online on one connection
+// at most: the login with the highest version. Under the multi policy
+// (NewMulti) on every connection a node reports, each a device: a user is
+// online while any is, and a message reaches every node that holds one.
+// Each connection is reported only by its own node, in order, so no
+// version is needed to tell a late report from a current one there.
 type Registry struct {
+	multi  bool
 	mu     sync.RWMutex
 	rooms  map[string]map[string]struct{} // room -> members; guarded by mu
 	byUser map[string]map[string]struct{} // user -> rooms; guarded by mu
-	online map[string]where               // user -> session; guarded by mu
+	// online holds each user's sessions, oldest first; never empty (a
+	// user without one has no entry). Guarded by mu.
+	online map[string][]where
 }
 
-// New returns an empty Registry.
+// New returns an empty Registry of the single login policy.
 func New() *Registry {
 	return &Registry{
 		rooms:  map[string]map[string]struct{}{},
 		byUser: map[string]map[string]struct{}{},
-		online: map[string]where{},
+		online: map[string][]where{},
 	}
+}
+
+// NewMulti returns an empty Registry of the multi login policy.
+func NewMulti() *Registry {
+	r := New()
+	r.multi = true
+	return r
 }
 
 // Load replaces every room with rooms. Where users are online is kept.
@@ -181,82 +198,149 @@ func (r *Registry) Len() int {
 }
 
 // Online records that user logged in on node with connection conn, at
-// session version ver, unless a later login is already recorded. It
-// reports whether the user was offline before (a presence change).
+// session version ver: under the single policy unless a later login is
+// already recorded, replacing the earlier one; under the multi policy as
+// one more connection. It reports whether the user was offline before (a
+// presence change).
 func (r *Registry) Online(user, node, conn string, ver int64) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	w, was := r.online[user]
-	if was && !w.newer(ver) {
-		return false
+	return r.onlineLocked(user, where{node: node, conn: conn, ver: ver})
+}
+
+func (r *Registry) onlineLocked(user string, w where) bool {
+	ws, was := r.online[user]
+	if !r.multi {
+		if was && !ws[0].newer(w.ver) {
+			return false
+		}
+		r.online[user] = []where{w}
+		return !was
 	}
-	r.online[user] = where{node: node, conn: conn, ver: ver}
+	next := make([]where, 0, len(ws)+1)
+	for _, o := range ws {
+		if o.conn != w.conn {
+			next = append(next, o)
+		}
+	}
+	r.online[user] = append(next, w)
 	return !was
 }
 
 // Offline records that user's connection conn ended. A connection that is
-// not the user's current one (an older login, replaced since) changes
-// nothing. It reports whether the user went offline.
+// not one of the user's current ones (an older login, replaced since)
+// changes nothing. It reports whether the user went offline: it was the
+// user's last connection.
 func (r *Registry) Offline(user, conn string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	w, ok := r.online[user]
-	if !ok || w.conn != conn {
+	ws, ok := r.online[user]
+	if !ok {
 		return false
 	}
-	delete(r.online, user)
-	return true
+	next := make([]where, 0, len(ws))
+	for _, w := range ws {
+		if w.conn != conn {
+			next = append(next, w)
+		}
+	}
+	switch {
+	case len(next) == len(ws):
+		return false
+	case len(next) == 0:
+		delete(r.online, user)
+		return true
+	}
+	r.online[user] = next
+	return false
 }
 
-// Roster replaces what is known about node with sessions: the users it
-// reports are online there, and users recorded on node but missing from
-// sessions are offline. It returns the users who went offline and those
-// who came online.
+// Roster replaces what is known about node with sessions: the connections
+// it reports are online there, and those recorded on node but missing
+// from sessions have ended. It returns the users who went offline and
+// those who came online.
 func (r *Registry) Roster(node string, sessions []Session) (offline, online []string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	now := make(map[string]string, len(sessions))
+	now := make(map[string]bool, len(sessions))
 	for _, s := range sessions {
-		now[s.User] = s.Conn
+		now[s.User] = true
 	}
-	for u, w := range r.online {
-		if w.node != node {
-			continue
+	var left []string // users who had sessions on node only and none reported
+	for u, ws := range r.online {
+		next := ws[:0:0]
+		for _, w := range ws {
+			if w.node != node || !r.multi && now[u] {
+				next = append(next, w)
+			}
 		}
-		if _, still := now[u]; !still {
+		switch {
+		case len(next) == len(ws):
+		case len(next) == 0:
 			delete(r.online, u)
-			offline = append(offline, u)
+			left = append(left, u)
+		default:
+			r.online[u] = next
 		}
 	}
+	gone := make(map[string]bool, len(left))
+	for _, u := range left {
+		gone[u] = true
+	}
 	for _, s := range sessions {
-		w, was := r.online[s.User]
-		if was && w.node != node && !w.newer(s.Ver) {
+		_, was := r.online[s.User]
+		if !r.multi && was && r.online[s.User][0].node != node && !r.online[s.User][0].newer(s.Ver) {
 			continue // a later login elsewhere is already recorded
 		}
-		if !was {
-			online = append(online, s.User)
+		if r.onlineLocked(s.User, where{node: node, conn: s.Conn, ver: s.Ver}) {
+			if gone[s.User] {
+				delete(gone, s.User) // still online: no change
+			} else {
+				online = append(online, s.User)
+			}
 		}
-		r.online[s.User] = where{node: node, conn: s.Conn, ver: s.Ver}
+	}
+	for u := range gone {
+		offline = append(offline, u)
 	}
 	sort.Strings(offline)
 	sort.Strings(online)
 	return offline, online
 }
 
-// NodeGone marks every user online on node as offline and returns their
-// sessions, sorted by user.
-func (r *Registry) NodeGone(node string) []Session {
+// NodeGone takes every session on node offline and returns them, sorted
+// by user, and the users who went offline with them: those who have no
+// session left (under the multi policy, a user online on another node
+// too stays online).
+func (r *Registry) NodeGone(node string) (gone []Session, offline []string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var out []Session
-	for u, w := range r.online {
-		if w.node == node {
-			out = append(out, Session{User: u, Conn: w.conn})
+	for u, ws := range r.online {
+		next := ws[:0:0]
+		for _, w := range ws {
+			if w.node == node {
+				gone = append(gone, Session{User: u, Conn: w.conn})
+			} else {
+				next = append(next, w)
+			}
+		}
+		switch {
+		case len(next) == len(ws):
+		case len(next) == 0:
 			delete(r.online, u)
+			offline = append(offline, u)
+		default:
+			r.online[u] = next
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].User < out[j].User })
-	return out
+	sort.Slice(gone, func(i, j int) bool {
+		if gone[i].User != gone[j].User {
+			return gone[i].User < gone[j].User
+		}
+		return gone[i].Conn < gone[j].Conn
+	})
+	sort.Strings(offline)
+	return gone, offline
 }
 
 // Rooms returns every room with its members.
@@ -270,12 +354,34 @@ func (r *Registry) Rooms() []Room {
 	return out
 }
 
-// Where returns the node user is online on.
+// Where returns the node of user's newest login.
 func (r *Registry) Where(user string) (string, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	w, ok := r.online[user]
-	return w.node, ok
+	ws, ok := r.online[user]
+	if !ok {
+		return "", false
+	}
+	return ws[len(ws)-1].node, true
+}
+
+// Nodes returns every node user is online on, each once, the node of the
+// newest login last; nil when the user is offline.
+func (r *Registry) Nodes(user string) []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	ws := r.online[user]
+	if len(ws) == 1 {
+		return []string{ws[0].node}
+	}
+	var out []string
+	for i := len(ws) - 1; i >= 0; i-- {
+		if !slices.Contains(out, ws[i].node) {
+			out = append(out, ws[i].node)
+		}
+	}
+	slices.Reverse(out)
+	return out
 }
 
 // Plan groups the online members of room by node: the recipients of a
@@ -306,14 +412,26 @@ func (r *Registry) byNodeLocked(users map[string]struct{}, except string) map[st
 		if u == except {
 			continue
 		}
-		if w, ok := r.online[u]; ok {
-			out[w.node] = append(out[w.node], u)
+		for i, w := range r.online[u] {
+			if i == 0 || !r.seenNode(r.online[u][:i], w.node) {
+				out[w.node] = append(out[w.node], u)
+			}
 		}
 	}
 	for _, us := range out {
 		sort.Strings(us)
 	}
 	return out
+}
+
+// seenNode reports whether one of ws is on node.
+func (*Registry) seenNode(ws []where, node string) bool {
+	for _, w := range ws {
+		if w.node == node {
+			return true
+		}
+	}
+	return false
 }
 
 func sortedKeys(set map[string]struct{}) []string {

@@ -85,13 +85,74 @@ func TestPresenceAndPlan(t *testing.T) {
 	if !reflect.DeepEqual(off, []string{"b"}) || !reflect.DeepEqual(on, []string{"f"}) {
 		t.Fatalf("Roster = %v, %v", off, on)
 	}
-	if got := r.NodeGone("n2"); !reflect.DeepEqual(got, []Session{{User: "c", Conn: "c3"}, {User: "f", Conn: "c6"}}) {
-		t.Fatalf("NodeGone = %v", got)
+	if got, off := r.NodeGone("n2"); !reflect.DeepEqual(got, []Session{{User: "c", Conn: "c3"}, {User: "f", Conn: "c6"}}) || !reflect.DeepEqual(off, []string{"c", "f"}) {
+		t.Fatalf("NodeGone = %v, %v", got, off)
 	}
 	if !r.Offline("a", "c4") {
 		t.Fatal("the current connection ending did not take a offline")
 	}
 	if got := r.Plan("lobby"); len(got) != 0 {
 		t.Fatalf("Plan with nobody online = %v", got)
+	}
+}
+
+// Under the multi login policy a user is online on every connection its
+// nodes report: a room message goes to each node that holds one, the user
+// comes online with the first and goes offline with the last.
+func TestMultiDevicePresenceAndPlan(t *testing.T) {
+	r := NewMulti()
+	r.Load([]Room{{Name: "lobby", Members: []string{"a", "b"}}})
+	if !r.Online("a", "n1", "a1", 1) {
+		t.Fatal("a's first device is not a presence change")
+	}
+	if r.Online("a", "n2", "a2", 2) || r.Online("a", "n1", "a3", 3) {
+		t.Fatal("a's second or third device is a presence change")
+	}
+	// A late report about a's first login adds nothing.
+	if r.Online("a", "n1", "a1", 1) {
+		t.Fatal("a report of a known connection is a presence change")
+	}
+	r.Online("b", "n3", "b1", 4)
+	if got := r.Nodes("a"); !reflect.DeepEqual(got, []string{"n2", "n1"}) {
+		t.Fatalf("Nodes(a) = %v, want n2 and n1 (the newest login's last)", got)
+	}
+	if n, _ := r.Where("a"); n != "n1" {
+		t.Fatalf("Where(a) = %s, want n1, the newest login's", n)
+	}
+	want := map[string][]string{"n1": {"a"}, "n2": {"a"}, "n3": {"b"}}
+	if got := r.Plan("lobby"); !reflect.DeepEqual(got, want) {
+		t.Fatalf("Plan = %v, want %v (a once per node)", got, want)
+	}
+	if got := r.Mates("b"); !reflect.DeepEqual(got, map[string][]string{"n1": {"a"}, "n2": {"a"}}) {
+		t.Fatalf("Mates(b) = %v", got)
+	}
+	if r.Offline("a", "a1") || r.Offline("a", "nope") {
+		t.Fatal("one of several devices ending took a offline")
+	}
+	if got := r.Nodes("a"); !reflect.DeepEqual(got, []string{"n2", "n1"}) {
+		t.Fatalf("Nodes(a) after a1 ended = %v", got)
+	}
+	// n1's roster no longer has a3 but has a new a4; n2's has nothing.
+	if off, on := r.Roster("n1", []Session{{User: "a", Conn: "a4", Ver: 5}}); len(off) != 0 || len(on) != 0 {
+		t.Fatalf("Roster(n1) = %v, %v; want no presence change", off, on)
+	}
+	if off, on := r.Roster("n2", nil); len(off) != 0 || len(on) != 0 {
+		t.Fatalf("Roster(n2) = %v, %v; want no presence change (a is on n1)", off, on)
+	}
+	if got := r.Nodes("a"); !reflect.DeepEqual(got, []string{"n1"}) {
+		t.Fatalf("Nodes(a) after the rosters = %v", got)
+	}
+	r.Online("a", "n2", "a5", 6)
+	if gone, off := r.NodeGone("n1"); !reflect.DeepEqual(gone, []Session{{User: "a", Conn: "a4"}}) || len(off) != 0 {
+		t.Fatalf("NodeGone(n1) = %v, %v; want a4 gone, a still online on n2", gone, off)
+	}
+	if off, on := r.Roster("n2", []Session{{User: "c", Conn: "c1"}}); !reflect.DeepEqual(off, []string{"a"}) || !reflect.DeepEqual(on, []string{"c"}) {
+		t.Fatalf("Roster(n2) = %v, %v; want a offline, c online", off, on)
+	}
+	if !r.Offline("b", "b1") {
+		t.Fatal("b's only device ending did not take b offline")
+	}
+	if got := r.Nodes("b"); got != nil {
+		t.Fatalf("Nodes of an offline user = %v", got)
 	}
 }
