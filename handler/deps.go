@@ -43,18 +43,23 @@ type Users interface {
 	Resolve(ctx context.Context, user string) (string, error)
 }
 
-// Presence is where users are logged in.
+// Presence is where users are logged in: Node and LoginTime of the
+// newest login, Devices every connection online, newest first.
 type Presence struct {
 	Online    bool
 	Node      string
 	LoginTime int64
+	Devices   []protocol.DeviceInfo
 }
 
 // Sessions logs connections in and says where users are.
 type Sessions interface {
-	// Login binds c to user locally and globally and kicks any older
-	// connection of the user. It returns the session id.
-	Login(ctx context.Context, c Conn, user string) (string, error)
+	// Login binds c to user, on device ("" when the client named none),
+	// locally and globally, and kicks what the login policy says the
+	// login replaces: any older connection of the user (single policy),
+	// or the older connection of the same device and, over the bound,
+	// the oldest device (multi policy). It returns the session id.
+	Login(ctx context.Context, c Conn, user, device string) (string, error)
 	// Lookup says whether user is online; a session on a node that is not
 	// live counts as offline.
 	Lookup(ctx context.Context, user string) (Presence, error)
@@ -103,9 +108,16 @@ type Router interface {
 	// the handler then refuses the message before storing it.
 	Ready() error
 	// Deliver hands m, whose encoded push is push, to its recipients, live
-	// ones now; it must not block on the network. Recipients it cannot
-	// reach get m through sync.
+	// ones now, on every connection each has; it must not block on the
+	// network. Recipients it cannot reach get m through sync.
 	Deliver(m protocol.Message, push []byte, to []string)
+	// DeliverExcept hands push to every connection of user, wherever it
+	// is, but the connection except ("" none): with m, the message push
+	// is the encoded push of (push may then be nil), which a connection
+	// gets once; with m nil, any other push. It must not block on the
+	// network; what it cannot deliver is lost (a message then comes by
+	// sync).
+	DeliverExcept(user, except string, push []byte, m *protocol.Message)
 }
 
 // Rooms are chat rooms, owned by the cluster's leader.

@@ -137,6 +137,9 @@ func (h *Handler) login(ctx context.Context, c Conn, req protocol.Request) (any,
 	if err := protocol.DecodeData(req.Data, &d); err != nil {
 		return nil, err
 	}
+	if d.Device != "" && !protocol.ValidDevice(d.Device) {
+		return nil, protocol.Errorf(protocol.CodeBadRequest, "device must be 1 to %d ASCII letters, digits, '_', '-' or '.'", protocol.MaxDeviceLen)
+	}
 	var user string
 	switch {
 	case strings.HasPrefix(d.Token, protocol.VisitorTokenPrefix):
@@ -172,7 +175,7 @@ func (h *Handler) login(ctx context.Context, c Conn, req protocol.Request) (any,
 	default:
 		return nil, protocol.Errorf(protocol.CodeBadRequest, "login needs username and password, or token")
 	}
-	sid, err := h.d.Sessions.Login(ctx, c, user)
+	sid, err := h.d.Sessions.Login(ctx, c, user, d.Device)
 	if err != nil {
 		return nil, err
 	}
@@ -235,6 +238,10 @@ func (h *Handler) chat(ctx context.Context, c Conn, req protocol.Request) (any, 
 		if err != nil {
 			return nil, err
 		}
+		if !dup {
+			// The sender's other connections (devices) see it too.
+			h.d.Router.DeliverExcept(from, c.ConnID(), nil, &stored)
+		}
 		return protocol.ChatReply{ID: stored.ID, Conv: stored.Conv, Seq: stored.Seq, TS: stored.TS}, nil
 	} else if d.Room != "" {
 		m.Conv, m.Room = protocol.RoomConv(d.Room), d.Room
@@ -261,6 +268,11 @@ func (h *Handler) chat(ctx context.Context, c Conn, req protocol.Request) (any, 
 		stored, dup = st.Message, st.Dup
 		if !dup {
 			h.d.Router.Deliver(stored, st.Push, []string{to})
+			if to != from {
+				// The sender's other connections (devices) see it too;
+				// this one has the reply.
+				h.d.Router.DeliverExcept(from, c.ConnID(), st.Push, &stored)
+			}
 		}
 	}
 	if !dup {
@@ -510,7 +522,7 @@ func (h *Handler) userInfo(ctx context.Context, c Conn, req protocol.Request) (a
 	if err != nil {
 		return nil, err
 	}
-	return protocol.UserInfoReply{Username: user, Online: p.Online, Node: p.Node, LoginTime: p.LoginTime}, nil
+	return protocol.UserInfoReply{Username: user, Online: p.Online, Node: p.Node, LoginTime: p.LoginTime, Devices: p.Devices}, nil
 }
 
 func nonNil(m []protocol.Message) []protocol.Message {

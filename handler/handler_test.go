@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -14,7 +15,7 @@ import (
 	"chatcluster/protocol"
 )
 
-type fakeConn struct{ id, user string }
+type fakeConn struct{ id, user, device string }
 
 func (c *fakeConn) ConnID() string     { return c.id }
 func (c *fakeConn) User() string       { return c.user }
@@ -50,12 +51,13 @@ func (f fakeUsers) Resolve(_ context.Context, u string) (string, error) {
 
 type fakeSessions struct{}
 
-func (fakeSessions) Login(_ context.Context, c Conn, u string) (string, error) {
-	c.(*fakeConn).user = u
+func (fakeSessions) Login(_ context.Context, c Conn, u, device string) (string, error) {
+	c.(*fakeConn).user, c.(*fakeConn).device = u, device
 	return "s-" + c.ConnID(), nil
 }
 func (fakeSessions) Lookup(context.Context, string) (Presence, error) {
-	return Presence{Online: true, Node: "n1", LoginTime: 5}, nil
+	return Presence{Online: true, Node: "n1", LoginTime: 5, Devices: []protocol.DeviceInfo{
+		{Node: "n1", LoginTime: 5, Device: "phone"}, {Node: "n2", LoginTime: 3}}}, nil
 }
 
 // fakeJournal keeps messages in memory, per conversation.
@@ -129,6 +131,24 @@ func (j *fakeJournal) Range(_ context.Context, conv string, after, before int64,
 type fakeRouter struct {
 	busy      bool
 	delivered []protocol.Message
+	// others are the DeliverExcept calls: the message handed to every
+	// connection of a user but one.
+	others []deliveredExcept
+}
+
+type deliveredExcept struct {
+	user, except string
+	m            protocol.Message
+}
+
+func (r *fakeRouter) DeliverExcept(user, except string, push []byte, m *protocol.Message) {
+	if m == nil {
+		panic("DeliverExcept without a message")
+	}
+	if want := protocol.EncodeMessagePush(m); push != nil && string(push) != string(want) {
+		panic(fmt.Sprintf("delivered push %s for message %+v, want %s", push, *m, want))
+	}
+	r.others = append(r.others, deliveredExcept{user: user, except: except, m: *m})
 }
 
 func (r *fakeRouter) Ready() error {
@@ -244,6 +264,9 @@ func TestActions(t *testing.T) {
 				}
 			}},
 		{name: "login token", req: req("login", map[string]string{"token": "good"})},
+		{name: "login on a device", req: req("login", map[string]string{"token": "good", "device": "phone-1.b_x"})},
+		{name: "login on a bad device", req: req("login", map[string]string{"token": "good", "device": "my phone"}), code: 400},
+		{name: "login on a long device", req: req("login", map[string]string{"token": "good", "device": strings.Repeat("d", 65)}), code: 400},
 		{name: "login bad token", req: req("login", map[string]string{"token": "bad"}), code: 401},
 		{name: "login wrong password", req: req("login", map[string]string{"username": "amy", "password": "nope"}), code: 401},
 		{name: "login twice", user: "amy", req: req("login", map[string]string{"token": "good"}), code: 400},
@@ -286,7 +309,8 @@ func TestActions(t *testing.T) {
 		{name: "history not mine", user: "amy", req: req("history", map[string]any{"conv": "dm:bob:zed"}), code: 403},
 		{name: "userInfo", user: "amy", req: req("userInfo", map[string]any{"username": "bob"}),
 			check: func(t *testing.T, d any) {
-				if r := d.(protocol.UserInfoReply); !r.Online || r.Node != "n1" {
+				want := []protocol.DeviceInfo{{Node: "n1", LoginTime: 5, Device: "phone"}, {Node: "n2", LoginTime: 3}}
+				if r := d.(protocol.UserInfoReply); !r.Online || r.Node != "n1" || r.LoginTime != 5 || !reflect.DeepEqual(r.Devices, want) {
 					t.Fatalf("%+v", r)
 				}
 			}},
@@ -306,6 +330,52 @@ func TestActions(t *testing.T) {
 				tc.check(t, rep.Data)
 			}
 		})
+	}
+}
+
+// A login names its device to the sessions, which apply the login policy.
+func TestLoginPassesTheDevice(t *testing.T) {
+	h, _, _ := newTest()
+	c := &fakeConn{id: "c1"}
+	if rep := h.Handle(context.Background(), c, req("login", map[string]string{"token": "good", "device": "laptop"})); rep.Code != 0 {
+		t.Fatalf("login: %d %s", rep.Code, rep.Error)
+	}
+	if c.user != "amy" || c.device != "laptop" {
+		t.Fatalf("logged in %q on device %q, want amy on laptop", c.user, c.device)
+	}
+	rep := h.Handle(context.Background(), &fakeConn{id: "c2"}, req("login", map[string]string{"token": "good", "device": "lap top"}))
+	if rep.Code != 400 || rep.Error != "device must be 1 to 64 ASCII letters, digits, '_', '-' or '.'" {
+		t.Fatalf("login on a bad device: %d %q", rep.Code, rep.Error)
+	}
+}
+
+// A direct message goes to the recipient's connections, and to every
+// connection of the sender but the one that sent it, which has the reply;
+// a message to oneself goes to all of the sender's connections once.
+func TestChatReachesTheSendersOtherDevices(t *testing.T) {
+	h, _, r := newTest()
+	amy := &fakeConn{id: "amy-phone", user: "amy"}
+	if rep := h.Handle(context.Background(), amy, req("chat", map[string]string{"to": "bob", "text": "hi"})); rep.Code != 0 {
+		t.Fatalf("chat: %d %s", rep.Code, rep.Error)
+	}
+	if len(r.delivered) != 1 || len(r.others) != 1 {
+		t.Fatalf("delivered %d to the recipient and %d to the sender's devices, want 1 and 1", len(r.delivered), len(r.others))
+	}
+	if o := r.others[0]; o.user != "amy" || o.except != "amy-phone" || o.m != r.delivered[0] {
+		t.Fatalf("to the sender's devices: %+v, want amy's but amy-phone, the same message", o)
+	}
+	if rep := h.Handle(context.Background(), amy, req("chat", map[string]string{"to": "amy", "text": "note"})); rep.Code != 0 {
+		t.Fatalf("chat to self: %d %s", rep.Code, rep.Error)
+	}
+	if len(r.delivered) != 2 || len(r.others) != 1 {
+		t.Fatalf("a message to oneself: delivered %d, to the other devices %d; want 2 and still 1", len(r.delivered), len(r.others))
+	}
+	// A resend stores nothing and delivers nothing.
+	for range 2 {
+		h.Handle(context.Background(), amy, req("chat", map[string]string{"to": "bob", "text": "once", "clientMsgId": "k1"}))
+	}
+	if len(r.delivered) != 3 || len(r.others) != 2 {
+		t.Fatalf("a resent message: delivered %d, to the other devices %d; want 3 and 2", len(r.delivered), len(r.others))
 	}
 }
 

@@ -37,8 +37,14 @@ type Node interface {
 	// DeliverRaw hands an encoded push that is no message (presence) to
 	// the named users connected to the node.
 	DeliverRaw(users iter.Seq[string], push []byte)
-	// KickLocal closes user's connection conn if it is on the node.
-	KickLocal(user, conn string)
+	// DeliverExcept hands push to every connection of the named users on
+	// the node but the connection except: with conv, the encoded push of
+	// message seq of conv, as DeliverPushed does; without, another push,
+	// as DeliverRaw does.
+	DeliverExcept(users iter.Seq[string], except, conv string, seq int64, push []byte, again bool)
+	// KickLocal closes user's connection conn if it is on the node, with
+	// reason in its kicked push.
+	KickLocal(user, conn, reason string)
 
 	// RosterFrames are the node's sessions as encoded roster frames of
 	// epoch, as the node sends a leader that links to it.
@@ -73,6 +79,9 @@ type Deps struct {
 	// SupportGrace is how long an agent holding support conversations may
 	// be offline before they go back to the queue.
 	SupportGrace time.Duration
+	// MultiDevice is the multi login policy: a user may be online on
+	// several connections at once, and gets every push on each.
+	MultiDevice bool
 
 	Log     zerolog.Logger // the node's
 	Metrics *metrics.Node  // the node's
@@ -127,8 +136,9 @@ type Journal interface {
 	Append(ctx context.Context, m protocol.Message, clientMsgID string, members []string) (handler.Stored, error)
 }
 
-// Sessions are the global sessions (session.Store): the leader removes
-// those of a node that left.
+// Sessions are the global sessions (session.Store, or session.Devices
+// under the multi login policy): the leader removes those of a node that
+// left.
 type Sessions interface {
 	Delete(ctx context.Context, user, conn string) (bool, error)
 }

@@ -48,11 +48,13 @@ func (n *fakeNode) Go(f func()) bool {
 func (n *fakeNode) DeliverLocal(iter.Seq[string], *protocol.Message)            {}
 func (n *fakeNode) DeliverPushed(iter.Seq[string], string, int64, []byte, bool) {}
 func (n *fakeNode) DeliverRaw(iter.Seq[string], []byte)                         {}
-func (n *fakeNode) KickLocal(string, string)                                    {}
-func (n *fakeNode) RosterFrames(int64) [][]byte                                 { return nil }
-func (n *fakeNode) OnReply(f protocol.PeerFrame)                                { n.replies <- f }
-func (n *fakeNode) LocalCount() int                                             { return 0 }
-func (n *fakeNode) MessagesIn() int64                                           { return 0 }
+func (n *fakeNode) KickLocal(string, string, string)                            {}
+func (n *fakeNode) DeliverExcept(iter.Seq[string], string, string, int64, []byte, bool) {
+}
+func (n *fakeNode) RosterFrames(int64) [][]byte  { return nil }
+func (n *fakeNode) OnReply(f protocol.PeerFrame) { n.replies <- f }
+func (n *fakeNode) LocalCount() int              { return 0 }
+func (n *fakeNode) MessagesIn() int64            { return 0 }
 
 // queueLink is a term's link to a member whose queue the test drains.
 type queueLink struct {
@@ -184,4 +186,59 @@ func TestOverloadPushesBack(t *testing.T) {
 		<-link.send
 	}
 	testenv.WaitFor(t, 10*time.Second, "the leader keeps up again with an empty link", func() bool { return !l.Busy() })
+}
+
+// Under the multi login policy a route frame reaches every node that holds
+// a connection of the recipient, but the sender's node when it delivered
+// there itself (away), and the push names the connection it is not for
+// (except): the one that sent the message.
+func TestLeaderRoutesToEveryDevice(t *testing.T) {
+	l, n3 := forwardingLeader()
+	l.d.MultiDevice = true
+	l.rooms = newRoomService(l)
+	n2 := &queueLink{send: make(chan []byte, 16)}
+	l.links["n2"] = n2
+	for _, s := range []struct{ user, node, conn string }{
+		{"alice", "n2", "a-sending"}, {"alice", "n2", "a-tablet"}, {"alice", "n3", "a-phone"},
+		{"bob", "n2", "b-laptop"}, {"bob", "n3", "b-phone"},
+	} {
+		l.Handle(s.node, protocol.PeerFrame{Type: protocol.PeerOnline, From: s.node, User: s.user, Conn: s.conn, Online: true, Ver: 1})
+	}
+	m := dmMessage(0)
+	push := encodeMessage(m)
+	pushes := func(link *queueLink) []protocol.PeerFrame {
+		var out []protocol.PeerFrame
+		for len(link.send) > 0 {
+			f, err := protocol.DecodePeer(<-link.send)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, f)
+		}
+		return out
+	}
+	// Bob gets alice's message on both nodes but n2, which delivered to
+	// its own connections of bob.
+	l.Handle("n2", protocol.PeerFrame{Type: protocol.PeerRoute, From: "n2", Away: true, Users: []string{"bob"}, Push: push, Conv: m.Conv, Seq: m.Seq})
+	// Alice's other devices get it too, but the connection that sent it.
+	l.Handle("n2", protocol.PeerFrame{Type: protocol.PeerRoute, From: "n2", Away: true, Except: "a-sending", Users: []string{"alice"}, Push: push, Conv: m.Conv, Seq: m.Seq})
+	if got := pushes(n2); len(got) != 0 {
+		t.Fatalf("the sender's node got %+v, want nothing: it delivered itself", got)
+	}
+	got := pushes(n3)
+	if len(got) != 2 || got[0].Recipients != "bob" || got[0].Except != "" || got[1].Recipients != "alice" || got[1].Except != "a-sending" ||
+		string(got[1].Push) != string(push) || got[1].Conv != m.Conv {
+		t.Fatalf("n3 got %+v, want the push for bob, then for alice but a-sending", got)
+	}
+	// Without away (a frame of a node that has none of bob's connections)
+	// every node holding one gets it.
+	l.Handle("n1", protocol.PeerFrame{Type: protocol.PeerRoute, From: "n1", Users: []string{"bob"}, Push: push, Conv: m.Conv, Seq: m.Seq})
+	if a, b := pushes(n2), pushes(n3); len(a) != 1 || len(b) != 1 {
+		t.Fatalf("a route to bob from another node reached n2 %d times and n3 %d times, want once each", len(a), len(b))
+	}
+	// A kick carries its reason on.
+	l.Handle("n2", protocol.PeerFrame{Type: protocol.PeerKick, From: "n2", Dest: "n3", Users: []string{"alice"}, Conn: "a-phone", Reason: protocol.KickSameDevice})
+	if k := pushes(n3); len(k) != 1 || k[0].Type != protocol.PeerKick || k[0].Conn != "a-phone" || k[0].Reason != protocol.KickSameDevice {
+		t.Fatalf("kick forwarded as %+v", k)
+	}
 }

@@ -33,11 +33,14 @@ type parkedPush struct {
 	seq   int64
 	push  []byte
 	again bool // of a frame handed over again (PeerFrame.Again)
-	until time.Time
+	// except is a connection the push is not for (PeerFrame.Except), and
+	// skip a node it is not for (the sender's, PeerFrame.Away).
+	except, skip string
+	until        time.Time
 }
 
-// placeFunc says on which node a user is online.
-type placeFunc func(user string) (node string, ok bool)
+// placeFunc says on which nodes a user is online; none: not placed.
+type placeFunc func(user string) (nodes []string)
 
 // pushFunc hands a push to user on node.
 type pushFunc func(node, user string, p parkedPush)
@@ -64,15 +67,15 @@ func NewParking(expired prometheus.Counter) *Parking {
 // them, or parks it until parkFor has passed.
 func (k *Parking) route(user string, p parkedPush, place placeFunc, push pushFunc) {
 	if k.n.Load() == 0 {
-		if node, ok := place(user); ok {
-			push(node, user, p)
+		if nodes := place(user); len(nodes) > 0 {
+			pushAll(nodes, user, p, push)
 			return
 		}
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	node, ok := place(user)
-	if !ok {
+	nodes := place(user)
+	if len(nodes) == 0 {
 		if k.n.Load() >= parkMax {
 			k.expired.Inc()
 			return
@@ -82,8 +85,15 @@ func (k *Parking) route(user string, p parkedPush, place placeFunc, push pushFun
 		k.n.Add(1)
 		return
 	}
-	k.flushLocked(user, node, push)
-	push(node, user, p)
+	k.flushLocked(user, nodes, push)
+	pushAll(nodes, user, p, push)
+}
+
+// pushAll hands p to user on each of nodes.
+func pushAll(nodes []string, user string, p parkedPush, push pushFunc) {
+	for _, node := range nodes {
+		push(node, user, p)
+	}
 }
 
 // appeared hands user what is parked for them, now that place finds them.
@@ -93,19 +103,19 @@ func (k *Parking) appeared(user string, place placeFunc, push pushFunc) {
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if node, ok := place(user); ok {
-		k.flushLocked(user, node, push)
+	if nodes := place(user); len(nodes) > 0 {
+		k.flushLocked(user, nodes, push)
 	}
 }
 
-func (k *Parking) flushLocked(user, node string, push pushFunc) {
+func (k *Parking) flushLocked(user string, nodes []string, push pushFunc) {
 	ps, ok := k.users[user]
 	if !ok {
 		return
 	}
 	delete(k.users, user)
 	for _, p := range ps {
-		push(node, user, p)
+		pushAll(nodes, user, p, push)
 	}
 	// Only now: while n is above zero, route takes the lock, so nothing
 	// newer overtakes these.

@@ -14,7 +14,12 @@ import (
 
 type placed map[string]string
 
-func (p placed) place(u string) (string, bool) { n, ok := p[u]; return n, ok }
+func (p placed) place(u string) []string {
+	if n, ok := p[u]; ok {
+		return []string{n}
+	}
+	return nil
+}
 
 type pushLog []string
 
@@ -96,7 +101,12 @@ func TestParkingKeepsOrderWhileFlushing(t *testing.T) {
 	k := NewParking(prometheus.NewCounter(prometheus.CounterOpts{Name: "x"}))
 	var mu sync.Mutex
 	var placed atomic.Bool
-	place := func(string) (string, bool) { return "n2", placed.Load() }
+	place := func(string) []string {
+		if placed.Load() {
+			return []string{"n2"}
+		}
+		return nil
+	}
 	var got []int64
 	flushing := make(chan struct{})
 	push := func(_, _ string, p parkedPush) {

@@ -50,7 +50,11 @@ type roomService struct {
 const maxRoomWait = time.Second
 
 func newRoomService(l *Term) *roomService {
-	rs := &roomService{l: l, reg: room.New(), seed: maphash.MakeSeed(), loaded: make(chan struct{}), rostered: map[string]bool{}}
+	reg := room.New()
+	if l.d.MultiDevice {
+		reg = room.NewMulti()
+	}
+	rs := &roomService{l: l, reg: reg, seed: maphash.MakeSeed(), loaded: make(chan struct{}), rostered: map[string]bool{}}
 	for i := range rs.work {
 		rs.work[i] = make(chan roomJob, roomQueue)
 	}
@@ -407,14 +411,15 @@ func (rs *roomService) roster(node string, f protocol.PeerFrame) {
 // where they are.
 func (rs *roomService) appeared(user string) { rs.l.appeared(user) }
 
-// nodeGone takes every user of a node that left the cluster offline: their
-// room mates are told, and their global sessions, which the dead node can
-// no longer remove, are deleted (only if they still name that
-// connection, so a newer login elsewhere is kept).
+// nodeGone takes every connection of a node that left the cluster
+// offline: the room mates of the users left with none are told, and the
+// connections' global sessions, which the dead node can no longer remove,
+// are deleted (only if they still name that connection, so a newer login
+// elsewhere is kept).
 func (rs *roomService) nodeGone(node string) {
-	gone := rs.reg.NodeGone(node)
-	for _, ss := range gone {
-		rs.presence(ss.User, false)
+	gone, offline := rs.reg.NodeGone(node)
+	for _, u := range offline {
+		rs.presence(u, false)
 	}
 	if len(gone) == 0 {
 		return

@@ -115,7 +115,7 @@ func (l *Term) forward(f *protocol.PeerFrame) {
 	if f.Dest == l.id {
 		if f.Type == protocol.PeerKick {
 			for _, u := range f.Users {
-				l.node.KickLocal(u, f.Conn)
+				l.node.KickLocal(u, f.Conn, f.Reason)
 			}
 			return
 		}
@@ -124,7 +124,7 @@ func (l *Term) forward(f *protocol.PeerFrame) {
 	}
 	out := protocol.PeerFrame{Type: protocol.PeerDeliver, Recipients: protocol.JoinNames(f.Users), Message: f.Message}
 	if f.Type == protocol.PeerKick {
-		out = protocol.PeerFrame{Type: protocol.PeerKick, Users: f.Users, Conn: f.Conn}
+		out = protocol.PeerFrame{Type: protocol.PeerKick, Users: f.Users, Conn: f.Conn, Reason: f.Reason}
 	}
 	l.send(f.Dest, &out)
 }
@@ -134,36 +134,56 @@ func (l *Term) forward(f *protocol.PeerFrame) {
 // leader has not heard of, or a node whose roster is still on its way after
 // a new term began) is parked for a moment (parking) and gets the push if
 // it appears meanwhile; otherwise the message waits for their sync.
+//
+// A user online on several connections (the multi login policy) gets the
+// push on every node that holds one, but the sender's node when it says
+// it delivered there itself (Away), and not on the connection Except.
 func (l *Term) route(f *protocol.PeerFrame) {
-	p := parkedPush{push: f.Push, conv: f.Conv, seq: f.Seq, again: f.Again}
+	p := parkedPush{push: f.Push, conv: f.Conv, seq: f.Seq, again: f.Again, except: f.Except}
 	if len(p.push) == 0 {
 		if f.Message == nil {
 			return
 		}
-		p = parkedPush{push: encodeMessage(*f.Message), conv: f.Message.Conv, seq: f.Message.Seq, again: f.Again}
+		p = parkedPush{push: encodeMessage(*f.Message), conv: f.Message.Conv, seq: f.Message.Seq, again: f.Again, except: f.Except}
+	}
+	if f.Away {
+		p.skip = f.From
 	}
 	for _, u := range f.Users {
-		l.parked.route(u, p, l.rooms.reg.Where, l.pushParked)
+		l.parked.route(u, p, l.rooms.reg.Nodes, l.pushParked)
 	}
 }
 
 func (l *Term) pushParked(node, user string, p parkedPush) {
-	l.pushMessage(node, []string{user}, p.conv, p.seq, p.push, p.again)
+	if node == p.skip {
+		return
+	}
+	l.pushExcept(node, []string{user}, p.conv, p.seq, p.push, p.again, p.except)
 }
 
 // pushMessage hands the encoded push of message seq of conv to users on
 // node; again for a frame handed over again (PeerFrame.Again).
 func (l *Term) pushMessage(node string, users []string, conv string, seq int64, push []byte, again bool) {
+	l.pushExcept(node, users, conv, seq, push, again, "")
+}
+
+// pushExcept is pushMessage for every connection of users but except
+// ("" none). Without conv, push is no message's (PeerFrame.Push).
+func (l *Term) pushExcept(node string, users []string, conv string, seq int64, push []byte, again bool, except string) {
 	if node == l.id {
-		l.node.DeliverPushed(slices.Values(users), conv, seq, push, again)
+		if except == "" && conv != "" {
+			l.node.DeliverPushed(slices.Values(users), conv, seq, push, again)
+		} else {
+			l.node.DeliverExcept(slices.Values(users), except, conv, seq, push, again)
+		}
 		return
 	}
-	l.send(node, &protocol.PeerFrame{Type: protocol.PeerPush, Recipients: protocol.JoinNames(users), Push: push, Conv: conv, Seq: seq, Again: again})
+	l.send(node, &protocol.PeerFrame{Type: protocol.PeerPush, Recipients: protocol.JoinNames(users), Push: push, Conv: conv, Seq: seq, Again: again, Except: except})
 }
 
 // appeared delivers what was parked for user, now online.
 func (l *Term) appeared(user string) {
-	l.parked.appeared(user, l.rooms.reg.Where, l.pushParked)
+	l.parked.appeared(user, l.rooms.reg.Nodes, l.pushParked)
 }
 
 // reply answers request f.Req of node to.

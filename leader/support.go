@@ -408,23 +408,22 @@ func (ss *supportService) announce(c support.Conv, from string) {
 		Conv: c.ID, Visitor: c.Visitor, State: c.State, Agent: c.Agent, Opened: c.Opened, Assigned: c.Assigned, Latest: push.Latest}})
 }
 
-// pushTo hands a push to user wherever the leader knows them to be; a
-// user it does not know of finds out with its next request.
+// pushTo hands a push to user wherever the leader knows them to be (on
+// every node that holds one of their connections); a user it does not know
+// of finds out with its next request.
 func (ss *supportService) pushTo(user, kind string, data any) {
 	push, err := protocol.EncodePush(kind, data)
 	if err != nil {
 		return
 	}
 	l := ss.l
-	node, ok := l.rooms.reg.Where(user)
-	if !ok {
-		return
+	for _, node := range l.rooms.reg.Nodes(user) {
+		if node == l.id {
+			l.node.DeliverRaw(slices.Values([]string{user}), push)
+			continue
+		}
+		l.send(node, &protocol.PeerFrame{Type: protocol.PeerPush, Recipients: user, Push: push})
 	}
-	if node == l.id {
-		l.node.DeliverRaw(slices.Values([]string{user}), push)
-		return
-	}
-	l.send(node, &protocol.PeerFrame{Type: protocol.PeerPush, Recipients: user, Push: push})
 }
 
 // pushPositions tells each queued visitor whose place changed its new one.
@@ -719,7 +718,7 @@ func (ss *supportService) post(f protocol.PeerFrame) protocol.PeerFrame {
 	stored := st.Message
 	if !st.Dup && to != "" {
 		p := parkedPush{push: st.Push, conv: stored.Conv, seq: stored.Seq}
-		l.parked.route(to, p, l.rooms.reg.Where, l.pushParked)
+		l.parked.route(to, p, l.rooms.reg.Nodes, l.pushParked)
 	}
 	return protocol.PeerFrame{Message: &stored, Dup: st.Dup}
 }

@@ -28,6 +28,9 @@ type client struct {
 	remote string
 	user   atomic.Pointer[string] // set once by login
 	ver    atomic.Int64           // the login's session version, set with user
+	// device is the device the login named ("" none), set before user
+	// and not changed after.
+	device string
 	// loggedIn is when the login happened, unix ms, set before the
 	// connection is found by its user (deliverPushed).
 	loggedIn atomic.Int64

@@ -479,7 +479,7 @@ func TestPushAgainSkipsLaterLogins(t *testing.T) {
 	clients[0].loggedIn.Store(m.TS - 1) // there when the message was written
 	clients[1].loggedIn.Store(m.TS + 1) // logged in after it
 	push := encodeMessage(m)
-	s.deliverPushed(slices.Values(users), m.Conv, m.Seq, push, true)
+	s.deliverPushed(slices.Values(users), m.Conv, m.Seq, push, true, "")
 	if got := len(clients[0].send.take(nil)); got != 1 {
 		t.Fatalf("connection from before the message got %d frames, want 1", got)
 	}
@@ -490,7 +490,7 @@ func TestPushAgainSkipsLaterLogins(t *testing.T) {
 		t.Fatalf("skipped pushes = %v, want 1", v)
 	}
 	m.Seq = 8
-	s.deliverPushed(slices.Values(users), m.Conv, m.Seq, encodeMessage(m), false)
+	s.deliverPushed(slices.Values(users), m.Conv, m.Seq, encodeMessage(m), false, "")
 	for i, c := range clients {
 		if got := len(c.send.take(nil)); got != 1 {
 			t.Fatalf("first push: connection %d got %d frames, want 1", i, got)

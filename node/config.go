@@ -95,12 +95,29 @@ type Config struct {
 	// default: the ranking is public, and direct messages are private.
 	HotWordsDirect bool
 
+	// LoginPolicy says how many connections a user may hold at once:
+	// PolicySingle (the default), one, a new login kicking the older; or
+	// PolicyMulti, one per device, up to MaxDevices, the oldest kicked
+	// beyond. It is the cluster's: every node must run the same one.
+	LoginPolicy string
+	MaxDevices  int // devices per user under PolicyMulti, 1 to MaxDevicesLimit
+
 	Logger zerolog.Logger
 
 	// Set by Validate: Advertise and PeerAdvertise were derived from the
 	// listen addresses, so a port 0 in them is the port bound (Start).
 	advertiseDerived, peerAdvertiseDerived bool
 }
+
+// Login policies (Config.LoginPolicy).
+const (
+	PolicySingle = "single"
+	PolicyMulti  = "multi"
+)
+
+// MaxDevicesLimit bounds Config.MaxDevices: every login of a user reads
+// all of the user's sessions.
+const MaxDevicesLimit = 100
 
 // DefaultConfig returns a Config with every default filled in and no
 // addresses.
@@ -122,6 +139,8 @@ func DefaultConfig() Config {
 		RateLimit:         200,
 		HotWordsReset:     24 * time.Hour,
 		SupportGrace:      60 * time.Second,
+		LoginPolicy:       PolicySingle,
+		MaxDevices:        5,
 		LoginThrottle:     accounts.DefaultThrottle(),
 		Logger:            zerolog.Nop(),
 	}
@@ -177,6 +196,15 @@ func (c *Config) Validate() error {
 	}
 	if c.SupportGrace < time.Second {
 		errs = append(errs, fmt.Errorf("--support-grace %v: must be at least 1s", c.SupportGrace))
+	}
+	switch c.LoginPolicy {
+	case PolicySingle:
+	case PolicyMulti:
+		if c.MaxDevices < 1 || c.MaxDevices > MaxDevicesLimit {
+			errs = append(errs, fmt.Errorf("--max-devices %d must be between 1 and %d", c.MaxDevices, MaxDevicesLimit))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("--login-policy %q must be %q or %q", c.LoginPolicy, PolicySingle, PolicyMulti))
 	}
 	if c.HotWordsReset < 0 {
 		errs = append(errs, errors.New("--hot-words-reset must not be negative"))

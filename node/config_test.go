@@ -53,3 +53,39 @@ func TestConfigBcryptCost(t *testing.T) {
 		}
 	}
 }
+
+// The login policy is single (the default) or multi, with a bound of
+// devices.
+func TestConfigLoginPolicy(t *testing.T) {
+	for _, tc := range []struct {
+		policy string
+		max    int
+		err    string // "" when valid
+	}{
+		{PolicySingle, 5, ""},
+		{PolicySingle, 0, ""}, // the bound is the multi policy's
+		{PolicyMulti, 5, ""},
+		{PolicyMulti, 1, ""},
+		{PolicyMulti, 100, ""},
+		{PolicyMulti, 0, "--max-devices 0 must be between 1 and 100"},
+		{PolicyMulti, 101, "--max-devices 101"},
+		{"several", 5, `--login-policy "several" must be "single" or "multi"`},
+		{"", 5, `--login-policy ""`},
+	} {
+		cfg := DefaultConfig()
+		cfg.ID, cfg.Listen, cfg.PeerListen = "n1", "127.0.0.1:9001", "127.0.0.1:9101"
+		cfg.ZK, cfg.Redis, cfg.Mongo = []string{"127.0.0.1:2181"}, redisconn.Config{Addr: "127.0.0.1:6379"}, "mongodb://127.0.0.1:27017/"
+		cfg.Secret = []byte("0123456789abcdef")
+		cfg.LoginPolicy, cfg.MaxDevices = tc.policy, tc.max
+		err := cfg.Validate()
+		switch {
+		case tc.err == "" && err != nil:
+			t.Errorf("%s/%d: %v", tc.policy, tc.max, err)
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("%s/%d: error %v, want one containing %q", tc.policy, tc.max, err, tc.err)
+		}
+	}
+	if cfg := DefaultConfig(); cfg.LoginPolicy != PolicySingle || cfg.MaxDevices != 5 {
+		t.Errorf("default policy %q with %d devices, want single (and 5 devices for multi)", cfg.LoginPolicy, cfg.MaxDevices)
+	}
+}

@@ -172,8 +172,13 @@ func (s *Server) restoreRedis(ctx context.Context, rolledBack bool) error {
 		if ver, err = s.sessions.NextVersion(ctx); err != nil {
 			return false
 		}
-		rec := session.Record{User: c.User(), Node: s.cfg.ID, Conn: c.id, LoginTime: time.Now().UnixMilli(), Version: ver, Run: s.started.UnixNano()}
-		if _, _, err = s.sessions.Put(ctx, rec); err != nil {
+		rec := session.Record{User: c.User(), Node: s.cfg.ID, Conn: c.id, LoginTime: time.Now().UnixMilli(), Version: ver, Run: s.started.UnixNano(), Device: c.device}
+		if s.devices != nil {
+			_, err = s.devices.Put(ctx, rec, s.liveNodes())
+		} else {
+			_, _, err = s.sessions.Put(ctx, rec)
+		}
+		if err != nil {
 			return false
 		}
 		n++

@@ -33,11 +33,14 @@ func (s *Server) rosterFrames(epoch int64) [][]byte {
 	return out
 }
 
-// deliverRaw hands an encoded push to the named users connected here.
-func (s *Server) deliverRaw(users iter.Seq[string], push []byte) {
+// deliverRaw hands an encoded push to the named users connected here, on
+// each of their connections but except ("" none).
+func (s *Server) deliverRaw(users iter.Seq[string], push []byte, except string) {
 	for u := range users {
-		if c, ok := s.local.Get(u); ok && c.enqueue(push) {
-			s.m.PushPresence.Inc()
+		for _, c := range s.local.Conns(u) {
+			if c.id != except && c.enqueue(push) {
+				s.m.PushPresence.Inc()
+			}
 		}
 	}
 }

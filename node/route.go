@@ -132,33 +132,84 @@ const leaderBusyFor = 250 * time.Millisecond
 
 // Deliver implements handler.Router. It never blocks. The push, encoded
 // once where the message was stored, travels as bytes.
+//
+// Under the single login policy a recipient connected here has no other
+// connection; the others go to the leader. Under the multi policy every
+// recipient may have connections on other nodes too: those connected here
+// get the push at once, and all go to the leader, which hands the push to
+// their other nodes (Away).
 func (r *router) Deliver(m protocol.Message, push []byte, to []string) {
 	if len(push) == 0 {
 		push = encodeMessage(m)
 	}
+	multi := r.s.multi()
 	var remote []string
 	for _, u := range to {
-		if c, ok := r.s.local.Get(u); ok {
+		cs := r.s.local.Conns(u)
+		for _, c := range cs {
 			if c.enqueueMessage(&m, push) {
 				r.s.m.PushMessage.Inc()
 			}
-			continue
 		}
-		remote = append(remote, u)
+		if len(cs) == 0 || multi {
+			remote = append(remote, u)
+		}
 	}
 	if len(remote) == 0 {
 		return
 	}
-	if !r.toLeader(&protocol.PeerFrame{Type: protocol.PeerRoute, Users: remote, Push: push, Conv: m.Conv, Seq: m.Seq}) {
+	if !r.toLeader(&protocol.PeerFrame{Type: protocol.PeerRoute, Users: remote, Push: push, Conv: m.Conv, Seq: m.Seq, Away: multi}) {
 		r.s.m.RouteDropped.Add(float64(len(remote)))
+	}
+}
+
+// DeliverExcept implements handler.Router: it hands push to every
+// connection of user, here and on the other nodes, but the connection
+// except ("" none). m is the message push is of, which a connection gets
+// once (and push may then be nil: it is encoded here); nil for a push
+// that is no message. It never blocks.
+func (r *router) DeliverExcept(user, except string, push []byte, m *protocol.Message) {
+	if len(push) == 0 {
+		if m == nil {
+			return
+		}
+		push = encodeMessage(*m)
+	}
+	cs := r.s.local.Conns(user)
+	for _, c := range cs {
+		if c.id == except {
+			continue
+		}
+		if m != nil {
+			if c.enqueueMessage(m, push) {
+				r.s.m.PushMessage.Inc()
+			}
+		} else if c.enqueue(push) {
+			r.s.m.PushPresence.Inc() // as deliverRaw counts the pushes that are no message
+		}
+	}
+	multi := r.s.multi()
+	if len(cs) > 0 && !multi {
+		return // the user's one connection is here
+	}
+	f := &protocol.PeerFrame{Type: protocol.PeerRoute, Users: []string{user}, Push: push, Except: except, Away: multi}
+	if m != nil {
+		f.Conv, f.Seq = m.Conv, m.Seq
+	}
+	if !r.toLeader(f) {
+		r.s.m.RouteDropped.Inc()
 	}
 }
 
 func encodeMessage(m protocol.Message) []byte { return protocol.EncodeMessagePush(&m) }
 
-// kickRemote asks node to close user's connection conn.
-func (r *router) kickRemote(node, user, conn string) {
-	r.toLeader(&protocol.PeerFrame{Type: protocol.PeerKick, Dest: node, Users: []string{user}, Conn: conn})
+// kickRemote asks node to close user's connection conn, for reason.
+func (r *router) kickRemote(node, user, conn, reason string) {
+	f := &protocol.PeerFrame{Type: protocol.PeerKick, Dest: node, Users: []string{user}, Conn: conn}
+	if reason != protocol.KickElsewhere {
+		f.Reason = reason
+	}
+	r.toLeader(f)
 }
 
 // toLeader hands a frame to the leader: directly when this node leads,
@@ -523,36 +574,35 @@ func (r *router) closeLinks() {
 	}
 }
 
-// deliverLocal pushes m to the named users connected here, encoding the
-// frame once for all of them.
+// deliverLocal pushes m to the named users connected here, on each of
+// their connections, encoding the frame once for all of them.
 func (s *Server) deliverLocal(users iter.Seq[string], m *protocol.Message) {
 	if m == nil {
 		return
 	}
 	var push []byte
 	for u := range users {
-		c, ok := s.local.Get(u)
-		if !ok {
-			continue
-		}
-		if push == nil {
-			push = encodeMessage(*m)
-		}
-		if c.enqueueMessage(m, push) {
-			s.m.PushMessage.Inc()
+		for _, c := range s.local.Conns(u) {
+			if push == nil {
+				push = encodeMessage(*m)
+			}
+			if c.enqueueMessage(m, push) {
+				s.m.PushMessage.Inc()
+			}
 		}
 	}
 }
 
 // deliverPushed hands the encoded push of message seq of conv to the
-// named users connected here, once per connection.
+// named users connected here, once per connection, but to the connection
+// except ("" none).
 //
 // A push handed over again (again: its first frame went to a leader whose
 // link was lost unacknowledged) may have reached the user already, on a
 // connection since lost: it is not given to a connection that logged in
 // after the message was written, whose client syncs after its login
 // (docs/protocol.md, 7) and gets the message there, once.
-func (s *Server) deliverPushed(users iter.Seq[string], conv string, seq int64, push []byte, again bool) {
+func (s *Server) deliverPushed(users iter.Seq[string], conv string, seq int64, push []byte, again bool, except string) {
 	if len(push) == 0 {
 		return
 	}
@@ -564,16 +614,17 @@ func (s *Server) deliverPushed(users iter.Seq[string], conv string, seq int64, p
 	}
 	m := &protocol.Message{Conv: conv, Seq: seq}
 	for u := range users {
-		c, ok := s.local.Get(u)
-		if !ok {
-			continue
-		}
-		if c.loggedIn.Load() > written {
-			s.m.PushAgainSkipped.Inc()
-			continue
-		}
-		if c.enqueueMessage(m, push) {
-			s.m.PushMessage.Inc()
+		for _, c := range s.local.Conns(u) {
+			if c.id == except {
+				continue
+			}
+			if c.loggedIn.Load() > written {
+				s.m.PushAgainSkipped.Inc()
+				continue
+			}
+			if c.enqueueMessage(m, push) {
+				s.m.PushMessage.Inc()
+			}
 		}
 	}
 }
@@ -653,13 +704,13 @@ func (s *Server) onLeaderFrame(link *peerlink.Link, f protocol.PeerFrame) {
 		s.deliverLocal(protocol.Names(f.Recipients), f.Message)
 	case protocol.PeerKick:
 		for _, u := range f.Users {
-			s.kickLocal(u, f.Conn)
+			s.kickLocal(u, f.Conn, f.Reason)
 		}
 	case protocol.PeerPush:
 		if f.Conv != "" {
-			s.deliverPushed(protocol.Names(f.Recipients), f.Conv, f.Seq, f.Push, f.Again)
+			s.deliverPushed(protocol.Names(f.Recipients), f.Conv, f.Seq, f.Push, f.Again, f.Except)
 		} else {
-			s.deliverRaw(protocol.Names(f.Recipients), f.Push)
+			s.deliverRaw(protocol.Names(f.Recipients), f.Push, f.Except)
 		}
 	case protocol.PeerReply:
 		s.routes.onReply(f)

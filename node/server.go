@@ -51,6 +51,7 @@ type Server struct {
 	accounts *accounts.Accounts
 	dir      *directory.Directory
 	sessions *session.Store
+	devices  *session.Devices // the multi login policy's sessions; nil under the single one
 	local    *session.Local[*client]
 	handler  *handler.Handler
 	cluster  *cluster.Cluster
@@ -234,6 +235,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	s.dir = directory.New(s.rdb, s.cfg.RedisPrefix)
 	s.rooms = roomstore.New(s.store, s.rdb, s.cfg.RedisPrefix, s.log)
 	s.sessions = session.NewStore(s.rdb, s.cfg.RedisPrefix)
+	if s.multi() {
+		s.devices = s.sessions.Devices(s.cfg.MaxDevices)
+	}
 	s.handler = handler.New(handler.Deps{
 		Node:     s.cfg.ID,
 		Users:    users{s.accounts},
@@ -374,10 +378,14 @@ func (s *Server) dropConn(c *client) {
 	s.connsMu.Unlock()
 }
 
-// login binds c to user: locally (kicking an older local connection) and in
-// the global session (kicking an older connection on another node).
-func (s *Server) login(ctx context.Context, c *client, user string) (string, error) {
-	if err := s.bind(ctx, c, user); err != nil {
+// multi reports whether the node runs the multi login policy.
+func (s *Server) multi() bool { return s.cfg.LoginPolicy == PolicyMulti }
+
+// login binds c to user, on device ("" none): locally and in the global
+// session, kicking what the login policy says it replaces (an older
+// connection of the user, or of the device, or the oldest device).
+func (s *Server) login(ctx context.Context, c *client, user, device string) (string, error) {
+	if err := s.bind(ctx, c, user, device); err != nil {
 		return "", err
 	}
 	// The leader learns of the login before the client hears it is logged
@@ -389,15 +397,20 @@ func (s *Server) login(ctx context.Context, c *client, user string) (string, err
 		c.log().Debug().Err(err).Msg("leader has not confirmed the login yet")
 	}
 	cancel()
-	c.log().Info().Msg("logged in")
+	ev := c.log().Info()
+	if device != "" {
+		ev = ev.Str("device", device)
+	}
+	ev.Msg("logged in")
 	return c.id, nil
 }
 
-// bind makes c the user's connection here and in the global session. The
-// logins of one user on this node run one at a time, from taking the
-// version to the write, so the local order of logins is their version
-// order and the one Redis keeps is the one kept here.
-func (s *Server) bind(ctx context.Context, c *client, user string) error {
+// bind makes c the user's connection (or one of them, under the multi
+// policy) here and in the global session. The logins of one user on this
+// node run one at a time, from taking the version to the write, so the
+// local order of logins is their version order and the one Redis keeps is
+// the one kept here.
+func (s *Server) bind(ctx context.Context, c *client, user, device string) error {
 	mu := &s.loginMu[maphash.String(s.loginSeed, user)%uint64(len(s.loginMu))]
 	mu.Lock()
 	defer mu.Unlock()
@@ -405,14 +418,18 @@ func (s *Server) bind(ctx context.Context, c *client, user string) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", handler.ErrUnavailable, err)
 	}
+	c.device = device
 	c.user.Store(&user)
 	c.ver.Store(ver)
 	now := time.Now().UnixMilli()
 	c.loggedIn.Store(now)
-	if old, replaced := s.local.Add(c); replaced && old != c {
-		old.kick("logged in elsewhere")
+	rec := session.Record{User: user, Node: s.cfg.ID, Conn: c.id, LoginTime: now, Version: ver, Run: s.started.UnixNano(), Device: device}
+	if s.multi() {
+		return s.bindDevice(ctx, c, rec)
 	}
-	rec := session.Record{User: user, Node: s.cfg.ID, Conn: c.id, LoginTime: now, Version: ver, Run: s.started.UnixNano()}
+	if old, replaced := s.local.Add(c); replaced && old != c {
+		old.kick(protocol.KickElsewhere)
+	}
 	prev, stored, err := s.sessions.Put(ctx, rec)
 	if err != nil {
 		s.local.Remove(c)
@@ -422,13 +439,67 @@ func (s *Server) bind(ctx context.Context, c *client, user string) error {
 	if !stored {
 		// A newer login of the same user won the race: this one loses.
 		s.local.Remove(c)
-		c.kick("logged in elsewhere")
+		c.kick(protocol.KickElsewhere)
 		return protocol.Errorf(protocol.CodeConflict, "a newer login of %s exists", user)
 	}
 	if prev.Conn != "" && prev.Conn != c.id && prev.Node != s.cfg.ID && s.holds(prev) {
-		s.routes.kickRemote(prev.Node, user, prev.Conn)
+		s.routes.kickRemote(prev.Node, user, prev.Conn, protocol.KickElsewhere)
 	}
 	return nil
+}
+
+// bindDevice is bind under the multi policy: c is one more connection of
+// the user, replacing an older one of the same named device; over the
+// bound the oldest device goes. Caller holds the user's login lock.
+func (s *Server) bindDevice(ctx context.Context, c *client, rec session.Record) error {
+	if old, replaced := s.local.AddDevice(c, rec.Device); replaced && old != c {
+		old.kick(protocol.KickSameDevice)
+	}
+	res, err := s.devices.Put(ctx, rec, s.liveNodes())
+	if err != nil {
+		s.local.Remove(c)
+		c.user.Store(nil)
+		return fmt.Errorf("%w: %v", handler.ErrUnavailable, err)
+	}
+	if !res.Stored {
+		// A newer login of the same device won the race, or the user is
+		// logged in on as many devices as allowed, each newer.
+		s.local.Remove(c)
+		if res.Newer.Conn != "" {
+			c.kick(protocol.KickSameDevice)
+			return protocol.Errorf(protocol.CodeConflict, "a newer login of %s on this device exists", rec.User)
+		}
+		c.kick(protocol.KickTooManyDevices(s.devices.Max()))
+		return protocol.Errorf(protocol.CodeConflict, "%s is logged in on %d newer devices", rec.User, s.devices.Max())
+	}
+	if res.Replaced.Conn != "" && res.Replaced.Conn != c.id {
+		s.kickSession(res.Replaced, protocol.KickSameDevice)
+	}
+	for _, ev := range res.Evicted {
+		s.kickSession(ev, protocol.KickTooManyDevices(s.devices.Max()))
+	}
+	return nil
+}
+
+// kickSession closes the connection of a global session, here or on its
+// node if that still holds it.
+func (s *Server) kickSession(r session.Record, reason string) {
+	switch {
+	case r.Node == s.cfg.ID:
+		s.kickLocal(r.User, r.Conn, reason)
+	case s.holds(r):
+		s.routes.kickRemote(r.Node, r.User, r.Conn, reason)
+	}
+}
+
+// liveNodes are the members as session.Devices counts them live.
+func (s *Server) liveNodes() []session.Live {
+	ms := *s.members.Load()
+	out := make([]session.Live, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, session.Live{Node: m.ID, Run: m.Run})
+	}
+	return out
 }
 
 // onlineWait bounds how long a login waits for the leader to record it.
@@ -449,15 +520,28 @@ func (s *Server) disconnected(c *client) {
 	// only a record that still names this connection.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	if _, err := s.sessions.Delete(ctx, user, c.id); err != nil {
+	if _, err := s.sessionStore().Delete(ctx, user, c.id); err != nil {
 		c.log().Warn().Err(err).Msg("could not remove global session; it counts as offline once this node is gone")
 	}
 }
 
-// kickLocal closes user's connection conn if it is on this node.
-func (s *Server) kickLocal(user, conn string) {
-	if c, ok := s.local.Get(user); ok && c.id == conn {
-		c.kick("logged in elsewhere")
+// sessionStore is the global sessions of the login policy, as far as
+// removing one goes.
+func (s *Server) sessionStore() leader.Sessions {
+	if s.devices != nil {
+		return s.devices
+	}
+	return s.sessions
+}
+
+// kickLocal closes user's connection conn, with reason ("": logged in
+// elsewhere), if it is on this node.
+func (s *Server) kickLocal(user, conn, reason string) {
+	if reason == "" {
+		reason = protocol.KickElsewhere
+	}
+	if c, ok := s.local.Conn(user, conn); ok {
+		c.kick(reason)
 	}
 }
 

@@ -335,20 +335,39 @@ func newID() string {
 // sessionsSvc implements handler.Sessions.
 type sessionsSvc struct{ s *Server }
 
-func (ss sessionsSvc) Login(ctx context.Context, hc handler.Conn, user string) (string, error) {
-	return ss.s.login(ctx, hc.(*client), user)
+func (ss sessionsSvc) Login(ctx context.Context, hc handler.Conn, user, device string) (string, error) {
+	return ss.s.login(ctx, hc.(*client), user, device)
 }
 
+// Lookup reads the user's global sessions, keeping those a live node
+// holds, newest first.
 func (ss sessionsSvc) Lookup(ctx context.Context, user string) (handler.Presence, error) {
-	rec, err := ss.s.sessions.Get(ctx, user)
-	switch {
-	case errors.Is(err, session.ErrNotFound):
-		return handler.Presence{}, nil
-	case err != nil:
-		return handler.Presence{}, fmt.Errorf("%w: %v", handler.ErrUnavailable, err)
+	var recs []session.Record
+	if ss.s.devices != nil {
+		all, err := ss.s.devices.List(ctx, user)
+		if err != nil {
+			return handler.Presence{}, fmt.Errorf("%w: %v", handler.ErrUnavailable, err)
+		}
+		recs = all
+	} else {
+		rec, err := ss.s.sessions.Get(ctx, user)
+		switch {
+		case errors.Is(err, session.ErrNotFound):
+		case err != nil:
+			return handler.Presence{}, fmt.Errorf("%w: %v", handler.ErrUnavailable, err)
+		default:
+			recs = []session.Record{rec}
+		}
 	}
-	if !ss.s.holds(rec) {
-		return handler.Presence{}, nil
+	var p handler.Presence
+	for _, rec := range recs {
+		if !ss.s.holds(rec) {
+			continue
+		}
+		if !p.Online {
+			p = handler.Presence{Online: true, Node: rec.Node, LoginTime: rec.LoginTime}
+		}
+		p.Devices = append(p.Devices, protocol.DeviceInfo{Node: rec.Node, LoginTime: rec.LoginTime, Device: rec.Device})
 	}
-	return handler.Presence{Online: true, Node: rec.Node, LoginTime: rec.LoginTime}, nil
+	return p, nil
 }

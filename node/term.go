@@ -107,9 +107,10 @@ func (s *Server) termDeps() leader.Deps {
 		RequestTimeout: s.cfg.RequestTimeout, HotWordsReset: s.cfg.HotWordsReset,
 		Log: s.log, Metrics: s.m,
 		Cluster: s.cluster, Store: s.rooms, Convs: s.chatlog, Journal: s.journal,
-		Sessions: s.sessions, Writer: s.writer, Directory: s.dir, HotWords: s.words.counter,
+		Sessions: s.sessionStore(), Writer: s.writer, Directory: s.dir, HotWords: s.words.counter,
 		Parked: s.parked, Ups: &s.ups,
 		Support: s.store, Messages: s.journal, SupportGrace: s.cfg.SupportGrace,
+		MultiDevice: s.multi(),
 	}
 }
 
@@ -125,11 +126,19 @@ func (n termNode) DeliverLocal(users iter.Seq[string], m *protocol.Message) {
 }
 
 func (n termNode) DeliverPushed(users iter.Seq[string], conv string, seq int64, push []byte, again bool) {
-	n.s.deliverPushed(users, conv, seq, push, again)
+	n.s.deliverPushed(users, conv, seq, push, again, "")
 }
 
-func (n termNode) DeliverRaw(users iter.Seq[string], push []byte) { n.s.deliverRaw(users, push) }
-func (n termNode) KickLocal(user, conn string)                    { n.s.kickLocal(user, conn) }
+func (n termNode) DeliverExcept(users iter.Seq[string], except, conv string, seq int64, push []byte, again bool) {
+	if conv != "" {
+		n.s.deliverPushed(users, conv, seq, push, again, except)
+	} else {
+		n.s.deliverRaw(users, push, except)
+	}
+}
+
+func (n termNode) DeliverRaw(users iter.Seq[string], push []byte) { n.s.deliverRaw(users, push, "") }
+func (n termNode) KickLocal(user, conn, reason string)            { n.s.kickLocal(user, conn, reason) }
 func (n termNode) RosterFrames(epoch int64) [][]byte              { return n.s.rosterFrames(epoch) }
 func (n termNode) OnReply(f protocol.PeerFrame)                   { n.s.routes.onReply(f) }
 func (n termNode) LocalCount() int                                { return n.s.local.Len() }

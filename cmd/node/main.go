@@ -70,6 +70,8 @@ func run(args []string) error {
 	hotDirect := fs.String("hot-words-direct", "CHAT_HOT_WORDS_DIRECT", "false", "count the words of direct messages in the public hot-word ranking too (default: rooms only, since direct messages are private)")
 	hotReset := fs.Duration("hot-words-reset", "CHAT_HOT_WORDS_RESET", cfg.HotWordsReset, "how often the leader resets the hot-word ranking (0: never)")
 	grace := fs.Duration("support-grace", "CHAT_SUPPORT_GRACE", cfg.SupportGrace, "how long an agent holding support conversations may be offline before they go back to the queue")
+	policy := fs.String("login-policy", "CHAT_LOGIN_POLICY", cfg.LoginPolicy, "how many connections a user may hold at once: single (a new login kicks the older connection) or multi (one per device, up to --max-devices, the oldest kicked beyond); every node of a cluster must run the same")
+	maxDevices := fs.Int("max-devices", "CHAT_MAX_DEVICES", cfg.MaxDevices, fmt.Sprintf("devices one user may be logged in on at once with --login-policy multi, 1 to %d", node.MaxDevicesLimit))
 	throttle := accounts.ThrottleFlags(fs, cfg.LoginThrottle)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -114,6 +116,7 @@ func run(args []string) error {
 	cfg.DrainTimeout = *drain
 	cfg.WordFilterFile, cfg.HotWordsReset, cfg.SupportGrace = *filter, *hotReset, *grace
 	cfg.BcryptCost, cfg.LoginThrottle = *cost, throttle()
+	cfg.LoginPolicy, cfg.MaxDevices = *policy, *maxDevices
 	if cfg.HotWordsDirect, err = strconv.ParseBool(*hotDirect); err != nil {
 		return fmt.Errorf("--hot-words-direct %q must be true or false", *hotDirect)
 	}

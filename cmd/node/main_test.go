@@ -101,3 +101,26 @@ func TestRefusesUndialableAddresses(t *testing.T) {
 		})
 	}
 }
+
+// A login policy other than single or multi, or a bound of devices out of
+// range, stops the node before it starts anything; so does a bad
+// $CHAT_MAX_DEVICES.
+func TestLoginPolicyFlagsRejected(t *testing.T) {
+	secret := secretFile(t)
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--login-policy", "many"}, `--login-policy "many" must be "single" or "multi"`},
+		{[]string{"--login-policy", "multi", "--max-devices", "0"}, "--max-devices 0 must be between 1 and 100"},
+	} {
+		err := run(append([]string{"--id", "n1", "--cluster-secret-file", secret}, tt.args...))
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("run(%q) = %v; want it to say %q", tt.args, err, tt.want)
+		}
+	}
+	t.Setenv("CHAT_MAX_DEVICES", "five")
+	if err := run([]string{"--id", "n1", "--cluster-secret-file", secret}); err == nil || !strings.Contains(err.Error(), "CHAT_MAX_DEVICES") {
+		t.Errorf("run with $CHAT_MAX_DEVICES=five = %v; want it to name the variable", err)
+	}
+}
