@@ -19,8 +19,9 @@ import (
 	"chatcluster/protocol"
 )
 
-// kickReason is the reason of a kicked push and of the close that follows.
-const kickReason = "logged in elsewhere"
+// kickReason is the reason of a kicked push and of the close that follows
+// under the single login policy.
+const kickReason = protocol.KickElsewhere
 
 // Many logins of the same users at the same moment, spread over three
 // nodes, in several rounds.
@@ -182,8 +183,8 @@ func TestSessionLateDisconnectKeepsNewerSession(t *testing.T) {
 			}
 		}
 		check()
-		if info := infoFrom(t, otto, "lena"); !info.Online || info.Node != id {
-			t.Fatalf("%s: userInfo lena = %+v, want online on %s", step, info, id)
+		if info := infoFrom(t, otto, "lena"); !info.Online || info.Node != id || len(info.Devices) != 1 || info.Devices[0].Node != id || info.Devices[0].LoginTime != info.LoginTime {
+			t.Fatalf("%s: userInfo lena = %+v, want online on %s, one device", step, info, id)
 		}
 		msg := "after " + step
 		if _, err := otto.conn.Chat(ctxT(t, 5*time.Second), "lena", msg, ""); err != nil {

@@ -28,8 +28,7 @@ type Record struct {
 	LoginTime int64  // unix milliseconds
 	Version   int64  // from Store.NextVersion; > 0
 	Run       int64  // which run of the node: its start time (unix ns); 0 if unknown
-	// Device is the device the login named (multi login policy, Devices);
-	// "" for none, and always under the single policy.
+	// Device is the device the login named; "" for none.
 	Device string
 }
 
@@ -37,7 +36,7 @@ type Record struct {
 //
 // Layout, under the prefix given to NewStore:
 //
-//	session:<user>    hash {node, conn, login, ver}
+//	session:<user>    hash {user, node, conn, login, ver, run, device}
 //	session-version   counter (INCR) behind NextVersion
 //
 // User names cannot contain ':' but can be "version", so the counter key is
@@ -103,7 +102,7 @@ if cur[4] then
     return {0, cur[1] or '', cur[2] or '', cur[3] or '0', cur[4]}
   end
 end
-redis.call('HSET', KEYS[1], 'user', ARGV[1], 'node', ARGV[2], 'conn', ARGV[3], 'login', ARGV[4], 'ver', ARGV[5], 'run', ARGV[6])
+redis.call('HSET', KEYS[1], 'user', ARGV[1], 'node', ARGV[2], 'conn', ARGV[3], 'login', ARGV[4], 'ver', ARGV[5], 'run', ARGV[6], 'device', ARGV[7])
 if cur[4] then
   return {1, cur[1] or '', cur[2] or '', cur[3] or '0', cur[4]}
 end
@@ -117,13 +116,13 @@ return {1}
 // stored, Put stores nothing and returns stored=false with that newer
 // record as prev: the caller must then kick r's connection instead.
 // Putting the very same record again (same version and Conn) reports
-// stored=true with a zero prev.
+// stored=true with a zero prev. prev holds neither Run nor Device.
 func (s *Store) Put(ctx context.Context, r Record) (prev Record, stored bool, err error) {
 	if r.User == "" || r.Conn == "" || r.Version <= 0 {
 		return Record{}, false, fmt.Errorf("session: put: record needs a user, a connection and a version > 0")
 	}
 	res, err := putScript.Run(ctx, s.rdb, []string{s.key(r.User)},
-		r.User, r.Node, r.Conn, r.LoginTime, r.Version, r.Run).Slice()
+		r.User, r.Node, r.Conn, r.LoginTime, r.Version, r.Run, r.Device).Slice()
 	if err != nil {
 		return Record{}, false, fmt.Errorf("session: put %s: %w", r.User, err)
 	}
@@ -189,5 +188,6 @@ func (s *Store) Get(ctx context.Context, user string) (Record, error) {
 		return Record{}, fmt.Errorf("session: get %s: %w", user, err)
 	}
 	r.Run, _ = strconv.ParseInt(m["run"], 10, 64)
+	r.Device = m["device"]
 	return r, nil
 }

@@ -102,6 +102,15 @@ func TestStoreVersionedPut(t *testing.T) {
 		t.Fatalf("Get = %+v, want %+v", got, second)
 	}
 
+	// The device a login names is kept with it.
+	third := session.Record{User: "alice", Node: "n1", Conn: "c4", LoginTime: 3000, Version: v2 + 1, Run: 7, Device: "phone"}
+	if prev, stored = put(t, s, third); !stored || prev.Conn != second.Conn {
+		t.Fatalf("Put of a named device: prev=%+v stored=%v", prev, stored)
+	}
+	if got, err := s.Get(ctx, "alice"); err != nil || got != third {
+		t.Fatalf("Get = %+v, %v; want %+v", got, err, third)
+	}
+
 	// A user named like the counter does not clash with it.
 	vr := session.Record{User: "version", Node: "n1", Conn: "cv", LoginTime: 1, Version: v2}
 	put(t, s, vr)
