@@ -19,9 +19,8 @@ import (
 	"chatcluster/protocol"
 )
 
-// kickReason is the reason of a kicked push and of the close that follows
-// under the single login policy.
-const kickReason = protocol.KickElsewhere
+// kickReason is the reason of a kicked push and of the close that follows.
+const kickReason = "logged in elsewhere"
 
 // Many logins of the same users at the same moment, spread over three
 // nodes, in several rounds.
