@@ -13,6 +13,12 @@ import (
 	"chatcluster/protocol"
 )
 
+// The reasons of the kicked pushes of the multi login policy.
+const (
+	kickSameDevice = "logged in again on this device"
+	kickTooMany    = "logged in on more than 5 devices; this one was the oldest"
+)
+
 // multiEnv runs the nodes under the multi login policy, 5 devices per
 // user (the default bound).
 var multiEnv = append([]string{"CHAT_LOGIN_POLICY=multi"}, fastEnv...)
@@ -249,21 +255,21 @@ func TestDevicesBoundAndReconnect(t *testing.T) {
 	// The tablet reconnects on the other node: its old connection goes,
 	// the count stays at five.
 	tablet := loginDevice(t, c, "dora", 1, "tablet")
-	checkKicked(t, devs[2], protocol.KickSameDevice)
+	checkKicked(t, devs[2], kickSameDevice)
 	info := devicesOnline(t, eli, "dora", ids[1], ids[0], ids[1], ids[1], ids[0])
 	if info.Devices[0].Device != "tablet" {
 		t.Fatalf("userInfo dora = %+v, want the tablet newest", info)
 	}
 	// And again on the same node.
 	tablet2 := loginDevice(t, c, "dora", 1, "tablet")
-	checkKicked(t, tablet, protocol.KickSameDevice)
+	checkKicked(t, tablet, kickSameDevice)
 	devicesOnline(t, eli, "dora", ids[1], ids[0], ids[1], ids[1], ids[0])
 	devs = []*device{devs[0], devs[1], devs[3], devs[4], tablet2}
 	checkOpen(t, devs...)
 
 	// A sixth device: the oldest, devs[0], is kicked.
 	sixth := loginDevice(t, c, "dora", 1, "")
-	checkKicked(t, devs[0], protocol.KickTooManyDevices(5))
+	checkKicked(t, devs[0], kickTooMany)
 	devicesOnline(t, eli, "dora", ids[1], ids[1], ids[0], ids[1], ids[1])
 	devs = append(devs[1:], sixth)
 	checkOpen(t, devs...)
