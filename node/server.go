@@ -512,7 +512,11 @@ func (s *Server) disconnected(c *client) {
 	if user == "" {
 		return
 	}
-	if s.local.Remove(c) {
+	// Under the multi policy the leader holds every connection it was
+	// told of until it is told it ended, also one replaced here by a
+	// newer login of its device; under the single policy the newer login
+	// took its place there.
+	if s.local.Remove(c) || s.multi() {
 		c.log().Info().Msg("logged out")
 		s.routes.toLeader(&protocol.PeerFrame{Type: protocol.PeerOnline, User: user, Conn: c.id})
 	}

@@ -55,8 +55,12 @@ type Registry struct {
 	rooms  map[string]map[string]struct{} // room -> members; guarded by mu
 	byUser map[string]map[string]struct{} // user -> rooms; guarded by mu
 	// online holds each user's sessions, oldest first; never empty (a
-	// user without one has no entry). Guarded by mu.
+	// user without one has no entry). nodes holds, for each user in
+	// online, the nodes of those sessions, each once, the newest login's
+	// last (Nodes). Both are written only by setLocked; slices in them
+	// are never changed once stored. Guarded by mu.
 	online map[string][]where
+	nodes  map[string][]string
 }
 
 // New returns an empty Registry of the single login policy.
@@ -65,6 +69,7 @@ func New() *Registry {
 		rooms:  map[string]map[string]struct{}{},
 		byUser: map[string]map[string]struct{}{},
 		online: map[string][]where{},
+		nodes:  map[string][]string{},
 	}
 }
 
@@ -214,7 +219,7 @@ func (r *Registry) onlineLocked(user string, w where) bool {
 		if was && !ws[0].newer(w.ver) {
 			return false
 		}
-		r.online[user] = []where{w}
+		r.setLocked(user, []where{w})
 		return !was
 	}
 	next := make([]where, 0, len(ws)+1)
@@ -223,7 +228,7 @@ func (r *Registry) onlineLocked(user string, w where) bool {
 			next = append(next, o)
 		}
 	}
-	r.online[user] = append(next, w)
+	r.setLocked(user, append(next, w))
 	return !was
 }
 
@@ -248,10 +253,10 @@ func (r *Registry) Offline(user, conn string) bool {
 	case len(next) == len(ws):
 		return false
 	case len(next) == 0:
-		delete(r.online, user)
+		r.setLocked(user, nil)
 		return true
 	}
-	r.online[user] = next
+	r.setLocked(user, next)
 	return false
 }
 
@@ -277,10 +282,10 @@ func (r *Registry) Roster(node string, sessions []Session) (offline, online []st
 		switch {
 		case len(next) == len(ws):
 		case len(next) == 0:
-			delete(r.online, u)
+			r.setLocked(u, nil)
 			left = append(left, u)
 		default:
-			r.online[u] = next
+			r.setLocked(u, next)
 		}
 	}
 	gone := make(map[string]bool, len(left))
@@ -327,10 +332,10 @@ func (r *Registry) NodeGone(node string) (gone []Session, offline []string) {
 		switch {
 		case len(next) == len(ws):
 		case len(next) == 0:
-			delete(r.online, u)
+			r.setLocked(u, nil)
 			offline = append(offline, u)
 		default:
-			r.online[u] = next
+			r.setLocked(u, next)
 		}
 	}
 	sort.Slice(gone, func(i, j int) bool {
@@ -366,22 +371,30 @@ func (r *Registry) Where(user string) (string, bool) {
 }
 
 // Nodes returns every node user is online on, each once, the node of the
-// newest login last; nil when the user is offline.
+// newest login last; nil when the user is offline. The slice is shared:
+// the caller must not change it.
 func (r *Registry) Nodes(user string) []string {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	ws := r.online[user]
-	if len(ws) == 1 {
-		return []string{ws[0].node}
+	return r.nodes[user]
+}
+
+// setLocked makes ws user's sessions (none: offline). r.mu held.
+func (r *Registry) setLocked(user string, ws []where) {
+	if len(ws) == 0 {
+		delete(r.online, user)
+		delete(r.nodes, user)
+		return
 	}
-	var out []string
+	r.online[user] = ws
+	var nodes []string
 	for i := len(ws) - 1; i >= 0; i-- {
-		if !slices.Contains(out, ws[i].node) {
-			out = append(out, ws[i].node)
+		if !slices.Contains(nodes, ws[i].node) {
+			nodes = append(nodes, ws[i].node)
 		}
 	}
-	slices.Reverse(out)
-	return out
+	slices.Reverse(nodes)
+	r.nodes[user] = nodes
 }
 
 // Plan groups the online members of room by node: the recipients of a
@@ -412,26 +425,14 @@ func (r *Registry) byNodeLocked(users map[string]struct{}, except string) map[st
 		if u == except {
 			continue
 		}
-		for i, w := range r.online[u] {
-			if i == 0 || !r.seenNode(r.online[u][:i], w.node) {
-				out[w.node] = append(out[w.node], u)
-			}
+		for _, node := range r.nodes[u] {
+			out[node] = append(out[node], u)
 		}
 	}
 	for _, us := range out {
 		sort.Strings(us)
 	}
 	return out
-}
-
-// seenNode reports whether one of ws is on node.
-func (*Registry) seenNode(ws []where, node string) bool {
-	for _, w := range ws {
-		if w.node == node {
-			return true
-		}
-	}
-	return false
 }
 
 func sortedKeys(set map[string]struct{}) []string {
