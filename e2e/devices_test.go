@@ -251,6 +251,8 @@ func TestDevicesBoundAndReconnect(t *testing.T) {
 	}
 	devicesOnline(t, eli, "dora", ids[0], ids[1], ids[0], ids[1], ids[0])
 	checkOpen(t, devs...)
+	join(t, devs[0].user, "porch")
+	join(t, eli, "porch")
 
 	// The tablet reconnects on the other node: its old connection goes,
 	// the count stays at five.
@@ -289,4 +291,16 @@ func TestDevicesBoundAndReconnect(t *testing.T) {
 	devs[1].conn.Close()
 	devicesOnline(t, eli, "dora", ids[1], ids[1], ids[0], ids[1])
 	checkOpen(t, devs[0], devs[2], devs[3], devs[4])
+
+	// The rest log out: dora's room mate sees her go offline, once, when
+	// the last one goes (the leader forgot every connection that ended,
+	// the replaced and the kicked ones too).
+	for _, d := range []*device{devs[0], devs[2], devs[3], devs[4]} {
+		d.conn.Close()
+	}
+	devicesOnline(t, eli, "dora")
+	testenv.WaitFor(t, 10*time.Second, "eli sees dora go offline", func() bool { return len(eli.presences()) > 0 })
+	if got := eli.presences(); !slices.Equal(got, []protocol.PresencePush{{Username: "dora", Online: false}}) {
+		t.Fatalf("eli's presence pushes = %+v, want dora offline once", got)
+	}
 }
