@@ -45,16 +45,15 @@ func (n *fakeNode) Go(f func()) bool {
 	n.wg.Go(f)
 	return true
 }
-func (n *fakeNode) DeliverLocal(iter.Seq[string], *protocol.Message)            {}
-func (n *fakeNode) DeliverPushed(iter.Seq[string], string, int64, []byte, bool) {}
-func (n *fakeNode) DeliverRaw(iter.Seq[string], []byte)                         {}
-func (n *fakeNode) KickLocal(string, string, string)                            {}
-func (n *fakeNode) DeliverExcept(iter.Seq[string], string, string, int64, []byte, bool) {
-}
-func (n *fakeNode) RosterFrames(int64) [][]byte  { return nil }
-func (n *fakeNode) OnReply(f protocol.PeerFrame) { n.replies <- f }
-func (n *fakeNode) LocalCount() int              { return 0 }
-func (n *fakeNode) MessagesIn() int64            { return 0 }
+func (n *fakeNode) DeliverLocal(iter.Seq[string], *protocol.Message)                    {}
+func (n *fakeNode) DeliverPushed(iter.Seq[string], string, int64, []byte, bool)         {}
+func (n *fakeNode) DeliverRaw(iter.Seq[string], []byte)                                 {}
+func (n *fakeNode) DeliverExcept(iter.Seq[string], string, string, int64, []byte, bool) {}
+func (n *fakeNode) KickLocal(string, string, string)                                    {}
+func (n *fakeNode) RosterFrames(int64) [][]byte                                         { return nil }
+func (n *fakeNode) OnReply(f protocol.PeerFrame)                                        { n.replies <- f }
+func (n *fakeNode) LocalCount() int                                                     { return 0 }
+func (n *fakeNode) MessagesIn() int64                                                   { return 0 }
 
 // queueLink is a term's link to a member whose queue the test drains.
 type queueLink struct {

@@ -516,8 +516,11 @@ func (s *Server) disconnected(c *client) {
 	// told of until it is told it ended, also one replaced here by a
 	// newer login of its device; under the single policy the newer login
 	// took its place there.
-	if s.local.Remove(c) || s.multi() {
+	removed := s.local.Remove(c)
+	if removed {
 		c.log().Info().Msg("logged out")
+	}
+	if removed || s.multi() {
 		s.routes.toLeader(&protocol.PeerFrame{Type: protocol.PeerOnline, User: user, Conn: c.id})
 	}
 	// Also for a connection replaced here meanwhile: the delete removes
