@@ -37,8 +37,9 @@ type Node interface {
 	// DeliverRaw hands an encoded push that is no message (presence) to
 	// the named users connected to the node.
 	DeliverRaw(users iter.Seq[string], push []byte)
-	// KickLocal closes user's connection conn if it is on the node.
-	KickLocal(user, conn string)
+	// KickLocal closes user's connection conn if it is on the node (every
+	// connection of user if conn is ""), telling it reason.
+	KickLocal(user, conn, reason string)
 
 	// RosterFrames are the node's sessions as encoded roster frames of
 	// epoch, as the node sends a leader that links to it.
@@ -110,6 +111,7 @@ type RoomStore interface {
 	ClaimRooms(ctx context.Context, epoch int64) error
 	Rooms(ctx context.Context) ([]room.Room, error)
 	SaveRoom(ctx context.Context, name string, members []string, epoch int64) error
+	DeleteRoom(ctx context.Context, name string, epoch int64) error
 	Flush(ctx context.Context, epoch int64) (int, error)
 }
 
@@ -119,6 +121,7 @@ type ConvLists interface {
 	AddMembers(ctx context.Context, rooms []room.Room) error
 	AddConv(ctx context.Context, user, conv string) error
 	RemoveConv(ctx context.Context, user, conv string) error
+	RemoveMembers(ctx context.Context, r room.Room) error
 }
 
 // Journal stores messages (the node's handler.Journal): a room post is

@@ -652,8 +652,12 @@ func (s *Server) onLeaderFrame(link *peerlink.Link, f protocol.PeerFrame) {
 	case protocol.PeerDeliver:
 		s.deliverLocal(protocol.Names(f.Recipients), f.Message)
 	case protocol.PeerKick:
+		reason := ""
+		if f.Server != nil {
+			reason = f.Server.Reason
+		}
 		for _, u := range f.Users {
-			s.kickLocal(u, f.Conn)
+			s.kickLocal(u, f.Conn, reason)
 		}
 	case protocol.PeerPush:
 		if f.Conv != "" {

@@ -454,10 +454,15 @@ func (s *Server) disconnected(c *client) {
 	}
 }
 
-// kickLocal closes user's connection conn if it is on this node.
-func (s *Server) kickLocal(user, conn string) {
-	if c, ok := s.local.Get(user); ok && c.id == conn {
-		c.kick("logged in elsewhere")
+// kickLocal closes user's connection conn if it is on this node, or
+// any connection of user if conn is "", telling it reason ("": a newer
+// login took its place).
+func (s *Server) kickLocal(user, conn, reason string) {
+	if reason == "" {
+		reason = "logged in elsewhere"
+	}
+	if c, ok := s.local.Get(user); ok && (conn == "" || c.id == conn) {
+		c.kick(reason)
 	}
 }
 

@@ -129,7 +129,7 @@ func (n termNode) DeliverPushed(users iter.Seq[string], conv string, seq int64, 
 }
 
 func (n termNode) DeliverRaw(users iter.Seq[string], push []byte) { n.s.deliverRaw(users, push) }
-func (n termNode) KickLocal(user, conn string)                    { n.s.kickLocal(user, conn) }
+func (n termNode) KickLocal(user, conn, reason string)            { n.s.kickLocal(user, conn, reason) }
 func (n termNode) RosterFrames(epoch int64) [][]byte              { return n.s.rosterFrames(epoch) }
 func (n termNode) OnReply(f protocol.PeerFrame)                   { n.s.routes.onReply(f) }
 func (n termNode) LocalCount() int                                { return n.s.local.Len() }
