@@ -289,6 +289,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		ErrorLog: keypair.ErrorLog(s.log, zerolog.DebugLevel, "client listener")}
 	pmux := http.NewServeMux()
 	pmux.HandleFunc(peerlink.Path, s.servePeer)
+	pmux.HandleFunc("POST "+protocol.ServerPath+"{op}", s.serveServer) // the server API, for the gateway (serverapi.go)
 	s.peerHTTP = &http.Server{Handler: pmux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: peerlink.ErrorLog(s.log)}
 	cln, pln := s.clientLn, s.peerLn
 	s.goAttach(func() { s.serveHTTP(s.peerHTTP, pln, "peer") })
