@@ -180,6 +180,9 @@ func NewLimiter(rate float64, burst int) *Limiter {
 	return &Limiter{rate: rate, burst: float64(max(burst, 1)), buckets: map[string]*bucket{}}
 }
 
+// Rate is the requests a second a key may make.
+func (l *Limiter) Rate() float64 { return l.rate }
+
 // Allow takes a token of name's bucket at now. When there is none it
 // reports false and how long until there is one.
 func (l *Limiter) Allow(name string, now time.Time) (bool, time.Duration) {
