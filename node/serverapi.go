@@ -181,15 +181,16 @@ func reason(r string) error {
 	return nil
 }
 
-// apiDisconnect closes every connection of a user, on every node, with a
-// kicked push that gives the reason. The user may log in again.
+// apiDisconnect closes every connection of a user (or a visitor), on
+// every node, with a kicked push that gives the reason. The user may log
+// in again.
 func (s *Server) apiDisconnect(ctx context.Context, log zerolog.Logger, body []byte) (int, any, error) {
 	var d protocol.ServerDisconnectData
 	if err := decodeCall(body, &d); err != nil {
 		return 0, nil, err
 	}
-	if !protocol.ValidName(d.Username) {
-		return 0, nil, protocol.Errorf(protocol.CodeBadRequest, "invalid username")
+	if !protocol.ValidName(d.Username) && !protocol.ValidVisitor(d.Username) {
+		return 0, nil, protocol.Errorf(protocol.CodeBadRequest, "invalid username (a user's name, or a visitor's id)")
 	}
 	if err := reason(d.Reason); err != nil {
 		return 0, nil, err
