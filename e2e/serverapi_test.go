@@ -90,7 +90,7 @@ func TestServerAPI(t *testing.T) {
 	bob := connect(t, c.Node(other).WSURL, "bob")
 
 	// Keys.
-	if status, msg := api(t, c, "", http.MethodGet, "/api/server/online", nil, nil); status != http.StatusUnauthorized || !strings.Contains(msg, "Bearer") {
+	if status, msg := api(t, c, "", http.MethodGet, "/api/server/online", nil, nil); status != http.StatusUnauthorized || !strings.Contains(msg, "missing API key") {
 		t.Fatalf("no key: %d %q", status, msg)
 	}
 	if status, msg := api(t, c, apiKey+"x", http.MethodPost, "/api/server/messages", protocol.ServerMessage{From: "newsbot", To: "bob", Text: "x"}, nil); status != http.StatusUnauthorized || msg != "wrong API key" {
@@ -211,7 +211,7 @@ func TestServerAPI(t *testing.T) {
 		apiOK(t, c, http.StatusOK, http.MethodGet, "/api/server/online", nil, &page)
 		return len(page.Users) == 1 && page.Users[0].Username == "alice"
 	})
-	if status, msg := api(t, c, apiKey, http.MethodPost, "/api/server/users/nobody/disconnect", nil, nil); status != http.StatusNotFound {
+	if status, msg := api(t, c, apiKey, http.MethodPost, "/api/server/users/nobody/disconnect", nil, nil); status != http.StatusNotFound || msg != `unknown user "nobody"` {
 		t.Fatalf("disconnect of an unknown user: %d %q", status, msg)
 	}
 

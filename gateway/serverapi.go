@@ -142,7 +142,7 @@ func (a *serverAPI) auth(next func(w http.ResponseWriter, r *http.Request, key s
 		tok, ok := apikey.Bearer(r.Header.Get("Authorization"))
 		if !ok {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="chat server API"`)
-			writeError(w, http.StatusUnauthorized, "missing API key: send the header Authorization: Bearer <key>")
+			writeError(w, http.StatusUnauthorized, "missing API key: send it in the header Authorization, after the word Bearer")
 			return
 		}
 		name, ok := ks.keys.Match(tok)

@@ -201,7 +201,10 @@ func (s *Server) apiDisconnect(ctx context.Context, log zerolog.Logger, body []b
 	user := d.Username
 	if !protocol.IsVisitor(user) {
 		var err error
-		if user, err = (users{s.accounts}).Resolve(ctx, d.Username); err != nil {
+		user, err = (users{s.accounts}).Resolve(ctx, d.Username)
+		if errors.Is(err, handler.ErrUnknownUser) {
+			return 0, nil, protocol.Errorf(protocol.CodeNotFound, "unknown user %q", d.Username)
+		} else if err != nil {
 			return 0, nil, err
 		}
 	}
