@@ -291,8 +291,9 @@ func (g *Gateway) Start(ctx context.Context) error {
 }
 
 // Close stops accepting requests, lets running ones finish within ctx,
-// closes the admin listener (a profile in progress is cut off), then
-// closes Redis and MongoDB. Idempotent.
+// closes the admin listener (a profile in progress is cut off) and the
+// server API's idle connections to the nodes, then closes Redis and
+// MongoDB. Idempotent.
 func (g *Gateway) Close(ctx context.Context) error {
 	var err error
 	g.closeOnce.Do(func() {
