@@ -151,7 +151,9 @@ func (s *Server) apiPublish(ctx context.Context, log zerolog.Logger, body []byte
 	if err != nil {
 		return 0, nil, err
 	}
-	if d.Room != "" && d.To == "" && protocol.ValidName(d.Room) {
+	// Joining the room first only for a message the chat action may
+	// take: one it refuses for its own fields makes nobody a member.
+	if d.Room != "" && d.To == "" && protocol.ValidName(d.Room) && d.Text != "" && len(d.Text) <= protocol.MaxTextBytes && len(d.ClientMsgID) <= protocol.MaxIDLen {
 		if _, err := (roomsSvc{s}).ask(ctx, protocol.PeerFrame{Op: protocol.RoomEnter, User: from, Room: d.Room}); err != nil {
 			return 0, nil, err
 		}
