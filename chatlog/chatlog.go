@@ -596,6 +596,23 @@ func (l *Log) AddMembers(ctx context.Context, rooms []room.Room) error {
 	return nil
 }
 
+// RemoveMembers removes room's conversation from the lists of its members,
+// in one round trip: they can no longer read it.
+func (l *Log) RemoveMembers(ctx context.Context, r room.Room) error {
+	if len(r.Members) == 0 {
+		return nil
+	}
+	conv := protocol.RoomConv(r.Name)
+	pipe := l.rdb.Pipeline()
+	for _, u := range r.Members {
+		pipe.SRem(ctx, l.ConvsKey(u), conv)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("chatlog: remove room members: %w", err)
+	}
+	return nil
+}
+
 // Unflushed returns the messages of conv that are in Redis (recent list and
 // the pending hash, which holds everything not yet in MongoDB), oldest first,
 // without duplicates.

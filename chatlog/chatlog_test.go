@@ -11,6 +11,7 @@ import (
 
 	"chatcluster/internal/testenv"
 	"chatcluster/protocol"
+	"chatcluster/room"
 )
 
 // appended gives Append's result as the message, whether it was a resend,
@@ -187,5 +188,34 @@ func TestReseedLeavesAGapClientsCanFill(t *testing.T) {
 	again, _, err := appended(l.Append(ctx, protocol.Message{ID: "after", Conv: conv, From: "u", Room: "r", Text: "t", TS: 1}, "", nil))
 	if err != nil || again.Seq != next.Seq+SeqGap+1 {
 		t.Fatalf("first message after forgetting: seq %d, %v; want %d", again.Seq, err, next.Seq+SeqGap+1)
+	}
+}
+
+// A room's members get it in their conversation lists and lose it again,
+// each in one round trip; their other conversations stay.
+func TestRoomMembersConvs(t *testing.T) {
+	ctx := context.Background()
+	l := newLog(t)
+	if err := l.AddConv(ctx, "x", "dm:x:y"); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.AddMembers(ctx, []room.Room{{Name: "ops", Members: []string{"x", "y"}}}); err != nil {
+		t.Fatal(err)
+	}
+	for user, want := range map[string][]string{"x": {"dm:x:y", "room:ops"}, "y": {"room:ops"}} {
+		if got, err := l.Convs(ctx, user); err != nil || !slices.Equal(got, want) {
+			t.Fatalf("convs of %s after AddMembers: %v, %v; want %v", user, got, err, want)
+		}
+	}
+	if err := l.RemoveMembers(ctx, room.Room{Name: "ops", Members: []string{"x", "y"}}); err != nil {
+		t.Fatal(err)
+	}
+	for user, want := range map[string][]string{"x": {"dm:x:y"}, "y": {}} {
+		if got, err := l.Convs(ctx, user); err != nil || !slices.Equal(got, want) {
+			t.Fatalf("convs of %s after RemoveMembers: %v, %v; want %v", user, got, err, want)
+		}
+	}
+	if err := l.RemoveMembers(ctx, room.Room{Name: "empty"}); err != nil {
+		t.Fatalf("RemoveMembers of a room without members: %v", err)
 	}
 }

@@ -16,8 +16,9 @@
 # ports.
 #
 # Settings (environment):
-#   CHAT_DATA_DIR      data, logs, the cluster secret and the
-#                      ZooKeeper credential                   (./data)
+#   CHAT_DATA_DIR      data, logs, the cluster secret, the
+#                      ZooKeeper credential and the server
+#                      API's demo key (api.keys)              (./data)
 #   CHAT_ZK_PORT       ZooKeeper client port                  (2181)
 #   CHAT_REDIS_PORT    Redis port                             (6379)
 #   CHAT_MONGO_PORT    mongostore port                        (27017)
@@ -148,6 +149,17 @@ ZK_AUTH=$DATA/zookeeper.auth
 zk_auth_file "$ZK_AUTH"
 ((ZK_AUTH_MADE == 0)) || say "generated the ZooKeeper credential in $ZK_AUTH"
 
+# The server API's keys (docs/protocol.md, "Server API"): a demo key, made
+# once like the secret. Add a line "<name> <key>" for each system that
+# calls the API; SIGHUP to the gateway reloads the file.
+API_KEYS=$DATA/api.keys
+if [[ ! -s $API_KEYS ]]; then
+	(umask 077 && printf '# server API keys: <name> <key>, one a line\ndemo %s\n' \
+		"$(head -c 24 /dev/urandom | base64 | tr -d '/+=')" >"$API_KEYS")
+	say "generated a demo server API key in $API_KEYS"
+fi
+chmod 600 "$API_KEYS"
+
 # ---- process bookkeeping --------------------------------------------------
 
 STOPPING=0
@@ -263,7 +275,7 @@ export CHAT_ZK CHAT_REDIS CHAT_MONGO CHAT_CLUSTER_SECRET_FILE CHAT_ZK_AUTH_FILE 
 
 start_proc gateway "$RUN/gateway.pid" "$CHAT_ROOT/bin/gateway" \
 	--listen "$GATEWAY_ADDR" --admin-listen "$GATEWAY_ADMIN_ADDR" --redis "$CHAT_REDIS" --mongo "$CHAT_MONGO" \
-	--bcrypt-cost "$BCRYPT_COST"
+	--bcrypt-cost "$BCRYPT_COST" --api-keys-file "$API_KEYS" --cluster-secret-file "$SECRET"
 GATEWAY_PID=$LAUNCHED_PID
 
 node_pids=()
@@ -314,6 +326,8 @@ cat >&2 <<EOF
   chat cluster is up: http://$GATEWAY_ADDR/
 
   $demo_note
+  server API:  key "demo" in $API_KEYS; try
+               CHAT_API_KEY=\$(awk '\$1 == "demo" {print \$2}' $(printf '%q' "$API_KEYS")) docs/examples/bot.sh online
   logs:        $LOGS/<name>.log  (zookeeper, redis, mongostore, gateway, n1..n$NODES)
   data:        $DATA
   add a node:  $ADD_NODE n$((NODES + 1)) $((NODE_PORT + NODES)) $((PEER_PORT + NODES)) $((ADMIN_PORT + NODES))

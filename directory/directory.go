@@ -63,6 +63,7 @@ type Support struct {
 type Node struct {
 	ID          string `json:"id"`
 	WS          string `json:"ws"`
+	Peer        string `json:"peer,omitempty"` // its peer listener, host:port, where the gateway sends server API calls
 	Connections int    `json:"connections"`
 	Started     int64  `json:"started,omitempty"` // unix ms
 	Linked      bool   `json:"linked"`            // the leader holds a peer link to it (always true for the leader)

@@ -49,13 +49,31 @@ type Config struct {
 	// HTTPS on Listen. Its web client then needs the nodes to publish
 	// wss:// URLs (a page served over HTTPS may not open ws://).
 	TLSCertFile, TLSKeyFile string
-	Logger                  zerolog.Logger
+
+	// The server API (serverapi.go). APIKeysFile is its file of operators'
+	// keys (package apikey); "" turns it off. Secret is the cluster
+	// secret, with which the gateway signs the calls it forwards to the
+	// nodes: required with APIKeysFile. APIRate and APIBurst bound each
+	// key's requests (a second, and at once; rate 0: no bound);
+	// APITimeout bounds one call (0: DefaultAPITimeout).
+	APIKeysFile string
+	Secret      []byte
+	APIRate     float64
+	APIBurst    int
+	APITimeout  time.Duration
+	// PeerTLSCertFile, PeerTLSKeyFile and PeerTLSCAFile, all three or
+	// none, are the gateway's certificate and the cluster's CA for nodes
+	// whose peer listeners require mutual TLS (the nodes' --peer-tls-*).
+	PeerTLSCertFile, PeerTLSKeyFile, PeerTLSCAFile string
+
+	Logger zerolog.Logger
 }
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{Listen: "127.0.0.1:8080", RedisPrefix: "chat:", MongoDB: "chat", Throttle: accounts.DefaultThrottle(),
-		VisitorsPerMinute: accounts.DefaultVisitorsPerMinute, Logger: zerolog.Nop()}
+		VisitorsPerMinute: accounts.DefaultVisitorsPerMinute, APIRate: DefaultAPIRate, APIBurst: DefaultAPIBurst,
+		APITimeout: DefaultAPITimeout, Logger: zerolog.Nop()}
 }
 
 // Validate checks the configuration.
@@ -86,7 +104,23 @@ func (c Config) Validate() error {
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		errs = append(errs, errors.New("--tls-cert-file and --tls-key-file go together: give both for HTTPS, or neither"))
 	}
+	if c.APIKeysFile != "" && len(c.Secret) < 16 {
+		errs = append(errs, errors.New("--api-keys-file needs the cluster secret (--cluster-secret-file, the nodes' file): the gateway forwards server API calls to the nodes with it"))
+	}
+	if c.APIRate < 0 || c.APIBurst < 0 || c.APITimeout < 0 {
+		errs = append(errs, errors.New("--api-rate, --api-burst and --api-timeout must not be negative"))
+	}
+	if n := btoi(c.PeerTLSCertFile != "") + btoi(c.PeerTLSKeyFile != "") + btoi(c.PeerTLSCAFile != ""); n != 0 && n != 3 {
+		errs = append(errs, errors.New("--peer-tls-cert-file, --peer-tls-key-file and --peer-tls-ca-file go together: give all three, or none"))
+	}
 	return errors.Join(errs...)
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // Gateway serves the HTTP API.
@@ -108,6 +142,7 @@ type Gateway struct {
 	adminSrv  *http.Server  // nil without Config.AdminListen
 	adminDone chan struct{} // closed when the admin Serve returned
 	cert      *keypair.Pair // nil without Config.TLSCertFile
+	api       *serverAPI
 
 	closeOnce sync.Once
 }
@@ -128,8 +163,17 @@ func New(cfg Config) (*Gateway, error) {
 		}
 		g.cert = p
 	}
+	api, err := newServerAPI(g, cfg)
+	if err != nil {
+		return nil, err
+	}
+	g.api = api
 	return g, nil
 }
+
+// ReloadAPIKeys reads the server API's key file again; on error the keys
+// in use stay. Without the server API it does nothing.
+func (g *Gateway) ReloadAPIKeys() error { return g.api.load(false) }
 
 // URL is the gateway's base URL once started, http:// or https://.
 func (g *Gateway) URL() string {
@@ -195,6 +239,9 @@ func (g *Gateway) Start(ctx context.Context) error {
 		return fmt.Errorf("gateway: reserving the names of existing users: %w", err)
 	}
 	g.dir = directory.New(g.rdb, g.cfg.RedisPrefix)
+	if err := g.api.load(true); err != nil {
+		g.log.Error().Err(err).Msg("server API keys not loaded: its endpoints answer 503 until a reload (SIGHUP) reads them")
+	}
 	// The admin listener first: once the public port accepts, so does it.
 	if g.cfg.AdminListen != "" {
 		if g.adminLn, err = net.Listen("tcp", g.cfg.AdminListen); err != nil {
@@ -244,8 +291,9 @@ func (g *Gateway) Start(ctx context.Context) error {
 }
 
 // Close stops accepting requests, lets running ones finish within ctx,
-// closes the admin listener (a profile in progress is cut off), then
-// closes Redis and MongoDB. Idempotent.
+// closes the admin listener (a profile in progress is cut off) and the
+// server API's idle connections to the nodes, then closes Redis and
+// MongoDB. Idempotent.
 func (g *Gateway) Close(ctx context.Context) error {
 	var err error
 	g.closeOnce.Do(func() {
@@ -257,6 +305,7 @@ func (g *Gateway) Close(ctx context.Context) error {
 			_ = g.adminSrv.Close()
 			<-g.adminDone
 		}
+		g.api.close()
 		if g.rdb != nil {
 			g.rdb.Close()
 		}
@@ -277,6 +326,7 @@ func (g *Gateway) routes() http.Handler {
 	mux.HandleFunc("GET /api/cluster", g.cluster)
 	mux.HandleFunc("GET /healthz", g.healthz)
 	mux.Handle("GET /metrics", metrics.Handler(g.reg))
+	g.api.routes(mux)
 	notFound := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
 	})

@@ -18,21 +18,35 @@ import (
 var ErrFenced = errors.New("history: a newer leader owns this room")
 
 // roomDoc is a room as stored. Epoch is the epoch of the leader that wrote
-// it last; an older leader can no longer replace it.
+// it last; an older leader can no longer replace it. A deleted room keeps
+// its document, without members, so that its name is not used again.
 type roomDoc struct {
 	Name    string    `bson:"_id"`
 	Members []string  `bson:"members"`
 	Epoch   int64     `bson:"epoch"`
 	Updated time.Time `bson:"updated"`
+	Deleted bool      `bson:"deleted,omitempty"`
 }
 
 // SaveRoom stores room with members as written by the leader of epoch. It
 // returns ErrFenced when a leader with a newer epoch has written the room.
 func (s *Store) SaveRoom(ctx context.Context, name string, members []string, epoch int64) error {
-	if members == nil {
-		members = []string{}
+	return s.saveRoom(ctx, roomDoc{Name: name, Members: members, Epoch: epoch})
+}
+
+// DeleteRoom stores that room was deleted, by the leader of epoch: its
+// document stays, without members and marked deleted. ErrFenced as
+// SaveRoom.
+func (s *Store) DeleteRoom(ctx context.Context, name string, epoch int64) error {
+	return s.saveRoom(ctx, roomDoc{Name: name, Epoch: epoch, Deleted: true})
+}
+
+func (s *Store) saveRoom(ctx context.Context, doc roomDoc) error {
+	name, epoch := doc.Name, doc.Epoch
+	if doc.Members == nil {
+		doc.Members = []string{}
 	}
-	doc := roomDoc{Name: name, Members: members, Epoch: epoch, Updated: time.Now().UTC().Truncate(time.Millisecond)}
+	doc.Updated = time.Now().UTC().Truncate(time.Millisecond)
 	// The filter only matches a document of this or an older epoch; when a
 	// newer one exists the upsert tries to insert a second document with
 	// the same _id, which the server refuses.
@@ -71,7 +85,7 @@ func (s *Store) Rooms(ctx context.Context) ([]room.Room, error) {
 	}
 	out := make([]room.Room, len(docs))
 	for i, d := range docs {
-		out[i] = room.Room{Name: d.Name, Members: d.Members}
+		out[i] = room.Room{Name: d.Name, Members: d.Members, Deleted: d.Deleted}
 	}
 	return out, nil
 }

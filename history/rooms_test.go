@@ -56,6 +56,28 @@ func TestRoomsSaveLoadAndFence(t *testing.T) {
 	}
 }
 
+// A deleted room keeps its document, without members, and a deposed
+// leader cannot bring it back.
+func TestRoomDelete(t *testing.T) {
+	s := openStore(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := s.SaveRoom(ctx, "lobby", []string{"alice"}, 5); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteRoom(ctx, "lobby", 6); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SaveRoom(ctx, "lobby", []string{"alice"}, 5); !errors.Is(err, history.ErrFenced) {
+		t.Fatalf("save by an older epoch after the delete: %v, want ErrFenced", err)
+	}
+	got, err := s.Rooms(ctx)
+	want := []room.Room{{Name: "lobby", Members: []string{}, Deleted: true}}
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("Rooms = %+v, %v; want %+v", got, err, want)
+	}
+}
+
 func TestDirectConvs(t *testing.T) {
 	s := openStore(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

@@ -42,8 +42,8 @@ type Node interface {
 	// message seq of conv, as DeliverPushed does; without, another push,
 	// as DeliverRaw does.
 	DeliverExcept(users iter.Seq[string], except, conv string, seq int64, push []byte, again bool)
-	// KickLocal closes user's connection conn if it is on the node, with
-	// reason in its kicked push.
+	// KickLocal closes user's connection conn if it is on the node (every
+	// connection of user if conn is ""), with reason in its kicked push.
 	KickLocal(user, conn, reason string)
 
 	// RosterFrames are the node's sessions as encoded roster frames of
@@ -119,6 +119,7 @@ type RoomStore interface {
 	ClaimRooms(ctx context.Context, epoch int64) error
 	Rooms(ctx context.Context) ([]room.Room, error)
 	SaveRoom(ctx context.Context, name string, members []string, epoch int64) error
+	DeleteRoom(ctx context.Context, name string, epoch int64) error
 	Flush(ctx context.Context, epoch int64) (int, error)
 }
 
@@ -128,6 +129,7 @@ type ConvLists interface {
 	AddMembers(ctx context.Context, rooms []room.Room) error
 	AddConv(ctx context.Context, user, conv string) error
 	RemoveConv(ctx context.Context, user, conv string) error
+	RemoveMembers(ctx context.Context, r room.Room) error
 }
 
 // Journal stores messages (the node's handler.Journal): a room post is

@@ -116,7 +116,7 @@ func (l *Term) publish() {
 	l.mu.Lock()
 	v := directory.View{Leader: l.id, Epoch: l.epoch, Term: l.term.Load(), LeaderSince: l.since.UnixMilli(), Updated: time.Now().UnixMilli()}
 	for id, m := range l.members {
-		n := directory.Node{ID: id, WS: m.WS}
+		n := directory.Node{ID: id, WS: m.WS, Peer: m.Peer}
 		if link := l.links[id]; link != nil && !link.Closed() || id == l.id {
 			n.Linked = true
 		}

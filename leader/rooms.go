@@ -238,6 +238,8 @@ func (rs *roomService) run(f protocol.PeerFrame) protocol.PeerFrame {
 		return rs.leave(ctx, f.User, f.Room)
 	case protocol.RoomPost:
 		return rs.post(ctx, f)
+	case protocol.RoomCreate, protocol.RoomDelete, protocol.RoomMembers, protocol.RoomEnter, protocol.RoomOnline:
+		return rs.runServer(ctx, f) // the server API's (roomadmin.go)
 	}
 	return fail(protocol.CodeBadRequest, "unknown room operation %q", f.Op)
 }
@@ -253,6 +255,9 @@ func (rs *roomService) storeErr(room string, err error) protocol.PeerFrame {
 
 func (rs *roomService) join(ctx context.Context, user, name string) protocol.PeerFrame {
 	l := rs.l
+	if rs.reg.Deleted(name) {
+		return rs.unknown(name)
+	}
 	if _, member := rs.reg.IsMember(name, user); !member {
 		members := rs.reg.WithMember(name, user)
 		if len(members) > protocol.MaxRoomMembers {
@@ -276,7 +281,7 @@ func (rs *roomService) leave(ctx context.Context, user, name string) protocol.Pe
 	l := rs.l
 	exists, member := rs.reg.IsMember(name, user)
 	if !exists {
-		return fail(protocol.CodeNotFound, "unknown room %q", name)
+		return rs.unknown(name)
 	}
 	if member {
 		members := rs.reg.WithoutMember(name, user)
@@ -302,7 +307,7 @@ func (rs *roomService) post(ctx context.Context, f protocol.PeerFrame) protocol.
 	exists, member := rs.reg.IsMember(f.Room, f.User)
 	switch {
 	case !exists:
-		return fail(protocol.CodeNotFound, "unknown room %q", f.Room)
+		return rs.unknown(f.Room)
 	case !member:
 		return fail(protocol.CodeForbidden, "not a member of room %q", f.Room)
 	}

@@ -115,7 +115,7 @@ func (l *Term) forward(f *protocol.PeerFrame) {
 	if f.Dest == l.id {
 		if f.Type == protocol.PeerKick {
 			for _, u := range f.Users {
-				l.node.KickLocal(u, f.Conn, f.Reason)
+				l.node.KickLocal(u, f.Conn, kickReason(f))
 			}
 			return
 		}
@@ -124,9 +124,18 @@ func (l *Term) forward(f *protocol.PeerFrame) {
 	}
 	out := protocol.PeerFrame{Type: protocol.PeerDeliver, Recipients: protocol.JoinNames(f.Users), Message: f.Message}
 	if f.Type == protocol.PeerKick {
-		out = protocol.PeerFrame{Type: protocol.PeerKick, Users: f.Users, Conn: f.Conn, Reason: f.Reason}
+		out = protocol.PeerFrame{Type: protocol.PeerKick, Users: f.Users, Conn: f.Conn, Reason: f.Reason, Server: f.Server}
 	}
 	l.send(f.Dest, &out)
+}
+
+// kickReason is what the users of kick frame f are told: the server
+// API's reason, or "" for the node's own (a newer login).
+func kickReason(f *protocol.PeerFrame) string {
+	if f.Server != nil && f.Server.Reason != "" {
+		return f.Server.Reason
+	}
+	return f.Reason
 }
 
 // route hands a message's push to its recipients' nodes, as the nodes'

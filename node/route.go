@@ -703,8 +703,12 @@ func (s *Server) onLeaderFrame(link *peerlink.Link, f protocol.PeerFrame) {
 	case protocol.PeerDeliver:
 		s.deliverLocal(protocol.Names(f.Recipients), f.Message)
 	case protocol.PeerKick:
+		reason := f.Reason
+		if f.Server != nil && f.Server.Reason != "" {
+			reason = f.Server.Reason
+		}
 		for _, u := range f.Users {
-			s.kickLocal(u, f.Conn, f.Reason)
+			s.kickLocal(u, f.Conn, reason)
 		}
 	case protocol.PeerPush:
 		if f.Conv != "" {

@@ -293,6 +293,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		ErrorLog: keypair.ErrorLog(s.log, zerolog.DebugLevel, "client listener")}
 	pmux := http.NewServeMux()
 	pmux.HandleFunc(peerlink.Path, s.servePeer)
+	pmux.HandleFunc("POST "+protocol.ServerPath+"{op}", s.serveServer) // the server API, for the gateway (serverapi.go)
 	s.peerHTTP = &http.Server{Handler: pmux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: peerlink.ErrorLog(s.log)}
 	cln, pln := s.clientLn, s.peerLn
 	s.goAttach(func() { s.serveHTTP(s.peerHTTP, pln, "peer") })
@@ -541,11 +542,18 @@ func (s *Server) sessionStore() leader.Sessions {
 	return s.sessions
 }
 
-// kickLocal closes user's connection conn, with reason ("": logged in
-// elsewhere), if it is on this node.
+// kickLocal closes user's connection conn if it is on this node, or
+// every connection of user if conn is "", with reason ("": logged in
+// elsewhere).
 func (s *Server) kickLocal(user, conn, reason string) {
 	if reason == "" {
 		reason = protocol.KickElsewhere
+	}
+	if conn == "" {
+		for _, c := range s.local.Conns(user) {
+			c.kick(reason)
+		}
+		return
 	}
 	if c, ok := s.local.Conn(user, conn); ok {
 		c.kick(reason)

@@ -60,8 +60,9 @@ func acceptProof(secret []byte, node, nonce string) string {
 // nonces remembers handshake nonces inside the clock-skew window so a
 // captured handshake cannot be replayed.
 type nonces struct {
-	mu   sync.Mutex
-	seen map[string]time.Time // guarded by mu
+	mu     sync.Mutex
+	seen   map[string]time.Time // guarded by mu
+	pruned time.Time            // when seen was last pruned; guarded by mu
 }
 
 func (n *nonces) fresh(nonce string, now time.Time) bool {
@@ -70,9 +71,14 @@ func (n *nonces) fresh(nonce string, now time.Time) bool {
 	if n.seen == nil {
 		n.seen = make(map[string]time.Time)
 	}
-	for k, t := range n.seen {
-		if now.Sub(t) > 2*handshakeSkew {
-			delete(n.seen, k)
+	// Pruned at most once a second: calls (call.go) may come many a
+	// second.
+	if now.Sub(n.pruned) >= time.Second {
+		n.pruned = now
+		for k, t := range n.seen {
+			if now.Sub(t) > 2*handshakeSkew {
+				delete(n.seen, k)
+			}
 		}
 	}
 	if _, ok := n.seen[nonce]; ok {

@@ -19,6 +19,11 @@
 // the dialling end and a log line at the accepting one; the handshake
 // over the cluster secret is the same either way (tls.go).
 //
+// Calls (call.go) are plain HTTP requests to the peer listener, as the
+// gateway makes them for the server API: signed over the cluster secret
+// like the handshake (SignCall, Acceptor.VerifyCall), and answered with
+// the node's proof (Acceptor.SignAnswer, VerifyAnswer).
+//
 // It does not decide whom to link to or whether a leader is the right
 // one: that a dialling leader's epoch is current and that ZooKeeper names
 // it is the node's check, made between Acceptor.Verify and

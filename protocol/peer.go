@@ -14,7 +14,7 @@ const (
 	PeerLoad    = "load"    // node -> leader: my connection count
 	PeerRoute   = "route"   // node -> leader: deliver the push Push of message Conv/Seq (or Message) to Users, wherever they are (or on node Dest)
 	PeerDeliver = "deliver" // leader -> node: deliver Message to local Users
-	PeerKick    = "kick"    // node -> leader -> node: close User's connection Conn, for Reason
+	PeerKick    = "kick"    // node -> leader -> node: close User's connection Conn (every one of User's connections without Conn), for Reason
 	PeerRoom    = "room"    // node -> leader: room request Op for User, answered by a reply with the same Req
 	PeerReply   = "reply"   // leader -> node: the answer to request Req
 	PeerOnline  = "online"  // node -> leader: User logged in (Online) or out on connection Conn
@@ -81,6 +81,7 @@ type PeerFrame struct {
 	Busy        bool            `json:"busy,omitempty"`        // ack: the leader cannot hand messages on as fast as they come; refuse new ones for a moment
 	RetryAfter  int             `json:"retryAfter,omitempty"`  // reply: seconds the client is to wait before trying again
 	Support     *SupportPeer    `json:"support,omitempty"`     // support request or reply: what else it carries
+	Server      *ServerPeer     `json:"server,omitempty"`      // server API request, reply or kick: what else it carries
 
 	// Except names a connection a route or push frame's push is not
 	// handed to (the one that sent the message, which has the reply);

@@ -23,7 +23,7 @@ func fastPeer(f *PeerFrame) bool {
 	return f.Dest == "" && f.Message == nil && f.Conn == "" && f.Connections == 0 && f.Started == 0 && f.Messages == 0 &&
 		f.Req == 0 && f.Op == "" && f.Room == "" && f.User == "" && f.ClientMsgID == "" && f.Deadline == 0 &&
 		f.Code == 0 && f.Error == "" && f.Members == nil && f.Rooms == nil && !f.Dup && !f.Online && f.Ver == 0 &&
-		f.Sessions == nil && f.Support == nil && !f.Again && f.Reason == "" && (f.Type == PeerRoute || !f.Away) && (f.Type == PeerRoute) == (f.Recipients == "") && (f.Type == PeerPush) == (f.Users == nil)
+		f.Sessions == nil && f.Support == nil && f.Server == nil && !f.Again && f.Reason == "" && (f.Type == PeerRoute || !f.Away) && (f.Type == PeerRoute) == (f.Recipients == "") && (f.Type == PeerPush) == (f.Users == nil)
 }
 
 // appendFastPeer encodes a frame fastPeer accepts:

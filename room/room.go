@@ -16,10 +16,12 @@ import (
 	"chatcluster/protocol"
 )
 
-// Room is a room and its members, as stored.
+// Room is a room and its members, as stored. A deleted room has no
+// members; its name cannot be used again.
 type Room struct {
 	Name    string
 	Members []string
+	Deleted bool
 }
 
 // Session is one logged-in connection of a user on a node. Ver is the
@@ -61,15 +63,19 @@ type Registry struct {
 	// are never changed once stored. Guarded by mu.
 	online map[string][]where
 	nodes  map[string][]string
+	// deleted holds the names of deleted rooms, which are in none of
+	// the maps above; guarded by mu.
+	deleted map[string]struct{}
 }
 
 // New returns an empty Registry of the single login policy.
 func New() *Registry {
 	return &Registry{
-		rooms:  map[string]map[string]struct{}{},
-		byUser: map[string]map[string]struct{}{},
-		online: map[string][]where{},
-		nodes:  map[string][]string{},
+		rooms:   map[string]map[string]struct{}{},
+		byUser:  map[string]map[string]struct{}{},
+		online:  map[string][]where{},
+		nodes:   map[string][]string{},
+		deleted: map[string]struct{}{},
 	}
 }
 
@@ -86,7 +92,12 @@ func (r *Registry) Load(rooms []Room) {
 	defer r.mu.Unlock()
 	r.rooms = make(map[string]map[string]struct{}, len(rooms))
 	r.byUser = map[string]map[string]struct{}{}
+	r.deleted = map[string]struct{}{}
 	for _, rm := range rooms {
+		if rm.Deleted {
+			r.deleted[rm.Name] = struct{}{}
+			continue
+		}
 		set := make(map[string]struct{}, len(rm.Members))
 		r.rooms[rm.Name] = set
 		for _, u := range rm.Members {
@@ -168,6 +179,16 @@ func (r *Registry) WithoutMember(room, user string) []string {
 func (r *Registry) Set(room string, members []string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.dropLocked(room)
+	delete(r.deleted, room)
+	r.rooms[room] = make(map[string]struct{}, len(members))
+	for _, u := range members {
+		r.addLocked(room, u)
+	}
+}
+
+// dropLocked removes room and its members. r.mu held.
+func (r *Registry) dropLocked(room string) {
 	for u := range r.rooms[room] {
 		if ur := r.byUser[u]; ur != nil {
 			delete(ur, room)
@@ -176,10 +197,25 @@ func (r *Registry) Set(room string, members []string) {
 			}
 		}
 	}
-	r.rooms[room] = make(map[string]struct{}, len(members))
-	for _, u := range members {
-		r.addLocked(room, u)
-	}
+	delete(r.rooms, room)
+}
+
+// Delete removes room and its members and records that it was deleted:
+// Exists is false for it from now on, and Deleted true. The caller
+// stores the deletion first.
+func (r *Registry) Delete(room string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.dropLocked(room)
+	r.deleted[room] = struct{}{}
+}
+
+// Deleted reports whether room was deleted.
+func (r *Registry) Deleted(room string) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	_, ok := r.deleted[room]
+	return ok
 }
 
 // List returns every room, sorted by name, saying whether user is a member.
@@ -357,6 +393,30 @@ func (r *Registry) Rooms() []Room {
 		out = append(out, Room{Name: name, Members: sortedKeys(set)})
 	}
 	return out
+}
+
+// OnlinePage returns, sorted by name, at most limit of the users online
+// whose names sort after after ("": from the first), each with the node
+// of its newest login, and whether more follow.
+func (r *Registry) OnlinePage(after string, limit int) (page []protocol.OnlineUser, more bool) {
+	r.mu.RLock()
+	names := make([]string, 0, len(r.online))
+	for u := range r.online {
+		if u > after {
+			names = append(names, u)
+		}
+	}
+	sort.Strings(names)
+	if len(names) > limit {
+		names, more = names[:limit], true
+	}
+	page = make([]protocol.OnlineUser, len(names))
+	for i, u := range names {
+		ws := r.online[u]
+		page[i] = protocol.OnlineUser{Username: u, Node: ws[len(ws)-1].node}
+	}
+	r.mu.RUnlock()
+	return page, more
 }
 
 // Where returns the node of user's newest login.

@@ -156,3 +156,55 @@ func TestMultiDevicePresenceAndPlan(t *testing.T) {
 		t.Fatalf("Nodes of an offline user = %v", got)
 	}
 }
+
+// A deleted room leaves the registry, its members' room lists and the
+// online members' plan, and stays deleted across a load.
+func TestDeleteRoom(t *testing.T) {
+	r := New()
+	r.Load([]Room{{Name: "lobby", Members: []string{"alice", "bob"}}, {Name: "gone", Deleted: true}})
+	if !r.Deleted("gone") || r.Exists("gone") {
+		t.Fatalf("a room loaded as deleted: Deleted %v, Exists %v", r.Deleted("gone"), r.Exists("gone"))
+	}
+	r.Online("alice", "n1", "c1", 1)
+	r.Online("bob", "n2", "c2", 2)
+	r.Delete("lobby")
+	if r.Exists("lobby") || !r.Deleted("lobby") {
+		t.Fatal("lobby still exists after Delete")
+	}
+	if _, member := r.IsMember("lobby", "alice"); member {
+		t.Fatal("alice is still a member of a deleted room")
+	}
+	if plan := r.Plan("lobby"); len(plan) != 0 {
+		t.Fatalf("plan of a deleted room: %v", plan)
+	}
+	if mates := r.Mates("alice"); len(mates) != 0 {
+		t.Fatalf("alice still has room mates: %v", mates)
+	}
+	if list := r.List("alice"); len(list) != 0 {
+		t.Fatalf("rooms listed after the delete: %v", list)
+	}
+	if rooms := r.Rooms(); len(rooms) != 0 {
+		t.Fatalf("Rooms after the delete: %v", rooms)
+	}
+}
+
+func TestOnlinePage(t *testing.T) {
+	r := New()
+	for i, u := range []string{"dave", "alice", "carol", "bob", "erin"} {
+		r.Online(u, []string{"n1", "n2"}[i%2], "c-"+u, int64(i+1))
+	}
+	r.Offline("erin", "c-erin")
+	page, more := r.OnlinePage("", 2)
+	want := []protocol.OnlineUser{{Username: "alice", Node: "n2"}, {Username: "bob", Node: "n2"}}
+	if !more || !reflect.DeepEqual(page, want) {
+		t.Fatalf("first page = %v, more %v; want %v, more", page, more, want)
+	}
+	page, more = r.OnlinePage("bob", 2)
+	want = []protocol.OnlineUser{{Username: "carol", Node: "n1"}, {Username: "dave", Node: "n1"}}
+	if more || !reflect.DeepEqual(page, want) {
+		t.Fatalf("second page = %v, more %v; want %v, no more", page, more, want)
+	}
+	if page, more = r.OnlinePage("dave", 2); more || len(page) != 0 {
+		t.Fatalf("page after the last = %v, more %v", page, more)
+	}
+}

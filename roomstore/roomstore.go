@@ -35,6 +35,7 @@ type Durable interface {
 	ClaimRooms(ctx context.Context, epoch int64) error
 	Rooms(ctx context.Context) ([]room.Room, error)
 	SaveRoom(ctx context.Context, name string, members []string, epoch int64) error
+	DeleteRoom(ctx context.Context, name string, epoch int64) error
 	Ping(ctx context.Context) error
 }
 
@@ -75,6 +76,7 @@ func (s *Store) keys() []string {
 type copyDoc struct {
 	Members []string `json:"members"`
 	Epoch   int64    `json:"epoch"`
+	Deleted bool     `json:"deleted,omitempty"`
 }
 
 // saveScript writes one room unless a newer leader claimed the rooms.
@@ -109,11 +111,12 @@ redis.call('SET', KEYS[4], ARGV[1])
 return 1
 `)
 
-func (s *Store) save(ctx context.Context, name string, members []string, epoch int64, dirty bool) error {
-	if members == nil {
-		members = []string{}
+func (s *Store) save(ctx context.Context, name string, r copyDoc, dirty bool) error {
+	if r.Members == nil {
+		r.Members = []string{}
 	}
-	b, _ := json.Marshal(copyDoc{Members: members, Epoch: epoch})
+	epoch := r.Epoch
+	b, _ := json.Marshal(r)
 	flag := "0"
 	if dirty {
 		flag = "1"
@@ -170,9 +173,9 @@ func (s *Store) Rooms(ctx context.Context) ([]room.Room, error) {
 	if cerr != nil {
 		return nil, cerr
 	}
-	out := map[string][]string{}
+	out := map[string]copyDoc{}
 	for _, r := range durable {
-		out[r.Name] = r.Members
+		out[r.Name] = copyDoc{Members: r.Members, Deleted: r.Deleted}
 	}
 	for name := range dirty {
 		out[name] = copied[name]
@@ -185,7 +188,7 @@ func (s *Store) Rooms(ctx context.Context) ([]room.Room, error) {
 		if members == nil {
 			members = []string{}
 		}
-		b, _ := json.Marshal(copyDoc{Members: members, Epoch: epoch})
+		b, _ := json.Marshal(copyDoc{Members: members, Epoch: epoch, Deleted: r.Deleted})
 		args = append(args, r.Name, string(b))
 	}
 	if err := mirrorScript.Run(ctx, s.rdb, s.keys(), args...).Err(); err != nil {
@@ -194,10 +197,10 @@ func (s *Store) Rooms(ctx context.Context) ([]room.Room, error) {
 	return sorted(out), nil
 }
 
-func sorted(m map[string][]string) []room.Room {
+func sorted(m map[string]copyDoc) []room.Room {
 	out := make([]room.Room, 0, len(m))
-	for name, members := range m {
-		out = append(out, room.Room{Name: name, Members: members})
+	for name, r := range m {
+		out = append(out, room.Room{Name: name, Members: r.Members, Deleted: r.Deleted})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
@@ -205,7 +208,7 @@ func sorted(m map[string][]string) []room.Room {
 
 // readCopy reads the Redis copy: rooms, those marked dirty, and whether
 // it is whole.
-func (s *Store) readCopy(ctx context.Context) (map[string][]string, map[string]bool, bool, error) {
+func (s *Store) readCopy(ctx context.Context) (map[string]copyDoc, map[string]bool, bool, error) {
 	pipe := s.rdb.Pipeline()
 	h := pipe.HGetAll(ctx, s.hashKey())
 	d := pipe.SMembers(ctx, s.dirtyKey())
@@ -213,11 +216,11 @@ func (s *Store) readCopy(ctx context.Context) (map[string][]string, map[string]b
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, nil, false, fmt.Errorf("roomstore: read the copy: %w", err)
 	}
-	rooms := map[string][]string{}
+	rooms := map[string]copyDoc{}
 	for name, raw := range h.Val() {
 		var c copyDoc
 		if json.Unmarshal([]byte(raw), &c) == nil {
-			rooms[name] = c.Members
+			rooms[name] = c
 		}
 	}
 	dirty := map[string]bool{}
@@ -234,23 +237,42 @@ func (s *Store) readCopy(ctx context.Context) (map[string][]string, map[string]b
 // marked for Flush; the change takes effect all the same. ErrFenced when a
 // newer leader owns the rooms (in either).
 func (s *Store) SaveRoom(ctx context.Context, name string, members []string, epoch int64) error {
+	return s.write(ctx, name, copyDoc{Members: members, Epoch: epoch})
+}
+
+// DeleteRoom stores that room was deleted, for the leader of epoch, as
+// SaveRoom stores membership: the room stays, without members, marked
+// deleted, so its name is not used again.
+func (s *Store) DeleteRoom(ctx context.Context, name string, epoch int64) error {
+	return s.write(ctx, name, copyDoc{Epoch: epoch, Deleted: true})
+}
+
+// durable writes r to MongoDB.
+func (s *Store) durable(ctx context.Context, name string, r copyDoc) error {
+	if r.Deleted {
+		return s.db.DeleteRoom(ctx, name, r.Epoch)
+	}
+	return s.db.SaveRoom(ctx, name, r.Members, r.Epoch)
+}
+
+func (s *Store) write(ctx context.Context, name string, r copyDoc) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	mctx, cancel := mongoCtx(ctx)
 	defer cancel()
-	err := s.db.SaveRoom(mctx, name, members, epoch)
+	err := s.durable(mctx, name, r)
 	switch {
 	case errors.Is(err, history.ErrFenced):
 		return err
 	case err != nil:
-		if cerr := s.save(ctx, name, members, epoch, true); cerr != nil {
+		if cerr := s.save(ctx, name, r, true); cerr != nil {
 			return errors.Join(err, cerr)
 		}
-		s.log.Warn().Err(err).Str("room", name).Int("members", len(members)).
+		s.log.Warn().Err(err).Str("room", name).Int("members", len(r.Members)).Bool("deleted", r.Deleted).
 			Msg("MongoDB does not answer: membership kept in Redis, written to MongoDB when it is back")
 		return nil
 	}
-	return s.save(ctx, name, members, epoch, false)
+	return s.save(ctx, name, r, false)
 }
 
 // Flush writes the rooms changed while MongoDB was away to MongoDB, for
@@ -283,11 +305,11 @@ func (s *Store) Flush(ctx context.Context, epoch int64) (int, error) {
 	}
 	n := 0
 	for name := range dirty {
-		members := copied[name]
-		if err := s.db.SaveRoom(mctx, name, members, epoch); err != nil {
+		r := copyDoc{Members: copied[name].Members, Epoch: epoch, Deleted: copied[name].Deleted}
+		if err := s.durable(mctx, name, r); err != nil {
 			return n, err
 		}
-		if err := s.save(ctx, name, members, epoch, false); err != nil {
+		if err := s.save(ctx, name, r, false); err != nil {
 			return n, err
 		}
 		n++

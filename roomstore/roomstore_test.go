@@ -17,10 +17,11 @@ import (
 
 // fakeDB is MongoDB's part, which the test takes away and brings back.
 type fakeDB struct {
-	mu    sync.Mutex
-	down  bool
-	epoch int64
-	rooms map[string][]string
+	mu      sync.Mutex
+	down    bool
+	epoch   int64
+	rooms   map[string][]string
+	deleted map[string]bool
 }
 
 var errDown = errors.New("no primary")
@@ -43,9 +44,25 @@ func (f *fakeDB) Rooms(context.Context) ([]room.Room, error) {
 	}
 	var out []room.Room
 	for n, m := range f.rooms {
-		out = append(out, room.Room{Name: n, Members: m})
+		out = append(out, room.Room{Name: n, Members: m, Deleted: f.deleted[n]})
 	}
 	return out, nil
+}
+
+func (f *fakeDB) DeleteRoom(_ context.Context, name string, epoch int64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case f.down:
+		return errDown
+	case epoch < f.epoch:
+		return history.ErrFenced
+	}
+	if f.deleted == nil {
+		f.deleted = map[string]bool{}
+	}
+	f.rooms[name], f.deleted[name] = nil, true
+	return nil
 }
 
 func (f *fakeDB) SaveRoom(_ context.Context, name string, members []string, epoch int64) error {
@@ -58,6 +75,7 @@ func (f *fakeDB) SaveRoom(_ context.Context, name string, members []string, epoc
 		return history.ErrFenced
 	}
 	f.rooms[name] = members
+	delete(f.deleted, name)
 	return nil
 }
 
@@ -145,5 +163,51 @@ func TestMembershipWhileMongoDBIsAway(t *testing.T) {
 	db.rooms["a"] = []string{"w"}
 	if rooms, err := s.Rooms(ctx); err != nil || !slices.Equal(find(rooms, "a"), []string{"w"}) {
 		t.Fatalf("rooms = %v, %v", rooms, err)
+	}
+}
+
+// A room deleted while MongoDB is away is deleted for a new leader that
+// loads the copy, and in MongoDB once it is back.
+func TestDeleteWhileMongoDBIsAway(t *testing.T) {
+	ctx := context.Background()
+	rdb := redis.NewClient(&redis.Options{Addr: testenv.Redis(t)})
+	t.Cleanup(func() { rdb.Close() })
+	db := &fakeDB{rooms: map[string][]string{"a": {"x"}, "b": {"y"}}}
+	s := New(db, rdb, testenv.Namespace(t)+":", zerolog.Nop())
+	if err := s.ClaimRooms(ctx, 5); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Rooms(ctx); err != nil {
+		t.Fatal(err)
+	}
+	deleted := func(rooms []room.Room, name string) bool {
+		for _, r := range rooms {
+			if r.Name == name {
+				return r.Deleted && len(r.Members) == 0
+			}
+		}
+		return false
+	}
+	db.set(true)
+	if err := s.DeleteRoom(ctx, "a", 5); err != nil {
+		t.Fatalf("delete while MongoDB is away: %v", err)
+	}
+	rooms, err := s.Rooms(ctx)
+	if err != nil || !deleted(rooms, "a") || deleted(rooms, "b") {
+		t.Fatalf("rooms from the copy = %+v, %v; want a deleted, b not", rooms, err)
+	}
+	db.set(false)
+	if rooms, err = s.Rooms(ctx); err != nil || !deleted(rooms, "a") {
+		t.Fatalf("rooms with the delete unflushed = %+v, %v", rooms, err)
+	}
+	if n, err := s.Flush(ctx, 5); err != nil || n != 1 {
+		t.Fatalf("flush = %d, %v; want 1", n, err)
+	}
+	if !db.deleted["a"] || db.deleted["b"] {
+		t.Fatalf("MongoDB holds deleted %v", db.deleted)
+	}
+	// Deleted in MongoDB, with nothing left to flush: still deleted.
+	if rooms, err = s.Rooms(ctx); err != nil || !deleted(rooms, "a") {
+		t.Fatalf("rooms after the flush = %+v, %v", rooms, err)
 	}
 }

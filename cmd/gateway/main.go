@@ -1,6 +1,7 @@
 // Command gateway runs the HTTP gateway: it hands clients the least loaded
-// live node, registers and logs in users, and shows the cluster's state.
-// Every flag has an environment variable; see -h.
+// live node, registers and logs in users, shows the cluster's state, and
+// serves the server API to operators' systems. Every flag has an
+// environment variable; see -h.
 package main
 
 import (
@@ -8,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -42,6 +44,14 @@ func run(args []string) error {
 	tlsKey := fs.String("tls-key-file", "CHAT_GATEWAY_TLS_KEY_FILE", "", "PEM private key of --tls-cert-file")
 	throttle := accounts.ThrottleFlags(fs, cfg.Throttle)
 	visitorRate := fs.Int("visitors-per-minute", "CHAT_VISITORS_PER_MINUTE", cfg.VisitorsPerMinute, "visitors one address may create a minute with POST /api/visitor (0: no bound)")
+	apiKeys := fs.String("api-keys-file", "CHAT_GATEWAY_API_KEYS_FILE", "", "file of the server API's keys, one 'name key' a line (SIGHUP reloads it); empty: the server API (/api/server/) is off")
+	secretFile := fs.String("cluster-secret-file", "CHAT_CLUSTER_SECRET_FILE", "", "the nodes' cluster secret, with which the server API's calls are forwarded to them (needed with --api-keys-file)")
+	apiRate := fs.Int("api-rate", "CHAT_GATEWAY_API_RATE", gateway.DefaultAPIRate, "server API requests a second per key, on this gateway (0: no bound)")
+	apiBurst := fs.Int("api-burst", "CHAT_GATEWAY_API_BURST", gateway.DefaultAPIBurst, "server API requests per key at once, above --api-rate")
+	apiTimeout := fs.Duration("api-timeout", "CHAT_GATEWAY_API_TIMEOUT", gateway.DefaultAPITimeout, "bound of one server API call forwarded to a node")
+	peerTLSCert := fs.String("peer-tls-cert-file", "CHAT_PEER_TLS_CERT_FILE", "", "PEM certificate the server API's calls present to nodes whose peer listeners require mutual TLS; with --peer-tls-key-file and --peer-tls-ca-file")
+	peerTLSKey := fs.String("peer-tls-key-file", "CHAT_PEER_TLS_KEY_FILE", "", "PEM private key of --peer-tls-cert-file")
+	peerTLSCA := fs.String("peer-tls-ca-file", "CHAT_PEER_TLS_CA_FILE", "", "PEM certificates of the cluster's CA, which signed the nodes' peer certificates")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -57,6 +67,15 @@ func run(args []string) error {
 	cfg.AdminListen, cfg.BcryptCost, cfg.Throttle = *admin, *cost, throttle()
 	cfg.TLSCertFile, cfg.TLSKeyFile = *tlsCert, *tlsKey
 	cfg.VisitorsPerMinute = *visitorRate
+	cfg.APIKeysFile, cfg.APIRate, cfg.APIBurst, cfg.APITimeout = *apiKeys, float64(*apiRate), *apiBurst, *apiTimeout
+	cfg.PeerTLSCertFile, cfg.PeerTLSKeyFile, cfg.PeerTLSCAFile = *peerTLSCert, *peerTLSKey, *peerTLSCA
+	if *secretFile != "" {
+		secret, err := os.ReadFile(*secretFile)
+		if err != nil {
+			return fmt.Errorf("cluster secret: %w", err)
+		}
+		cfg.Secret = []byte(strings.TrimSpace(string(secret)))
+	}
 	g, err := gateway.New(cfg)
 	if err != nil {
 		return err
@@ -70,10 +89,10 @@ func run(args []string) error {
 	if a := g.AdminAddr(); a != "" {
 		fmt.Fprintf(os.Stderr, "gateway admin (pprof) on http://%s/debug/pprof/\n", a)
 	}
-	// SIGHUP reloads the certificate of a gateway that serves HTTPS; one
-	// without keeps SIGHUP's default.
+	// SIGHUP reloads the certificate of a gateway that serves HTTPS and
+	// the server API's keys; one with neither keeps SIGHUP's default.
 	var hup chan os.Signal
-	if cfg.TLSCertFile != "" {
+	if cfg.TLSCertFile != "" || cfg.APIKeysFile != "" {
 		hup = make(chan os.Signal, 1)
 		signal.Notify(hup, syscall.SIGHUP)
 		defer signal.Stop(hup)
@@ -85,6 +104,9 @@ func run(args []string) error {
 		case <-hup:
 			if err := g.ReloadTLS(); err != nil {
 				log.Error().Err(err).Msg("certificate not reloaded; the one in use stays")
+			}
+			if err := g.ReloadAPIKeys(); err != nil {
+				log.Error().Err(err).Msg("server API keys not reloaded; the ones in use stay")
 			}
 		}
 	}

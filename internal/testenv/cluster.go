@@ -593,6 +593,7 @@ func (c *Cluster) start(p *Proc) error {
 			"--listen", p.Listen, "--admin-listen", p.AdminAddr,
 			"--redis-prefix", c.ns + ":",
 			"--mongo", c.mongo, "--mongo-db", c.ns,
+			"--cluster-secret-file", c.secret, // for the server API, when a test turns it on
 		}
 	} else {
 		args = append(slices.Clone(p.host.Exec), c.bins.Node,
