@@ -37,6 +37,10 @@ type Node interface {
 	// DeliverRaw hands an encoded push that is no message (presence) to
 	// the named users connected to the node.
 	DeliverRaw(users iter.Seq[string], push []byte)
+	// DeliverSignal hands an encoded push that may be lost (typing) to
+	// the named users connected to the node whose send queues have room
+	// to spare.
+	DeliverSignal(users iter.Seq[string], push []byte)
 	// KickLocal closes user's connection conn if it is on the node.
 	KickLocal(user, conn string)
 

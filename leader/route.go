@@ -88,6 +88,8 @@ func (l *Term) Handle(from string, f protocol.PeerFrame) {
 		l.rooms.submit(from, f)
 	case protocol.PeerSupport:
 		l.support.submit(from, f)
+	case protocol.PeerSignal:
+		l.signal(f)
 	case protocol.PeerOnline:
 		l.rooms.online(from, f)
 		if f.Online {
@@ -136,6 +138,10 @@ func (l *Term) forward(f *protocol.PeerFrame) {
 // it appears meanwhile; otherwise the message waits for their sync.
 func (l *Term) route(f *protocol.PeerFrame) {
 	p := parkedPush{push: f.Push, conv: f.Conv, seq: f.Seq, again: f.Again}
+	if len(p.push) > 0 && p.conv == "" {
+		l.routeRaw(f.Users, f.Push)
+		return
+	}
 	if len(p.push) == 0 {
 		if f.Message == nil {
 			return

@@ -35,12 +35,19 @@ func (s *Server) rosterFrames(epoch int64) [][]byte {
 
 // deliverRaw hands an encoded push to the named users connected here.
 func (s *Server) deliverRaw(users iter.Seq[string], push []byte) {
+	count := s.m.PushPresence
+	if len(push) >= len(readPushPrefix) && string(push[:len(readPushPrefix)]) == readPushPrefix {
+		count = s.m.PushRead
+	}
 	for u := range users {
 		if c, ok := s.local.Get(u); ok && c.enqueue(push) {
-			s.m.PushPresence.Inc()
+			count.Inc()
 		}
 	}
 }
+
+// readPushPrefix begins every read push (protocol.EncodePush).
+const readPushPrefix = `{"action":"` + protocol.PushRead + `",`
 
 // roomsSvc implements handler.Rooms on every node by asking the leader.
 type roomsSvc struct{ s *Server }

@@ -661,6 +661,8 @@ func (s *Server) onLeaderFrame(link *peerlink.Link, f protocol.PeerFrame) {
 		} else {
 			s.deliverRaw(protocol.Names(f.Recipients), f.Push)
 		}
+	case protocol.PeerSignal:
+		s.deliverSignal(protocol.Names(f.Recipients), f.Push)
 	case protocol.PeerReply:
 		s.routes.onReply(f)
 	case protocol.PeerAck:
