@@ -164,8 +164,14 @@ func (h *Handler) read(ctx context.Context, c Conn, req protocol.Request) (any, 
 	if err != nil {
 		return nil, err
 	}
-	if top := latest[d.Conv]; d.Seq > top {
+	top := latest[d.Conv]
+	if d.Seq > top {
 		return nil, protocol.Errorf(protocol.CodeBadRequest, "seq %d is above the latest of %s (%d)", d.Seq, d.Conv, top)
+	}
+	if top == 0 {
+		// Nothing to read (the conversation may not even exist): nothing
+		// is stored for a name a client sends.
+		return protocol.ReadReply{Conv: d.Conv, Seq: 0}, nil
 	}
 	pos, raised, err := h.d.Reads.Mark(ctx, d.Conv, user, d.Seq)
 	if err != nil {
@@ -199,14 +205,17 @@ func peerOf(kind, a, b, user string) string {
 }
 
 // addReadPositions sets, in the sync reply out, the user's read position
-// of every direct conversation and room and, of a direct conversation, the
-// other user's.
+// of every direct conversation and room that has messages and, of a direct
+// conversation, the other user's.
 func (h *Handler) addReadPositions(ctx context.Context, user string, out protocol.SyncReply) error {
 	if h.d.Reads == nil {
 		return nil
 	}
 	want := make(map[string][]string, len(out.Convs))
-	for cv := range out.Convs {
+	for cv, sc := range out.Convs {
+		if sc.Latest == 0 {
+			continue // nothing to have read, and nothing to look up for a name a client sends
+		}
 		kind, a, b, _ := protocol.ParseConv(cv)
 		switch {
 		case kind == "room":

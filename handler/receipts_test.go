@@ -10,7 +10,10 @@ import (
 )
 
 // fakeReads keeps read positions in memory, rising only.
-type fakeReads struct{ pos map[string]map[string]int64 }
+type fakeReads struct {
+	pos   map[string]map[string]int64
+	asked map[string]bool // conversations Positions was asked for
+}
 
 func (f *fakeReads) Mark(_ context.Context, conv, user string, seq int64) (int64, bool, error) {
 	if f.pos[conv] == nil {
@@ -26,6 +29,10 @@ func (f *fakeReads) Mark(_ context.Context, conv, user string, seq int64) (int64
 func (f *fakeReads) Positions(_ context.Context, want map[string][]string) (map[string]map[string]int64, error) {
 	out := map[string]map[string]int64{}
 	for cv, users := range want {
+		if f.asked == nil {
+			f.asked = map[string]bool{}
+		}
+		f.asked[cv] = true
 		out[cv] = map[string]int64{}
 		for _, u := range users {
 			out[cv][u] = f.pos[cv][u]
@@ -273,6 +280,12 @@ func TestReadChecksMonotonicAndPushes(t *testing.T) {
 		t.Fatalf("room read pushes %q, want %q", got, want)
 	}
 
+	// A conversation without messages stores nothing.
+	rep = read(amy, map[string]any{"conv": "dm:amy:zed", "seq": 0})
+	if rep.Code != 0 || rep.Data.(protocol.ReadReply).Seq != 0 || reads.pos["dm:amy:zed"] != nil {
+		t.Fatalf("read of an empty conversation: %d %+v, positions %v", rep.Code, rep.Data, reads.pos)
+	}
+
 	h.d.Reads = nil
 	if rep := read(amy, map[string]any{"conv": "dm:amy:bob", "seq": 1}); rep.Code != 503 {
 		t.Fatalf("without read positions: %d, want 503", rep.Code)
@@ -282,7 +295,7 @@ func TestReadChecksMonotonicAndPushes(t *testing.T) {
 // sync returns the user's read position of each conversation and, of a
 // direct one, the other user's; 0 is left out.
 func TestSyncReturnsReadPositions(t *testing.T) {
-	h, _, _, _ := newReceiptTest(t)
+	h, reads, _, _ := newReceiptTest(t)
 	ctx := context.Background()
 	for _, r := range []struct {
 		user, conv string
@@ -294,17 +307,20 @@ func TestSyncReturnsReadPositions(t *testing.T) {
 	}
 	sync := func(user string) string {
 		t.Helper()
-		rep := h.Handle(ctx, &fakeConn{id: "s", user: user}, req("sync", map[string]any{"convs": map[string]int64{"dm:amy:bob": 2, "room:lobby": 1}}))
+		rep := h.Handle(ctx, &fakeConn{id: "s", user: user}, req("sync", map[string]any{"convs": map[string]int64{"dm:amy:bob": 2, "room:lobby": 1, "dm:" + user + ":zed": 0}}))
 		if rep.Code != 0 {
 			t.Fatalf("sync: %d %s", rep.Code, rep.Error)
 		}
 		b, _ := json.Marshal(rep.Data)
 		return string(b)
 	}
-	if got, want := sync("amy"), `{"convs":{"dm:amy:bob":{"latest":2,"messages":[],"read":1,"peerRead":2},"room:lobby":{"latest":1,"messages":[]}}}`; got != want {
+	if got, want := sync("amy"), `{"convs":{"dm:amy:bob":{"latest":2,"messages":[],"read":1,"peerRead":2},"dm:amy:zed":{"latest":0,"messages":[]},"room:lobby":{"latest":1,"messages":[]}}}`; got != want {
 		t.Fatalf("amy's sync %s\nwant %s", got, want)
 	}
-	if got, want := sync("bob"), `{"convs":{"dm:amy:bob":{"latest":2,"messages":[],"read":2,"peerRead":1},"room:lobby":{"latest":1,"messages":[],"read":1}}}`; got != want {
+	if got, want := sync("bob"), `{"convs":{"dm:amy:bob":{"latest":2,"messages":[],"read":2,"peerRead":1},"dm:bob:zed":{"latest":0,"messages":[]},"room:lobby":{"latest":1,"messages":[],"read":1}}}`; got != want {
 		t.Fatalf("bob's sync %s\nwant %s", got, want)
+	}
+	if reads.asked["dm:amy:zed"] || reads.asked["dm:bob:zed"] {
+		t.Fatal("read positions of a conversation without messages were looked up")
 	}
 }
