@@ -24,8 +24,10 @@
 // empty, flushed), the Store reads MongoDB's and puts it back in Redis
 // before it answers; the shard's seqinit marker, present only where Redis
 // has held everything since the cluster began, spares that read for a user
-// who never read the conversation. A position read while MongoDB does not
-// answer counts as 0 and is not put back, so the next read asks again. A
-// position made durable after Redis lost it but before it was read back
-// can come back a little behind, until the user's next read.
+// who never read the conversation. While MongoDB does not answer, a
+// position sync asks for counts as 0 and is not put back (the next sync
+// asks again), and a read starts from 0: Redis then holds that read's
+// position, a lower one than MongoDB's perhaps, and MongoDB's is never
+// lowered by it. A position made durable after Redis lost it but before it
+// was read back can come back a little behind, until the user's next read.
 package receipt
