@@ -375,7 +375,8 @@ func (c *Conn) Sync(ctx context.Context, offsets map[string]int64) (protocol.Syn
 
 // SyncAll syncs the given conversations (nil: all of the user's) from their
 // offsets, calling again while the server says there is more, and returns
-// every missing message per conversation, oldest first, with the latest seq.
+// every missing message per conversation, oldest first, with the latest seq
+// and the read positions.
 // A conversation marked "more" without messages was not read this time and
 // is asked for again from the same offset.
 func (c *Conn) SyncAll(ctx context.Context, offsets map[string]int64) (map[string]protocol.SyncConv, error) {
@@ -391,6 +392,7 @@ func (c *Conn) SyncAll(ctx context.Context, offsets map[string]int64) (map[strin
 		for conv, sc := range r.Convs {
 			acc := out[conv]
 			acc.Latest, acc.Rebuild = sc.Latest, sc.Rebuild
+			acc.Read, acc.PeerRead = max(acc.Read, sc.Read), max(acc.PeerRead, sc.PeerRead)
 			acc.Messages = append(acc.Messages, sc.Messages...)
 			out[conv] = acc
 			switch {

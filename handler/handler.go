@@ -26,6 +26,11 @@ type Deps struct {
 	Filter   Filter // nil: texts are stored as sent
 	Now      Clock
 	NewID    func() string // message ids
+
+	// Reads keeps read positions; nil: read answers 503 and sync has
+	// none. Pushes hands out typing and read pushes; nil: none are sent.
+	Reads  Reads
+	Pushes Pusher
 }
 
 // Handler dispatches requests to actions. Create it with New.
@@ -45,7 +50,7 @@ var peerActions = map[string]bool{
 	protocol.PeerHello: true, protocol.PeerLoad: true, protocol.PeerRoute: true,
 	protocol.PeerDeliver: true, protocol.PeerKick: true, protocol.PeerRoom: true,
 	protocol.PeerReply: true, protocol.PeerOnline: true, protocol.PeerRoster: true,
-	protocol.PeerPush: true, protocol.PeerAck: true,
+	protocol.PeerPush: true, protocol.PeerAck: true, protocol.PeerSignal: true,
 }
 
 // New returns a handler over d.
@@ -63,6 +68,8 @@ func New(d Deps) *Handler {
 		protocol.ActionRooms:    {h.rooms, true},
 		protocol.ActionPopular:  {h.popular, true},
 		protocol.ActionRebuild:  {h.rebuild, true},
+		protocol.ActionTyping:   {h.typing, true},
+		protocol.ActionRead:     {h.read, true},
 
 		protocol.ActionSupport:         {h.support, true},
 		protocol.ActionSupportClose:    {h.supportClose, true},
@@ -492,6 +499,9 @@ func (h *Handler) sync(ctx context.Context, c Conn, req protocol.Request) (any, 
 			sc.More = len(msgs) > 0 && msgs[len(msgs)-1].Seq < top
 		}
 		out.Convs[cv] = sc
+	}
+	if err := h.addReadPositions(ctx, user, out); err != nil {
+		return nil, err
 	}
 	return out, nil
 }

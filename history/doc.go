@@ -21,6 +21,10 @@
 //	               messages (before them)
 //	message_chunks {_id: conv + "/" + block + "/" + k, conv, block, msgs}
 //	message_tops   {_id: conv + "/" + k, conv, block}
+//	read_positions {_id: conv + " " + user, conv, user, seq, updated}:
+//	               how far each user has read each conversation, the
+//	               durable copy of package receipt's (reads.go), the one
+//	               kind of document here that is updated in place
 //
 // A conversation's seqs are cut into blocks of BlockSize (100): block b
 // holds seqs 100b to 100b+99. A block is stored as chunks k = 0, 1, 2, ...

@@ -42,6 +42,10 @@ type Node interface {
 	// message seq of conv, as DeliverPushed does; without, another push,
 	// as DeliverRaw does.
 	DeliverExcept(users iter.Seq[string], except, conv string, seq int64, push []byte, again bool)
+	// DeliverSignal hands an encoded push that may be lost (typing) to
+	// the named users connected to the node whose send queues have room
+	// to spare.
+	DeliverSignal(users iter.Seq[string], push []byte)
 	// KickLocal closes user's connection conn if it is on the node (every
 	// connection of user if conn is ""), with reason in its kicked push.
 	KickLocal(user, conn, reason string)

@@ -20,7 +20,9 @@
 // (term.go); what the nodes send up and where it goes (route.go); the
 // loops that count the term, watch for overload and publish the node list
 // (loops.go), and reset the hot words (hotwords.go); rooms (rooms.go);
-// parking (park.go); what the term needs from outside (deps.go).
+// parking (park.go); pushes that are no message, typing and read
+// receipts, which are neither stored nor parked (signal.go); what the
+// term needs from outside (deps.go).
 //
 // It does not decide when this node leads: the node starts and stops
 // terms as ZooKeeper's view changes. It does not speak the handshake or

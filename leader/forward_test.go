@@ -49,6 +49,7 @@ func (n *fakeNode) DeliverLocal(iter.Seq[string], *protocol.Message)            
 func (n *fakeNode) DeliverPushed(iter.Seq[string], string, int64, []byte, bool)         {}
 func (n *fakeNode) DeliverRaw(iter.Seq[string], []byte)                                 {}
 func (n *fakeNode) DeliverExcept(iter.Seq[string], string, string, int64, []byte, bool) {}
+func (n *fakeNode) DeliverSignal(iter.Seq[string], []byte)                              {}
 func (n *fakeNode) KickLocal(string, string, string)                                    {}
 func (n *fakeNode) RosterFrames(int64) [][]byte                                         { return nil }
 func (n *fakeNode) OnReply(f protocol.PeerFrame)                                        { n.replies <- f }

@@ -88,6 +88,8 @@ func (l *Term) Handle(from string, f protocol.PeerFrame) {
 		l.rooms.submit(from, f)
 	case protocol.PeerSupport:
 		l.support.submit(from, f)
+	case protocol.PeerSignal:
+		l.signal(f)
 	case protocol.PeerOnline:
 		l.rooms.online(from, f)
 		if f.Online {
@@ -149,6 +151,14 @@ func kickReason(f *protocol.PeerFrame) string {
 // it delivered there itself (Away), and not on the connection Except.
 func (l *Term) route(f *protocol.PeerFrame) {
 	p := parkedPush{push: f.Push, conv: f.Conv, seq: f.Seq, again: f.Again, except: f.Except}
+	if len(p.push) > 0 && p.conv == "" {
+		skip := ""
+		if f.Away {
+			skip = f.From
+		}
+		l.routeRaw(f.Users, f.Push, f.Except, skip)
+		return
+	}
 	if len(p.push) == 0 {
 		if f.Message == nil {
 			return

@@ -80,13 +80,18 @@ type Node struct {
 	SupportRequeued    prometheus.Counter   // conversations put back in the queue (agent away, gone or disabled)
 	SupportClosed      prometheus.Counter   // conversations closed
 
+	// Typing indicators and read receipts.
+	PushTyping    prometheus.Counter // typing pushes queued to local clients
+	PushRead      prometheus.Counter // read pushes queued to local clients
+	SignalDropped prometheus.Counter // typing pushes dropped: a send queue or a link had no room to spare
+
 	leaderIn      map[string]prometheus.Counter // by peer frame type; read-only after NewNode
 	leaderInOther prometheus.Counter
 }
 
 // LeaderFrameTypes are the peer frame types the leader counts by name;
 // anything else counts as "other".
-var LeaderFrameTypes = []string{"route", "kick", "room", "support", "online", "roster", "load"}
+var LeaderFrameTypes = []string{"route", "kick", "room", "support", "online", "roster", "load", "signal"}
 
 // NewNode registers a node's metrics in reg and returns them.
 func NewNode(reg prometheus.Registerer, src NodeSources) *Node {
@@ -101,7 +106,7 @@ func NewNode(reg prometheus.Registerer, src NodeSources) *Node {
 	}, []string{"kind"})
 	pushes := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Name: "pushes_out_total",
-		Help: "Pushes queued to this node's clients, by kind (message, presence, kicked, node); one per recipient connection.",
+		Help: "Pushes queued to this node's clients, by kind (message, presence, kicked, node, typing, read); one per recipient connection.",
 	}, []string{"kind"})
 	leaderIn := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Name: "leader_frames_in_total",
@@ -163,6 +168,10 @@ func NewNode(reg prometheus.Registerer, src NodeSources) *Node {
 		SupportAssigned: counter("support_assignments_total", "Leader: support conversations given to an agent (a transfer counts)."),
 		SupportRequeued: counter("support_requeued_total", "Leader: support conversations put back at the front of the queue because their agent went away, did not come back in time, or was disabled."),
 		SupportClosed:   counter("support_closed_total", "Leader: support conversations closed."),
+
+		PushTyping:    pushes.WithLabelValues("typing"),
+		PushRead:      pushes.WithLabelValues("read"),
+		SignalDropped: counter("signal_dropped_total", "Typing pushes dropped, on this node or by it as leader, because a client's send queue or a peer link had no room to spare (they matter less than anything else queued there)."),
 
 		leaderIn:      make(map[string]prometheus.Counter, len(LeaderFrameTypes)),
 		leaderInOther: leaderIn.WithLabelValues("other"),

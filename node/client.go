@@ -12,6 +12,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/rs/zerolog"
 
+	"chatcluster/handler"
 	"chatcluster/internal/wsconn"
 	"chatcluster/protocol"
 )
@@ -52,6 +53,8 @@ type client struct {
 
 	tokens  float64 // rate limiter, read loops only
 	lastTok time.Time
+
+	typing handler.TypingLimit // typing requests passed on (TypingLimit)
 }
 
 // newClient makes the client of a WebSocket that was just opened. It

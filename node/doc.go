@@ -12,7 +12,9 @@
 // and stopping this node's terms as leader as ZooKeeper's view changes
 // (term.go); the node's side of rooms, asked of the leader (rooms.go);
 // putting this node's part back after Redis lost data (redisloss.go);
-// and the adapters of the stores to the handler (services.go, words.go).
+// the adapters of the stores to the handler (services.go, words.go); and
+// typing and read receipts: their pushes, on the lowest priority for
+// typing, and the read positions' store (receipts.go).
 //
 // What is not: the leader's duties, while this node leads, are package
 // leader's (a leader.Term, which sees this node through leader.Node); the

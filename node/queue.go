@@ -79,6 +79,26 @@ func (q *frameQueue) push(b []byte) (start bool, err error) {
 	return q.startLocked(), nil
 }
 
+// pushLossy adds b, a push that may be lost (typing), only while the
+// queue holds fewer than lossyFrames frames and a small part of its byte
+// bound: a client that has fallen behind is sent nothing it can do
+// without, and such a push never makes a client too slow. ok says b was
+// added; start is as for push.
+func (q *frameQueue) pushLossy(b []byte) (ok, start bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.frames) >= min(lossyFrames, q.soft) || q.bytes+len(b) > q.maxBytes/16 {
+		return false, false
+	}
+	q.frames = append(q.frames, b)
+	q.bytes += len(b)
+	return true, q.startLocked()
+}
+
+// lossyFrames is how many frames may wait in a queue that still takes a
+// push that may be lost.
+const lossyFrames = 32
+
 // poke has the write loop look at the connection again (a ping is due, or
 // the connection is closing) even with no frame waiting. start is as for
 // push.

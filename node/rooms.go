@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"iter"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"chatcluster/handler"
 	"chatcluster/protocol"
 )
@@ -36,14 +38,27 @@ func (s *Server) rosterFrames(epoch int64) [][]byte {
 // deliverRaw hands an encoded push to the named users connected here, on
 // each of their connections but except ("" none).
 func (s *Server) deliverRaw(users iter.Seq[string], push []byte, except string) {
+	count := s.rawCounter(push)
 	for u := range users {
 		for _, c := range s.local.Conns(u) {
 			if c.id != except && c.enqueue(push) {
-				s.m.PushPresence.Inc()
+				count.Inc()
 			}
 		}
 	}
 }
+
+// rawCounter is the metric a push that is no message counts in: read
+// receipts apart from presence.
+func (s *Server) rawCounter(push []byte) prometheus.Counter {
+	if len(push) >= len(readPushPrefix) && string(push[:len(readPushPrefix)]) == readPushPrefix {
+		return s.m.PushRead
+	}
+	return s.m.PushPresence
+}
+
+// readPushPrefix begins every read push (protocol.EncodePush).
+const readPushPrefix = `{"action":"` + protocol.PushRead + `",`
 
 // roomsSvc implements handler.Rooms on every node by asking the leader.
 type roomsSvc struct{ s *Server }

@@ -185,7 +185,7 @@ func (r *router) DeliverExcept(user, except string, push []byte, m *protocol.Mes
 				r.s.m.PushMessage.Inc()
 			}
 		} else if c.enqueue(push) {
-			r.s.m.PushPresence.Inc() // as deliverRaw counts the pushes that are no message
+			r.s.rawCounter(push).Inc() // as deliverRaw counts the pushes that are no message
 		}
 	}
 	multi := r.s.multi()
@@ -716,6 +716,8 @@ func (s *Server) onLeaderFrame(link *peerlink.Link, f protocol.PeerFrame) {
 		} else {
 			s.deliverRaw(protocol.Names(f.Recipients), f.Push, f.Except)
 		}
+	case protocol.PeerSignal:
+		s.deliverSignal(protocol.Names(f.Recipients), f.Push)
 	case protocol.PeerReply:
 		s.routes.onReply(f)
 	case protocol.PeerAck:

@@ -29,6 +29,7 @@ import (
 	"chatcluster/metrics"
 	"chatcluster/peerlink"
 	"chatcluster/protocol"
+	"chatcluster/receipt"
 	"chatcluster/roomstore"
 	"chatcluster/session"
 	"chatcluster/wordfilter"
@@ -46,6 +47,7 @@ type Server struct {
 	rooms    *roomstore.Store // room membership: MongoDB and its copy in Redis
 	chatlog  *chatlog.Log
 	journal  *journal
+	reads    *receipt.Store // read positions
 	words    *wordsSvc
 	filter   *wordfilter.Filter
 	accounts *accounts.Accounts
@@ -224,6 +226,8 @@ func (s *Server) Start(ctx context.Context) (err error) {
 			Str("layout", chatlog.LayoutVersion).Msg("moved the Redis keys of the earlier layout into this one")
 	}
 	s.journal = &journal{log: s.chatlog, store: s.store}
+	s.reads = receipt.New(receipt.Config{Redis: s.rdb, Prefix: s.cfg.RedisPrefix, Durable: durableReads{s.store},
+		Marker: s.chatlog.MarkerKey, Log: s.log})
 	s.words = newWordsSvc(s)
 	if err = s.markFresh(ctx); err != nil {
 		return err
@@ -251,6 +255,8 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		Filter:   s.mask,
 		Now:      func() int64 { return time.Now().UnixMilli() },
 		NewID:    newID,
+		Reads:    readsSvc{s.reads},
+		Pushes:   s.routes,
 	})
 	s.writer, err = history.NewWriter(history.WriterConfig{
 		Redis: s.rdb, Prefix: s.cfg.RedisPrefix, Store: s.store, Consumer: s.cfg.ID,
@@ -321,6 +327,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	s.goAttach(s.words.run)
 	s.goAttach(s.watchRedis)
 	s.goAttach(func() { s.parked.ExpireLoop(s.ctx) })
+	s.goAttach(func() { s.reads.Run(s.ctx) })
 	s.goAttach(func() {
 		if err := s.writer.Run(s.ctx); err != nil && !errors.Is(err, context.Canceled) {
 			s.log.Error().Err(err).Msg("history writer stopped")

@@ -84,6 +84,11 @@ type SyncConv struct {
 	Messages []Message `json:"messages"`
 	Rebuild  bool      `json:"rebuild,omitempty"`
 	More     bool      `json:"more,omitempty"` // more missing messages than one reply holds: sync again
+	// Read is how far the user has read the conversation (the highest
+	// seq marked read); PeerRead, of a direct conversation, how far the
+	// other user has. 0: nothing marked read.
+	Read     int64 `json:"read,omitempty"`
+	PeerRead int64 `json:"peerRead,omitempty"`
 }
 
 // SyncReply is the data of a sync reply.
@@ -215,4 +220,39 @@ type PopularReply struct {
 type PresencePush struct {
 	Username string `json:"username"`
 	Online   bool   `json:"online"`
+}
+
+// TypingData is the data of a typing request: the conversation the user
+// is typing in, direct or room.
+type TypingData struct {
+	Conv string `json:"conv"`
+}
+
+// TypingPush tells the other members of a conversation who are online
+// that From is typing in it.
+type TypingPush struct {
+	Conv string `json:"conv"`
+	From string `json:"from"`
+}
+
+// ReadData is the data of a read request: the user has read Conv up to
+// and including Seq.
+type ReadData struct {
+	Conv string `json:"conv"`
+	Seq  int64  `json:"seq"`
+}
+
+// ReadReply is the user's read position in Conv now stored: the highest
+// seq ever marked read, which a lower one does not change.
+type ReadReply struct {
+	Conv string `json:"conv"`
+	Seq  int64  `json:"seq"`
+}
+
+// ReadPush tells that User has read Conv up to Seq: to the other side of
+// a direct conversation, and to the user's own other connections.
+type ReadPush struct {
+	Conv string `json:"conv"`
+	User string `json:"user"`
+	Seq  int64  `json:"seq"`
 }

@@ -20,6 +20,8 @@ const (
 	ActionRooms    = "rooms"
 	ActionPopular  = "popular"
 	ActionRebuild  = "rebuild"
+	ActionTyping   = "typing"
+	ActionRead     = "read"
 )
 
 // Server pushes.
@@ -28,6 +30,8 @@ const (
 	PushKicked   = "kicked"
 	PushPresence = "presence"
 	PushNode     = "node"
+	PushTyping   = "typing"
+	PushRead     = "read"
 )
 
 // Request is a client frame: {"action", "id", "data"}.

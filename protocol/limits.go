@@ -23,3 +23,11 @@ const (
 	MaxRoomsListed  = 1000     // rooms one rooms reply lists (the first, by name)
 	MaxRebuildAhead = 10000    // how far above the server's latest seq a rebuilt message may be
 )
+
+// Limits of typing requests, per connection. A typing over them is
+// answered like any other and passed on to no one.
+const (
+	TypingInterval  = 1000 // ms: at most one typing per conversation passed on in this time
+	TypingPerSecond = 5    // typing passed on per second over all conversations (bursts of as many)
+	MaxTypingConvs  = 64   // conversations a connection's typing limit remembers at once
+)

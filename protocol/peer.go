@@ -22,6 +22,12 @@ const (
 	PeerPush    = "push"    // leader -> node: hand the encoded push Push to local Users; with Conv, a message's push, once per connection
 	PeerAck     = "ack"     // leader -> node: every frame up to Up is handled
 	PeerSupport = "support" // node -> leader: customer-service request Op for User, answered by a reply with the same Req
+	// PeerSignal carries a push that is no message and that nothing
+	// stores (typing), best-effort: node -> leader, for the online members
+	// of Room other than User, or for Users; leader -> node, for the
+	// local Recipients. It goes only where links and queues have room,
+	// and is dropped rather than held.
+	PeerSignal = "signal"
 )
 
 // Room request operations, in PeerFrame.Op.

@@ -1,0 +1,245 @@
+package receipt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
+	"chatcluster/internal/keyspace"
+)
+
+// Position is how far User has read Conv.
+type Position struct {
+	Conv string
+	User string
+	Seq  int64
+}
+
+// Durable is where positions are made durable (history.Store).
+type Durable interface {
+	// ReadPositions returns the positions of the conversations and
+	// users of ps (Seq ignored), in order; Seq 0 where none is stored.
+	ReadPositions(ctx context.Context, ps []Position) ([]Position, error)
+	// SaveReadPositions raises each stored position to the one given.
+	SaveReadPositions(ctx context.Context, ps []Position) error
+}
+
+// Config is what a Store is made of.
+type Config struct {
+	Redis  redis.UniversalClient
+	Prefix string // of every key
+	// Durable is the durable copy; nil: none (Redis alone).
+	Durable Durable
+	// Marker names, for a conversation, the key whose presence says that
+	// Redis has held everything of the conversation's shard since the
+	// cluster began (chatlog.Log.MarkerKey): a position missing there is
+	// 0, without asking Durable. nil: Durable is always asked.
+	Marker func(conv string) string
+	// Queue bounds the positions waiting to be made durable (default
+	// DefaultQueue).
+	Queue int
+	Log   zerolog.Logger
+}
+
+// DefaultQueue is how many positions may wait to be made durable.
+const DefaultQueue = 10000
+
+// Store reads and raises read positions. Create it with New; Run makes
+// what rose durable. Safe for concurrent use.
+type Store struct {
+	rdb     redis.UniversalClient
+	prefix  string
+	tags    *keyspace.Tags
+	durable Durable
+	marker  func(conv string) string
+	log     zerolog.Logger
+	// warn is log, at most a few lines a second.
+	warn   zerolog.Logger
+	behind *behind
+}
+
+// New returns a Store over cfg. It starts nothing: Run does.
+func New(cfg Config) *Store {
+	if cfg.Queue <= 0 {
+		cfg.Queue = DefaultQueue
+	}
+	log := cfg.Log.With().Str("component", "receipts").Logger()
+	return &Store{
+		rdb: cfg.Redis, prefix: cfg.Prefix, tags: keyspace.NewTags(), durable: cfg.Durable, marker: cfg.Marker,
+		log: log, warn: log.Sample(&zerolog.BurstSampler{Burst: 5, Period: time.Second}),
+		behind: newBehind(cfg.Queue),
+	}
+}
+
+// Key is the hash of conv's read positions.
+func (s *Store) Key(conv string) string { return s.prefix + s.tags.Of(conv) + "read:" + conv }
+
+// markerKey is the marker of conv's shard, or the hash itself without one
+// (a key the scripts then do not look at).
+func (s *Store) markerKey(conv string) string {
+	if s.marker == nil {
+		return s.Key(conv)
+	}
+	return s.marker(conv)
+}
+
+// markScript raises a position. KEYS: the conversation's hash, its shard's
+// marker (the hash again when there is none). ARGV: user, seq, the
+// durable position or "" when not read yet. The position before is the
+// one in Redis; without one, the durable one, or 0 when the marker says
+// Redis has held everything; without either the script returns {-1, 0}
+// and the caller reads the durable position and calls again. A position
+// read from MongoDB is put in Redis even when seq is lower. Returns
+// {1, seq} when seq raised the position, {0, position} when it did not.
+var markScript = redis.NewScript(`
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local base, baseStr
+if cur then
+  base, baseStr = tonumber(cur), cur
+  if ARGV[3] ~= '' and tonumber(ARGV[3]) > base then base, baseStr = tonumber(ARGV[3]), ARGV[3] end
+elseif ARGV[3] ~= '' then
+  base, baseStr = tonumber(ARGV[3]), ARGV[3]
+elseif KEYS[2] ~= KEYS[1] and redis.call('EXISTS', KEYS[2]) == 1 then
+  base, baseStr = 0, '0'
+else
+  return {-1, 0}
+end
+if tonumber(ARGV[2]) > base then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  return {1, tonumber(ARGV[2])}
+end
+if baseStr ~= cur then redis.call('HSET', KEYS[1], ARGV[1], baseStr) end
+return {0, base}
+`)
+
+// Mark raises user's position in conv to seq if seq is higher, and
+// returns the position now stored and whether seq raised it. A raised
+// position is queued to be made durable. The caller checks that seq is
+// not above the conversation's latest.
+func (s *Store) Mark(ctx context.Context, conv, user string, seq int64) (int64, bool, error) {
+	keys := []string{s.Key(conv), s.markerKey(conv)}
+	res, err := markScript.Run(ctx, s.rdb, keys, user, seq, "").Int64Slice()
+	if err == nil && len(res) == 2 && res[0] < 0 {
+		floor := int64(0)
+		if s.durable != nil {
+			got, derr := s.durable.ReadPositions(ctx, []Position{{Conv: conv, User: user}})
+			if derr != nil {
+				s.warn.Warn().Err(derr).Str("conv", conv).Str("user", user).
+					Msg("cannot read the durable read position that Redis lacks; counting from this read (logged at most 5 a second)")
+			} else if len(got) == 1 {
+				floor = got[0].Seq
+			}
+		}
+		res, err = markScript.Run(ctx, s.rdb, keys, user, seq, floor).Int64Slice()
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("receipt: mark %s: %w", conv, err)
+	}
+	if len(res) != 2 || res[0] < 0 {
+		return 0, false, fmt.Errorf("receipt: mark %s: unexpected reply %v", conv, res)
+	}
+	raised := res[0] == 1
+	if raised {
+		if !s.behind.add(Position{Conv: conv, User: user, Seq: res[1]}) {
+			s.warn.Warn().Str("conv", conv).Str("user", user).Int("queue", s.behind.max).
+				Msg("too many read positions wait to be made durable; this one stays in Redis only (logged at most 5 a second)")
+		}
+	}
+	return res[1], raised, nil
+}
+
+// fillScript puts positions read from MongoDB back in Redis, each only
+// where Redis has none or a lower one. KEYS: the conversation's hash.
+// ARGV: user, seq pairs.
+var fillScript = redis.NewScript(`
+for i = 1, #ARGV, 2 do
+  local cur = redis.call('HGET', KEYS[1], ARGV[i])
+  if not cur or tonumber(cur) < tonumber(ARGV[i + 1]) then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
+end
+return 0
+`)
+
+// Positions returns the positions of the named users in each
+// conversation: out[conv][user], 0 for none. One pipeline reads Redis;
+// positions Redis lacks where its marker is missing too are read from
+// Durable and put back in Redis. Durable failing is logged, not returned:
+// those positions count as 0 this time.
+func (s *Store) Positions(ctx context.Context, want map[string][]string) (map[string]map[string]int64, error) {
+	out := make(map[string]map[string]int64, len(want))
+	if len(want) == 0 {
+		return out, nil
+	}
+	type read struct {
+		conv   string
+		users  []string
+		vals   *redis.SliceCmd
+		marked *redis.IntCmd
+	}
+	reads := make([]read, 0, len(want))
+	pipe := s.rdb.Pipeline()
+	for conv, users := range want {
+		if len(users) == 0 {
+			continue
+		}
+		r := read{conv: conv, users: users, vals: pipe.HMGet(ctx, s.Key(conv), users...)}
+		if s.marker != nil {
+			r.marked = pipe.Exists(ctx, s.marker(conv))
+		}
+		reads = append(reads, r)
+	}
+	if len(reads) == 0 {
+		return out, nil
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("receipt: positions: %w", err)
+	}
+	var missing []Position
+	for _, r := range reads {
+		m := make(map[string]int64, len(r.users))
+		out[r.conv] = m
+		fresh := r.marked != nil && r.marked.Val() == 1
+		for i, v := range r.vals.Val() {
+			if str, ok := v.(string); ok {
+				m[r.users[i]], _ = strconv.ParseInt(str, 10, 64)
+				continue
+			}
+			m[r.users[i]] = 0
+			if !fresh {
+				missing = append(missing, Position{Conv: r.conv, User: r.users[i]})
+			}
+		}
+	}
+	if len(missing) == 0 || s.durable == nil {
+		return out, nil
+	}
+	got, err := s.durable.ReadPositions(ctx, missing)
+	if err != nil {
+		s.warn.Warn().Err(err).Int("positions", len(missing)).
+			Msg("cannot read the durable read positions that Redis lacks; they count as 0 for now (logged at most 5 a second)")
+		return out, nil
+	}
+	fill := s.rdb.Pipeline()
+	args := map[string][]any{}
+	for _, p := range got {
+		if p.Seq > out[p.Conv][p.User] {
+			out[p.Conv][p.User] = p.Seq
+		}
+		args[p.Conv] = append(args[p.Conv], p.User, p.Seq)
+	}
+	for conv, a := range args {
+		// Eval, not EvalSha: in a pipeline a missing script could not be
+		// loaded and sent again; this is rare and small.
+		fillScript.Eval(ctx, fill, []string{s.Key(conv)}, a...)
+	}
+	if _, err := fill.Exec(ctx); err != nil {
+		s.warn.Warn().Err(err).Msg("cannot put read positions back in Redis; they are read from MongoDB again next time (logged at most 5 a second)")
+	}
+	return out, nil
+}
