@@ -254,6 +254,8 @@ func (s *Server) handle(c *conn, req protocol.Request) protocol.Reply {
 		return ok(req, protocol.JoinReply{Room: d.Room, Members: members, Recent: []protocol.Message{}})
 	case protocol.ActionChat:
 		return s.chat(c, req)
+	case "typing", "read":
+		return s.chatter(c, req)
 	}
 	return fail(req, 400, "unknown action "+strconv.Quote(req.Action))
 }
@@ -307,6 +309,47 @@ func (s *Server) chat(c *conn, req protocol.Request) protocol.Reply {
 		}
 	}
 	return ok(req, protocol.ChatReply{ID: m.ID, Conv: m.Conv, Seq: m.Seq, TS: m.TS})
+}
+
+// chatterData is the data of a typing or read frame.
+type chatterData struct {
+	Conv string `json:"conv"`
+	Seq  int64  `json:"seq"`
+}
+
+// chatter relays a typing or read frame of a direct conversation to the
+// other user, as the cluster does (without its checks, rate limit or
+// store): what a relay does for what chat users send besides messages.
+func (s *Server) chatter(c *conn, req protocol.Request) protocol.Reply {
+	var d chatterData
+	if err := protocol.DecodeData(req.Data, &d); err != nil {
+		return protocol.ReplyError(req.Action, req.ID, err)
+	}
+	kind, a, b, valid := protocol.ParseConv(d.Conv)
+	if !valid || kind != "dm" || (c.user != a && c.user != b) {
+		return fail(req, 400, "the relay relays typing and read of direct conversations only")
+	}
+	other := a
+	if other == c.user {
+		other = b
+	}
+	var push []byte
+	var err error
+	if req.Action == "typing" {
+		push, err = protocol.EncodePush("typing", map[string]string{"conv": d.Conv, "from": c.user})
+	} else {
+		push, err = protocol.EncodePush("read", map[string]any{"conv": d.Conv, "user": c.user, "seq": d.Seq})
+	}
+	s.mu.Lock()
+	rc := s.users[other]
+	s.mu.Unlock()
+	if rc != nil && err == nil {
+		rc.send(push)
+	}
+	if req.Action == "typing" {
+		return ok(req, protocol.Empty{})
+	}
+	return ok(req, d)
 }
 
 // newID returns a message id shaped like the cluster's: the time in base

@@ -189,6 +189,15 @@ func TestScenarios(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// Again with typing and read frames beside the messages: every one
+		// answered 200, the messages unharmed.
+		chat, err := runDM(ctx, tg, cm, dmParams{pairs: 3, rate: 30, cross: 0.67, chatter: 4})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c := chat.Chatter; c == nil || c.Typing == 0 || c.Reads == 0 || c.Refused != 0 || c.Unwritten != 0 {
+			t.Errorf("%s on %s: chatter %+v; want typing and read frames sent, none refused or unwritten", chat.Label, tg.name, c)
+		}
 		// The same users again, in a room: their messages' clientMsgIds
 		// must not collide with those of the dm run (a node answers a
 		// clientMsgId it has seen with the first result and stores
@@ -197,7 +206,7 @@ func TestScenarios(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, r := range append([]Result{dm}, rooms...) {
+		for _, r := range append([]Result{dm, chat}, rooms...) {
 			t.Logf("%s %s: sent %d acked %d delivered %d of %d, p99 %.1f ms", r.Label, r.Target, r.Sent, r.Acked, r.Delivered, r.Expected, r.Latency.P99Ms)
 			if r.Sent == 0 || r.Lost != 0 || r.Unacked != 0 || r.Errors != 0 || r.Duplicates != 0 {
 				t.Errorf("%s on %s: sent %d, errors %d, unacked %d, lost %d, duplicates %d; want some sent and no errors, unacked, lost or duplicates",

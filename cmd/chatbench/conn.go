@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -37,6 +38,12 @@ type client struct {
 	wdl  time.Time  // the write deadline last set; guarded by wmu
 
 	lastConv string // the conversation of the last chat reply; read loop only
+
+	// Chatter (typing and read frames beside the messages of a dm run):
+	// the highest seq of the client's own chat replies, which its read
+	// frames report, and the chatter replies that were refused.
+	lastSeq        atomic.Int64
+	chatterRefused atomic.Int64
 
 	mu      sync.Mutex
 	waiting map[string]chan frame // guarded by mu
@@ -187,6 +194,12 @@ func (c *client) onFrame(b []byte, now time.Time) {
 		}
 		return
 	}
+	if len(f.id) == len(chatterID) && string(f.id) == chatterID {
+		if f.code != 0 {
+			c.chatterRefused.Add(1)
+		}
+		return
+	}
 	if len(f.id) > len(chatIDPrefix) && string(f.id[:len(chatIDPrefix)]) == chatIDPrefix && string(f.action) == protocol.ActionChat {
 		key, ok := parseDigits(f.id[len(chatIDPrefix):])
 		if !ok {
@@ -199,6 +212,9 @@ func (c *client) onFrame(b []byte, now time.Time) {
 				// The seq only narrows a later sync.
 				if cv, s, ok := chatReplyData(f.data); ok {
 					conv, seq = c.intern(cv), s
+					if s > c.lastSeq.Load() {
+						c.lastSeq.Store(s)
+					}
 				}
 			}
 			t.reply(c.idx, key, f.code, now, conv, seq)
@@ -349,6 +365,33 @@ func (c *client) chat(trk *tracker, k uint64, to, room string, due time.Time) er
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	c.wbuf = appendChatFrame(c.wbuf[:0], trk, k, to, room, due.UnixNano())
+	return c.writeLocked(c.wbuf)
+}
+
+// chatterID is the request id of every chatter frame: its replies are
+// only counted (refused ones), never waited for.
+const chatterID = "x"
+
+// typing sends a typing frame for conv, without waiting for the reply.
+func (c *client) typing(conv string) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.wbuf = append(c.wbuf[:0], `{"action":"typing","id":"x","data":{"conv":`...)
+	c.wbuf = strconv.AppendQuote(c.wbuf, conv)
+	c.wbuf = append(c.wbuf, "}}"...)
+	return c.writeLocked(c.wbuf)
+}
+
+// read sends a read frame for conv up to seq, without waiting for the
+// reply.
+func (c *client) read(conv string, seq int64) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.wbuf = append(c.wbuf[:0], `{"action":"read","id":"x","data":{"conv":`...)
+	c.wbuf = strconv.AppendQuote(c.wbuf, conv)
+	c.wbuf = append(c.wbuf, `,"seq":`...)
+	c.wbuf = strconv.AppendInt(c.wbuf, seq, 10)
+	c.wbuf = append(c.wbuf, "}}"...)
 	return c.writeLocked(c.wbuf)
 }
 

@@ -71,6 +71,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -118,6 +119,8 @@ type config struct {
 	pairs        int
 	rates        []float64
 	cross        float64
+	chatter      float64   // dm: typing and read frames per user per second in a second run of each chatter rate
+	chatterRates []float64 // dm: the rates that get that second run
 	roomMembers  int
 	roomPubs     int
 	roomRates    []float64
@@ -152,6 +155,8 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.timeout, "timeout", 15*time.Minute, "bound on the whole run")
 	fs.IntVar(&c.pairs, "pairs", 50, "dm: pairs of users (each pair writes both ways)")
 	rates := fs.String("rates", "1000", "dm: comma-separated target rates, messages per second in all; one run each")
+	fs.Float64Var(&c.chatter, "chatter", 0, "dm: also run each of --chatter-rates again with this many typing and read frames per user per second beside the messages (alternately), and compare the message latency; 0: no such runs")
+	chatterRates := fs.String("chatter-rates", "", "dm: comma-separated rates of --rates that get a chatter run (default: all of them)")
 	fs.Float64Var(&c.cross, "cross", 0.67, "dm: share of pairs whose users are on different nodes (0..1)")
 	fs.IntVar(&c.roomMembers, "room-members", 100, "room: members")
 	fs.IntVar(&c.roomPubs, "room-publishers", 10, "room: members that post")
@@ -210,6 +215,20 @@ func parseFlags(args []string) (config, error) {
 	}
 	if c.roomRates, err = parseRates("--room-rate", *roomRates); err != nil {
 		return c, err
+	}
+	c.chatterRates = c.rates
+	if *chatterRates != "" {
+		if c.chatterRates, err = parseRates("--chatter-rates", *chatterRates); err != nil {
+			return c, err
+		}
+		for _, r := range c.chatterRates {
+			if !slices.Contains(c.rates, r) {
+				return c, fmt.Errorf("--chatter-rates: %g is not one of --rates", r)
+			}
+		}
+	}
+	if c.chatter < 0 {
+		return c, errors.New("--chatter must not be negative")
 	}
 	switch {
 	case c.duration <= 0 || c.drain < 0 || c.timeout <= 0 || c.hold < 0:
@@ -430,9 +449,20 @@ func runAll(ctx context.Context, cfg config, targets []*target, cm common) ([]Re
 			switch s {
 			case "dm":
 				for _, rate := range cfg.rates {
-					if err = add(runDM(ctx, t, cm, dmParams{pairs: cfg.pairs, rate: rate, cross: cfg.cross})); err != nil {
+					var plain Result
+					if plain, err = runDM(ctx, t, cm, dmParams{pairs: cfg.pairs, rate: rate, cross: cfg.cross}); err != nil {
 						break
 					}
+					out = append(out, plain)
+					if cfg.chatter <= 0 || !slices.Contains(cfg.chatterRates, rate) {
+						continue
+					}
+					var r Result
+					if r, err = runDM(ctx, t, cm, dmParams{pairs: cfg.pairs, rate: rate, cross: cfg.cross, chatter: cfg.chatter}); err != nil {
+						break
+					}
+					r.Notes = append(r.Notes, chatterNote(r, plain))
+					out = append(out, r)
 				}
 			case "room":
 				var rs []Result

@@ -263,6 +263,7 @@ func renderMarkdown(w io.Writer, runs []Run, o reportOptions) error {
 	b.WriteString("\n")
 
 	writeCPU(&b, results)
+	writeChatter(&b, results)
 	writeSupport(&b, results)
 	writeFailover(&b, results)
 	writeDetails(&b, results)

@@ -61,6 +61,7 @@ type Result struct {
 	Connect  *ConnectResult  `json:"connect,omitempty"`
 	Failover *FailoverResult `json:"failover,omitempty"`
 	Support  *SupportResult  `json:"support,omitempty"`
+	Chatter  *ChatterResult  `json:"chatter,omitempty"`
 	Notes    []string        `json:"notes,omitempty"`
 }
 
@@ -170,6 +171,10 @@ type dmParams struct {
 	pairs int
 	rate  float64 // messages per second, all senders together
 	cross float64 // share of pairs on different nodes, 0..1
+	// chatter is typing and read frames per user per second sent beside
+	// the messages, alternately (a read reports the user's last own seq);
+	// 0: none.
+	chatter float64
 }
 
 // conns are a scenario's connections, by user index; one that broke is
@@ -226,6 +231,9 @@ func runDM(ctx context.Context, t *target, cm common, p dmParams) (Result, error
 	defer cn.closeAll()
 	cur.Store(trk)
 	label := fmt.Sprintf("dm %g/s", p.rate)
+	if p.chatter > 0 {
+		label += fmt.Sprintf(" + chatter %g/s/user", p.chatter)
+	}
 	perSender := p.rate / float64(n)
 	send := func(i int) func(time.Time) {
 		c, peer := cs[i], cs[i^1].user
@@ -236,7 +244,12 @@ func runDM(ctx context.Context, t *target, cm common, p dmParams) (Result, error
 			}
 		}
 	}
-	ph := runPhase(ctx, cm, label+" "+t.name, trk, n, perSender, send, newMeter(t))
+	m := newMeter(t)
+	m.begin(ctx)
+	start := time.Now().Add(50 * time.Millisecond)
+	ch := startChatter(ctx, cs, p.chatter, start, start.Add(cm.duration))
+	ph := runPhaseFrom(ctx, cm, label+" "+t.name, trk, n, perSender, send, start, m)
+	chr := ch.wait(cs)
 	var notes []string
 	if t.wsURL == "" {
 		// What was not pushed by now: do the recipients get it by sync?
@@ -248,6 +261,11 @@ func runDM(ctx context.Context, t *target, cm common, p dmParams) (Result, error
 	r.Notes = append(r.Notes, notes...)
 	r.Scenario, r.Label, r.Target = "dm", label, t.name
 	r.Params = map[string]any{"pairs": p.pairs, "rate": p.rate, "crossShare": p.cross, "nodes": k}
+	if chr != nil {
+		r.Params["chatterPerUser"] = p.chatter
+		r.Chatter = chr
+		r.Notes = append(r.Notes, chr.note())
+	}
 	r.LoadAvgStart, r.LoadAvgEnd = load0, loadAvg()
 	return r, nil
 }
