@@ -20,6 +20,8 @@ const (
 	ActionRooms    = "rooms"
 	ActionPopular  = "popular"
 	ActionRebuild  = "rebuild"
+	ActionEdit     = "edit"
+	ActionRecall   = "recall"
 )
 
 // Server pushes.
@@ -28,6 +30,7 @@ const (
 	PushKicked   = "kicked"
 	PushPresence = "presence"
 	PushNode     = "node"
+	PushMember   = "member"
 )
 
 // Request is a client frame: {"action", "id", "data"}.
