@@ -605,10 +605,13 @@ func (l *Log) Unflushed(ctx context.Context, conv string) ([]protocol.Message, e
 }
 
 // UnflushedAfter is Unflushed, and says from which seq on Redis holds
-// every entry of conv: no seq above after, up to the newest entry, is
-// missing from what it returns (after is 0 when Redis holds nothing of
-// conv). For a message at a seq above after, every entry that came later,
-// the edits and recalls of it among them, is then in the answer.
+// every entry of conv: no seq above after, up to the conversation's
+// counter, is missing from what it returns. For a message at a seq above
+// after, every entry that came later, the edits and recalls of it among
+// them, is then in the answer. after is the counter itself when the newest
+// entries are not in Redis (its recent list was lost, or a counter seeded
+// after a loss has none above it yet), and 0 when nothing of conv is
+// stored.
 func (l *Log) UnflushedAfter(ctx context.Context, conv string) (msgs []protocol.Message, after int64, err error) {
 	pipe := l.rdb.Pipeline()
 	// The recent list first: an entry the history writer removes from the
@@ -616,9 +619,11 @@ func (l *Log) UnflushedAfter(ctx context.Context, conv string) (msgs []protocol.
 	// newest, and otherwise leaves a gap below them, which after shows.
 	recent := pipe.LRange(ctx, l.RecentKey(conv), 0, -1)
 	pending := pipe.HVals(ctx, l.PendingKey(conv))
+	counter := pipe.Get(ctx, l.SeqKey(conv))
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, 0, fmt.Errorf("chatlog: read %s: %w", conv, err)
 	}
+	top, _ := counter.Int64()
 	raws := append(recent.Val(), pending.Val()...)
 	out := make([]protocol.Message, 0, len(raws))
 	seen := make(map[int64]bool, len(raws))
@@ -631,8 +636,8 @@ func (l *Log) UnflushedAfter(ctx context.Context, conv string) (msgs []protocol.
 		out = append(out, m)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Seq < out[j].Seq })
-	if len(out) == 0 {
-		return out, 0, nil
+	if len(out) == 0 || out[len(out)-1].Seq < top {
+		return out, top, nil
 	}
 	i := len(out) - 1
 	for i > 0 && out[i-1].Seq == out[i].Seq-1 {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strconv"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
@@ -228,7 +229,18 @@ func TestEventsAndUnflushedAfter(t *testing.T) {
 	if err != nil || len(got) != int(ev.Seq)-6 || after != 8 {
 		t.Fatalf("unflushed: %d entries, after %d, %v; want %d, after 8", len(got), after, err, ev.Seq-6)
 	}
-	if err := rdb.Del(ctx, l.PendingKey(conv), l.RecentKey(conv)).Err(); err != nil {
+	// Without the recent list, and the newest entry moved, Redis lacks the
+	// newest entries: it holds every entry after none.
+	if err := rdb.Del(ctx, l.RecentKey(conv)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.HDel(ctx, l.PendingKey(conv), strconv.FormatInt(ev.Seq, 10)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if got, after, err = l.UnflushedAfter(ctx, conv); err != nil || len(got) != int(ev.Seq)-7 || after != ev.Seq {
+		t.Fatalf("unflushed without the newest: %d entries, after %d, %v; want %d, %d", len(got), after, err, ev.Seq-7, ev.Seq)
+	}
+	if err := rdb.Del(ctx, l.PendingKey(conv), l.SeqKey(conv)).Err(); err != nil {
 		t.Fatal(err)
 	}
 	if got, after, err = l.UnflushedAfter(ctx, conv); err != nil || len(got) != 0 || after != 0 {
