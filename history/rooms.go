@@ -18,21 +18,25 @@ import (
 var ErrFenced = errors.New("history: a newer leader owns this room")
 
 // roomDoc is a room as stored. Epoch is the epoch of the leader that wrote
-// it last; an older leader can no longer replace it.
+// it last; an older leader can no longer replace it. Owner is the user
+// whose join created the room (absent on rooms of earlier builds).
 type roomDoc struct {
 	Name    string    `bson:"_id"`
+	Owner   string    `bson:"owner,omitempty"`
 	Members []string  `bson:"members"`
 	Epoch   int64     `bson:"epoch"`
 	Updated time.Time `bson:"updated"`
 }
 
-// SaveRoom stores room with members as written by the leader of epoch. It
-// returns ErrFenced when a leader with a newer epoch has written the room.
-func (s *Store) SaveRoom(ctx context.Context, name string, members []string, epoch int64) error {
+// SaveRoom stores room r (its owner and members) as written by the leader
+// of epoch. It returns ErrFenced when a leader with a newer epoch has
+// written the room.
+func (s *Store) SaveRoom(ctx context.Context, r room.Room, epoch int64) error {
+	name, members := r.Name, r.Members
 	if members == nil {
 		members = []string{}
 	}
-	doc := roomDoc{Name: name, Members: members, Epoch: epoch, Updated: time.Now().UTC().Truncate(time.Millisecond)}
+	doc := roomDoc{Name: name, Owner: r.Owner, Members: members, Epoch: epoch, Updated: time.Now().UTC().Truncate(time.Millisecond)}
 	// The filter only matches a document of this or an older epoch; when a
 	// newer one exists the upsert tries to insert a second document with
 	// the same _id, which the server refuses.
@@ -71,7 +75,7 @@ func (s *Store) Rooms(ctx context.Context) ([]room.Room, error) {
 	}
 	out := make([]room.Room, len(docs))
 	for i, d := range docs {
-		out[i] = room.Room{Name: d.Name, Members: d.Members}
+		out[i] = room.Room{Name: d.Name, Owner: d.Owner, Members: d.Members}
 	}
 	return out, nil
 }

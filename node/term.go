@@ -110,6 +110,7 @@ func (s *Server) termDeps() leader.Deps {
 		Sessions: s.sessions, Writer: s.writer, Directory: s.dir, HotWords: s.words.counter,
 		Parked: s.parked, Ups: &s.ups,
 		Support: s.store, Messages: s.journal, SupportGrace: s.cfg.SupportGrace,
+		Events: s.cfg.eventPolicy(), NewID: newID,
 	}
 }
 

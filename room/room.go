@@ -16,9 +16,11 @@ import (
 	"chatcluster/protocol"
 )
 
-// Room is a room and its members, as stored.
+// Room is a room and its members, as stored. Owner is the user whose join
+// created it; "" for a room created before rooms recorded one.
 type Room struct {
 	Name    string
+	Owner   string
 	Members []string
 }
 
@@ -46,6 +48,7 @@ type Registry struct {
 	mu     sync.RWMutex
 	rooms  map[string]map[string]struct{} // room -> members; guarded by mu
 	byUser map[string]map[string]struct{} // user -> rooms; guarded by mu
+	owners map[string]string              // room -> owner, for rooms that have one; guarded by mu
 	online map[string]where               // user -> session; guarded by mu
 }
 
@@ -54,6 +57,7 @@ func New() *Registry {
 	return &Registry{
 		rooms:  map[string]map[string]struct{}{},
 		byUser: map[string]map[string]struct{}{},
+		owners: map[string]string{},
 		online: map[string]where{},
 	}
 }
@@ -64,9 +68,13 @@ func (r *Registry) Load(rooms []Room) {
 	defer r.mu.Unlock()
 	r.rooms = make(map[string]map[string]struct{}, len(rooms))
 	r.byUser = map[string]map[string]struct{}{}
+	r.owners = map[string]string{}
 	for _, rm := range rooms {
 		set := make(map[string]struct{}, len(rm.Members))
 		r.rooms[rm.Name] = set
+		if rm.Owner != "" {
+			r.owners[rm.Name] = rm.Owner
+		}
 		for _, u := range rm.Members {
 			r.addLocked(rm.Name, u)
 		}
@@ -142,10 +150,22 @@ func (r *Registry) WithoutMember(room, user string) []string {
 	return out
 }
 
-// Set makes members the members of room, creating it if need be.
-func (r *Registry) Set(room string, members []string) {
+// Owner returns the owner of room, "" when it has none (or does not
+// exist).
+func (r *Registry) Owner(room string) string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.owners[room]
+}
+
+// Set makes members the members of room, creating it if need be with
+// owner as its owner; the owner of a room that exists is kept.
+func (r *Registry) Set(room, owner string, members []string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if _, ok := r.rooms[room]; !ok && owner != "" {
+		r.owners[room] = owner
+	}
 	for u := range r.rooms[room] {
 		if ur := r.byUser[u]; ur != nil {
 			delete(ur, room)
@@ -167,7 +187,7 @@ func (r *Registry) List(user string) []protocol.RoomInfo {
 	out := make([]protocol.RoomInfo, 0, len(r.rooms))
 	for name, set := range r.rooms {
 		_, joined := set[user]
-		out = append(out, protocol.RoomInfo{Name: name, Members: len(set), Joined: joined})
+		out = append(out, protocol.RoomInfo{Name: name, Members: len(set), Joined: joined, Owner: r.owners[name]})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
@@ -265,7 +285,7 @@ func (r *Registry) Rooms() []Room {
 	defer r.mu.RUnlock()
 	out := make([]Room, 0, len(r.rooms))
 	for name, set := range r.rooms {
-		out = append(out, Room{Name: name, Members: sortedKeys(set)})
+		out = append(out, Room{Name: name, Owner: r.owners[name], Members: sortedKeys(set)})
 	}
 	return out
 }

@@ -8,7 +8,7 @@
 // Redis keys, all under the hash tag {rooms} (one Redis Cluster slot, so
 // each script touches one):
 //
-//	<p>{rooms}          hash room -> {"members": [...], "epoch": E}
+//	<p>{rooms}          hash room -> {"owner"?: O, "members": [...], "epoch": E}
 //	<p>{rooms}:epoch    the highest leader epoch that claimed the rooms
 //	<p>{rooms}:dirty    set of rooms changed while MongoDB did not answer
 //	<p>{rooms}:whole    set once the hash held every room MongoDB had
@@ -34,7 +34,7 @@ import (
 type Durable interface {
 	ClaimRooms(ctx context.Context, epoch int64) error
 	Rooms(ctx context.Context) ([]room.Room, error)
-	SaveRoom(ctx context.Context, name string, members []string, epoch int64) error
+	SaveRoom(ctx context.Context, r room.Room, epoch int64) error
 	Ping(ctx context.Context) error
 }
 
@@ -73,6 +73,7 @@ func (s *Store) keys() []string {
 
 // copyDoc is one room in the Redis copy.
 type copyDoc struct {
+	Owner   string   `json:"owner,omitempty"`
 	Members []string `json:"members"`
 	Epoch   int64    `json:"epoch"`
 }
@@ -109,11 +110,12 @@ redis.call('SET', KEYS[4], ARGV[1])
 return 1
 `)
 
-func (s *Store) save(ctx context.Context, name string, members []string, epoch int64, dirty bool) error {
+func (s *Store) save(ctx context.Context, r room.Room, epoch int64, dirty bool) error {
+	name, members := r.Name, r.Members
 	if members == nil {
 		members = []string{}
 	}
-	b, _ := json.Marshal(copyDoc{Members: members, Epoch: epoch})
+	b, _ := json.Marshal(copyDoc{Owner: r.Owner, Members: members, Epoch: epoch})
 	flag := "0"
 	if dirty {
 		flag = "1"
@@ -170,9 +172,9 @@ func (s *Store) Rooms(ctx context.Context) ([]room.Room, error) {
 	if cerr != nil {
 		return nil, cerr
 	}
-	out := map[string][]string{}
+	out := map[string]room.Room{}
 	for _, r := range durable {
-		out[r.Name] = r.Members
+		out[r.Name] = r
 	}
 	for name := range dirty {
 		out[name] = copied[name]
@@ -185,7 +187,7 @@ func (s *Store) Rooms(ctx context.Context) ([]room.Room, error) {
 		if members == nil {
 			members = []string{}
 		}
-		b, _ := json.Marshal(copyDoc{Members: members, Epoch: epoch})
+		b, _ := json.Marshal(copyDoc{Owner: r.Owner, Members: members, Epoch: epoch})
 		args = append(args, r.Name, string(b))
 	}
 	if err := mirrorScript.Run(ctx, s.rdb, s.keys(), args...).Err(); err != nil {
@@ -194,10 +196,10 @@ func (s *Store) Rooms(ctx context.Context) ([]room.Room, error) {
 	return sorted(out), nil
 }
 
-func sorted(m map[string][]string) []room.Room {
+func sorted(m map[string]room.Room) []room.Room {
 	out := make([]room.Room, 0, len(m))
-	for name, members := range m {
-		out = append(out, room.Room{Name: name, Members: members})
+	for _, r := range m {
+		out = append(out, r)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
@@ -205,7 +207,7 @@ func sorted(m map[string][]string) []room.Room {
 
 // readCopy reads the Redis copy: rooms, those marked dirty, and whether
 // it is whole.
-func (s *Store) readCopy(ctx context.Context) (map[string][]string, map[string]bool, bool, error) {
+func (s *Store) readCopy(ctx context.Context) (map[string]room.Room, map[string]bool, bool, error) {
 	pipe := s.rdb.Pipeline()
 	h := pipe.HGetAll(ctx, s.hashKey())
 	d := pipe.SMembers(ctx, s.dirtyKey())
@@ -213,11 +215,11 @@ func (s *Store) readCopy(ctx context.Context) (map[string][]string, map[string]b
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, nil, false, fmt.Errorf("roomstore: read the copy: %w", err)
 	}
-	rooms := map[string][]string{}
+	rooms := map[string]room.Room{}
 	for name, raw := range h.Val() {
 		var c copyDoc
 		if json.Unmarshal([]byte(raw), &c) == nil {
-			rooms[name] = c.Members
+			rooms[name] = room.Room{Name: name, Owner: c.Owner, Members: c.Members}
 		}
 	}
 	dirty := map[string]bool{}
@@ -229,28 +231,28 @@ func (s *Store) readCopy(ctx context.Context) (map[string][]string, map[string]b
 	return rooms, dirty, w.Val() == 1, nil
 }
 
-// SaveRoom stores a room's members for the leader of epoch: in MongoDB,
-// then in the copy. While MongoDB does not answer, in the copy alone,
+// SaveRoom stores a room's owner and members for the leader of epoch: in
+// MongoDB, then in the copy. While MongoDB does not answer, in the copy alone,
 // marked for Flush; the change takes effect all the same. ErrFenced when a
 // newer leader owns the rooms (in either).
-func (s *Store) SaveRoom(ctx context.Context, name string, members []string, epoch int64) error {
+func (s *Store) SaveRoom(ctx context.Context, r room.Room, epoch int64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	mctx, cancel := mongoCtx(ctx)
 	defer cancel()
-	err := s.db.SaveRoom(mctx, name, members, epoch)
+	err := s.db.SaveRoom(mctx, r, epoch)
 	switch {
 	case errors.Is(err, history.ErrFenced):
 		return err
 	case err != nil:
-		if cerr := s.save(ctx, name, members, epoch, true); cerr != nil {
+		if cerr := s.save(ctx, r, epoch, true); cerr != nil {
 			return errors.Join(err, cerr)
 		}
-		s.log.Warn().Err(err).Str("room", name).Int("members", len(members)).
+		s.log.Warn().Err(err).Str("room", r.Name).Int("members", len(r.Members)).
 			Msg("MongoDB does not answer: membership kept in Redis, written to MongoDB when it is back")
 		return nil
 	}
-	return s.save(ctx, name, members, epoch, false)
+	return s.save(ctx, r, epoch, false)
 }
 
 // Flush writes the rooms changed while MongoDB was away to MongoDB, for
@@ -283,11 +285,11 @@ func (s *Store) Flush(ctx context.Context, epoch int64) (int, error) {
 	}
 	n := 0
 	for name := range dirty {
-		members := copied[name]
-		if err := s.db.SaveRoom(mctx, name, members, epoch); err != nil {
+		r := copied[name]
+		if err := s.db.SaveRoom(mctx, r, epoch); err != nil {
 			return n, err
 		}
-		if err := s.save(ctx, name, members, epoch, false); err != nil {
+		if err := s.save(ctx, r, epoch, false); err != nil {
 			return n, err
 		}
 		n++

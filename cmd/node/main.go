@@ -70,6 +70,9 @@ func run(args []string) error {
 	hotDirect := fs.String("hot-words-direct", "CHAT_HOT_WORDS_DIRECT", "false", "count the words of direct messages in the public hot-word ranking too (default: rooms only, since direct messages are private)")
 	hotReset := fs.Duration("hot-words-reset", "CHAT_HOT_WORDS_RESET", cfg.HotWordsReset, "how often the leader resets the hot-word ranking (0: never)")
 	grace := fs.Duration("support-grace", "CHAT_SUPPORT_GRACE", cfg.SupportGrace, "how long an agent holding support conversations may be offline before they go back to the queue")
+	editWindow := fs.Duration("edit-window", "CHAT_EDIT_WINDOW", cfg.EditWindow, "how long after sending it its author may edit a message (set it alike on every node: the leader's counts for rooms)")
+	recallWindow := fs.Duration("recall-window", "CHAT_RECALL_WINDOW", cfg.RecallWindow, "how long after sending it its author may recall a message; operators and room owners may recall at any time")
+	operators := fs.String("operators", "CHAT_OPERATORS", "", "users, comma-separated, who may recall any message of a conversation they can read, at any time (empty: none)")
 	throttle := accounts.ThrottleFlags(fs, cfg.LoginThrottle)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -114,6 +117,12 @@ func run(args []string) error {
 	cfg.DrainTimeout = *drain
 	cfg.WordFilterFile, cfg.HotWordsReset, cfg.SupportGrace = *filter, *hotReset, *grace
 	cfg.BcryptCost, cfg.LoginThrottle = *cost, throttle()
+	cfg.EditWindow, cfg.RecallWindow = *editWindow, *recallWindow
+	for _, op := range strings.Split(*operators, ",") {
+		if op = strings.TrimSpace(op); op != "" {
+			cfg.Operators = append(cfg.Operators, op)
+		}
+	}
 	if cfg.HotWordsDirect, err = strconv.ParseBool(*hotDirect); err != nil {
 		return fmt.Errorf("--hot-words-direct %q must be true or false", *hotDirect)
 	}
