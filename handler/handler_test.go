@@ -109,6 +109,7 @@ func (j *fakeJournal) Convs(_ context.Context, user string) ([]string, error) {
 	sort.Strings(out)
 	return out, nil
 }
+
 // Range applies the conversation's events to what it returns, as the
 // node's journal does.
 func (j *fakeJournal) Range(_ context.Context, conv string, after, before int64, limit int, newest bool) ([]protocol.Message, error) {
