@@ -410,7 +410,7 @@ func (rs *roomService) announce(ctx context.Context, name, user string, joined b
 		plan = rs.reg.Plan(name)
 	}
 	e := st.Message
-	push, err := protocol.EncodePush(protocol.PushMember, protocol.MemberPush{Room: name, Username: user, Joined: joined, Conv: e.Conv, Seq: e.Seq, TS: e.TS})
+	push, err := protocol.EncodePush(protocol.PushMember, protocol.MemberPush{Room: name, Username: user, Joined: joined, ID: e.ID, Conv: e.Conv, Seq: e.Seq, TS: e.TS})
 	if err != nil {
 		return
 	}

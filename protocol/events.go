@@ -43,16 +43,27 @@ type RecallData struct {
 }
 
 // MemberPush tells the members of a room that Username joined or left it.
-// Conv, Seq and TS are those of the join or leave event stored in the
-// room's conversation, so that a client's offset advances past it. TS is
-// the last field, as in a message push (MessagePushTS reads it).
+// ID, Conv, Seq and TS are those of the join or leave event stored in the
+// room's conversation (Event gives it whole), so that a client's offset
+// advances past it and a client may hold it like any entry. TS is the
+// last field, as in a message push (MessagePushTS reads it).
 type MemberPush struct {
 	Room     string `json:"room"`
 	Username string `json:"username"`
 	Joined   bool   `json:"joined"`
+	ID       string `json:"id"`
 	Conv     string `json:"conv"`
 	Seq      int64  `json:"seq"`
 	TS       int64  `json:"ts"`
+}
+
+// Event is the join or leave event p tells of, as history reads it.
+func (p MemberPush) Event() Message {
+	kind := KindLeave
+	if p.Joined {
+		kind = KindJoin
+	}
+	return Message{ID: p.ID, Conv: p.Conv, Seq: p.Seq, From: p.Username, Room: p.Room, Kind: kind, TS: p.TS}
 }
 
 // ApplyEvents brings msgs to their final state under events and under the
