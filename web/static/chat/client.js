@@ -257,9 +257,9 @@ export class ChatClient {
       case 'member':
         // A member joined or left a room: an event of the room's
         // conversation, held like a message for its seq.
-        if (conn !== this.conn || typeof data.conv !== 'string') return;
-        for (const g of this.store.add([{ id: data.id, conv: data.conv, seq: data.seq, from: data.username, room: data.room,
-          kind: data.joined ? 'join' : 'leave', text: '', ts: data.ts }])) this.syncConv(g);
+        if (typeof data.conv !== 'string') return;
+        this.push(conn, flags, 'message', { id: data.id, conv: data.conv, seq: data.seq, from: data.username, room: data.room,
+          kind: data.joined ? 'join' : 'leave', text: '', ts: data.ts });
         break;
       case 'presence':
         if (typeof data.username === 'string') this.store.setPresence(data.username, !!data.online);
