@@ -521,6 +521,17 @@ func (c *Client) handle(conn *chatclient.Conn, items []chatclient.Push) (goingAw
 			c.procMu.Lock()
 			c.offerLocked(m, FromPush)
 			c.procMu.Unlock()
+		case protocol.PushMember:
+			// A member joined or left a room: an event of the room's
+			// conversation, which takes a seq there like a message.
+			var mp protocol.MemberPush
+			if err := json.Unmarshal(p.Data, &mp); err != nil || mp.Conv == "" {
+				c.logf("malformed member push %s", p.Data)
+				continue
+			}
+			c.procMu.Lock()
+			c.offerLocked(mp.Event(), FromPush)
+			c.procMu.Unlock()
 		case protocol.PushNode:
 			var np protocol.NodePush
 			if json.Unmarshal(p.Data, &np) == nil && np.Reconnect {
@@ -551,8 +562,12 @@ func (c *Client) offerLocked(m protocol.Message, src Source) {
 }
 
 // acceptLocked records m as processed now and applies it to the view.
+// An event (a member joining or leaving a room) moves the view on
+// without being recorded: the checks are about the workload's messages.
 func (c *Client) acceptLocked(m protocol.Message, src Source) {
-	c.cfg.Record.AddArrival(c.cfg.Name, m, src)
+	if m.Kind == "" {
+		c.cfg.Record.AddArrival(c.cfg.Name, m, src)
+	}
 	c.view.Accept(m)
 }
 
@@ -764,12 +779,16 @@ func (c *Client) JoinRooms(ctx context.Context) error {
 			r, err = conn.JoinRoom(rctx, room)
 			cancel()
 			if err == nil {
-				if len(r.Recent) > 0 {
+				if slices.ContainsFunc(r.Recent, func(m protocol.Message) bool { return m.Kind == "" }) {
 					return fmt.Errorf("room %s already holds messages", room)
 				}
-				// Nothing before the join: the room starts at offset 0.
+				// Nothing before the join but members joining: the room
+				// starts after their events.
 				c.procMu.Lock()
 				c.view.Know(protocol.RoomConv(room))
+				for _, m := range r.Recent {
+					c.offerLocked(m, FromSync)
+				}
 				c.procMu.Unlock()
 				break
 			}

@@ -286,6 +286,21 @@ func (c *Conn) ChatRoom(ctx context.Context, room, text, clientMsgID string) (pr
 	return r, err
 }
 
+// Edit changes the text of one's own message seq of conv; the reply
+// names the edit event.
+func (c *Conn) Edit(ctx context.Context, conv string, seq int64, text string) (protocol.ChatReply, error) {
+	var r protocol.ChatReply
+	err := c.Do(ctx, protocol.ActionEdit, protocol.EditData{Conv: conv, Seq: seq, Text: text}, &r)
+	return r, err
+}
+
+// Recall recalls message seq of conv; the reply names the recall event.
+func (c *Conn) Recall(ctx context.Context, conv string, seq int64) (protocol.ChatReply, error) {
+	var r protocol.ChatReply
+	err := c.Do(ctx, protocol.ActionRecall, protocol.RecallData{Conv: conv, Seq: seq}, &r)
+	return r, err
+}
+
 // JoinRoom joins (and if need be creates) a room; the reply holds its
 // members and recent messages.
 func (c *Conn) JoinRoom(ctx context.Context, room string) (protocol.RoomReply, error) {

@@ -617,12 +617,30 @@ func (l *Log) RemoveMembers(ctx context.Context, r room.Room) error {
 // the pending hash, which holds everything not yet in MongoDB), oldest first,
 // without duplicates.
 func (l *Log) Unflushed(ctx context.Context, conv string) ([]protocol.Message, error) {
+	out, _, err := l.UnflushedAfter(ctx, conv)
+	return out, err
+}
+
+// UnflushedAfter is Unflushed, and says from which seq on Redis holds
+// every entry of conv: no seq above after, up to the conversation's
+// counter, is missing from what it returns. For a message at a seq above
+// after, every entry that came later, the edits and recalls of it among
+// them, is then in the answer. after is the counter itself when the newest
+// entries are not in Redis (its recent list was lost, or a counter seeded
+// after a loss has none above it yet), and 0 when nothing of conv is
+// stored.
+func (l *Log) UnflushedAfter(ctx context.Context, conv string) (msgs []protocol.Message, after int64, err error) {
 	pipe := l.rdb.Pipeline()
+	// The recent list first: an entry the history writer removes from the
+	// pending hash between the two reads is in it, if it is among the
+	// newest, and otherwise leaves a gap below them, which after shows.
 	recent := pipe.LRange(ctx, l.RecentKey(conv), 0, -1)
 	pending := pipe.HVals(ctx, l.PendingKey(conv))
+	counter := pipe.Get(ctx, l.SeqKey(conv))
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("chatlog: read %s: %w", conv, err)
+		return nil, 0, fmt.Errorf("chatlog: read %s: %w", conv, err)
 	}
+	top, _ := counter.Int64()
 	raws := append(recent.Val(), pending.Val()...)
 	out := make([]protocol.Message, 0, len(raws))
 	seen := make(map[int64]bool, len(raws))
@@ -635,5 +653,12 @@ func (l *Log) Unflushed(ctx context.Context, conv string) ([]protocol.Message, e
 		out = append(out, m)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Seq < out[j].Seq })
-	return out, nil
+	if len(out) == 0 || out[len(out)-1].Seq < top {
+		return out, top, nil
+	}
+	i := len(out) - 1
+	for i > 0 && out[i-1].Seq == out[i].Seq-1 {
+		i--
+	}
+	return out, out[i].Seq - 1, nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strconv"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
@@ -217,5 +218,62 @@ func TestRoomMembersConvs(t *testing.T) {
 	}
 	if err := l.RemoveMembers(ctx, room.Room{Name: "empty"}); err != nil {
 		t.Fatalf("RemoveMembers of a room without members: %v", err)
+	}
+}
+
+// An event is stored like a message, its kind and target in the JSON the
+// script writes and in its push; UnflushedAfter says from where on Redis
+// holds every entry, as the history writer takes entries away.
+func TestEventsAndUnflushedAfter(t *testing.T) {
+	ctx := context.Background()
+	l := newLog(t)
+	const conv = "dm:x:y"
+	if err := l.InitSeq(ctx, conv, 0); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= protocol.RecentLen+10; i++ {
+		if _, err := l.Append(ctx, protocol.Message{ID: "m" + string(rune('a'+i%26)), Conv: conv, From: "x", To: "y", Text: "t", TS: int64(i)}, "", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ev := protocol.Message{ID: "e", Conv: conv, From: "x", To: "y", Kind: protocol.KindEdit, Ref: 3, Text: "three", TS: 99}
+	a, err := l.Append(ctx, ev, "", []string{"x", "y"})
+	if err != nil || a.Message.Seq != protocol.RecentLen+11 {
+		t.Fatalf("append of an edit: %+v, %v", a.Message, err)
+	}
+	ev.Seq = a.Message.Seq
+	if want := protocol.EncodeMessagePush(&ev); !bytes.Equal(a.Push, want) {
+		t.Fatalf("push %s, want %s", a.Push, want)
+	}
+	got, after, err := l.UnflushedAfter(ctx, conv)
+	if err != nil || len(got) != int(ev.Seq) || got[len(got)-1] != ev || after != 0 {
+		t.Fatalf("unflushed: %d entries ending %+v, after %d, %v; want %d ending with the edit, after 0", len(got), got[len(got)-1], after, err, ev.Seq)
+	}
+	// The writer moved 1..5 and, out of order, 8 (older than the recent
+	// list): Redis holds every entry after 8 only.
+	rdb := l.rdb
+	if err := rdb.HDel(ctx, l.PendingKey(conv), "1", "2", "3", "4", "5", "8").Err(); err != nil {
+		t.Fatal(err)
+	}
+	got, after, err = l.UnflushedAfter(ctx, conv)
+	if err != nil || len(got) != int(ev.Seq)-6 || after != 8 {
+		t.Fatalf("unflushed: %d entries, after %d, %v; want %d, after 8", len(got), after, err, ev.Seq-6)
+	}
+	// Without the recent list, and the newest entry moved, Redis lacks the
+	// newest entries: it holds every entry after none.
+	if err := rdb.Del(ctx, l.RecentKey(conv)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.HDel(ctx, l.PendingKey(conv), strconv.FormatInt(ev.Seq, 10)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if got, after, err = l.UnflushedAfter(ctx, conv); err != nil || len(got) != int(ev.Seq)-7 || after != ev.Seq {
+		t.Fatalf("unflushed without the newest: %d entries, after %d, %v; want %d, %d", len(got), after, err, ev.Seq-7, ev.Seq)
+	}
+	if err := rdb.Del(ctx, l.PendingKey(conv), l.SeqKey(conv)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if got, after, err = l.UnflushedAfter(ctx, conv); err != nil || len(got) != 0 || after != 0 {
+		t.Fatalf("unflushed of nothing: %d entries, after %d, %v", len(got), after, err)
 	}
 }

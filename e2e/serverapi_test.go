@@ -160,8 +160,16 @@ func TestServerAPI(t *testing.T) {
 			return len(got) == 1 && got[0].ID == posted.ID && got[0].From == "newsbot" && got[0].Text == "breaking"
 		})
 	}
-	if hist, err := alice.conn.History(ctxT(t, 10*time.Second), protocol.HistoryData{Room: "news"}); err != nil || len(hist) != 1 || hist[0].ID != posted.ID {
+	// The room's conversation: the joins of its members, as created, and
+	// of the bot, then the bot's message.
+	hist, err = alice.conn.History(ctxT(t, 10*time.Second), protocol.HistoryData{Room: "news"})
+	if err != nil || len(hist) != 4 || hist[3].ID != posted.ID {
 		t.Fatalf("alice's history of news: %+v, %v", hist, err)
+	}
+	for i, who := range []string{"alice", "bob", "newsbot"} {
+		if hist[i].Kind != protocol.KindJoin || hist[i].From != who {
+			t.Fatalf("entry %d of news is %+v, want the join of %s", i, hist[i], who)
+		}
 	}
 	// (The leader may hear of a login a moment after its reply, so the
 	// lists are waited for.)

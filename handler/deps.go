@@ -135,6 +135,12 @@ type Rooms interface {
 	// first message and dup true. Errors: *protocol.Error 404 unknown room,
 	// 403 not a member.
 	Post(ctx context.Context, m protocol.Message, clientMsgID string) (stored protocol.Message, dup bool, err error)
+	// Change stores m, an edit or recall (m.Kind) by m.From of message
+	// m.Ref of room m.Room, if the EventPolicy allows it, and delivers it
+	// to every member, m.From included. Errors: *protocol.Error 404
+	// unknown room or no such message, 403 not a member or not allowed,
+	// 400 the target is an event, 409 it is recalled.
+	Change(ctx context.Context, m protocol.Message) (protocol.Message, error)
 }
 
 // Words counts the words of messages for the hot-word ranking.

@@ -24,8 +24,11 @@ type Deps struct {
 	Visitors Visitors
 	Words    Words
 	Filter   Filter // nil: texts are stored as sent
-	Now      Clock
-	NewID    func() string // message ids
+	// Events says who may edit and recall which message; its zero value
+	// has the default windows and no operator.
+	Events EventPolicy
+	Now    Clock
+	NewID  func() string // message ids
 
 	// Reads keeps read positions; nil: read answers 503 and sync has
 	// none. Pushes hands out typing and read pushes; nil: none are sent.
@@ -70,6 +73,8 @@ func New(d Deps) *Handler {
 		protocol.ActionRebuild:  {h.rebuild, true},
 		protocol.ActionTyping:   {h.typing, true},
 		protocol.ActionRead:     {h.read, true},
+		protocol.ActionEdit:     {h.edit, true},
+		protocol.ActionRecall:   {h.recall, true},
 
 		protocol.ActionSupport:         {h.support, true},
 		protocol.ActionSupportClose:    {h.supportClose, true},
@@ -598,7 +603,11 @@ func (h *Handler) rooms(ctx context.Context, c Conn, req protocol.Request) (any,
 
 // rebuild restores messages the client holds and the server lost. Every
 // message is checked to belong to the conversation as a message there
-// could: right conversation, a participant as sender, a valid text.
+// could: right conversation, a participant as sender, a valid text. Events
+// come as they were stored, messages in their final state (edited, or
+// recalled with no text); an edit must be its message's author's and a
+// recall its author's, an operator's or the room owner's (the windows are
+// not checked again: the events were accepted when they were made).
 func (h *Handler) rebuild(ctx context.Context, c Conn, req protocol.Request) (any, error) {
 	var d protocol.RebuildData
 	if err := protocol.DecodeData(req.Data, &d); err != nil {
@@ -639,8 +648,9 @@ func (h *Handler) rebuild(ctx context.Context, c Conn, req protocol.Request) (an
 			return nil, bad("id must be 1 to 64 bytes")
 		case m.TS <= 0:
 			return nil, bad("ts must be positive")
-		case checkText(m.Text) != nil:
-			return nil, bad("text must be 1 to 8192 bytes")
+		}
+		if why := eventShape(kind, m); why != "" {
+			return nil, bad(why)
 		}
 		if kind == "dm" {
 			if !(m.From == a && m.To == b || m.From == b && m.To == a) || m.Room != "" {
@@ -658,6 +668,13 @@ func (h *Handler) rebuild(ctx context.Context, c Conn, req protocol.Request) (an
 			// What comes back goes through the filter like anything sent.
 			d.Messages[i].Text = h.d.Filter(m.Text)
 		}
+	}
+	room := ""
+	if kind == "room" {
+		room = a
+	}
+	if err := h.checkAuthors(ctx, user, d.Conv, room, d.Messages); err != nil {
+		return nil, err
 	}
 	var members []string
 	switch kind {

@@ -111,6 +111,9 @@ func (j *fakeJournal) Convs(_ context.Context, user string) ([]string, error) {
 	sort.Strings(out)
 	return out, nil
 }
+
+// Range applies the conversation's events to what it returns, as the
+// node's journal does.
 func (j *fakeJournal) Range(_ context.Context, conv string, after, before int64, limit int, newest bool) ([]protocol.Message, error) {
 	var out []protocol.Message
 	for _, m := range j.convs[conv] {
@@ -125,6 +128,7 @@ func (j *fakeJournal) Range(_ context.Context, conv string, after, before int64,
 			out = out[:limit]
 		}
 	}
+	protocol.ApplyEvents(out, j.convs[conv])
 	return out, nil
 }
 
@@ -164,14 +168,20 @@ func (r *fakeRouter) Deliver(m protocol.Message, push []byte, to []string) {
 	r.delivered = append(r.delivered, m)
 }
 
-// fakeRooms keeps rooms in memory and stores posts in the journal.
+// fakeRooms keeps rooms in memory and stores posts in the journal. The
+// first to join a room owns it.
 type fakeRooms struct {
 	j       *fakeJournal
 	members map[string][]string
+	owners  map[string]string
+	policy  *EventPolicy
 	posted  []protocol.Message
 }
 
 func (f *fakeRooms) Join(_ context.Context, user, room string) ([]string, error) {
+	if _, ok := f.members[room]; !ok {
+		f.owners[room] = user
+	}
 	if !slices.Contains(f.members[room], user) {
 		f.members[room] = append(f.members[room], user)
 		sort.Strings(f.members[room])
@@ -191,7 +201,7 @@ func (f *fakeRooms) Leave(_ context.Context, user, room string) ([]string, error
 func (f *fakeRooms) List(_ context.Context, user string) ([]protocol.RoomInfo, error) {
 	var out []protocol.RoomInfo
 	for name, ms := range f.members {
-		out = append(out, protocol.RoomInfo{Name: name, Members: len(ms), Joined: slices.Contains(ms, user)})
+		out = append(out, protocol.RoomInfo{Name: name, Members: len(ms), Joined: slices.Contains(ms, user), Owner: f.owners[name]})
 	}
 	return out, nil
 }
@@ -210,6 +220,26 @@ func (f *fakeRooms) Post(ctx context.Context, m protocol.Message, cid string) (p
 	return st.Message, st.Dup, err
 }
 
+func (f *fakeRooms) Change(ctx context.Context, m protocol.Message) (protocol.Message, error) {
+	ms, ok := f.members[m.Room]
+	switch {
+	case !ok:
+		return m, protocol.Errorf(protocol.CodeNotFound, "unknown room %q", m.Room)
+	case !slices.Contains(ms, m.From):
+		return m, protocol.Errorf(protocol.CodeForbidden, "not a member of room %q", m.Room)
+	}
+	target, err := Target(ctx, f.j, m.Conv, m.Ref)
+	if err != nil {
+		return m, err
+	}
+	if err := f.policy.Allow(m.Kind, m.From, target, f.owners[m.Room], m.TS); err != nil {
+		return m, err
+	}
+	st, err := f.j.Append(ctx, m, "", nil)
+	f.posted = append(f.posted, st.Message)
+	return st.Message, err
+}
+
 type fakeWords struct{ counted []string }
 
 func (w *fakeWords) Count(m protocol.Message) { w.counted = append(w.counted, m.Text) }
@@ -225,7 +255,7 @@ func newTest() (*Handler, *fakeJournal, *fakeRouter) {
 func newTestRooms() (*Handler, *fakeJournal, *fakeRouter, *fakeRooms, *fakeWords) {
 	j := &fakeJournal{convs: map[string][]protocol.Message{}, idem: map[string]protocol.Message{}, rooms: map[string][]string{}}
 	r := &fakeRouter{}
-	rooms := &fakeRooms{j: j, members: map[string][]string{}}
+	rooms := &fakeRooms{j: j, members: map[string][]string{}, owners: map[string]string{}, policy: &EventPolicy{}}
 	words := &fakeWords{}
 	n := 0
 	h := New(Deps{
@@ -544,7 +574,7 @@ func TestRooms(t *testing.T) {
 		t.Fatalf("second join: %+v", rep.Data)
 	}
 	rep = do(bob, "rooms", nil)
-	if rr := rep.Data.(protocol.RoomsReply); len(rr.Rooms) != 1 || rr.Rooms[0] != (protocol.RoomInfo{Name: "lobby", Members: 2, Joined: true}) {
+	if rr := rep.Data.(protocol.RoomsReply); len(rr.Rooms) != 1 || rr.Rooms[0] != (protocol.RoomInfo{Name: "lobby", Members: 2, Joined: true, Owner: "amy"}) {
 		t.Fatalf("rooms: %+v", rep.Data)
 	}
 	if rep := do(bob, "leaveRoom", map[string]string{"room": "lobby"}); rep.Code != 0 {

@@ -24,10 +24,15 @@ import (
 // seqs b*BlockSize .. b*BlockSize+BlockSize-1. A block is stored as chunks,
 // documents that are written once and never changed by the writer:
 //
-//	message_chunks {_id: "<conv>/<block>/<k>", conv, block, msgs: [json, ...]}
+//	message_chunks {_id: "<conv>/<block>/<k>", conv, block, msgs: [json, ...], edits?: [json, ...]}
 //
 // with k = 0, 1, 2, ... without a hole, and msgs the block's messages the
-// chunk added, each as its protocol.Message JSON, in seq order. A write
+// chunk added, each as its protocol.Message JSON, in seq order. edits are
+// the edit and recall events, stored under their own seqs in their own
+// blocks, that target messages of this block (their Ref): a copy of each
+// such event is added to the target's block as well, so that reading a
+// block gives its messages and every change made to them since, and a
+// page of history needs no read beyond its own blocks. A write
 // inserts the next chunk of every block it adds messages to, all in one
 // insert; two writers that pick the same k collide on _id, so the loser
 // reads what the winner stored and tries the next k. Reading a block is
@@ -81,6 +86,9 @@ type chunkDoc struct {
 	Conv  string   `bson:"conv"`
 	Block int64    `bson:"block"`
 	Msgs  []string `bson:"msgs"`
+	// Edits are copies of edit and recall events whose targets are in
+	// this block (the events themselves are in msgs of their own block).
+	Edits []string `bson:"edits,omitempty"`
 }
 
 // topDoc is a record of the log of a conversation's newest block.
@@ -105,6 +113,9 @@ type blockKey struct {
 type blockState struct {
 	chunks int
 	ids    [BlockSize]uint64
+	// events holds, by event seq, a hash of the id of each edit or recall
+	// whose copy those chunks store (chunkDoc.Edits); nil for none.
+	events map[int64]uint64
 }
 
 // topState is what a Store knows of a conversation's log of newest
@@ -215,9 +226,11 @@ func checkMessage(m protocol.Message) error {
 	return nil
 }
 
-// group is the messages of one write that fall in one block.
+// group is the messages of one write that fall in one block, or (edits)
+// the copies of the edits and recalls of one write whose targets do.
 type group struct {
 	key   blockKey
+	edits bool   // items are copies of events for chunkDoc.Edits
 	items []item // sorted by seq, one per seq
 	st    *blockState
 	fresh bool   // st was read from the server during this write
@@ -225,6 +238,13 @@ type group struct {
 }
 
 // upsert is UpsertMessages for checked items.
+//
+// It writes in two steps: the messages (events among them) in their own
+// blocks, then the copies of the edits and recalls among them in their
+// targets' blocks, only for events the first step stored (an event whose
+// seq holds another message changes nothing). A reader never misses an
+// event for it: the writer removes an entry from Redis only once both
+// steps are done, and readers read Redis before MongoDB.
 func (s *Store) upsert(ctx context.Context, items []item) error {
 	if len(items) == 0 {
 		return nil
@@ -235,6 +255,7 @@ func (s *Store) upsert(ctx context.Context, items []item) error {
 	groups := map[blockKey]*group{}
 	var order []*group
 	msgs := make([]protocol.Message, 0, len(items))
+	var changes []item
 	for _, it := range items {
 		k := blockKey{it.m.Conv, blockOf(it.m.Seq)}
 		g := groups[k]
@@ -253,6 +274,9 @@ func (s *Store) upsert(ctx context.Context, items []item) error {
 		bySeq[k][it.m.Seq] = it.m.ID
 		g.items = append(g.items, it)
 		msgs = append(msgs, it.m)
+		if it.m.Changes() && it.m.Ref > 0 && it.m.Ref < it.m.Seq {
+			changes = append(changes, it)
+		}
 	}
 	for _, g := range order {
 		slices.SortFunc(g.items, func(a, b item) int { return cmp.Compare(a.m.Seq, b.m.Seq) })
@@ -266,7 +290,53 @@ func (s *Store) upsert(ctx context.Context, items []item) error {
 
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
-	for _, g := range order {
+	if err := s.prepare(ctx, order); err != nil {
+		return err
+	}
+	if err := s.rounds(ctx, order, &conflicts); err != nil {
+		return err
+	}
+
+	if len(changes) > 0 {
+		lost := make(map[string]bool, len(conflicts))
+		for _, id := range conflicts {
+			lost[id] = true
+		}
+		byTarget := map[blockKey]*group{}
+		var targets []*group
+		for _, it := range changes {
+			if lost[it.m.ID] {
+				continue
+			}
+			k := blockKey{it.m.Conv, blockOf(it.m.Ref)}
+			g := byTarget[k]
+			if g == nil {
+				g = &group{key: k, edits: true}
+				byTarget[k] = g
+				targets = append(targets, g)
+			}
+			g.items = append(g.items, it) // one per seq, as changes are
+		}
+		for _, g := range targets {
+			slices.SortFunc(g.items, func(a, b item) int { return cmp.Compare(a.m.Seq, b.m.Seq) })
+		}
+		if err := s.prepare(ctx, targets); err != nil {
+			return err
+		}
+		if err := s.rounds(ctx, targets, nil); err != nil {
+			return err
+		}
+	}
+	if len(conflicts) > 0 {
+		return &ConflictError{IDs: conflicts}
+	}
+	return nil
+}
+
+// prepare finds the state of every group's block, from memory or the
+// server. s.writeMu must be held.
+func (s *Store) prepare(ctx context.Context, groups []*group) error {
+	for _, g := range groups {
 		st, ok := s.blocks.get(g.key)
 		if !ok {
 			// A block above the newest one recorded holds nothing (no chunk
@@ -289,14 +359,30 @@ func (s *Store) upsert(ctx context.Context, items []item) error {
 		g.st = st
 		// A message whose slot looks taken is checked against the server
 		// before it is skipped: the slot may have been emptied since.
-		if !g.fresh && slices.ContainsFunc(g.items, func(it item) bool { return st.ids[it.m.Seq%BlockSize] != 0 }) {
+		if !g.fresh && slices.ContainsFunc(g.items, func(it item) bool { return g.held(it) != 0 }) {
 			if err := s.reloadBlock(ctx, g); err != nil {
 				return err
 			}
 		}
 	}
+	return nil
+}
 
-	pending := order
+// held is the hash of the id g's block holds where it would store it: 0
+// for none.
+func (g *group) held(it item) uint64 {
+	if g.edits {
+		return g.st.events[it.m.Seq]
+	}
+	return g.st.ids[it.m.Seq%BlockSize]
+}
+
+// rounds inserts the next chunk of every group with something new for its
+// block, reading on and trying again where another writer took the chunk
+// first. Messages whose seq holds another id are added to conflicts (nil
+// for groups of event copies, where such a copy is just not stored).
+// s.writeMu must be held.
+func (s *Store) rounds(ctx context.Context, pending []*group, conflicts *[]string) error {
 	for round := 0; ; round++ {
 		// Sort each group's messages into new ones, redeliveries and
 		// conflicts, against what is known of its block now.
@@ -305,11 +391,11 @@ func (s *Store) upsert(ctx context.Context, items []item) error {
 		for _, g := range pending {
 			g.add = make([]item, 0, len(g.items))
 			for _, it := range g.items {
-				switch h := g.st.ids[it.m.Seq%BlockSize]; {
+				switch h := g.held(it); {
 				case h == 0:
 					g.add = append(g.add, it)
-				case h != idHash(it.m.ID):
-					conflicts = append(conflicts, it.m.ID)
+				case h != idHash(it.m.ID) && conflicts != nil:
+					*conflicts = append(*conflicts, it.m.ID)
 				}
 			}
 			g.items = g.add
@@ -319,7 +405,7 @@ func (s *Store) upsert(ctx context.Context, items []item) error {
 			}
 		}
 		if len(write) == 0 {
-			break
+			return nil
 		}
 		if round == maxRounds {
 			return fmt.Errorf("history: upsert: lost the race for %d chunks %d times; retry", len(write), maxRounds)
@@ -340,10 +426,6 @@ func (s *Store) upsert(ctx context.Context, items []item) error {
 		}
 		pending = lost
 	}
-	if len(conflicts) > 0 {
-		return &ConflictError{IDs: conflicts}
-	}
-	return nil
 }
 
 // insertChunks inserts the next chunk of every group in one unordered
@@ -356,7 +438,11 @@ func (s *Store) insertChunks(ctx context.Context, write []*group) (lost []*group
 		for j, it := range g.add {
 			js[j] = it.json
 		}
-		docs[i] = chunkDoc{ID: chunkID(g.key.conv, g.key.block, g.st.chunks), Conv: g.key.conv, Block: g.key.block, Msgs: js}
+		d := chunkDoc{ID: chunkID(g.key.conv, g.key.block, g.st.chunks), Conv: g.key.conv, Block: g.key.block, Msgs: js}
+		if g.edits {
+			d.Msgs, d.Edits = []string{}, js
+		}
+		docs[i] = d
 	}
 	taken, err := insertMany(ctx, s.chunks, docs)
 	if err != nil {
@@ -369,11 +455,25 @@ func (s *Store) insertChunks(ctx context.Context, write []*group) (lost []*group
 		}
 		g.st.chunks++
 		for _, it := range g.add {
-			g.st.ids[it.m.Seq%BlockSize] = idHash(it.m.ID)
+			if g.edits {
+				g.st.setEvent(it.m.Seq, idHash(it.m.ID))
+			} else {
+				g.st.ids[it.m.Seq%BlockSize] = idHash(it.m.ID)
+			}
 		}
 		g.add, g.items = nil, nil
 	}
 	return lost, nil
+}
+
+// setEvent records the copy of event seq in st, unless one is recorded.
+func (st *blockState) setEvent(seq int64, h uint64) {
+	if st.events == nil {
+		st.events = map[int64]uint64{}
+	}
+	if _, ok := st.events[seq]; !ok {
+		st.events[seq] = h
+	}
 }
 
 // insertMany inserts docs unordered and reports which of them were refused
@@ -573,8 +673,29 @@ func decodeChunk(d chunkDoc, key blockKey) ([]protocol.Message, error) {
 	return out, nil
 }
 
-// apply records the messages of chunks in st, which knew the chunks before
-// them; a slot keeps the first message stored in it.
+// decodeEdits returns the copies of events in d whose targets belong to
+// its block, in the order stored.
+func decodeEdits(d chunkDoc, key blockKey) ([]protocol.Message, error) {
+	if len(d.Edits) == 0 {
+		return nil, nil
+	}
+	out := make([]protocol.Message, 0, len(d.Edits))
+	for _, js := range d.Edits {
+		var m protocol.Message
+		if err := json.Unmarshal([]byte(js), &m); err != nil {
+			return nil, fmt.Errorf("history: chunk %s: bad event JSON: %w", d.ID, err)
+		}
+		if m.Conv != key.conv || !m.Changes() || m.Ref <= 0 || blockOf(m.Ref) != key.block || m.Seq <= m.Ref {
+			return nil, fmt.Errorf("history: chunk %s holds event %s/%d for seq %d, of another block", d.ID, m.Conv, m.Seq, m.Ref)
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+// apply records the messages and event copies of chunks in st, which knew
+// the chunks before them; a slot keeps the first message stored in it, an
+// event seq the first copy.
 func apply(st *blockState, key blockKey, chunks []chunkDoc) error {
 	for _, d := range chunks {
 		ms, err := decodeChunk(d, key)
@@ -585,6 +706,13 @@ func apply(st *blockState, key blockKey, chunks []chunkDoc) error {
 			if slot := m.Seq % BlockSize; st.ids[slot] == 0 {
 				st.ids[slot] = idHash(m.ID)
 			}
+		}
+		evs, err := decodeEdits(d, key)
+		if err != nil {
+			return err
+		}
+		for _, e := range evs {
+			st.setEvent(e.Seq, idHash(e.ID))
 		}
 		st.chunks++
 	}
@@ -628,52 +756,86 @@ func (s *Store) readForward(ctx context.Context, g *group) error {
 // readBlock returns the messages stored in a block, one per seq (the first
 // stored), sorted by seq.
 func (s *Store) readBlock(ctx context.Context, key blockKey) ([]protocol.Message, error) {
+	msgs, _, err := s.readBlockEvents(ctx, key)
+	return msgs, err
+}
+
+// readBlockEvents returns the messages stored in a block, as readBlock
+// does, and the copies of the edits and recalls of them, one per event seq,
+// sorted by seq.
+func (s *Store) readBlockEvents(ctx context.Context, key blockKey) (msgs, events []protocol.Message, err error) {
 	chunks, err := s.readChunks(ctx, key, 0)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var out []protocol.Message
 	seen := map[int64]bool{}
+	seenEv := map[int64]bool{}
 	for _, d := range chunks {
 		ms, err := decodeChunk(d, key)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		for _, m := range ms {
 			if !seen[m.Seq] {
 				seen[m.Seq] = true
-				out = append(out, m)
+				msgs = append(msgs, m)
+			}
+		}
+		evs, err := decodeEdits(d, key)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, e := range evs {
+			if !seenEv[e.Seq] {
+				seenEv[e.Seq] = true
+				events = append(events, e)
 			}
 		}
 	}
-	slices.SortFunc(out, func(a, b protocol.Message) int { return cmp.Compare(a.Seq, b.Seq) })
-	return out, nil
+	bySeq := func(a, b protocol.Message) int { return cmp.Compare(a.Seq, b.Seq) }
+	slices.SortFunc(msgs, bySeq)
+	slices.SortFunc(events, bySeq)
+	return msgs, events, nil
 }
 
 // Messages returns the messages of conv with afterSeq < seq < beforeSeq
-// (beforeSeq <= 0: no upper bound), oldest first. With newest it returns the
-// last limit messages of that range, otherwise the first limit; limit <= 0
-// means no limit. It reads the blocks of the range by _id, from the end it
-// starts at, until it has limit messages.
+// (beforeSeq <= 0: no upper bound), oldest first, in their final state
+// under the edits and recalls this store holds for them (see Page). With
+// newest it returns the last limit messages of that range, otherwise the
+// first limit; limit <= 0 means no limit. It reads the blocks of the range
+// by _id, from the end it starts at, until it has limit messages.
 func (s *Store) Messages(ctx context.Context, conv string, afterSeq, beforeSeq int64, limit int, newest bool) ([]protocol.Message, error) {
+	msgs, events, err := s.Page(ctx, conv, afterSeq, beforeSeq, limit, newest)
+	if err != nil {
+		return nil, err
+	}
+	protocol.ApplyEvents(msgs, events)
+	return msgs, nil
+}
+
+// Page is Messages as stored, events not applied, with the edits and
+// recalls stored for messages of the blocks it read: every one that
+// targets a returned message, and more. Events are stored as messages of
+// their own seqs, so the page holds those of its range too.
+func (s *Store) Page(ctx context.Context, conv string, afterSeq, beforeSeq int64, limit int, newest bool) (msgs, events []protocol.Message, err error) {
 	afterSeq = max(afterSeq, 0)
 	if beforeSeq > 0 && beforeSeq <= afterSeq+1 {
-		return []protocol.Message{}, nil
+		return []protocol.Message{}, nil, nil
 	}
 	// The newest block bounds the range; a range that ends below the
 	// newest block known needs no look for newer ones.
 	t, read, err := s.top(ctx, conv, false)
 	if err != nil {
-		return nil, fmt.Errorf("history: messages %s: %w", conv, err)
+		return nil, nil, fmt.Errorf("history: messages %s: %w", conv, err)
 	}
 	if !read && (beforeSeq <= 0 || t.records == 0 || blockOf(beforeSeq-1) > t.block) {
 		if t, _, err = s.top(ctx, conv, true); err != nil {
-			return nil, fmt.Errorf("history: messages %s: %w", conv, err)
+			return nil, nil, fmt.Errorf("history: messages %s: %w", conv, err)
 		}
 	}
 	out := []protocol.Message{}
 	if t.records == 0 {
-		return out, nil
+		return out, nil, nil
 	}
 	hi := t.block*BlockSize + BlockSize - 1
 	if beforeSeq > 0 {
@@ -681,19 +843,20 @@ func (s *Store) Messages(ctx context.Context, conv string, afterSeq, beforeSeq i
 	}
 	lo := afterSeq + 1
 	if lo > hi {
-		return out, nil
+		return out, nil, nil
 	}
 	inRange := func(m protocol.Message) bool { return m.Seq >= lo && m.Seq <= hi }
 	if newest {
 		var parts [][]protocol.Message // newest block first
 		n := 0
 		for b := blockOf(hi); b >= blockOf(lo) && (limit <= 0 || n < limit); b-- {
-			ms, err := s.readBlock(ctx, blockKey{conv, b})
+			ms, evs, err := s.readBlockEvents(ctx, blockKey{conv, b})
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			ms = slices.DeleteFunc(ms, func(m protocol.Message) bool { return !inRange(m) })
 			parts = append(parts, ms)
+			events = append(events, evs...)
 			n += len(ms)
 		}
 		for i := len(parts) - 1; i >= 0; i-- {
@@ -702,22 +865,67 @@ func (s *Store) Messages(ctx context.Context, conv string, afterSeq, beforeSeq i
 		if limit > 0 && len(out) > limit {
 			out = out[len(out)-limit:]
 		}
-		return out, nil
+		return out, events, nil
 	}
 	for b := blockOf(lo); b <= blockOf(hi) && (limit <= 0 || len(out) < limit); b++ {
-		ms, err := s.readBlock(ctx, blockKey{conv, b})
+		ms, evs, err := s.readBlockEvents(ctx, blockKey{conv, b})
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		for _, m := range ms {
 			if inRange(m) {
 				out = append(out, m)
 			}
 		}
+		events = append(events, evs...)
 	}
 	if limit > 0 && len(out) > limit {
 		out = out[:limit]
 	}
+	return out, events, nil
+}
+
+// Events returns the edits and recalls stored for the messages of conv at
+// targets (their Ref), sorted by seq: it reads the blocks of those seqs.
+func (s *Store) Events(ctx context.Context, conv string, targets []int64) ([]protocol.Message, error) {
+	want := make(map[int64]bool, len(targets))
+	var blocks []int64
+	for _, t := range targets {
+		if t > 0 && !want[t] {
+			want[t] = true
+			blocks = append(blocks, blockOf(t))
+		}
+	}
+	if len(blocks) == 0 {
+		return nil, nil
+	}
+	slices.Sort(blocks)
+	blocks = slices.Compact(blocks)
+	top, _, err := s.top(ctx, conv, false)
+	if err != nil {
+		return nil, fmt.Errorf("history: events %s: %w", conv, err)
+	}
+	if top.records == 0 || blocks[len(blocks)-1] > top.block {
+		if top, _, err = s.top(ctx, conv, true); err != nil {
+			return nil, fmt.Errorf("history: events %s: %w", conv, err)
+		}
+	}
+	var out []protocol.Message
+	for _, b := range blocks {
+		if top.records == 0 || b > top.block {
+			break
+		}
+		_, evs, err := s.readBlockEvents(ctx, blockKey{conv, b})
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range evs {
+			if want[e.Ref] {
+				out = append(out, e)
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b protocol.Message) int { return cmp.Compare(a.Seq, b.Seq) })
 	return out, nil
 }
 
@@ -818,11 +1026,13 @@ func (s *Store) StoredCopies(ctx context.Context, conv string) (map[int64][]stri
 }
 
 // Forget removes conv's stored messages with seq > afterSeq, as a store
-// that lost its newest writes would have, and returns how many it removed.
-// It rewrites the chunks that hold them (the chunks stay, possibly empty,
-// so that no k goes missing) and is meant for tests and repairs: a writer
-// that stores such a message again afterwards (a client gave it back)
-// checks the server before it takes it for one already stored.
+// that lost its newest writes would have, and returns how many it removed;
+// the copies of edits and recalls with seq > afterSeq go with them (they
+// are not counted). It rewrites the chunks that hold them (the chunks stay,
+// possibly empty, so that no k goes missing) and is meant for tests and
+// repairs: it reads every block of conv, and a writer that stores such a
+// message again afterwards (a client gave it back) checks the server before
+// it takes it for one already stored.
 func (s *Store) Forget(ctx context.Context, conv string, afterSeq int64) (int, error) {
 	t, _, err := s.top(ctx, conv, true)
 	if err != nil || t.records == 0 {
@@ -831,7 +1041,9 @@ func (s *Store) Forget(ctx context.Context, conv string, afterSeq int64) (int, e
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	removed := 0
-	for b := blockOf(max(afterSeq+1, 0)); b <= t.block; b++ {
+	// From block 0: a copy of an event sits in its target's block, below
+	// the event's own.
+	for b := int64(0); b <= t.block; b++ {
 		key := blockKey{conv, b}
 		s.blocks.del(key)
 		chunks, err := s.readChunks(ctx, key, 0)
@@ -843,16 +1055,26 @@ func (s *Store) Forget(ctx context.Context, conv string, afterSeq int64) (int, e
 			if err != nil {
 				return removed, err
 			}
+			evs, err := decodeEdits(d, key)
+			if err != nil {
+				return removed, err
+			}
 			kept := make([]string, 0, len(d.Msgs))
 			for i, m := range ms {
 				if m.Seq <= afterSeq {
 					kept = append(kept, d.Msgs[i])
 				}
 			}
-			if len(kept) == len(d.Msgs) {
+			var keptEdits []string
+			for i, e := range evs {
+				if e.Seq <= afterSeq {
+					keptEdits = append(keptEdits, d.Edits[i])
+				}
+			}
+			if len(kept) == len(d.Msgs) && len(keptEdits) == len(d.Edits) {
 				continue
 			}
-			d.Msgs = kept
+			d.Msgs, d.Edits = kept, keptEdits
 			if _, err := s.chunks.ReplaceOne(ctx, bson.D{{Key: "_id", Value: d.ID}}, d); err != nil {
 				return removed, fmt.Errorf("history: forget %s after %d: %w", conv, afterSeq, err)
 			}

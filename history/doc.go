@@ -19,7 +19,7 @@
 //	user_convs     {_id: user + "/" + conv, user, conv}, index {user: 1}:
 //	               the direct conversations of each user, written with the
 //	               messages (before them)
-//	message_chunks {_id: conv + "/" + block + "/" + k, conv, block, msgs}
+//	message_chunks {_id: conv + "/" + block + "/" + k, conv, block, msgs, edits?}
 //	message_tops   {_id: conv + "/" + k, conv, block}
 //	read_positions {_id: conv + " " + user, conv, user, seq, updated}:
 //	               how far each user has read each conversation, the
@@ -35,6 +35,14 @@
 // in one batch. Chunks are only ever inserted; Forget, a tool for tests and
 // repairs, is the one thing that rewrites one (it keeps it, possibly
 // empty, so that no k goes missing).
+//
+// Edits and recalls are messages too (protocol.Message.Kind), stored at
+// their own seqs. Messages are never changed in place: instead, after a
+// write has stored such events, it adds a copy of each to the block of the
+// message it changes (Ref), in the edits of that block's next chunk. A
+// block read thus brings every change made to its messages, and a page of
+// history is put in its final state from the blocks it reads anyway
+// (Messages; Page gives the copies apart, Events those of given seqs).
 //
 // message_tops is each conversation's log of its newest block: records
 // k = 0, 1, 2, ... without a hole, block rising with k. Before a write adds
@@ -53,7 +61,10 @@
 // know, drops what they hold, and inserts the rest as the next chunk.
 // Writing a message again at its seq (a redelivery) stores nothing; a
 // message whose seq holds another id is a conflict (ConflictError): the
-// stored one wins. A message that looks stored already is checked against
+// stored one wins. The copies of events are written after the events, in a
+// second insert, only for events stored (not in conflict), and a copy that
+// a block holds already is not added again; the writer acknowledges an
+// entry only once both are written. A message that looks stored already is checked against
 // the server before it is skipped, so a message forgotten meanwhile is
 // stored again.
 //

@@ -18,20 +18,24 @@ import (
 var ErrFenced = errors.New("history: a newer leader owns this room")
 
 // roomDoc is a room as stored. Epoch is the epoch of the leader that wrote
-// it last; an older leader can no longer replace it. A deleted room keeps
-// its document, without members, so that its name is not used again.
+// it last; an older leader can no longer replace it. Owner is the user
+// whose join created the room (absent on rooms of earlier builds). A
+// deleted room keeps its document, without members, so that its name is
+// not used again.
 type roomDoc struct {
 	Name    string    `bson:"_id"`
+	Owner   string    `bson:"owner,omitempty"`
 	Members []string  `bson:"members"`
 	Epoch   int64     `bson:"epoch"`
 	Updated time.Time `bson:"updated"`
 	Deleted bool      `bson:"deleted,omitempty"`
 }
 
-// SaveRoom stores room with members as written by the leader of epoch. It
-// returns ErrFenced when a leader with a newer epoch has written the room.
-func (s *Store) SaveRoom(ctx context.Context, name string, members []string, epoch int64) error {
-	return s.saveRoom(ctx, roomDoc{Name: name, Members: members, Epoch: epoch})
+// SaveRoom stores room r (its owner and members) as written by the leader
+// of epoch. It returns ErrFenced when a leader with a newer epoch has
+// written the room.
+func (s *Store) SaveRoom(ctx context.Context, r room.Room, epoch int64) error {
+	return s.saveRoom(ctx, roomDoc{Name: r.Name, Owner: r.Owner, Members: r.Members, Epoch: epoch})
 }
 
 // DeleteRoom stores that room was deleted, by the leader of epoch: its
@@ -85,7 +89,7 @@ func (s *Store) Rooms(ctx context.Context) ([]room.Room, error) {
 	}
 	out := make([]room.Room, len(docs))
 	for i, d := range docs {
-		out[i] = room.Room{Name: d.Name, Members: d.Members, Deleted: d.Deleted}
+		out[i] = room.Room{Name: d.Name, Owner: d.Owner, Members: d.Members, Deleted: d.Deleted}
 	}
 	return out, nil
 }

@@ -21,28 +21,28 @@ func TestRoomsSaveLoadAndFence(t *testing.T) {
 	if got, err := s.Rooms(ctx); err != nil || len(got) != 0 {
 		t.Fatalf("Rooms of a new store = %v, %v", got, err)
 	}
-	if err := s.SaveRoom(ctx, "lobby", []string{"alice", "bob"}, 5); err != nil {
+	if err := s.SaveRoom(ctx, room.Room{Name: "lobby", Owner: "alice", Members: []string{"alice", "bob"}}, 5); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.SaveRoom(ctx, "empty", nil, 5); err != nil {
+	if err := s.SaveRoom(ctx, room.Room{Name: "empty"}, 5); err != nil {
 		t.Fatal(err)
 	}
 	// The same epoch may write again; a newer one too.
-	if err := s.SaveRoom(ctx, "lobby", []string{"alice", "bob", "carol"}, 5); err != nil {
+	if err := s.SaveRoom(ctx, room.Room{Name: "lobby", Owner: "alice", Members: []string{"alice", "bob", "carol"}}, 5); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.SaveRoom(ctx, "lobby", []string{"bob", "carol"}, 9); err != nil {
+	if err := s.SaveRoom(ctx, room.Room{Name: "lobby", Owner: "alice", Members: []string{"bob", "carol"}}, 9); err != nil {
 		t.Fatal(err)
 	}
 	// A deposed leader cannot overwrite what a newer one wrote.
-	if err := s.SaveRoom(ctx, "lobby", []string{"mallory"}, 7); !errors.Is(err, history.ErrFenced) {
+	if err := s.SaveRoom(ctx, room.Room{Name: "lobby", Owner: "mallory", Members: []string{"mallory"}}, 7); !errors.Is(err, history.ErrFenced) {
 		t.Fatalf("save by an older epoch: %v, want ErrFenced", err)
 	}
 	// A new leader claims every room: the one before can write none.
 	if err := s.ClaimRooms(ctx, 12); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.SaveRoom(ctx, "empty", []string{"mallory"}, 9); !errors.Is(err, history.ErrFenced) {
+	if err := s.SaveRoom(ctx, room.Room{Name: "empty", Members: []string{"mallory"}}, 9); !errors.Is(err, history.ErrFenced) {
 		t.Fatalf("save by the previous leader after a claim: %v, want ErrFenced", err)
 	}
 	got, err := s.Rooms(ctx)
@@ -50,7 +50,7 @@ func TestRoomsSaveLoadAndFence(t *testing.T) {
 		t.Fatal(err)
 	}
 	sort.Slice(got, func(i, j int) bool { return got[i].Name < got[j].Name })
-	want := []room.Room{{Name: "empty", Members: []string{}}, {Name: "lobby", Members: []string{"bob", "carol"}}}
+	want := []room.Room{{Name: "empty", Members: []string{}}, {Name: "lobby", Owner: "alice", Members: []string{"bob", "carol"}}}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("Rooms = %+v, want %+v", got, want)
 	}
@@ -62,13 +62,13 @@ func TestRoomDelete(t *testing.T) {
 	s := openStore(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if err := s.SaveRoom(ctx, "lobby", []string{"alice"}, 5); err != nil {
+	if err := s.SaveRoom(ctx, room.Room{Name: "lobby", Members: []string{"alice"}}, 5); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.DeleteRoom(ctx, "lobby", 6); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.SaveRoom(ctx, "lobby", []string{"alice"}, 5); !errors.Is(err, history.ErrFenced) {
+	if err := s.SaveRoom(ctx, room.Room{Name: "lobby", Members: []string{"alice"}}, 5); !errors.Is(err, history.ErrFenced) {
 		t.Fatalf("save by an older epoch after the delete: %v, want ErrFenced", err)
 	}
 	got, err := s.Rooms(ctx)

@@ -104,6 +104,12 @@ type Deps struct {
 	Support  SupportStore
 	Messages Messages
 
+	// Events says who may edit and recall which message of a room; NewID
+	// gives the ids of the events the leader stores itself (a member's
+	// join or leave of a room).
+	Events handler.EventPolicy
+	NewID  func() string
+
 	// Parked holds pushes for users the leader cannot place yet, and Ups
 	// the numbered frames handled per node: both are the node's, handed
 	// to each of its terms, so what one term did the next one knows.
@@ -122,7 +128,7 @@ type Cluster interface {
 type RoomStore interface {
 	ClaimRooms(ctx context.Context, epoch int64) error
 	Rooms(ctx context.Context) ([]room.Room, error)
-	SaveRoom(ctx context.Context, name string, members []string, epoch int64) error
+	SaveRoom(ctx context.Context, r room.Room, epoch int64) error
 	DeleteRoom(ctx context.Context, name string, epoch int64) error
 	Flush(ctx context.Context, epoch int64) (int, error)
 }
@@ -181,7 +187,8 @@ type SupportStore interface {
 }
 
 // Messages reads stored messages (the node's handler.Journal): an agent
-// given a conversation gets its messages so far.
+// given a conversation gets its messages so far, and an edit or recall of
+// a room message is checked against the message.
 type Messages interface {
 	Range(ctx context.Context, conv string, after, before int64, limit int, newest bool) ([]protocol.Message, error)
 	Latest(ctx context.Context, convs []string) (map[string]int64, error)

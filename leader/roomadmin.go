@@ -61,15 +61,21 @@ func (rs *roomService) create(ctx context.Context, name string, members []string
 	if len(members) > protocol.MaxRoomMembers {
 		return fail(protocol.CodeBadRequest, "a room holds at most %d members", protocol.MaxRoomMembers)
 	}
-	if err := l.d.Store.SaveRoom(ctx, name, members, l.epoch); err != nil {
+	// A room the server API creates has no owner: no user's join made it.
+	if err := l.d.Store.SaveRoom(ctx, room.Room{Name: name, Members: members}, l.epoch); err != nil {
 		return rs.storeErr(name, err)
 	}
-	rs.reg.Set(name, members)
+	rs.reg.Set(name, "", members)
 	l.log.Info().Str("room", name).Int("members", len(members)).Msg("room created")
 	if err := l.d.Convs.AddMembers(ctx, []room.Room{{Name: name, Members: members}}); err != nil {
 		// The room exists; a member who cannot read it yet can by
 		// joining it (a join adds the room to the member's list again).
 		l.log.Warn().Err(err).Str("room", name).Msg("room created, but not yet added to its members' conversation lists")
+	}
+	// Each member joined, as by joinRoom: the room's conversation starts
+	// with their join events.
+	for _, u := range members {
+		rs.announce(ctx, name, u, true, nil)
 	}
 	return protocol.PeerFrame{Members: members}
 }

@@ -18,21 +18,22 @@ type memRooms struct {
 	mu      sync.Mutex
 	rooms   map[string][]string
 	deleted map[string]bool
+	saved   map[string]room.Room       // as last saved, with its owner
 	convs   map[string]map[string]bool // user -> conversations
 }
 
 func newMemRooms() *memRooms {
-	return &memRooms{rooms: map[string][]string{}, deleted: map[string]bool{}, convs: map[string]map[string]bool{}}
+	return &memRooms{rooms: map[string][]string{}, deleted: map[string]bool{}, saved: map[string]room.Room{}, convs: map[string]map[string]bool{}}
 }
 
 func (m *memRooms) ClaimRooms(context.Context, int64) error { return nil }
 func (m *memRooms) Rooms(context.Context) ([]room.Room, error) {
 	return nil, nil
 }
-func (m *memRooms) SaveRoom(_ context.Context, name string, members []string, _ int64) error {
+func (m *memRooms) SaveRoom(_ context.Context, r room.Room, _ int64) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.rooms[name], m.deleted[name] = members, false
+	m.rooms[r.Name], m.deleted[r.Name], m.saved[r.Name] = r.Members, false, r
 	return nil
 }
 func (m *memRooms) DeleteRoom(_ context.Context, name string, _ int64) error {
@@ -91,7 +92,10 @@ func (m *memRooms) has(user, conv string) bool {
 func TestServerRoomOperations(t *testing.T) {
 	l, link := forwardingLeader("alice", "bob")
 	store := newMemRooms()
-	l.d.Store, l.d.Convs, l.d.RequestTimeout = store, store, 5*time.Second
+	j := &memJournal{convs: map[string][]protocol.Message{}}
+	l.d.Store, l.d.Convs, l.d.Journal, l.d.RequestTimeout = store, store, j, 5*time.Second
+	n := 0
+	l.d.NewID = func() string { n++; return "ev" + string(rune('a'+n)) }
 	l.ctx = context.Background()
 	run := func(f protocol.PeerFrame) protocol.PeerFrame {
 		t.Helper()
@@ -105,6 +109,16 @@ func TestServerRoomOperations(t *testing.T) {
 	}
 	if !store.has("alice", "room:ops") || !store.has("bob", "room:ops") {
 		t.Fatal("the members do not have the room in their conversation lists")
+	}
+	// Its conversation starts with the members' joins, as by joinRoom.
+	var joined []string
+	for _, m := range j.convs["room:ops"] {
+		if m.Kind == protocol.KindJoin {
+			joined = append(joined, m.From)
+		}
+	}
+	if !slices.Equal(joined, []string{"alice", "bob"}) {
+		t.Fatalf("join events of the created room: %v, want alice's and bob's", joined)
 	}
 	if out := run(protocol.PeerFrame{Op: protocol.RoomCreate, Room: "ops"}); out.Code != protocol.CodeConflict || out.Error != `room "ops" exists already` {
 		t.Fatalf("create again: %+v", out)
@@ -129,6 +143,9 @@ func TestServerRoomOperations(t *testing.T) {
 
 	for len(link.send) > 0 {
 		<-link.send
+	}
+	if n := len(j.convs["room:ops"]); n != 3 || j.convs["room:ops"][2].Kind != protocol.KindJoin || j.convs["room:ops"][2].From != "bot" {
+		t.Fatalf("room conversation %+v, want the bot's join third", j.convs["room:ops"])
 	}
 	out = run(protocol.PeerFrame{Op: protocol.RoomDelete, Room: "ops", Server: &protocol.ServerPeer{Reason: "done"}})
 	if out.Code != 0 || !slices.Equal(out.Members, []string{"alice", "bob", "bot"}) || !store.deleted["ops"] {

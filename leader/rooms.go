@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"chatcluster/handler"
 	"chatcluster/history"
 	"chatcluster/protocol"
 	"chatcluster/room"
@@ -44,7 +45,18 @@ type roomService struct {
 	// postNs is a moving average of the time a post takes a worker: a
 	// post that would wait in its queue longer than maxRoomWait is refused.
 	postNs atomic.Int64
+
+	// owed are the joins and leaves whose event could not be stored
+	// (room -> user -> joined), stored by the next request of the room;
+	// owedN counts them, so that a room without any costs no lock.
+	owedMu sync.Mutex
+	owed   map[string]map[string]bool // guarded by owedMu
+	owedN  atomic.Int64
 }
+
+// maxOwed bounds the joins and leaves owed an event; past it, the events
+// of further ones are lost (logged).
+const maxOwed = 10_000
 
 // maxRoomWait bounds how long a post may expect to wait for its worker.
 const maxRoomWait = time.Second
@@ -225,13 +237,17 @@ func (rs *roomService) run(f protocol.PeerFrame) protocol.PeerFrame {
 	l := rs.l
 	ctx, cancel := context.WithTimeout(l.ctx, l.d.RequestTimeout)
 	defer cancel()
-	switch f.Op {
-	case protocol.RoomList:
+	if f.Op == protocol.RoomList {
 		list := rs.reg.List(f.User)
 		if len(list) > protocol.MaxRoomsListed {
 			list = list[:protocol.MaxRoomsListed]
 		}
 		return protocol.PeerFrame{Rooms: list}
+	}
+	// Member events owed first, so that they keep their place before
+	// what this request stores.
+	rs.settle(ctx, f.Room)
+	switch f.Op {
 	case protocol.RoomJoin:
 		return rs.join(ctx, f.User, f.Room)
 	case protocol.RoomLeave:
@@ -240,6 +256,8 @@ func (rs *roomService) run(f protocol.PeerFrame) protocol.PeerFrame {
 		return rs.post(ctx, f)
 	case protocol.RoomCreate, protocol.RoomDelete, protocol.RoomMembers, protocol.RoomEnter, protocol.RoomOnline:
 		return rs.runServer(ctx, f) // the server API's (roomadmin.go)
+	case protocol.RoomChange:
+		return rs.change(ctx, f)
 	}
 	return fail(protocol.CodeBadRequest, "unknown room operation %q", f.Op)
 }
@@ -253,21 +271,29 @@ func (rs *roomService) storeErr(room string, err error) protocol.PeerFrame {
 	return fail(protocol.CodeUnavailable, "room membership cannot be stored now; retry shortly")
 }
 
+// join makes user a member of room name, creating it with user as its
+// owner if it does not exist, and stores the join in the room's
+// conversation (announce).
 func (rs *roomService) join(ctx context.Context, user, name string) protocol.PeerFrame {
 	l := rs.l
 	if rs.reg.Deleted(name) {
 		return rs.unknown(name)
 	}
-	if _, member := rs.reg.IsMember(name, user); !member {
+	if exists, member := rs.reg.IsMember(name, user); !member {
 		members := rs.reg.WithMember(name, user)
 		if len(members) > protocol.MaxRoomMembers {
 			return fail(protocol.CodeForbidden, "room %q is full (%d members)", name, protocol.MaxRoomMembers)
 		}
-		if err := l.d.Store.SaveRoom(ctx, name, members, l.epoch); err != nil {
+		owner := rs.reg.Owner(name)
+		if !exists {
+			owner = user
+		}
+		if err := l.d.Store.SaveRoom(ctx, room.Room{Name: name, Owner: owner, Members: members}, l.epoch); err != nil {
 			return rs.storeErr(name, err)
 		}
-		rs.reg.Set(name, members)
-		l.log.Info().Str("room", name).Str("user", user).Int("members", len(members)).Msg("joined room")
+		rs.reg.Set(name, owner, members)
+		l.log.Info().Str("room", name).Str("user", user).Int("members", len(members)).Bool("created", !exists).Msg("joined room")
+		rs.announce(ctx, name, user, true, nil)
 	}
 	// Also on a repeated join, so a retry after a failure here completes it.
 	if err := l.d.Convs.AddConv(ctx, user, protocol.RoomConv(name)); err != nil {
@@ -285,11 +311,15 @@ func (rs *roomService) leave(ctx context.Context, user, name string) protocol.Pe
 	}
 	if member {
 		members := rs.reg.WithoutMember(name, user)
-		if err := l.d.Store.SaveRoom(ctx, name, members, l.epoch); err != nil {
+		if err := l.d.Store.SaveRoom(ctx, room.Room{Name: name, Owner: rs.reg.Owner(name), Members: members}, l.epoch); err != nil {
 			return rs.storeErr(name, err)
 		}
-		rs.reg.Set(name, members)
+		// Those who hear of the leave are the members before it: the
+		// one who leaves among them.
+		plan := rs.reg.Plan(name)
+		rs.reg.Set(name, "", members)
 		l.log.Info().Str("room", name).Str("user", user).Int("members", len(members)).Msg("left room")
+		rs.announce(ctx, name, user, false, plan)
 	}
 	if err := l.d.Convs.RemoveConv(ctx, user, protocol.RoomConv(name)); err != nil {
 		return fail(protocol.CodeUnavailable, "service temporarily unavailable; retry shortly")
@@ -323,6 +353,118 @@ func (rs *roomService) post(ctx context.Context, f protocol.PeerFrame) protocol.
 		rs.fanout(&stored, st.Push)
 	}
 	return protocol.PeerFrame{Message: &stored, Dup: st.Dup}
+}
+
+// change stores an edit or recall of a room message, once the room's
+// EventPolicy allows it, and hands it to every online member like a post.
+// Worker of the room only: a room's changes are judged in the order they
+// are stored, so a message is recalled once.
+func (rs *roomService) change(ctx context.Context, f protocol.PeerFrame) protocol.PeerFrame {
+	if f.Message == nil {
+		return fail(protocol.CodeBadRequest, "change without a message")
+	}
+	exists, member := rs.reg.IsMember(f.Room, f.User)
+	switch {
+	case !exists:
+		return rs.unknown(f.Room)
+	case !member:
+		return fail(protocol.CodeForbidden, "not a member of room %q", f.Room)
+	}
+	m := *f.Message
+	m.From, m.Room, m.Conv, m.To = f.User, f.Room, protocol.RoomConv(f.Room), ""
+	if !m.Changes() || m.Ref <= 0 {
+		return fail(protocol.CodeBadRequest, "a change is an edit or a recall of a message's seq")
+	}
+	target, err := handler.Target(ctx, rs.l.d.Messages, m.Conv, m.Ref)
+	if err == nil {
+		err = rs.l.d.Events.Allow(m.Kind, m.From, target, rs.reg.Owner(f.Room), m.TS)
+	}
+	var pe *protocol.Error
+	switch {
+	case errors.As(err, &pe):
+		return fail(pe.Code, "%s", pe.Msg)
+	case err != nil:
+		rs.l.log.Warn().Err(err).Str("room", f.Room).Msg("cannot read the message an edit or recall changes")
+		return fail(protocol.CodeUnavailable, "service temporarily unavailable; retry shortly")
+	}
+	st, err := rs.l.d.Journal.Append(ctx, m, "", nil)
+	if err != nil {
+		rs.l.log.Warn().Err(err).Str("room", f.Room).Msg("cannot store an edit or recall")
+		return fail(protocol.CodeUnavailable, "service temporarily unavailable; retry shortly")
+	}
+	stored := st.Message
+	rs.fanout(&stored, st.Push)
+	return protocol.PeerFrame{Message: &stored}
+}
+
+// announce stores user's join (joined) or leave of room name as an event
+// of the room's conversation and pushes it to the online users of plan
+// (by node; nil: the room's online members now) as a member push, which
+// carries the event's seq. An event that cannot be stored is owed: the
+// room's next request stores it (settle). Worker of the room only.
+func (rs *roomService) announce(ctx context.Context, name, user string, joined bool, plan map[string][]string) {
+	l := rs.l
+	kind := protocol.KindLeave
+	if joined {
+		kind = protocol.KindJoin
+	}
+	m := protocol.Message{ID: l.d.NewID(), Conv: protocol.RoomConv(name), From: user, Room: name, Kind: kind, TS: time.Now().UnixMilli()}
+	st, err := l.d.Journal.Append(ctx, m, "", nil)
+	if err != nil {
+		l.log.Warn().Err(err).Str("room", name).Str("user", user).Str("kind", kind).Msg("cannot store a room's member event; the room's next request stores it")
+		rs.owe(name, user, joined)
+		return
+	}
+	if plan == nil {
+		plan = rs.reg.Plan(name)
+	}
+	e := st.Message
+	push, err := protocol.EncodePush(protocol.PushMember, protocol.MemberPush{Room: name, Username: user, Joined: joined, ID: e.ID, Conv: e.Conv, Seq: e.Seq, TS: e.TS})
+	if err != nil {
+		return
+	}
+	for node, users := range plan {
+		l.pushMessage(node, users, e.Conv, e.Seq, push, false)
+	}
+}
+
+// owe records that the join or leave of user in room name has no event
+// yet. A later change of the same user replaces it.
+func (rs *roomService) owe(name, user string, joined bool) {
+	rs.owedMu.Lock()
+	defer rs.owedMu.Unlock()
+	if rs.owed == nil {
+		rs.owed = map[string]map[string]bool{}
+	}
+	if rs.owedN.Load() >= maxOwed {
+		rs.l.log.Error().Str("room", name).Str("user", user).Msg("too many member events owed; this one is lost")
+		return
+	}
+	users := rs.owed[name]
+	if users == nil {
+		users = map[string]bool{}
+		rs.owed[name] = users
+	}
+	if _, ok := users[user]; !ok {
+		rs.owedN.Add(1)
+	}
+	users[user] = joined
+}
+
+// settle stores the member events owed in room name. Worker of the room
+// only.
+func (rs *roomService) settle(ctx context.Context, name string) {
+	if rs.owedN.Load() == 0 {
+		return
+	}
+	rs.owedMu.Lock()
+	users := rs.owed[name]
+	delete(rs.owed, name)
+	rs.owedN.Add(-int64(len(users)))
+	rs.owedMu.Unlock()
+	for user, joined := range users {
+		rs.announce(ctx, name, user, joined, nil)
+	}
 }
 
 // fanout hands m, whose push was encoded once where it was stored, to

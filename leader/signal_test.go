@@ -13,7 +13,7 @@ import (
 // a busy link drops it rather than queue it.
 func TestSignalFansOutToOtherMembers(t *testing.T) {
 	l, link := forwardingLeader("alice", "bob", "carol")
-	l.rooms.reg.Set("lobby", []string{"alice", "bob", "carol", "dave"}) // dave is offline
+	l.rooms.reg.Set("lobby", "alice", []string{"alice", "bob", "carol", "dave"}) // dave is offline
 	push := []byte(`{"action":"typing","data":{"conv":"room:lobby","from":"alice"}}`)
 	l.Handle("n2", protocol.PeerFrame{Type: protocol.PeerSignal, From: "n2", Room: "lobby", User: "alice", Push: push})
 	if len(link.send) != 1 {

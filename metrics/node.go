@@ -49,6 +49,7 @@ type Node struct {
 	MessagesInRoom prometheus.Counter // room messages stored for this node's clients
 
 	PushMessage  prometheus.Counter // message pushes queued to local clients
+	PushMember   prometheus.Counter // member pushes (a room's join or leave event) queued to local clients
 	PushPresence prometheus.Counter
 	PushKicked   prometheus.Counter
 	PushNode     prometheus.Counter
@@ -128,6 +129,7 @@ func NewNode(reg prometheus.Registerer, src NodeSources) *Node {
 		MessagesInRoom: messagesIn.WithLabelValues("room"),
 
 		PushMessage:  pushes.WithLabelValues("message"),
+		PushMember:   pushes.WithLabelValues("member"),
 		PushPresence: pushes.WithLabelValues("presence"),
 		PushKicked:   pushes.WithLabelValues("kicked"),
 		PushNode:     pushes.WithLabelValues("node"),

@@ -12,6 +12,7 @@ import (
 
 	"chatcluster/accounts"
 	"chatcluster/cluster"
+	"chatcluster/handler"
 	"chatcluster/internal/redisconn"
 	"chatcluster/protocol"
 )
@@ -102,6 +103,16 @@ type Config struct {
 	LoginPolicy string
 	MaxDevices  int // devices per user under PolicyMulti, 1 to MaxDevicesLimit
 
+	// EditWindow is how long after sending it its author may edit a
+	// message, RecallWindow how long the author may recall it. Operators
+	// (users, by their own names) may recall any message of a
+	// conversation they can read, at any time, as a room's owner may in
+	// the room. For rooms the leader's settings count: set them alike on
+	// every node.
+	EditWindow   time.Duration
+	RecallWindow time.Duration
+	Operators    []string
+
 	Logger zerolog.Logger
 
 	// Set by Validate: Advertise and PeerAdvertise were derived from the
@@ -141,6 +152,8 @@ func DefaultConfig() Config {
 		SupportGrace:      60 * time.Second,
 		LoginPolicy:       PolicySingle,
 		MaxDevices:        5,
+		EditWindow:        handler.DefaultEditWindow,
+		RecallWindow:      handler.DefaultRecallWindow,
 		LoginThrottle:     accounts.DefaultThrottle(),
 		Logger:            zerolog.Nop(),
 	}
@@ -206,6 +219,14 @@ func (c *Config) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("--login-policy %q must be %q or %q", c.LoginPolicy, PolicySingle, PolicyMulti))
 	}
+	if c.EditWindow <= 0 || c.RecallWindow <= 0 {
+		errs = append(errs, errors.New("--edit-window and --recall-window must be positive"))
+	}
+	for _, op := range c.Operators {
+		if !protocol.ValidName(op) {
+			errs = append(errs, fmt.Errorf("--operators: %q is not a user name", op))
+		}
+	}
 	if c.HotWordsReset < 0 {
 		errs = append(errs, errors.New("--hot-words-reset must not be negative"))
 	}
@@ -219,4 +240,13 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("--slow-client-timeout must be positive"))
 	}
 	return errors.Join(errs...)
+}
+
+// eventPolicy is who may edit and recall which message, as configured.
+func (c *Config) eventPolicy() handler.EventPolicy {
+	ops := make(map[string]bool, len(c.Operators))
+	for _, op := range c.Operators {
+		ops[op] = true
+	}
+	return handler.EventPolicy{EditWindow: c.EditWindow, RecallWindow: c.RecallWindow, Operators: ops}
 }

@@ -3,6 +3,7 @@ package node
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"chatcluster/internal/redisconn"
 )
@@ -87,5 +88,37 @@ func TestConfigLoginPolicy(t *testing.T) {
 	}
 	if cfg := DefaultConfig(); cfg.LoginPolicy != PolicySingle || cfg.MaxDevices != 5 {
 		t.Errorf("default policy %q with %d devices, want single (and 5 devices for multi)", cfg.LoginPolicy, cfg.MaxDevices)
+	}
+}
+
+// The edit and recall windows are positive, operators are user names, and
+// the handler gets them as its policy.
+func TestConfigEvents(t *testing.T) {
+	base := func() Config {
+		cfg := DefaultConfig()
+		cfg.ID, cfg.Listen, cfg.PeerListen = "n1", "127.0.0.1:9001", "127.0.0.1:9101"
+		cfg.ZK, cfg.Redis, cfg.Mongo = []string{"127.0.0.1:2181"}, redisconn.Config{Addr: "127.0.0.1:6379"}, "mongodb://127.0.0.1:27017/"
+		cfg.Secret = []byte("0123456789abcdef")
+		return cfg
+	}
+	cfg := base()
+	cfg.Operators = []string{"alice", "bob"}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	p := cfg.eventPolicy()
+	if p.EditWindow != 24*time.Hour || p.RecallWindow != 2*time.Minute || !p.Operators["alice"] || !p.Operators["bob"] || p.Operators["carol"] {
+		t.Fatalf("policy %+v", p)
+	}
+	for name, change := range map[string]func(*Config){
+		"no edit window":  func(c *Config) { c.EditWindow = 0 },
+		"negative recall": func(c *Config) { c.RecallWindow = -time.Second },
+		"bad operator":    func(c *Config) { c.Operators = []string{"a:b"} },
+	} {
+		cfg := base()
+		change(&cfg)
+		if err := cfg.Validate(); err == nil {
+			t.Errorf("%s: valid", name)
+		}
 	}
 }

@@ -110,6 +110,17 @@ func (rs roomsSvc) Post(ctx context.Context, m protocol.Message, clientMsgID str
 	return *rep.Message, rep.Dup, nil
 }
 
+func (rs roomsSvc) Change(ctx context.Context, m protocol.Message) (protocol.Message, error) {
+	rep, err := rs.ask(ctx, protocol.PeerFrame{Op: protocol.RoomChange, User: m.From, Room: m.Room, Message: &m})
+	if err != nil {
+		return protocol.Message{}, err
+	}
+	if rep.Message == nil {
+		return protocol.Message{}, fmt.Errorf("%w: leader answered a change without the event", handler.ErrUnavailable)
+	}
+	return *rep.Message, nil
+}
+
 func nonNilStrings(s []string) []string {
 	if s == nil {
 		return []string{}

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -613,6 +614,10 @@ func (s *Server) deliverPushed(users iter.Seq[string], conv string, seq int64, p
 		}
 	}
 	m := &protocol.Message{Conv: conv, Seq: seq}
+	counter := s.m.PushMessage
+	if bytes.HasPrefix(push, memberPushPrefix) {
+		counter = s.m.PushMember
+	}
 	for u := range users {
 		for _, c := range s.local.Conns(u) {
 			if c.id == except {
@@ -623,11 +628,15 @@ func (s *Server) deliverPushed(users iter.Seq[string], conv string, seq int64, p
 				continue
 			}
 			if c.enqueueMessage(m, push) {
-				s.m.PushMessage.Inc()
+				counter.Inc()
 			}
 		}
 	}
 }
+
+// memberPushPrefix starts a member push: the push of a room's join or
+// leave event, which the leader hands on like a message's.
+var memberPushPrefix = []byte(`{"action":"` + protocol.PushMember + `"`)
 
 // servePeer accepts the leader's link. The leader must prove the cluster
 // secret (peerlink.Acceptor) and be the leader ZooKeeper names now, with an

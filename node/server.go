@@ -253,6 +253,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		Visitors: visitors{s.accounts},
 		Words:    s.words,
 		Filter:   s.mask,
+		Events:   s.cfg.eventPolicy(),
 		Now:      func() int64 { return time.Now().UnixMilli() },
 		NewID:    newID,
 		Reads:    readsSvc{s.reads},

@@ -260,37 +260,100 @@ func (j *journal) Convs(ctx context.Context, user string) ([]string, error) {
 // otherwise. Redis is read first: the history writer deletes a pending
 // entry only after MongoDB has it, so a message missing from the Redis read
 // is in the later MongoDB read.
+//
+// The messages come in their final state (protocol.ApplyEvents) under the
+// edits and recalls of them, wherever those are: in Redis, or in MongoDB,
+// which keeps a copy of each in the block of the message it changes. The
+// same order holds for them: an event missing from the Redis read is in
+// MongoDB when MongoDB is read. What MongoDB is not read for otherwise
+// (an answer from Redis alone, an edit in the answer whose message is not)
+// it is asked for only where an event may have left Redis already: for
+// messages below the seq from which Redis holds every entry
+// (chatlog.UnflushedAfter), since every event comes after its message. On
+// an answer from Redis alone that question is best effort: MongoDB away,
+// the answer is what Redis holds, as before events.
 func (j *journal) Range(ctx context.Context, conv string, after, before int64, limit int, newest bool) ([]protocol.Message, error) {
-	unflushed, err := j.log.Unflushed(ctx, conv)
+	unflushed, whole, err := j.log.UnflushedAfter(ctx, conv)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", handler.ErrUnavailable, err)
 	}
 	inRange := func(m protocol.Message) bool { return m.Seq > after && (before <= 0 || m.Seq < before) }
 	fromRedis := make([]protocol.Message, 0, len(unflushed))
+	var events []protocol.Message
 	for _, m := range unflushed {
 		if inRange(m) {
 			fromRedis = append(fromRedis, m)
 		}
+		if m.Changes() {
+			events = append(events, m)
+		}
 	}
+	var out []protocol.Message
+	durableRead := false
 	if covers(fromRedis, after, before, limit, newest) {
-		return trim(fromRedis, limit, newest), nil
+		out = trim(fromRedis, limit, newest)
+	} else {
+		durable, stored, err := j.store.Page(ctx, conv, after, before, limit, newest)
+		if err != nil {
+			return nil, fmt.Errorf("%w: history store: %v", handler.ErrUnavailable, err)
+		}
+		durableRead = true
+		events = append(events, stored...)
+		seen := make(map[int64]bool, len(durable)+len(fromRedis))
+		all := make([]protocol.Message, 0, len(durable)+len(fromRedis))
+		for _, list := range [][]protocol.Message{durable, fromRedis} {
+			for _, m := range list {
+				if inRange(m) && !seen[m.Seq] {
+					seen[m.Seq] = true
+					all = append(all, m)
+				}
+			}
+		}
+		sort.Slice(all, func(a, b int) bool { return all[a].Seq < all[b].Seq })
+		out = trim(all, limit, newest)
 	}
-	durable, err := j.store.Messages(ctx, conv, after, before, limit, newest)
-	if err != nil {
-		return nil, fmt.Errorf("%w: history store: %v", handler.ErrUnavailable, err)
+	if ask := eventsToAsk(out, whole, durableRead); len(ask) > 0 {
+		stored, err := j.store.Events(ctx, conv, ask)
+		switch {
+		case err == nil:
+			events = append(events, stored...)
+		case durableRead:
+			return nil, fmt.Errorf("%w: history store: %v", handler.ErrUnavailable, err)
+		}
 	}
-	seen := make(map[int64]bool, len(durable)+len(fromRedis))
-	all := make([]protocol.Message, 0, len(durable)+len(fromRedis))
-	for _, list := range [][]protocol.Message{durable, fromRedis} {
-		for _, m := range list {
-			if inRange(m) && !seen[m.Seq] {
-				seen[m.Seq] = true
-				all = append(all, m)
+	protocol.ApplyEvents(out, events)
+	return out, nil
+}
+
+// eventsToAsk returns the seqs of messages whose edits and recalls MongoDB
+// may hold and the reads so far did not bring: messages of msgs at or
+// below whole (from which on Redis holds every entry), unless MongoDB was
+// read for the page (durable: its blocks bring theirs), and the messages
+// that edits in msgs change, when the edit is at or below whole (its
+// message's recall, later, may have moved) and the message is not in msgs.
+func eventsToAsk(msgs []protocol.Message, whole int64, durable bool) []int64 {
+	var ask []int64
+	var inPage map[int64]bool
+	for _, m := range msgs {
+		if m.Seq > whole {
+			break
+		}
+		switch {
+		case m.Kind == "" && !durable:
+			ask = append(ask, m.Seq)
+		case m.Kind == protocol.KindEdit && m.Ref > 0:
+			if inPage == nil {
+				inPage = make(map[int64]bool, len(msgs))
+				for _, p := range msgs {
+					inPage[p.Seq] = true
+				}
+			}
+			if !inPage[m.Ref] {
+				ask = append(ask, m.Ref)
 			}
 		}
 	}
-	sort.Slice(all, func(a, b int) bool { return all[a].Seq < all[b].Seq })
-	return trim(all, limit, newest), nil
+	return ask
 }
 
 // covers reports whether msgs (sorted, all in (after, before)) are the

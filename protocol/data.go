@@ -2,8 +2,13 @@ package protocol
 
 import "strconv"
 
-// Message is one chat message as clients see it. Seq is assigned once per
-// conversation, cluster-wide.
+// Message is one chat message as clients see it, or one event of its
+// conversation (Kind set: an edit or recall of an earlier message, a member
+// joining or leaving a room). Seq is assigned once per conversation,
+// cluster-wide, to messages and events alike.
+//
+// The fields are in the order encoding/json writes them; TS comes last,
+// which MessagePushTS relies on.
 type Message struct {
 	ID   string `json:"id"`
 	Conv string `json:"conv"`
@@ -11,8 +16,20 @@ type Message struct {
 	From string `json:"from"`
 	To   string `json:"to,omitempty"`
 	Room string `json:"room,omitempty"`
-	Text string `json:"text"`
-	TS   int64  `json:"ts"` // unix milliseconds
+	// Kind is "" for a message, else the event's kind (KindEdit,
+	// KindRecall, KindJoin, KindLeave).
+	Kind string `json:"kind,omitempty"`
+	// Ref is, on an edit or recall, the seq of the message it changes.
+	Ref int64 `json:"ref,omitempty"`
+	// Edited is, on a message as read back, the time (unix ms) of its
+	// last edit; Text is then the edited text.
+	Edited int64 `json:"edited,omitempty"`
+	// Recalled is, on a message as read back, true once it was recalled:
+	// its Text is then "". An edit of a recalled message reads back so
+	// too.
+	Recalled bool   `json:"recalled,omitempty"`
+	Text     string `json:"text"`
+	TS       int64  `json:"ts"` // unix milliseconds
 }
 
 // LoginData is the data of a login request: a password or a token.
@@ -192,6 +209,10 @@ type RoomInfo struct {
 	Name    string `json:"name"`
 	Members int    `json:"members"` // how many members it has
 	Joined  bool   `json:"joined"`  // whether the asking user is a member
+	// Owner is the user who created the room (whose join made it), who
+	// may recall any of its messages; "" for a room made before rooms
+	// recorded one.
+	Owner string `json:"owner,omitempty"`
 }
 
 // RoomsReply is the data of a rooms reply, sorted by name.

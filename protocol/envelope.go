@@ -22,6 +22,8 @@ const (
 	ActionRebuild  = "rebuild"
 	ActionTyping   = "typing"
 	ActionRead     = "read"
+	ActionEdit     = "edit"
+	ActionRecall   = "recall"
 )
 
 // Server pushes.
@@ -32,6 +34,7 @@ const (
 	PushNode     = "node"
 	PushTyping   = "typing"
 	PushRead     = "read"
+	PushMember   = "member"
 )
 
 // Request is a client frame: {"action", "id", "data"}.

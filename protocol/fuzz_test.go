@@ -123,6 +123,8 @@ var dataTypes = []func() any{
 	func() any { return new(RoomData) },
 	func() any { return new(PopularData) },
 	func() any { return new(Empty) },
+	func() any { return new(EditData) },
+	func() any { return new(RecallData) },
 }
 
 // checkData decodes data into a new value of one data type and, if that

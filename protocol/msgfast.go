@@ -33,6 +33,21 @@ func AppendMessageTail(b []byte, m *Message) []byte {
 		b = append(b, `,"room":`...)
 		b = appendJSONStringHTML(b, m.Room)
 	}
+	if m.Kind != "" {
+		b = append(b, `,"kind":`...)
+		b = appendJSONStringHTML(b, m.Kind)
+	}
+	if m.Ref != 0 {
+		b = append(b, `,"ref":`...)
+		b = strconv.AppendInt(b, m.Ref, 10)
+	}
+	if m.Edited != 0 {
+		b = append(b, `,"edited":`...)
+		b = strconv.AppendInt(b, m.Edited, 10)
+	}
+	if m.Recalled {
+		b = append(b, `,"recalled":true`...)
+	}
 	b = append(b, `,"text":`...)
 	b = appendJSONStringHTML(b, m.Text)
 	b = append(b, `,"ts":`...)
@@ -57,7 +72,7 @@ const (
 // EncodeMessagePush encodes the message push of m, as
 // EncodePush(PushMessage, m) does.
 func EncodeMessagePush(m *Message) []byte {
-	b := make([]byte, 0, len(MessagePushPrefix)+len(m.Text)+len(m.ID)+len(m.Conv)+len(m.From)+len(m.To)+len(m.Room)+96)
+	b := make([]byte, 0, len(MessagePushPrefix)+len(m.Text)+len(m.ID)+len(m.Conv)+len(m.From)+len(m.To)+len(m.Room)+len(m.Kind)+160)
 	b = append(b, MessagePushPrefix...)
 	b = AppendMessage(b, m)
 	return append(b, MessagePushSuffix...)

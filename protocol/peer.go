@@ -36,6 +36,9 @@ const (
 	RoomLeave = "leave"
 	RoomList  = "list"
 	RoomPost  = "post"
+	// RoomChange stores an edit or recall (Message.Kind) of a message of
+	// the room, answered like a post.
+	RoomChange = "change"
 )
 
 // PeerSession is one logged-in connection in a roster frame.

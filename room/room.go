@@ -16,10 +16,12 @@ import (
 	"chatcluster/protocol"
 )
 
-// Room is a room and its members, as stored. A deleted room has no
-// members; its name cannot be used again.
+// Room is a room and its members, as stored. Owner is the user whose join
+// created it; "" for a room created before rooms recorded one. A deleted
+// room has no members; its name cannot be used again.
 type Room struct {
 	Name    string
+	Owner   string
 	Members []string
 	Deleted bool
 }
@@ -66,6 +68,7 @@ type Registry struct {
 	// deleted holds the names of deleted rooms, which are in none of
 	// the maps above; guarded by mu.
 	deleted map[string]struct{}
+	owners  map[string]string // room -> owner, for rooms that have one; guarded by mu
 }
 
 // New returns an empty Registry of the single login policy.
@@ -76,6 +79,7 @@ func New() *Registry {
 		online:  map[string][]where{},
 		nodes:   map[string][]string{},
 		deleted: map[string]struct{}{},
+		owners:  map[string]string{},
 	}
 }
 
@@ -93,6 +97,7 @@ func (r *Registry) Load(rooms []Room) {
 	r.rooms = make(map[string]map[string]struct{}, len(rooms))
 	r.byUser = map[string]map[string]struct{}{}
 	r.deleted = map[string]struct{}{}
+	r.owners = map[string]string{}
 	for _, rm := range rooms {
 		if rm.Deleted {
 			r.deleted[rm.Name] = struct{}{}
@@ -100,6 +105,9 @@ func (r *Registry) Load(rooms []Room) {
 		}
 		set := make(map[string]struct{}, len(rm.Members))
 		r.rooms[rm.Name] = set
+		if rm.Owner != "" {
+			r.owners[rm.Name] = rm.Owner
+		}
 		for _, u := range rm.Members {
 			r.addLocked(rm.Name, u)
 		}
@@ -175,10 +183,22 @@ func (r *Registry) WithoutMember(room, user string) []string {
 	return out
 }
 
-// Set makes members the members of room, creating it if need be.
-func (r *Registry) Set(room string, members []string) {
+// Owner returns the owner of room, "" when it has none (or does not
+// exist).
+func (r *Registry) Owner(room string) string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.owners[room]
+}
+
+// Set makes members the members of room, creating it if need be with
+// owner as its owner; the owner of a room that exists is kept.
+func (r *Registry) Set(room, owner string, members []string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if _, ok := r.rooms[room]; !ok && owner != "" {
+		r.owners[room] = owner
+	}
 	r.dropLocked(room)
 	delete(r.deleted, room)
 	r.rooms[room] = make(map[string]struct{}, len(members))
@@ -187,7 +207,7 @@ func (r *Registry) Set(room string, members []string) {
 	}
 }
 
-// dropLocked removes room and its members. r.mu held.
+// dropLocked removes room and its members; its owner stays. r.mu held.
 func (r *Registry) dropLocked(room string) {
 	for u := range r.rooms[room] {
 		if ur := r.byUser[u]; ur != nil {
@@ -207,6 +227,7 @@ func (r *Registry) Delete(room string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.dropLocked(room)
+	delete(r.owners, room)
 	r.deleted[room] = struct{}{}
 }
 
@@ -225,7 +246,7 @@ func (r *Registry) List(user string) []protocol.RoomInfo {
 	out := make([]protocol.RoomInfo, 0, len(r.rooms))
 	for name, set := range r.rooms {
 		_, joined := set[user]
-		out = append(out, protocol.RoomInfo{Name: name, Members: len(set), Joined: joined})
+		out = append(out, protocol.RoomInfo{Name: name, Members: len(set), Joined: joined, Owner: r.owners[name]})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
@@ -390,7 +411,7 @@ func (r *Registry) Rooms() []Room {
 	defer r.mu.RUnlock()
 	out := make([]Room, 0, len(r.rooms))
 	for name, set := range r.rooms {
-		out = append(out, Room{Name: name, Members: sortedKeys(set)})
+		out = append(out, Room{Name: name, Owner: r.owners[name], Members: sortedKeys(set)})
 	}
 	return out
 }

@@ -9,7 +9,7 @@ import (
 
 func TestMembership(t *testing.T) {
 	r := New()
-	r.Load([]Room{{Name: "lobby", Members: []string{"bob", "alice"}}, {Name: "empty"}})
+	r.Load([]Room{{Name: "lobby", Owner: "zed", Members: []string{"bob", "alice"}}, {Name: "empty"}})
 	if got, ok := r.Members("lobby"); !ok || !reflect.DeepEqual(got, []string{"alice", "bob"}) {
 		t.Fatalf("Members(lobby) = %v, %v", got, ok)
 	}
@@ -27,22 +27,30 @@ func TestMembership(t *testing.T) {
 	if _, member := r.IsMember("lobby", "carol"); member {
 		t.Fatal("WithMember changed the registry")
 	}
-	r.Set("lobby", with)
+	r.Set("lobby", "carol", with) // a room that exists keeps its owner
 	if _, member := r.IsMember("lobby", "carol"); !member {
 		t.Fatal("Set did not add carol")
 	}
-	r.Set("lobby", r.WithoutMember("lobby", "alice"))
-	r.Set("new", r.WithMember("new", "alice"))
+	r.Set("lobby", "", r.WithoutMember("lobby", "alice"))
+	r.Set("new", "alice", r.WithMember("new", "alice"))
 	want := []protocol.RoomInfo{
 		{Name: "empty", Members: 0},
-		{Name: "lobby", Members: 2, Joined: true},
-		{Name: "new", Members: 1},
+		{Name: "lobby", Members: 2, Joined: true, Owner: "zed"},
+		{Name: "new", Members: 1, Owner: "alice"},
 	}
 	if got := r.List("bob"); !reflect.DeepEqual(got, want) {
 		t.Fatalf("List(bob) = %+v, want %+v", got, want)
 	}
 	if r.Len() != 3 {
 		t.Fatalf("Len = %d", r.Len())
+	}
+	if r.Owner("new") != "alice" || r.Owner("empty") != "" || r.Owner("nope") != "" {
+		t.Fatalf("owners %q %q %q", r.Owner("new"), r.Owner("empty"), r.Owner("nope"))
+	}
+	for _, rm := range r.Rooms() {
+		if rm.Name == "lobby" && rm.Owner != "zed" {
+			t.Fatalf("Rooms gives lobby's owner as %q", rm.Owner)
+		}
 	}
 }
 

@@ -8,7 +8,7 @@
 // Redis keys, all under the hash tag {rooms} (one Redis Cluster slot, so
 // each script touches one):
 //
-//	<p>{rooms}          hash room -> {"members": [...], "epoch": E}
+//	<p>{rooms}          hash room -> {"owner"?: O, "members": [...], "epoch": E, "deleted"?: true}
 //	<p>{rooms}:epoch    the highest leader epoch that claimed the rooms
 //	<p>{rooms}:dirty    set of rooms changed while MongoDB did not answer
 //	<p>{rooms}:whole    set once the hash held every room MongoDB had
@@ -34,7 +34,7 @@ import (
 type Durable interface {
 	ClaimRooms(ctx context.Context, epoch int64) error
 	Rooms(ctx context.Context) ([]room.Room, error)
-	SaveRoom(ctx context.Context, name string, members []string, epoch int64) error
+	SaveRoom(ctx context.Context, r room.Room, epoch int64) error
 	DeleteRoom(ctx context.Context, name string, epoch int64) error
 	Ping(ctx context.Context) error
 }
@@ -74,6 +74,7 @@ func (s *Store) keys() []string {
 
 // copyDoc is one room in the Redis copy.
 type copyDoc struct {
+	Owner   string   `json:"owner,omitempty"`
 	Members []string `json:"members"`
 	Epoch   int64    `json:"epoch"`
 	Deleted bool     `json:"deleted,omitempty"`
@@ -175,7 +176,7 @@ func (s *Store) Rooms(ctx context.Context) ([]room.Room, error) {
 	}
 	out := map[string]copyDoc{}
 	for _, r := range durable {
-		out[r.Name] = copyDoc{Members: r.Members, Deleted: r.Deleted}
+		out[r.Name] = copyDoc{Owner: r.Owner, Members: r.Members, Deleted: r.Deleted}
 	}
 	for name := range dirty {
 		out[name] = copied[name]
@@ -188,7 +189,7 @@ func (s *Store) Rooms(ctx context.Context) ([]room.Room, error) {
 		if members == nil {
 			members = []string{}
 		}
-		b, _ := json.Marshal(copyDoc{Members: members, Epoch: epoch, Deleted: r.Deleted})
+		b, _ := json.Marshal(copyDoc{Owner: r.Owner, Members: members, Epoch: epoch, Deleted: r.Deleted})
 		args = append(args, r.Name, string(b))
 	}
 	if err := mirrorScript.Run(ctx, s.rdb, s.keys(), args...).Err(); err != nil {
@@ -200,7 +201,7 @@ func (s *Store) Rooms(ctx context.Context) ([]room.Room, error) {
 func sorted(m map[string]copyDoc) []room.Room {
 	out := make([]room.Room, 0, len(m))
 	for name, r := range m {
-		out = append(out, room.Room{Name: name, Members: r.Members, Deleted: r.Deleted})
+		out = append(out, room.Room{Name: name, Owner: r.Owner, Members: r.Members, Deleted: r.Deleted})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
@@ -232,12 +233,12 @@ func (s *Store) readCopy(ctx context.Context) (map[string]copyDoc, map[string]bo
 	return rooms, dirty, w.Val() == 1, nil
 }
 
-// SaveRoom stores a room's members for the leader of epoch: in MongoDB,
-// then in the copy. While MongoDB does not answer, in the copy alone,
+// SaveRoom stores a room's owner and members for the leader of epoch: in
+// MongoDB, then in the copy. While MongoDB does not answer, in the copy alone,
 // marked for Flush; the change takes effect all the same. ErrFenced when a
 // newer leader owns the rooms (in either).
-func (s *Store) SaveRoom(ctx context.Context, name string, members []string, epoch int64) error {
-	return s.write(ctx, name, copyDoc{Members: members, Epoch: epoch})
+func (s *Store) SaveRoom(ctx context.Context, r room.Room, epoch int64) error {
+	return s.write(ctx, r.Name, copyDoc{Owner: r.Owner, Members: r.Members, Epoch: epoch})
 }
 
 // DeleteRoom stores that room was deleted, for the leader of epoch, as
@@ -252,7 +253,7 @@ func (s *Store) durable(ctx context.Context, name string, r copyDoc) error {
 	if r.Deleted {
 		return s.db.DeleteRoom(ctx, name, r.Epoch)
 	}
-	return s.db.SaveRoom(ctx, name, r.Members, r.Epoch)
+	return s.db.SaveRoom(ctx, room.Room{Name: name, Owner: r.Owner, Members: r.Members}, r.Epoch)
 }
 
 func (s *Store) write(ctx context.Context, name string, r copyDoc) error {
@@ -305,7 +306,8 @@ func (s *Store) Flush(ctx context.Context, epoch int64) (int, error) {
 	}
 	n := 0
 	for name := range dirty {
-		r := copyDoc{Members: copied[name].Members, Epoch: epoch, Deleted: copied[name].Deleted}
+		c := copied[name]
+		r := copyDoc{Owner: c.Owner, Members: c.Members, Epoch: epoch, Deleted: c.Deleted}
 		if err := s.durable(mctx, name, r); err != nil {
 			return n, err
 		}

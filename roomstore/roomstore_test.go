@@ -21,6 +21,7 @@ type fakeDB struct {
 	down    bool
 	epoch   int64
 	rooms   map[string][]string
+	owner   map[string]string
 	deleted map[string]bool
 }
 
@@ -44,9 +45,27 @@ func (f *fakeDB) Rooms(context.Context) ([]room.Room, error) {
 	}
 	var out []room.Room
 	for n, m := range f.rooms {
-		out = append(out, room.Room{Name: n, Members: m, Deleted: f.deleted[n]})
+		out = append(out, room.Room{Name: n, Owner: f.owner[n], Members: m, Deleted: f.deleted[n]})
 	}
 	return out, nil
+}
+
+func (f *fakeDB) SaveRoom(_ context.Context, r room.Room, epoch int64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case f.down:
+		return errDown
+	case epoch < f.epoch:
+		return history.ErrFenced
+	}
+	f.rooms[r.Name] = r.Members
+	if f.owner == nil {
+		f.owner = map[string]string{}
+	}
+	f.owner[r.Name] = r.Owner
+	delete(f.deleted, r.Name)
+	return nil
 }
 
 func (f *fakeDB) DeleteRoom(_ context.Context, name string, epoch int64) error {
@@ -62,20 +81,6 @@ func (f *fakeDB) DeleteRoom(_ context.Context, name string, epoch int64) error {
 		f.deleted = map[string]bool{}
 	}
 	f.rooms[name], f.deleted[name] = nil, true
-	return nil
-}
-
-func (f *fakeDB) SaveRoom(_ context.Context, name string, members []string, epoch int64) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	switch {
-	case f.down:
-		return errDown
-	case epoch < f.epoch:
-		return history.ErrFenced
-	}
-	f.rooms[name] = members
-	delete(f.deleted, name)
 	return nil
 }
 
@@ -121,10 +126,10 @@ func TestMembershipWhileMongoDBIsAway(t *testing.T) {
 
 	// MongoDB goes away: changes take effect from the copy.
 	db.set(true)
-	if err := s.SaveRoom(ctx, "a", []string{"x", "y"}, 5); err != nil {
+	if err := s.SaveRoom(ctx, room.Room{Name: "a", Members: []string{"x", "y"}}, 5); err != nil {
 		t.Fatalf("save while MongoDB is away: %v", err)
 	}
-	if err := s.SaveRoom(ctx, "b", []string{"z"}, 5); err != nil {
+	if err := s.SaveRoom(ctx, room.Room{Name: "b", Owner: "z", Members: []string{"z"}}, 5); err != nil {
 		t.Fatal(err)
 	}
 	// A new leader loads the copy.
@@ -135,8 +140,13 @@ func TestMembershipWhileMongoDBIsAway(t *testing.T) {
 	if err != nil || !slices.Equal(find(rooms, "a"), []string{"x", "y"}) || !slices.Equal(find(rooms, "b"), []string{"z"}) {
 		t.Fatalf("rooms from the copy = %v, %v", rooms, err)
 	}
+	for _, r := range rooms {
+		if r.Name == "b" && r.Owner != "z" {
+			t.Fatalf("the copy lost b's owner: %+v", r)
+		}
+	}
 	// The deposed leader is fenced in the copy too.
-	if err := s.SaveRoom(ctx, "a", nil, 5); !errors.Is(err, history.ErrFenced) {
+	if err := s.SaveRoom(ctx, room.Room{Name: "a"}, 5); !errors.Is(err, history.ErrFenced) {
 		t.Fatalf("save of an older epoch: %v, want ErrFenced", err)
 	}
 	if n, err := s.Flush(ctx, 6); err == nil || n != 0 {
@@ -153,8 +163,8 @@ func TestMembershipWhileMongoDBIsAway(t *testing.T) {
 	if n, err := s.Flush(ctx, 6); err != nil || n != 2 {
 		t.Fatalf("flush = %d, %v; want 2", n, err)
 	}
-	if !slices.Equal(db.rooms["a"], []string{"x", "y"}) || !slices.Equal(db.rooms["b"], []string{"z"}) {
-		t.Fatalf("MongoDB holds %v", db.rooms)
+	if !slices.Equal(db.rooms["a"], []string{"x", "y"}) || !slices.Equal(db.rooms["b"], []string{"z"}) || db.owner["b"] != "z" {
+		t.Fatalf("MongoDB holds %v, owners %v", db.rooms, db.owner)
 	}
 	if n, err := s.Flush(ctx, 6); err != nil || n != 0 {
 		t.Fatalf("second flush = %d, %v", n, err)

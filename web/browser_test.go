@@ -124,8 +124,9 @@ func TestBrowserChat(t *testing.T) {
 	// the top loads the rest, in order.
 	bob.do(chromedp.SendKeys(chromedp.CSS("#room-input"), "archive\n"))
 	bob.waitTitle("#archive")
+	// The page is of 50 entries: 49 messages and bob's join.
 	bob.wait("the newest page of the archive and a way to load more",
-		`document.querySelectorAll('#messages li.msg').length === 50 && !document.querySelector('#older').hidden`)
+		`document.querySelectorAll('#messages li[data-seq]').length === 50 && document.querySelectorAll('#messages li.msg').length === 49 && !document.querySelector('#older').hidden`)
 	bob.do(chromedp.Evaluate[chromedp.Void](`document.querySelector('#scroller').scrollTop = 0`))
 	want := make([]string, archived)
 	for i := range want {

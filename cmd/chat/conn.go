@@ -250,7 +250,7 @@ func (c *client) catchUp(ctx context.Context, conn *chatclient.Conn, node string
 		}
 		c.offs.know(conv)
 		for _, m := range sc.Messages {
-			if c.offs.accept(m) {
+			if c.offs.accept(m) && m.Kind == "" {
 				missed = append(missed, m)
 			}
 		}
@@ -340,8 +340,8 @@ func (c *client) deliver(ctx context.Context, conn *chatclient.Conn, m protocol.
 		return
 	}
 	if !known || m.Seq == held+1 || conn == nil {
-		if c.offs.accept(m) {
-			c.out.line("%s", formatMessage(c.cfg.User, m))
+		if line := formatMessage(c.cfg.User, m); c.offs.accept(m) && line != "" {
+			c.out.line("%s", line)
 		}
 		return
 	}
@@ -359,8 +359,8 @@ func (c *client) deliver(ctx context.Context, conn *chatclient.Conn, m protocol.
 	slices.SortFunc(msgs, bySeq)
 	var lines []string
 	for _, x := range msgs {
-		if c.offs.accept(x) {
-			lines = append(lines, formatMessage(c.cfg.User, x))
+		if line := formatMessage(c.cfg.User, x); c.offs.accept(x) && line != "" {
+			lines = append(lines, line)
 		}
 	}
 	c.out.block(lines)
@@ -446,6 +446,15 @@ func (c *client) readPushes(ctx context.Context, conn *chatclient.Conn, goingAwa
 				continue
 			}
 			c.deliver(ctx, conn, m)
+		case protocol.PushMember:
+			// A member joined or left a room: an event of the room's
+			// conversation, held (its seq) but not shown.
+			var mp protocol.MemberPush
+			if err := json.Unmarshal(p.Data, &mp); err != nil || mp.Conv == "" {
+				c.diag.line("chat: malformed member push %s", p.Data)
+				continue
+			}
+			c.deliver(ctx, conn, mp.Event())
 		case protocol.PushPresence:
 			var pp protocol.PresencePush
 			if err := json.Unmarshal(p.Data, &pp); err != nil || pp.Username == "" {

@@ -113,8 +113,8 @@ func (c *client) join(ctx context.Context, st *cmdState, room string) error {
 		if m.Conv == "" {
 			m.Conv = conv
 		}
-		if c.offs.acceptRecent(m) {
-			lines = append(lines, formatMessage(c.cfg.User, m))
+		if line := formatMessage(c.cfg.User, m); c.offs.acceptRecent(m) && line != "" {
+			lines = append(lines, line)
 		}
 	}
 	c.offs.know(conv)
@@ -282,8 +282,8 @@ func (c *client) fetchUpTo(ctx context.Context, conn *chatclient.Conn, conv stri
 	}
 	var lines []string
 	for _, m := range got[conv].Messages {
-		if c.offs.accept(m) {
-			lines = append(lines, formatMessage(c.cfg.User, m))
+		if line := formatMessage(c.cfg.User, m); c.offs.accept(m) && line != "" {
+			lines = append(lines, line)
 		}
 	}
 	c.out.block(lines)

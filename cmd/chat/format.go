@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -184,8 +185,13 @@ func needsEscape(r rune) bool {
 }
 
 // formatMessage is the line of a message as user me sees it:
-// "[room] from: text", "[dm] from: text" or "[dm -> to] text".
+// "[room] from: text", "[dm] from: text" or "[dm -> to] text". An event
+// (an edit, a recall, a member joining or leaving a room) has no line of
+// its own: "". The terminal shows messages as they were sent.
 func formatMessage(me string, m protocol.Message) string {
+	if m.Kind != "" {
+		return ""
+	}
 	if room, ok := strings.CutPrefix(m.Conv, protocol.RoomPrefix); ok {
 		if m.Room != "" {
 			room = m.Room
@@ -314,6 +320,7 @@ func formatPresence(p protocol.PresencePush) string {
 // formatHistory is the header and the indented messages of /history of
 // target ("lobby" or "@bob").
 func formatHistory(me, target string, msgs []protocol.Message) []string {
+	msgs = slices.DeleteFunc(slices.Clone(msgs), func(m protocol.Message) bool { return m.Kind != "" })
 	if len(msgs) == 0 {
 		return []string{fmt.Sprintf("history %s: no messages", clean(target))}
 	}

@@ -59,7 +59,8 @@ func (o *offsets) forget(conv string) {
 }
 
 // accept records m and reports whether it is new: above the offset of its
-// conversation (any m is new in an unknown conversation).
+// conversation (any m is new in an unknown conversation). An event is
+// held, never printed: it does not count as shown.
 func (o *offsets) accept(m protocol.Message) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -67,7 +68,9 @@ func (o *offsets) accept(m protocol.Message) bool {
 		return false
 	}
 	o.held[m.Conv] = m.Seq
-	o.shown[m.Conv] = max(o.shown[m.Conv], m.Seq)
+	if m.Kind == "" {
+		o.shown[m.Conv] = max(o.shown[m.Conv], m.Seq)
+	}
 	o.notifyLocked()
 	return true
 }
@@ -81,7 +84,9 @@ func (o *offsets) acceptRecent(m protocol.Message) bool {
 	if m.Seq <= o.shown[m.Conv] {
 		return false
 	}
-	o.shown[m.Conv] = m.Seq
+	if m.Kind == "" {
+		o.shown[m.Conv] = m.Seq
+	}
 	if held, ok := o.held[m.Conv]; !ok || m.Seq > held {
 		o.held[m.Conv] = m.Seq
 		o.notifyLocked()

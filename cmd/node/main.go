@@ -72,6 +72,9 @@ func run(args []string) error {
 	grace := fs.Duration("support-grace", "CHAT_SUPPORT_GRACE", cfg.SupportGrace, "how long an agent holding support conversations may be offline before they go back to the queue")
 	policy := fs.String("login-policy", "CHAT_LOGIN_POLICY", cfg.LoginPolicy, "how many connections a user may hold at once: single (a new login kicks the older connection) or multi (one per device, up to --max-devices, the oldest kicked beyond); every node of a cluster must run the same")
 	maxDevices := fs.Int("max-devices", "CHAT_MAX_DEVICES", cfg.MaxDevices, fmt.Sprintf("devices one user may be logged in on at once with --login-policy multi, 1 to %d", node.MaxDevicesLimit))
+	editWindow := fs.Duration("edit-window", "CHAT_EDIT_WINDOW", cfg.EditWindow, "how long after sending it its author may edit a message (set it alike on every node: the leader's counts for rooms)")
+	recallWindow := fs.Duration("recall-window", "CHAT_RECALL_WINDOW", cfg.RecallWindow, "how long after sending it its author may recall a message; operators and room owners may recall at any time")
+	operators := fs.String("operators", "CHAT_OPERATORS", "", "users, comma-separated, who may recall any message of a conversation they can read, at any time (empty: none)")
 	throttle := accounts.ThrottleFlags(fs, cfg.LoginThrottle)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -117,6 +120,12 @@ func run(args []string) error {
 	cfg.WordFilterFile, cfg.HotWordsReset, cfg.SupportGrace = *filter, *hotReset, *grace
 	cfg.BcryptCost, cfg.LoginThrottle = *cost, throttle()
 	cfg.LoginPolicy, cfg.MaxDevices = *policy, *maxDevices
+	cfg.EditWindow, cfg.RecallWindow = *editWindow, *recallWindow
+	for _, op := range strings.Split(*operators, ",") {
+		if op = strings.TrimSpace(op); op != "" {
+			cfg.Operators = append(cfg.Operators, op)
+		}
+	}
 	if cfg.HotWordsDirect, err = strconv.ParseBool(*hotDirect); err != nil {
 		return fmt.Errorf("--hot-words-direct %q must be true or false", *hotDirect)
 	}

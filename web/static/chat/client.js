@@ -254,6 +254,13 @@ export class ChatClient {
         for (const g of gaps) this.syncConv(g);
         break;
       }
+      case 'member':
+        // A member joined or left a room: an event of the room's
+        // conversation, held like a message for its seq.
+        if (typeof data.conv !== 'string') return;
+        this.push(conn, flags, 'message', { id: data.id, conv: data.conv, seq: data.seq, from: data.username, room: data.room,
+          kind: data.joined ? 'join' : 'leave', text: '', ts: data.ts });
+        break;
       case 'presence':
         if (typeof data.username === 'string') this.store.setPresence(data.username, !!data.online);
         break;

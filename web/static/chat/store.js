@@ -271,7 +271,10 @@ export class Store extends EventTarget {
       const r = c.insert(m);
       if (r === 'added') {
         d.added.push(m);
-        if (m.from !== this.me) {
+        if (m.kind) {
+          // An event (an edit, a recall, a member joining or leaving): held
+          // for its seq, neither unread nor a copy of an own message.
+        } else if (m.from !== this.me) {
           if (countUnread && !(this.active === c.id && this.visible)) c.unread++;
         } else if (!older) {
           this.claim(m);

@@ -90,7 +90,7 @@ export class ConvList {
       presenceDot(it.dot, online);
       setText(it.presence, online === undefined ? '' : `, ${presenceWord(online)}`);
     }
-    const last = c.msgs[c.msgs.length - 1];
+    const last = c.msgs.findLast((m) => !m.kind);
     setText(it.preview, last ? `${last.from === this.store.me ? 'You' : last.from}: ${last.text}` : '');
     show(it.badge, c.unread > 0);
     setText(it.badge, c.unread > 99 ? '99+' : String(c.unread));
@@ -232,6 +232,9 @@ export class MessageView {
   }
 
   item(m) {
+    // An event keeps its place in the list, unseen: the page shows
+    // messages as they were sent.
+    if (m.kind) return el('li', { class: 'event', hidden: true, dataset: { id: m.id, seq: m.seq, from: m.from } });
     const own = m.from === this.store.me;
     return el('li', { class: own ? 'msg own' : 'msg', dataset: { id: m.id, seq: m.seq, from: m.from } },
       el('div', { class: 'meta' },
