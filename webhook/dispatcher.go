@@ -36,7 +36,7 @@ type EndpointStats struct {
 	Failed    int64 // attempts that failed (each is retried or dead-lettered)
 	Retried   int64 // attempts after an event's first
 	Dead      int64 // events dead-lettered
-	Dropped   int64 // events the endpoint lost unread: the queue's cap went past them, or they were deleted
+	Dropped   int64 // events the endpoint lost unread: the queue's cap went past them
 }
 
 // endpoint is an Endpoint as the dispatcher runs it. The counters are
@@ -313,10 +313,9 @@ const tidyEvery = time.Second
 
 // janitor trims the queue every tidyEvery while ctx lasts.
 func (d *Dispatcher) janitor(ctx context.Context) {
-	seen := map[string]string{} // endpoint + stream -> the deletion last counted as a loss
 	warned := false
 	for sleep(ctx, tidyEvery) {
-		stale, err := d.tidy(ctx, seen)
+		stale, err := d.tidy(ctx)
 		if err != nil && ctx.Err() == nil {
 			d.log.Debug().Err(err).Msg("trimming the webhook queue failed; trying again")
 		}
@@ -328,12 +327,33 @@ func (d *Dispatcher) janitor(ctx context.Context) {
 	}
 }
 
+// skipScript moves a group that the queue's cap has gone past to just
+// before the stream's first entry, with the read counter that position
+// has, if the group is still where it was seen: the events in between are
+// gone, and Redis's lag of the group is right again. KEYS: the stream.
+// ARGV: group, last id seen, new last id, entries read at it. Returns 1
+// if it moved the group.
+var skipScript = redis.NewScript(`
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local name, last
+  for i = 1, #g, 2 do
+    if g[i] == 'name' then name = g[i + 1] elseif g[i] == 'last-delivered-id' then last = g[i + 1] end
+  end
+  if name == ARGV[1] then
+    if last ~= ARGV[2] then return 0 end
+    redis.call('XGROUP', 'SETID', KEYS[1], ARGV[1], ARGV[3], 'ENTRIESREAD', ARGV[4])
+    return 1
+  end
+end
+return 0`)
+
 // tidy deletes, from each queue stream, the entries every endpoint is done
 // with: below the oldest entry some endpoint has pending or not yet read.
-// It counts, for each endpoint, the times entries it had not read were
-// deleted (the queue's cap), and returns the groups of endpoints it does
-// not know.
-func (d *Dispatcher) tidy(ctx context.Context, seen map[string]string) (stale []string, err error) {
+// An endpoint whose unread events the queue's cap deleted (it is behind
+// the stream's first entry, and Redis counts more entries after it than
+// the stream holds) is moved past them, and the loss is logged and
+// counted. It returns the groups of endpoints it does not know.
+func (d *Dispatcher) tidy(ctx context.Context) (stale []string, err error) {
 	pipe := d.cfg.Redis.Pipeline()
 	infos := make([]*redis.XInfoStreamCmd, len(d.streams))
 	groups := make([]*redis.XInfoGroupsCmd, len(d.streams))
@@ -374,12 +394,19 @@ func (d *Dispatcher) tidy(ctx context.Context, seen map[string]string) (stale []
 				keep = "" // a group to create first: keep everything
 				break
 			}
-			key := ep.Name + " " + st
-			if cmpID(info.MaxDeletedEntryID, g.LastDeliveredID) > 0 && seen[key] != info.MaxDeletedEntryID {
-				seen[key] = info.MaxDeletedEntryID
-				ep.overflow.Add(1)
-				d.log.Warn().Str("endpoint", ep.Name).Str("stream", st).
-					Msg("events this endpoint had not read were dropped: it fell further behind than the queue holds (--webhook-queue-cap)")
+			if info.Length > 0 && g.Lag > info.Length && cmpID(g.LastDeliveredID, info.FirstEntry.ID) < 0 {
+				lost := g.Lag - info.Length
+				moved, err := skipScript.Run(ctx, d.cfg.Redis, []string{st}, ep.group, g.LastDeliveredID,
+					prevID(info.FirstEntry.ID), info.EntriesAdded-info.Length).Int()
+				if err != nil {
+					return stale, err
+				}
+				if moved == 1 {
+					ep.overflow.Add(lost)
+					g.LastDeliveredID = prevID(info.FirstEntry.ID)
+					d.log.Warn().Str("endpoint", ep.Name).Str("stream", st).Int64("events", lost).
+						Msg("events this endpoint had not read were dropped: it fell further behind than the queue holds (--webhook-queue-cap)")
+				}
 			}
 			next := nextID(g.LastDeliveredID)
 			if keep == "" || cmpID(next, keep) < 0 {
@@ -490,6 +517,15 @@ func cmpID(a, b string) int {
 		return 1
 	}
 	return 0
+}
+
+// prevID is the largest id below id (id above 0-0).
+func prevID(id string) string {
+	ms, seq := parseID(id)
+	if seq == 0 {
+		return strconv.FormatUint(ms-1, 10) + "-" + strconv.FormatUint(^uint64(0), 10)
+	}
+	return strconv.FormatUint(ms, 10) + "-" + strconv.FormatUint(seq-1, 10)
 }
 
 // nextID is the smallest id above id.

@@ -33,6 +33,7 @@ type delivery struct {
 	body       []byte
 
 	attempts int       // made so far
+	started  time.Time // when the last attempt began
 	next     time.Time // when to try again; while waiting
 	err      error     // of the last attempt; set by the worker
 	index    int       // in the waiting heap; -1 outside
@@ -73,6 +74,7 @@ type pump struct {
 	since     time.Time
 	failures  int
 	lastError string
+	lastOK    time.Time // when the last attempt that succeeded began
 }
 
 func newPump(d *Dispatcher, ep *endpoint) *pump {
@@ -209,6 +211,7 @@ func (p *pump) start() {
 			p.ep.retried.Add(1)
 		}
 		dl.attempts++
+		dl.started = now
 		p.busy++
 		p.work <- dl // never blocks: busy < Concurrency
 	}
@@ -221,11 +224,18 @@ func (p *pump) finish(dl *delivery) {
 		p.ep.delivered.Add(1)
 		dl.outcome = delivered
 		p.done = append(p.done, dl)
+		if dl.started.After(p.lastOK) {
+			p.lastOK = dl.started
+		}
 		p.healthy()
 		return
 	}
 	p.ep.failed.Add(1)
-	p.unhealthy(dl.err)
+	if !dl.started.Before(p.lastOK) {
+		// Not an answer from before the last success (attempts run
+		// side by side): the endpoint's state is this one.
+		p.unhealthy(dl.err)
+	}
 	if dl.attempts >= p.d.cfg.Attempts {
 		dl.outcome = deadLetter
 		p.done = append(p.done, dl)
@@ -279,9 +289,6 @@ func (p *pump) hold(stream string, msgs []redis.XMessage) {
 		ev, body, ok, err := decodeEntry(m.Values)
 		switch {
 		case err != nil:
-			if len(m.Values) == 0 {
-				p.ep.overflow.Add(1)
-			}
 			p.log.Warn().Str("stream", stream).Str("entry", m.ID).Err(err).Msg("dropping a webhook queue entry that is no event")
 			dl.outcome = skipped
 		case !ok || !p.ep.Wants(ev.Type):
