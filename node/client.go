@@ -49,6 +49,10 @@ type client struct {
 
 	tokens  float64 // rate limiter, read loops only
 	lastTok time.Time
+
+	// announced says a user.login event was emitted for this connection,
+	// so its end emits a user.logout (webhooks.go).
+	announced atomic.Bool
 }
 
 // newClient makes the client of a WebSocket that was just opened. It

@@ -14,6 +14,7 @@ import (
 	"chatcluster/cluster"
 	"chatcluster/internal/redisconn"
 	"chatcluster/protocol"
+	"chatcluster/webhook"
 )
 
 // Config is everything a node needs. Zero fields take the defaults of
@@ -94,6 +95,10 @@ type Config struct {
 	// HotWordsDirect counts the words of direct messages too. Off by
 	// default: the ranking is public, and direct messages are private.
 	HotWordsDirect bool
+
+	// Webhooks are the webhook endpoints and the before-message hook
+	// (package webhook); the zero value: none. Give every node the same.
+	Webhooks webhook.Config
 
 	Logger zerolog.Logger
 
@@ -189,6 +194,9 @@ func (c *Config) Validate() error {
 	}
 	if c.SlowClientTimeout <= 0 {
 		errs = append(errs, errors.New("--slow-client-timeout must be positive"))
+	}
+	if err := c.Webhooks.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -31,6 +31,7 @@ import (
 	"chatcluster/protocol"
 	"chatcluster/roomstore"
 	"chatcluster/session"
+	"chatcluster/webhook"
 	"chatcluster/wordfilter"
 )
 
@@ -56,6 +57,12 @@ type Server struct {
 	cluster  *cluster.Cluster
 	writer   *history.Writer
 
+	// Webhooks (webhooks.go): events always; hooks with endpoints; screen
+	// with a before-message hook.
+	events *webhook.Emitter
+	hooks  *webhook.Dispatcher
+	screen *webhook.Hook
+
 	clientLn, peerLn, adminLn net.Listener
 	clientHTTP                *http.Server
 	peerHTTP                  *http.Server
@@ -71,6 +78,7 @@ type Server struct {
 
 	reg *prometheus.Registry // this node's metrics, served on the admin listener
 	m   *metrics.Node
+	wm  *metrics.Webhooks
 
 	// conns holds every open client connection, logged in or not, so Close
 	// can reach them all.
@@ -147,6 +155,7 @@ func New(cfg Config) (*Server, error) {
 	s.waitLog = s.log.Sample(&zerolog.BurstSampler{Burst: 1, Period: time.Second})
 	s.reg = metrics.NewRegistry()
 	s.m = metrics.NewNode(s.reg, s.metricSources())
+	s.wm = metrics.NewWebhooks(s.reg, s.webhookSources())
 	s.parked = leader.NewParking(s.m.RouteParkExpired)
 	return s, nil
 }
@@ -234,6 +243,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	s.dir = directory.New(s.rdb, s.cfg.RedisPrefix)
 	s.rooms = roomstore.New(s.store, s.rdb, s.cfg.RedisPrefix, s.log)
 	s.sessions = session.NewStore(s.rdb, s.cfg.RedisPrefix)
+	if err = s.setupWebhooks(ctx); err != nil {
+		return err
+	}
 	s.handler = handler.New(handler.Deps{
 		Node:     s.cfg.ID,
 		Users:    users{s.accounts},
@@ -245,11 +257,13 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		Visitors: visitors{s.accounts},
 		Words:    s.words,
 		Filter:   s.mask,
+		Screen:   s.screenDep(),
 		Now:      func() int64 { return time.Now().UnixMilli() },
 		NewID:    newID,
 	})
 	s.writer, err = history.NewWriter(history.WriterConfig{
 		Redis: s.rdb, Prefix: s.cfg.RedisPrefix, Store: s.store, Consumer: s.cfg.ID,
+		Forward: webhook.StreamSuffix, ForwardCap: s.forwardCap(), // what it wrote, to the webhook queue
 		Logger: s.log, // the writer names itself (component history-writer)
 	})
 	if err != nil {
@@ -321,6 +335,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 			s.log.Error().Err(err).Msg("history writer stopped")
 		}
 	})
+	s.runWebhooks()
 	s.goAttach(func() { s.serveHTTP(s.clientHTTP, cln, "client") })
 	s.log.Info().Str("ws", s.cfg.Advertise).Str("peer", s.cfg.PeerAdvertise).Str("listen", s.cfg.Listen).Str("peerListen", s.cfg.PeerListen).Str("admin", s.cfg.AdminListen).Msg("node started")
 	close(s.ready)
@@ -390,6 +405,7 @@ func (s *Server) login(ctx context.Context, c *client, user string) (string, err
 	}
 	cancel()
 	c.log().Info().Msg("logged in")
+	s.emitSession(webhook.UserLogin, c, user, c.loggedIn.Load())
 	return c.id, nil
 }
 
@@ -441,6 +457,9 @@ func (s *Server) disconnected(c *client) {
 	if user == "" {
 		return
 	}
+	if c.announced.Load() {
+		s.emitSession(webhook.UserLogout, c, user, time.Now().UnixMilli())
+	}
 	if s.local.Remove(c) {
 		c.log().Info().Msg("logged out")
 		s.routes.toLeader(&protocol.PeerFrame{Type: protocol.PeerOnline, User: user, Conn: c.id})
@@ -481,7 +500,8 @@ func (s *Server) holds(r session.Record) bool {
 // leader stops routing here; tell every client to reconnect elsewhere and
 // give them DrainTimeout to go; close the rest; flush queued peer traffic;
 // close the peer and admin listeners (metrics stay up while the node
-// drains); stop every goroutine; close Redis and MongoDB. It is idempotent
+// drains); stop every goroutine; queue the last logouts for the webhooks;
+// close Redis and MongoDB. It is idempotent
 // and bounded by ctx.
 func (s *Server) Close(ctx context.Context) error {
 	s.closeOnce.Do(func() { s.closeErr = s.doClose(ctx) })
@@ -522,6 +542,7 @@ func (s *Server) doClose(ctx context.Context) error {
 	case <-ctx.Done():
 		err = fmt.Errorf("node: goroutines still running at close deadline: %w", ctx.Err())
 	}
+	s.flushWebhooks()
 	if s.rdb != nil {
 		_ = s.rdb.Close()
 	}

@@ -25,6 +25,7 @@ import (
 	"chatcluster/internal/flagenv"
 	"chatcluster/internal/redisconn"
 	"chatcluster/node"
+	"chatcluster/webhook"
 )
 
 func main() {
@@ -71,6 +72,7 @@ func run(args []string) error {
 	hotReset := fs.Duration("hot-words-reset", "CHAT_HOT_WORDS_RESET", cfg.HotWordsReset, "how often the leader resets the hot-word ranking (0: never)")
 	grace := fs.Duration("support-grace", "CHAT_SUPPORT_GRACE", cfg.SupportGrace, "how long an agent holding support conversations may be offline before they go back to the queue")
 	throttle := accounts.ThrottleFlags(fs, cfg.LoginThrottle)
+	webhooks := webhook.Flags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -114,6 +116,9 @@ func run(args []string) error {
 	cfg.DrainTimeout = *drain
 	cfg.WordFilterFile, cfg.HotWordsReset, cfg.SupportGrace = *filter, *hotReset, *grace
 	cfg.BcryptCost, cfg.LoginThrottle = *cost, throttle()
+	if cfg.Webhooks, err = webhooks(); err != nil {
+		return err
+	}
 	if cfg.HotWordsDirect, err = strconv.ParseBool(*hotDirect); err != nil {
 		return fmt.Errorf("--hot-words-direct %q must be true or false", *hotDirect)
 	}
