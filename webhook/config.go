@@ -168,7 +168,10 @@ func (c *Config) Validate() error {
 
 func (e *Endpoint) validate(timeout time.Duration) error {
 	if err := checkURL(e.URL); err != nil {
-		return fmt.Errorf("webhook endpoint %s: %w", e.label(), err)
+		if e.Name != "" {
+			return fmt.Errorf("webhook endpoint %q: %w", e.Name, err)
+		}
+		return fmt.Errorf("webhook endpoint %w", err)
 	}
 	if e.Name == "" {
 		e.Name = NameOf(e.URL)
@@ -191,13 +194,6 @@ func (e *Endpoint) validate(timeout time.Duration) error {
 		return fmt.Errorf("webhook endpoint %q: the timeout must be positive", e.Name)
 	}
 	return nil
-}
-
-func (e *Endpoint) label() string {
-	if e.Name != "" {
-		return fmt.Sprintf("%q", e.Name)
-	}
-	return fmt.Sprintf("%q", redact(e.URL))
 }
 
 // Wants says whether the endpoint takes events of type typ.
@@ -223,9 +219,15 @@ func checkURL(raw string) error {
 // redact is a URL as logs and errors show it: scheme, host and path, no
 // user, password or query (which may hold credentials).
 func redact(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" {
-		return "(not a URL)"
+	if u, err := url.Parse(raw); err == nil && u.Host != "" {
+		return u.Scheme + "://" + u.Host + u.EscapedPath()
 	}
-	return u.Scheme + "://" + u.Host + u.EscapedPath()
+	s := raw
+	if i := strings.LastIndexByte(s, '@'); i >= 0 {
+		s = "…@" + s[i+1:]
+	}
+	if i := strings.IndexAny(s, "?#"); i >= 0 {
+		s = s[:i]
+	}
+	return s
 }

@@ -150,7 +150,8 @@ func (h *Hook) Check(ctx context.Context, m protocol.Message) (Decision, error) 
 
 func (h *Hook) call(ctx context.Context, m protocol.Message) (Decision, error) {
 	d, _ := json.Marshal(hookData{Message: m})
-	body, err := json.Marshal(Event{ID: NewEventID(), Type: MessageBefore, TS: time.Now().UnixMilli(), Data: d})
+	ev := Event{ID: NewEventID(), Type: MessageBefore, TS: time.Now().UnixMilli(), Data: d}
+	body, err := json.Marshal(ev)
 	if err != nil {
 		return Decision{}, err
 	}
@@ -162,6 +163,7 @@ func (h *Hook) call(ctx context.Context, m protocol.Message) (Decision, error) {
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "chatcluster-webhooks/1")
+	req.Header.Set(HeaderEventID, ev.ID)
 	req.Header.Set(HeaderEventType, MessageBefore)
 	req.Header.Set(HeaderSignature, Sign(h.cfg.Secret, time.Now().Unix(), body))
 	resp, err := h.client.Do(req)
