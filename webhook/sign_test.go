@@ -63,3 +63,20 @@ func TestVerify(t *testing.T) {
 		})
 	}
 }
+
+// The delivery docs/protocol.md shows: its body is what the dispatcher
+// makes of the stored message, and its signature what openssl computes.
+func TestDocumentedDelivery(t *testing.T) {
+	msg := `{"id":"mjuohs2s-c83515199ead7b82","conv":"dm:alice:bob","seq":1,"from":"alice","to":"bob","text":"hello bob","ts":1767225600100}`
+	_, body, ok, err := decodeEntry(map[string]any{fieldMessage: msg})
+	if err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	want := `{"id":"m-mjuohs2s-c83515199ead7b82","type":"message.stored","ts":1767225600100,"data":{"message":` + msg + `}}`
+	if string(body) != want {
+		t.Fatalf("body\n%s\nwant\n%s", body, want)
+	}
+	if sig := Sign([]byte("whsec-test-0123456789"), 1767225601, body); sig != "t=1767225601,v1=6fff1b59036047eb1c678d6384b31bec33c92b33cda83897c9b16a17a2003eba" {
+		t.Fatalf("signature %s", sig)
+	}
+}
