@@ -3,12 +3,15 @@ package webhook
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"chatcluster/internal/keyspace"
 	"chatcluster/internal/testenv"
@@ -18,9 +21,27 @@ import (
 // Every event reaches every endpoint that wants it, signed with that
 // endpoint's secret, once; the queue is trimmed once all are done.
 func TestDispatcherDelivers(t *testing.T) {
-	ns := testenv.Namespace(t)
-	prefix := ns + ":"
-	rdb := redisClient(t, prefix)
+	prefix := testenv.Namespace(t) + ":"
+	testDelivers(t, redisClient(t, prefix), prefix)
+}
+
+// The same on a Redis Cluster: every script and transaction keeps to one
+// slot, and the shards' streams spread over the masters.
+func TestDispatcherDeliversOnRedisCluster(t *testing.T) {
+	rc := testenv.StartRedisCluster(t, false)
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: rc.Seeds()})
+	t.Cleanup(func() { rdb.Close() })
+	testDelivers(t, rdb, testenv.Namespace(t)+":")
+	masters := map[string]bool{}
+	for _, st := range StreamKeys("x:") {
+		masters[fmt.Sprint(rc.KeySlot(t, st)*3/16384)] = true
+	}
+	if len(masters) != 3 {
+		t.Fatalf("the queue's streams are on %d of the 3 masters' slot ranges", len(masters))
+	}
+}
+
+func testDelivers(t *testing.T, rdb redis.UniversalClient, prefix string) {
 	all := newReceiver(t, testSecret)
 	otherSecret := []byte("another-secret-0123456789")
 	logins := newReceiver(t, otherSecret)
