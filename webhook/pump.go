@@ -354,25 +354,29 @@ func (p *pump) read(ctx context.Context) (int, error) {
 }
 
 // claim takes over the entries other consumers (a dispatcher that
-// stopped) have held unacknowledged for ClaimIdle.
+// stopped) have held unacknowledged for ClaimIdle, in one pipeline.
 func (p *pump) claim(ctx context.Context) error {
 	free := p.d.cfg.Held - len(p.held)
 	per := int64(max(1, free/len(p.d.streams)))
-	taken := 0
-	for _, st := range p.d.streams {
-		msgs, _, err := p.d.cfg.Redis.XAutoClaim(ctx, &redis.XAutoClaimArgs{
+	pipe := p.d.cfg.Redis.Pipeline()
+	cmds := make([]*redis.XAutoClaimCmd, len(p.d.streams))
+	for i, st := range p.d.streams {
+		cmds[i] = pipe.XAutoClaim(ctx, &redis.XAutoClaimArgs{
 			Stream: st, Group: p.ep.group, Consumer: p.d.cfg.Consumer,
 			MinIdle: p.d.cfg.ClaimIdle, Start: "0-0", Count: per,
-		}).Result()
+		})
+	}
+	_, _ = pipe.Exec(ctx)
+	before := len(p.held)
+	for i, c := range cmds {
+		msgs, _, err := c.Result()
 		if err != nil {
 			return err
 		}
-		before := len(p.held)
-		p.hold(st, msgs)
-		taken += len(p.held) - before
+		p.hold(p.d.streams[i], msgs)
 	}
 	p.lastClaim = time.Now()
-	if taken > 0 {
+	if taken := len(p.held) - before; taken > 0 {
 		p.log.Info().Int("events", taken).Dur("idle", p.d.cfg.ClaimIdle).Msg("took over webhook events of a dispatcher that stopped")
 	}
 	return nil
