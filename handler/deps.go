@@ -158,3 +158,31 @@ type Filter func(text string) string
 
 // Clock returns the time in unix milliseconds.
 type Clock func() int64
+
+// Screen is the before-message hook: it is asked about every message a
+// client sends, before the message is stored. See Handler.screen for what
+// the handler does with the answer.
+type Screen interface {
+	// Screen returns the verdict on m, the message as it would be stored
+	// (its text through the filter; no seq yet), within the hook's own
+	// deadline. An error means there is no usable verdict: a failure, a
+	// timeout or an answer that is not one.
+	Screen(ctx context.Context, m protocol.Message) (Verdict, error)
+	// FailClosed says whether a message is refused (503) when Screen
+	// fails; otherwise it is stored as sent.
+	FailClosed() bool
+}
+
+// Verdict is what the before-message hook says about a message.
+type Verdict struct {
+	Action string // VerdictAllow, VerdictReject or VerdictRewrite
+	Reason string // reject: said to the sender
+	Text   string // rewrite: the text to store instead
+}
+
+// The actions of a Verdict.
+const (
+	VerdictAllow   = "allow"
+	VerdictReject  = "reject"
+	VerdictRewrite = "rewrite"
+)

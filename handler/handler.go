@@ -27,6 +27,7 @@ type Deps struct {
 	// Events says who may edit and recall which message; its zero value
 	// has the default windows and no operator.
 	Events EventPolicy
+	Screen Screen // the before-message hook; nil: none
 	Now    Clock
 	NewID  func() string // message ids
 
@@ -243,6 +244,9 @@ func (h *Handler) chat(ctx context.Context, c Conn, req protocol.Request) (any, 
 			return nil, err
 		}
 		m.Conv = d.Conv
+		if err := h.screen(ctx, &m); err != nil {
+			return nil, err
+		}
 		if err := h.d.Router.Ready(); err != nil {
 			return nil, err
 		}
@@ -257,6 +261,9 @@ func (h *Handler) chat(ctx context.Context, c Conn, req protocol.Request) (any, 
 		return protocol.ChatReply{ID: stored.ID, Conv: stored.Conv, Seq: stored.Seq, TS: stored.TS}, nil
 	} else if d.Room != "" {
 		m.Conv, m.Room = protocol.RoomConv(d.Room), d.Room
+		if err := h.screen(ctx, &m); err != nil {
+			return nil, err
+		}
 		if err := h.d.Router.Ready(); err != nil {
 			return nil, err
 		}
@@ -269,10 +276,13 @@ func (h *Handler) chat(ctx context.Context, c Conn, req protocol.Request) (any, 
 		if err != nil {
 			return nil, err
 		}
+		m.Conv, m.To = protocol.DMConv(from, to), to
+		if err := h.screen(ctx, &m); err != nil {
+			return nil, err
+		}
 		if err := h.d.Router.Ready(); err != nil {
 			return nil, err
 		}
-		m.Conv, m.To = protocol.DMConv(from, to), to
 		st, err := h.d.Journal.Append(ctx, m, d.ClientMsgID, []string{from, to})
 		if err != nil {
 			return nil, err
@@ -291,6 +301,48 @@ func (h *Handler) chat(ctx context.Context, c Conn, req protocol.Request) (any, 
 		h.d.Words.Count(stored)
 	}
 	return protocol.ChatReply{ID: stored.ID, Conv: stored.Conv, Seq: stored.Seq, TS: stored.TS}, nil
+}
+
+// screen asks the before-message hook, if there is one, about m, which
+// is complete but for its seq: allow stores it as it is, reject refuses it
+// (403, with the hook's reason), rewrite replaces its text, which then
+// goes through the filter and the length check like a client's. Without
+// a usable verdict (the hook failed, did not answer in time, answered
+// something else or a text that fails the check) the message is stored
+// as sent, or, fail-closed, refused with 503.
+func (h *Handler) screen(ctx context.Context, m *protocol.Message) error {
+	if h.d.Screen == nil {
+		return nil
+	}
+	v, err := h.d.Screen.Screen(ctx, *m)
+	if err == nil {
+		switch v.Action {
+		case VerdictAllow:
+			return nil
+		case VerdictReject:
+			if v.Reason == "" {
+				return protocol.Errorf(protocol.CodeForbidden, "message rejected")
+			}
+			return protocol.Errorf(protocol.CodeForbidden, "message rejected: %s", v.Reason)
+		case VerdictRewrite:
+			text := v.Text
+			if h.d.Filter != nil {
+				text = h.d.Filter(text)
+			}
+			if err = checkText(text); err == nil {
+				m.Text = text
+				return nil
+			}
+			err = fmt.Errorf("rewrite to an unusable text: %w", err)
+		default:
+			err = fmt.Errorf("unknown action %q", v.Action)
+		}
+	}
+	if !h.d.Screen.FailClosed() {
+		return nil
+	}
+	return fmt.Errorf("%w (before-message hook: %v)", protocol.Errorf(protocol.CodeUnavailable,
+		"the message could not be checked before it is stored, so it was not stored; retry shortly"), err)
 }
 
 func checkText(text string) error {

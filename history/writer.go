@@ -70,6 +70,8 @@ const (
 	DefaultClaimIdle = 30 * time.Second
 	DefaultLinger    = 200 * time.Millisecond
 	DefaultLease     = 5 * time.Second
+	// DefaultForwardCap is the default bound of each forward stream.
+	DefaultForwardCap = 20000
 )
 
 // Retry delays after a failed MongoDB write or Redis command.
@@ -93,7 +95,16 @@ type WriterConfig struct {
 	ClaimIdle time.Duration // take over other consumers' entries idle this long; default DefaultClaimIdle
 	Linger    time.Duration // pause after a batch that was not full; default DefaultLinger, negative: none
 	Lease     time.Duration // how long the active writer's lease lasts unless renewed; default DefaultLease
-	Logger    zerolog.Logger
+	// Forward, if not empty, names a second stream in each shard,
+	// prefix+tag+Forward, that every message written is appended to (field
+	// StreamField, its JSON as the nodes wrote it) in the same script that
+	// acknowledges it, if that stream exists: a consumer of what is
+	// durable (the webhooks) creates the streams it wants fed. ForwardCap
+	// bounds each one, approximately (XADD MAXLEN ~); default
+	// DefaultForwardCap.
+	Forward    string
+	ForwardCap int64
+	Logger     zerolog.Logger
 }
 
 // Validate checks the required fields and fills in defaults.
@@ -105,8 +116,11 @@ func (c *WriterConfig) Validate() error {
 		return errors.New("history: writer: no Store")
 	case c.Consumer == "":
 		return errors.New("history: writer: no consumer name")
-	case c.Batch < 0 || c.Block < 0 || c.ClaimIdle < 0 || c.Lease < 0:
-		return errors.New("history: writer: negative Batch, Block, ClaimIdle or Lease")
+	case c.Batch < 0 || c.Block < 0 || c.ClaimIdle < 0 || c.Lease < 0 || c.ForwardCap < 0:
+		return errors.New("history: writer: negative Batch, Block, ClaimIdle, Lease or ForwardCap")
+	}
+	if c.ForwardCap == 0 {
+		c.ForwardCap = DefaultForwardCap
 	}
 	if c.Batch == 0 {
 		c.Batch = DefaultBatch
@@ -157,6 +171,10 @@ type WriterStats struct {
 // leaves the entries pending; they are read again (by the same consumer on
 // restart, or by the next active writer through XAUTOCLAIM once idle for
 // ClaimIdle) and written again, which the idempotent write makes harmless.
+// With Forward set, each stream's acknowledgement is one script that
+// first appends the messages written (not those the store refused) to
+// the shard's forward stream, if that exists: what is durable is
+// forwarded at least once, again after a redelivery.
 //
 // When MongoDB fails, the writer keeps the batch, acknowledges nothing,
 // and retries it with backoff (200ms doubling to 5s), logging once when
@@ -168,6 +186,7 @@ type Writer struct {
 	cfg     WriterConfig
 	log     zerolog.Logger
 	streams []string
+	forward map[string]string // history stream -> its forward stream; nil without Forward
 	tags    *keyspace.Tags
 	lease   string
 	running atomic.Bool
@@ -181,13 +200,20 @@ func NewWriter(cfg WriterConfig) (*Writer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Writer{
+	w := &Writer{
 		cfg:     cfg,
 		log:     cfg.Logger.With().Str("component", "history-writer").Str("consumer", cfg.Consumer).Logger(),
 		streams: StreamKeys(cfg.Prefix),
 		tags:    keyspace.NewTags(),
 		lease:   LeaseKey(cfg.Prefix),
-	}, nil
+	}
+	if cfg.Forward != "" {
+		w.forward = make(map[string]string, len(w.streams))
+		for i, tag := range w.tags {
+			w.forward[w.streams[i]] = cfg.Prefix + tag + cfg.Forward
+		}
+	}
+	return w, nil
 }
 
 // Active reports whether the writer held the lease when it last checked.
@@ -467,6 +493,8 @@ func (w *Writer) claim(ctx context.Context) (int, error) {
 func (w *Writer) write(ctx context.Context, entries []entry, db *outage) error {
 	ids := map[string][]string{} // stream -> entry ids
 	items := make([]item, 0, len(entries))
+	from := make([]string, 0, len(entries)) // the stream of each item
+	var conflicted map[string]bool          // ids of messages the store refused
 	for _, e := range entries {
 		ids[e.stream] = append(ids[e.stream], e.ID)
 		it, err := decodeEntry(e.XMessage)
@@ -476,6 +504,7 @@ func (w *Writer) write(ctx context.Context, entries []entry, db *outage) error {
 			continue
 		}
 		items = append(items, it)
+		from = append(from, e.stream)
 	}
 
 	for attempt := 0; len(items) > 0; attempt++ {
@@ -493,6 +522,10 @@ func (w *Writer) write(ctx context.Context, entries []entry, db *outage) error {
 		if errors.As(err, &ce) {
 			w.conflicts.Add(int64(len(ce.IDs)))
 			w.log.Warn().Strs("ids", ce.IDs).Msg("messages conflict with stored ones at the same seq; the stored ones are kept")
+			conflicted = make(map[string]bool, len(ce.IDs))
+			for _, id := range ce.IDs {
+				conflicted[id] = true
+			}
 			err = nil
 		}
 		if err == nil {
@@ -516,6 +549,10 @@ func (w *Writer) write(ctx context.Context, entries []entry, db *outage) error {
 		for conv, seqs := range byConv {
 			p.HDel(ctx, w.cfg.Prefix+w.tags.Of(conv)+"pending:"+conv, seqs...)
 		}
+		if w.forward != nil {
+			w.forwardAck(ctx, p, ids, items, from, conflicted)
+			return nil
+		}
 		for st, ids := range ids {
 			p.XAck(ctx, st, Group, ids...)
 			p.XDel(ctx, st, ids...)
@@ -531,6 +568,48 @@ func (w *Writer) write(ctx context.Context, entries []entry, db *outage) error {
 		w.log.Debug().Int("messages", len(items)).Int("entries", len(entries)).Msg("history batch written")
 	}
 	return nil
+}
+
+// forwardScript appends messages to a forward stream, if it exists, and
+// then acknowledges and deletes their history entries, in one step: an
+// entry is never gone without its message forwarded. KEYS: the history
+// stream, the forward stream. ARGV: group, cap of the forward stream,
+// number of entry ids n, the n ids, then the messages' JSON.
+var forwardScript = redis.NewScript(`
+local n = tonumber(ARGV[3])
+if #ARGV > 3 + n and redis.call('EXISTS', KEYS[2]) == 1 then
+  for i = 4 + n, #ARGV do
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'm', ARGV[i])
+  end
+end
+for i = 4, 3 + n, 500 do
+  local ids = {}
+  for j = i, math.min(i + 499, 3 + n) do ids[#ids + 1] = ARGV[j] end
+  redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))
+  redis.call('XDEL', KEYS[1], unpack(ids))
+end
+return n`)
+
+// forwardAck queues on p, for each stream, the script that forwards the
+// messages read from it (not those the store refused) and acknowledges
+// and deletes its entries. Eval, not EvalSha: a pipeline cannot load a
+// script Redis lacks and send the call again.
+func (w *Writer) forwardAck(ctx context.Context, p redis.Pipeliner, ids map[string][]string, items []item, from []string, conflicted map[string]bool) {
+	msgs := map[string][]any{}
+	for i, it := range items {
+		if !conflicted[it.m.ID] {
+			msgs[from[i]] = append(msgs[from[i]], it.json)
+		}
+	}
+	for st, ids := range ids {
+		args := make([]any, 0, 3+len(ids)+len(msgs[st]))
+		args = append(args, Group, w.cfg.ForwardCap, len(ids))
+		for _, id := range ids {
+			args = append(args, id)
+		}
+		args = append(args, msgs[st]...)
+		forwardScript.Eval(ctx, p, []string{st, w.forward[st]}, args...)
+	}
 }
 
 // leaseScript takes the lease KEYS[1] for ARGV[1] for ARGV[2] ms if it is

@@ -55,6 +55,9 @@ type client struct {
 	lastTok time.Time
 
 	typing handler.TypingLimit // typing requests passed on (TypingLimit)
+	// announced says a user.login event was emitted for this connection,
+	// so its end emits a user.logout (webhooks.go).
+	announced atomic.Bool
 }
 
 // newClient makes the client of a WebSocket that was just opened. It

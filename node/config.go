@@ -15,6 +15,7 @@ import (
 	"chatcluster/handler"
 	"chatcluster/internal/redisconn"
 	"chatcluster/protocol"
+	"chatcluster/webhook"
 )
 
 // Config is everything a node needs. Zero fields take the defaults of
@@ -112,6 +113,10 @@ type Config struct {
 	EditWindow   time.Duration
 	RecallWindow time.Duration
 	Operators    []string
+
+	// Webhooks are the webhook endpoints and the before-message hook
+	// (package webhook); the zero value: none. Give every node the same.
+	Webhooks webhook.Config
 
 	Logger zerolog.Logger
 
@@ -238,6 +243,9 @@ func (c *Config) Validate() error {
 	}
 	if c.SlowClientTimeout <= 0 {
 		errs = append(errs, errors.New("--slow-client-timeout must be positive"))
+	}
+	if err := c.Webhooks.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

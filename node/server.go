@@ -32,6 +32,7 @@ import (
 	"chatcluster/receipt"
 	"chatcluster/roomstore"
 	"chatcluster/session"
+	"chatcluster/webhook"
 	"chatcluster/wordfilter"
 )
 
@@ -59,6 +60,12 @@ type Server struct {
 	cluster  *cluster.Cluster
 	writer   *history.Writer
 
+	// Webhooks (webhooks.go): events always; hooks with endpoints; screen
+	// with a before-message hook.
+	events *webhook.Emitter
+	hooks  *webhook.Dispatcher
+	screen *webhook.Hook
+
 	clientLn, peerLn, adminLn net.Listener
 	clientHTTP                *http.Server
 	peerHTTP                  *http.Server
@@ -74,6 +81,7 @@ type Server struct {
 
 	reg *prometheus.Registry // this node's metrics, served on the admin listener
 	m   *metrics.Node
+	wm  *metrics.Webhooks
 
 	// conns holds every open client connection, logged in or not, so Close
 	// can reach them all.
@@ -150,6 +158,7 @@ func New(cfg Config) (*Server, error) {
 	s.waitLog = s.log.Sample(&zerolog.BurstSampler{Burst: 1, Period: time.Second})
 	s.reg = metrics.NewRegistry()
 	s.m = metrics.NewNode(s.reg, s.metricSources())
+	s.wm = metrics.NewWebhooks(s.reg, s.webhookSources())
 	s.parked = leader.NewParking(s.m.RouteParkExpired)
 	return s, nil
 }
@@ -242,6 +251,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if s.multi() {
 		s.devices = s.sessions.Devices(s.cfg.MaxDevices)
 	}
+	if err = s.setupWebhooks(ctx); err != nil {
+		return err
+	}
 	s.handler = handler.New(handler.Deps{
 		Node:     s.cfg.ID,
 		Users:    users{s.accounts},
@@ -254,6 +266,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		Words:    s.words,
 		Filter:   s.mask,
 		Events:   s.cfg.eventPolicy(),
+		Screen:   s.screenDep(),
 		Now:      func() int64 { return time.Now().UnixMilli() },
 		NewID:    newID,
 		Reads:    readsSvc{s.reads},
@@ -261,6 +274,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	})
 	s.writer, err = history.NewWriter(history.WriterConfig{
 		Redis: s.rdb, Prefix: s.cfg.RedisPrefix, Store: s.store, Consumer: s.cfg.ID,
+		Forward: webhook.StreamSuffix, ForwardCap: s.forwardCap(), // what it wrote, to the webhook queue
 		Logger: s.log, // the writer names itself (component history-writer)
 	})
 	if err != nil {
@@ -334,6 +348,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 			s.log.Error().Err(err).Msg("history writer stopped")
 		}
 	})
+	s.runWebhooks()
 	s.goAttach(func() { s.serveHTTP(s.clientHTTP, cln, "client") })
 	s.log.Info().Str("ws", s.cfg.Advertise).Str("peer", s.cfg.PeerAdvertise).Str("listen", s.cfg.Listen).Str("peerListen", s.cfg.PeerListen).Str("admin", s.cfg.AdminListen).Msg("node started")
 	close(s.ready)
@@ -411,6 +426,7 @@ func (s *Server) login(ctx context.Context, c *client, user, device string) (str
 		ev = ev.Str("device", device)
 	}
 	ev.Msg("logged in")
+	s.emitSession(webhook.UserLogin, c, user, c.loggedIn.Load())
 	return c.id, nil
 }
 
@@ -521,6 +537,9 @@ func (s *Server) disconnected(c *client) {
 	if user == "" {
 		return
 	}
+	if c.announced.Load() {
+		s.emitSession(webhook.UserLogout, c, user, time.Now().UnixMilli())
+	}
 	// Under the multi policy the leader holds every connection it was
 	// told of until it is told it ended, also one replaced here by a
 	// newer login of its device; under the single policy the newer login
@@ -588,7 +607,8 @@ func (s *Server) holds(r session.Record) bool {
 // leader stops routing here; tell every client to reconnect elsewhere and
 // give them DrainTimeout to go; close the rest; flush queued peer traffic;
 // close the peer and admin listeners (metrics stay up while the node
-// drains); stop every goroutine; close Redis and MongoDB. It is idempotent
+// drains); stop every goroutine; queue the last logouts for the webhooks;
+// close Redis and MongoDB. It is idempotent
 // and bounded by ctx.
 func (s *Server) Close(ctx context.Context) error {
 	s.closeOnce.Do(func() { s.closeErr = s.doClose(ctx) })
@@ -629,6 +649,7 @@ func (s *Server) doClose(ctx context.Context) error {
 	case <-ctx.Done():
 		err = fmt.Errorf("node: goroutines still running at close deadline: %w", ctx.Err())
 	}
+	s.flushWebhooks()
 	if s.rdb != nil {
 		_ = s.rdb.Close()
 	}

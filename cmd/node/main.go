@@ -25,6 +25,7 @@ import (
 	"chatcluster/internal/flagenv"
 	"chatcluster/internal/redisconn"
 	"chatcluster/node"
+	"chatcluster/webhook"
 )
 
 func main() {
@@ -76,6 +77,7 @@ func run(args []string) error {
 	recallWindow := fs.Duration("recall-window", "CHAT_RECALL_WINDOW", cfg.RecallWindow, "how long after sending it its author may recall a message; operators and room owners may recall at any time")
 	operators := fs.String("operators", "CHAT_OPERATORS", "", "users, comma-separated, who may recall any message of a conversation they can read, at any time (empty: none)")
 	throttle := accounts.ThrottleFlags(fs, cfg.LoginThrottle)
+	webhooks := webhook.Flags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -125,6 +127,9 @@ func run(args []string) error {
 		if op = strings.TrimSpace(op); op != "" {
 			cfg.Operators = append(cfg.Operators, op)
 		}
+	}
+	if cfg.Webhooks, err = webhooks(); err != nil {
+		return err
 	}
 	if cfg.HotWordsDirect, err = strconv.ParseBool(*hotDirect); err != nil {
 		return fmt.Errorf("--hot-words-direct %q must be true or false", *hotDirect)

@@ -124,3 +124,34 @@ func TestLoginPolicyFlagsRejected(t *testing.T) {
 		t.Errorf("run with $CHAT_MAX_DEVICES=five = %v; want it to name the variable", err)
 	}
 }
+
+// A bad webhook setting stops the node before it starts anything, with an
+// error that names the flag and never shows a secret.
+func TestWebhookFlagsRejected(t *testing.T) {
+	secret := secretFile(t)
+	hookSecret := writeFile(t, "hook.secret", "TOPSECRET-0123456789\n")
+	short := writeFile(t, "short.secret", "TOPSECRET\n")
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"relative URL", []string{"--webhook", "hooks.example.com/x", "--webhook-secret-file", hookSecret}, "must be absolute"},
+		{"no secret", []string{"--webhook", "https://hooks.example.com/x"}, "--webhook-secret-file"},
+		{"short secret", []string{"--webhook", "https://hooks.example.com/x", "--webhook-secret-file", short}, "at least 16 bytes"},
+		{"unknown event", []string{"--webhook", "https://hooks.example.com/x", "--webhook-secret-file", hookSecret, "--webhook-events", "user.login,typing"}, `unknown event "typing"`},
+		{"hook failure mode", []string{"--before-message-hook", "https://mod.example.com/x", "--before-message-hook-secret-file", hookSecret, "--before-message-hook-fail", "maybe"}, "--before-message-hook-fail"},
+		{"missing file", []string{"--webhooks-file", filepath.Join(t.TempDir(), "none.yaml")}, "--webhooks-file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"--id", "n1", "--cluster-secret-file", secret}, tc.args...)
+			err := run(args)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("run(%q) = %v; want it to say %q", args, err, tc.want)
+			}
+			if strings.Contains(err.Error(), "TOPSECRET") {
+				t.Errorf("the error shows the secret: %v", err)
+			}
+		})
+	}
+}

@@ -91,3 +91,22 @@ func Logger(w io.Writer, level string) (zerolog.Logger, error) {
 	zerolog.TimeFieldFormat = time.RFC3339Nano
 	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
 }
+
+// Strings defines a flag that may be given several times, each time one
+// value, backed by env, a comma-separated list that counts only when the
+// flag is not given at all.
+func (s *Set) Strings(name, env, usage string) *[]string {
+	var vals []string
+	if v, ok := os.LookupEnv(env); ok {
+		vals = List(v)
+	}
+	given := false
+	s.FlagSet.Func(name, usage+"; may be given several times ($"+env+", comma-separated)", func(v string) error {
+		if !given {
+			given, vals = true, nil
+		}
+		vals = append(vals, v)
+		return nil
+	})
+	return &vals
+}
