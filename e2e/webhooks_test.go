@@ -305,8 +305,12 @@ func TestWebhooks(t *testing.T) {
 		{webhook.MessageRecalled, func(m protocol.Message) bool {
 			return m.ID == recall.ID && m.Kind == protocol.KindRecall && m.Ref == target.Seq && m.From == "alice"
 		}},
-		{webhook.RoomJoin, func(m protocol.Message) bool { return m.Room == "ops" && m.From == "carol" && m.Kind == protocol.KindJoin }},
-		{webhook.RoomLeave, func(m protocol.Message) bool { return m.Room == "ops" && m.From == "carol" && m.Kind == protocol.KindLeave }},
+		{webhook.RoomJoin, func(m protocol.Message) bool {
+			return m.Room == "ops" && m.From == "carol" && m.Kind == protocol.KindJoin
+		}},
+		{webhook.RoomLeave, func(m protocol.Message) bool {
+			return m.Room == "ops" && m.From == "carol" && m.Kind == protocol.KindLeave
+		}},
 	}
 	for _, w := range want {
 		testenv.WaitFor(t, 30*time.Second, "a "+w.typ+" event", func() bool {
