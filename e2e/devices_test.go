@@ -304,3 +304,97 @@ func TestDevicesBoundAndReconnect(t *testing.T) {
 		t.Fatalf("eli's presence pushes = %+v, want dora offline once", got)
 	}
 }
+
+// Under the multi login policy, on two nodes: what a user does on one
+// device that changes a conversation, or says how far it was read,
+// reaches the user's other devices too: an edit and a recall of a direct
+// message, a read position (with the other user told as well), a room
+// joined; typing reaches the other user's every device but never the
+// typer's own. The device that acted has the reply and no push.
+func TestDevicesSeeEditsReadsAndJoins(t *testing.T) {
+	c := testenv.StartCluster(t, testenv.Options{Nodes: 2, Env: multiEnv})
+	c.WaitLeader(t)
+	testenv.WaitFor(t, 10*time.Second, "leader links to every node", func() bool { return linked(t, c) })
+	register(t, c, "ada", "ben")
+	phone := loginDevice(t, c, "ada", 0, "phone")
+	laptop := loginDevice(t, c, "ada", 1, "laptop")
+	ben := connect(t, c.Node(0).WSURL, "ben")
+	devicesOnline(t, ben, "ada", c.Node(1).ID, c.Node(0).ID)
+
+	sent, err := phone.conn.Chat(ctxT(t, 5*time.Second), "ben", "helo", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitPushed(t, "ada's message", sent.ID, ben, laptop.user)
+
+	edit, err := phone.conn.Edit(ctxT(t, 5*time.Second), sent.Conv, sent.Seq, "hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	recall, err := laptop.conn.Recall(ctxT(t, 5*time.Second), sent.Conv, sent.Seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		what     string
+		seq, ref int64
+		kind     string
+		to       []*user
+		notTo    *user
+	}{
+		{"the edit from the phone", edit.Seq, sent.Seq, protocol.KindEdit, []*user{ben, laptop.user}, phone.user},
+		{"the recall from the laptop", recall.Seq, sent.Seq, protocol.KindRecall, []*user{ben, phone.user}, laptop.user},
+	} {
+		for _, u := range tc.to {
+			testenv.WaitFor(t, 10*time.Second, fmt.Sprintf("%s reaches %s's connection", tc.what, u.name), func() bool {
+				return u.pushedEvent(sent.Conv, tc.seq, tc.kind, tc.ref)
+			})
+		}
+		if tc.notTo.pushedEvent(sent.Conv, tc.seq, tc.kind, tc.ref) {
+			t.Fatalf("%s was pushed to the device that sent it", tc.what)
+		}
+	}
+
+	// Ada reads on the laptop: ben and the phone are told.
+	if got := laptop.read(t, sent.Conv, recall.Seq); got != recall.Seq {
+		t.Fatalf("read position %d, want %d", got, recall.Seq)
+	}
+	want := protocol.ReadPush{Conv: sent.Conv, User: "ada", Seq: recall.Seq}
+	for _, u := range []*user{ben, phone.user} {
+		testenv.WaitFor(t, 10*time.Second, "ada's read reaches "+u.name+"'s connection", func() bool {
+			return slices.Contains(u.readPushes(), want)
+		})
+	}
+	if slices.Contains(laptop.readPushes(), want) {
+		t.Fatal("the read was pushed to the device that sent it")
+	}
+
+	// Ben types: both of ada's devices see it. Ada types on the phone:
+	// ben sees it; her laptop never does.
+	typeUntilSeen(t, ben, sent.Conv, phone.user, laptop.user)
+	typeUntilSeen(t, phone.user, sent.Conv, ben)
+	// Ben's next message is queued behind any typing push the laptop
+	// could have got, on the laptop's node.
+	marker, err := ben.conn.Chat(ctxT(t, 5*time.Second), "ada", "after the typing", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitPushed(t, "ben's message after the typing", marker.ID, laptop.user)
+	for _, tp := range append(laptop.typings(), phone.typings()...) {
+		if tp.From == "ada" {
+			t.Fatalf("ada's own device got her typing: %+v", tp)
+		}
+	}
+
+	// Ada joins a room on the phone: the laptop hears of it too.
+	join(t, phone.user, "den")
+	testenv.WaitFor(t, 10*time.Second, "the laptop gets ada's join of den", func() bool {
+		return slices.ContainsFunc(laptop.members(), func(p protocol.MemberPush) bool {
+			return p.Room == "den" && p.Username == "ada" && p.Joined
+		})
+	})
+	checkOpen(t, phone, laptop)
+	for _, d := range []*device{phone, laptop} {
+		checkOrderOnce(t, "ada's "+d.device, d.received())
+	}
+}
