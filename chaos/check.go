@@ -5,6 +5,8 @@ import (
 	"slices"
 	"sort"
 	"strings"
+
+	"chatcluster/protocol"
 )
 
 // maxProblems bounds the violations listed in a Result (all are counted).
@@ -21,6 +23,10 @@ type Result struct {
 	Lost       int // pairs whose recipient never shows the message
 	Duplicates int // messages shown again by a recipient (same id, or same send under another id)
 	OutOfOrder int // acknowledged messages a recipient passed over, or showed at another seq
+	// FinalDiffers counts (client, message) pairs whose final state (the
+	// text after the edits the client shows, or recalled) is not the one
+	// every event known leads to: acknowledged, or shown by any client.
+	FinalDiffers int
 
 	// Information.
 	Raw          int // messages that reached clients from the server: pushes and sync entries
@@ -29,13 +35,18 @@ type Result struct {
 	Unacked      int // messages shown whose send was never acknowledged (its reply was lost)
 	GaveUp       int // sends never acknowledged
 	SeqConflicts int // acknowledged messages sharing a conv and seq with another acknowledged message
+	FinalChecked int // (client, message) pairs whose final state was compared
+	Edits        int // acknowledged edits
+	Recalls      int // acknowledged recalls
 
 	Problems []string // the first violations, described
 	Unlisted int      // violations not in Problems
 }
 
 // OK reports whether the result has no violation.
-func (r Result) OK() bool { return r.Lost == 0 && r.Duplicates == 0 && r.OutOfOrder == 0 }
+func (r Result) OK() bool {
+	return r.Lost == 0 && r.Duplicates == 0 && r.OutOfOrder == 0 && r.FinalDiffers == 0
+}
 
 func (r *Result) problem(format string, args ...any) {
 	if len(r.Problems) >= maxProblems {
@@ -68,6 +79,12 @@ func Check(rec *Record) Result {
 		}
 		byID[a.Msg.ID] = a
 		byConv[a.Msg.Conv] = append(byConv[a.Msg.Conv], a)
+		switch a.Msg.Kind {
+		case protocol.KindEdit:
+			res.Edits++
+		case protocol.KindRecall:
+			res.Recalls++
+		}
 	}
 	for conv, list := range byConv {
 		sort.SliceStable(list, func(i, j int) bool { return list[i].Msg.Seq < list[j].Msg.Seq })
@@ -91,8 +108,10 @@ func Check(rec *Record) Result {
 		}
 		seen[id][user] = append(seen[id][user], how)
 	}
+	views := map[string]*View{}
 	for _, user := range rec.Users() {
 		v := NewView()
+		views[user] = v
 		passed := map[string]bool{}            // acknowledged ids this user passed over
 		bySend := map[string]map[string]bool{} // send -> ids shown
 		for _, a := range rec.Arrivals(user) {
@@ -163,6 +182,8 @@ func Check(rec *Record) Result {
 		}
 	}
 
+	checkFinal(&res, rec, acks, views)
+
 	for _, user := range rec.Users() {
 		for _, a := range rec.Waiting(user) {
 			note(a.Msg.ID, user, fmt.Sprintf("%s at seq %d, still waiting at the end behind a gap the client could not sync", a.Src, a.Msg.Seq))
@@ -189,6 +210,70 @@ func Check(rec *Record) Result {
 		}
 	}
 	return res
+}
+
+// checkFinal compares every client's final view of every conversation it
+// holds with the one every event known leads to: the messages and events
+// acknowledged or shown by any client, each once (by id), applied in seq
+// order. Two clients that hold the same messages and events therefore
+// show the same; a client that missed an event shows the old state.
+func checkFinal(res *Result, rec *Record, acks []Ack, views map[string]*View) {
+	known := map[string]map[string]protocol.Message{} // conv -> id -> message or event
+	add := func(m protocol.Message) {
+		k := known[m.Conv]
+		if k == nil {
+			k = map[string]protocol.Message{}
+			known[m.Conv] = k
+		}
+		if _, ok := k[m.ID]; !ok || m.Kind == "" && (m.Edited > 0 || m.Recalled) {
+			// Of a message, the state read back last wins the base
+			// (applying the events again reaches the same end).
+			k[m.ID] = m
+		}
+	}
+	for _, a := range acks {
+		add(a.Msg)
+	}
+	for _, user := range rec.Users() {
+		for _, conv := range views[user].Convs() {
+			for _, m := range views[user].Held(conv, 0) {
+				add(m)
+			}
+		}
+	}
+	truth := make(map[string]map[int64]State, len(known))
+	for conv, k := range known {
+		msgs := make([]protocol.Message, 0, len(k))
+		for _, m := range k {
+			msgs = append(msgs, m)
+		}
+		sort.Slice(msgs, func(i, j int) bool {
+			if msgs[i].Seq != msgs[j].Seq {
+				return msgs[i].Seq < msgs[j].Seq
+			}
+			return msgs[i].ID < msgs[j].ID
+		})
+		truth[conv] = applyEvents(msgs)
+	}
+	for _, user := range rec.Users() {
+		v := views[user]
+		for _, conv := range v.Convs() {
+			want := truth[conv]
+			final := v.Final(conv)
+			seqs := make([]int64, 0, len(final))
+			for seq := range final {
+				seqs = append(seqs, seq)
+			}
+			slices.Sort(seqs)
+			for _, seq := range seqs {
+				res.FinalChecked++
+				if got := final[seq]; got != want[seq] {
+					res.FinalDiffers++
+					res.problem("final view: %s shows %s seq %d as %s; the events known lead to %s", user, conv, seq, got, want[seq])
+				}
+			}
+		}
+	}
 }
 
 func sortedKeys(m map[string]bool) []string {

@@ -166,7 +166,13 @@ func Text(clientMsgID string) string { return textPrefix + clientMsgID }
 
 // sendKey identifies the send a message came from: its sender and the
 // clientMsgId its text carries ("" if the text is not the workload's).
+// Only of a message as sent: an edited one carries its edit's text, and
+// an event is no message (an edit sent again after its reply was lost is
+// stored again, which changes no final state).
 func sendKey(m protocol.Message) string {
+	if m.Kind != "" || m.Edited > 0 || m.Recalled {
+		return ""
+	}
 	id, ok := strings.CutPrefix(m.Text, textPrefix)
 	if !ok || id == "" {
 		return ""

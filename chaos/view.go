@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"fmt"
 	"maps"
 	"slices"
 	"sort"
@@ -115,6 +116,59 @@ func (v *View) Held(conv string, limit int) []protocol.Message {
 	sort.Slice(out, func(i, j int) bool { return out[i].Seq < out[j].Seq })
 	if limit > 0 && len(out) > limit {
 		out = out[len(out)-limit:]
+	}
+	return out
+}
+
+// State is what a client shows of one message once every event it holds
+// is applied: the text (edited or not), or that the message was recalled.
+type State struct {
+	Text     string
+	Edited   bool
+	Recalled bool
+}
+
+func (s State) String() string {
+	switch {
+	case s.Recalled:
+		return "recalled"
+	case s.Edited:
+		return fmt.Sprintf("%q (edited)", s.Text)
+	}
+	return fmt.Sprintf("%q", s.Text)
+}
+
+// Final returns the final state of every message of conv the client
+// shows, by seq: the messages as shown, with the edits and recalls it
+// shows applied in seq order. Room membership events change no message.
+func (v *View) Final(conv string) map[int64]State {
+	return applyEvents(v.Held(conv, 0))
+}
+
+// applyEvents folds msgs (sorted by seq: messages and events of one
+// conversation) into the final state of each message. A message read back
+// already edited or recalled (a sync after the event) starts in that
+// state; applying the events again leads to the same end, as they come in
+// seq order and a recall is final.
+func applyEvents(msgs []protocol.Message) map[int64]State {
+	out := make(map[int64]State, len(msgs))
+	for _, m := range msgs {
+		switch m.Kind {
+		case "":
+			s := State{Text: m.Text, Edited: m.Edited > 0, Recalled: m.Recalled}
+			if s.Recalled {
+				s.Text, s.Edited = "", false
+			}
+			out[m.Seq] = s
+		case protocol.KindEdit:
+			if s, ok := out[m.Ref]; ok && !s.Recalled {
+				out[m.Ref] = State{Text: m.Text, Edited: true}
+			}
+		case protocol.KindRecall:
+			if _, ok := out[m.Ref]; ok {
+				out[m.Ref] = State{Recalled: true}
+			}
+		}
 	}
 	return out
 }
