@@ -25,8 +25,13 @@ type Result struct {
 	OutOfOrder int // acknowledged messages a recipient passed over, or showed at another seq
 	// FinalDiffers counts (client, message) pairs whose final state (the
 	// text after the edits the client shows, or recalled) is not the one
-	// every event known leads to: acknowledged, or shown by any client.
+	// every event known leads to (acknowledged, or shown by any client),
+	// or not the server's at a checkpoint, or not recalled where the
+	// server answered a recall sent again with "recalled already".
 	FinalDiffers int
+	// ReadBack counts read positions that went back: a read reply, or a
+	// sync at a checkpoint, below a position acknowledged before.
+	ReadBack int
 
 	// Information.
 	Raw          int // messages that reached clients from the server: pushes and sync entries
@@ -35,17 +40,37 @@ type Result struct {
 	Unacked      int // messages shown whose send was never acknowledged (its reply was lost)
 	GaveUp       int // sends never acknowledged
 	SeqConflicts int // acknowledged messages sharing a conv and seq with another acknowledged message
-	FinalChecked int // (client, message) pairs whose final state was compared
+	FinalChecked int // (client, message) pairs whose final state was compared, at the end and at the checkpoints
 	Edits        int // acknowledged edits
 	Recalls      int // acknowledged recalls
+	// Recalls sent again after a lost reply and answered "recalled
+	// already": the first landed.
+	RecallsLanded int
+	// Edit events beyond the first with the same message and text: an
+	// edit sent again after its reply was lost, stored twice. Not a
+	// violation: the final view is the same (each is an event of its own,
+	// with an id and seq of its own, and an edit has no clientMsgId).
+	EditRepeats int
+
+	Checkpoints        int // checkpoints compared (after faults, and at the end)
+	CheckpointsSkipped int // checkpoints that could not be taken (Skipped says why)
+	CheckpointsRetaken int // checkpoints compared a second time, after the clients settled again
+	ReadsSent          int
+	ReadsAcked         int
+	ReadsRefused       int // refused: nothing stored
+	ReadsChecked       int // read positions compared with the highest acknowledged at checkpoints
+	TypingSent         int
+	TypingFailed       int // not answered, or refused
 
 	Problems []string // the first violations, described
 	Unlisted int      // violations not in Problems
+	// Skipped lists the checkpoints that could not be taken.
+	Skipped []CheckpointResult
 }
 
 // OK reports whether the result has no violation.
 func (r Result) OK() bool {
-	return r.Lost == 0 && r.Duplicates == 0 && r.OutOfOrder == 0 && r.FinalDiffers == 0
+	return r.Lost == 0 && r.Duplicates == 0 && r.OutOfOrder == 0 && r.FinalDiffers == 0 && r.ReadBack == 0
 }
 
 func (r *Result) problem(format string, args ...any) {
@@ -183,6 +208,7 @@ func Check(rec *Record) Result {
 	}
 
 	checkFinal(&res, rec, acks, views)
+	checkSignals(&res, rec)
 
 	for _, user := range rec.Users() {
 		for _, a := range rec.Waiting(user) {
@@ -255,6 +281,22 @@ func checkFinal(res *Result, rec *Record, acks []Ack, views map[string]*View) {
 		})
 		truth[conv] = applyEvents(msgs)
 	}
+	repeats := map[string]map[string]bool{} // conv, ref and text of an edit -> ids
+	for conv, k := range known {
+		for id, m := range k {
+			if m.Kind != protocol.KindEdit || m.Recalled {
+				continue // an edit read back recalled has lost its text
+			}
+			key := fmt.Sprintf("%s\x00%d\x00%s", conv, m.Ref, m.Text)
+			if repeats[key] == nil {
+				repeats[key] = map[string]bool{}
+			}
+			repeats[key][id] = true
+		}
+	}
+	for _, ids := range repeats {
+		res.EditRepeats += len(ids) - 1
+	}
 	for _, user := range rec.Users() {
 		v := views[user]
 		for _, conv := range v.Convs() {
@@ -273,6 +315,55 @@ func checkFinal(res *Result, rec *Record, acks []Ack, views map[string]*View) {
 				}
 			}
 		}
+	}
+
+	// A recall answered "recalled already" when sent again landed the
+	// first time: its message is recalled wherever it is shown.
+	for _, l := range rec.RecallsLanded() {
+		res.RecallsLanded++
+		if st, ok := truth[l.Conv][l.Ref]; ok && !st.Recalled {
+			res.FinalDiffers++
+			res.problem("final view: %s's recall of %s seq %d was answered \"recalled already\", but no recall of it is known; the events known lead to %s",
+				l.User, l.Conv, l.Ref, st)
+			continue
+		}
+		for _, user := range rec.Users() {
+			if st, ok := views[user].Final(l.Conv)[l.Ref]; ok && !st.Recalled {
+				res.FinalDiffers++
+				res.problem("final view: %s shows %s seq %d as %s, though %s's recall of it was answered \"recalled already\"", user, l.Conv, l.Ref, st, l.User)
+			}
+		}
+	}
+}
+
+// checkSignals adds the reads and typing signals of the record, and the
+// checkpoints' comparisons, to res.
+func checkSignals(res *Result, rec *Record) {
+	sig := rec.signals()
+	res.ReadsSent, res.ReadsAcked, res.ReadsRefused = sig.readsSent, sig.readsAcked, sig.readsRefused
+	res.TypingSent, res.TypingFailed = sig.typingSent, sig.typingFailed
+	for _, p := range sig.readBack {
+		res.ReadBack++
+		res.problem("%s", p)
+	}
+	for _, c := range rec.Checkpoints() {
+		if c.Skipped != "" {
+			res.CheckpointsSkipped++
+			res.Skipped = append(res.Skipped, c)
+			continue
+		}
+		res.Checkpoints++
+		if c.Retaken {
+			res.CheckpointsRetaken++
+		}
+		res.FinalChecked += c.Compared
+		res.FinalDiffers += c.Differs
+		res.ReadsChecked += c.ReadsChecked
+		res.ReadBack += c.ReadBack
+		for _, p := range c.Problems {
+			res.problem("checkpoint %s", p)
+		}
+		res.Unlisted += c.Unlisted
 	}
 }
 

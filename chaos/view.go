@@ -155,11 +155,7 @@ func applyEvents(msgs []protocol.Message) map[int64]State {
 	for _, m := range msgs {
 		switch m.Kind {
 		case "":
-			s := State{Text: m.Text, Edited: m.Edited > 0, Recalled: m.Recalled}
-			if s.Recalled {
-				s.Text, s.Edited = "", false
-			}
-			out[m.Seq] = s
+			out[m.Seq] = stateOf(m)
 		case protocol.KindEdit:
 			if s, ok := out[m.Ref]; ok && !s.Recalled {
 				out[m.Ref] = State{Text: m.Text, Edited: true}
@@ -168,6 +164,29 @@ func applyEvents(msgs []protocol.Message) map[int64]State {
 			if _, ok := out[m.Ref]; ok {
 				out[m.Ref] = State{Recalled: true}
 			}
+		}
+	}
+	return out
+}
+
+// stateOf is the state of message m as it came: as sent, or as read back
+// (edited, or recalled).
+func stateOf(m protocol.Message) State {
+	if m.Recalled {
+		return State{Recalled: true}
+	}
+	return State{Text: m.Text, Edited: m.Edited > 0}
+}
+
+// ServerState returns the state of every message among msgs (one
+// conversation read back from the server, by history or sync from seq 0)
+// as the server gives it: a server applies every event of the
+// conversation before it answers, so its events are not applied again.
+func ServerState(msgs []protocol.Message) map[int64]State {
+	out := make(map[int64]State, len(msgs))
+	for _, m := range msgs {
+		if m.Kind == "" {
+			out[m.Seq] = stateOf(m)
 		}
 	}
 	return out
