@@ -3,6 +3,7 @@ package chaos
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -28,6 +29,8 @@ const (
 	recoveryTimeout = 45 * time.Second // for the reconnects (with sync) after a fault
 	wholeTimeout    = 45 * time.Second // for the cluster to be whole again
 	settleTimeout   = 2 * time.Minute  // for the final sync of every client
+	pauseTimeout    = 75 * time.Second // for every client to finish its action in flight (a send gives up after 60 s)
+	checkTimeout    = time.Minute      // for the settle, and for the server's answers, of a checkpoint
 	downAcks        = 50               // a dependency stays down until this many sends were acknowledged...
 	downAtMost      = 5 * time.Second  // ...or this long
 	maxUnrecovered  = 3                // faults in a row without recovery that end the run
@@ -222,6 +225,12 @@ func TestChaos(t *testing.T) {
 				unrecovered, i+1, len(schedule), f)
 			break
 		}
+		// The clients' final views must agree with each other and with
+		// the server's after every fault. The time the checkpoint takes
+		// does not count against the time bound.
+		cpStart := time.Now()
+		h.checkpoint(fmt.Sprintf("after fault %d (%s)", i+1, f), true)
+		injectUntil = injectUntil.Add(time.Since(cpStart))
 		h.steady()
 	}
 
@@ -254,6 +263,7 @@ func TestChaos(t *testing.T) {
 	}
 	wg.Wait()
 	settleCancel()
+	h.checkpoint("at the end", false)
 	for _, cl := range h.clients {
 		cl.Close()
 	}
@@ -284,9 +294,9 @@ func TestChaos(t *testing.T) {
 	report.Elapsed = time.Since(started)
 	fmt.Print(report.Table())
 	if !report.OK() {
-		t.Errorf("chaos run failed: %d lost, %d duplicates shown, %d out of order, %d of %d faults injected, %d not recovered%s",
-			report.Result.Lost, report.Result.Duplicates, report.Result.OutOfOrder, len(report.Faults), report.Scheduled,
-			len(report.Unrecovered()), stoppedNote(report.Stopped))
+		t.Errorf("chaos run failed: %d lost, %d duplicates shown, %d out of order, %d final views differing, %d read positions went back, %d of %d faults injected, %d not recovered%s",
+			report.Result.Lost, report.Result.Duplicates, report.Result.OutOfOrder, report.Result.FinalDiffers, report.Result.ReadBack,
+			len(report.Faults), report.Scheduled, len(report.Unrecovered()), stoppedNote(report.Stopped))
 	}
 }
 
@@ -506,6 +516,116 @@ func (h *harness) holdDown(what string) string {
 func (h *harness) steady() {
 	n := h.rec.AckCount()
 	poll(steadyAtMost, func() bool { return h.rec.AckCount() >= n+steadyAcks })
+}
+
+// checkpoint compares every client's final view of each of its
+// conversations with every other member's and with the server's, and the
+// read positions the server gives with those acknowledged, and records
+// the result. With pause, it first waits until every client finished its
+// action in flight, and lets them go on afterwards; then every client
+// settles at the latest of its conversations. If the views differ, every
+// client settles once more and they are compared again: something stored
+// after the clients settled (a request answered late) is no divergence.
+func (h *harness) checkpoint(name string, pause bool) {
+	start := time.Now()
+	if pause {
+		var paused []*Client
+		var slow []string
+		ctx, cancel := context.WithTimeout(context.Background(), pauseTimeout)
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for _, cl := range h.clients {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ok := cl.PauseSending(ctx)
+				mu.Lock()
+				defer mu.Unlock()
+				if ok {
+					paused = append(paused, cl)
+				} else {
+					slow = append(slow, cl.Name())
+				}
+			}()
+		}
+		wg.Wait()
+		cancel()
+		defer func() {
+			for _, cl := range paused {
+				cl.ResumeSending()
+			}
+		}()
+		if len(slow) > 0 {
+			slices.Sort(slow)
+			h.skipCheckpoint(name, fmt.Sprintf("clients %v did not finish their action in flight within %s", slow, pauseTimeout))
+			return
+		}
+	}
+	var res CheckpointResult
+	for attempt := 1; attempt <= 2; attempt++ {
+		snap, err := h.snapshot(name)
+		if err != nil {
+			h.skipCheckpoint(name, err.Error())
+			return
+		}
+		res = CompareSnapshot(snap)
+		if res.Differs == 0 || attempt == 2 {
+			res.Retaken = attempt == 2
+			break
+		}
+		h.t.Logf("checkpoint %s: %d (client, message) pairs differ; settling again and comparing once more. The first differences: %s",
+			name, res.Differs, strings.Join(res.Problems[:min(len(res.Problems), 5)], "; "))
+	}
+	h.rec.AddCheckpoint(res)
+	h.t.Logf("checkpoint %s: %d (client, message) pairs compared, %d differ; %d read positions compared, %d went back (%s)",
+		name, res.Compared, res.Differs, res.ReadsChecked, res.ReadBack, time.Since(start).Round(time.Millisecond))
+}
+
+func (h *harness) skipCheckpoint(name, why string) {
+	h.t.Logf("checkpoint %s skipped: %s", name, why)
+	h.rec.AddCheckpoint(CheckpointResult{Name: name, Skipped: why})
+}
+
+// snapshot settles every client and takes their final views, the
+// server's answers to each and the read positions acknowledged.
+func (h *harness) snapshot(name string) (Snapshot, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), checkTimeout)
+	defer cancel()
+	errs := make([]error, len(h.clients))
+	var wg sync.WaitGroup
+	for i, cl := range h.clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = cl.Settle(ctx)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return Snapshot{}, err
+	}
+	snap := Snapshot{Name: name, Views: map[string]map[string]map[int64]State{}, Server: map[string]map[string]map[int64]State{},
+		Reads: map[string]map[string]ReadPos{}, AckedReads: h.rec.ReadsAcked()}
+	for _, cl := range h.clients {
+		snap.Views[cl.Name()] = cl.FinalViews()
+	}
+	var mu sync.Mutex
+	for i, cl := range h.clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			states, reads, err := cl.ServerViews(ctx)
+			if err != nil {
+				errs[i] = fmt.Errorf("the server's answer to %s: %w", cl.Name(), err)
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			snap.Server[cl.Name()], snap.Reads[cl.Name()] = states, reads
+		}()
+	}
+	wg.Wait()
+	return snap, errors.Join(errs...)
 }
 
 // watchAll starts the failover watch on every client and returns its

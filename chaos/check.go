@@ -5,6 +5,8 @@ import (
 	"slices"
 	"sort"
 	"strings"
+
+	"chatcluster/protocol"
 )
 
 // maxProblems bounds the violations listed in a Result (all are counted).
@@ -21,6 +23,15 @@ type Result struct {
 	Lost       int // pairs whose recipient never shows the message
 	Duplicates int // messages shown again by a recipient (same id, or same send under another id)
 	OutOfOrder int // acknowledged messages a recipient passed over, or showed at another seq
+	// FinalDiffers counts (client, message) pairs whose final state (the
+	// text after the edits the client shows, or recalled) is not the one
+	// every event known leads to (acknowledged, or shown by any client),
+	// or not the server's at a checkpoint, or not recalled where the
+	// server answered a recall sent again with "recalled already".
+	FinalDiffers int
+	// ReadBack counts read positions that went back: a read reply, or a
+	// sync at a checkpoint, below a position acknowledged before.
+	ReadBack int
 
 	// Information.
 	Raw          int // messages that reached clients from the server: pushes and sync entries
@@ -29,13 +40,38 @@ type Result struct {
 	Unacked      int // messages shown whose send was never acknowledged (its reply was lost)
 	GaveUp       int // sends never acknowledged
 	SeqConflicts int // acknowledged messages sharing a conv and seq with another acknowledged message
+	FinalChecked int // (client, message) pairs whose final state was compared, at the end and at the checkpoints
+	Edits        int // acknowledged edits
+	Recalls      int // acknowledged recalls
+	// Recalls sent again after a lost reply and answered "recalled
+	// already": the first landed.
+	RecallsLanded int
+	// Edit events beyond the first with the same message and text: an
+	// edit sent again after its reply was lost, stored twice. Not a
+	// violation: the final view is the same (each is an event of its own,
+	// with an id and seq of its own, and an edit has no clientMsgId).
+	EditRepeats int
+
+	Checkpoints        int // checkpoints compared (after faults, and at the end)
+	CheckpointsSkipped int // checkpoints that could not be taken (Skipped says why)
+	CheckpointsRetaken int // checkpoints compared a second time, after the clients settled again
+	ReadsSent          int
+	ReadsAcked         int
+	ReadsRefused       int // refused: nothing stored
+	ReadsChecked       int // read positions compared with the highest acknowledged at checkpoints
+	TypingSent         int
+	TypingFailed       int // not answered, or refused
 
 	Problems []string // the first violations, described
 	Unlisted int      // violations not in Problems
+	// Skipped lists the checkpoints that could not be taken.
+	Skipped []CheckpointResult
 }
 
 // OK reports whether the result has no violation.
-func (r Result) OK() bool { return r.Lost == 0 && r.Duplicates == 0 && r.OutOfOrder == 0 }
+func (r Result) OK() bool {
+	return r.Lost == 0 && r.Duplicates == 0 && r.OutOfOrder == 0 && r.FinalDiffers == 0 && r.ReadBack == 0
+}
 
 func (r *Result) problem(format string, args ...any) {
 	if len(r.Problems) >= maxProblems {
@@ -68,6 +104,12 @@ func Check(rec *Record) Result {
 		}
 		byID[a.Msg.ID] = a
 		byConv[a.Msg.Conv] = append(byConv[a.Msg.Conv], a)
+		switch a.Msg.Kind {
+		case protocol.KindEdit:
+			res.Edits++
+		case protocol.KindRecall:
+			res.Recalls++
+		}
 	}
 	for conv, list := range byConv {
 		sort.SliceStable(list, func(i, j int) bool { return list[i].Msg.Seq < list[j].Msg.Seq })
@@ -91,8 +133,10 @@ func Check(rec *Record) Result {
 		}
 		seen[id][user] = append(seen[id][user], how)
 	}
+	views := map[string]*View{}
 	for _, user := range rec.Users() {
 		v := NewView()
+		views[user] = v
 		passed := map[string]bool{}            // acknowledged ids this user passed over
 		bySend := map[string]map[string]bool{} // send -> ids shown
 		for _, a := range rec.Arrivals(user) {
@@ -163,6 +207,9 @@ func Check(rec *Record) Result {
 		}
 	}
 
+	checkFinal(&res, rec, acks, views)
+	checkSignals(&res, rec)
+
 	for _, user := range rec.Users() {
 		for _, a := range rec.Waiting(user) {
 			note(a.Msg.ID, user, fmt.Sprintf("%s at seq %d, still waiting at the end behind a gap the client could not sync", a.Src, a.Msg.Seq))
@@ -189,6 +236,135 @@ func Check(rec *Record) Result {
 		}
 	}
 	return res
+}
+
+// checkFinal compares every client's final view of every conversation it
+// holds with the one every event known leads to: the messages and events
+// acknowledged or shown by any client, each once (by id), applied in seq
+// order. Two clients that hold the same messages and events therefore
+// show the same; a client that missed an event shows the old state.
+func checkFinal(res *Result, rec *Record, acks []Ack, views map[string]*View) {
+	known := map[string]map[string]protocol.Message{} // conv -> id -> message or event
+	add := func(m protocol.Message) {
+		k := known[m.Conv]
+		if k == nil {
+			k = map[string]protocol.Message{}
+			known[m.Conv] = k
+		}
+		if _, ok := k[m.ID]; !ok || m.Kind == "" && (m.Edited > 0 || m.Recalled) {
+			// Of a message, the state read back last wins the base
+			// (applying the events again reaches the same end).
+			k[m.ID] = m
+		}
+	}
+	for _, a := range acks {
+		add(a.Msg)
+	}
+	for _, user := range rec.Users() {
+		for _, conv := range views[user].Convs() {
+			for _, m := range views[user].Held(conv, 0) {
+				add(m)
+			}
+		}
+	}
+	truth := make(map[string]map[int64]State, len(known))
+	for conv, k := range known {
+		msgs := make([]protocol.Message, 0, len(k))
+		for _, m := range k {
+			msgs = append(msgs, m)
+		}
+		sort.Slice(msgs, func(i, j int) bool {
+			if msgs[i].Seq != msgs[j].Seq {
+				return msgs[i].Seq < msgs[j].Seq
+			}
+			return msgs[i].ID < msgs[j].ID
+		})
+		truth[conv] = applyEvents(msgs)
+	}
+	repeats := map[string]map[string]bool{} // conv, ref and text of an edit -> ids
+	for conv, k := range known {
+		for id, m := range k {
+			if m.Kind != protocol.KindEdit || m.Recalled {
+				continue // an edit read back recalled has lost its text
+			}
+			key := fmt.Sprintf("%s\x00%d\x00%s", conv, m.Ref, m.Text)
+			if repeats[key] == nil {
+				repeats[key] = map[string]bool{}
+			}
+			repeats[key][id] = true
+		}
+	}
+	for _, ids := range repeats {
+		res.EditRepeats += len(ids) - 1
+	}
+	for _, user := range rec.Users() {
+		v := views[user]
+		for _, conv := range v.Convs() {
+			want := truth[conv]
+			final := v.Final(conv)
+			seqs := make([]int64, 0, len(final))
+			for seq := range final {
+				seqs = append(seqs, seq)
+			}
+			slices.Sort(seqs)
+			for _, seq := range seqs {
+				res.FinalChecked++
+				if got := final[seq]; got != want[seq] {
+					res.FinalDiffers++
+					res.problem("final view: %s shows %s seq %d as %s; the events known lead to %s", user, conv, seq, got, want[seq])
+				}
+			}
+		}
+	}
+
+	// A recall answered "recalled already" when sent again landed the
+	// first time: its message is recalled wherever it is shown.
+	for _, l := range rec.RecallsLanded() {
+		res.RecallsLanded++
+		if st, ok := truth[l.Conv][l.Ref]; ok && !st.Recalled {
+			res.FinalDiffers++
+			res.problem("final view: %s's recall of %s seq %d was answered \"recalled already\", but no recall of it is known; the events known lead to %s",
+				l.User, l.Conv, l.Ref, st)
+			continue
+		}
+		for _, user := range rec.Users() {
+			if st, ok := views[user].Final(l.Conv)[l.Ref]; ok && !st.Recalled {
+				res.FinalDiffers++
+				res.problem("final view: %s shows %s seq %d as %s, though %s's recall of it was answered \"recalled already\"", user, l.Conv, l.Ref, st, l.User)
+			}
+		}
+	}
+}
+
+// checkSignals adds the reads and typing signals of the record, and the
+// checkpoints' comparisons, to res.
+func checkSignals(res *Result, rec *Record) {
+	sig := rec.signals()
+	res.ReadsSent, res.ReadsAcked, res.ReadsRefused = sig.readsSent, sig.readsAcked, sig.readsRefused
+	res.TypingSent, res.TypingFailed = sig.typingSent, sig.typingFailed
+	for _, p := range sig.readBack {
+		res.ReadBack++
+		res.problem("%s", p)
+	}
+	for _, c := range rec.Checkpoints() {
+		if c.Skipped != "" {
+			res.CheckpointsSkipped++
+			res.Skipped = append(res.Skipped, c)
+			continue
+		}
+		res.Checkpoints++
+		if c.Retaken {
+			res.CheckpointsRetaken++
+		}
+		res.FinalChecked += c.Compared
+		res.FinalDiffers += c.Differs
+		res.ReadsChecked += c.ReadsChecked
+		res.ReadBack += c.ReadBack
+		for _, p := range c.Problems {
+			res.problem("checkpoint %s", p)
+		}
+		res.Unlisted += c.Unlisted
+	}
 }
 
 func sortedKeys(m map[string]bool) []string {

@@ -246,3 +246,91 @@ func TestCheckListsAtMostMaxProblems(t *testing.T) {
 		t.Errorf("lost %d, listed %d, unlisted %d", res.Lost, len(res.Problems), res.Unlisted)
 	}
 }
+
+// edit is an edit event of from's message at ref, stored as id with seq.
+func edit(id string, of protocol.Message, n string, seq int64) protocol.Message {
+	e := of
+	e.ID, e.Seq, e.Kind, e.Ref, e.Text, e.TS = id, seq, protocol.KindEdit, of.Seq, Text(of.From+"-"+n), 1000+seq
+	return e
+}
+
+// recall is a recall event of the message of, stored as id with seq.
+func recall(id string, of protocol.Message, seq int64) protocol.Message {
+	e := of
+	e.ID, e.Seq, e.Kind, e.Ref, e.Text, e.TS = id, seq, protocol.KindRecall, of.Seq, "", 1000+seq
+	return e
+}
+
+func TestCheckFinalViews(t *testing.T) {
+	m1 := dm("m1", "ann", "ben", "1", 1)
+	m2 := dm("m2", "ann", "ben", "2", 2)
+	e3 := edit("e3", m1, "3", 3)
+	r4 := recall("r4", m2, 4)
+	setup := func() *Record {
+		rec := newRecord("ann", "ben")
+		for _, m := range []protocol.Message{m1, m2, e3, r4} {
+			ackDM(rec, m)
+			rec.AddArrival("ann", m, FromAck)
+		}
+		return rec
+	}
+
+	t.Run("live", func(t *testing.T) {
+		rec := setup()
+		for _, m := range []protocol.Message{m1, m2, e3, r4} {
+			rec.AddArrival("ben", m, FromPush)
+		}
+		res := Check(rec)
+		expect(t, res, counts{expected: 4, delivered: 4})
+		if res.FinalChecked != 4 || res.FinalDiffers != 0 || res.Edits != 1 || res.Recalls != 1 {
+			t.Errorf("final checked %d differs %d edits %d recalls %d; want 4, 0, 1, 1:\n%s", res.FinalChecked, res.FinalDiffers, res.Edits, res.Recalls, strings.Join(res.Problems, "\n"))
+		}
+	})
+
+	t.Run("synced after the events", func(t *testing.T) {
+		// ben was away: its sync returns the messages in their final
+		// state, then the events.
+		rec := setup()
+		s1 := m1
+		s1.Text, s1.Edited = e3.Text, e3.TS
+		s2 := m2
+		s2.Text, s2.Recalled = "", true
+		for _, m := range []protocol.Message{s1, s2, e3, r4} {
+			rec.AddArrival("ben", m, FromSync)
+		}
+		res := Check(rec)
+		expect(t, res, counts{expected: 4, delivered: 4})
+		if res.FinalDiffers != 0 {
+			t.Errorf("final views differ: %s", strings.Join(res.Problems, "\n"))
+		}
+	})
+
+	t.Run("an event missed", func(t *testing.T) {
+		// ben never shows the edit: lost, and its final view of m1 is
+		// the old text.
+		rec := setup()
+		for _, m := range []protocol.Message{m1, m2, r4} {
+			rec.AddArrival("ben", m, FromPush)
+		}
+		res := Check(rec)
+		expect(t, res, counts{expected: 4, delivered: 3, lost: 1, ooo: 1})
+		if res.FinalDiffers != 1 {
+			t.Errorf("final views differing %d, want 1 (ben's m1):\n%s", res.FinalDiffers, strings.Join(res.Problems, "\n"))
+		}
+	})
+
+	t.Run("a stored edit whose reply was lost", func(t *testing.T) {
+		// The second edit was stored but never acknowledged: both
+		// clients show it, and both end at its text.
+		rec := setup()
+		e5 := edit("e5", m1, "5", 5)
+		rec.AddArrival("ann", e5, FromPush)
+		for _, m := range []protocol.Message{m1, m2, e3, r4, e5} {
+			rec.AddArrival("ben", m, FromPush)
+		}
+		res := Check(rec)
+		if res.FinalDiffers != 0 || res.Lost != 0 {
+			t.Errorf("final views differing %d, lost %d; want 0:\n%s", res.FinalDiffers, res.Lost, strings.Join(res.Problems, "\n"))
+		}
+	})
+}

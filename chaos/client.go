@@ -35,7 +35,21 @@ const (
 	rebuildRounds   = 3 // rebuild uploads for one conversation in one sync
 )
 
-// Budget bounds the messages a run sends. Safe for concurrent use.
+// The workload's actions beside messages, as shares of all actions.
+const (
+	editShare   = 0.10 // edit one of the client's own recent messages
+	recallShare = 0.05 // recall one sent less than recallWithin ago
+	readShare   = 0.10 // mark a conversation read at the client's offset
+	typingShare = 0.03 // signal typing (not stored; errors only logged)
+
+	recallWithin  = 60 * time.Second // well inside the servers' recall window (2 min)
+	editRecent    = 16               // edits pick among the client's newest messages...
+	ownKept       = 64               // ...of those it keeps, acknowledged
+	changeRefusal = 5                // a 403 or 404 of an edit or recall is tried this often (a service under change)
+)
+
+// Budget bounds the messages a run sends, edits and recalls included.
+// Safe for concurrent use.
 type Budget struct{ left atomic.Int64 }
 
 // NewBudget returns a budget of n messages.
@@ -61,16 +75,17 @@ type ClientConfig struct {
 	Gateway   *chatclient.Gateway
 	Record    *Record
 	Budget    *Budget
-	Interval  time.Duration // pause between two sends
-	RoomShare float64       // share of sends that go to a room
+	Interval  time.Duration // pause between two actions
+	RoomShare float64       // share of messages that go to a room
 	Seed      uint64
 	Logf      func(format string, args ...any)
 }
 
 // Client is one user of the workload: it holds a connection to a node
-// chosen through the gateway, sends direct and room messages, records what
-// was acknowledged and what reached it, and reconnects and syncs when its
-// connection is lost, its node goes away, or it is told to.
+// chosen through the gateway, sends direct and room messages, edits and
+// recalls its own, marks conversations read and signals typing, records
+// what was acknowledged and what reached it, and reconnects and syncs when
+// its connection is lost, its node goes away, or it is told to.
 type Client struct {
 	cfg ClientConfig
 
@@ -96,6 +111,9 @@ type Client struct {
 	stopSend   context.CancelFunc
 	wg         sync.WaitGroup
 	senderDone chan struct{}
+	// act is held by the send loop during each action, and by
+	// PauseSending until ResumeSending.
+	act chan struct{}
 
 	// Counters, for the log.
 	Reconnects atomic.Int64
@@ -124,6 +142,7 @@ func NewClient(cfg ClientConfig) *Client {
 		changed:      make(chan struct{}),
 		reconnectReq: make(chan struct{}, 1),
 		senderDone:   make(chan struct{}),
+		act:          make(chan struct{}, 1),
 	}
 	for _, p := range cfg.Peers {
 		c.view.Know(protocol.DMConv(cfg.Name, p))
@@ -159,6 +178,21 @@ func (c *Client) StartSending() {
 		c.sendLoop(c.sendCtx)
 	}()
 }
+
+// PauseSending waits until the send loop is between two actions and keeps
+// it there until ResumeSending; it reports false if ctx ended first (the
+// loop goes on).
+func (c *Client) PauseSending(ctx context.Context) bool {
+	select {
+	case c.act <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// ResumeSending lets the send loop go on after PauseSending.
+func (c *Client) ResumeSending() { <-c.act }
 
 // StopSending stops the send loop and waits until it ended: a request in
 // flight is answered or times out, and a send not acknowledged by then is
@@ -562,10 +596,11 @@ func (c *Client) offerLocked(m protocol.Message, src Source) {
 }
 
 // acceptLocked records m as processed now and applies it to the view.
-// An event (a member joining or leaving a room) moves the view on
-// without being recorded: the checks are about the workload's messages.
+// A member joining or leaving a room moves the view on without being
+// recorded: the checks are about the workload's messages, edits and
+// recalls.
 func (c *Client) acceptLocked(m protocol.Message, src Source) {
-	if m.Kind == "" {
+	if m.Kind == "" || m.Changes() {
 		c.cfg.Record.AddArrival(c.cfg.Name, m, src)
 	}
 	c.view.Accept(m)
@@ -803,17 +838,34 @@ func (c *Client) JoinRooms(ctx context.Context) error {
 	return nil
 }
 
+// ownMsg is one of the client's own messages, acknowledged.
+type ownMsg struct {
+	conv, to, room string
+	seq            int64
+	at             time.Time // acknowledged then
+	recalled       bool      // recalled, or maybe (a recall given up)
+}
+
+// sendLoop runs the client's actions until ctx ends or the budget is used
+// up: mostly messages, and by their shares edits and recalls of its own
+// messages, reads and typing.
 func (c *Client) sendLoop(ctx context.Context) {
 	rng := rand.New(rand.NewPCG(c.cfg.Seed, 1))
+	var own []*ownMsg
 	for n := 1; ctx.Err() == nil; n++ {
-		if !c.cfg.Budget.Take() {
+		select {
+		case c.act <- struct{}{}:
+		case <-ctx.Done():
 			return
 		}
-		cmid := fmt.Sprintf("%s-%d", c.cfg.Name, n)
-		if len(c.cfg.Rooms) > 0 && (len(c.cfg.Peers) == 0 || rng.Float64() < c.cfg.RoomShare) {
-			c.send(ctx, "", c.cfg.Rooms[rng.IntN(len(c.cfg.Rooms))], cmid)
-		} else {
-			c.send(ctx, c.cfg.Peers[rng.IntN(len(c.cfg.Peers))], "", cmid)
+		if ctx.Err() != nil {
+			<-c.act
+			return
+		}
+		more := c.action(ctx, rng, n, &own)
+		<-c.act
+		if !more {
+			return
 		}
 		if !sleep(ctx, c.cfg.Interval/2+time.Duration(rng.Int64N(int64(c.cfg.Interval)+1))) {
 			return
@@ -821,10 +873,70 @@ func (c *Client) sendLoop(ctx context.Context) {
 	}
 }
 
+// action does the client's n-th action; it reports false when the budget
+// is used up.
+func (c *Client) action(ctx context.Context, rng *rand.Rand, n int, own *[]*ownMsg) bool {
+	key := fmt.Sprintf("%s-%d", c.cfg.Name, n)
+	switch x := rng.Float64(); {
+	case x < editShare:
+		if o := pickOwn(rng, *own, func(i int, o *ownMsg) bool { return i >= len(*own)-editRecent && !o.recalled }); o != nil {
+			if !c.cfg.Budget.Take() {
+				return false
+			}
+			c.change(ctx, o, protocol.KindEdit, key)
+			return true
+		}
+	case x < editShare+recallShare:
+		if o := pickOwn(rng, *own, func(_ int, o *ownMsg) bool { return !o.recalled && time.Since(o.at) < recallWithin }); o != nil {
+			if !c.cfg.Budget.Take() {
+				return false
+			}
+			c.change(ctx, o, protocol.KindRecall, key)
+			return true
+		}
+	case x < editShare+recallShare+readShare:
+		c.markRead(rng)
+		return true
+	case x < editShare+recallShare+readShare+typingShare:
+		c.typing(rng)
+		return true
+	}
+	if !c.cfg.Budget.Take() {
+		return false
+	}
+	to, room := "", ""
+	if len(c.cfg.Rooms) > 0 && (len(c.cfg.Peers) == 0 || rng.Float64() < c.cfg.RoomShare) {
+		room = c.cfg.Rooms[rng.IntN(len(c.cfg.Rooms))]
+	} else {
+		to = c.cfg.Peers[rng.IntN(len(c.cfg.Peers))]
+	}
+	if r, ok := c.send(ctx, to, room, key); ok {
+		*own = append(*own, &ownMsg{conv: r.Conv, to: to, room: room, seq: r.Seq, at: time.Now()})
+		if len(*own) > ownKept {
+			*own = slices.Delete(*own, 0, len(*own)-ownKept)
+		}
+	}
+	return true
+}
+
+// pickOwn returns one of own at random among those ok takes, nil if none.
+func pickOwn(rng *rand.Rand, own []*ownMsg, ok func(i int, o *ownMsg) bool) *ownMsg {
+	var cand []*ownMsg
+	for i, o := range own {
+		if ok(i, o) {
+			cand = append(cand, o)
+		}
+	}
+	if len(cand) == 0 {
+		return nil
+	}
+	return cand[rng.IntN(len(cand))]
+}
+
 // send sends one message, to a user or a room, resending it with the same
 // clientMsgId after errors that may have left it unstored, and records it
-// if it is acknowledged.
-func (c *Client) send(ctx context.Context, to, room, cmid string) {
+// if it is acknowledged; it returns the reply, and whether there was one.
+func (c *Client) send(ctx context.Context, to, room, cmid string) (protocol.ChatReply, bool) {
 	text := Text(cmid)
 	deadline := time.Now().Add(sendGiveUp)
 	delay := backoffMin
@@ -849,7 +961,7 @@ func (c *Client) send(ctx context.Context, to, room, cmid string) {
 		cancel()
 		if err == nil {
 			c.acked(r, to, room, text, cmid)
-			return
+			return r, true
 		}
 		switch code := chatclient.Code(err); {
 		case code <= 0:
@@ -863,7 +975,7 @@ func (c *Client) send(ctx context.Context, to, room, cmid string) {
 			c.logf("send %s refused: %v", cmid, err)
 			if code != 403 && code != 404 {
 				c.cfg.Record.AddGaveUp(cmid)
-				return
+				return protocol.ChatReply{}, false
 			}
 			// A room or user a service under change does not know
 			// for a moment: try again.
@@ -877,6 +989,7 @@ func (c *Client) send(ctx context.Context, to, room, cmid string) {
 	if ctx.Err() == nil {
 		c.logf("gave up send %s: %v", cmid, err)
 	}
+	return protocol.ChatReply{}, false
 }
 
 // acked records an acknowledged send; a direct message also joins what the

@@ -1,18 +1,35 @@
 // Package chaos is the cluster's chaos run: K concurrent clients on three
-// nodes send direct and room messages continuously while faults are
+// nodes send direct and room messages continuously, edit and recall their
+// own, mark conversations read and signal typing, while faults are
 // injected one after another (kill -9 of the leader, kill -9 of a follower,
 // SIGSTOP of the leader past the ZooKeeper session timeout, a Redis restart
 // that loses its data, MongoDB stopped and started, one server of the
 // ZooKeeper ensemble killed). After each fault every client reconnects
-// through the gateway and syncs. A checker then verifies the full record of
-// what was acknowledged and what was received.
+// through the gateway and syncs, and at a checkpoint every client's final
+// view of each of its conversations is compared with every other
+// member's and with the server's. A checker then verifies the full record
+// of what was acknowledged and what was received.
+//
+// # The workload
+//
+// Each client's actions, one at a time with 25 to 75 ms between them:
+// about 10% edit one of its 16 newest acknowledged messages (direct or
+// room) with a new text unique to the edit; about 5% recall one it sent
+// less than 60 s ago (the servers' recall window is 2 min); about 10% mark
+// one of its conversations read at its offset there; about 3% signal
+// typing (not stored: an error is only logged); the rest send messages,
+// 40% of them to a room. An edit or recall with no message to take is a
+// message instead. Edits and recalls are resent after errors that may
+// have left them unstored, as messages are (CHAT_CHAOS_MESSAGES bounds
+// the three together).
 //
 // The run is TestChaos (chaos_test.go), driven by environment variables:
 //
 //	CHAT_CHAOS_ROUNDS    rounds of each fault (default 1: the short run of `make test`)
 //	CHAT_CHAOS_CLIENTS   concurrent clients K (default 6)
-//	CHAT_CHAOS_DURATION  time bound for injecting faults, a Go duration (default 2m + 90s per round)
-//	CHAT_CHAOS_MESSAGES  bound on the messages sent (default 20000 per round)
+//	CHAT_CHAOS_DURATION  time bound for injecting faults, a Go duration (default 2m + 90s per round;
+//	                     the checkpoints' time does not count)
+//	CHAT_CHAOS_MESSAGES  bound on the messages, edits and recalls sent (default 20000 per round)
 //	CHAT_CHAOS_SEED      seed of the fault order (default: the time; printed)
 //	CHAT_CHAOS_FAULTS    only these kinds, comma-separated: kill-leader, kill-follower,
 //	                     pause-leader, redis, mongo, zk (default: all)
@@ -37,6 +54,33 @@
 // failover time), and within 45 s every client has reconnected through the
 // gateway and synced.
 //
+// # Checkpoints
+//
+// After each fault (once the cluster recovered and is whole) and at the
+// end, the run pauses: every client finishes its action in flight, then
+// syncs until it is at the latest of each of its conversations. Each
+// client's final view of a conversation is what it shows, by seq, with
+// the edits and recalls it holds applied in seq order: per message its
+// text, edited or not, or that it is recalled (View.Final). The
+// checkpoint also reads every conversation of each client from the
+// server, by a sync from seq 0 on that client's connection: every message
+// in its final state, as the server applies the events (ServerState). In
+// every conversation, each member's final view and the server's answer
+// to each member must equal the server's answer to the first member: a
+// message at a seq on one side and not the other, or in another state,
+// counts as a final view differing (CompareSnapshot). If the views
+// differ, the clients settle once more and are compared again (something
+// the server stored after they settled, a request answered late, is no
+// divergence); the table counts checkpoints compared twice. A checkpoint
+// that cannot be taken (a client does not finish its action within 75 s,
+// or does not settle within a minute) is listed with its reason.
+//
+// Read positions: the record keeps per user and conversation the highest
+// read position acknowledged. A read reply below the seq sent or below a
+// position acknowledged before, and at a checkpoint a sync whose read
+// (the user's own) or, in a direct conversation, the other user's
+// peerRead is below it, count as read positions that went back.
+//
 // # What the checker verifies
 //
 // The record holds every acknowledged send (message id, conversation, seq,
@@ -45,6 +89,11 @@
 // per client, every message that reached it, in the order the client
 // processed them: message pushes and the messages of sync replies (and,
 // for its own direct messages, the chat reply, which a client also keeps).
+// An acknowledged edit or recall is an event with its own id and seq
+// (docs/protocol.md, section 1.12) and is recorded as a send, with the
+// recipients of a message of its conversation, and as it reaches clients:
+// everything below about messages holds for them too, so an acknowledged
+// edit or recall a recipient never shows is lost.
 //
 // The checker counts what a correct client shows, not raw deliveries. Such
 // a client (docs/protocol.md, section 7) keeps per conversation an offset,
@@ -58,7 +107,22 @@
 //   - out of order: an acknowledged message that a recipient passes over,
 //     that is, it shows a later seq of the conversation first (such a
 //     message can then never be shown, so it is lost as well), or shows at
-//     another seq than the one acknowledged.
+//     another seq than the one acknowledged;
+//   - final views differing: a (client, message) pair whose final state
+//     at the end is not the one every event known (acknowledged, or shown
+//     by any client, each once by id) leads to, or differs from the
+//     server's at a checkpoint, or is not recalled though the server
+//     answered a recall sent again "recalled already";
+//   - read positions that went back (see Checkpoints).
+//
+// Events sent again: an edit has no clientMsgId, so one sent again after
+// its reply was lost may be stored twice, as two events with one text.
+// That is no duplicate: each is an event of its own (the first counts as
+// shown, not acknowledged), the final view is the same, and the table
+// counts such edits as stored twice. A recall sent again after its reply
+// was lost is answered 409 "recalled already": the first landed, though
+// the record holds no acknowledgement of it; the message must be recalled
+// in every final view.
 //
 // # Customer service
 //

@@ -118,18 +118,33 @@ func (r Report) Table() string {
 	}
 	row("faults injected", injected, fmt.Sprintf("of %d scheduled", r.Scheduled))
 	row("faults not recovered", injected-recovered, "must be 0")
-	row("messages acknowledged", res.Acked, "")
+	row("messages acknowledged", res.Acked, "edits and recalls included")
 	row("deliveries expected", res.Expected, "acknowledged message x recipient")
 	row("delivered", res.Delivered, "shown by the recipient")
 	row("lost", res.Lost, "must be 0")
 	row("duplicates shown", res.Duplicates, "must be 0")
 	row("out of order", res.OutOfOrder, "must be 0")
+	row("final views differing", res.FinalDiffers, fmt.Sprintf("must be 0; of %d (client, message) pairs compared", res.FinalChecked))
+	row("final-view checkpoints", res.Checkpoints, fmt.Sprintf("info: after each fault and at the end; %d skipped, %d compared twice", res.CheckpointsSkipped, res.CheckpointsRetaken))
+	row("read positions went back", res.ReadBack, fmt.Sprintf("must be 0; of %d positions compared at checkpoints", res.ReadsChecked))
+	row("edits acknowledged", res.Edits, "info: of the messages acknowledged")
+	row("edits stored twice", res.EditRepeats, "info: sent again after a lost reply, same text")
+	row("recalls acknowledged", res.Recalls, "info: of the messages acknowledged")
+	row("recalls landed, reply lost", res.RecallsLanded, "info: sent again, answered \"recalled already\"")
+	row("reads sent", res.ReadsSent, fmt.Sprintf("info: %d acknowledged, %d refused", res.ReadsAcked, res.ReadsRefused))
+	row("typing sent", res.TypingSent, fmt.Sprintf("info: %d not answered or refused", res.TypingFailed))
 	row("raw deliveries", res.Raw, "info: pushes and sync entries received")
 	row("raw redeliveries", res.Redelivered, "info: messages received again, hidden by the offsets")
 	row("hidden other", res.HiddenOther, "info: below the offset, not the message held there")
-	row("shown, not acknowledged", res.Unacked, "info: stored, but the reply was lost")
-	row("sends given up", res.GaveUp, "info: never acknowledged")
+	row("shown, not acknowledged", res.Unacked, "info: stored, but the reply was lost (messages and events)")
+	row("sends given up", res.GaveUp, "info: messages, edits and recalls never acknowledged")
 	row("seq conflicts", res.SeqConflicts, "info: two acknowledged messages, one seq")
+	for i, c := range res.Skipped {
+		if i == 0 {
+			b.WriteString("\n")
+		}
+		fmt.Fprintf(&b, "checkpoint %s skipped: %s\n", c.Name, c.Skipped)
+	}
 	if r.Stopped != "" {
 		fmt.Fprintf(&b, "\nstopped early: %s\n", r.Stopped)
 	}

@@ -62,7 +62,8 @@ func TestReportTable(t *testing.T) {
 			{Fault: KillLeader, Target: "n2", Recovered: true, Failover: 3 * time.Second},
 			{Fault: RestartRedis, Target: "redis", Recovered: true, Failover: 1500 * time.Millisecond},
 		},
-		Result: Result{Acked: 10, Expected: 20, Delivered: 20, Raw: 30},
+		Result: Result{Acked: 10, Expected: 20, Delivered: 20, Raw: 30, FinalChecked: 40, Checkpoints: 4, ReadsChecked: 12,
+			Edits: 2, Recalls: 1, ReadsSent: 9, ReadsAcked: 8, ReadsRefused: 1, TypingSent: 3},
 	}
 	if !r.OK() {
 		t.Fatal("a clean report is not OK")
@@ -77,7 +78,14 @@ func TestReportTable(t *testing.T) {
 		"lost                                0  must be 0",
 		"duplicates shown                    0  must be 0",
 		"out of order                        0  must be 0",
-		"messages acknowledged              10",
+		"messages acknowledged              10  edits and recalls included",
+		"final views differing               0  must be 0; of 40 (client, message) pairs compared",
+		"final-view checkpoints              4  info: after each fault and at the end; 0 skipped, 0 compared twice",
+		"read positions went back            0  must be 0; of 12 positions compared at checkpoints",
+		"edits acknowledged                  2",
+		"recalls acknowledged                1",
+		"reads sent                          9  info: 8 acknowledged, 1 refused",
+		"typing sent                         3  info: 0 not answered or refused",
 		"result: PASS",
 	} {
 		if !strings.Contains(table, want) {
@@ -90,6 +98,22 @@ func TestReportTable(t *testing.T) {
 	bad.Result.Problems = []string{"lost: m1 ..."}
 	if bad.OK() || !strings.Contains(bad.Table(), "result: FAIL") || !strings.Contains(bad.Table(), "lost: m1 ...") {
 		t.Errorf("a loss passes:\n%s", bad.Table())
+	}
+	bad = r
+	bad.Result.FinalDiffers = 1
+	if bad.OK() || !strings.Contains(bad.Table(), "final views differing               1  must be 0") {
+		t.Errorf("a final view differing passes:\n%s", bad.Table())
+	}
+	bad = r
+	bad.Result.ReadBack = 1
+	if bad.OK() || !strings.Contains(bad.Table(), "read positions went back            1  must be 0") {
+		t.Errorf("a read position gone back passes:\n%s", bad.Table())
+	}
+	bad = r
+	bad.Result.CheckpointsSkipped = 1
+	bad.Result.Skipped = []CheckpointResult{{Name: "after fault 2 (Redis restart)", Skipped: "c1 did not settle"}}
+	if !strings.Contains(bad.Table(), "checkpoint after fault 2 (Redis restart) skipped: c1 did not settle") {
+		t.Errorf("a skipped checkpoint is not shown:\n%s", bad.Table())
 	}
 	bad = r
 	bad.Faults = append(slices.Clone(r.Faults[:2]), FaultRun{Fault: StopMongo, Target: "mongo", Note: "no delivery in 30s"})

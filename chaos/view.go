@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"fmt"
 	"maps"
 	"slices"
 	"sort"
@@ -115,6 +116,78 @@ func (v *View) Held(conv string, limit int) []protocol.Message {
 	sort.Slice(out, func(i, j int) bool { return out[i].Seq < out[j].Seq })
 	if limit > 0 && len(out) > limit {
 		out = out[len(out)-limit:]
+	}
+	return out
+}
+
+// State is what a client shows of one message once every event it holds
+// is applied: the text (edited or not), or that the message was recalled.
+type State struct {
+	Text     string
+	Edited   bool
+	Recalled bool
+}
+
+func (s State) String() string {
+	switch {
+	case s.Recalled:
+		return "recalled"
+	case s.Edited:
+		return fmt.Sprintf("%q (edited)", s.Text)
+	}
+	return fmt.Sprintf("%q", s.Text)
+}
+
+// Final returns the final state of every message of conv the client
+// shows, by seq: the messages as shown, with the edits and recalls it
+// shows applied in seq order. Room membership events change no message.
+func (v *View) Final(conv string) map[int64]State {
+	return applyEvents(v.Held(conv, 0))
+}
+
+// applyEvents folds msgs (sorted by seq: messages and events of one
+// conversation) into the final state of each message. A message read back
+// already edited or recalled (a sync after the event) starts in that
+// state; applying the events again leads to the same end, as they come in
+// seq order and a recall is final.
+func applyEvents(msgs []protocol.Message) map[int64]State {
+	out := make(map[int64]State, len(msgs))
+	for _, m := range msgs {
+		switch m.Kind {
+		case "":
+			out[m.Seq] = stateOf(m)
+		case protocol.KindEdit:
+			if s, ok := out[m.Ref]; ok && !s.Recalled {
+				out[m.Ref] = State{Text: m.Text, Edited: true}
+			}
+		case protocol.KindRecall:
+			if _, ok := out[m.Ref]; ok {
+				out[m.Ref] = State{Recalled: true}
+			}
+		}
+	}
+	return out
+}
+
+// stateOf is the state of message m as it came: as sent, or as read back
+// (edited, or recalled).
+func stateOf(m protocol.Message) State {
+	if m.Recalled {
+		return State{Recalled: true}
+	}
+	return State{Text: m.Text, Edited: m.Edited > 0}
+}
+
+// ServerState returns the state of every message among msgs (one
+// conversation read back from the server, by history or sync from seq 0)
+// as the server gives it: a server applies every event of the
+// conversation before it answers, so its events are not applied again.
+func ServerState(msgs []protocol.Message) map[int64]State {
+	out := make(map[int64]State, len(msgs))
+	for _, m := range msgs {
+		if m.Kind == "" {
+			out[m.Seq] = stateOf(m)
+		}
 	}
 	return out
 }

@@ -1,0 +1,205 @@
+package chaos
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"sort"
+	"strings"
+
+	"chatcluster/protocol"
+)
+
+// ReadPos is what a sync reply says of the read positions of one
+// conversation: the user's own, and in a direct conversation the other
+// user's.
+type ReadPos struct {
+	Read     int64
+	PeerRead int64
+}
+
+// Snapshot is what every client and the server showed at one checkpoint:
+// with the workload paused and every client settled at the latest of each
+// of its conversations (after a fault, and at the end of the run).
+type Snapshot struct {
+	Name string
+	// Views: per client, per conversation it is in, the final state of
+	// every message it shows (View.Final).
+	Views map[string]map[string]map[int64]State
+	// Server: per client, per conversation, the server's answer to that
+	// client's sync from seq 0 (ServerState); a conversation missing here
+	// is one the server left out.
+	Server map[string]map[string]map[int64]State
+	// Reads: per client, per conversation, the read positions of that
+	// sync.
+	Reads map[string]map[string]ReadPos
+	// AckedReads: per user, per conversation, the highest read position
+	// acknowledged before the checkpoint.
+	AckedReads map[string]map[string]int64
+}
+
+// CheckpointResult is what the comparison of one Snapshot found.
+type CheckpointResult struct {
+	Name string
+	// Skipped says why the checkpoint was not taken (the workload did not
+	// pause, a client did not settle, the server did not answer); "" if
+	// it was.
+	Skipped string
+	// Retaken: the first snapshot differed and a second one, after every
+	// client settled again, was compared instead (something was stored
+	// after the clients had settled: a late request).
+	Retaken bool
+	// Compared counts the (client, message) pairs compared: the clients'
+	// views and the server's answers to each client, against the server's
+	// answer to the first member.
+	Compared int
+	// Differs counts the pairs of those that differ: a message one side
+	// shows and the other does not, or shows in another state.
+	Differs int
+	// ReadsChecked counts the read positions compared with the highest
+	// acknowledged: the reader's own (read), and in a direct conversation
+	// the other user's (peerRead).
+	ReadsChecked int
+	// ReadBack counts those lower than acknowledged: read positions that
+	// went back.
+	ReadBack int
+	Problems []string // the first violations, described
+	Unlisted int      // violations not in Problems
+}
+
+// OK reports whether the checkpoint found no violation.
+func (c CheckpointResult) OK() bool { return c.Differs == 0 && c.ReadBack == 0 }
+
+func (c *CheckpointResult) problem(format string, args ...any) {
+	if len(c.Problems) >= maxProblems {
+		c.Unlisted++
+		return
+	}
+	c.Problems = append(c.Problems, c.Name+": "+fmt.Sprintf(format, args...))
+}
+
+// CompareSnapshot checks that, in every conversation, every member's final
+// view and the server's answer to every member are the same as the
+// server's answer to the first member (by name): the same messages at the
+// same seqs, each with the same text, edited or not, or recalled. It also
+// checks that no read position the server gives is lower than one
+// acknowledged.
+func CompareSnapshot(s Snapshot) CheckpointResult {
+	res := CheckpointResult{Name: s.Name}
+	members := map[string][]string{} // conv -> clients in it, sorted
+	for _, user := range sortedMapKeys(s.Views) {
+		for _, conv := range sortedMapKeys(s.Views[user]) {
+			members[conv] = append(members[conv], user)
+		}
+	}
+	for _, conv := range sortedMapKeys(members) {
+		list := members[conv]
+		ref, refUser := map[int64]State(nil), ""
+		for _, u := range list {
+			if st, ok := s.Server[u][conv]; ok {
+				ref, refUser = st, u
+				break
+			}
+		}
+		if refUser == "" {
+			res.Differs += len(list)
+			res.problem("the server left %s out of the sync of every member (%s)", conv, strings.Join(list, ", "))
+			continue
+		}
+		for _, u := range list {
+			res.compare(conv, s.Views[u][conv], ref, func(seq int64, got, want string) {
+				res.problem("%s shows %s seq %d as %s; the server has %s (as it answered %s)", u, conv, seq, got, want, refUser)
+			})
+			if u == refUser {
+				continue
+			}
+			st, ok := s.Server[u][conv]
+			if !ok {
+				res.Differs++
+				res.problem("the server left %s out of %s's sync", conv, u)
+				continue
+			}
+			res.compare(conv, st, ref, func(seq int64, got, want string) {
+				res.problem("the server answered %s that %s seq %d is %s, and %s that it is %s", u, conv, seq, got, refUser, want)
+			})
+		}
+	}
+
+	for _, user := range sortedMapKeys(s.AckedReads) {
+		for _, conv := range sortedMapKeys(s.AckedReads[user]) {
+			acked := s.AckedReads[user][conv]
+			if pos, ok := s.Reads[user][conv]; ok {
+				res.ReadsChecked++
+				if pos.Read < acked {
+					res.ReadBack++
+					res.problem("read position went back: the server gives %s's read of %s as %d; %d was acknowledged", user, conv, pos.Read, acked)
+				}
+			}
+			peer, ok := dmPeer(conv, user)
+			if !ok {
+				continue
+			}
+			if pos, ok := s.Reads[peer][conv]; ok {
+				res.ReadsChecked++
+				if pos.PeerRead < acked {
+					res.ReadBack++
+					res.problem("read position went back: the server gives %s's read of %s to %s (peerRead) as %d; %d was acknowledged", user, conv, peer, pos.PeerRead, acked)
+				}
+			}
+		}
+	}
+	return res
+}
+
+// compare counts the seqs of got and want (either side) and calls differ
+// for each where they differ.
+func (c *CheckpointResult) compare(conv string, got, want map[int64]State, differ func(seq int64, got, want string)) {
+	seqs := slices.Collect(maps.Keys(got))
+	for seq := range want {
+		if _, ok := got[seq]; !ok {
+			seqs = append(seqs, seq)
+		}
+	}
+	slices.Sort(seqs)
+	for _, seq := range seqs {
+		c.Compared++
+		g, gok := got[seq]
+		w, wok := want[seq]
+		if gok == wok && g == w {
+			continue
+		}
+		c.Differs++
+		differ(seq, describe(g, gok), describe(w, wok))
+	}
+}
+
+func describe(s State, ok bool) string {
+	if !ok {
+		return "no message"
+	}
+	return s.String()
+}
+
+// dmPeer returns the other user of direct conversation conv of user.
+func dmPeer(conv, user string) (string, bool) {
+	rest, ok := strings.CutPrefix(conv, protocol.DMPrefix)
+	if !ok {
+		return "", false
+	}
+	a, b, ok := strings.Cut(rest, ":")
+	switch {
+	case !ok || a == b:
+		return "", false
+	case a == user:
+		return b, true
+	case b == user:
+		return a, true
+	}
+	return "", false
+}
+
+func sortedMapKeys[V any](m map[string]V) []string {
+	out := slices.Collect(maps.Keys(m))
+	sort.Strings(out)
+	return out
+}
