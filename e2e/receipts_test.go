@@ -266,7 +266,7 @@ func TestReadPositionsSurviveRedisLoss(t *testing.T) {
 	testenv.WaitFor(t, 30*time.Second, "the history writer stores the messages", func() bool {
 		n, err := mdb.count(dm)
 		m, err2 := mdb.count(room)
-		return err == nil && err2 == nil && n == 3 && m == 1
+		return err == nil && err2 == nil && n == 3 && m == 2 // the room: amy's join, her message
 	})
 
 	redisSrv.Restart(t)

@@ -10,8 +10,11 @@ import (
 // user (the highest), until Run writes them to Durable.
 const (
 	// gatherFor is how long Run waits, after the first position arrives,
-	// for others to write with it.
-	gatherFor = 100 * time.Millisecond
+	// for others to write with it. A user reading along raises a position
+	// several times a second; one write a second carries only the highest,
+	// which spares MongoDB most of them (on the embedded store each is a
+	// read and a replace).
+	gatherFor = time.Second
 	// maxWrite bounds the positions of one write.
 	maxWrite = 500
 	// writeTimeout bounds one write; finalWrite the last one, at stop.
