@@ -2,6 +2,7 @@ package receipt
 
 import (
 	"context"
+	"math"
 	"sync"
 	"time"
 )
@@ -11,12 +12,16 @@ import (
 const (
 	// gatherFor is how long Run waits, after the first position arrives,
 	// for others to write with it. A user reading along raises a position
-	// several times a second; one write a second carries only the highest,
-	// which spares MongoDB most of them (on the embedded store each is a
-	// read and a replace).
-	gatherFor = time.Second
-	// maxWrite bounds the positions of one write.
-	maxWrite = 500
+	// several times a second; one write every few seconds carries only the
+	// highest, which spares MongoDB nearly all of them (on the embedded
+	// store each is a read and a replace, about 2 ms of its CPU).
+	gatherFor = 5 * time.Second
+	// maxWrite bounds the positions of one write, and pace is the pause
+	// between two writes of one round: the store's work comes in small
+	// steps beside the message path's, never in one burst (at most 400
+	// positions a second).
+	maxWrite = 20
+	pace     = 50 * time.Millisecond
 	// writeTimeout bounds one write; finalWrite the last one, at stop.
 	writeTimeout = 5 * time.Second
 	finalWrite   = 2 * time.Second
@@ -123,7 +128,7 @@ func (s *Store) Run(ctx context.Context) {
 			s.behind.take(s.behind.max)
 			continue
 		}
-		if err := s.writeAll(ctx, writeTimeout); err != nil {
+		if err := s.writeAll(ctx, writeTimeout, pace); err != nil {
 			if ctx.Err() == nil {
 				s.warn.Warn().Err(err).Int("waiting", s.Len()).Dur("retry", wait).
 					Msg("cannot make read positions durable; retrying (logged at most 5 a second)")
@@ -147,22 +152,36 @@ func (s *Store) Run(ctx context.Context) {
 	}
 }
 
-// writeAll writes everything queued, maxWrite at a time, each write within
-// timeout. A failed batch goes back in the queue.
-func (s *Store) writeAll(ctx context.Context, timeout time.Duration) error {
-	for {
-		batch := s.behind.take(maxWrite)
-		if len(batch) == 0 {
-			return nil
-		}
+// writeAll writes what is queued now, maxWrite at a time, each write
+// within timeout and the next after a pause of gap (none when 0). What
+// is queued meanwhile waits for the next round: positions that keep
+// rising would otherwise keep a round going for ever. A failed write,
+// and what is left when ctx ends during a pause, go back in the queue.
+func (s *Store) writeAll(ctx context.Context, timeout, gap time.Duration) error {
+	round := s.behind.take(math.MaxInt)
+	for len(round) > 0 {
+		batch := round[:min(maxWrite, len(round))]
 		wctx, cancel := context.WithTimeout(ctx, timeout)
 		err := s.durable.SaveReadPositions(wctx, batch)
 		cancel()
 		if err != nil {
-			s.behind.putBack(batch)
+			s.behind.putBack(round)
 			return err
 		}
+		round = round[len(batch):]
+		if len(round) == 0 || gap == 0 {
+			continue
+		}
+		t := time.NewTimer(gap)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			s.behind.putBack(round)
+			return nil
+		case <-t.C:
+		}
 	}
+	return nil
 }
 
 // final writes what is queued when Run stops, for at most finalWrite.
@@ -172,7 +191,7 @@ func (s *Store) final() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), finalWrite)
 	defer cancel()
-	if err := s.writeAll(ctx, finalWrite); err != nil {
+	if err := s.writeAll(ctx, finalWrite, 0); err != nil {
 		s.log.Warn().Err(err).Int("positions", s.Len()).Msg("stopping with read positions not made durable; Redis holds them")
 	}
 }
