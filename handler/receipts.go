@@ -2,6 +2,8 @@ package handler
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync"
 
 	"chatcluster/protocol"
@@ -13,12 +15,26 @@ import (
 // position only rises.
 type Reads interface {
 	// Mark raises user's position in conv to seq if seq is higher, and
-	// returns the position now stored and whether seq raised it.
-	Mark(ctx context.Context, conv, user string, seq int64) (int64, bool, error)
+	// returns the position now stored and whether seq raised it. With
+	// check it first compares seq with the conversation's latest, in the
+	// same round trip: a seq above it is an *AboveLatest and changes
+	// nothing; ErrNoLatest says the latest is not at hand there (the
+	// caller finds it and marks unchecked).
+	Mark(ctx context.Context, conv, user string, seq int64, check bool) (int64, bool, error)
 	// Positions returns the positions of the named users in each
 	// conversation: out[conv][user], 0 for none.
 	Positions(ctx context.Context, want map[string][]string) (map[string]map[string]int64, error)
 }
+
+// ErrNoLatest is Reads.Mark's error when it cannot check a seq: the
+// conversation's latest seq is not where the positions are.
+var ErrNoLatest = errors.New("handler: the conversation's latest seq is not at hand")
+
+// AboveLatest is Reads.Mark's error for a seq above the conversation's
+// latest.
+type AboveLatest struct{ Latest int64 }
+
+func (e *AboveLatest) Error() string { return fmt.Sprintf("seq above the latest (%d)", e.Latest) }
 
 // Pusher hands pushes that are no message to users wherever they are (the
 // node's router). Neither method blocks; a connection a push cannot reach
@@ -160,21 +176,33 @@ func (h *Handler) read(ctx context.Context, c Conn, req protocol.Request) (any, 
 	if h.d.Reads == nil {
 		return nil, protocol.Errorf(protocol.CodeUnavailable, "read receipts are not set up on this node")
 	}
-	latest, err := h.d.Journal.Latest(ctx, []string{d.Conv})
-	if err != nil {
-		return nil, err
-	}
-	top := latest[d.Conv]
-	if d.Seq > top {
-		return nil, protocol.Errorf(protocol.CodeBadRequest, "seq %d is above the latest of %s (%d)", d.Seq, d.Conv, top)
-	}
-	if top == 0 {
-		// Nothing to read (the conversation may not even exist): nothing
-		// is stored for a name a client sends.
-		return protocol.ReadReply{Conv: d.Conv, Seq: 0}, nil
-	}
-	pos, raised, err := h.d.Reads.Mark(ctx, d.Conv, user, d.Seq)
-	if err != nil {
+	// One round trip: the position's script checks seq against the
+	// conversation's counter. Only where Redis holds no counter (no
+	// message yet, or Redis lost its data) is the latest read first, as
+	// sync reads it, seeding the counter from MongoDB.
+	pos, raised, err := h.d.Reads.Mark(ctx, d.Conv, user, d.Seq, true)
+	var above *AboveLatest
+	switch {
+	case errors.As(err, &above):
+		return nil, protocol.Errorf(protocol.CodeBadRequest, "seq %d is above the latest of %s (%d)", d.Seq, d.Conv, above.Latest)
+	case errors.Is(err, ErrNoLatest):
+		latest, err := h.d.Journal.Latest(ctx, []string{d.Conv})
+		if err != nil {
+			return nil, err
+		}
+		top := latest[d.Conv]
+		if d.Seq > top {
+			return nil, protocol.Errorf(protocol.CodeBadRequest, "seq %d is above the latest of %s (%d)", d.Seq, d.Conv, top)
+		}
+		if top == 0 {
+			// Nothing to read (the conversation may not even exist):
+			// nothing is stored for a name a client sends.
+			return protocol.ReadReply{Conv: d.Conv, Seq: 0}, nil
+		}
+		if pos, raised, err = h.d.Reads.Mark(ctx, d.Conv, user, d.Seq, false); err != nil {
+			return nil, err
+		}
+	case err != nil:
 		return nil, err
 	}
 	if raised && h.d.Pushes != nil {

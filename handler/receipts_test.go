@@ -13,9 +13,24 @@ import (
 type fakeReads struct {
 	pos   map[string]map[string]int64
 	asked map[string]bool // conversations Positions was asked for
+	// latest is where a checked Mark finds a conversation's latest seq,
+	// 0 for none (as a missing counter); nil: it never has one.
+	latest func(conv string) int64
 }
 
-func (f *fakeReads) Mark(_ context.Context, conv, user string, seq int64) (int64, bool, error) {
+func (f *fakeReads) Mark(_ context.Context, conv, user string, seq int64, check bool) (int64, bool, error) {
+	if check {
+		top := int64(0)
+		if f.latest != nil {
+			top = f.latest(conv)
+		}
+		switch {
+		case top == 0:
+			return 0, false, ErrNoLatest
+		case seq > top:
+			return 0, false, &AboveLatest{Latest: top}
+		}
+	}
 	if f.pos[conv] == nil {
 		f.pos[conv] = map[string]int64{}
 	}
@@ -74,6 +89,10 @@ func newReceiptTest(t *testing.T) (*Handler, *fakeReads, *fakePusher, *int64) {
 	h, _, _, rooms, _ := newTestRooms()
 	reads, pushes := &fakeReads{pos: map[string]map[string]int64{}}, &fakePusher{}
 	h.d.Reads, h.d.Pushes = reads, pushes
+	reads.latest = func(conv string) int64 {
+		l, _ := h.d.Journal.Latest(context.Background(), []string{conv})
+		return l[conv]
+	}
 	now := int64(1_000_000)
 	h.d.Now = func() int64 { return now }
 	ctx := context.Background()

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"iter"
 	"time"
@@ -123,8 +124,15 @@ func (c *client) TypingLimit() *handler.TypingLimit { return &c.typing }
 // readsSvc implements handler.Reads over the receipt store.
 type readsSvc struct{ st *receipt.Store }
 
-func (r readsSvc) Mark(ctx context.Context, conv, user string, seq int64) (int64, bool, error) {
-	pos, raised, err := r.st.Mark(ctx, conv, user, seq)
+func (r readsSvc) Mark(ctx context.Context, conv, user string, seq int64, check bool) (int64, bool, error) {
+	pos, raised, err := r.st.Mark(ctx, conv, user, seq, check)
+	var above *receipt.AboveLatestError
+	switch {
+	case errors.Is(err, receipt.ErrNoCounter):
+		return 0, false, handler.ErrNoLatest
+	case errors.As(err, &above):
+		return 0, false, &handler.AboveLatest{Latest: above.Latest}
+	}
 	return pos, raised, unavailable(err)
 }
 

@@ -40,6 +40,11 @@ type Config struct {
 	// cluster began (chatlog.Log.MarkerKey): a position missing there is
 	// 0, without asking Durable. nil: Durable is always asked.
 	Marker func(conv string) string
+	// Counter names a conversation's seq counter (chatlog.Log.SeqKey),
+	// under the same hash tag as its positions, so that Mark checks a
+	// position against the conversation's latest seq in its own round
+	// trip. nil: Mark checks nothing.
+	Counter func(conv string) string
 	// Queue bounds the positions waiting to be made durable (default
 	// DefaultQueue).
 	Queue int
@@ -57,6 +62,7 @@ type Store struct {
 	tags    *keyspace.Tags
 	durable Durable
 	marker  func(conv string) string
+	counter func(conv string) string
 	log     zerolog.Logger
 	// warn is log, at most a few lines a second.
 	warn   zerolog.Logger
@@ -70,7 +76,7 @@ func New(cfg Config) *Store {
 	}
 	log := cfg.Log.With().Str("component", "receipts").Logger()
 	return &Store{
-		rdb: cfg.Redis, prefix: cfg.Prefix, tags: keyspace.NewTags(), durable: cfg.Durable, marker: cfg.Marker,
+		rdb: cfg.Redis, prefix: cfg.Prefix, tags: keyspace.NewTags(), durable: cfg.Durable, marker: cfg.Marker, counter: cfg.Counter,
 		log: log, warn: log.Sample(&zerolog.BurstSampler{Burst: 5, Period: time.Second}),
 		behind: newBehind(cfg.Queue),
 	}
@@ -89,14 +95,21 @@ func (s *Store) markerKey(conv string) string {
 }
 
 // markScript raises a position. KEYS: the conversation's hash, its shard's
-// marker (the hash again when there is none). ARGV: user, seq, the
-// durable position or "" when not read yet. The position before is the
+// marker (the hash again when there is none), its seq counter. ARGV: user,
+// seq, the durable position or "" when not read yet, "1" to check seq
+// against the counter first: {-3, 0} when there is no counter, {-2,
+// latest} when seq is above it. The position before is the
 // one in Redis; without one, the durable one, or 0 when the marker says
 // Redis has held everything; without either the script returns {-1, 0}
 // and the caller reads the durable position and calls again. A position
 // read from MongoDB is put in Redis even when seq is lower. Returns
 // {1, seq} when seq raised the position, {0, position} when it did not.
 var markScript = redis.NewScript(`
+if ARGV[4] == '1' then
+  local top = redis.call('GET', KEYS[3])
+  if not top then return {-3, 0} end
+  if tonumber(ARGV[2]) > tonumber(top) then return {-2, tonumber(top)} end
+end
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 local base, baseStr
 if cur then
@@ -117,13 +130,33 @@ if baseStr ~= cur then redis.call('HSET', KEYS[1], ARGV[1], baseStr) end
 return {0, base}
 `)
 
+// ErrNoCounter is Mark's error when Redis holds no seq counter for the
+// conversation: it has no message, or Redis lost its data. The caller
+// finds the latest seq otherwise and calls Mark again, unchecked.
+var ErrNoCounter = errors.New("receipt: the conversation has no seq counter in Redis")
+
+// AboveLatestError is Mark's error for a seq above the conversation's
+// latest.
+type AboveLatestError struct{ Latest int64 }
+
+func (e *AboveLatestError) Error() string {
+	return fmt.Sprintf("receipt: seq above the latest (%d)", e.Latest)
+}
+
 // Mark raises user's position in conv to seq if seq is higher, and
 // returns the position now stored and whether seq raised it. A raised
-// position is queued to be made durable. The caller checks that seq is
-// not above the conversation's latest.
-func (s *Store) Mark(ctx context.Context, conv, user string, seq int64) (int64, bool, error) {
-	keys := []string{s.Key(conv), s.markerKey(conv)}
-	res, err := markScript.Run(ctx, s.rdb, keys, user, seq, "").Int64Slice()
+// position is queued to be made durable. With check (and a Counter), a
+// seq above the conversation's latest changes nothing and is an
+// *AboveLatestError, checked in the same round trip; without a counter
+// in Redis the error is ErrNoCounter. Without check the caller has
+// checked seq.
+func (s *Store) Mark(ctx context.Context, conv, user string, seq int64, check bool) (int64, bool, error) {
+	keys := []string{s.Key(conv), s.markerKey(conv), s.Key(conv)}
+	checkArg := ""
+	if check && s.counter != nil {
+		keys[2], checkArg = s.counter(conv), "1"
+	}
+	res, err := markScript.Run(ctx, s.rdb, keys, user, seq, "", checkArg).Int64Slice()
 	if err == nil && len(res) == 2 && res[0] < 0 {
 		floor := int64(0)
 		if s.durable != nil {
@@ -135,7 +168,15 @@ func (s *Store) Mark(ctx context.Context, conv, user string, seq int64) (int64, 
 				floor = got[0].Seq
 			}
 		}
-		res, err = markScript.Run(ctx, s.rdb, keys, user, seq, floor).Int64Slice()
+		res, err = markScript.Run(ctx, s.rdb, keys, user, seq, floor, checkArg).Int64Slice()
+	}
+	if err == nil && len(res) == 2 {
+		switch res[0] {
+		case -3:
+			return 0, false, ErrNoCounter
+		case -2:
+			return 0, false, &AboveLatestError{Latest: res[1]}
+		}
 	}
 	if err != nil {
 		return 0, false, fmt.Errorf("receipt: mark %s: %w", conv, err)

@@ -89,11 +89,46 @@ func newStore(t testing.TB, rdb redis.UniversalClient, d Durable, marker func(st
 
 func mark(t *testing.T, s *Store, conv, user string, seq int64) (int64, bool) {
 	t.Helper()
-	got, raised, err := s.Mark(context.Background(), conv, user, seq)
+	got, raised, err := s.Mark(context.Background(), conv, user, seq, false)
 	if err != nil {
 		t.Fatalf("mark %s %s %d: %v", conv, user, seq, err)
 	}
 	return got, raised
+}
+
+// A checked mark compares seq with the conversation's counter in the same
+// script: above it nothing changes, without one the caller is told.
+func TestMarkChecksTheCounter(t *testing.T) {
+	ctx := context.Background()
+	rdb := redisClient(t)
+	prefix := testenv.Namespace(t) + ":"
+	st := New(Config{Redis: rdb, Prefix: prefix, Log: zerolog.Nop(),
+		Marker:  func(conv string) string { return prefix + keyspace.NewTags().Of(conv) + "marker" },
+		Counter: func(conv string) string { return prefix + keyspace.NewTags().Of(conv) + "seq:" + conv }})
+	const conv = "dm:amy:bob"
+	if err := rdb.Set(ctx, prefix+keyspace.NewTags().Of(conv)+"marker", "1", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := st.Mark(ctx, conv, "amy", 1, true); !errors.Is(err, ErrNoCounter) {
+		t.Fatalf("mark without a counter: %v, want ErrNoCounter", err)
+	}
+	if err := rdb.Set(ctx, prefix+keyspace.NewTags().Of(conv)+"seq:"+conv, "4", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	var above *AboveLatestError
+	if _, _, err := st.Mark(ctx, conv, "amy", 5, true); !errors.As(err, &above) || above.Latest != 4 {
+		t.Fatalf("mark above the latest: %v, want AboveLatestError{4}", err)
+	}
+	if pos, raised, err := st.Mark(ctx, conv, "amy", 4, true); err != nil || !raised || pos != 4 {
+		t.Fatalf("mark of the latest: %d %v %v", pos, raised, err)
+	}
+	if pos, raised, err := st.Mark(ctx, conv, "amy", 2, true); err != nil || raised || pos != 4 {
+		t.Fatalf("a lower mark: %d %v %v, want 4 unchanged", pos, raised, err)
+	}
+	// Unchecked, the caller has checked.
+	if pos, raised, err := st.Mark(ctx, conv, "bob", 9, false); err != nil || !raised || pos != 9 {
+		t.Fatalf("unchecked mark: %d %v %v", pos, raised, err)
+	}
 }
 
 // A position only rises; where Redis has none, the durable one is the
