@@ -65,7 +65,9 @@ test: install check
 # every kind of fault is injected 20 times; it fails on any message lost,
 # shown twice or out of order. `make test` includes a short run (one of each).
 # CHAT_CHAOS_REDIS=sentinel runs it over Redis with Sentinel, =cluster over a
-# Redis Cluster with replicas (chaos/doc.go).
+# Redis Cluster with replicas; the cluster runs under the multi login policy
+# with some users on two devices, CHAT_CHAOS_LOGIN=single under single
+# (chaos/doc.go).
 chaos: install
 	CHAT_TEST_ZK_ENSEMBLE=1 CHAT_CHAOS_ROUNDS=$${CHAT_CHAOS_ROUNDS:-20} deploy/with-deps.sh $(GO) test -race -count=1 -run '^TestChaos$$' -v -timeout 80m ./chaos/
 

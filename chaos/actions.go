@@ -62,8 +62,9 @@ func (c *Client) change(ctx context.Context, o *ownMsg, kind, key string) {
 		case code == 401:
 			_ = conn.Close()
 		case code == 409 && kind == protocol.KindRecall:
-			// Recalled already: only the client recalls its own
-			// messages, so an attempt of its own landed.
+			// Recalled already: only the client recalls the messages
+			// it sent (not those of its user's other devices), so an
+			// attempt of its own landed.
 			o.recalled = true
 			c.cfg.Record.AddRecallLanded(c.cfg.Name, o.conv, o.seq)
 			return
@@ -111,7 +112,7 @@ func (c *Client) ackedChange(r protocol.ChatReply, o *ownMsg, kind, text, label 
 	if o.room != "" {
 		recipients = c.cfg.Members
 	}
-	c.cfg.Record.AddAck(Ack{Msg: m, ClientMsgID: label, Recipients: recipients})
+	c.cfg.Record.AddAck(Ack{Msg: m, ClientMsgID: label, Recipients: recipients, Device: c.cfg.ID})
 	if o.room == "" {
 		c.procMu.Lock()
 		c.offerLocked(m, FromAck)
@@ -142,13 +143,16 @@ func (c *Client) markRead(rng *rand.Rand) {
 	}
 	conv := convs[rng.IntN(len(convs))]
 	seq := offsets[conv]
+	// The position is the user's: the user's other devices raise it too,
+	// on connections of their own.
+	before := c.cfg.Record.ReadAcked(c.cfg.Name, conv)
 	c.cfg.Record.AddReadSent()
 	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	r, err := conn.Read(ctx, conv, seq)
 	cancel()
 	switch code := chatclient.Code(err); {
 	case err == nil:
-		c.cfg.Record.AddReadAck(c.cfg.Name, conv, seq, r.Seq)
+		c.cfg.Record.AddReadAckSince(c.cfg.Name, conv, seq, r.Seq, before)
 	case code >= 400 && code < 500 && code != 401 && code != 429:
 		// Above the latest (after Redis lost data, before the rebuild),
 		// or a room a service under change does not know: not stored.
@@ -197,7 +201,7 @@ func (c *Client) ServerViews(ctx context.Context) (map[string]map[int64]State, m
 	c.procMu.Unlock()
 	conn := c.waitConn(ctx, time.Now().Add(requestTimeout))
 	if conn == nil {
-		return nil, nil, errors.New(c.cfg.Name + " has no connection")
+		return nil, nil, errors.New(c.cfg.ID + " has no connection")
 	}
 	offsets := make(map[string]int64, len(convs))
 	for _, conv := range convs {

@@ -17,6 +17,7 @@ import (
 
 	"chatcluster/chatclient"
 	"chatcluster/internal/testenv"
+	"chatcluster/protocol"
 )
 
 // Settings of the run that the environment does not change.
@@ -44,7 +45,9 @@ var chaosRooms = []string{"lobby", "ops"}
 type runConfig struct {
 	faults   []string // CHAT_CHAOS_FAULTS: only these kinds (Fault.Key); all when empty
 	rounds   int
-	clients  int
+	clients  int    // connections of the chat workload: users' devices
+	login    string // CHAT_CHAOS_LOGIN: the cluster's login policy, single or multi
+	devices  int    // CHAT_CHAOS_DEVICES: users with a second device (multi only)
 	duration time.Duration
 	messages int64
 	seed     int64
@@ -71,6 +74,23 @@ func loadConfig(t *testing.T) runConfig {
 		seed:    num("CHAT_CHAOS_SEED", time.Now().UnixNano()%1_000_000, 0),
 		redis:   os.Getenv("CHAT_CHAOS_REDIS"),
 		support: os.Getenv("CHAT_CHAOS_SUPPORT") != "0",
+	}
+	switch cfg.login = os.Getenv("CHAT_CHAOS_LOGIN"); cfg.login {
+	case "":
+		cfg.login = "multi"
+	case "single", "multi":
+	default:
+		t.Fatalf("CHAT_CHAOS_LOGIN=%q: want single or multi", cfg.login)
+	}
+	// Of the clients, some are second devices of users: at most one per
+	// user, and at least two users.
+	def := int64(0)
+	if cfg.login == "multi" {
+		def = 2
+	}
+	cfg.devices = min(int(num("CHAT_CHAOS_DEVICES", def, 0)), cfg.clients/2, cfg.clients-2)
+	if cfg.login == "single" && cfg.devices > 0 {
+		t.Fatalf("CHAT_CHAOS_DEVICES=%d: a second device needs CHAT_CHAOS_LOGIN=multi (under single each login kicks the other)", cfg.devices)
 	}
 	switch cfg.redis {
 	case "":
@@ -111,9 +131,10 @@ func TestChaos(t *testing.T) {
 	opts := testenv.Options{
 		Nodes:          chaosNodes,
 		SessionTimeout: sessionTimeout,
-		Env:            []string{"CHAT_RATE_LIMIT=100000", "CHAT_VISITORS_PER_MINUTE=0", "CHAT_SUPPORT_GRACE=" + supportGrace.String()},
-		ZK:             testenv.ZKEnsemble(t),
-		Mongo:          mongo.URI(),
+		Env: []string{"CHAT_RATE_LIMIT=100000", "CHAT_VISITORS_PER_MINUTE=0", "CHAT_SUPPORT_GRACE=" + supportGrace.String(),
+			"CHAT_LOGIN_POLICY=" + cfg.login},
+		ZK:    testenv.ZKEnsemble(t),
+		Mongo: mongo.URI(),
 	}
 	var redis *testenv.RedisServer
 	var sentinel *testenv.SentinelRedis
@@ -140,17 +161,35 @@ func TestChaos(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	names := make([]string, cfg.clients)
+	// Users c1..cN; the first cfg.devices of them have two devices (two
+	// clients, each its own connection, device name, offsets and view).
+	names := make([]string, cfg.clients-cfg.devices)
 	for i := range names {
 		names[i] = fmt.Sprintf("c%d", i+1)
 		if err := h.gw.Register(ctx, names[i], chaosPassword); err != nil {
 			t.Fatalf("register %s: %v", names[i], err)
 		}
 	}
+	type device struct{ user, id, name string }
+	var devices []device
 	for i, name := range names {
+		switch {
+		case cfg.login == "single":
+			devices = append(devices, device{name, name, ""})
+		case i < cfg.devices:
+			devices = append(devices, device{name, name + ".d1", "d1"}, device{name, name + ".d2", "d2"})
+		default:
+			devices = append(devices, device{name, name, "d1"})
+		}
+	}
+	kick := protocol.KickSameDevice
+	if cfg.login == "single" {
+		kick = protocol.KickElsewhere
+	}
+	for i, d := range devices {
 		cl := NewClient(ClientConfig{
-			Name: name, Password: chaosPassword,
-			Peers:     slices.Delete(slices.Clone(names), i, i+1),
+			Name: d.user, ID: d.id, Device: d.name, Kick: kick, Password: chaosPassword,
+			Peers:     slices.DeleteFunc(slices.Clone(names), func(n string) bool { return n == d.user }),
 			Rooms:     chaosRooms,
 			Members:   names,
 			Gateway:   h.gw,
@@ -195,8 +234,9 @@ func TestChaos(t *testing.T) {
 	if len(cfg.faults) > 0 {
 		schedule = Only(schedule, cfg.faults)
 	}
-	report := Report{Clients: cfg.clients, Nodes: chaosNodes, Rounds: cfg.rounds, Seed: cfg.seed, Redis: cfg.redis, Scheduled: len(schedule)}
-	t.Logf("chaos: %d clients, %d faults (seed %d), at most %s and %d messages", cfg.clients, len(schedule), cfg.seed, cfg.duration, cfg.messages)
+	report := Report{Clients: cfg.clients, Users: len(names), Login: cfg.login, Nodes: chaosNodes, Rounds: cfg.rounds, Seed: cfg.seed, Redis: cfg.redis, Scheduled: len(schedule)}
+	t.Logf("chaos: %d clients (%d users, %d with two devices, login policy %s), %d faults (seed %d), at most %s and %d messages",
+		cfg.clients, len(names), cfg.devices, cfg.login, len(schedule), cfg.seed, cfg.duration, cfg.messages)
 	unrecovered := 0 // faults in a row the cluster did not recover from
 	for i, f := range schedule {
 		if time.Now().After(injectUntil) {
@@ -605,9 +645,10 @@ func (h *harness) snapshot(name string) (Snapshot, error) {
 		return Snapshot{}, err
 	}
 	snap := Snapshot{Name: name, Views: map[string]map[string]map[int64]State{}, Server: map[string]map[string]map[int64]State{},
-		Reads: map[string]map[string]ReadPos{}, AckedReads: h.rec.ReadsAcked()}
+		Reads: map[string]map[string]ReadPos{}, AckedReads: h.rec.ReadsAcked(), Users: map[string]string{}}
 	for _, cl := range h.clients {
 		snap.Views[cl.Name()] = cl.FinalViews()
+		snap.Users[cl.Name()] = cl.User()
 	}
 	var mu sync.Mutex
 	for i, cl := range h.clients {

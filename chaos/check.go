@@ -16,7 +16,7 @@ const maxProblems = 40
 // for the definitions.
 type Result struct {
 	Acked     int // acknowledged sends
-	Expected  int // (acknowledged message, recipient) pairs
+	Expected  int // (acknowledged message, recipient client) pairs: every device of every recipient
 	Delivered int // of those, the pairs whose recipient shows the message
 
 	// Violations: each must be 0.
@@ -32,17 +32,24 @@ type Result struct {
 	// ReadBack counts read positions that went back: a read reply, or a
 	// sync at a checkpoint, below a position acknowledged before.
 	ReadBack int
+	// UnexpectedKicks counts kicked pushes no client should get: any but
+	// that of a connection its client was leaving, by a login of its own
+	// device (Record.AddKick).
+	UnexpectedKicks int
 
 	// Information.
-	Raw          int // messages that reached clients from the server: pushes and sync entries
-	Redelivered  int // of those, ones the client already held at their seq (not shown)
-	HiddenOther  int // of those, ones at or below the offset where the client holds another message, or none (not shown)
-	Unacked      int // messages shown whose send was never acknowledged (its reply was lost)
-	GaveUp       int // sends never acknowledged
-	SeqConflicts int // acknowledged messages sharing a conv and seq with another acknowledged message
-	FinalChecked int // (client, message) pairs whose final state was compared, at the end and at the checkpoints
-	Edits        int // acknowledged edits
-	Recalls      int // acknowledged recalls
+	Devices      map[int]int    // users with n devices (clients), per n
+	Kicks        map[string]int // kicked pushes by reason
+	KicksAway    int            // of those, of a connection its client was leaving (expected)
+	Raw          int            // messages that reached clients from the server: pushes and sync entries
+	Redelivered  int            // of those, ones the client already held at their seq (not shown)
+	HiddenOther  int            // of those, ones at or below the offset where the client holds another message, or none (not shown)
+	Unacked      int            // messages shown whose send was never acknowledged (its reply was lost)
+	GaveUp       int            // sends never acknowledged
+	SeqConflicts int            // acknowledged messages sharing a conv and seq with another acknowledged message
+	FinalChecked int            // (client, message) pairs whose final state was compared, at the end and at the checkpoints
+	Edits        int            // acknowledged edits
+	Recalls      int            // acknowledged recalls
 	// Recalls sent again after a lost reply and answered "recalled
 	// already": the first landed.
 	RecallsLanded int
@@ -70,7 +77,7 @@ type Result struct {
 
 // OK reports whether the result has no violation.
 func (r Result) OK() bool {
-	return r.Lost == 0 && r.Duplicates == 0 && r.OutOfOrder == 0 && r.FinalDiffers == 0 && r.ReadBack == 0
+	return r.Lost == 0 && r.Duplicates == 0 && r.OutOfOrder == 0 && r.FinalDiffers == 0 && r.ReadBack == 0 && r.UnexpectedKicks == 0
 }
 
 func (r *Result) problem(format string, args ...any) {
@@ -83,12 +90,27 @@ func (r *Result) problem(format string, args ...any) {
 
 // Check replays every client's arrivals through a View (what a correct
 // client shows) and compares what each recipient shows with what was
-// acknowledged.
+// acknowledged. A user may have several clients (devices), each with its
+// own view: a message must reach every one of them (Record.Expected).
 func Check(rec *Record) Result {
 	var res Result
 	acks := rec.Acks()
 	res.Acked = len(acks)
 	res.GaveUp = len(rec.GaveUp())
+	res.Devices = rec.DeviceCounts()
+	expect := make([][]string, len(acks)) // per ack: the clients that must show it
+	expected := make([]map[string]bool, len(acks))
+	for i := range acks {
+		expect[i] = rec.Expected(acks[i])
+		expected[i] = map[string]bool{}
+		for _, c := range expect[i] {
+			expected[i][c] = true
+		}
+	}
+	index := make(map[*Ack]int, len(acks))
+	for i := range acks {
+		index[&acks[i]] = i
+	}
 
 	byID := make(map[string]*Ack, len(acks))
 	byConv := map[string][]*Ack{}
@@ -97,8 +119,8 @@ func Check(rec *Record) Result {
 		if prev, ok := byID[a.Msg.ID]; ok {
 			// Two sends acknowledged with one message: one of them
 			// was not stored.
-			res.Lost += len(a.Recipients)
-			res.Expected += len(a.Recipients)
+			res.Lost += len(expect[i])
+			res.Expected += len(expect[i])
 			res.problem("lost: sends %s and %s were both acknowledged as message %s", prev.ClientMsgID, a.ClientMsgID, a.Msg.ID)
 			continue
 		}
@@ -134,7 +156,7 @@ func Check(rec *Record) Result {
 		seen[id][user] = append(seen[id][user], how)
 	}
 	views := map[string]*View{}
-	for _, user := range rec.Users() {
+	for _, user := range rec.Clients() {
 		v := NewView()
 		views[user] = v
 		passed := map[string]bool{}            // acknowledged ids this user passed over
@@ -162,7 +184,7 @@ func Check(rec *Record) Result {
 				i := sort.Search(len(list), func(i int) bool { return list[i].Msg.Seq > prev })
 				for ; i < len(list) && list[i].Msg.Seq < m.Seq; i++ {
 					ak := list[i]
-					if ak.Msg.ID == m.ID || passed[ak.Msg.ID] || shows[ak.Msg.ID][user] > 0 || !slices.Contains(ak.Recipients, user) {
+					if ak.Msg.ID == m.ID || passed[ak.Msg.ID] || shows[ak.Msg.ID][user] > 0 || !expected[index[ak]][user] {
 						continue
 					}
 					passed[ak.Msg.ID] = true
@@ -210,7 +232,7 @@ func Check(rec *Record) Result {
 	checkFinal(&res, rec, acks, views)
 	checkSignals(&res, rec)
 
-	for _, user := range rec.Users() {
+	for _, user := range rec.Clients() {
 		for _, a := range rec.Waiting(user) {
 			note(a.Msg.ID, user, fmt.Sprintf("%s at seq %d, still waiting at the end behind a gap the client could not sync", a.Src, a.Msg.Seq))
 		}
@@ -220,7 +242,7 @@ func Check(rec *Record) Result {
 		if byID[a.Msg.ID] != a {
 			continue // a second send acknowledged as one message: counted above
 		}
-		for _, r := range a.Recipients {
+		for _, r := range expect[i] {
 			res.Expected++
 			if shows[a.Msg.ID][r] > 0 {
 				res.Delivered++
@@ -260,7 +282,7 @@ func checkFinal(res *Result, rec *Record, acks []Ack, views map[string]*View) {
 	for _, a := range acks {
 		add(a.Msg)
 	}
-	for _, user := range rec.Users() {
+	for _, user := range rec.Clients() {
 		for _, conv := range views[user].Convs() {
 			for _, m := range views[user].Held(conv, 0) {
 				add(m)
@@ -297,7 +319,7 @@ func checkFinal(res *Result, rec *Record, acks []Ack, views map[string]*View) {
 	for _, ids := range repeats {
 		res.EditRepeats += len(ids) - 1
 	}
-	for _, user := range rec.Users() {
+	for _, user := range rec.Clients() {
 		v := views[user]
 		for _, conv := range v.Convs() {
 			want := truth[conv]
@@ -327,7 +349,7 @@ func checkFinal(res *Result, rec *Record, acks []Ack, views map[string]*View) {
 				l.User, l.Conv, l.Ref, st)
 			continue
 		}
-		for _, user := range rec.Users() {
+		for _, user := range rec.Clients() {
 			if st, ok := views[user].Final(l.Conv)[l.Ref]; ok && !st.Recalled {
 				res.FinalDiffers++
 				res.problem("final view: %s shows %s seq %d as %s, though %s's recall of it was answered \"recalled already\"", user, l.Conv, l.Ref, st, l.User)
@@ -344,6 +366,11 @@ func checkSignals(res *Result, rec *Record) {
 	res.TypingSent, res.TypingFailed = sig.typingSent, sig.typingFailed
 	for _, p := range sig.readBack {
 		res.ReadBack++
+		res.problem("%s", p)
+	}
+	res.Kicks, res.KicksAway = sig.kicks, sig.kicksAway
+	for _, p := range sig.badKicks {
+		res.UnexpectedKicks++
 		res.problem("%s", p)
 	}
 	for _, c := range rec.Checkpoints() {

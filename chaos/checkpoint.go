@@ -34,8 +34,22 @@ type Snapshot struct {
 	// sync.
 	Reads map[string]map[string]ReadPos
 	// AckedReads: per user, per conversation, the highest read position
-	// acknowledged before the checkpoint.
+	// acknowledged before the checkpoint (by any device of the user).
 	AckedReads map[string]map[string]int64
+	// Users: the user of each client (device); a client missing here is
+	// its user's only one, named like the user.
+	Users map[string]string
+}
+
+// devices returns the clients of user in the snapshot, sorted.
+func (s Snapshot) devices(user string) []string {
+	var out []string
+	for _, c := range sortedMapKeys(s.Views) {
+		if u, ok := s.Users[c]; ok && u == user || !ok && c == user {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // CheckpointResult is what the comparison of one Snapshot found.
@@ -127,23 +141,34 @@ func CompareSnapshot(s Snapshot) CheckpointResult {
 
 	for _, user := range sortedMapKeys(s.AckedReads) {
 		for _, conv := range sortedMapKeys(s.AckedReads[user]) {
+			// The position is the user's: every device of the user
+			// reads it back (read), and every device of the other user
+			// of a direct conversation (peerRead).
 			acked := s.AckedReads[user][conv]
-			if pos, ok := s.Reads[user][conv]; ok {
-				res.ReadsChecked++
-				if pos.Read < acked {
-					res.ReadBack++
-					res.problem("read position went back: the server gives %s's read of %s as %d; %d was acknowledged", user, conv, pos.Read, acked)
+			for _, c := range s.devices(user) {
+				if pos, ok := s.Reads[c][conv]; ok {
+					res.ReadsChecked++
+					if pos.Read < acked {
+						res.ReadBack++
+						to := ""
+						if c != user {
+							to = " to " + c
+						}
+						res.problem("read position went back: the server gives %s's read of %s as %d%s; %d was acknowledged", user, conv, pos.Read, to, acked)
+					}
 				}
 			}
 			peer, ok := dmPeer(conv, user)
 			if !ok {
 				continue
 			}
-			if pos, ok := s.Reads[peer][conv]; ok {
-				res.ReadsChecked++
-				if pos.PeerRead < acked {
-					res.ReadBack++
-					res.problem("read position went back: the server gives %s's read of %s to %s (peerRead) as %d; %d was acknowledged", user, conv, peer, pos.PeerRead, acked)
+			for _, c := range s.devices(peer) {
+				if pos, ok := s.Reads[c][conv]; ok {
+					res.ReadsChecked++
+					if pos.PeerRead < acked {
+						res.ReadBack++
+						res.problem("read position went back: the server gives %s's read of %s to %s (peerRead) as %d; %d was acknowledged", user, conv, c, pos.PeerRead, acked)
+					}
 				}
 			}
 		}

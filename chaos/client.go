@@ -67,7 +67,20 @@ func (b *Budget) Exhausted() bool { return b.left.Load() <= 0 }
 
 // ClientConfig describes one client of the workload.
 type ClientConfig struct {
-	Name      string
+	Name string // the user
+	// Device names the client's device in its login data ("": none).
+	// Under the multi login policy a user may have several clients, each
+	// a device of its own; a reconnect with the same name replaces the
+	// device's earlier connection.
+	Device string
+	// ID names the client in the record and the log ("": Name); a user's
+	// clients have different ones.
+	ID string
+	// Kick is the reason of the kick a connection may get when its client
+	// has left it and logged in again: protocol.KickSameDevice under the
+	// multi login policy, protocol.KickElsewhere under single. Any other
+	// kick, and any kick of a live connection, is a violation.
+	Kick      string
 	Password  string
 	Peers     []string // the other clients: direct messages go to them
 	Rooms     []string // rooms every client is a member of
@@ -144,19 +157,26 @@ func NewClient(cfg ClientConfig) *Client {
 		senderDone:   make(chan struct{}),
 		act:          make(chan struct{}, 1),
 	}
+	if c.cfg.ID == "" {
+		c.cfg.ID = cfg.Name
+	}
 	for _, p := range cfg.Peers {
 		c.view.Know(protocol.DMConv(cfg.Name, p))
 	}
-	cfg.Record.AddClient(cfg.Name)
+	cfg.Record.AddDevice(c.cfg.ID, cfg.Name)
 	return c
 }
 
-// Name is the client's user name.
-func (c *Client) Name() string { return c.cfg.Name }
+// Name is the client's name in the record: its user's, or its device's
+// (ClientConfig.ID).
+func (c *Client) Name() string { return c.cfg.ID }
+
+// User is the client's user name.
+func (c *Client) User() string { return c.cfg.Name }
 
 func (c *Client) logf(format string, args ...any) {
 	if c.cfg.Logf != nil {
-		c.cfg.Logf(c.cfg.Name+": "+format, args...)
+		c.cfg.Logf(c.cfg.ID+": "+format, args...)
 	}
 }
 
@@ -216,7 +236,7 @@ func (c *Client) Close() {
 	sort.Strings(convs)
 	for _, conv := range convs {
 		for _, w := range c.pending[conv] {
-			c.cfg.Record.AddWaiting(c.cfg.Name, w.m, w.src)
+			c.cfg.Record.AddWaiting(c.cfg.ID, w.m, w.src)
 		}
 	}
 	c.pending = map[string][]waiting{}
@@ -386,7 +406,7 @@ func (c *Client) connectOnce(avoid []string) (*chatclient.Conn, string, error) {
 			continue
 		}
 		var lr protocol.LoginReply
-		if lr, err = conn.LoginToken(ctx, token); err != nil {
+		if err = conn.Do(ctx, protocol.ActionLogin, protocol.LoginData{Token: token, Device: c.cfg.Device}, &lr); err != nil {
 			closeConn(conn)
 			err = fmt.Errorf("login at %s: %w", n.ID, err)
 			continue
@@ -572,10 +592,20 @@ func (c *Client) handle(conn *chatclient.Conn, items []chatclient.Push) (goingAw
 				goingAway = true
 			}
 		case protocol.PushKicked:
-			// Only this workload logs in as this user: a kick is a
-			// server-side race worth a line in the log.
+			// Only this workload logs in as this user, each device
+			// under its own name: the only kick that may come is of a
+			// connection the client left already, by its own next
+			// login (a reconnect race). Any other is a violation.
+			var kp protocol.KickedPush
+			if err := json.Unmarshal(p.Data, &kp); err != nil {
+				kp.Reason = string(p.Data)
+			}
+			c.mu.Lock()
+			away := c.conn != conn || c.wanted > c.served
+			c.mu.Unlock()
 			c.Kicked.Add(1)
-			c.logf("kicked: %s", p.Data)
+			c.cfg.Record.AddKick(c.cfg.ID, kp.Reason, away, c.cfg.Kick)
+			c.logf("kicked (reconnecting: %t): %s", away, p.Data)
 		}
 	}
 	return goingAway
@@ -601,7 +631,7 @@ func (c *Client) offerLocked(m protocol.Message, src Source) {
 // recalls.
 func (c *Client) acceptLocked(m protocol.Message, src Source) {
 	if m.Kind == "" || m.Changes() {
-		c.cfg.Record.AddArrival(c.cfg.Name, m, src)
+		c.cfg.Record.AddArrival(c.cfg.ID, m, src)
 	}
 	c.view.Accept(m)
 }
@@ -757,7 +787,7 @@ func (c *Client) Settle(ctx context.Context) error {
 		}
 		delay = min(2*delay, backoffMax)
 	}
-	return fmt.Errorf("%s did not settle: %v", c.cfg.Name, last)
+	return fmt.Errorf("%s did not settle: %v", c.cfg.ID, last)
 }
 
 func (c *Client) settleOnce(conn *chatclient.Conn) error {
@@ -832,7 +862,7 @@ func (c *Client) JoinRooms(ctx context.Context) error {
 			}
 		}
 		if err != nil {
-			return fmt.Errorf("%s joins %s: %w", c.cfg.Name, room, err)
+			return fmt.Errorf("%s joins %s: %w", c.cfg.ID, room, err)
 		}
 	}
 	return nil
@@ -876,7 +906,7 @@ func (c *Client) sendLoop(ctx context.Context) {
 // action does the client's n-th action; it reports false when the budget
 // is used up.
 func (c *Client) action(ctx context.Context, rng *rand.Rand, n int, own *[]*ownMsg) bool {
-	key := fmt.Sprintf("%s-%d", c.cfg.Name, n)
+	key := fmt.Sprintf("%s-%d", c.cfg.ID, n) // a clientMsgId: each device's own
 	switch x := rng.Float64(); {
 	case x < editShare:
 		if o := pickOwn(rng, *own, func(i int, o *ownMsg) bool { return i >= len(*own)-editRecent && !o.recalled }); o != nil {
@@ -993,14 +1023,15 @@ func (c *Client) send(ctx context.Context, to, room, cmid string) (protocol.Chat
 }
 
 // acked records an acknowledged send; a direct message also joins what the
-// sender holds of the conversation (a room message comes back as a push).
+// sending client holds of the conversation (a room message comes back as a
+// push, and a direct one reaches the sender's other devices as one).
 func (c *Client) acked(r protocol.ChatReply, to, room, text, cmid string) {
 	m := protocol.Message{ID: r.ID, Conv: r.Conv, Seq: r.Seq, From: c.cfg.Name, To: to, Room: room, Text: text, TS: r.TS}
 	recipients := []string{to}
 	if room != "" {
 		recipients = c.cfg.Members
 	}
-	c.cfg.Record.AddAck(Ack{Msg: m, ClientMsgID: cmid, Recipients: recipients})
+	c.cfg.Record.AddAck(Ack{Msg: m, ClientMsgID: cmid, Recipients: recipients, Device: c.cfg.ID})
 	if room == "" {
 		c.procMu.Lock()
 		c.offerLocked(m, FromAck)

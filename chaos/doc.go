@@ -10,6 +10,29 @@
 // member's and with the server's. A checker then verifies the full record
 // of what was acknowledged and what was received.
 //
+// # Devices
+//
+// The cluster runs under the multi login policy (docs/protocol.md,
+// section 1.11): a user may be logged in on several devices at once, and
+// some users of the run are. Of the K clients, the first
+// CHAT_CHAOS_DEVICES users (default 2) have two: clients c1.d1 and c1.d2
+// are user c1 on devices d1 and d2; the other users have one client,
+// named like the user, on device d1. Every client is a connection of its
+// own with its own device name in its login data, logs in through the
+// gateway and reconnects after faults on its own (the two devices of a
+// user may land on different nodes), keeps its own offsets and view, and
+// runs the whole workload. So K = 6 is 4 users, 2 of them on two devices.
+// CHAT_CHAOS_LOGIN=single runs the cluster under the single policy
+// instead, every user on one client without a device name.
+//
+// A client that logs in again with its device name replaces its own
+// earlier connection: if that one still gets a kicked push, with reason
+// "logged in again on this device" ("logged in elsewhere" under single),
+// while the client is leaving it (reconnecting), it is a reconnect race
+// and counts as such. Any other kick (of a live connection, or "logged in
+// on more than 5 devices", which two devices never reach) is a violation,
+// an unexpected kick.
+//
 // # The workload
 //
 // Each client's actions, one at a time with 25 to 75 ms between them:
@@ -26,7 +49,10 @@
 // The run is TestChaos (chaos_test.go), driven by environment variables:
 //
 //	CHAT_CHAOS_ROUNDS    rounds of each fault (default 1: the short run of `make test`)
-//	CHAT_CHAOS_CLIENTS   concurrent clients K (default 6)
+//	CHAT_CHAOS_CLIENTS   concurrent clients K: devices (default 6)
+//	CHAT_CHAOS_LOGIN     the cluster's login policy, CHAT_LOGIN_POLICY: multi (default) or single
+//	CHAT_CHAOS_DEVICES   users with a second device among the K clients (default 2 under multi,
+//	                     at most K/2 and leaving at least 2 users; must be 0 under single)
 //	CHAT_CHAOS_DURATION  time bound for injecting faults, a Go duration (default 2m + 90s per round;
 //	                     the checkpoints' time does not count)
 //	CHAT_CHAOS_MESSAGES  bound on the messages, edits and recalls sent (default 20000 per round)
@@ -76,19 +102,26 @@
 // or does not settle within a minute) is listed with its reason.
 //
 // Read positions: the record keeps per user and conversation the highest
-// read position acknowledged. A read reply below the seq sent or below a
-// position acknowledged before, and at a checkpoint a sync whose read
-// (the user's own) or, in a direct conversation, the other user's
-// peerRead is below it, count as read positions that went back.
+// read position acknowledged, which every device of the user raises. A
+// read reply below the seq sent or below a position acknowledged before
+// the read was sent (a reply to the user's other device may come in
+// between), and at a checkpoint a sync of any device of the user whose
+// read (the user's own) or, in a direct conversation, a sync of any
+// device of the other user whose peerRead is below it, count as read
+// positions that went back.
 //
 // # What the checker verifies
 //
 // The record holds every acknowledged send (message id, conversation, seq,
-// sender, text, and the recipients: the addressee of a direct message,
-// every member of the room for a room message, the sender included) and,
-// per client, every message that reached it, in the order the client
-// processed them: message pushes and the messages of sync replies (and,
-// for its own direct messages, the chat reply, which a client also keeps).
+// sender, the device that sent it, text, and the recipients: the
+// addressee of a direct message, every member of the room for a room
+// message, the sender included) and, per client (device), every message
+// that reached it, in the order the client processed them: message pushes
+// and the messages of sync replies (and, for its own direct messages, the
+// chat reply, which a client also keeps). A message must reach every
+// device of its recipients, and a direct one also every other device of
+// its sender (the sending one has the reply): the expected deliveries are
+// (message, device) pairs, and each device is checked over its own view.
 // An acknowledged edit or recall is an event with its own id and seq
 // (docs/protocol.md, section 1.12) and is recorded as a send, with the
 // recipients of a message of its conversation, and as it reaches clients:
@@ -113,7 +146,8 @@
 //     by any client, each once by id) leads to, or differs from the
 //     server's at a checkpoint, or is not recalled though the server
 //     answered a recall sent again "recalled already";
-//   - read positions that went back (see Checkpoints).
+//   - read positions that went back (see Checkpoints);
+//   - unexpected kicks (see Devices).
 //
 // Events sent again: an edit has no clientMsgId, so one sent again after
 // its reply was lost may be stored twice, as two events with one text.

@@ -47,10 +47,15 @@ type Ack struct {
 	// ClientMsgID is the send's clientMsgId; of an event (which has
 	// none) a label of the workload's, for the violations it appears in.
 	ClientMsgID string
-	// Recipients must each show the message: the addressee of a direct
-	// message; every member of the room, the sender included. An event
-	// has the recipients of a message of its conversation.
+	// Recipients are the users who must show the message, on every
+	// device of theirs: the addressee of a direct message; every member
+	// of the room, the sender included. An event has the recipients of a
+	// message of its conversation.
 	Recipients []string
+	// Device is the client (device) that sent it; "" means the client
+	// named as the sender (a user with one device). Of a direct message
+	// the sender's other devices are recipients too (Record.Expected).
+	Device string
 }
 
 // Arrival is a message that reached a client, in the order the client
@@ -65,7 +70,8 @@ type Arrival struct {
 type Record struct {
 	mu       sync.Mutex
 	acks     []Ack
-	arrivals map[string][]Arrival // per client
+	arrivals map[string][]Arrival // per client (device)
+	users    map[string]string    // client -> its user
 	waiting  map[string][]Arrival // per client: received, never processed (behind a gap at the end)
 	gaveUp   []string             // clientMsgIds of sends never acknowledged
 
@@ -78,6 +84,10 @@ type Record struct {
 	typingSent   int
 	typingFailed int
 	checkpoints  []CheckpointResult
+
+	kicks     map[string]int // kicked pushes by reason
+	kicksAway int            // of those, kicks of a connection its client was leaving (reconnecting)
+	badKicks  []string       // kicks no client should get: violations
 }
 
 type readKey struct{ user, conv string }
@@ -92,15 +102,120 @@ type Recalled struct {
 
 // NewRecord returns an empty record.
 func NewRecord() *Record {
-	return &Record{arrivals: map[string][]Arrival{}, waiting: map[string][]Arrival{}, reads: map[readKey]int64{}}
+	return &Record{arrivals: map[string][]Arrival{}, users: map[string]string{}, waiting: map[string][]Arrival{},
+		reads: map[readKey]int64{}, kicks: map[string]int{}}
 }
 
-// AddClient makes user part of the record even if nothing reaches it.
-func (r *Record) AddClient(user string) {
+// AddClient makes user part of the record, as a user with one client
+// named like the user, even if nothing reaches it.
+func (r *Record) AddClient(user string) { r.AddDevice(user, user) }
+
+// AddDevice makes client, one device of user, part of the record even if
+// nothing reaches it. A user may have several.
+func (r *Record) AddDevice(client, user string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if _, ok := r.arrivals[user]; !ok {
-		r.arrivals[user] = nil
+	if _, ok := r.arrivals[client]; !ok {
+		r.arrivals[client] = nil
+	}
+	r.users[client] = user
+}
+
+// UserOf returns the user of client (the client's own name if unknown).
+func (r *Record) UserOf(client string) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.userOfLocked(client)
+}
+
+func (r *Record) userOfLocked(client string) string {
+	if u, ok := r.users[client]; ok {
+		return u
+	}
+	return client
+}
+
+// Devices returns the clients of user, sorted; a user the record has no
+// client of is its own only one.
+func (r *Record) Devices(user string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.devicesLocked(user)
+}
+
+func (r *Record) devicesLocked(user string) []string {
+	var out []string
+	for c, u := range r.users {
+		if u == user {
+			out = append(out, c)
+		}
+	}
+	if len(out) == 0 {
+		return []string{user}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Expected returns the clients that must show a: every device of every
+// recipient and, of a direct message (or an event of a direct
+// conversation), every device of the sender but the one that sent it
+// (which holds it from its reply). Sorted, each once.
+func (r *Record) Expected(a Ack) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	set := map[string]bool{}
+	for _, u := range a.Recipients {
+		for _, c := range r.devicesLocked(u) {
+			set[c] = true
+		}
+	}
+	if a.Msg.Room == "" && a.Msg.From != "" {
+		sender := a.Device
+		if sender == "" {
+			sender = a.Msg.From
+		}
+		for _, c := range r.devicesLocked(a.Msg.From) {
+			if c != sender {
+				set[c] = true
+			}
+		}
+	}
+	return sortedKeys(set)
+}
+
+// DeviceCounts returns how many users have n clients, per n.
+func (r *Record) DeviceCounts() map[int]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	per := map[string]int{}
+	for c := range r.arrivals {
+		per[r.userOfLocked(c)]++
+	}
+	out := map[int]int{}
+	for _, n := range per {
+		out[n]++
+	}
+	return out
+}
+
+// AddKick records a kicked push that reached client with reason. away
+// says the client was leaving that connection already (reconnecting), so
+// that a kick of an earlier login of its own device is expected; want is
+// the reason such a kick gives under the cluster's login policy. Any
+// other kick is a violation: only the workload logs in as its users, each
+// device under its own name, far below the bound of devices.
+func (r *Record) AddKick(client, reason string, away bool, want string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.kicks[reason]++
+	switch {
+	case away && reason == want:
+		r.kicksAway++
+	case away:
+		r.badKicks = append(r.badKicks, fmt.Sprintf("unexpected kick: %s was kicked while reconnecting with reason %q; only %q can happen then", client, reason, want))
+	default:
+		r.badKicks = append(r.badKicks, fmt.Sprintf("unexpected kick: %s was kicked on its live connection with reason %q", client, reason))
 	}
 }
 
@@ -165,8 +280,8 @@ func (r *Record) Arrivals(user string) []Arrival {
 	return slices.Clone(r.arrivals[user])
 }
 
-// Users returns the clients of the record, sorted.
-func (r *Record) Users() []string {
+// Clients returns the clients (devices) of the record, sorted.
+func (r *Record) Clients() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	out := slices.Collect(maps.Keys(r.arrivals))
@@ -201,11 +316,28 @@ func (r *Record) AddReadRefused() {
 // a stored position below seq, or below one acknowledged before, is a
 // position that went back, and is recorded as such.
 func (r *Record) AddReadAck(user, conv string, seq, stored int64) {
+	r.AddReadAckSince(user, conv, seq, stored, r.ReadAcked(user, conv))
+}
+
+// ReadAcked returns the highest read position of user in conv
+// acknowledged so far.
+func (r *Record) ReadAcked(user, conv string) int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.reads[readKey{user, conv}]
+}
+
+// AddReadAckSince is AddReadAck for a read sent when before
+// (ReadAcked) was the highest position acknowledged: the user's other
+// devices read on connections of their own, so a reply to one may be
+// recorded after a later reply to another; only a position acknowledged
+// before the request went counts against it.
+func (r *Record) AddReadAckSince(user, conv string, seq, stored, before int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.readsAcked++
 	k := readKey{user, conv}
-	prev := r.reads[k]
+	prev := before
 	switch {
 	case stored < prev:
 		r.readBack = append(r.readBack, fmt.Sprintf("read position went back: %s read %s at %d, and the server answered that it stores %d; %d was acknowledged before",
@@ -213,7 +345,7 @@ func (r *Record) AddReadAck(user, conv string, seq, stored int64) {
 	case stored < seq:
 		r.readBack = append(r.readBack, fmt.Sprintf("read position went back: %s read %s at %d, and the server answered that it stores %d", user, conv, seq, stored))
 	}
-	r.reads[k] = max(prev, seq, stored)
+	r.reads[k] = max(r.reads[k], prev, seq, stored)
 }
 
 // ReadsAcked returns the highest read position acknowledged, per user and
@@ -270,17 +402,21 @@ func (r *Record) Checkpoints() []CheckpointResult {
 	return slices.Clone(r.checkpoints)
 }
 
-// signals are the record's counts of reads and typing.
+// signals are the record's counts of reads, typing and kicks.
 type signals struct {
 	readsSent, readsAcked, readsRefused int
 	readBack                            []string
 	typingSent, typingFailed            int
+	kicks                               map[string]int
+	kicksAway                           int
+	badKicks                            []string
 }
 
 func (r *Record) signals() signals {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return signals{r.readsSent, r.readsAcked, r.readsRefused, slices.Clone(r.readBack), r.typingSent, r.typingFailed}
+	return signals{r.readsSent, r.readsAcked, r.readsRefused, slices.Clone(r.readBack), r.typingSent, r.typingFailed,
+		maps.Clone(r.kicks), r.kicksAway, slices.Clone(r.badKicks)}
 }
 
 // textPrefix starts the text of every message of the workload; the rest

@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -23,7 +24,9 @@ type FaultRun struct {
 
 // Report is the outcome of a run: the faults and the checker's result.
 type Report struct {
-	Clients   int
+	Clients   int    // connections of the chat workload: devices
+	Users     int    // users of those clients (0: one per client)
+	Login     string // the cluster's login policy ("": not said)
 	Nodes     int
 	Rounds    int
 	Seed      int64
@@ -83,8 +86,15 @@ func (r Report) Table() string {
 	case "cluster":
 		redis = ", Redis Cluster of 3 masters and 3 replicas (the Redis fault: kill -9 of a master)"
 	}
-	fmt.Fprintf(&b, "chaos run: %d clients, %d nodes, %d %s of each fault (seed %d)%s, %s\n",
-		r.Clients, r.Nodes, r.Rounds, rounds, r.Seed, redis, r.Elapsed.Round(time.Second))
+	clients := fmt.Sprintf("%d clients", r.Clients)
+	if r.Users > 0 && r.Users != r.Clients {
+		clients += fmt.Sprintf(" (devices of %d users)", r.Users)
+	}
+	if r.Login != "" {
+		clients += ", login policy " + r.Login
+	}
+	fmt.Fprintf(&b, "chaos run: %s, %d nodes, %d %s of each fault (seed %d)%s, %s\n",
+		clients, r.Nodes, r.Rounds, rounds, r.Seed, redis, r.Elapsed.Round(time.Second))
 	fmt.Fprintf(&b, "%s\n\n", FailoverDefinition)
 	fmt.Fprintf(&b, "%-24s %9s %10s %13s %13s\n", "fault", "injected", "recovered", "failover p50", "failover max")
 	var all []time.Duration
@@ -119,7 +129,7 @@ func (r Report) Table() string {
 	row("faults injected", injected, fmt.Sprintf("of %d scheduled", r.Scheduled))
 	row("faults not recovered", injected-recovered, "must be 0")
 	row("messages acknowledged", res.Acked, "edits and recalls included")
-	row("deliveries expected", res.Expected, "acknowledged message x recipient")
+	row("deliveries expected", res.Expected, "acknowledged message x recipient device")
 	row("delivered", res.Delivered, "shown by the recipient")
 	row("lost", res.Lost, "must be 0")
 	row("duplicates shown", res.Duplicates, "must be 0")
@@ -127,6 +137,20 @@ func (r Report) Table() string {
 	row("final views differing", res.FinalDiffers, fmt.Sprintf("must be 0; of %d (client, message) pairs compared", res.FinalChecked))
 	row("final-view checkpoints", res.Checkpoints, fmt.Sprintf("info: after each fault and at the end; %d skipped, %d compared twice", res.CheckpointsSkipped, res.CheckpointsRetaken))
 	row("read positions went back", res.ReadBack, fmt.Sprintf("must be 0; of %d positions compared at checkpoints", res.ReadsChecked))
+	row("unexpected kicks", res.UnexpectedKicks, "must be 0; a kick of a live connection, or for another reason")
+	for _, n := range slices.Sorted(maps.Keys(res.Devices)) {
+		label := "users with 1 device"
+		if n != 1 {
+			label = fmt.Sprintf("users with %d devices", n)
+		}
+		row(label, res.Devices[n], "info: each device its own connection, offsets and view")
+	}
+	for _, reason := range slices.Sorted(maps.Keys(res.Kicks)) {
+		row("kicked", res.Kicks[reason], fmt.Sprintf("info: reason %q", reason))
+	}
+	if len(res.Kicks) > 0 {
+		row("kicked while reconnecting", res.KicksAway, "info: of those, a connection its client had left (expected)")
+	}
 	row("edits acknowledged", res.Edits, "info: of the messages acknowledged")
 	row("edits stored twice", res.EditRepeats, "info: sent again after a lost reply, same text")
 	row("recalls acknowledged", res.Recalls, "info: of the messages acknowledged")
