@@ -471,6 +471,7 @@ func (h *harness) inject(i int, f Fault) FaultRun {
 		h.c.Resume(idx)
 	case RestartRedis:
 		fr.Target = "redis"
+		h.rec.AddRedisLoss() // read positions of the last seconds may go back (ReadDurableAfter)
 		t0 = h.watchAll()
 		switch {
 		case h.sentinel != nil:

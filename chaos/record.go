@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"chatcluster/protocol"
 )
@@ -75,7 +76,11 @@ type Record struct {
 	waiting  map[string][]Arrival // per client: received, never processed (behind a gap at the end)
 	gaveUp   []string             // clientMsgIds of sends never acknowledged
 
-	reads        map[readKey]int64 // highest read position acknowledged, per user and conversation
+	reads map[readKey][]readAck // read positions acknowledged, per user and conversation, in order
+	// redisLost holds when each Redis fault was injected: Redis may have
+	// lost what it held (a restart empties it; a replica promoted may
+	// lack the last writes). See durableFloor.
+	redisLost    []time.Time
 	readsSent    int
 	readsAcked   int
 	readsRefused int
@@ -92,6 +97,47 @@ type Record struct {
 
 type readKey struct{ user, conv string }
 
+// readAck is a read position acknowledged, and when.
+type readAck struct {
+	seq int64
+	at  time.Time
+}
+
+// ReadDurableAfter is how long after its acknowledgement a read position
+// is surely in MongoDB: the nodes write positions behind, every 5 s or so
+// (docs/protocol.md, 4.14), so Redis losing its data loses the rises of
+// the last few seconds. A position acknowledged within this before a
+// Redis fault may go back to an earlier one; any other going back is a
+// violation.
+const ReadDurableAfter = 12 * time.Second
+
+// AddRedisLoss records that a Redis fault is injected now.
+func (r *Record) AddRedisLoss() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.redisLost = append(r.redisLost, time.Now())
+}
+
+// durableFloor is the highest of acks that no Redis fault can have taken
+// away: acknowledged after every fault that came before it was durable.
+// r.mu held.
+func (r *Record) durableFloor(acks []readAck) int64 {
+	var floor int64
+	for _, a := range acks {
+		lost := false
+		for _, f := range r.redisLost {
+			if !f.Before(a.at) && f.Before(a.at.Add(ReadDurableAfter)) {
+				lost = true
+				break
+			}
+		}
+		if !lost {
+			floor = max(floor, a.seq)
+		}
+	}
+	return floor
+}
+
 // Recalled is a recall the server answered "recalled already" when it was
 // sent again: the first attempt landed, though its reply was lost.
 type Recalled struct {
@@ -103,7 +149,7 @@ type Recalled struct {
 // NewRecord returns an empty record.
 func NewRecord() *Record {
 	return &Record{arrivals: map[string][]Arrival{}, users: map[string]string{}, waiting: map[string][]Arrival{},
-		reads: map[readKey]int64{}, kicks: map[string]int{}}
+		reads: map[readKey][]readAck{}, kicks: map[string]int{}}
 }
 
 // AddClient makes user part of the record, as a user with one client
@@ -320,11 +366,12 @@ func (r *Record) AddReadAck(user, conv string, seq, stored int64) {
 }
 
 // ReadAcked returns the highest read position of user in conv
-// acknowledged so far.
+// acknowledged so far that no Redis fault can have taken away
+// (ReadDurableAfter).
 func (r *Record) ReadAcked(user, conv string) int64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.reads[readKey{user, conv}]
+	return r.durableFloor(r.reads[readKey{user, conv}])
 }
 
 // AddReadAckSince is AddReadAck for a read sent when before
@@ -345,20 +392,21 @@ func (r *Record) AddReadAckSince(user, conv string, seq, stored, before int64) {
 	case stored < seq:
 		r.readBack = append(r.readBack, fmt.Sprintf("read position went back: %s read %s at %d, and the server answered that it stores %d", user, conv, seq, stored))
 	}
-	r.reads[k] = max(r.reads[k], prev, seq, stored)
+	r.reads[k] = append(r.reads[k], readAck{seq: max(seq, stored), at: time.Now()})
 }
 
-// ReadsAcked returns the highest read position acknowledged, per user and
-// conversation.
+// ReadsAcked returns, per user and conversation, the highest read
+// position acknowledged that no Redis fault can have taken away
+// (ReadDurableAfter).
 func (r *Record) ReadsAcked() map[string]map[string]int64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	out := map[string]map[string]int64{}
-	for k, seq := range r.reads {
+	for k, acks := range r.reads {
 		if out[k.user] == nil {
 			out[k.user] = map[string]int64{}
 		}
-		out[k.user][k.conv] = seq
+		out[k.user][k.conv] = r.durableFloor(acks)
 	}
 	return out
 }
