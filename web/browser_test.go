@@ -909,3 +909,80 @@ func (p *page) checkConsole() {
 		}
 	}
 }
+
+// TestBrowserEventsAndReceipts drives two pages on two nodes through what
+// happens around a message: bob sees alice typing, alice sees that bob
+// has seen her message, bob sees her edit ("(edited)", the new text) and
+// her recall ("message recalled"), and a room shows who joined.
+func TestBrowserEventsAndReceipts(t *testing.T) {
+	chrome := chromiumPath(t)
+	shots := screenshotDir(t)
+	c := testenv.StartCluster(t, testenv.Options{Nodes: 2, Env: []string{"CHAT_RATE_LIMIT=100000"}})
+	c.WaitLeader(t)
+	testenv.WaitFor(t, 15*time.Second, "the leader links to every node", func() bool { return linked(c) })
+	gw := c.GatewayURL()
+	browser := startBrowser(t, chrome)
+	alice := openPage(t, browser, "alice")
+	bob := openPage(t, browser, "bob")
+	for i, p := range []*page{alice, bob} {
+		node := c.Node(i).ID
+		p.do(chromedp.Navigate(gw+"/?node="+node), chromedp.WaitVisible(chromedp.CSS("#login-form")),
+			chromedp.SendKeys(chromedp.CSS("#username"), p.name),
+			chromedp.SendKeys(chromedp.CSS("#password"), password),
+			chromedp.Click(chromedp.CSS("#register-btn")))
+		p.waitOnline(node)
+	}
+
+	alice.openDM("bob")
+	alice.send("helo bob")
+	alice.send("this one goes")
+	bob.wait("the conversation with alice", `document.querySelector('#convlist li[data-conv="dm:alice:bob"] button') !== null`)
+	bob.do(chromedp.Click(chromedp.CSS(`#convlist li[data-conv="dm:alice:bob"] button`)))
+	bob.waitTexts([]string{"helo bob", "this one goes"})
+
+	// Typing: a typing push is best-effort, so alice types on until bob
+	// sees it (the page sends one a second at most).
+	deadline := time.Now().Add(30 * time.Second)
+	for !evaluate[bool](bob, `!document.querySelector('#typing').hidden && document.querySelector('#typing').textContent === 'alice is typing…'`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("bob never saw alice typing; %s", bob.describe())
+		}
+		alice.do(chromedp.SendKeys(chromedp.CSS("#text"), "x"))
+		bob.waitFor(1500*time.Millisecond, "", `true`)
+		time.Sleep(300 * time.Millisecond)
+	}
+	alice.do(chromedp.Evaluate[chromedp.Void](`document.querySelector('#text').value = ''`))
+
+	// Read mark: bob has the conversation open, so his page marks it read;
+	// alice's last message shows "Seen".
+	alice.wait("alice's last message shows Seen", `document.querySelector('#messages li.msg.own:last-of-type .seen')?.textContent === 'Seen'`)
+
+	// Edit: alice edits her first message in place.
+	alice.do(chromedp.Click(chromedp.CSS(`#messages li.msg.own[data-seq="1"] .edit-btn`)))
+	alice.wait("the edit field", `document.querySelector('#messages li.editing .edit-input') !== null`)
+	alice.do(chromedp.Evaluate[chromedp.Void](`document.querySelector('#messages li.editing .edit-input').value = 'hello bob'`),
+		chromedp.Focus(chromedp.CSS(`#messages li.editing .edit-input`)), pressEnter)
+	for _, p := range []*page{alice, bob} {
+		p.wait(p.name+" sees the edit", `(() => { const li = document.querySelector('#messages li.msg[data-seq="1"]');
+			return li?.querySelector('.text')?.textContent === 'hello bob' && li.querySelector('.edited')?.textContent === '(edited)'; })()`)
+	}
+
+	// Recall: alice takes back her second message.
+	alice.do(chromedp.Click(chromedp.CSS(`#messages li.msg.own[data-seq="2"] .recall-btn`)))
+	for _, p := range []*page{alice, bob} {
+		p.wait(p.name+" sees the recall", `(() => { const li = document.querySelector('#messages li.msg[data-seq="2"]');
+			return li?.classList.contains('recalled') && li.querySelector('.text')?.textContent === 'message recalled'; })()`)
+	}
+	bob.screenshot(shots, "chat-events.png")
+
+	// A room: alice makes it, bob joins, and alice's page says so.
+	alice.do(chromedp.SendKeys(chromedp.CSS("#room-input"), "den\n"))
+	alice.waitTitle("#den")
+	bob.do(chromedp.Click(chromedp.CSS("#rooms-refresh")))
+	bob.wait("den in the room list", `document.querySelector('#roomlist li[data-room="den"]') !== null`)
+	bob.do(chromedp.Click(chromedp.CSS(`#roomlist li[data-room="den"] button`)))
+	bob.waitTitle("#den")
+	alice.wait("alice sees bob join", `[...document.querySelectorAll('#messages li.event.member')].some(li => li.textContent === 'bob joined')`)
+	alice.checkConsole()
+	bob.checkConsole()
+}

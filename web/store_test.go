@@ -105,6 +105,46 @@ const storeChecks = `(async () => {
   check('dm order by UTF-8 bytes', dmConv('\u{1D49C}', '\uFF5A'), 'dm:\uFF5A:\u{1D49C}');
   check('valid names', ['alice', 'li.wei', '张伟', 'a-b_c'].map(validName), [true, true, true, true]);
   check('invalid names', ['', 'a b', 'a:b', '<x>', 'x'.repeat(33)].map(validName), [false, false, false, false, false]);
+  // Events: an edit or recall changes the message it names, whichever
+  // arrives first; a recall is final; the later edit wins.
+  s = new Store();
+  s.reset('alice');
+  const ev = (seq, kind, ref, text, extra = {}) => msg(cv, seq, 'alice', { kind, ref, text, ...extra });
+  let got = [];
+  s.addEventListener('messages', (e) => { got = e.detail.updated.map((m) => m.seq); });
+  s.add([msg(cv, 1, 'alice')]);
+  s.add([ev(2, 'edit', 1, 'first fix')]);
+  c = s.conv(cv);
+  check('an edit changes its message', [c.msgs[0].text, !!c.msgs[0].edited], ['first fix', true]);
+  check('the edited message is reported updated', got, [1]);
+  s.add([ev(4, 'edit', 1, 'second fix'), ev(3, 'edit', 1, 'older fix')]);
+  check('the later edit wins', c.msgs[0].text, 'second fix');
+  s.add([ev(6, 'edit', 5, 'early'), msg(cv, 5, 'alice')]);
+  check('an edit held before its message applies to it', c.msgs.find((m) => m.seq === 5).text, 'early');
+  s.add([ev(7, 'recall', 1, ''), ev(8, 'edit', 1, 'too late')]);
+  check('a recall is final', [c.msgs[0].recalled, c.msgs[0].text], [true, '']);
+  s.add([msg(cv, 5, 'alice', { text: '', recalled: true })]);
+  check('a message read back recalled is recalled', !!c.msgs.find((m) => m.seq === 5).recalled, true);
+
+  // Read positions: one's own, from any device, clears what it covers.
+  s = new Store();
+  s.reset('alice');
+  s.add([msg(cv, 1, 'bob'), msg(cv, 2, 'bob'), msg(cv, 3, 'bob')], { countUnread: true });
+  c = s.conv(cv);
+  s.setRead(cv, 'alice', 2);
+  check('own read position clears what it covers', [c.readMine, c.unread], [2, 1]);
+  s.setRead(cv, 'alice', 1);
+  check('a read position never goes back', c.readMine, 2);
+  s.setRead(cv, 'bob', 3);
+  check('the peer position', c.readPeer, 3);
+  s.add([msg(cv, 4, 'bob')], { countUnread: true });
+  s.setRead(cv, 'alice', 5);
+  s.add([msg(cv, 5, 'bob')], { countUnread: true });
+  check('a message already read counts as read', c.unread, 0);
+  s.setTyping(cv, 'bob');
+  check('typing shows', s.typists(c), ['bob']);
+  s.add([msg(cv, 6, 'bob')], { countUnread: true });
+  check('a message of the typist ends the typing', s.typists(c), []);
   return bad;
 })()`
 

@@ -49,6 +49,14 @@ store.addEventListener('convs', () => {
 store.addEventListener('messages', (ev) => {
   view.messages(ev.detail);
   if (ev.detail.added.length && !ev.detail.older) soonRefreshHot();
+  if (ev.detail.conv === view.conv) markRead();
+});
+store.addEventListener('typing', (ev) => {
+  if (ev.detail.conv === view.conv) view.typing();
+});
+store.addEventListener('read', (ev) => {
+  const c = ev.detail.conv === view.conv && store.conv(view.conv, false);
+  if (c) view.seen(c);
 });
 store.addEventListener('outbox', (ev) => {
   if (ev.detail.conv === view.conv) view.renderPending();
@@ -57,8 +65,19 @@ store.addEventListener('presence', () => view.refreshHeader());
 store.addEventListener('active', (ev) => {
   view.open(ev.detail.conv);
   document.body.classList.toggle('in-conv', !!ev.detail.conv);
+  markRead();
 });
-document.addEventListener('visibilitychange', () => store.setVisible(document.visibilityState === 'visible'));
+document.addEventListener('visibilitychange', () => {
+  store.setVisible(document.visibilityState === 'visible');
+  markRead();
+});
+
+// markRead tells the server how far the user has read the conversation on
+// screen: everything it shows.
+function markRead() {
+  const c = view.conv && store.visible && store.conv(view.conv, false);
+  if (c) client.markRead(c.id, c.lastSeq());
+}
 store.setVisible(document.visibilityState === 'visible');
 window.addEventListener('online', () => client.reconnectNow()); // the network is back: no need to wait out the backoff
 
@@ -119,6 +138,7 @@ function notice(text) {
 // members, and whether the user is an agent (and what it holds).
 function onOnline() {
   refreshHot();
+  markRead();
   agent.online();
   const c = view.conv && store.conv(view.conv, false);
   if (c && c.kind === 'room') refreshMembers(c, true);
@@ -324,7 +344,61 @@ function grow() {
   text.style.height = `${Math.min(text.scrollHeight, 200)}px`;
 }
 
-text.addEventListener('input', grow);
+text.addEventListener('input', () => {
+  grow();
+  if (text.value.trim() !== '') client.typing(view.conv);
+});
+
+// ---- edit and recall ---------------------------------------------------------------------
+
+// Own messages carry Edit and Recall buttons. Edit turns the text into a
+// field: Enter saves, Escape cancels. The server judges the windows
+// (docs/protocol.md, 4.15 and 4.16); its refusal is shown as it words it.
+$('#messages').addEventListener('click', (ev) => {
+  const btn = ev.target.closest('button');
+  const li = btn && btn.closest('li.msg');
+  const c = li && view.conv && store.conv(view.conv, false);
+  if (!c) return;
+  const seq = Number(li.dataset.seq);
+  if (btn.classList.contains('recall-btn')) {
+    client.recall(c.id, seq).catch((e) => notice(`Could not recall the message: ${e.message}`));
+  } else if (btn.classList.contains('edit-btn')) {
+    startEdit(c, li, seq);
+  }
+});
+
+function startEdit(c, li, seq) {
+  const m = c.msgs.find((x) => x.seq === seq && !x.kind);
+  const p = li.querySelector('.text');
+  if (!m || !p || li.classList.contains('editing')) return;
+  li.classList.add('editing');
+  const input = document.createElement('input');
+  input.className = 'edit-input';
+  input.value = m.text;
+  input.setAttribute('aria-label', 'New text of the message; Enter saves, Escape cancels');
+  p.replaceWith(input);
+  input.focus();
+  const done = () => {
+    li.classList.remove('editing');
+    view.messages({ conv: c.id, added: [], updated: [m], older: false });
+  };
+  input.addEventListener('keydown', (ev) => {
+    if (ev.key === 'Escape') {
+      done();
+    } else if (ev.key === 'Enter') {
+      ev.preventDefault();
+      const value = input.value;
+      if (value.trim() === '' || value === m.text) {
+        done();
+        return;
+      }
+      client.edit(c.id, seq, value).then(done, (e) => {
+        notice(`Could not edit the message: ${e.message}`);
+        done();
+      });
+    }
+  });
+}
 text.addEventListener('keydown', (ev) => {
   if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
     ev.preventDefault();

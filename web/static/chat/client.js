@@ -14,6 +14,26 @@ import { dmConv, roomConv } from './store.js';
 const PING_EVERY = 20000; // ms; a node that does not answer in 10 s is treated as gone
 const SYNC_BATCH = 1000; // conversations per sync request (the server's limit)
 const HISTORY_PAGE = 50;
+const TYPING_EVERY = 1000; // ms: the server passes on one typing per conversation a second
+const DEVICE_KEY = 'chat.device'; // sessionStorage: this tab's device name (docs/protocol.md, 1.11)
+
+// deviceName returns this tab's device name, made once and kept while the
+// tab lives: a reload logs in again as the same device (replacing its own
+// connection), and two tabs are two devices.
+function deviceName() {
+  try {
+    let d = sessionStorage.getItem(DEVICE_KEY);
+    if (!d || !/^[A-Za-z0-9_.-]{1,64}$/.test(d)) {
+      const b = new Uint8Array(6);
+      crypto.getRandomValues(b);
+      d = `web-${[...b].map((x) => x.toString(16).padStart(2, '0')).join('')}`;
+      sessionStorage.setItem(DEVICE_KEY, d);
+    }
+    return d;
+  } catch (e) {
+    return ''; // no storage: a device of its own per connection
+  }
+}
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -48,6 +68,8 @@ export class ChatClient {
     this.syncQueue = new Set(); // conversations with a gap to sync
     this.syncing = false;
     this.flushing = false;
+    this.typingSent = new Map(); // conv -> when a typing was last sent (ms)
+    this.readSent = new Map(); // conv -> the highest seq a read was sent for
   }
 
   setPhase(phase, detail = '') {
@@ -193,7 +215,8 @@ export class ChatClient {
     }
     let login;
     try {
-      login = await conn.request('login', { token: this.token });
+      const device = deviceName();
+      login = await conn.request('login', device ? { token: this.token, device } : { token: this.token });
     } catch (e) {
       conn.close();
       if (e instanceof RequestError && e.code === 401) return { ended: 'expired' };
@@ -264,6 +287,17 @@ export class ChatClient {
       case 'presence':
         if (typeof data.username === 'string') this.store.setPresence(data.username, !!data.online);
         break;
+      case 'typing':
+        if (conn === this.conn && typeof data.conv === 'string') this.store.setTyping(data.conv, data.from);
+        break;
+      case 'read':
+        if (conn === this.conn && typeof data.conv === 'string') this.store.setRead(data.conv, data.user, data.seq);
+        break;
+      case 'roomDeleted':
+        if (conn !== this.conn || typeof data.room !== 'string') return;
+        this.store.removeConv(roomConv(data.room));
+        this.onNotice(`Room ${data.room} was deleted${data.reason ? `: ${data.reason}` : ''}.`);
+        break;
       case 'kicked':
         flags.kicked = true;
         break;
@@ -293,10 +327,14 @@ export class ChatClient {
     const all = await conn.request('sync', {});
     const listed = Object.keys(all.convs || {});
     for (const [cv, sc] of Object.entries(all.convs || {})) {
-      if (cv in known) continue;
+      if (cv in known) {
+        this.readPositions(cv, sc);
+        continue;
+      }
       this.store.rejoined(cv); // a member again (joined in another session)
       const c = this.store.conv(cv);
       if (!c) continue;
+      this.readPositions(cv, sc);
       if (sc.more) {
         // A long conversation: show its newest page; older ones load when
         // the user scrolls back.
@@ -342,6 +380,7 @@ export class ChatClient {
           await this.rebuild(conn, c, sc.latest || 0);
           continue;
         }
+        this.readPositions(cv, sc);
         this.store.add(sc.messages || [], { countUnread });
         const msgs = sc.messages || [];
         if (sc.more) {
@@ -425,6 +464,63 @@ export class ChatClient {
         this.syncing = false;
       }
     })();
+  }
+
+  // readPositions takes the read positions of a sync reply's conversation.
+  readPositions(cv, sc) {
+    const c = this.store.conv(cv, false);
+    if (!c) return;
+    if (typeof sc.read === 'number') this.store.setRead(cv, this.store.me, sc.read);
+    if (typeof sc.peerRead === 'number' && c.kind === 'dm') this.store.setRead(cv, c.name, sc.peerRead);
+  }
+
+  // ---- typing, read marks, edits and recalls ---------------------------------
+
+  // typing tells the others in conv that the user types, at most once a
+  // second; best-effort.
+  typing(conv) {
+    if (!this.conn || this.phase !== 'online' || !conv || conv.startsWith('cs:')) return;
+    const now = Date.now();
+    if (now - (this.typingSent.get(conv) || 0) < TYPING_EVERY) return;
+    this.typingSent.set(conv, now);
+    this.conn.request('typing', { conv }).catch(() => {});
+  }
+
+  // markRead records that the user has read conv up to seq, when that is
+  // further than sent before.
+  markRead(conv, seq) {
+    if (!this.conn || this.phase !== 'online' || !conv || conv.startsWith('cs:') || !(seq > 0)) return;
+    const c = this.store.conv(conv, false);
+    if (!c || seq <= Math.max(c.readMine, this.readSent.get(conv) || 0)) return;
+    this.readSent.set(conv, seq);
+    this.conn.request('read', { conv, seq }).then((r) => this.store.setRead(conv, this.store.me, r.seq)).catch(() => {
+      this.readSent.delete(conv); // sent again with the next message shown
+    });
+  }
+
+  // edit replaces the text of the user's message seq of conv; recall takes
+  // it back. They resolve with the event's reply; a RequestError says why
+  // not (its message is the server's).
+  edit(conv, seq, text) {
+    if (!this.conn || this.phase !== 'online') return Promise.reject(new RequestError(LOST, 'not connected; try again in a moment'));
+    return this.conn.request('edit', { conv, seq, text }).then((r) => this.applyOwn(r, 'edit', seq, text));
+  }
+
+  recall(conv, seq) {
+    if (!this.conn || this.phase !== 'online') return Promise.reject(new RequestError(LOST, 'not connected; try again in a moment'));
+    return this.conn.request('recall', { conv, seq }).then((r) => this.applyOwn(r, 'recall', seq, ''));
+  }
+
+  // applyOwn holds the event an edit or recall reply names: the connection
+  // that made it gets the reply, not a push.
+  applyOwn(r, kind, ref, text) {
+    const c = this.store.conv(r.conv, false);
+    const m = { id: r.id, conv: r.conv, seq: r.seq, from: this.store.me, kind, ref, text, ts: r.ts };
+    if (c && c.kind === 'dm') m.to = c.name;
+    if (c && c.kind === 'room') m.room = c.name;
+    const gaps = this.store.add([m]);
+    for (const g of gaps) this.syncConv(g);
+    return r;
   }
 
   // ---- sending -------------------------------------------------------------

@@ -84,6 +84,10 @@ export class Conversation {
     this.members = null; // room members, when known
     this.membersAt = 0; // when members were fetched (ms)
     this.support = null; // a support conversation: its SupportConv, when known
+    this.readMine = 0; // how far this user has read it (on any device)
+    this.readPeer = 0; // in a direct conversation, how far the other user has
+    this.typing = new Map(); // user -> until when (ms) they show as typing
+    this.changed = []; // messages an insert changed by an event (see insert)
   }
 
   // hasOlder reports whether older messages than those held exist.
@@ -100,14 +104,29 @@ export class Conversation {
   // insert adds m unless it is held. It returns 'added' (with this.lastIndex
   // the new position), 'updated' (held, but its text changed: the server's
   // stored text replaces one built from a reply) or '' (nothing to do).
+  //
+  // An edit or recall event changes the message it names (its ref) when
+  // that message is held, and a message inserted takes the events held for
+  // it, so the order they arrive in does not matter; the messages they
+  // changed are in this.changed until the next insert.
   insert(m) {
+    this.changed = [];
     const old = this.byId.get(m.id);
     if (old) {
-      if (old.text !== m.text && m.text) {
+      let changed = false;
+      if (m.recalled && !old.recalled) {
+        old.recalled = true;
+        old.text = '';
+        changed = true;
+      } else if (!old.recalled && old.text !== m.text && m.text) {
         old.text = m.text;
-        return 'updated';
+        changed = true;
       }
-      return '';
+      if (m.edited && m.edited !== old.edited) {
+        old.edited = m.edited;
+        changed = true;
+      }
+      return changed ? 'updated' : '';
     }
     let lo = 0;
     let hi = this.msgs.length;
@@ -128,14 +147,48 @@ export class Conversation {
       while (this.seqs.has(this.top + 1)) this.top++;
     }
     if (m.ts > this.lastTs) this.lastTs = m.ts;
+    if (m.kind === 'edit' || m.kind === 'recall') {
+      const target = this.msgs.find((x) => x.seq === m.ref && !x.kind);
+      if (target && applyEvent(target, m)) this.changed.push(target);
+    } else if (!m.kind) {
+      for (const e of this.msgs) {
+        if ((e.kind === 'edit' || e.kind === 'recall') && e.ref === m.seq) applyEvent(m, e);
+      }
+    }
     return 'added';
   }
+
+  // lastSeq is the highest seq held.
+  lastSeq() {
+    return this.msgs.length ? this.msgs[this.msgs.length - 1].seq : 0;
+  }
+}
+
+// applyEvent applies an edit or recall event e to message m and reports
+// whether it changed m. A recall is final; an edit later than the one
+// applied wins (by the event's seq).
+function applyEvent(m, e) {
+  if (m.recalled) return false;
+  if (e.kind === 'recall') {
+    m.recalled = true;
+    m.text = '';
+    return true;
+  }
+  if (m.editSeq && m.editSeq > e.seq) return false;
+  m.editSeq = e.seq;
+  m.text = e.text;
+  m.edited = e.ts;
+  return true;
 }
 
 // Store holds the state. It is an EventTarget with these events (detail
 // in brackets): "convs" (the list changed: a conversation came or went,
 // unread counts, order, presence), "messages" ({conv, added: [messages],
 // updated: [messages], older: bool}), "outbox" ({conv}), "active" ({conv}).
+// TYPING_SHOWN is how long a typing push shows (ms): no push says that
+// someone stopped.
+export const TYPING_SHOWN = 3000;
+
 export class Store extends EventTarget {
   constructor() {
     super();
@@ -233,6 +286,44 @@ export class Store extends EventTarget {
       .sort((a, b) => (since(a) - since(b)) || a.id.localeCompare(b.id));
   }
 
+  // setRead records that user read conversation conv up to seq (positions
+  // only rise). This user's own position, from any device, clears what it
+  // covers of the unread count.
+  setRead(conv, user, seq) {
+    const c = this.convs.get(conv);
+    if (!c || typeof seq !== 'number') return;
+    if (user === this.me) {
+      if (seq <= c.readMine) return;
+      c.readMine = seq;
+      const unread = c.msgs.filter((m) => !m.kind && m.from !== this.me && m.seq > seq).length;
+      if (unread < c.unread) c.unread = unread;
+      this.emit('convs');
+    } else {
+      if (seq <= c.readPeer) return;
+      c.readPeer = seq;
+    }
+    this.emit('read', { conv });
+  }
+
+  // setTyping shows user as typing in conv for a few seconds.
+  setTyping(conv, user) {
+    const c = this.convs.get(conv);
+    if (!c || user === this.me) return;
+    c.typing.set(user, Date.now() + TYPING_SHOWN);
+    this.emit('typing', { conv });
+  }
+
+  // typists returns who is typing in c now.
+  typists(c) {
+    const now = Date.now();
+    const out = [];
+    for (const [u, until] of c.typing) {
+      if (until > now) out.push(u);
+      else c.typing.delete(u);
+    }
+    return out.sort();
+  }
+
   totalUnread() {
     let n = 0;
     for (const c of this.convs.values()) n += c.unread;
@@ -275,13 +366,15 @@ export class Store extends EventTarget {
           // An event (an edit, a recall, a member joining or leaving): held
           // for its seq, neither unread nor a copy of an own message.
         } else if (m.from !== this.me) {
-          if (countUnread && !(this.active === c.id && this.visible)) c.unread++;
+          if (countUnread && m.seq > c.readMine && !(this.active === c.id && this.visible)) c.unread++;
+          if (c.typing.delete(m.from)) this.emit('typing', { conv: c.id }); // they sent what they typed
         } else if (!older) {
           this.claim(m);
         }
       } else if (r === 'updated') {
-        d.updated.push(m);
+        d.updated.push(c.byId.get(m.id));
       }
+      for (const x of c.changed) d.updated.push(x);
     }
     const gaps = [];
     for (const [c, d] of byConv) {

@@ -153,6 +153,8 @@ export class MessageView {
     this.older = $('#older');
     this.start = $('#history-start');
     this.jump = $('#jump');
+    this.typingEl = $('#typing');
+    this.typingTimer = 0;
     this.loadingOlder = false;
     this.scroller.addEventListener('scroll', () => this.scrolled(), { passive: true });
     this.older.addEventListener('click', () => this.loadOlder());
@@ -186,6 +188,8 @@ export class MessageView {
     requestAnimationFrame(() => this.ol.removeAttribute('aria-busy'));
     this.renderPending();
     this.olderState(c);
+    this.seen(c);
+    this.typing();
     this.toBottom();
   }
 
@@ -232,15 +236,51 @@ export class MessageView {
   }
 
   item(m) {
-    // An event keeps its place in the list, unseen: the page shows
-    // messages as they were sent.
-    if (m.kind) return el('li', { class: 'event', hidden: true, dataset: { id: m.id, seq: m.seq, from: m.from } });
+    const data = { id: m.id, seq: m.seq, from: m.from };
+    if (m.kind === 'join' || m.kind === 'leave') {
+      const who = m.from === this.store.me ? 'You' : this.store.displayName(m.from);
+      return el('li', { class: 'event member', dataset: { ...data, kind: m.kind } },
+        el('span', { text: `${who} ${m.kind === 'join' ? 'joined' : 'left'}` }));
+    }
+    // An edit or recall keeps its place in the list, unseen: it shows in
+    // the message it changed.
+    if (m.kind) return el('li', { class: 'event', hidden: true, dataset: { ...data, kind: m.kind } });
     const own = m.from === this.store.me;
-    return el('li', { class: own ? 'msg own' : 'msg', dataset: { id: m.id, seq: m.seq, from: m.from } },
-      el('div', { class: 'meta' },
-        el('span', { class: 'from', text: own ? 'You' : this.store.displayName(m.from) }),
-        el('time', { datetime: new Date(m.ts).toISOString(), title: fullTime(m.ts), text: shortTime(m.ts) })),
-      el('p', { class: 'text', text: m.text }));
+    const meta = el('div', { class: 'meta' },
+      el('span', { class: 'from', text: own ? 'You' : this.store.displayName(m.from) }),
+      el('time', { datetime: new Date(m.ts).toISOString(), title: fullTime(m.ts), text: shortTime(m.ts) }));
+    if (m.recalled) {
+      return el('li', { class: own ? 'msg own recalled' : 'msg recalled', dataset: data }, meta,
+        el('p', { class: 'text', text: 'message recalled' }));
+    }
+    if (m.edited) meta.append(el('span', { class: 'edited', title: `edited ${fullTime(m.edited)}`, text: '(edited)' }));
+    const li = el('li', { class: own ? 'msg own' : 'msg', dataset: data }, meta, el('p', { class: 'text', text: m.text }));
+    if (own && !m.kind && this.store.conv(m.conv, false)?.kind !== 'cs') {
+      li.append(el('span', { class: 'msg-actions' },
+        el('button', { type: 'button', class: 'small edit-btn', text: 'Edit', 'aria-label': 'Edit this message' }),
+        el('button', { type: 'button', class: 'small recall-btn', text: 'Recall', 'aria-label': 'Recall this message' })));
+    }
+    return li;
+  }
+
+  // seen marks, in a direct conversation, the user's last message that the
+  // other user has read.
+  seen(c) {
+    for (const x of this.ol.querySelectorAll('.seen')) x.remove();
+    if (c.kind !== 'dm' || !c.readPeer) return;
+    const m = c.msgs.findLast((x) => !x.kind && x.from === this.store.me && x.seq <= c.readPeer);
+    const li = m && this.ol.querySelector(`li[data-id="${CSS.escape(m.id)}"]`);
+    if (li) li.append(el('span', { class: 'seen', text: 'Seen' }));
+  }
+
+  // typing shows who is typing in the open conversation, until it expires.
+  typing() {
+    const c = this.conv && this.store.conv(this.conv, false);
+    const who = c ? this.store.typists(c).map((u) => this.store.displayName(u)) : [];
+    setText(this.typingEl, who.length === 0 ? '' : who.length === 1 ? `${who[0]} is typing…` : `${who.join(', ')} are typing…`);
+    show(this.typingEl, who.length > 0);
+    clearTimeout(this.typingTimer);
+    if (who.length) this.typingTimer = setTimeout(() => this.typing(), 500);
   }
 
   // group marks message i of c as continuing the one before it.
@@ -261,8 +301,12 @@ export class MessageView {
     const wasBottom = this.atBottom();
     const fromBottom = s.scrollHeight - s.scrollTop;
     for (const m of d.updated) {
-      const li = this.ol.querySelector(`li[data-id="${CSS.escape(m.id)}"] .text`);
-      if (li) li.textContent = m.text;
+      const li = this.ol.querySelector(`li[data-id="${CSS.escape(m.id)}"]`);
+      if (li && !li.classList.contains('editing')) {
+        li.replaceWith(this.item(m));
+        const i = c.msgs.indexOf(m);
+        if (i >= 0) this.group(c, i);
+      }
     }
     // In ascending order of their final places, so that everything before
     // each one is in the list when it goes in.
@@ -273,6 +317,7 @@ export class MessageView {
       this.group(c, i + 1);
     }
     this.olderState(c);
+    this.seen(c);
     if (d.older) {
       s.scrollTop = s.scrollHeight - fromBottom; // keep what the user looked at in place
     } else if (wasBottom) {
