@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"chatcluster/internal/testenv"
+	"chatcluster/protocol"
 )
 
 // The terminal client (cmd/chat) as users run it: real processes driven
@@ -216,15 +217,20 @@ func (tm *term) onceEach(lines ...string) {
 }
 
 // withPrefix returns the printed lines that start with prefix, in order.
+// Member lines ("[lobby] bob joined") are left out: each session sees the
+// joins after its own.
 func withPrefix(lines []string, prefix string) []string {
 	var out []string
 	for _, l := range lines {
-		if strings.HasPrefix(l, prefix) {
+		if strings.HasPrefix(l, prefix) && !memberLine.MatchString(l) {
 			out = append(out, l)
 		}
 	}
 	return out
 }
+
+// memberLine is the line of a room's member event.
+var memberLine = regexp.MustCompile(`^\[[^\]]+\] [^ :]+ (joined|left)$`)
 
 // after returns the lines printed after the first one equal to mark.
 func after(lines []string, mark string) []string {
@@ -639,4 +645,64 @@ func TestTerminalSeedDemo(t *testing.T) {
 	if want := "rooms: golang (2), lobby (3), random (2, joined)"; code != 0 || !slices.Contains(out, want) {
 		t.Errorf("carol after seeding again: status %d, output %q; want %q", code, out, want)
 	}
+}
+
+// Two terminals on two nodes: edits and recalls of one's last message, in
+// a room and in a direct conversation, print on both sides; a read mark of
+// the other side prints "seen by"; typing prints; and joins of others are
+// lines of the room.
+func TestTerminalEditRecallRead(t *testing.T) {
+	c := testenv.StartCluster(t, testenv.Options{Nodes: 2, Env: fastEnv})
+	c.WaitNodes(t, "n1", "n2")
+	testenv.WaitFor(t, 10*time.Second, "leader links to every node", func() bool { return linked(t, c) })
+	register(t, c, "alice", "bob", "carol")
+	n1, n2 := c.Node(0).ID, c.Node(1).ID
+	alice := startTerm(t, c, "alice", "--node", n1, "--device", "laptop")
+	bob := startTerm(t, c, "bob", "--node", n2)
+	alice.waitLine("connected to " + n1 + " as alice")
+	bob.waitLine("connected to " + n2 + " as bob")
+
+	alice.send("/join den")
+	alice.waitLine("joined den: alice")
+	bob.send("/join den")
+	bob.waitLine("joined den: alice, bob")
+	alice.waitLine("[den] bob joined")
+
+	alice.send("helo den")
+	bob.waitLine("[den] alice: helo den")
+	alice.send("/edit hello den")
+	for _, tm := range []*term{alice, bob} {
+		tm.waitLine("[den] alice edited #3: hello den")
+	}
+	alice.send("/recall")
+	for _, tm := range []*term{alice, bob} {
+		tm.waitLine("[den] alice recalled #3")
+	}
+	alice.send("/edit again")
+	alice.waitLine("error: message 3 of room:den was recalled: it can no longer be edited")
+
+	alice.send("/msg bob are you there")
+	alice.waitLine("[dm -> bob] are you there")
+	bob.waitLine("[dm] alice: are you there")
+	alice.send("/edit @bob are you there, bob?")
+	alice.waitLine("[dm -> bob] you edited #1: are you there, bob?")
+	bob.waitLine("[dm] alice edited #1: are you there, bob?")
+
+	// bob marks it read; alice is told once.
+	bob.send("/read @alice")
+	bob.waitLine("marked your conversation with alice read up to #2")
+	alice.waitLine("[dm -> bob] seen by bob")
+
+	// Typing is best-effort: carol types to alice (through the protocol;
+	// the terminal prints typing, it sends none) until alice prints it.
+	carol := connect(t, c.Node(1).WSURL, "carol")
+	testenv.WaitFor(t, 30*time.Second, "alice prints carol typing", func() bool {
+		_ = carol.conn.Typing(ctxT(t, 5*time.Second), protocol.DMConv("alice", "carol"))
+		return slices.Contains(alice.output(), "[dm] carol is typing…")
+	})
+	if n := alice.count("[dm] carol is typing…"); n != 1 {
+		t.Errorf("alice printed carol's typing %d times within seconds, want once", n)
+	}
+	alice.send("/help")
+	alice.waitLine("  /recall [room|@user]   take back your last message there (within 2 minutes)")
 }

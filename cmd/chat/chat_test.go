@@ -44,6 +44,15 @@ func TestParseCommand(t *testing.T) {
 		{line: "/history @bob", want: command{kind: cmdHistory, arg: "@bob"}},
 		{line: "/history lobby", want: command{kind: cmdHistory, arg: "lobby"}},
 		{line: "/who bob", want: command{kind: cmdWho, arg: "bob"}},
+		{line: "/edit hello  there", want: command{kind: cmdEdit, text: "hello  there"}},
+		{line: "/edit @bob hi", want: command{kind: cmdEdit, arg: "@bob", text: "hi"}},
+		{line: "/edit #lobby hi all", want: command{kind: cmdEdit, arg: "lobby", text: "hi all"}},
+		{line: "/edit @bob", wantErr: "usage: /edit [#room|@user] <new text>"},
+		{line: "/edit", wantErr: "usage: /edit [#room|@user] <new text>"},
+		{line: "/recall", want: command{kind: cmdRecall}},
+		{line: "/recall @bob", want: command{kind: cmdRecall, arg: "@bob"}},
+		{line: "/recall a b", wantErr: "usage: /recall [room|@user]"},
+		{line: "/read #lobby", want: command{kind: cmdRead, arg: "lobby"}},
 		{line: "/who", wantErr: "usage: /who <user>"},
 		{line: "/top", want: command{kind: cmdTop}},
 		{line: "/top 5", want: command{kind: cmdTop, n: 5}},
@@ -360,5 +369,36 @@ func TestUserError(t *testing.T) {
 	}
 	if got := userError(&chatclient.ReplyError{Code: 403, Msg: `not a member of room "x"`}); got != `not a member of room "x"` {
 		t.Errorf("userError = %q", got)
+	}
+}
+
+// Events have lines of their own; messages show their final state; the
+// user's own joins and leaves have none.
+func TestFormatEvents(t *testing.T) {
+	for _, tc := range []struct {
+		m    protocol.Message
+		want string
+	}{
+		{protocol.Message{Conv: "room:lobby", Room: "lobby", From: "bob", Kind: protocol.KindEdit, Ref: 3, Text: "fixed"}, "[lobby] bob edited #3: fixed"},
+		{protocol.Message{Conv: "dm:alice:bob", From: "bob", To: "alice", Kind: protocol.KindRecall, Ref: 4}, "[dm] bob recalled #4"},
+		{protocol.Message{Conv: "dm:alice:bob", From: "alice", To: "bob", Kind: protocol.KindEdit, Ref: 2, Text: "x"}, "[dm -> bob] you edited #2: x"},
+		{protocol.Message{Conv: "room:lobby", Room: "lobby", From: "dave", Kind: protocol.KindJoin}, "[lobby] dave joined"},
+		{protocol.Message{Conv: "room:lobby", Room: "lobby", From: "dave", Kind: protocol.KindLeave}, "[lobby] dave left"},
+		{protocol.Message{Conv: "room:lobby", Room: "lobby", From: "alice", Kind: protocol.KindJoin}, ""},
+		{protocol.Message{Conv: "room:lobby", Room: "lobby", From: "bob", Text: "hi", Edited: 5}, "[lobby] bob: hi (edited)"},
+		{protocol.Message{Conv: "dm:alice:bob", From: "bob", To: "alice", Recalled: true}, "[dm] bob: (message recalled)"},
+		{protocol.Message{Conv: "room:lobby", From: "bob", Kind: "future"}, ""},
+	} {
+		if got := formatMessage("alice", tc.m); got != tc.want {
+			t.Errorf("formatMessage(%+v) = %q, want %q", tc.m, got, tc.want)
+		}
+	}
+	var s signals
+	now := time.Now()
+	if !s.typing("dm:a:b", "b", now) || s.typing("dm:a:b", "b", now.Add(time.Second)) || !s.typing("dm:a:b", "b", now.Add(typingEvery)) {
+		t.Error("typing is printed once per typingEvery per user and conversation")
+	}
+	if !s.seen("dm:a:b", 3) || s.seen("dm:a:b", 3) || !s.seen("dm:a:b", 4) {
+		t.Error("a reading is printed once per own message")
 	}
 }

@@ -35,6 +35,7 @@ type client struct {
 	// across a sync request; take it before offs' lock, never after.
 	deliverMu sync.Mutex
 	offs      *offsets
+	signals   signals // what typing and read pushes printed lately
 
 	mu       sync.Mutex
 	conn     *chatclient.Conn // the logged-in connection; nil while reconnecting; guarded by mu
@@ -54,7 +55,7 @@ func newClient(cfg config, stdout, stderr io.Writer) *client {
 		term:     term,
 		out:      &printer{w: stdout, term: term},
 		diag:     &printer{w: stderr, term: term},
-		offs:     newOffsets(),
+		offs:     ownOffsets(cfg.User),
 		connSet:  make(chan struct{}),
 		finished: make(chan struct{}),
 	}

@@ -20,6 +20,9 @@ const (
 	cmdHistory = "history" // arg: room, "@user", or "" for the current room
 	cmdWho     = "who"     // arg: user
 	cmdTop     = "top"     // n: words, 0 for the server's default
+	cmdEdit    = "edit"    // arg: "#room", "@user" or "" for the current room; text
+	cmdRecall  = "recall"  // arg: room, "@user" or "" for the current room
+	cmdRead    = "read"    // arg: room, "@user" or "" for the current room
 	cmdHelp    = "help"    //
 	cmdQuit    = "quit"    //
 )
@@ -103,6 +106,28 @@ func parseCommand(line string) (command, error) {
 				return command{}, fmt.Errorf("/top: n must be 1 to %d", protocol.MaxPopular)
 			}
 			c.n = n
+		}
+		return c, nil
+	case "edit":
+		c := command{kind: cmdEdit, text: rest}
+		if strings.HasPrefix(rest, "@") || strings.HasPrefix(rest, "#") {
+			c.arg, c.text = cutSpace(rest)
+			c.arg = strings.TrimPrefix(c.arg, "#")
+		}
+		if c.arg == "@" || strings.TrimSpace(c.text) == "" {
+			return command{}, usage("/edit [#room|@user] <new text>")
+		}
+		return c, nil
+	case "recall", "read":
+		if len(args) > 1 {
+			return command{}, usage("/" + name + " [room|@user]")
+		}
+		c := command{kind: cmdRecall}
+		if name == "read" {
+			c.kind = cmdRead
+		}
+		if len(args) == 1 {
+			c.arg = strings.TrimPrefix(args[0], "#")
 		}
 		return c, nil
 	case "help":

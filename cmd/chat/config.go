@@ -33,6 +33,7 @@ type config struct {
 	Register bool          // register before logging in
 	Room     string        // room to join at start ("" none)
 	Node     string        // preferred node id ("" the least loaded)
+	Device   string        // the device named at login ("" none: a device of its own per connection)
 	Timeout  time.Duration // wait for one reply
 	TLS      *tls.Config   // for https:// and wss://: the CA of --ca-file; nil the system's
 	Prompt   bool          // show a prompt: standard input and output are a terminal (not a flag)
@@ -48,6 +49,8 @@ func (c config) validate() error {
 	switch {
 	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
 		return fmt.Errorf("--gateway %q must be an http:// or https:// URL", c.Gateway)
+	case c.Device != "" && !protocol.ValidDevice(c.Device):
+		return fmt.Errorf("--device %q: 1 to 64 ASCII letters, digits, _, - or .", c.Device)
 	case c.User == "":
 		return errors.New("--user (or $CHAT_USER) is required")
 	case !protocol.ValidName(c.User):

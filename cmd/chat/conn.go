@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"chatcluster/chatclient"
 	"chatcluster/protocol"
@@ -112,7 +113,7 @@ func (c *client) connectOnce(ctx context.Context, avoid string) (conn *chatclien
 			continue
 		}
 		var lr protocol.LoginReply
-		lr, err = conn.LoginToken(rctx, token)
+		err = conn.Do(rctx, protocol.ActionLogin, protocol.LoginData{Token: token, Device: c.cfg.Device}, &lr)
 		if err != nil {
 			closeConn(conn)
 			err = fmt.Errorf("logging in at %s: %w", n.ID, err)
@@ -455,6 +456,26 @@ func (c *client) readPushes(ctx context.Context, conn *chatclient.Conn, goingAwa
 				continue
 			}
 			c.deliver(ctx, conn, mp.Event())
+		case protocol.PushTyping:
+			var tp protocol.TypingPush
+			if json.Unmarshal(p.Data, &tp) == nil && tp.Conv != "" && c.signals.typing(tp.Conv, tp.From, time.Now()) {
+				c.out.line("%s", formatTyping(c.cfg.User, tp))
+			}
+		case protocol.PushRead:
+			var rp protocol.ReadPush
+			if json.Unmarshal(p.Data, &rp) == nil && rp.User != c.cfg.User && strings.HasPrefix(rp.Conv, protocol.DMPrefix) {
+				// The other side of a direct conversation read it: said once
+				// per own message it covers.
+				if own := c.offs.lastOwn(rp.Conv); own > 0 && rp.Seq >= own && c.signals.seen(rp.Conv, own) {
+					c.out.line("[dm -> %s] seen by %s", clean(rp.User), clean(rp.User))
+				}
+			}
+		case protocol.PushRoomDeleted:
+			var rd protocol.RoomDeletedPush
+			if json.Unmarshal(p.Data, &rd) == nil && rd.Room != "" {
+				c.offs.forget(protocol.RoomConv(rd.Room))
+				c.out.line("%s", formatRoomDeleted(rd))
+			}
 		case protocol.PushPresence:
 			var pp protocol.PresencePush
 			if err := json.Unmarshal(p.Data, &pp); err != nil || pp.Username == "" {

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -55,6 +56,8 @@ func (c *client) exec(ctx context.Context, st *cmdState, cmd command) {
 		err = c.sendDM(ctx, cmd.arg, cmd.text)
 	case cmdHistory:
 		err = c.history(ctx, st, cmd.arg)
+	case cmdEdit, cmdRecall, cmdRead:
+		err = c.change(ctx, st, cmd)
 	case cmdWho:
 		var r protocol.UserInfoReply
 		_, err = c.request(ctx, func(ctx context.Context, conn *chatclient.Conn) error {
@@ -301,6 +304,67 @@ func (c *client) sendDM(ctx context.Context, to, text string) error {
 		return err
 	}
 	c.deliver(ctx, conn, protocol.Message{ID: ack.ID, Conv: ack.Conv, Seq: ack.Seq, From: c.cfg.User, To: to, Text: text, TS: ack.TS})
+	return nil
+}
+
+// change runs /edit, /recall and /read in the conversation cmd.arg names
+// ("@user", a room, or "" for the current room): an edit or recall of the
+// user's last message there that this session printed, or a read mark up
+// to everything it holds. What changed is printed like a push of it.
+func (c *client) change(ctx context.Context, st *cmdState, cmd command) error {
+	me := c.cfg.User
+	var conv, peer, room, where string
+	switch {
+	case strings.HasPrefix(cmd.arg, "@"):
+		peer = cmd.arg[1:]
+		conv, where = dmConv(me, peer), "your conversation with "+peer
+	case cmd.arg != "":
+		room = cmd.arg
+	case st.room == "":
+		return errNoRoom
+	default:
+		room = st.room
+	}
+	if room != "" {
+		conv, where = protocol.RoomConv(room), room
+	}
+	if cmd.kind == cmdRead {
+		seq, _ := c.offs.get(conv)
+		var r protocol.ReadReply
+		_, err := c.request(ctx, func(ctx context.Context, conn *chatclient.Conn) (err error) {
+			r, err = conn.Read(ctx, conv, seq)
+			return err
+		})
+		if err == nil {
+			c.out.line("marked %s read up to #%d", where, r.Seq)
+		}
+		return err
+	}
+	seq := c.offs.lastOwn(conv)
+	if seq == 0 {
+		return fmt.Errorf("this session has shown no message of yours in %s", where)
+	}
+	kind := protocol.KindEdit
+	if cmd.kind == cmdRecall {
+		kind = protocol.KindRecall
+	}
+	var ack protocol.ChatReply
+	conn, err := c.request(ctx, func(ctx context.Context, conn *chatclient.Conn) (err error) {
+		if kind == protocol.KindEdit {
+			ack, err = conn.Edit(ctx, conv, seq, cmd.text)
+		} else {
+			ack, err = conn.Recall(ctx, conv, seq)
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	text := cmd.text
+	if kind == protocol.KindRecall {
+		text = ""
+	}
+	c.deliver(ctx, conn, protocol.Message{ID: ack.ID, Conv: ack.Conv, Seq: ack.Seq, From: me, To: peer, Room: room, Kind: kind, Ref: seq, Text: text, TS: ack.TS})
 	return nil
 }
 

@@ -185,23 +185,53 @@ func needsEscape(r rune) bool {
 }
 
 // formatMessage is the line of a message as user me sees it:
-// "[room] from: text", "[dm] from: text" or "[dm -> to] text". An event
-// (an edit, a recall, a member joining or leaving a room) has no line of
-// its own: "". The terminal shows messages as they were sent.
+// "[room] from: text", "[dm] from: text" or "[dm -> to] text", with
+// " (edited)" after an edited one and "(message recalled)" for the text
+// of a recalled one. An event has a line of its own: "[room] from edited
+// #3: text", "[dm] from recalled #3", "[room] dave joined"; the user's own
+// joins and leaves have none (the command said so), nor does a kind this
+// client does not know.
 func formatMessage(me string, m protocol.Message) string {
-	if m.Kind != "" {
-		return ""
-	}
+	var where, who string
 	if room, ok := strings.CutPrefix(m.Conv, protocol.RoomPrefix); ok {
 		if m.Room != "" {
 			room = m.Room
 		}
-		return fmt.Sprintf("[%s] %s: %s", clean(room), clean(m.From), clean(m.Text))
+		where, who = "["+clean(room)+"]", clean(m.From)
+	} else if m.From == me {
+		where, who = "[dm -> "+clean(dmPeer(me, m))+"]", "you"
+	} else {
+		where, who = "[dm]", clean(m.From)
 	}
-	if m.From == me {
-		return fmt.Sprintf("[dm -> %s] %s", clean(dmPeer(me, m)), clean(m.Text))
+	switch m.Kind {
+	case "":
+	case protocol.KindEdit:
+		return fmt.Sprintf("%s %s edited #%d: %s", where, who, m.Ref, clean(m.Text))
+	case protocol.KindRecall:
+		return fmt.Sprintf("%s %s recalled #%d", where, who, m.Ref)
+	case protocol.KindJoin, protocol.KindLeave:
+		if m.From == me {
+			return ""
+		}
+		verb := "joined"
+		if m.Kind == protocol.KindLeave {
+			verb = "left"
+		}
+		return fmt.Sprintf("%s %s %s", where, who, verb)
+	default:
+		return ""
 	}
-	return fmt.Sprintf("[dm] %s: %s", clean(m.From), clean(m.Text))
+	text := clean(m.Text)
+	switch {
+	case m.Recalled:
+		text = "(message recalled)"
+	case m.Edited != 0:
+		text += " (edited)"
+	}
+	if m.From == me && !strings.HasPrefix(m.Conv, protocol.RoomPrefix) {
+		return fmt.Sprintf("%s %s", where, text)
+	}
+	return fmt.Sprintf("%s %s: %s", where, who, text)
 }
 
 // dmPeer is the other participant of a direct message of me.
@@ -339,7 +369,27 @@ const helpText = `commands:
   <text>                 send to the current room ("//x" sends "/x")
   /room                  which room is the current one
   /history [room|@user]  the last 20 messages of a room or a direct conversation
+  /edit [#room|@user] <text>  replace the text of your last message there (default: the current room)
+  /recall [room|@user]   take back your last message there (within 2 minutes)
+  /read [room|@user]     tell the others you have read everything shown there
   /who <user>            whether a user is online, and on which node
   /top [n]               the most used words
   /help                  this list
   /quit                  exit (so does the end of the input)`
+
+// formatTyping is the line of a typing push: "[room] bob is typing…" or
+// "[dm] bob is typing…".
+func formatTyping(me string, tp protocol.TypingPush) string {
+	if room, ok := strings.CutPrefix(tp.Conv, protocol.RoomPrefix); ok {
+		return fmt.Sprintf("[%s] %s is typing…", clean(room), clean(tp.From))
+	}
+	return fmt.Sprintf("[dm] %s is typing…", clean(tp.From))
+}
+
+// formatRoomDeleted is the line of a roomDeleted push.
+func formatRoomDeleted(rd protocol.RoomDeletedPush) string {
+	if rd.Reason != "" {
+		return fmt.Sprintf("room %s was deleted: %s", clean(rd.Room), clean(rd.Reason))
+	}
+	return fmt.Sprintf("room %s was deleted", clean(rd.Room))
+}

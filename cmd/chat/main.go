@@ -210,6 +210,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	register := boolFlag(fs, "register", "CHAT_REGISTER", "register the user first (a taken name is fine if the password works)")
 	room := fs.String("room", "CHAT_ROOM", "", "room to join at start; it becomes the current room")
 	node := fs.String("node", "CHAT_CLIENT_NODE", "", "id of the node to use while the gateway lists it (default: the least loaded)")
+	device := fs.String("device", "CHAT_DEVICE", "", "a name for this device, kept across runs (under the multi login policy a new login of the same device replaces the old one; default: none, a device of its own per connection)")
 	timeout := fs.Duration("timeout", "CHAT_TIMEOUT", cfg.Timeout, "how long to wait for one reply")
 	caFile := fs.String("ca-file", "CHAT_CA_FILE", "", "PEM certificates of the CA that signed the gateway's and the nodes' certificates, for https:// and wss:// (default: the system's)")
 	if err := fs.Parse(args); err != nil {
@@ -221,7 +222,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if err := register.err; err != nil {
 		return cfg, err
 	}
-	cfg.Gateway, cfg.User, cfg.Room, cfg.Node, cfg.Timeout = *gateway, *user, *room, *node, *timeout
+	cfg.Gateway, cfg.User, cfg.Room, cfg.Node, cfg.Timeout, cfg.Device = *gateway, *user, *room, *node, *timeout, *device
 	cfg.Password, cfg.Register = *password, register.value
 	if *caFile != "" {
 		pool, err := keypair.LoadCAs(*caFile)

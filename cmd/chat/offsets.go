@@ -13,14 +13,23 @@ import (
 // conversation is known once it has an entry; the client fetches gaps only
 // in known conversations. Safe for concurrent use.
 type offsets struct {
+	me      string // the user: whose messages are own (set once, before use)
 	mu      sync.Mutex
 	held    map[string]int64 // highest seq held per known conversation
 	shown   map[string]int64 // highest seq printed by this process
+	own     map[string]int64 // seq of the user's last message printed, per conversation
 	changed chan struct{}    // closed and replaced whenever held grows
 }
 
 func newOffsets() *offsets {
-	return &offsets{held: map[string]int64{}, shown: map[string]int64{}, changed: make(chan struct{})}
+	return &offsets{held: map[string]int64{}, shown: map[string]int64{}, own: map[string]int64{}, changed: make(chan struct{})}
+}
+
+// ownOffsets returns offsets of user me.
+func ownOffsets(me string) *offsets {
+	o := newOffsets()
+	o.me = me
+	return o
 }
 
 // get returns the offset of conv and whether conv is known.
@@ -70,9 +79,25 @@ func (o *offsets) accept(m protocol.Message) bool {
 	o.held[m.Conv] = m.Seq
 	if m.Kind == "" {
 		o.shown[m.Conv] = max(o.shown[m.Conv], m.Seq)
+		o.noteOwnLocked(m)
 	}
 	o.notifyLocked()
 	return true
+}
+
+// noteOwnLocked records m when it is the user's. o.mu held.
+func (o *offsets) noteOwnLocked(m protocol.Message) {
+	if m.From == o.me && m.Kind == "" && !m.Recalled {
+		o.own[m.Conv] = max(o.own[m.Conv], m.Seq)
+	}
+}
+
+// lastOwn is the seq of the user's last message in conv that this process
+// printed; 0 for none.
+func (o *offsets) lastOwn(conv string) int64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.own[conv]
 }
 
 // acceptRecent records m, one of a room's recent messages shown on join,
@@ -86,6 +111,7 @@ func (o *offsets) acceptRecent(m protocol.Message) bool {
 	}
 	if m.Kind == "" {
 		o.shown[m.Conv] = m.Seq
+		o.noteOwnLocked(m)
 	}
 	if held, ok := o.held[m.Conv]; !ok || m.Seq > held {
 		o.held[m.Conv] = m.Seq
