@@ -171,9 +171,12 @@ func (h *Handler) change(ctx context.Context, c Conn, kind, conv string, seq int
 	if err := h.d.Router.Ready(); err != nil {
 		return nil, err
 	}
-	st, err := h.d.Journal.Append(ctx, m, "", []string{a, b})
+	st, err := h.d.Journal.Append(ctx, m, EventIdem(m.ID), []string{a, b})
 	if err != nil {
 		return nil, err
+	}
+	if st.Dup {
+		return protocol.ChatReply{ID: st.Message.ID, Conv: st.Message.Conv, Seq: st.Message.Seq, TS: st.Message.TS}, nil
 	}
 	h.d.Router.Deliver(st.Message, st.Push, []string{m.To})
 	if m.To != user {
@@ -182,6 +185,10 @@ func (h *Handler) change(ctx context.Context, c Conn, kind, conv string, seq int
 	}
 	return protocol.ChatReply{ID: st.Message.ID, Conv: st.Message.Conv, Seq: st.Message.Seq, TS: st.Message.TS}, nil
 }
+
+// EventIdem is the idempotency key an edit or recall is stored under: its
+// id, so that the same change handed over twice is stored once.
+func EventIdem(id string) string { return "ev:" + id }
 
 // Ranger reads stored messages (Journal.Range).
 type Ranger interface {

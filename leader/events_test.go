@@ -19,17 +19,31 @@ import (
 type memJournal struct {
 	mu    sync.Mutex
 	convs map[string][]protocol.Message
-	down  bool // Append fails
+	idem  map[string]string // message id -> the idempotency key it was stored with
+	down  bool              // Append fails
 }
 
-func (j *memJournal) Append(_ context.Context, m protocol.Message, _ string, _ []string) (handler.Stored, error) {
+func (j *memJournal) Append(_ context.Context, m protocol.Message, idem string, _ []string) (handler.Stored, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if j.down {
 		return handler.Stored{}, errors.New("redis is down")
 	}
+	if idem != "" {
+		for _, x := range j.convs[m.Conv] {
+			if x.From == m.From && j.idem[x.ID] == idem {
+				return handler.Stored{Message: x, Dup: true}, nil
+			}
+		}
+	}
 	m.Seq = int64(len(j.convs[m.Conv]) + 1)
 	j.convs[m.Conv] = append(j.convs[m.Conv], m)
+	if idem != "" {
+		if j.idem == nil {
+			j.idem = map[string]string{}
+		}
+		j.idem[m.ID] = idem
+	}
 	return handler.Stored{Message: m, Push: protocol.EncodeMessagePush(&m)}, nil
 }
 
@@ -160,6 +174,14 @@ func TestRoomChanges(t *testing.T) {
 	}
 	if ps := pushes(t, link); len(ps) != 1 || ps[0].Seq != 4 || !strings.Contains(ps[0].Recipients, "alice") || !strings.Contains(ps[0].Recipients, "bob") {
 		t.Fatalf("pushes of the edit %+v, want one to alice and bob", ps)
+	}
+	// The same frame again (a node hands a frame its lost link did not
+	// acknowledge to the next leader): stored once, pushed once.
+	if rep := change("bob", protocol.KindEdit, 3, "hi!", now+1); rep.Code != 0 || !rep.Dup || rep.Message == nil || rep.Message.Seq != 4 {
+		t.Fatalf("bob's edit handed over again: %+v, want the first one, as a duplicate", rep)
+	}
+	if ps := pushes(t, link); len(ps) != 0 || len(j.convs["room:lobby"]) != 4 {
+		t.Fatalf("the edit handed over again was pushed (%+v) or stored (%d entries)", ps, len(j.convs["room:lobby"]))
 	}
 	for _, tc := range []struct {
 		user, kind string

@@ -387,14 +387,19 @@ func (rs *roomService) change(ctx context.Context, f protocol.PeerFrame) protoco
 		rs.l.log.Warn().Err(err).Str("room", f.Room).Msg("cannot read the message an edit or recall changes")
 		return fail(protocol.CodeUnavailable, "service temporarily unavailable; retry shortly")
 	}
-	st, err := rs.l.d.Journal.Append(ctx, m, "", nil)
+	// The event's id, given by the asking node, makes it idempotent: a
+	// node hands a frame its lost link did not acknowledge to the next
+	// leader, which must not store a change the one before it stored.
+	st, err := rs.l.d.Journal.Append(ctx, m, handler.EventIdem(m.ID), nil)
 	if err != nil {
 		rs.l.log.Warn().Err(err).Str("room", f.Room).Msg("cannot store an edit or recall")
 		return fail(protocol.CodeUnavailable, "service temporarily unavailable; retry shortly")
 	}
 	stored := st.Message
-	rs.fanout(&stored, st.Push)
-	return protocol.PeerFrame{Message: &stored}
+	if !st.Dup {
+		rs.fanout(&stored, st.Push)
+	}
+	return protocol.PeerFrame{Message: &stored, Dup: st.Dup}
 }
 
 // announce stores user's join (joined) or leave of room name as an event
