@@ -163,6 +163,9 @@ func (s *Store) writeAll(ctx context.Context, timeout, gap time.Duration) error 
 		batch := round[:min(maxWrite, len(round))]
 		wctx, cancel := context.WithTimeout(ctx, timeout)
 		err := s.durable.SaveReadPositions(wctx, batch)
+		if err == nil {
+			s.heal(wctx, batch)
+		}
 		cancel()
 		if err != nil {
 			s.behind.putBack(round)

@@ -194,6 +194,40 @@ func (s *Store) Mark(ctx context.Context, conv, user string, seq int64, check bo
 	return res[1], raised, nil
 }
 
+// healScript raises, in Redis, positions just made durable, each only
+// where Redis holds a lower one: Redis that lost its data may have been
+// filled from MongoDB before this write reached it. A position Redis does
+// not hold stays missing, so that the next read asks MongoDB, which may
+// hold a higher one written by another node. KEYS: the hash. ARGV: user,
+// seq pairs.
+var healScript = redis.NewScript(`
+for i = 1, #ARGV, 2 do
+  local cur = redis.call('HGET', KEYS[1], ARGV[i])
+  if cur and tonumber(cur) < tonumber(ARGV[i + 1]) then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
+end
+return 0
+`)
+
+// heal runs healScript for ps, in one pipeline; a failure changes nothing
+// (Redis then keeps what it has until the user's next read).
+func (s *Store) heal(ctx context.Context, ps []Position) {
+	byConv := map[string][]any{}
+	for _, p := range ps {
+		byConv[p.Conv] = append(byConv[p.Conv], p.User, p.Seq)
+	}
+	pipe := s.rdb.Pipeline()
+	for conv, args := range byConv {
+		// Eval, not EvalSha: in a pipeline a missing script could not be
+		// loaded and retried.
+		healScript.Eval(ctx, pipe, []string{s.Key(conv)}, args...)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		s.warn.Warn().Err(err).Int("positions", len(ps)).Msg("cannot raise durable read positions in Redis (logged at most 5 a second)")
+	}
+}
+
 // fillScript puts positions read from MongoDB back in Redis, each only
 // where Redis has none or a lower one. KEYS: the conversation's hash.
 // ARGV: user, seq pairs.

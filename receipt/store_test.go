@@ -256,6 +256,38 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // Run writes what rose, the highest per user and conversation, retries
 // while the durable copy fails, and writes what is left when it stops.
 // The queue is bounded.
+// A position made durable is raised in Redis where Redis holds a lower
+// one (filled from MongoDB after Redis lost its data, before the write
+// reached MongoDB); one Redis does not hold stays missing.
+func TestWriteBehindHealsRedis(t *testing.T) {
+	ctx := context.Background()
+	rdb := redisClient(t)
+	d := newFake()
+	s := newStore(t, rdb, d, nil, 100)
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); s.Run(runCtx) }()
+	defer func() { cancel(); <-done }()
+	mark(t, s, "dm:a:b", "a", 7)
+	mark(t, s, "dm:a:c", "a", 5)
+	// Redis loses both; a read of the first filled it from MongoDB, which
+	// has nothing yet.
+	if err := rdb.Del(ctx, s.Key("dm:a:b"), s.Key("dm:a:c")).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.HSet(ctx, s.Key("dm:a:b"), "a", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the positions are durable", func() bool { return d.get("dm:a:b", "a") == 7 && d.get("dm:a:c", "a") == 5 })
+	waitFor(t, "Redis holds the durable position again", func() bool {
+		v, err := rdb.HGet(ctx, s.Key("dm:a:b"), "a").Int64()
+		return err == nil && v == 7
+	})
+	if n, err := rdb.HLen(ctx, s.Key("dm:a:c")).Result(); err != nil || n != 0 {
+		t.Fatalf("a position Redis did not hold was put back (%d, %v): the next read must ask MongoDB", n, err)
+	}
+}
+
 func TestWriteBehind(t *testing.T) {
 	d := newFake()
 	s := newStore(t, redisClient(t), d, nil, 3)
