@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"chatcluster/internal/keyspace"
+	"chatcluster/internal/lease"
 	"chatcluster/protocol"
 )
 
@@ -612,37 +613,15 @@ func (w *Writer) forwardAck(ctx context.Context, p redis.Pipeliner, ids map[stri
 	}
 }
 
-// leaseScript takes the lease KEYS[1] for ARGV[1] for ARGV[2] ms if it is
-// free, or extends it if ARGV[1] holds it; it returns 1 if ARGV[1] holds
-// it now.
-var leaseScript = redis.NewScript(`
-local v = redis.call('GET', KEYS[1])
-if v == ARGV[1] then
-	redis.call('PEXPIRE', KEYS[1], ARGV[2])
-	return 1
-end
-if not v then
-	redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-	return 1
-end
-return 0`)
-
-// releaseScript deletes the lease KEYS[1] if ARGV[1] holds it.
-var releaseScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-	return redis.call('DEL', KEYS[1])
-end
-return 0`)
-
 // holdLease takes or renews the lease and reports whether this writer
 // holds it.
 func (w *Writer) holdLease(ctx context.Context) (bool, error) {
-	n, err := leaseScript.Run(ctx, w.cfg.Redis, []string{w.lease}, w.cfg.Consumer, w.cfg.Lease.Milliseconds()).Int()
+	held, err := lease.Hold(ctx, w.cfg.Redis, w.lease, w.cfg.Consumer, w.cfg.Lease)
 	if err != nil {
 		return w.active.Load(), fmt.Errorf("writer lease: %w", err)
 	}
-	w.active.Store(n == 1)
-	return n == 1, nil
+	w.active.Store(held)
+	return held, nil
 }
 
 // release gives the lease up, if this writer holds it, so that another
@@ -653,7 +632,7 @@ func (w *Writer) release() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	if err := releaseScript.Run(ctx, w.cfg.Redis, []string{w.lease}, w.cfg.Consumer).Err(); err != nil {
+	if err := lease.Release(ctx, w.cfg.Redis, w.lease, w.cfg.Consumer); err != nil {
 		w.log.Warn().Err(err).Msg("could not give the writer lease up; another writer takes over once it lapses")
 	}
 }

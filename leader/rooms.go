@@ -328,21 +328,34 @@ func (rs *roomService) leave(ctx context.Context, user, name string) protocol.Pe
 	return protocol.PeerFrame{Members: members}
 }
 
+// memberMessage is f's message as the room stores it (from the poster,
+// in the room's conversation), or the refusal when the poster is no
+// member of an existing room.
+func (rs *roomService) memberMessage(f protocol.PeerFrame) (protocol.Message, *protocol.PeerFrame) {
+	exists, member := rs.reg.IsMember(f.Room, f.User)
+	switch {
+	case !exists:
+		r := rs.unknown(f.Room)
+		return protocol.Message{}, &r
+	case !member:
+		r := fail(protocol.CodeForbidden, "not a member of room %q", f.Room)
+		return protocol.Message{}, &r
+	}
+	m := *f.Message
+	m.From, m.Room, m.Conv, m.To = f.User, f.Room, protocol.RoomConv(f.Room), ""
+	return m, nil
+}
+
 // post stores a room message and hands it to every online member: one
 // frame per node, carrying that node's recipients.
 func (rs *roomService) post(ctx context.Context, f protocol.PeerFrame) protocol.PeerFrame {
 	if f.Message == nil {
 		return fail(protocol.CodeBadRequest, "post without a message")
 	}
-	exists, member := rs.reg.IsMember(f.Room, f.User)
-	switch {
-	case !exists:
-		return rs.unknown(f.Room)
-	case !member:
-		return fail(protocol.CodeForbidden, "not a member of room %q", f.Room)
+	m, refused := rs.memberMessage(f)
+	if refused != nil {
+		return *refused
 	}
-	m := *f.Message
-	m.From, m.Room, m.Conv, m.To = f.User, f.Room, protocol.RoomConv(f.Room), ""
 	st, err := rs.l.d.Journal.Append(ctx, m, f.ClientMsgID, nil)
 	if err != nil {
 		rs.l.log.Warn().Err(err).Str("room", f.Room).Msg("cannot store room message")
@@ -363,15 +376,10 @@ func (rs *roomService) change(ctx context.Context, f protocol.PeerFrame) protoco
 	if f.Message == nil {
 		return fail(protocol.CodeBadRequest, "change without a message")
 	}
-	exists, member := rs.reg.IsMember(f.Room, f.User)
-	switch {
-	case !exists:
-		return rs.unknown(f.Room)
-	case !member:
-		return fail(protocol.CodeForbidden, "not a member of room %q", f.Room)
+	m, refused := rs.memberMessage(f)
+	if refused != nil {
+		return *refused
 	}
-	m := *f.Message
-	m.From, m.Room, m.Conv, m.To = f.User, f.Room, protocol.RoomConv(f.Room), ""
 	if !m.Changes() || m.Ref <= 0 {
 		return fail(protocol.CodeBadRequest, "a change is an edit or a recall of a message's seq")
 	}

@@ -774,6 +774,16 @@ func (p *page) wait(what, cond string) {
 	p.waitFor(pageTimeout, what, cond)
 }
 
+// holdsWithin reports whether cond becomes true within timeout.
+func (p *page) holdsWithin(timeout time.Duration, cond string) bool {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, timeout+5*time.Second)
+	defer cancel()
+	_, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](cond,
+		chromedp.WithPollingTimeout(timeout), chromedp.WithPollingInterval(25*time.Millisecond)))
+	return err == nil
+}
+
 func (p *page) waitFor(timeout time.Duration, what, cond string) {
 	p.t.Helper()
 	ctx, cancel := context.WithTimeout(p.ctx, timeout+5*time.Second)
@@ -942,14 +952,16 @@ func TestBrowserEventsAndReceipts(t *testing.T) {
 
 	// Typing: a typing push is best-effort, so alice types on until bob
 	// sees it (the page sends one a second at most).
-	deadline := time.Now().Add(30 * time.Second)
-	for !evaluate[bool](bob, `!document.querySelector('#typing').hidden && document.querySelector('#typing').textContent === 'alice is typing…'`) {
+	typing := `!document.querySelector('#typing').hidden && document.querySelector('#typing').textContent === 'alice is typing…'`
+	for deadline := time.Now().Add(30 * time.Second); ; {
 		if time.Now().After(deadline) {
 			t.Fatalf("bob never saw alice typing; %s", bob.describe())
 		}
 		alice.do(chromedp.SendKeys(chromedp.CSS("#text"), "x"))
-		bob.waitFor(1500*time.Millisecond, "", `true`)
-		time.Sleep(300 * time.Millisecond)
+		// A little over the second after which the page sends another.
+		if bob.holdsWithin(1500*time.Millisecond, typing) {
+			break
+		}
 	}
 	alice.do(chromedp.Evaluate[chromedp.Void](`document.querySelector('#text').value = ''`))
 

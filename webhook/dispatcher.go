@@ -14,6 +14,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
+
+	"chatcluster/internal/lease"
 )
 
 // DispatcherConfig configures a Dispatcher. Redis and Consumer are
@@ -264,35 +266,13 @@ func (d *Dispatcher) keepLease(ctx context.Context) {
 	}
 }
 
-// leaseScript takes the lease KEYS[1] for ARGV[1] for ARGV[2] ms if it is
-// free, or extends it if ARGV[1] holds it; it returns 1 if ARGV[1] holds
-// it now.
-var leaseScript = redis.NewScript(`
-local v = redis.call('GET', KEYS[1])
-if v == ARGV[1] then
-	redis.call('PEXPIRE', KEYS[1], ARGV[2])
-	return 1
-end
-if not v then
-	redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-	return 1
-end
-return 0`)
-
-// releaseScript deletes the lease KEYS[1] if ARGV[1] holds it.
-var releaseScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-	return redis.call('DEL', KEYS[1])
-end
-return 0`)
-
 func (d *Dispatcher) holdLease(ctx context.Context) (bool, error) {
-	n, err := leaseScript.Run(ctx, d.cfg.Redis, []string{d.lease}, d.cfg.Consumer, d.cfg.Lease.Milliseconds()).Int()
+	held, err := lease.Hold(ctx, d.cfg.Redis, d.lease, d.cfg.Consumer, d.cfg.Lease)
 	if err != nil {
 		return d.active.Load(), fmt.Errorf("webhook dispatcher lease: %w", err)
 	}
-	d.active.Store(n == 1)
-	return n == 1, nil
+	d.active.Store(held)
+	return held, nil
 }
 
 // release gives the lease up, if this dispatcher holds it, so that another
@@ -303,7 +283,7 @@ func (d *Dispatcher) release() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	if err := releaseScript.Run(ctx, d.cfg.Redis, []string{d.lease}, d.cfg.Consumer).Err(); err != nil {
+	if err := lease.Release(ctx, d.cfg.Redis, d.lease, d.cfg.Consumer); err != nil {
 		d.log.Warn().Err(err).Msg("could not give the webhook dispatcher lease up; another takes over once it lapses")
 	}
 }
