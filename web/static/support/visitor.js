@@ -40,6 +40,10 @@ let info = null; // its state: {state, position, waiting, agent, closedBy}
 let wantOpen = false; // the visitor asked for a conversation (the first, or a new one)
 let opening = false; // a support request is out
 let restoring = false; // the saved outbox is being put back
+// early holds, by conversation, an assigned or closed push that came before
+// the support reply naming the conversation (a push may overtake a reply,
+// docs/protocol.md 3.5): opened applies it after the reply's state.
+const early = new Map();
 
 // ---- saved state ---------------------------------------------------------------
 
@@ -200,6 +204,9 @@ function opened(sc) {
   render();
   const c = store.conv(conv, false);
   if (c && (sc.latest || 0) > c.top) client.syncConv(conv);
+  const e = early.get(conv);
+  early.clear();
+  if (e && !(e.action === 'assigned' && sc.state !== 'queued')) push(e.action, e.d);
 }
 
 // showConv makes id the conversation shown (the one before it goes).
@@ -226,6 +233,10 @@ function closedHere(d) {
 }
 
 function push(action, d) {
+  if (d && typeof d.conv === 'string' && d.conv !== conv && opening && (action === 'assigned' || action === 'closed')) {
+    early.set(d.conv, { action, d });
+    return;
+  }
   if (!d || d.conv !== conv || !conv) return;
   switch (action) {
     case 'queue':
