@@ -192,10 +192,11 @@ func (c *Client) FinalViews() map[string]map[int64]State {
 }
 
 // ServerViews reads every conversation of the client from the server, by
-// sync from seq 0 on its connection, and returns per conversation the
-// state of each message as the server answered (ServerState) and the read
-// positions. A conversation the server left out is missing from both.
-func (c *Client) ServerViews(ctx context.Context) (map[string]map[int64]State, map[string]ReadPos, error) {
+// sync on its connection from the conversation's floor (0 if floors has
+// none), and returns per conversation the state of each message above
+// the floor as the server answered (ServerState) and the read positions.
+// A conversation the server left out is missing from both.
+func (c *Client) ServerViews(ctx context.Context, floors map[string]int64) (map[string]map[int64]State, map[string]ReadPos, error) {
 	c.procMu.Lock()
 	convs := c.view.Convs()
 	c.procMu.Unlock()
@@ -205,7 +206,7 @@ func (c *Client) ServerViews(ctx context.Context) (map[string]map[int64]State, m
 	}
 	offsets := make(map[string]int64, len(convs))
 	for _, conv := range convs {
-		offsets[conv] = 0
+		offsets[conv] = floors[conv]
 	}
 	got, err := conn.SyncAll(ctx, offsets)
 	if err != nil {

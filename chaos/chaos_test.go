@@ -32,6 +32,7 @@ const (
 	settleTimeout   = 2 * time.Minute  // for the final sync of every client
 	pauseTimeout    = 75 * time.Second // for every client to finish its action in flight (a send gives up after 60 s)
 	checkTimeout    = time.Minute      // for the settle, and for the server's answers, of a checkpoint
+	checkWindow     = 1000             // seqs of each conversation a checkpoint after a fault compares
 	downAcks        = 50               // a dependency stays down until this many sends were acknowledged...
 	downAtMost      = 5 * time.Second  // ...or this long
 	maxUnrecovered  = 3                // faults in a row without recovery that end the run
@@ -604,7 +605,7 @@ func (h *harness) checkpoint(name string, pause bool) {
 	}
 	var res CheckpointResult
 	for attempt := 1; attempt <= 2; attempt++ {
-		snap, err := h.snapshot(name)
+		snap, err := h.snapshot(name, pause)
 		if err != nil {
 			h.skipCheckpoint(name, err.Error())
 			return
@@ -628,8 +629,9 @@ func (h *harness) skipCheckpoint(name, why string) {
 }
 
 // snapshot settles every client and takes their final views, the
-// server's answers to each and the read positions acknowledged.
-func (h *harness) snapshot(name string) (Snapshot, error) {
+// server's answers to each and the read positions acknowledged; with
+// window, of the newest checkWindow seqs of each conversation only.
+func (h *harness) snapshot(name string, window bool) (Snapshot, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), checkTimeout)
 	defer cancel()
 	errs := make([]error, len(h.clients))
@@ -651,12 +653,15 @@ func (h *harness) snapshot(name string) (Snapshot, error) {
 		snap.Views[cl.Name()] = cl.FinalViews()
 		snap.Users[cl.Name()] = cl.User()
 	}
+	if window {
+		snap.Floors = Floors(snap.Views, checkWindow)
+	}
 	var mu sync.Mutex
 	for i, cl := range h.clients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			states, reads, err := cl.ServerViews(ctx)
+			states, reads, err := cl.ServerViews(ctx, snap.Floors)
 			if err != nil {
 				errs[i] = fmt.Errorf("the server's answer to %s: %w", cl.Name(), err)
 				return

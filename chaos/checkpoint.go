@@ -27,9 +27,12 @@ type Snapshot struct {
 	// every message it shows (View.Final).
 	Views map[string]map[string]map[int64]State
 	// Server: per client, per conversation, the server's answer to that
-	// client's sync from seq 0 (ServerState); a conversation missing here
-	// is one the server left out.
+	// client's sync from the conversation's floor (ServerState); a
+	// conversation missing here is one the server left out.
 	Server map[string]map[string]map[int64]State
+	// Floors: per conversation, the seq at and below which nothing is
+	// compared, the same for every member (Floors); 0 or missing: all.
+	Floors map[string]int64
 	// Reads: per client, per conversation, the read positions of that
 	// sync.
 	Reads map[string]map[string]ReadPos
@@ -92,12 +95,39 @@ func (c *CheckpointResult) problem(format string, args ...any) {
 	c.Problems = append(c.Problems, c.Name+": "+fmt.Sprintf(format, args...))
 }
 
+// Floors returns, for each conversation of views (per client, per
+// conversation, the final state of every message it shows), the floor of
+// a checkpoint that compares the newest window seqs of it: window below
+// the highest seq any member shows, at least 0. The floor is common to
+// every member, so that each is compared over the same seqs; a client
+// that lags behind the others by more than the window still differs,
+// as what it misses in the window is compared.
+func Floors(views map[string]map[string]map[int64]State, window int64) map[string]int64 {
+	top := map[string]int64{}
+	for _, convs := range views {
+		for conv, states := range convs {
+			for seq := range states {
+				top[conv] = max(top[conv], seq)
+			}
+			if _, ok := top[conv]; !ok {
+				top[conv] = 0
+			}
+		}
+	}
+	out := make(map[string]int64, len(top))
+	for conv, t := range top {
+		out[conv] = max(0, t-window)
+	}
+	return out
+}
+
 // CompareSnapshot checks that, in every conversation, every member's final
 // view and the server's answer to every member are the same as the
 // server's answer to the first member (by name): the same messages at the
-// same seqs, each with the same text, edited or not, or recalled. It also
-// checks that no read position the server gives is lower than one
-// acknowledged.
+// same seqs, each with the same text, edited or not, or recalled; only
+// the seqs above the conversation's floor (Snapshot.Floors) are compared.
+// It also checks that no read position the server gives is lower than
+// one acknowledged.
 func CompareSnapshot(s Snapshot) CheckpointResult {
 	res := CheckpointResult{Name: s.Name}
 	members := map[string][]string{} // conv -> clients in it, sorted
@@ -120,8 +150,9 @@ func CompareSnapshot(s Snapshot) CheckpointResult {
 			res.problem("the server left %s out of the sync of every member (%s)", conv, strings.Join(list, ", "))
 			continue
 		}
+		floor := s.Floors[conv]
 		for _, u := range list {
-			res.compare(conv, s.Views[u][conv], ref, func(seq int64, got, want string) {
+			res.compare(conv, above(s.Views[u][conv], floor), above(ref, floor), func(seq int64, got, want string) {
 				res.problem("%s shows %s seq %d as %s; the server has %s (as it answered %s)", u, conv, seq, got, want, refUser)
 			})
 			if u == refUser {
@@ -133,7 +164,7 @@ func CompareSnapshot(s Snapshot) CheckpointResult {
 				res.problem("the server left %s out of %s's sync", conv, u)
 				continue
 			}
-			res.compare(conv, st, ref, func(seq int64, got, want string) {
+			res.compare(conv, above(st, floor), above(ref, floor), func(seq int64, got, want string) {
 				res.problem("the server answered %s that %s seq %d is %s, and %s that it is %s", u, conv, seq, got, refUser, want)
 			})
 		}
@@ -196,6 +227,20 @@ func (c *CheckpointResult) compare(conv string, got, want map[int64]State, diffe
 		c.Differs++
 		differ(seq, describe(g, gok), describe(w, wok))
 	}
+}
+
+// above returns the states of m above seq floor (m itself if floor is 0).
+func above(m map[int64]State, floor int64) map[int64]State {
+	if floor <= 0 {
+		return m
+	}
+	out := make(map[int64]State, len(m))
+	for seq, st := range m {
+		if seq > floor {
+			out[seq] = st
+		}
+	}
+	return out
 }
 
 func describe(s State, ok bool) string {

@@ -149,3 +149,28 @@ func TestCheckSnapshotReadBack(t *testing.T) {
 		}
 	}
 }
+
+// A checkpoint with floors compares only the seqs above the floor of
+// each conversation, the same for every member: a difference below it is
+// not seen, one above it is.
+func TestCheckSnapshotFloors(t *testing.T) {
+	dmc, room := protocol.DMConv("ann", "ben"), protocol.RoomConv("lobby")
+	s := snapshot()
+	s.Floors = Floors(s.Views, 2)
+	if s.Floors[dmc] != 2 || s.Floors[room] != 6 {
+		t.Fatalf("floors %v, want %s at 2 and %s at 6", s.Floors, dmc, room)
+	}
+	s.Views["ben"][dmc][1] = State{Text: "chaos ann-0"} // below the floor
+	res := CompareSnapshot(s)
+	// dm: seq 4 only (3 pairs); room: 7 and 8 (5 pairs each).
+	if !res.OK() || res.Compared != 3*1+5*2 {
+		t.Fatalf("a difference below the floor: %+v", res)
+	}
+	delete(s.Views["ann"][dmc], 4) // above it
+	if res := CompareSnapshot(s); res.Differs != 1 || !strings.Contains(res.Problems[0], "ann shows dm:ann:ben seq 4 as no message") {
+		t.Fatalf("a difference above the floor: %+v", res)
+	}
+	if f := Floors(s.Views, 1000); f[dmc] != 0 || f[room] != 0 {
+		t.Fatalf("floors of a short history %v, want 0", f)
+	}
+}

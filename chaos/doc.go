@@ -89,12 +89,16 @@
 // the edits and recalls it holds applied in seq order: per message its
 // text, edited or not, or that it is recalled (View.Final). The
 // checkpoint also reads every conversation of each client from the
-// server, by a sync from seq 0 on that client's connection: every message
-// in its final state, as the server applies the events (ServerState). In
-// every conversation, each member's final view and the server's answer
-// to each member must equal the server's answer to the first member: a
-// message at a seq on one side and not the other, or in another state,
-// counts as a final view differing (CompareSnapshot). If the views
+// server, by a sync on that client's connection: every message in its
+// final state, as the server applies the events (ServerState). After a
+// fault, a checkpoint reads and compares the newest 1,000 seqs of each
+// conversation, from a floor common to its members (Floors), so that its
+// cost does not grow with the history; the checkpoint at the end reads
+// and compares everything, from seq 0. In every conversation, each
+// member's final view and the server's answer to each member must equal
+// the server's answer to the first member: a message at a seq on one
+// side and not the other, or in another state, counts as a final view
+// differing (CompareSnapshot). If the views
 // differ, the clients settle once more and are compared again (something
 // the server stored after they settled, a request answered late, is no
 // divergence); the table counts checkpoints compared twice. A checkpoint
