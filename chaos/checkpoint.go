@@ -97,26 +97,33 @@ func (c *CheckpointResult) problem(format string, args ...any) {
 
 // Floors returns, for each conversation of views (per client, per
 // conversation, the final state of every message it shows), the floor of
-// a checkpoint that compares the newest window seqs of it: window below
-// the highest seq any member shows, at least 0. The floor is common to
-// every member, so that each is compared over the same seqs; a client
-// that lags behind the others by more than the window still differs,
-// as what it misses in the window is compared.
+// a checkpoint that compares about the newest window seqs of it: the
+// highest seq of a message some member shows that is at least window
+// below the highest any member shows, or 0 if there is none. The floor is
+// common to every member, so that each is compared over the same seqs,
+// and it is the seq of a message, as a sync's offset must be after the
+// server lost Redis's data (any other offset there answers "rebuild").
+// A client that lags behind the others by more than the window still
+// differs: what it misses in the window is compared.
 func Floors(views map[string]map[string]map[int64]State, window int64) map[string]int64 {
-	top := map[string]int64{}
+	seqs := map[string][]int64{}
 	for _, convs := range views {
 		for conv, states := range convs {
-			for seq := range states {
-				top[conv] = max(top[conv], seq)
-			}
-			if _, ok := top[conv]; !ok {
-				top[conv] = 0
-			}
+			seqs[conv] = append(seqs[conv], slices.Collect(maps.Keys(states))...)
 		}
 	}
-	out := make(map[string]int64, len(top))
-	for conv, t := range top {
-		out[conv] = max(0, t-window)
+	out := make(map[string]int64, len(seqs))
+	for conv, list := range seqs {
+		slices.Sort(list)
+		out[conv] = 0
+		if len(list) == 0 {
+			continue
+		}
+		limit := list[len(list)-1] - window
+		// The last seq at or below limit.
+		if i, _ := slices.BinarySearch(list, limit+1); i > 0 {
+			out[conv] = list[i-1]
+		}
 	}
 	return out
 }

@@ -156,10 +156,16 @@ func TestCheckSnapshotReadBack(t *testing.T) {
 func TestCheckSnapshotFloors(t *testing.T) {
 	dmc, room := protocol.DMConv("ann", "ben"), protocol.RoomConv("lobby")
 	s := snapshot()
-	s.Floors = Floors(s.Views, 2)
-	if s.Floors[dmc] != 2 || s.Floors[room] != 6 {
-		t.Fatalf("floors %v, want %s at 2 and %s at 6", s.Floors, dmc, room)
+	// The dm holds 1, 2 and 4, the room 7 and 8: a floor is the seq of
+	// a message, never a gap (3) or a seq below the first (6).
+	s.Floors = Floors(s.Views, 1)
+	if s.Floors[dmc] != 2 || s.Floors[room] != 7 {
+		t.Fatalf("floors %v, want %s at 2 and %s at 7", s.Floors, dmc, room)
 	}
+	if f := Floors(s.Views, 2); f[dmc] != 2 || f[room] != 0 {
+		t.Fatalf("floors %v with a window of 2, want %s at 2 and %s at 0", f, dmc, room)
+	}
+	s.Floors = Floors(s.Views, 2)
 	s.Views["ben"][dmc][1] = State{Text: "chaos ann-0"} // below the floor
 	res := CompareSnapshot(s)
 	// dm: seq 4 only (3 pairs); room: 7 and 8 (5 pairs each).
