@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -724,7 +725,12 @@ func (c *Client) syncLocked(conn *chatclient.Conn, offsets map[string]int64) (un
 	for _, conv := range convs {
 		sc, ok := got[conv]
 		for round := 0; ok && sc.Rebuild && round < rebuildRounds; round++ {
-			held := c.view.Held(conv, protocol.MaxSyncMessages)
+			// What the client holds above the floor, below which the
+			// server lost nothing: the newest of it, as one request's worth.
+			held := c.view.Held(conv, 0)
+			i, _ := slices.BinarySearchFunc(held, sc.Floor+1, func(m protocol.Message, seq int64) int { return cmp.Compare(m.Seq, seq) })
+			held = held[i:]
+			held = held[max(0, len(held)-protocol.MaxSyncMessages):]
 			if len(held) == 0 {
 				break
 			}

@@ -58,8 +58,8 @@ func TestRebuildAfterServerLostRecentMessages(t *testing.T) {
 		t.Fatal(err)
 	}
 	top := int64(kept + chatlog.SeqGap)
-	if got := sc.Convs[conv]; !got.Rebuild || got.Latest != top || len(got.Messages) != 0 {
-		t.Fatalf("sync of a client holding what the server lost: %+v, want rebuild with latest %d", got, top)
+	if got := sc.Convs[conv]; !got.Rebuild || got.Latest != top || got.Floor != kept || len(got.Messages) != 0 {
+		t.Fatalf("sync of a client holding what the server lost: %+v, want rebuild with latest %d and floor %d", got, top, kept)
 	}
 	held := rob.received()
 	rr, err := rob.conn.Rebuild(ctxT(t, 10*time.Second), conv, held)

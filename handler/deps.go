@@ -85,9 +85,10 @@ type Journal interface {
 	Append(ctx context.Context, m protocol.Message, clientMsgID string, members []string) (Stored, error)
 	// Unsure returns the conversations for which the client's offset names
 	// a message the server lost (its counter was re-seeded after a loss of
-	// Redis data and it holds no message at that seq): the client must
-	// rebuild them.
-	Unsure(ctx context.Context, offsets map[string]int64) (map[string]bool, error)
+	// Redis data and it holds no message at that seq), each with the floor
+	// its counter was seeded from (the highest seq then stored: the server
+	// lost nothing at or below it): the client must rebuild them.
+	Unsure(ctx context.Context, offsets map[string]int64) (map[string]int64, error)
 	// Latest returns each conversation's latest seq, 0 when it has none.
 	Latest(ctx context.Context, convs []string) (map[string]int64, error)
 	// Convs lists the user's conversations.

@@ -541,9 +541,12 @@ func (h *Handler) sync(ctx context.Context, c Conn, req protocol.Request) (any, 
 	for _, cv := range convs {
 		off, top := offsets[cv], latest[cv]
 		sc := protocol.SyncConv{Latest: top, Messages: []protocol.Message{}}
+		floor, lost := unsure[cv]
 		switch {
-		case off > top || unsure[cv]:
-			sc.Rebuild = true
+		case lost:
+			sc.Rebuild, sc.Floor = true, min(floor, top)
+		case off > top:
+			sc.Rebuild, sc.Floor = true, top
 		case off < top && read > 0 && h.d.Now() >= stop:
 			sc.More = true
 		case off < top:

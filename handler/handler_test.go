@@ -89,7 +89,7 @@ func (j *fakeJournal) Restore(_ context.Context, conv string, msgs []protocol.Me
 	return n, latest, nil
 }
 
-func (j *fakeJournal) Unsure(context.Context, map[string]int64) (map[string]bool, error) {
+func (j *fakeJournal) Unsure(context.Context, map[string]int64) (map[string]int64, error) {
 	return nil, nil
 }
 
@@ -440,7 +440,7 @@ func TestSyncOffsets(t *testing.T) {
 		t.Fatalf("sync from 3: %+v", sc)
 	}
 	rep = h.Handle(context.Background(), c, req("sync", map[string]any{"convs": map[string]int64{"dm:amy:bob": 9}}))
-	if sc := rep.Data.(protocol.SyncReply).Convs["dm:amy:bob"]; !sc.Rebuild || sc.Latest != 5 || len(sc.Messages) != 0 {
+	if sc := rep.Data.(protocol.SyncReply).Convs["dm:amy:bob"]; !sc.Rebuild || sc.Latest != 5 || sc.Floor != 5 || len(sc.Messages) != 0 {
 		t.Fatalf("client ahead of server must be told to rebuild: %+v", sc)
 	}
 	rep = h.Handle(context.Background(), c, req("sync", map[string]any{}))

@@ -144,7 +144,7 @@ func (j *journal) stored(ctx context.Context, conv string) (int64, error) {
 // seeded after a loss, where the client's offset lies above the first
 // floor and the server holds no message at that seq: the client holds what
 // the server lost.
-func (j *journal) Unsure(ctx context.Context, offsets map[string]int64) (map[string]bool, error) {
+func (j *journal) Unsure(ctx context.Context, offsets map[string]int64) (map[string]int64, error) {
 	convs := make([]string, 0, len(offsets))
 	for cv, off := range offsets {
 		if off > 0 {
@@ -155,7 +155,7 @@ func (j *journal) Unsure(ctx context.Context, offsets map[string]int64) (map[str
 	if err != nil || len(floors) == 0 {
 		return nil, unavailable(err)
 	}
-	out := map[string]bool{}
+	out := map[string]int64{}
 	for cv, floor := range floors {
 		off := offsets[cv]
 		if off <= floor {
@@ -166,7 +166,7 @@ func (j *journal) Unsure(ctx context.Context, offsets map[string]int64) (map[str
 			return nil, err
 		}
 		if len(held) == 0 {
-			out[cv] = true
+			out[cv] = floor
 		}
 	}
 	return out, nil

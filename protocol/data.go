@@ -100,7 +100,10 @@ type SyncConv struct {
 	Latest   int64     `json:"latest"`
 	Messages []Message `json:"messages"`
 	Rebuild  bool      `json:"rebuild,omitempty"`
-	More     bool      `json:"more,omitempty"` // more missing messages than one reply holds: sync again
+	// Floor, with Rebuild: the server lost nothing at or below this seq;
+	// the client gives back what it holds above it.
+	Floor int64 `json:"floor,omitempty"`
+	More  bool  `json:"more,omitempty"` // more missing messages than one reply holds: sync again
 	// Read is how far the user has read the conversation (the highest
 	// seq marked read); PeerRead, of a direct conversation, how far the
 	// other user has. 0: nothing marked read.

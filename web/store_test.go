@@ -145,6 +145,17 @@ const storeChecks = `(async () => {
   check('typing shows', s.typists(c), ['bob']);
   s.add([msg(cv, 6, 'bob')], { countUnread: true });
   check('a message of the typist ends the typing', s.typists(c), []);
+
+  // Rebuild: what the client holds above the server's floor goes back,
+  // also below the latest of a counter seeded 1000 above that floor.
+  const { ChatClient } = await import('/static/chat/client.js');
+  s = new Store();
+  s.reset('alice');
+  s.add([1, 2, 3, 4, 5].map((q) => msg(cv, q, 'bob')));
+  const sent = [];
+  const conn = { request: async (action, data) => { sent.push([action, data.conv, data.messages.map((m) => m.seq)]); return {}; } };
+  await new ChatClient(s).rebuild(conn, s.conv(cv), 3, 1003);
+  check('rebuild gives back what is above the floor', sent, [['rebuild', cv, [4, 5]]]);
   return bad;
 })()`
 

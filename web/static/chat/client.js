@@ -377,7 +377,7 @@ export class ChatClient {
         }
         const c = this.store.conv(cv);
         if (sc.rebuild) {
-          await this.rebuild(conn, c, sc.latest || 0);
+          await this.rebuild(conn, c, sc.floor || 0, sc.latest || 0);
           continue;
         }
         this.readPositions(cv, sc);
@@ -394,12 +394,13 @@ export class ChatClient {
     }
   }
 
-  // rebuild uploads what the client holds beyond the server's latest: the
-  // server lost recent state (docs/protocol.md, section 4.5). If it cannot
-  // take them, the client goes on from the server's latest and keeps what
-  // it holds (messages are told apart by id).
-  async rebuild(conn, c, latest) {
-    const held = c.msgs.filter((m) => m.seq > latest);
+  // rebuild uploads what the client holds above the floor, below which
+  // the server lost nothing: the server lost recent state
+  // (docs/protocol.md, section 4.5). If it cannot take them, the client
+  // goes on from the server's latest and keeps what it holds (messages
+  // are told apart by id).
+  async rebuild(conn, c, floor, latest) {
+    const held = c.msgs.filter((m) => m.seq > floor);
     if (held.length) {
       try {
         // In requests of at most 1000 messages and well under the 64 KiB
