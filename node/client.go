@@ -55,10 +55,6 @@ type client struct {
 	lastTok time.Time
 
 	typing handler.TypingLimit // typing requests passed on (TypingLimit)
-	// reading is held while a read request is handled aside, replies
-	// keeps the replies in request order meanwhile (aside.go).
-	reading chan struct{}
-	replies replyOrder
 	// announced says a user.login event was emitted for this connection,
 	// so its end emits a user.logout (webhooks.go).
 	announced atomic.Bool
@@ -71,7 +67,6 @@ func newClient(s *Server, ws *websocket.Conn, remote string) *client {
 		srv: s, ws: ws, out: wsconn.Of(ws.NetConn()), id: newID(), remote: remote,
 		send:    newFrameQueue(s.cfg.SendQueue, s.cfg.SendQueueBytes, s.cfg.SlowClientTimeout),
 		closing: make(chan struct{}),
-		reading: make(chan struct{}, 1),
 	}
 	ws.SetReadLimit(protocol.MaxFrameSize)
 	_ = ws.SetReadDeadline(time.Now().Add(c.readIdle()))
@@ -400,32 +395,20 @@ func (c *client) readLoop(ctx context.Context) {
 // readIdle is how long a client may send nothing, not even a pong.
 func (c *client) readIdle() time.Duration { return 2*c.srv.cfg.PingInterval + 5*time.Second }
 
-// handle decodes and answers one frame: a read aside (aside.go), any
-// other request here. Read loop only.
+// handle decodes and answers one frame. Read loop only.
 func (c *client) handle(ctx context.Context, data []byte) {
 	req, err := protocol.DecodeRequest(data)
-	if err != nil || !overlapsRead(req.Action) {
-		c.awaitRead()
-	}
 	var reply protocol.Reply
 	switch {
 	case err != nil:
 		reply = protocol.ReplyError(req.Action, req.ID, err)
 	case !c.allow():
 		reply = protocol.ReplyError(req.Action, req.ID, protocol.Errorf(protocol.CodeRateLimited, "over %v requests per second", c.srv.cfg.RateLimit))
-	case req.Action == protocol.ActionRead && c.User() != "" && c.handleAside(ctx, req):
-		return
 	default:
 		rctx, cancel := context.WithTimeout(ctx, c.srv.cfg.RequestTimeout)
 		reply = c.srv.handler.Handle(rctx, c, req)
 		cancel()
 	}
-	c.replies.send(c.encodeReply(req, reply), c.enqueue)
-}
-
-// encodeReply logs a reply that is an error and encodes it; nil if it
-// cannot be encoded. Safe from any goroutine.
-func (c *client) encodeReply(req protocol.Request, reply protocol.Reply) []byte {
 	if reply.Code != protocol.CodeOK {
 		ev := c.log().Warn()
 		if reply.Code >= 500 {
@@ -439,9 +422,9 @@ func (c *client) encodeReply(req protocol.Request, reply protocol.Reply) []byte 
 	b, err := protocol.EncodeReply(reply)
 	if err != nil {
 		c.log().Error().Err(err).Msg("encode reply")
-		return nil
+		return
 	}
-	return b
+	c.enqueue(b)
 }
 
 // allow is a token bucket: RateLimit per second, bursts of twice that.
