@@ -31,6 +31,10 @@ type State struct {
 	Leader    Leader   // zero ID when unknown; last known while disconnected
 	IsLeader  bool     // this node leads and is connected with a valid session
 	Session   int64    // ZooKeeper session id the node is (or was last) registered with
+	// Since is when the node published this snapshot. A reader that acts
+	// on it later (a term takes a moment to start) acts on what was true
+	// then: logs carry it so an operator can tell the two apart.
+	Since time.Time
 }
 
 // Cluster is one node's membership in the chat cluster.

@@ -547,6 +547,7 @@ func (c *Cluster) publish(s State) {
 	if sameState(ls.published, s) {
 		return
 	}
+	s.Since = time.Now()
 	c.logTransition(ls.published, s)
 	ls.published = s
 	c.mu.Lock()

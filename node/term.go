@@ -79,12 +79,15 @@ func (s *Server) applyState(st cluster.State) {
 		r.mu.Lock()
 		lead = nil
 	}
-	if lead == nil && st.IsLeader {
+	if lead == nil && st.IsLeader && s.stillLeads(st) {
 		lead = leader.Start(s.ctx, st.Leader.Epoch, termNode{s}, s.termDeps())
 		r.lead = lead
 		r.changedLocked()
 		s.m.ElectionsWon.Inc()
-		s.log.Info().Int64("epoch", lead.Epoch()).Msg("leader duties started")
+		// state: when the snapshot that made this node leader was
+		// published. A disconnect published while the term started is
+		// applied next and stops it.
+		s.log.Info().Int64("epoch", lead.Epoch()).Time("state", st.Since).Msg("leader duties started")
 	}
 	link := r.link
 	r.mu.Unlock()
@@ -95,6 +98,15 @@ func (s *Server) applyState(st cluster.State) {
 		link.Log().Info().Str("leader", st.Leader.ID).Msg("leader changed; closing link to the old one")
 		r.dropLink(link)
 	}
+}
+
+// stillLeads reports whether the latest published state still makes this
+// node leader in st's term. The watch loop may apply a snapshot that a
+// newer one (a disconnect, say) already replaced; a term is not started
+// on it, since the newer one follows at once.
+func (s *Server) stillLeads(st cluster.State) bool {
+	cur := s.cluster.State()
+	return cur.IsLeader && cur.Leader.Epoch == st.Leader.Epoch && cur.Session == st.Session
 }
 
 // termDeps are what a term of this node is started with besides the
