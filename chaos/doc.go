@@ -112,8 +112,8 @@
 // between), and at a checkpoint a sync of any device of the user whose
 // read (the user's own) or, in a direct conversation, a sync of any
 // device of the other user whose peerRead is below it, count as read
-// positions that went back. The nodes write read positions to MongoDB
-// behind, every 5 s or so, so a Redis fault may take away the rises of
+// positions that went back. A node writes read positions to MongoDB
+// behind, every 3 s or so, from a queue in Redis, so a Redis fault may take away the rises of
 // its last few seconds: a position acknowledged less than
 // ReadDurableAfter (12 s) before a Redis fault does not count against
 // what the server gives after it, the one before it does.

@@ -104,7 +104,8 @@ type readAck struct {
 }
 
 // ReadDurableAfter is how long after its acknowledgement a read position
-// is surely in MongoDB: the nodes write positions behind, every 5 s or so
+// is surely in MongoDB: a node writes the queued positions behind, every
+// 3 s or so, and another takes over within about 6 s when it dies
 // (docs/protocol.md, 4.14), so Redis losing its data loses the rises of
 // the last few seconds. A position acknowledged within this before a
 // Redis fault may go back to an earlier one; any other going back is a

@@ -13,12 +13,22 @@
 // shard's seqinit marker, which the scripts read together with it.
 //
 // MongoDB holds their durable copy (Durable, history.Store's
-// read_positions), written behind: a position that rose is queued, and the
-// Store's own loop (Run) writes what is queued every moment, one write per
-// batch, the highest position per conversation and user. The queue is
-// bounded; past its bound new positions are not made durable (logged),
-// and Redis still has them. So a request never waits for MongoDB to write,
-// and MongoDB being down delays the durable copy, never a read.
+// read_positions), written behind. The script that raises a position also
+// records it in its shard's queue, a hash in Redis under the same hash
+// tag:
+//
+//	<p>{s}readq   hash "<conv>\x00<user>" -> seq (the highest)
+//
+// and one writer among the nodes, the one holding a lease in Redis
+// (LeaseKey; the others stand by and take over within about a lease when
+// it dies), writes the queues to MongoDB every few seconds, a few
+// positions per write, and takes each off its queue unless it rose
+// meanwhile. A node killed after a read therefore loses nothing Redis
+// still holds. The queues are bounded; past its bound a shard's new
+// positions are not made durable (logged), and Redis still has them. So a
+// request never waits for MongoDB to write, and MongoDB being down delays
+// the durable copy, never a read. What rose in the last few seconds
+// before Redis lost its data goes back with it.
 //
 // When Redis has no position for a user (it lost its data: restarted
 // empty, flushed), the Store reads MongoDB's and puts it back in Redis

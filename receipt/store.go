@@ -45,14 +45,20 @@ type Config struct {
 	// position against the conversation's latest seq in its own round
 	// trip. nil: Mark checks nothing.
 	Counter func(conv string) string
-	// Queue bounds the positions waiting to be made durable (default
-	// DefaultQueue).
+	// Queue bounds the positions waiting to be made durable in each of
+	// the keyspace.Shards queues (default DefaultQueue).
 	Queue int
-	Log   zerolog.Logger
+	// Holder names this Store among the writers that compete for the
+	// lease (the node's id); Lease is how long the lease lasts unless
+	// renewed (default DefaultLease).
+	Holder string
+	Lease  time.Duration
+	Log    zerolog.Logger
 }
 
-// DefaultQueue is how many positions may wait to be made durable.
-const DefaultQueue = 10000
+// DefaultQueue is how many positions may wait to be made durable in each
+// shard's queue: 32,000 in all.
+const DefaultQueue = 1000
 
 // Store reads and raises read positions. Create it with New; Run makes
 // what rose durable. Safe for concurrent use.
@@ -65,8 +71,11 @@ type Store struct {
 	counter func(conv string) string
 	log     zerolog.Logger
 	// warn is log, at most a few lines a second.
-	warn   zerolog.Logger
-	behind *behind
+	warn     zerolog.Logger
+	queueCap int
+	leaseKey string
+	holder   string
+	lease    time.Duration
 }
 
 // New returns a Store over cfg. It starts nothing: Run does.
@@ -74,11 +83,17 @@ func New(cfg Config) *Store {
 	if cfg.Queue <= 0 {
 		cfg.Queue = DefaultQueue
 	}
+	if cfg.Lease <= 0 {
+		cfg.Lease = DefaultLease
+	}
+	if cfg.Holder == "" {
+		cfg.Holder = "receipts"
+	}
 	log := cfg.Log.With().Str("component", "receipts").Logger()
 	return &Store{
 		rdb: cfg.Redis, prefix: cfg.Prefix, tags: keyspace.NewTags(), durable: cfg.Durable, marker: cfg.Marker, counter: cfg.Counter,
 		log: log, warn: log.Sample(&zerolog.BurstSampler{Burst: 5, Period: time.Second}),
-		behind: newBehind(cfg.Queue),
+		queueCap: cfg.Queue, leaseKey: LeaseKey(cfg.Prefix), holder: cfg.Holder, lease: cfg.Lease,
 	}
 }
 
@@ -95,15 +110,18 @@ func (s *Store) markerKey(conv string) string {
 }
 
 // markScript raises a position. KEYS: the conversation's hash, its shard's
-// marker (the hash again when there is none), its seq counter. ARGV: user,
-// seq, the durable position or "" when not read yet, "1" to check seq
-// against the counter first: {-3, 0} when there is no counter, {-2,
-// latest} when seq is above it. The position before is the
-// one in Redis; without one, the durable one, or 0 when the marker says
-// Redis has held everything; without either the script returns {-1, 0}
-// and the caller reads the durable position and calls again. A position
-// read from MongoDB is put in Redis even when seq is lower. Returns
-// {1, seq} when seq raised the position, {0, position} when it did not.
+// marker (the hash again when there is none), its seq counter, its shard's
+// write-behind queue. ARGV: user, seq, the durable position or "" when not
+// read yet, "1" to check seq against the counter first: {-3, 0} when
+// there is no counter, {-2, latest} when seq is above it; the queue field,
+// the queue's bound ("0": no queue). The position before is the one in
+// Redis; without one, the durable one, or 0 when the marker says Redis has
+// held everything; without either the script returns {-1, 0} and the
+// caller reads the durable position and calls again. A position read from
+// MongoDB is put in Redis even when seq is lower. Returns {1, seq} when
+// seq raised the position and it is queued to be made durable, {2, seq}
+// when it raised it but the queue is full, {0, position} when it did not
+// raise it.
 var markScript = redis.NewScript(`
 if ARGV[4] == '1' then
   local top = redis.call('GET', KEYS[3])
@@ -124,7 +142,12 @@ else
 end
 if tonumber(ARGV[2]) > base then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-  return {1, tonumber(ARGV[2])}
+  if ARGV[6] == '0' then return {1, tonumber(ARGV[2])} end
+  if redis.call('HEXISTS', KEYS[4], ARGV[5]) == 1 or redis.call('HLEN', KEYS[4]) < tonumber(ARGV[6]) then
+    redis.call('HSET', KEYS[4], ARGV[5], ARGV[2])
+    return {1, tonumber(ARGV[2])}
+  end
+  return {2, tonumber(ARGV[2])}
 end
 if baseStr ~= cur then redis.call('HSET', KEYS[1], ARGV[1], baseStr) end
 return {0, base}
@@ -151,12 +174,16 @@ func (e *AboveLatestError) Error() string {
 // in Redis the error is ErrNoCounter. Without check the caller has
 // checked seq.
 func (s *Store) Mark(ctx context.Context, conv, user string, seq int64, check bool) (int64, bool, error) {
-	keys := []string{s.Key(conv), s.markerKey(conv), s.Key(conv)}
+	keys := []string{s.Key(conv), s.markerKey(conv), s.Key(conv), s.queueKey(conv)}
 	checkArg := ""
 	if check && s.counter != nil {
 		keys[2], checkArg = s.counter(conv), "1"
 	}
-	res, err := markScript.Run(ctx, s.rdb, keys, user, seq, "", checkArg).Int64Slice()
+	field, qcap := queueField(conv, user), s.queueCap
+	if s.durable == nil {
+		qcap = 0
+	}
+	res, err := markScript.Run(ctx, s.rdb, keys, user, seq, "", checkArg, field, qcap).Int64Slice()
 	if err == nil && len(res) == 2 && res[0] < 0 {
 		floor := int64(0)
 		if s.durable != nil {
@@ -168,7 +195,7 @@ func (s *Store) Mark(ctx context.Context, conv, user string, seq int64, check bo
 				floor = got[0].Seq
 			}
 		}
-		res, err = markScript.Run(ctx, s.rdb, keys, user, seq, floor, checkArg).Int64Slice()
+		res, err = markScript.Run(ctx, s.rdb, keys, user, seq, floor, checkArg, field, qcap).Int64Slice()
 	}
 	if err == nil && len(res) == 2 {
 		switch res[0] {
@@ -184,48 +211,11 @@ func (s *Store) Mark(ctx context.Context, conv, user string, seq int64, check bo
 	if len(res) != 2 || res[0] < 0 {
 		return 0, false, fmt.Errorf("receipt: mark %s: unexpected reply %v", conv, res)
 	}
-	raised := res[0] == 1
-	if raised {
-		if !s.behind.add(Position{Conv: conv, User: user, Seq: res[1]}) {
-			s.warn.Warn().Str("conv", conv).Str("user", user).Int("queue", s.behind.max).
-				Msg("too many read positions wait to be made durable; this one stays in Redis only (logged at most 5 a second)")
-		}
+	if res[0] == 2 {
+		s.warn.Warn().Str("conv", conv).Str("user", user).Int("queue", s.queueCap).
+			Msg("too many read positions of this shard wait to be made durable; this one stays in Redis only (logged at most 5 a second)")
 	}
-	return res[1], raised, nil
-}
-
-// healScript raises, in Redis, positions just made durable, each only
-// where Redis holds a lower one: Redis that lost its data may have been
-// filled from MongoDB before this write reached it. A position Redis does
-// not hold stays missing, so that the next read asks MongoDB, which may
-// hold a higher one written by another node. KEYS: the hash. ARGV: user,
-// seq pairs.
-var healScript = redis.NewScript(`
-for i = 1, #ARGV, 2 do
-  local cur = redis.call('HGET', KEYS[1], ARGV[i])
-  if cur and tonumber(cur) < tonumber(ARGV[i + 1]) then
-    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-  end
-end
-return 0
-`)
-
-// heal runs healScript for ps, in one pipeline; a failure changes nothing
-// (Redis then keeps what it has until the user's next read).
-func (s *Store) heal(ctx context.Context, ps []Position) {
-	byConv := map[string][]any{}
-	for _, p := range ps {
-		byConv[p.Conv] = append(byConv[p.Conv], p.User, p.Seq)
-	}
-	pipe := s.rdb.Pipeline()
-	for conv, args := range byConv {
-		// Eval, not EvalSha: in a pipeline a missing script could not be
-		// loaded and retried.
-		healScript.Eval(ctx, pipe, []string{s.Key(conv)}, args...)
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		s.warn.Warn().Err(err).Int("positions", len(ps)).Msg("cannot raise durable read positions in Redis (logged at most 5 a second)")
-	}
+	return res[1], res[0] >= 1, nil
 }
 
 // fillScript puts positions read from MongoDB back in Redis, each only
@@ -282,7 +272,7 @@ func (s *Store) Positions(ctx context.Context, want map[string][]string) (map[st
 		fresh := r.marked != nil && r.marked.Val() == 1
 		for i, v := range r.vals.Val() {
 			if str, ok := v.(string); ok {
-				m[r.users[i]], _ = strconv.ParseInt(str, 10, 64)
+				m[r.users[i]], _ = parseSeq(str)
 				continue
 			}
 			m[r.users[i]] = 0
@@ -318,3 +308,5 @@ func (s *Store) Positions(ctx context.Context, want map[string][]string) (map[st
 	}
 	return out, nil
 }
+
+func parseSeq(v string) (int64, error) { return strconv.ParseInt(v, 10, 64) }

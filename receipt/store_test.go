@@ -17,6 +17,8 @@ import (
 	"chatcluster/internal/testenv"
 )
 
+type posKey struct{ conv, user string }
+
 // fakeDurable is a durable copy in memory that counts its lookups and can
 // be made to fail.
 type fakeDurable struct {
@@ -163,7 +165,7 @@ func TestMarkRisesOnly(t *testing.T) {
 		t.Fatalf("b's first mark = %d raised=%v", got, raised)
 	}
 	// Only positions that rose wait to be made durable, the highest one.
-	if n := s.Len(); n != 2 {
+	if n := queueLen(t, s); n != 2 {
 		t.Fatalf("%d positions queued, want 2 (a at 9, b at 1)", n)
 	}
 }
@@ -250,7 +252,28 @@ func TestPositionsFallBack(t *testing.T) {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	testenv.WaitFor(t, 10*time.Second, what, cond)
+	testenv.WaitFor(t, 30*time.Second, what, cond)
+}
+
+// queueLen is how many positions wait in the Store's queues.
+func queueLen(t *testing.T, s *Store) int {
+	t.Helper()
+	n, err := s.Queued(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// sameShard returns n rooms whose positions share one shard's queue.
+func sameShard(n int) []string {
+	var out []string
+	for i := 0; len(out) < n; i++ {
+		if room := fmt.Sprintf("room:%d", i); keyspace.Shard(room) == keyspace.Shard("room:0") {
+			out = append(out, room)
+		}
+	}
+	return out
 }
 
 // Run writes what rose, the highest per user and conversation, retries
@@ -298,25 +321,34 @@ func TestWriteBehind(t *testing.T) {
 	for seq := int64(1); seq <= 20; seq++ {
 		mark(t, s, "dm:a:b", "a", seq)
 	}
-	waitFor(t, "the position is durable", func() bool { return d.get("dm:a:b", "a") == 20 && s.Len() == 0 })
+	waitFor(t, "the position is durable", func() bool { return d.get("dm:a:b", "a") == 20 && queueLen(t, s) == 0 })
 	if _, writes := d.counts(); writes > 5 {
 		t.Errorf("%d writes for 20 reads in a row, want them gathered", writes)
 	}
 
+	// The bound is per shard: four rooms of one shard, and one of another.
+	rooms := sameShard(4)
+	other := "room:x"
+	for keyspace.Shard(other) == keyspace.Shard(rooms[0]) {
+		other += "x"
+	}
 	d.setFail(errors.New("down"))
-	mark(t, s, "room:1", "a", 1)
-	mark(t, s, "room:2", "a", 1)
-	mark(t, s, "room:3", "a", 1)
-	if _, raised := mark(t, s, "room:4", "a", 1); !raised {
+	for _, r := range rooms[:3] {
+		mark(t, s, r, "a", 1)
+	}
+	if _, raised := mark(t, s, rooms[3], "a", 1); !raised {
 		t.Fatal("a read past the queue's bound was not stored in Redis")
 	}
-	if n := s.Len(); n != 3 {
-		t.Fatalf("%d positions queued, want the bound 3", n)
+	mark(t, s, other, "a", 1)
+	if n := queueLen(t, s); n != 4 {
+		t.Fatalf("%d positions queued, want the bound 3 of one shard and 1 of another", n)
 	}
-	mark(t, s, "room:1", "a", 4) // a queued position still rises
+	mark(t, s, rooms[0], "a", 4) // a queued position still rises
 	d.setFail(nil)
-	waitFor(t, "what was queued is durable once the copy answers", func() bool { return d.get("room:1", "a") == 4 && s.Len() == 0 })
-	if d.get("room:4", "a") != 0 {
+	waitFor(t, "what was queued is durable once the copy answers", func() bool {
+		return d.get(rooms[0], "a") == 4 && d.get(other, "a") == 1 && queueLen(t, s) == 0
+	})
+	if d.get(rooms[3], "a") != 0 {
 		t.Fatal("the position past the bound was made durable")
 	}
 
@@ -334,8 +366,108 @@ func TestWriteBehind(t *testing.T) {
 	d.setFail(nil)
 	cancel()
 	<-done
-	if d.get("room:5", "a") != 9 || s.Len() != 0 {
-		t.Fatalf("after stopping: durable %d, %d queued; want 9 and 0", d.get("room:5", "a"), s.Len())
+	if d.get("room:5", "a") != 9 || queueLen(t, s) != 0 {
+		t.Fatalf("after stopping: durable %d, %d queued; want 9 and 0", d.get("room:5", "a"), queueLen(t, s))
+	}
+}
+
+// The queue is in Redis: a read taken by a node that dies before writing
+// it is made durable by another, and then survives Redis losing it.
+func TestQueueOutlivesItsNode(t *testing.T) {
+	ctx := context.Background()
+	rdb := redisClient(t)
+	d := newFake()
+	prefix := testenv.Namespace(t) + ":"
+	dead := New(Config{Redis: rdb, Prefix: prefix, Durable: d, Holder: "n1", Log: zerolog.Nop()})
+	mark(t, dead, "dm:a:b", "a", 6) // n1 never runs its writer: killed
+	mark(t, dead, "room:r", "b", 2)
+
+	live := New(Config{Redis: rdb, Prefix: prefix, Durable: d, Holder: "n2", Log: zerolog.Nop()})
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); live.Run(rctx) }()
+	defer func() { stop(); <-done }()
+	waitFor(t, "the other node made the dead one's reads durable", func() bool {
+		return d.get("dm:a:b", "a") == 6 && d.get("room:r", "b") == 2 && queueLen(t, live) == 0
+	})
+	if err := rdb.Del(ctx, live.Key("dm:a:b"), live.Key("room:r")).Err(); err != nil {
+		t.Fatal(err)
+	}
+	pos, err := live.Positions(ctx, map[string][]string{"dm:a:b": {"a"}, "room:r": {"b"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(pos); got != "map[dm:a:b:map[a:6] room:r:map[b:2]]" {
+		t.Fatalf("positions after Redis lost them = %s", got)
+	}
+}
+
+// countingDurable is a writer's view of a shared durable copy: it counts
+// the writes that went through it.
+type countingDurable struct {
+	*fakeDurable
+	mu     sync.Mutex
+	writes int
+}
+
+func (c *countingDurable) SaveReadPositions(ctx context.Context, ps []Position) error {
+	err := c.fakeDurable.SaveReadPositions(ctx, ps)
+	if err == nil {
+		c.mu.Lock()
+		c.writes++
+		c.mu.Unlock()
+	}
+	return err
+}
+
+func (c *countingDurable) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.writes
+}
+
+// Of the writers that run, the one holding the lease writes; when it
+// stops, another takes over.
+func TestOneWriterAtATime(t *testing.T) {
+	ctx := context.Background()
+	rdb := redisClient(t)
+	d := newFake()
+	prefix := testenv.Namespace(t) + ":"
+	type writer struct {
+		s    *Store
+		d    *countingDurable
+		stop context.CancelFunc
+		done chan struct{}
+	}
+	ws := make([]*writer, 2)
+	for i := range ws {
+		cd := &countingDurable{fakeDurable: d}
+		w := &writer{d: cd, done: make(chan struct{}),
+			s: New(Config{Redis: rdb, Prefix: prefix, Durable: cd, Holder: fmt.Sprintf("n%d", i), Lease: time.Second, Log: zerolog.Nop()})}
+		var rctx context.Context
+		rctx, w.stop = context.WithCancel(ctx)
+		go func() { defer close(w.done); w.s.Run(rctx) }()
+		ws[i] = w
+		defer func() { w.stop(); <-w.done }()
+	}
+	for i := range 4 {
+		conv := fmt.Sprintf("dm:a:%d", i)
+		mark(t, ws[i%2].s, conv, "a", int64(i+1))
+		waitFor(t, conv+" is durable", func() bool { return d.get(conv, "a") == int64(i+1) })
+	}
+	first := 0
+	if ws[1].d.count() > 0 {
+		first = 1
+	}
+	if n := ws[1-first].d.count(); n != 0 {
+		t.Fatalf("both writers wrote (%d and %d writes)", ws[first].d.count(), n)
+	}
+	ws[first].stop()
+	<-ws[first].done
+	mark(t, ws[first].s, "dm:b:c", "b", 3)
+	waitFor(t, "the other writer takes over", func() bool { return d.get("dm:b:c", "b") == 3 })
+	if ws[1-first].d.count() == 0 {
+		t.Fatal("the position was written, but not by the writer left")
 	}
 }
 
