@@ -89,6 +89,7 @@ type Store struct {
 	agents   *mongo.Collection // support_agents: the agents
 	visitors *mongo.Collection // visitors: customer service's visitors, by id, with their token's hash
 	reads    *mongo.Collection // read_positions: how far each user has read each conversation (reads.go)
+	seeds    *mongo.Collection // seq_seeds: counters seeded after Redis lost its data (seeds.go)
 	log      zerolog.Logger
 
 	pairsMu sync.Mutex
@@ -144,7 +145,7 @@ func Open(ctx context.Context, uri, dbName string, opts ...OpenOption) (*Store, 
 	s := &Store{client: client, db: db, users: db.Collection(usersColl), rooms: db.Collection(roomsColl),
 		convs: db.Collection(convsColl), chunks: db.Collection(chunksColl), tops: db.Collection(topsColl),
 		cs: db.Collection(csColl), agents: db.Collection(agentColl), visitors: db.Collection(visitColl),
-		reads: db.Collection(readsColl),
+		reads: db.Collection(readsColl), seeds: db.Collection(seedsColl),
 		log:   oo.log.With().Str("component", "history-store").Str("db", dbName).Logger(),
 		pairs: map[string]struct{}{}, blocks: newCache2[blockKey, *blockState](maxBlocksCached),
 		topsC: newCache2[string, topState](maxTopsCached)}

@@ -258,3 +258,54 @@ func TestRangeWhileTheWriterMoves(t *testing.T) {
 	}
 	check()
 }
+
+// Redis loses its data twice before the history writer stored anything
+// numbered after the first loss: the second seeding starts above the
+// first one's gap, so no seq acknowledged in between is given again, and
+// the floor it reports lets clients give back what they hold above it.
+func TestSeedingTwiceGivesNoSeqAgain(t *testing.T) {
+	ctx := context.Background()
+	j, rdb, prefix := testJournal(t)
+	const conv = "cs:~visitor:1"
+	lose := func() {
+		t.Helper()
+		var keys []string
+		iter := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+		for iter.Next(ctx) {
+			keys = append(keys, iter.Val())
+		}
+		if err := iter.Err(); err != nil {
+			t.Fatal(err)
+		}
+		if len(keys) > 0 {
+			if err := rdb.Del(ctx, keys...).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	send := func(n int) int64 {
+		t.Helper()
+		st, err := j.Append(ctx, protocol.Message{ID: fmt.Sprintf("m%d", n), Conv: conv, From: "~visitor", To: "agent", TS: int64(n), Text: "hi"}, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Message.Seq
+	}
+	lose() // the conversation begins after a first loss
+	if a, b := send(1), send(2); a != chatlog.SeqGap+1 || b != chatlog.SeqGap+2 {
+		t.Fatalf("after the first loss: seqs %d and %d, want %d and %d", a, b, chatlog.SeqGap+1, chatlog.SeqGap+2)
+	}
+	lose() // and both messages go with the second one
+	if got := send(3); got <= chatlog.SeqGap+2 {
+		t.Fatalf("after the second loss the next message got seq %d, given before", got)
+	} else if got != 2*chatlog.SeqGap+1 {
+		t.Fatalf("after the second loss: seq %d, want %d", got, 2*chatlog.SeqGap+1)
+	}
+	floors, err := j.log.Reseeded(ctx, []string{conv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if floors[conv] != chatlog.SeqGap {
+		t.Fatalf("floor after the second loss %d, want %d: the lost messages are above it", floors[conv], chatlog.SeqGap)
+	}
+}

@@ -119,12 +119,23 @@ func (j *journal) seed(ctx context.Context, conv string) error {
 	if err != nil {
 		return err
 	}
-	return j.log.Reseed(ctx, conv, floor)
+	return j.reseed(ctx, conv, floor)
+}
+
+// reseed seeds conv's counter from floor, after recording in MongoDB the
+// value it is seeded with: should Redis lose the messages numbered from it
+// before MongoDB holds any, the next seeding starts above them (stored).
+func (j *journal) reseed(ctx context.Context, conv string, floor int64) error {
+	if err := j.store.RaiseSeededSeq(ctx, conv, floor+chatlog.SeqGap); err != nil {
+		return fmt.Errorf("%w: cannot seed counter of %s: %v", handler.ErrUnavailable, conv, err)
+	}
+	return unavailable(j.log.Reseed(ctx, conv, floor))
 }
 
 // stored returns the highest seq of conv held in Redis (waiting for
-// MongoDB) or in MongoDB. Redis is read first: a message the history writer
-// moves meanwhile is in MongoDB by the time MongoDB is read.
+// MongoDB) or in MongoDB, or that its counter was seeded with after an
+// earlier loss, whichever is highest. Redis is read first: a message the
+// history writer moves meanwhile is in MongoDB by the time MongoDB is read.
 func (j *journal) stored(ctx context.Context, conv string) (int64, error) {
 	waiting, err := j.log.Waiting(ctx, conv)
 	if err != nil {
@@ -134,6 +145,11 @@ func (j *journal) stored(ctx context.Context, conv string) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("%w: cannot seed counter of %s: %v", handler.ErrUnavailable, conv, err)
 	}
+	seeded, err := j.store.SeededSeq(ctx, conv)
+	if err != nil {
+		return 0, fmt.Errorf("%w: cannot seed counter of %s: %v", handler.ErrUnavailable, conv, err)
+	}
+	durable = max(durable, seeded)
 	for s := range waiting {
 		durable = max(durable, s)
 	}
@@ -214,8 +230,8 @@ func (j *journal) Latest(ctx context.Context, convs []string) (map[string]int64,
 		if floor == 0 {
 			continue
 		}
-		if err := j.log.Reseed(ctx, cv, floor); err != nil {
-			return nil, unavailable(err)
+		if err := j.reseed(ctx, cv, floor); err != nil {
+			return nil, err
 		}
 	}
 	again, err := j.log.Latest(ctx, missing)
