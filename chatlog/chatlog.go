@@ -322,8 +322,9 @@ func (l *Log) ReseededKey(conv string) string { return l.prefix + l.tags.Of(conv
 
 // reseedScript seeds a missing counter above both what MongoDB holds
 // (ARGV[1]) and what this Redis still holds unwritten (the pending hash),
-// so a seq that exists anywhere is never assigned again. KEYS: seq,
-// reseeded, pending. ARGV: durable latest, gap, conv.
+// so a seq that exists anywhere is never assigned again, and at least at
+// ARGV[4]. KEYS: seq, reseeded, pending. ARGV: durable latest, gap, conv,
+// lowest value.
 var reseedScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local floor = tonumber(ARGV[1])
@@ -331,7 +332,9 @@ for _, s in ipairs(redis.call('HKEYS', KEYS[3])) do
   local n = tonumber(s)
   if n and n > floor then floor = n end
 end
-redis.call('SET', KEYS[1], floor + tonumber(ARGV[2]))
+local top = floor + tonumber(ARGV[2])
+if tonumber(ARGV[4]) > top then top = tonumber(ARGV[4]) end
+redis.call('SET', KEYS[1], top)
 -- Keep the lowest floor: a conversation re-seeded twice still has its
 -- first gap, where clients may hold what was lost.
 local old = tonumber(redis.call('HGET', KEYS[2], ARGV[3]) or '')
@@ -341,10 +344,12 @@ return 1
 
 // Reseed seeds conv's counter, lost with Redis, from durable, the highest
 // seq MongoDB holds (or the highest still waiting in Redis, if higher):
-// the next message gets that plus SeqGap plus one, and the gap is recorded
-// (Reseeded). A counter that exists is left alone.
-func (l *Log) Reseed(ctx context.Context, conv string, durable int64) error {
-	if err := reseedScript.Run(ctx, l.rdb, []string{l.SeqKey(conv), l.ReseededKey(conv), l.PendingKey(conv)}, durable, SeqGap, conv).Err(); err != nil {
+// the next message gets that plus SeqGap plus one, or lowest plus one if
+// that is higher (an earlier seeding's counter, whose messages may all be
+// lost), and the floor is recorded (Reseeded). A counter that exists is
+// left alone.
+func (l *Log) Reseed(ctx context.Context, conv string, durable, lowest int64) error {
+	if err := reseedScript.Run(ctx, l.rdb, []string{l.SeqKey(conv), l.ReseededKey(conv), l.PendingKey(conv)}, durable, SeqGap, conv, lowest).Err(); err != nil {
 		return fmt.Errorf("chatlog: reseed %s: %w", conv, err)
 	}
 	return nil

@@ -142,10 +142,10 @@ func TestReseedLeavesAGapClientsCanFill(t *testing.T) {
 	ctx := context.Background()
 	l := newLog(t)
 	conv := "room:r"
-	if err := l.Reseed(ctx, conv, 40); err != nil {
+	if err := l.Reseed(ctx, conv, 40, 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Reseed(ctx, conv, 7); err != nil { // an existing counter stays
+	if err := l.Reseed(ctx, conv, 7, 0); err != nil { // an existing counter stays
 		t.Fatal(err)
 	}
 	floors, err := l.Reseeded(ctx, []string{conv, "room:other"})
@@ -183,12 +183,26 @@ func TestReseedLeavesAGapClientsCanFill(t *testing.T) {
 	if n, err := l.ForgetCounters(ctx); err != nil || n < 1 {
 		t.Fatalf("ForgetCounters: %d, %v", n, err)
 	}
-	if err := l.Reseed(ctx, conv, 10); err != nil {
+	if err := l.Reseed(ctx, conv, 10, 0); err != nil {
 		t.Fatal(err)
 	}
 	again, _, err := appended(l.Append(ctx, protocol.Message{ID: "after", Conv: conv, From: "u", Room: "r", Text: "t", TS: 1}, "", nil))
 	if err != nil || again.Seq != next.Seq+SeqGap+1 {
 		t.Fatalf("first message after forgetting: seq %d, %v; want %d", again.Seq, err, next.Seq+SeqGap+1)
+	}
+
+	// Seeded at least at an earlier seeding's value, which is not the
+	// floor: what was numbered from it may all be lost.
+	const lost = "room:lost"
+	if err := l.Reseed(ctx, lost, 5, 3000); err != nil {
+		t.Fatal(err)
+	}
+	first, _, err := appended(l.Append(ctx, protocol.Message{ID: "l1", Conv: lost, From: "u", Room: "lost", Text: "t", TS: 1}, "", nil))
+	if err != nil || first.Seq != 3001 {
+		t.Fatalf("first message seeded at least at 3000: seq %d, %v", first.Seq, err)
+	}
+	if floors, err := l.Reseeded(ctx, []string{lost}); err != nil || floors[lost] != 5 {
+		t.Fatalf("floor %v, %v; want 5, what is stored", floors, err)
 	}
 }
 

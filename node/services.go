@@ -115,27 +115,35 @@ func (j *journal) Restore(ctx context.Context, conv string, msgs []protocol.Mess
 // seed sets conv's counter, lost with Redis, above every seq stored
 // anywhere, leaving room for what clients may give back (chatlog.SeqGap).
 func (j *journal) seed(ctx context.Context, conv string) error {
-	floor, err := j.stored(ctx, conv)
+	held, err := j.stored(ctx, conv)
 	if err != nil {
 		return err
 	}
-	return j.reseed(ctx, conv, floor)
+	return j.reseed(ctx, conv, held)
 }
 
-// reseed seeds conv's counter from floor, after recording in MongoDB the
-// value it is seeded with: should Redis lose the messages numbered from it
-// before MongoDB holds any, the next seeding starts above them (stored).
-func (j *journal) reseed(ctx context.Context, conv string, floor int64) error {
-	if err := j.store.RaiseSeededSeq(ctx, conv, floor+chatlog.SeqGap); err != nil {
+// reseed seeds conv's counter from held, the highest seq stored, and from
+// the value it was last seeded with (seq_seeds), whichever is higher,
+// after recording in MongoDB the value it is seeded with: should Redis
+// lose the messages numbered from it before MongoDB holds any, the next
+// seeding starts above them. The floor recorded for rebuild is held: the
+// server may lack what lies above it, messages given back into the last
+// gap included.
+func (j *journal) reseed(ctx context.Context, conv string, held int64) error {
+	seeded, err := j.store.SeededSeq(ctx, conv)
+	if err != nil {
 		return fmt.Errorf("%w: cannot seed counter of %s: %v", handler.ErrUnavailable, conv, err)
 	}
-	return unavailable(j.log.Reseed(ctx, conv, floor))
+	base := max(held+chatlog.SeqGap, seeded+chatlog.SeqGap)
+	if err := j.store.RaiseSeededSeq(ctx, conv, base); err != nil {
+		return fmt.Errorf("%w: cannot seed counter of %s: %v", handler.ErrUnavailable, conv, err)
+	}
+	return unavailable(j.log.Reseed(ctx, conv, held, base))
 }
 
 // stored returns the highest seq of conv held in Redis (waiting for
-// MongoDB) or in MongoDB, or that its counter was seeded with after an
-// earlier loss, whichever is highest. Redis is read first: a message the
-// history writer moves meanwhile is in MongoDB by the time MongoDB is read.
+// MongoDB) or in MongoDB. Redis is read first: a message the history writer
+// moves meanwhile is in MongoDB by the time MongoDB is read.
 func (j *journal) stored(ctx context.Context, conv string) (int64, error) {
 	waiting, err := j.log.Waiting(ctx, conv)
 	if err != nil {
@@ -145,11 +153,6 @@ func (j *journal) stored(ctx context.Context, conv string) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("%w: cannot seed counter of %s: %v", handler.ErrUnavailable, conv, err)
 	}
-	seeded, err := j.store.SeededSeq(ctx, conv)
-	if err != nil {
-		return 0, fmt.Errorf("%w: cannot seed counter of %s: %v", handler.ErrUnavailable, conv, err)
-	}
-	durable = max(durable, seeded)
 	for s := range waiting {
 		durable = max(durable, s)
 	}
@@ -228,7 +231,15 @@ func (j *journal) Latest(ctx context.Context, convs []string) (map[string]int64,
 			return nil, err
 		}
 		if floor == 0 {
-			continue
+			// Nothing stored; but if its counter was seeded before,
+			// what was numbered from it is lost, and clients may hold it.
+			seeded, err := j.store.SeededSeq(ctx, cv)
+			if err != nil {
+				return nil, fmt.Errorf("%w: cannot seed counter of %s: %v", handler.ErrUnavailable, cv, err)
+			}
+			if seeded == 0 {
+				continue
+			}
 		}
 		if err := j.reseed(ctx, cv, floor); err != nil {
 			return nil, err
