@@ -145,11 +145,7 @@ func (h *Handler) typing(ctx context.Context, c Conn, req protocol.Request) (any
 	if h.d.Pushes == nil || kind == "dm" && a == b {
 		return protocol.Empty{}, nil // no one else to tell
 	}
-	push, err := protocol.EncodePush(protocol.PushTyping, protocol.TypingPush{Conv: d.Conv, From: user})
-	if err != nil {
-		return nil, err
-	}
-	h.d.Pushes.Typing(d.Conv, user, push)
+	h.d.Pushes.Typing(d.Conv, user, protocol.EncodeTypingPush(protocol.TypingPush{Conv: d.Conv, From: user}))
 	return protocol.Empty{}, nil
 }
 
@@ -206,10 +202,7 @@ func (h *Handler) read(ctx context.Context, c Conn, req protocol.Request) (any, 
 		return nil, err
 	}
 	if raised && h.d.Pushes != nil {
-		push, err := protocol.EncodePush(protocol.PushRead, protocol.ReadPush{Conv: d.Conv, User: user, Seq: pos})
-		if err != nil {
-			return nil, err
-		}
+		push := protocol.EncodeReadPush(protocol.ReadPush{Conv: d.Conv, User: user, Seq: pos})
 		if other := peerOf(kind, a, b, user); other != "" {
 			h.d.Pushes.ToUser(other, "", push)
 		}

@@ -145,6 +145,9 @@ func EncodeReply(r Reply) ([]byte, error) {
 	if b, ok := appendChatReply(make([]byte, 0, 128+len(r.ID)), &r); ok {
 		return b, nil
 	}
+	if b, ok := appendReceiptReply(make([]byte, 0, 96+len(r.ID)), &r); ok {
+		return b, nil
+	}
 	return json.Marshal(r)
 }
 

@@ -7,30 +7,48 @@ import (
 	"unicode/utf8"
 )
 
-// The frames that carry a message's push between nodes (route, node to
-// leader; push, leader to node) are most of what the peer link carries.
-// They are encoded and decoded here without reflection, in one fixed
-// field order, with the push last, so that the leader forwards the push's
-// bytes as they came: on decoding they are only checked to be JSON, never
-// taken apart. Any other frame, or one in another layout, goes through
-// encoding/json; the two read each other's output.
+// The frames that carry a push between nodes (route, node to leader;
+// push, leader to node; signal, a typing push either way) are most of
+// what the peer link carries: a message's push, a read receipt, a typing
+// indicator. They are encoded and decoded here without reflection, in one
+// fixed field order, with the push last, so that the leader forwards the
+// push's bytes as they came: on decoding they are only checked to be JSON,
+// never taken apart. Any other frame, or one in another layout, goes
+// through encoding/json; the two read each other's output.
 
-// fastPeer reports whether f has only the fields of a message push frame.
+// fastPeer reports whether f has only the fields of a push frame.
 func fastPeer(f *PeerFrame) bool {
-	if f.Type != PeerPush && f.Type != PeerRoute || len(f.Push) == 0 || f.Conv == "" {
+	switch f.Type {
+	case PeerRoute:
+		if len(f.Users) == 0 || f.Recipients != "" {
+			return false
+		}
+	case PeerPush:
+		if f.Users != nil || f.Recipients == "" || f.Away {
+			return false
+		}
+	case PeerSignal:
+		if f.Users != nil && len(f.Users) == 0 {
+			return false
+		}
+	default:
+		return false
+	}
+	if len(f.Push) == 0 || f.Conv == "" && f.Seq != 0 {
 		return false
 	}
 	return f.Dest == "" && f.Message == nil && f.Conn == "" && f.Connections == 0 && f.Started == 0 && f.Messages == 0 &&
-		f.Req == 0 && f.Op == "" && f.Room == "" && f.User == "" && f.ClientMsgID == "" && f.Deadline == 0 &&
+		f.Req == 0 && f.Op == "" && f.ClientMsgID == "" && f.Deadline == 0 &&
 		f.Code == 0 && f.Error == "" && f.Members == nil && f.Rooms == nil && !f.Dup && !f.Online && f.Ver == 0 &&
-		f.Sessions == nil && f.Support == nil && f.Server == nil && !f.Again && f.Reason == "" && (f.Type == PeerRoute || !f.Away) && (f.Type == PeerRoute) == (f.Recipients == "") && (f.Type == PeerPush) == (f.Users == nil)
+		f.Sessions == nil && f.Support == nil && f.Server == nil && !f.Again && f.Reason == "" && !f.Busy && f.RetryAfter == 0
 }
 
 // appendFastPeer encodes a frame fastPeer accepts:
 //
-//	{"type":T,"epoch":E,"from":F,"up":U,"away":true,"except":X,"users":[...]|"recipients":R,"conv":C,"seq":S,"push":P}
+//	{"type":T,"epoch":E,"from":F,"up":U,"away":true,"except":X,"users":[...],"recipients":R,"room":M,"user":N,"conv":C,"seq":S,"push":P}
 //
-// with "up", "away" and "except" only when set.
+// with "up", "away", "except", "users", "recipients", "room", "user" only
+// when set, and "conv" and "seq" together, when conv is set.
 func appendFastPeer(b []byte, f *PeerFrame) []byte {
 	b = append(b, `{"type":`...)
 	b = appendJSONString(b, f.Type)
@@ -49,7 +67,7 @@ func appendFastPeer(b []byte, f *PeerFrame) []byte {
 		b = append(b, `,"except":`...)
 		b = appendJSONString(b, f.Except)
 	}
-	if f.Type == PeerRoute {
+	if len(f.Users) > 0 {
 		b = append(b, `,"users":[`...)
 		for i, u := range f.Users {
 			if i > 0 {
@@ -58,14 +76,25 @@ func appendFastPeer(b []byte, f *PeerFrame) []byte {
 			b = appendJSONString(b, u)
 		}
 		b = append(b, ']')
-	} else {
+	}
+	if f.Recipients != "" {
 		b = append(b, `,"recipients":`...)
 		b = appendJSONString(b, f.Recipients)
 	}
-	b = append(b, `,"conv":`...)
-	b = appendJSONString(b, f.Conv)
-	b = append(b, `,"seq":`...)
-	b = strconv.AppendInt(b, f.Seq, 10)
+	if f.Room != "" {
+		b = append(b, `,"room":`...)
+		b = appendJSONString(b, f.Room)
+	}
+	if f.User != "" {
+		b = append(b, `,"user":`...)
+		b = appendJSONString(b, f.User)
+	}
+	if f.Conv != "" {
+		b = append(b, `,"conv":`...)
+		b = appendJSONString(b, f.Conv)
+		b = append(b, `,"seq":`...)
+		b = strconv.AppendInt(b, f.Seq, 10)
+	}
 	b = append(b, `,"push":`...)
 	b = append(b, f.Push...)
 	return append(b, '}')
@@ -79,7 +108,7 @@ func decodeFastPeer(b []byte) (f PeerFrame, ok bool) {
 		return f, false
 	}
 	f.Type, ok = p.str()
-	if !ok || f.Type != PeerPush && f.Type != PeerRoute {
+	if !ok || f.Type != PeerPush && f.Type != PeerRoute && f.Type != PeerSignal {
 		return f, false
 	}
 	if !p.lit(`,"epoch":`) {
@@ -93,27 +122,27 @@ func decodeFastPeer(b []byte) (f PeerFrame, ok bool) {
 	}
 	if p.lit(`,"up":`) {
 		n, ok := p.int()
-		if !ok || n < 0 {
+		if !ok || n <= 0 {
 			return f, false
 		}
 		f.Up = uint64(n)
 	}
 	if p.lit(`,"away":true`) {
-		if f.Type != PeerRoute {
-			return f, false
-		}
 		f.Away = true
 	}
-	if p.lit(`,"except":`) {
-		if f.Except, ok = p.str(); !ok || f.Except == "" {
-			return f, false
+	// Optional strings: present only when not empty.
+	optStr := func(key string, dst *string) bool {
+		if !p.lit(key) {
+			return true
 		}
+		v, ok := p.str()
+		*dst = v
+		return ok && v != ""
 	}
-	if f.Type == PeerRoute {
-		if !p.lit(`,"users":[`) {
-			return f, false
-		}
-		f.Users = []string{}
+	if !optStr(`,"except":`, &f.Except) {
+		return f, false
+	}
+	if p.lit(`,"users":[`) {
 		for !p.lit("]") {
 			if len(f.Users) > 0 && !p.lit(",") {
 				return f, false
@@ -125,23 +154,21 @@ func decodeFastPeer(b []byte) (f PeerFrame, ok bool) {
 			f.Users = append(f.Users, u)
 		}
 		if len(f.Users) == 0 {
-			f.Users = nil
-		}
-	} else {
-		if !p.lit(`,"recipients":`) {
-			return f, false
-		}
-		if f.Recipients, ok = p.str(); !ok {
 			return f, false
 		}
 	}
-	if !p.lit(`,"conv":`) {
+	if !optStr(`,"recipients":`, &f.Recipients) || !optStr(`,"room":`, &f.Room) || !optStr(`,"user":`, &f.User) {
 		return f, false
 	}
-	if f.Conv, ok = p.str(); !ok || !p.lit(`,"seq":`) {
-		return f, false
+	if p.lit(`,"conv":`) {
+		if f.Conv, ok = p.str(); !ok || f.Conv == "" || !p.lit(`,"seq":`) {
+			return f, false
+		}
+		if f.Seq, ok = p.int(); !ok {
+			return f, false
+		}
 	}
-	if f.Seq, ok = p.int(); !ok || !p.lit(`,"push":`) {
+	if !p.lit(`,"push":`) {
 		return f, false
 	}
 	rest := p.b[p.i:]
@@ -153,10 +180,8 @@ func decodeFastPeer(b []byte) (f PeerFrame, ok bool) {
 		return f, false
 	}
 	f.Push = json.RawMessage(push)
-	if f.Conv == "" {
-		return f, false
-	}
-	return f, true
+	// The layout read is one fastPeer accepts, or encoding/json decides.
+	return f, fastPeer(&f)
 }
 
 // fastParser reads the fixed layout of appendFastPeer. Strings with

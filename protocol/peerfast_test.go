@@ -14,6 +14,14 @@ func TestFastPeerFramesRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	readPush, err := EncodePush(PushRead, ReadPush{Conv: m.Conv, User: "bob", Seq: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	typingPush, err := EncodePush(PushTyping, TypingPush{Conv: "room:lobby", From: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	frames := []PeerFrame{
 		{Type: PeerRoute, Epoch: 7, From: "n2", Up: 5121, Users: []string{"bob"}, Push: push, Conv: m.Conv, Seq: m.Seq},
 		{Type: PeerRoute, Epoch: 7, From: "n2", Users: []string{"bob", "carol"}, Push: push, Conv: m.Conv, Seq: m.Seq},
@@ -23,6 +31,14 @@ func TestFastPeerFramesRoundTrip(t *testing.T) {
 		{Type: PeerRoute, Epoch: 7, From: "n2", Up: 5122, Away: true, Except: "mjuohrzq-9c4c8a5b301063b9", Users: []string{"alice"}, Push: push, Conv: m.Conv, Seq: m.Seq},
 		{Type: PeerRoute, Epoch: 7, From: "n2", Away: true, Users: []string{"bob"}, Push: push, Conv: m.Conv, Seq: m.Seq},
 		{Type: PeerPush, Epoch: 7, From: "n1", Except: "mjuohrzq-9c4c8a5b301063b9", Recipients: "alice", Push: push, Conv: m.Conv, Seq: m.Seq},
+		// A read receipt: a push of no message, so no conv or seq.
+		{Type: PeerRoute, Epoch: 7, From: "n2", Up: 5123, Users: []string{"bob"}, Push: readPush},
+		{Type: PeerRoute, Epoch: 7, From: "n2", Up: 5124, Away: true, Except: "mjuohrzq-9c4c8a5b301063b9", Users: []string{"alice"}, Push: readPush},
+		{Type: PeerPush, Epoch: 7, From: "n1", Recipients: "bob", Push: readPush},
+		// Typing: to a room's members or to users, and on to a node.
+		{Type: PeerSignal, Epoch: 7, From: "n2", Room: "lobby", User: "alice", Push: typingPush},
+		{Type: PeerSignal, Epoch: 7, From: "n2", Users: []string{"bob"}, User: "alice", Push: typingPush},
+		{Type: PeerSignal, Epoch: 7, From: "n1", Recipients: "bob,carol", Push: typingPush},
 	}
 	for _, f := range frames {
 		b, err := EncodePeer(&f)
@@ -46,6 +62,30 @@ func TestFastPeerFramesRoundTrip(t *testing.T) {
 		std, _ := json.Marshal(&f)
 		if got, err := DecodePeer(std); err != nil || !reflect.DeepEqual(got, f) {
 			t.Errorf("frame of encoding/json %s: %+v %v", std, got, err)
+		}
+	}
+	// Frames that are not push frames, or lack what theirs need, go
+	// through encoding/json.
+	for _, f := range []PeerFrame{
+		{Type: PeerRoute, Epoch: 7, From: "n2", Push: readPush},                             // no users
+		{Type: PeerPush, Epoch: 7, From: "n1", Push: readPush},                              // no recipients
+		{Type: PeerRoute, Epoch: 7, From: "n2", Users: []string{"bob"}, Push: push, Seq: 3}, // seq without conv
+		{Type: PeerSignal, Epoch: 7, From: "n2", Room: "lobby", User: "alice"},              // no push
+		{Type: PeerRoom, Epoch: 7, From: "n2", Room: "lobby", User: "alice", Push: push},
+		{Type: PeerPush, Epoch: 7, From: "n1", Recipients: "bob", Push: push, Conv: m.Conv, Seq: 3, Again: true},
+	} {
+		if fastPeer(&f) {
+			t.Errorf("%+v taken on the fast path", f)
+		}
+		b, err := EncodePeer(&f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := decodeFastPeer(b); ok {
+			t.Errorf("fast decoder took %s", b)
+		}
+		if got, err := DecodePeer(b); err != nil || !reflect.DeepEqual(got, f) {
+			t.Errorf("round trip of %s: %+v %v, want %+v", b, got, err, f)
 		}
 	}
 	// A push that is not JSON, or a frame cut short, is refused.
