@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -54,6 +56,7 @@ type runConfig struct {
 	seed     int64
 	redis    string // CHAT_CHAOS_REDIS: single, sentinel or cluster
 	support  bool   // CHAT_CHAOS_SUPPORT: run the customer-service workload too
+	logs     string // CHAT_CHAOS_LOGS: a folder to copy the run's logs into at the end
 }
 
 func loadConfig(t *testing.T) runConfig {
@@ -75,6 +78,7 @@ func loadConfig(t *testing.T) runConfig {
 		seed:    num("CHAT_CHAOS_SEED", time.Now().UnixNano()%1_000_000, 0),
 		redis:   os.Getenv("CHAT_CHAOS_REDIS"),
 		support: os.Getenv("CHAT_CHAOS_SUPPORT") != "0",
+		logs:    os.Getenv("CHAT_CHAOS_LOGS"),
 	}
 	switch cfg.login = os.Getenv("CHAT_CHAOS_LOGIN"); cfg.login {
 	case "":
@@ -153,6 +157,11 @@ func TestChaos(t *testing.T) {
 	}
 	t.Logf("chaos: Redis %s", cfg.redis)
 	c := testenv.StartCluster(t, opts)
+	if cfg.logs != "" {
+		// Registered after the cluster's own clean-up, so it runs
+		// before the folders go.
+		t.Cleanup(func() { keepLogs(t, cfg.logs, filepath.Dir(filepath.Dir(c.Node(0).Log))) })
+	}
 	h := &harness{t: t, c: c, redis: redis, sentinel: sentinel, rcluster: rcluster, mongo: mongo, gw: &chatclient.Gateway{URL: c.GatewayURL()},
 		rec: NewRecord(), budget: NewBudget(cfg.messages), rng: rand.New(rand.NewPCG(uint64(cfg.seed), 2))}
 	c.WaitLeader(t)
@@ -800,4 +809,34 @@ func (h *harness) clusterView() (clusterView, error) {
 	}
 	err = json.NewDecoder(resp.Body).Decode(&v)
 	return v, err
+}
+
+// keepLogs copies the logs of the run's folder (the nodes', the
+// gateway's and the stores') into dst, for a look after a failure. It
+// runs before the cluster is stopped: what the processes log after it is
+// in the test's output.
+func keepLogs(t *testing.T, dst, src string) {
+	out := filepath.Join(dst, filepath.Base(src))
+	err := filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".log") {
+			return nil // a folder that went meanwhile is left out
+		}
+		rel, err := filepath.Rel(src, path)
+		if err != nil {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil
+		}
+		if err := os.MkdirAll(filepath.Join(out, filepath.Dir(rel)), 0o755); err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(out, rel), b, 0o644)
+	})
+	if err != nil {
+		t.Logf("CHAT_CHAOS_LOGS: %v", err)
+		return
+	}
+	t.Logf("chaos: the run's logs are kept in %s", out)
 }

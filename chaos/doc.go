@@ -57,6 +57,8 @@
 //	                     the checkpoints' time does not count)
 //	CHAT_CHAOS_MESSAGES  bound on the messages, edits and recalls sent (default 20000 per round)
 //	CHAT_CHAOS_SEED      seed of the fault order (default: the time; printed)
+//	CHAT_CHAOS_LOGS      a folder to copy the run's logs into at the end (default: none; the
+//	                     test's temporary folders are removed)
 //	CHAT_CHAOS_FAULTS    only these kinds, comma-separated: kill-leader, kill-follower,
 //	                     pause-leader, redis, mongo, zk (default: all)
 //	CHAT_CHAOS_REDIS     single (default): one Redis, and the redis fault restarts it empty;
