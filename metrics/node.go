@@ -44,6 +44,7 @@ type Node struct {
 	RedisWaitShort    prometheus.Counter // pipelines of messages acknowledged before --redis-wait-replicas replicas held them
 	SlowDisconnects   prometheus.Counter // clients closed as too slow to read what they are sent
 	ClientFramesOut   prometheus.Counter // frames written to client WebSockets
+	ClientWrites      prometheus.Counter // writes on client sockets: frames out per write is how well they batch
 
 	MessagesInDM   prometheus.Counter // direct messages stored for this node's clients
 	MessagesInRoom prometheus.Counter // room messages stored for this node's clients
@@ -124,6 +125,7 @@ func NewNode(reg prometheus.Registerer, src NodeSources) *Node {
 		PushAgainSkipped:  counter("push_again_skipped_total", "Message pushes handed over again after a lost link to the leader that were not given to a connection which logged in after the message was written: its client gets the message from its sync after login."),
 		SlowDisconnects:   counter("client_slow_disconnects_total", "Client connections closed as too slow to read what they are sent."),
 		ClientFramesOut:   counter("client_frames_out_total", "Frames written to client WebSockets: replies and pushes."),
+		ClientWrites:      counter("client_writes_total", "Writes on client sockets, each a system call: the frames out per write is how well they batch."),
 
 		MessagesInDM:   messagesIn.WithLabelValues("dm"),
 		MessagesInRoom: messagesIn.WithLabelValues("room"),

@@ -146,12 +146,21 @@ func (c *client) User() string {
 // loop did not come back for it, or it holds too many bytes; see
 // frameQueue) is disconnected rather than allowed to hold back the sender
 // or the node's memory. A burst alone never disconnects a client that
-// reads. Safe from any goroutine.
+// reads. A read or typing frame (protocol.IsReceiptFrame) waits, for at
+// most lazyFlush, to go out in the same write as the next frame that
+// does not (see lazyFlusher). Safe from any goroutine.
 func (c *client) enqueue(frame []byte) bool {
 	select {
 	case <-c.closing:
 		return false
 	default:
+	}
+	if protocol.IsReceiptFrame(frame) {
+		due, err := c.send.pushLazy(frame)
+		if due {
+			c.srv.lazy.add(c)
+		}
+		return c.pushed(false, err)
 	}
 	start, err := c.send.push(frame)
 	return c.pushed(start, err)
@@ -268,6 +277,7 @@ func (c *client) writeLoop() {
 			return
 		}
 		c.out.Cork()
+		writes := c.out.Writes()
 		ping := c.pingDue.Swap(false)
 		if ping && c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.srv.cfg.WriteTimeout)) != nil {
 			c.close(websocket.CloseGoingAway, "ping failed")
@@ -288,6 +298,7 @@ func (c *client) writeLoop() {
 			return
 		}
 		c.srv.m.ClientFramesOut.Add(float64(len(batch)))
+		c.srv.m.ClientWrites.Add(float64(c.out.Writes() - writes))
 		if ping {
 			c.ping.Reset(c.srv.cfg.PingInterval)
 		}

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -32,7 +33,7 @@ import (
 func wsPair(t testing.TB, cfg Config) (c *client, ws *websocket.Conn) {
 	t.Helper()
 	s := &Server{cfg: cfg, log: zerolog.Nop(), m: metrics.NewNode(prometheus.NewRegistry(), metrics.NodeSources{}),
-		batches: wsconn.NewBuffers(clientBatchBuffer)}
+		batches: wsconn.NewBuffers(clientBatchBuffer), lazy: newLazyFlusher()}
 	made := make(chan *client, 1)
 	up := clientUpgrader()
 	hs := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -526,5 +527,53 @@ func TestResentRouteFramesSaySo(t *testing.T) {
 		if f.Again != (want < 3) || f.Up != want || f.Conv != "dm:a:b" || len(f.Push) == 0 {
 			t.Fatalf("frame %d as it goes out again: %+v, want again %v", want, f, want < 3)
 		}
+	}
+}
+
+// A read or typing frame waits in the queue: it goes out in the same write
+// as the next frame that does not wait, or, with none, when the lazy
+// flush comes.
+func TestReceiptFramesWaitForTheNextWrite(t *testing.T) {
+	c, ws := wsPair(t, queueConfig())
+	read := protocol.EncodeReadPush(protocol.ReadPush{Conv: "dm:amy:bob", User: "bob", Seq: 4})
+	typing := protocol.EncodeTypingPush(protocol.TypingPush{Conv: "dm:amy:bob", From: "bob"})
+	msg := []byte(`{"action":"message","data":{"seq":5}}`)
+	before := c.out.Writes()
+	// The lazy flush does not run yet: only the message writes them.
+	if !c.enqueue(read) || !c.enqueueLossy(typing) {
+		t.Fatal("a receipt frame was refused")
+	}
+	c.send.mu.Lock()
+	writing, lazy := c.send.writing, c.send.lazy
+	c.send.mu.Unlock()
+	if writing || !lazy {
+		t.Fatalf("after two receipt frames: write loop %v, waiting for the lazy flush %v; want false, true", writing, lazy)
+	}
+	if !c.enqueue(msg) {
+		t.Fatal("the message was refused")
+	}
+	want := []string{string(read), string(typing), string(msg)}
+	if err := readFrames(ws, 3, func(i int) string { return want[i] }); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.out.Writes() - before; got != 1 {
+		t.Fatalf("the receipt frames and the message went out in %d writes, want 1", got)
+	}
+
+	// With nothing else to write, the lazy flush writes it.
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); c.srv.lazy.run(ctx) }()
+	defer func() { cancel(); <-done }()
+	testenv.WaitFor(t, 10*time.Second, "the write loop to return", func() bool {
+		c.send.mu.Lock()
+		defer c.send.mu.Unlock()
+		return !c.send.writing
+	})
+	if !c.enqueue(read) {
+		t.Fatal("a receipt frame was refused")
+	}
+	if err := readFrames(ws, 1, func(int) string { return string(read) }); err != nil {
+		t.Fatal(err)
 	}
 }

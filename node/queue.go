@@ -47,6 +47,7 @@ type frameQueue struct {
 	behind  time.Time // when frames reached soft since the last take; zero if not
 	writing bool      // a write loop runs, or its start was asked for
 	poked   bool      // something besides frames wants the write loop; see poke
+	lazy    bool      // the connection waits in the server's lazy flush (pushLazy)
 }
 
 // keepCap is the capacity a drained queue keeps; a larger one, left by a
@@ -79,12 +80,35 @@ func (q *frameQueue) push(b []byte) (start bool, err error) {
 	return q.startLocked(), nil
 }
 
+// pushLazy adds b like push, but starts no write loop: b goes out with
+// the next frame that does, or when the server's lazy flush calls
+// flushLazy. due says the caller is to hand the connection to the lazy
+// flush (it is not there yet, and no write loop runs to take b).
+func (q *frameQueue) pushLazy(b []byte) (due bool, err error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.bytes+len(b) > q.maxBytes {
+		return false, errQueueBytes
+	}
+	if len(q.frames) >= q.soft {
+		now := time.Now()
+		if q.behind.IsZero() {
+			q.behind = now
+		} else if now.Sub(q.behind) > q.behindFor {
+			return false, errQueueBehind
+		}
+	}
+	q.frames = append(q.frames, b)
+	q.bytes += len(b)
+	return q.dueLocked(), nil
+}
+
 // pushLossy adds b, a push that may be lost (typing), only while the
 // queue holds fewer than lossyFrames frames and a small part of its byte
 // bound: a client that has fallen behind is sent nothing it can do
-// without, and such a push never makes a client too slow. ok says b was
-// added; start is as for push.
-func (q *frameQueue) pushLossy(b []byte) (ok, start bool) {
+// without, and such a push never makes a client too slow. It may wait
+// too, as for pushLazy. ok says b was added; due is as for pushLazy.
+func (q *frameQueue) pushLossy(b []byte) (ok, due bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if len(q.frames) >= min(lossyFrames, q.soft) || q.bytes+len(b) > q.maxBytes/16 {
@@ -92,7 +116,27 @@ func (q *frameQueue) pushLossy(b []byte) (ok, start bool) {
 	}
 	q.frames = append(q.frames, b)
 	q.bytes += len(b)
-	return true, q.startLocked()
+	return true, q.dueLocked()
+}
+
+func (q *frameQueue) dueLocked() bool {
+	if q.writing || q.lazy {
+		return false
+	}
+	q.lazy = true
+	return true
+}
+
+// flushLazy is the lazy flush's call for a connection handed to it:
+// start says a write loop is to be started for what waits.
+func (q *frameQueue) flushLazy() (start bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.lazy = false
+	if len(q.frames) == 0 {
+		return false
+	}
+	return q.startLocked()
 }
 
 // lossyFrames is how many frames may wait in a queue that still takes a

@@ -105,14 +105,15 @@ func (s *Server) deliverSignal(users iter.Seq[string], push []byte) {
 
 // enqueueLossy is enqueue for a push that may be lost: it is queued only
 // while the client has caught up (frameQueue.pushLossy), and never makes
-// the client too slow. Safe from any goroutine.
+// the client too slow; it waits for the lazy flush like every typing
+// frame. Safe from any goroutine.
 func (c *client) enqueueLossy(frame []byte) bool {
 	if c.isClosing() {
 		return false
 	}
-	ok, start := c.send.pushLossy(frame)
-	if start {
-		c.startWriter()
+	ok, due := c.send.pushLossy(frame)
+	if due {
+		c.srv.lazy.add(c)
 	}
 	return ok
 }

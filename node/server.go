@@ -49,6 +49,7 @@ type Server struct {
 	chatlog  *chatlog.Log
 	journal  *journal
 	reads    *receipt.Store // read positions
+	lazy     *lazyFlusher   // connections whose read and typing frames wait (lazy.go)
 	words    *wordsSvc
 	filter   *wordfilter.Filter
 	accounts *accounts.Accounts
@@ -135,6 +136,7 @@ func New(cfg Config) (*Server, error) {
 		cfg:   cfg,
 		log:   cfg.Logger.With().Str("node", cfg.ID).Logger(),
 		local: session.NewLocal[*client](),
+		lazy:  newLazyFlusher(),
 		conns: make(map[*client]struct{}),
 		ready: make(chan struct{}),
 	}
@@ -343,6 +345,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	s.goAttach(s.watchRedis)
 	s.goAttach(func() { s.parked.ExpireLoop(s.ctx) })
 	s.goAttach(func() { s.reads.Run(s.ctx) })
+	s.goAttach(func() { s.lazy.run(s.ctx) })
 	s.goAttach(func() {
 		if err := s.writer.Run(s.ctx); err != nil && !errors.Is(err, context.Canceled) {
 			s.log.Error().Err(err).Msg("history writer stopped")

@@ -1,6 +1,9 @@
 package protocol
 
-import "strconv"
+import (
+	"bytes"
+	"strconv"
+)
 
 // Read receipts and typing indicators are as frequent as messages, and
 // their frames are small and fixed: they are written here without
@@ -59,3 +62,16 @@ func appendReceiptReply(b []byte, r *Reply) ([]byte, bool) {
 	b = strconv.AppendInt(b, rr.Seq, 10)
 	return append(b, `}}`...), true
 }
+
+// IsReceiptFrame reports whether b is a read or typing frame, a push or a
+// reply, as this package writes one (its action first): frames that may
+// wait a moment to go out with others, since no one waits on them the way
+// a message is waited for.
+func IsReceiptFrame(b []byte) bool {
+	return bytes.HasPrefix(b, receiptRead) || bytes.HasPrefix(b, receiptTyping)
+}
+
+var (
+	receiptRead   = []byte(`{"action":"` + ActionRead + `",`)
+	receiptTyping = []byte(`{"action":"` + ActionTyping + `",`)
+)
