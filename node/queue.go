@@ -64,20 +64,28 @@ func newFrameQueue(soft, maxBytes int, behindFor time.Duration) *frameQueue {
 func (q *frameQueue) push(b []byte) (start bool, err error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if err := q.addLocked(b); err != nil {
+		return false, err
+	}
+	return q.startLocked(), nil
+}
+
+// addLocked adds b, or refuses it (see push). q.mu held.
+func (q *frameQueue) addLocked(b []byte) error {
 	if q.bytes+len(b) > q.maxBytes {
-		return false, errQueueBytes
+		return errQueueBytes
 	}
 	if len(q.frames) >= q.soft {
 		now := time.Now()
 		if q.behind.IsZero() {
 			q.behind = now
 		} else if now.Sub(q.behind) > q.behindFor {
-			return false, errQueueBehind
+			return errQueueBehind
 		}
 	}
 	q.frames = append(q.frames, b)
 	q.bytes += len(b)
-	return q.startLocked(), nil
+	return nil
 }
 
 // pushLazy adds b like push, but starts no write loop: b goes out with
@@ -87,19 +95,9 @@ func (q *frameQueue) push(b []byte) (start bool, err error) {
 func (q *frameQueue) pushLazy(b []byte) (due bool, err error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.bytes+len(b) > q.maxBytes {
-		return false, errQueueBytes
+	if err := q.addLocked(b); err != nil {
+		return false, err
 	}
-	if len(q.frames) >= q.soft {
-		now := time.Now()
-		if q.behind.IsZero() {
-			q.behind = now
-		} else if now.Sub(q.behind) > q.behindFor {
-			return false, errQueueBehind
-		}
-	}
-	q.frames = append(q.frames, b)
-	q.bytes += len(b)
 	return q.dueLocked(), nil
 }
 

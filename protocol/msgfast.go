@@ -102,12 +102,7 @@ func appendChatReply(b []byte, r *Reply) ([]byte, bool) {
 	if !ok || r.Code != CodeOK || r.Error != "" {
 		return b, false
 	}
-	b = append(b, `{"action":`...)
-	b = appendJSONStringHTML(b, r.Action)
-	if r.ID != "" {
-		b = append(b, `,"id":`...)
-		b = appendJSONStringHTML(b, r.ID)
-	}
+	b = appendReplyHead(b, r)
 	b = append(b, `,"code":0,"data":{"id":`...)
 	b = appendJSONStringHTML(b, d.ID)
 	b = append(b, `,"conv":`...)
@@ -117,6 +112,17 @@ func appendChatReply(b []byte, r *Reply) ([]byte, bool) {
 	b = append(b, `,"ts":`...)
 	b = strconv.AppendInt(b, d.TS, 10)
 	return append(b, `}}`...), true
+}
+
+// appendReplyHead writes a reply's action and id, as encoding/json does.
+func appendReplyHead(b []byte, r *Reply) []byte {
+	b = append(b, `{"action":`...)
+	b = appendJSONStringHTML(b, r.Action)
+	if r.ID != "" {
+		b = append(b, `,"id":`...)
+		b = appendJSONStringHTML(b, r.ID)
+	}
+	return b
 }
 
 // appendJSONStringHTML appends s as a JSON string the way encoding/json

@@ -47,12 +47,7 @@ func appendReceiptReply(b []byte, r *Reply) ([]byte, bool) {
 	default:
 		return b, false
 	}
-	b = append(b, `{"action":`...)
-	b = appendJSONStringHTML(b, r.Action)
-	if r.ID != "" {
-		b = append(b, `,"id":`...)
-		b = appendJSONStringHTML(b, r.ID)
-	}
+	b = appendReplyHead(b, r)
 	if _, empty := r.Data.(Empty); empty {
 		return append(b, `,"code":0,"data":{}}`...), true
 	}
