@@ -694,6 +694,22 @@ func TestSupportRaces(t *testing.T) {
 		t.Fatal(err)
 	}
 	cid.conn.Close()
+	// The leader has seen both, the request and the drop, before the
+	// visitors are asked: until then nothing may be with cid yet, and
+	// asking would prove nothing.
+	waitFor(t, "the leader sees cid available and offline", func() error {
+		var snap protocol.SupportSnapshot
+		getJSON(t, "http://"+c.Node(li).AdminAddr+"/support", &snap)
+		for _, a := range snap.Agents {
+			if a.Agent == "cid" {
+				if a.Status != protocol.AgentAvailable || a.Online {
+					return fmt.Errorf("cid is %s, online %v", a.Status, a.Online)
+				}
+				return nil
+			}
+		}
+		return errors.New("cid is not in the leader's agents")
+	})
 	noneWith("cid")
 	check(5)
 	cid = agentUp(t, c.Node(others[1]).WSURL, "cid")
