@@ -39,6 +39,9 @@ type server struct {
 	dir  string
 	log  string
 	args func() []string // the command line of one start
+	// more, if set, picks the other ports the server listens on (a Redis
+	// Cluster node's bus) with each port startFresh tries.
+	more func(t testing.TB)
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd     // the current (or last) process; guarded by mu
@@ -205,6 +208,9 @@ func (s *server) startFresh(t testing.TB, ready func(int64) bool) {
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
 		s.port = stablePort(t)
+		if s.more != nil {
+			s.more(t)
+		}
 		if err = s.start(t, ready); err == nil || !errors.Is(err, errAddrInUse) {
 			break
 		}
@@ -237,9 +243,21 @@ func startRedis(t testing.TB, name string, extra ...string) *RedisServer {
 	}
 	r := &RedisServer{s: server{name: name, dir: t.TempDir()}}
 	r.s.log = filepath.Join(r.s.dir, "redis.log")
+	// A cluster node's bus listens on a port of its own, picked like the
+	// client port: Redis's default, the port plus 10000, falls in the
+	// kernel's range of ports for outgoing connections, where one may
+	// hold it.
+	bus := 0
+	if slices.Contains(extra, "--cluster-enabled") {
+		r.s.more = func(t testing.TB) { bus = stablePort(t) }
+	}
 	r.s.args = func() []string {
-		return append([]string{bin, "--port", strconv.Itoa(r.s.port), "--bind", "127.0.0.1", "--dir", r.s.dir,
+		args := append([]string{bin, "--port", strconv.Itoa(r.s.port), "--bind", "127.0.0.1", "--dir", r.s.dir,
 			"--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", "", "--loglevel", "warning"}, extra...)
+		if bus != 0 {
+			args = append(args, "--cluster-port", strconv.Itoa(bus))
+		}
+		return args
 	}
 	r.s.cleanup(t)
 	r.s.startFresh(t, r.ready)
