@@ -164,27 +164,28 @@ type queued struct {
 
 // writeAll writes what the queues hold now, maxWrite at a time, each
 // write within timeout and the next after a pause of gap (none when 0),
-// renewing the lease on the way. What rises meanwhile waits for the next
-// round: positions that keep rising would otherwise keep a round going for
-// ever. It returns early, with nil, if the lease is lost (its new holder
+// each under the lease, renewed before it. What rises meanwhile waits for
+// the next round: positions that keep rising would otherwise keep a round
+// going for ever. It returns early, with nil, if the lease is lost (its new holder
 // writes the rest) or ctx ends during a pause.
 func (s *Store) writeAll(ctx context.Context, timeout, gap time.Duration) error {
 	round, err := s.readQueues(ctx)
 	if err != nil {
 		return err
 	}
-	renewed := time.Now()
 	for len(round) > 0 {
-		if time.Since(renewed) > s.lease/3 {
-			held, err := lease.Hold(ctx, s.rdb, s.leaseKey, s.holder, s.lease)
-			if err != nil {
-				return fmt.Errorf("receipt: renew the writers' lease: %w", err)
-			}
-			if !held {
-				return nil
-			}
-			renewed = time.Now()
+		// Each write is made under a lease just renewed, and ends before
+		// it could lapse: while Redis keeps the lease, two writers do not
+		// write at once (on the embedded store an update is a read and a
+		// replace, so two at once can leave the lower position).
+		held, err := lease.Hold(ctx, s.rdb, s.leaseKey, s.holder, s.lease)
+		if err != nil {
+			return fmt.Errorf("receipt: renew the writers' lease: %w", err)
 		}
+		if !held {
+			return nil
+		}
+		until := time.Now().Add(s.lease - s.lease/5)
 		batch := round[:min(maxWrite, len(round))]
 		ps := make([]Position, 0, len(batch))
 		for _, q := range batch {
@@ -192,8 +193,11 @@ func (s *Store) writeAll(ctx context.Context, timeout, gap time.Duration) error 
 				ps = append(ps, q.Position)
 			}
 		}
-		wctx, cancel := context.WithTimeout(ctx, timeout)
-		var err error
+		deadline := time.Now().Add(timeout)
+		if until.Before(deadline) {
+			deadline = until
+		}
+		wctx, cancel := context.WithDeadline(ctx, deadline)
 		if len(ps) > 0 {
 			err = s.durable.SaveReadPositions(wctx, ps)
 		}
