@@ -261,10 +261,25 @@ func (r *run) checkStopped(t *testing.T, pids map[string]int) {
 			t.Errorf("%s (pid %d) still runs after run.sh exited", name, pid)
 		}
 	}
+	ours := map[int]bool{}
+	for _, pid := range pids {
+		ours[pid] = true
+	}
 	for name, port := range r.ports() {
-		if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second); err == nil {
-			c.Close()
-			t.Errorf("port %d (%s) still accepts connections after run.sh exited", port, name)
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
+		if err != nil {
+			continue
+		}
+		c.Close()
+		// Tests of other packages pick ports from the same range, and
+		// one may have taken a port the run gave back: only a listener
+		// of the run's own counts.
+		for _, pid := range listeners(port) {
+			if ours[pid] || runs(pid, r.data) || runs(pid, filepath.Join(r.root, "bin")) {
+				t.Errorf("port %d (%s) still accepts connections after run.sh exited: %s", port, name, describe(pid))
+			} else {
+				t.Logf("port %d (%s) is taken again, by a process that is not the run's: %s", port, name, describe(pid))
+			}
 		}
 	}
 	var last []string
@@ -340,6 +355,41 @@ func processesIn(dir string) []string {
 		}
 	}
 	return found
+}
+
+// listeners returns the processes that hold a socket listening on TCP
+// port of 127.0.0.1 (or of every address), from /proc/net/tcp and their
+// open files.
+func listeners(port int) []int {
+	b, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		return nil
+	}
+	inodes := map[string]bool{}
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 10 || f[3] != "0A" { // 0A: LISTEN
+			continue
+		}
+		addr, hexPort, ok := strings.Cut(f[1], ":")
+		if p, err := strconv.ParseUint(hexPort, 16, 16); !ok || err != nil || int(p) != port || addr != "0100007F" && addr != "00000000" {
+			continue
+		}
+		inodes["socket:["+f[9]+"]"] = true
+	}
+	if len(inodes) == 0 {
+		return nil
+	}
+	var out []int
+	fds, _ := filepath.Glob("/proc/[0-9]*/fd/*")
+	for _, fd := range fds {
+		if link, err := os.Readlink(fd); err == nil && inodes[link] {
+			if pid, err := strconv.Atoi(strings.Split(fd, "/")[2]); err == nil && !slices.Contains(out, pid) {
+				out = append(out, pid)
+			}
+		}
+	}
+	return out
 }
 
 // describe is "pid command line" of a process.
