@@ -287,20 +287,20 @@ func TestWriteBehindHealsRedis(t *testing.T) {
 	rdb := redisClient(t)
 	d := newFake()
 	s := newStore(t, rdb, d, nil, 100)
-	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); s.Run(runCtx) }()
-	defer func() { cancel(); <-done }()
 	mark(t, s, "dm:a:b", "a", 7)
 	mark(t, s, "dm:a:c", "a", 5)
-	// Redis loses both; a read of the first filled it from MongoDB, which
-	// has nothing yet.
+	// Redis loses both (not their queue); a read of the first filled it
+	// from MongoDB, which has nothing yet. Then the writer runs.
 	if err := rdb.Del(ctx, s.Key("dm:a:b"), s.Key("dm:a:c")).Err(); err != nil {
 		t.Fatal(err)
 	}
 	if err := rdb.HSet(ctx, s.Key("dm:a:b"), "a", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); s.Run(runCtx) }()
+	defer func() { cancel(); <-done }()
 	waitFor(t, "the positions are durable", func() bool { return d.get("dm:a:b", "a") == 7 && d.get("dm:a:c", "a") == 5 })
 	waitFor(t, "Redis holds the durable position again", func() bool {
 		v, err := rdb.HGet(ctx, s.Key("dm:a:b"), "a").Int64()
@@ -443,7 +443,7 @@ func TestOneWriterAtATime(t *testing.T) {
 	for i := range ws {
 		cd := &countingDurable{fakeDurable: d}
 		w := &writer{d: cd, done: make(chan struct{}),
-			s: New(Config{Redis: rdb, Prefix: prefix, Durable: cd, Holder: fmt.Sprintf("n%d", i), Lease: time.Second, Log: zerolog.Nop()})}
+			s: New(Config{Redis: rdb, Prefix: prefix, Durable: cd, Holder: fmt.Sprintf("n%d", i), Log: zerolog.Nop()})}
 		var rctx context.Context
 		rctx, w.stop = context.WithCancel(ctx)
 		go func() { defer close(w.done); w.s.Run(rctx) }()
