@@ -14,6 +14,8 @@ import (
 
 	"chatcluster/history"
 	"chatcluster/internal/testenv"
+	"chatcluster/protocol"
+	"chatcluster/support"
 )
 
 // The write benchmarks run against a private mongostore (testenv.StartMongo)
@@ -159,4 +161,74 @@ func BenchmarkNewest(b *testing.B) {
 	b.StopTimer()
 	store := procCPU(b, pid) - cpu.store
 	b.ReportMetric(float64(store.Microseconds())/float64(b.N), "store-µs/op")
+}
+
+// BenchmarkLookups measures the lookups of a customer-service visitor's
+// requests (its login by token, a change of its conversation written by
+// the leader, its conversation list) in a store that holds n visitors, each
+// with a conversation, as a day of customer service leaves it. Their cost
+// must not grow with n: the embedded store finds a document without a
+// scan only by _id.
+func BenchmarkLookups(b *testing.B) {
+	for _, n := range []int{100, 2000} {
+		s, pid := privateStore(b)
+		ctx := context.Background()
+		hashes := make([]string, n)
+		convs := make([]support.Conv, n)
+		var msgs []protocol.Message
+		for i := range n {
+			id := fmt.Sprintf("~v%07d", i)
+			hashes[i] = fmt.Sprintf("hash%07d", i)
+			if err := s.CreateVisitor(ctx, id, hashes[i], "", "web"); err != nil {
+				b.Fatal(err)
+			}
+			convs[i] = support.OpenNew(id, "", "web", 0, int64(i))
+			if err := s.SaveSupportConv(ctx, convs[i], 1); err != nil {
+				b.Fatal(err)
+			}
+			msgs = append(msgs, protocol.Message{ID: fmt.Sprintf("m%d", i), Conv: convs[i].ID, Seq: 1,
+				From: id, To: "agent", Text: "hello", TS: int64(i)})
+		}
+		for lo := 0; lo < len(msgs); lo += 500 {
+			if err := s.UpsertMessages(ctx, msgs[lo:min(lo+500, len(msgs))]); err != nil {
+				b.Fatal(err)
+			}
+		}
+		run := func(name string, op func(i int) error) {
+			b.Run(fmt.Sprintf("%s/visitors=%d", name, n), func(b *testing.B) {
+				cpu := startCPU(b, pid)
+				b.ResetTimer()
+				for i := range b.N {
+					if err := op(i % n); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StopTimer()
+				store := procCPU(b, pid) - cpu.store
+				b.ReportMetric(float64(store.Microseconds())/float64(b.N), "store-µs/op")
+			})
+		}
+		run("VisitorByToken", func(i int) error {
+			id, _, _, err := s.VisitorByToken(ctx, hashes[i])
+			if err == nil && id != convs[i].Visitor {
+				err = fmt.Errorf("token %d gave %s", i, id)
+			}
+			return err
+		})
+		run("SaveSupportConv", func(i int) error { return s.SaveSupportConv(ctx, convs[i], 1) })
+		run("VisitorConvs", func(i int) error {
+			got, err := s.VisitorConvs(ctx, convs[i].Visitor, 5)
+			if err == nil && len(got) != 1 {
+				err = fmt.Errorf("visitor %d has %d conversations, want 1", i, len(got))
+			}
+			return err
+		})
+		run("DirectConvs", func(i int) error {
+			got, err := s.DirectConvs(ctx, convs[i].Visitor)
+			if err == nil && len(got) != 1 {
+				err = fmt.Errorf("visitor %d is in %v, want 1 conversation", i, got)
+			}
+			return err
+		})
+	}
 }

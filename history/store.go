@@ -90,7 +90,12 @@ type Store struct {
 	visitors *mongo.Collection // visitors: customer service's visitors, by id, with their token's hash
 	reads    *mongo.Collection // read_positions: how far each user has read each conversation (reads.go)
 	seeds    *mongo.Collection // seq_seeds: counters seeded after Redis lost its data (seeds.go)
-	log      zerolog.Logger
+	tokens   *mongo.Collection // visitor_tokens: a visitor by its token's hash (lookups.go)
+	// csVisitors is support_visitors: each visitor's highest conversation
+	// number (lookups.go).
+	csVisitors *mongo.Collection
+	log        zerolog.Logger
+	last       lastConvs
 
 	pairsMu sync.Mutex
 	pairs   map[string]struct{} // user_convs ids this Store has written (bounded)
@@ -146,6 +151,7 @@ func Open(ctx context.Context, uri, dbName string, opts ...OpenOption) (*Store, 
 		convs: db.Collection(convsColl), chunks: db.Collection(chunksColl), tops: db.Collection(topsColl),
 		cs: db.Collection(csColl), agents: db.Collection(agentColl), visitors: db.Collection(visitColl),
 		reads: db.Collection(readsColl), seeds: db.Collection(seedsColl),
+		tokens: db.Collection(tokensColl), csVisitors: db.Collection(csVisitorColl),
 		log:   oo.log.With().Str("component", "history-store").Str("db", dbName).Logger(),
 		pairs: map[string]struct{}{}, blocks: newCache2[blockKey, *blockState](maxBlocksCached),
 		topsC: newCache2[string, topState](maxTopsCached)}
@@ -159,14 +165,11 @@ func Open(ctx context.Context, uri, dbName string, opts ...OpenOption) (*Store, 
 	if err != nil {
 		return fail(fmt.Errorf("create index on %s: %w", convsColl, err))
 	}
-	if _, err = s.visitors.Indexes().CreateOne(ctx, mongo.IndexModel{Keys: bson.D{{Key: "token", Value: 1}}, Options: options.Index().SetName("token")}); err != nil {
-		return fail(fmt.Errorf("create index on %s: %w", visitColl, err))
-	}
-	for _, key := range []string{"visitor", "state"} {
-		_, err = s.cs.Indexes().CreateOne(ctx, mongo.IndexModel{Keys: bson.D{{Key: key, Value: 1}}, Options: options.Index().SetName(key)})
-		if err != nil {
-			return fail(fmt.Errorf("create index on %s: %w", csColl, err))
-		}
+	// Visitors and their conversations are found by _id (lookups.go);
+	// a new leader reads the open conversations by state.
+	_, err = s.cs.Indexes().CreateOne(ctx, mongo.IndexModel{Keys: bson.D{{Key: "state", Value: 1}}, Options: options.Index().SetName("state")})
+	if err != nil {
+		return fail(fmt.Errorf("create index on %s: %w", csColl, err))
 	}
 	// Made at once, so that the server has them (and, on the embedded
 	// store, their lookup indexes) before the first message.
@@ -176,6 +179,9 @@ func Open(ctx context.Context, uri, dbName string, opts ...OpenOption) (*Store, 
 		}
 	}
 	if err := s.migrate(ctx); err != nil {
+		return fail(err)
+	}
+	if err := s.buildLookups(ctx); err != nil {
 		return fail(err)
 	}
 	return s, nil

@@ -57,6 +57,11 @@ func (s *Store) SaveSupportConv(ctx context.Context, c support.Conv, epoch int64
 	doc := csDoc{ID: c.ID, Visitor: c.Visitor, N: c.N, Name: c.Name, Channel: c.Channel, State: c.State,
 		Agent: c.Agent, Agents: c.Agents, Opened: c.Opened, Queued: c.Queued, Assigned: c.Assigned,
 		Closed: c.Closed, ClosedBy: c.ClosedBy, Front: c.Front, Epoch: epoch}
+	// The visitor's highest number first: VisitorConvs finds its
+	// conversations from it.
+	if err := s.raiseLastConv(ctx, c.Visitor, c.N); err != nil {
+		return fmt.Errorf("history: save support conversation %s: %w", c.ID, err)
+	}
 	// As SaveRoom: a newer document makes the upsert collide on _id.
 	filter := bson.D{{Key: "_id", Value: c.ID}, {Key: "epoch", Value: bson.D{{Key: "$lte", Value: epoch}}}}
 	_, err := s.cs.ReplaceOne(ctx, filter, doc, options.Replace().SetUpsert(true))
@@ -89,11 +94,31 @@ func (s *Store) OpenSupportConvs(ctx context.Context) ([]support.Conv, error) {
 }
 
 // VisitorConvs returns the last limit conversations of visitor, newest
-// first.
+// first: by _id, counting down from the visitor's highest number.
 func (s *Store) VisitorConvs(ctx context.Context, visitor string, limit int) ([]support.Conv, error) {
-	return s.findConvs(ctx, bson.D{{Key: "visitor", Value: visitor}},
-		options.Find().SetSort(bson.D{{Key: "n", Value: -1}}).SetLimit(int64(limit)))
+	last, err := s.lastConv(ctx, visitor)
+	if err != nil {
+		return nil, fmt.Errorf("history: support conversations of %s: %w", visitor, err)
+	}
+	var out []support.Conv
+	// A number may lack its conversation (its write failed after the
+	// number's): a few more reads than limit cover such holes.
+	for n, reads := last, 0; n > 0 && len(out) < limit && reads < limit+maxConvHoles; n, reads = n-1, reads+1 {
+		var d csDoc
+		err := s.cs.FindOne(ctx, bson.D{{Key: "_id", Value: protocol.SupportConvID(visitor, n)}}).Decode(&d)
+		switch {
+		case errors.Is(err, mongo.ErrNoDocuments):
+			continue
+		case err != nil:
+			return nil, fmt.Errorf("history: support conversations of %s: %w", visitor, err)
+		}
+		out = append(out, d.conv())
+	}
+	return out, nil
 }
+
+// maxConvHoles bounds the numbers VisitorConvs reads past limit.
+const maxConvHoles = 8
 
 func (s *Store) findConvs(ctx context.Context, filter bson.D, opts *options.FindOptionsBuilder) ([]support.Conv, error) {
 	var cur *mongo.Cursor
@@ -120,11 +145,11 @@ func (s *Store) findConvs(ctx context.Context, filter bson.D, opts *options.Find
 // LastSupportConv is the highest conversation number visitor has used, 0
 // for none.
 func (s *Store) LastSupportConv(ctx context.Context, visitor string) (int64, error) {
-	cs, err := s.VisitorConvs(ctx, visitor, 1)
-	if err != nil || len(cs) == 0 {
-		return 0, err
+	n, err := s.lastConv(ctx, visitor)
+	if err != nil {
+		return 0, fmt.Errorf("history: support conversations of %s: %w", visitor, err)
 	}
-	return cs[0].N, nil
+	return n, nil
 }
 
 // Agents returns every agent.
@@ -235,6 +260,9 @@ type visitorDoc struct {
 func (s *Store) CreateVisitor(ctx context.Context, id, tokenHash, name, channel string) error {
 	_, err := s.visitors.InsertOne(ctx, visitorDoc{ID: id, Token: tokenHash, Name: name, Channel: channel,
 		Created: time.Now().UTC().Truncate(time.Millisecond)})
+	if err == nil {
+		err = s.putToken(ctx, tokenHash, id)
+	}
 	if err != nil {
 		return fmt.Errorf("history: create visitor %s: %w", id, err)
 	}
@@ -244,15 +272,19 @@ func (s *Store) CreateVisitor(ctx context.Context, id, tokenHash, name, channel 
 // VisitorByToken returns the visitor whose token hashes to tokenHash:
 // its id, name and channel. ErrNotFound if none.
 func (s *Store) VisitorByToken(ctx context.Context, tokenHash string) (id, name, channel string, err error) {
-	var d visitorDoc
-	err = s.visitors.FindOne(ctx, bson.D{{Key: "token", Value: tokenHash}}).Decode(&d)
+	var t tokenDoc
+	err = s.tokens.FindOne(ctx, bson.D{{Key: "_id", Value: tokenHash}}).Decode(&t)
 	switch {
-	case errors.Is(err, mongo.ErrNoDocuments):
+	case errors.Is(err, mongo.ErrNoDocuments) || err == nil && t.Hash == builtID:
 		return "", "", "", ErrNotFound
 	case err != nil:
 		return "", "", "", fmt.Errorf("history: visitor by token: %w", err)
 	}
-	return d.ID, d.Name, d.Channel, nil
+	name, channel, err = s.VisitorByID(ctx, t.Visitor)
+	if err != nil {
+		return "", "", "", err
+	}
+	return t.Visitor, name, channel, nil
 }
 
 // VisitorByID returns a visitor's name and channel. ErrNotFound if none.
