@@ -130,6 +130,14 @@ func (j *journal) seed(ctx context.Context, conv string) error {
 // server may lack what lies above it, messages given back into the last
 // gap included.
 func (j *journal) reseed(ctx context.Context, conv string, held int64) error {
+	// Another request (of this node or another) may have seeded it
+	// meanwhile: recording a value again would move the next seeding up by
+	// another gap for nothing.
+	if cur, err := j.log.Latest(ctx, []string{conv}); err != nil {
+		return unavailable(err)
+	} else if cur[conv] > 0 {
+		return nil
+	}
 	seeded, err := j.store.SeededSeq(ctx, conv)
 	if err != nil {
 		return fmt.Errorf("%w: cannot seed counter of %s: %v", handler.ErrUnavailable, conv, err)
