@@ -754,7 +754,10 @@ func (c *Client) syncLocked(conn *chatclient.Conn, offsets map[string]int64) (un
 		for _, m := range sc.Messages {
 			c.acceptLocked(m, FromSync)
 		}
-		c.releaseLocked(conv, true)
+		// Settling: the server returned nothing above the floor yet;
+		// what waits above the offset keeps waiting, and the next gap
+		// check syncs again.
+		c.releaseLocked(conv, !sc.Settling)
 	}
 	return unsettled, nil
 }
@@ -821,7 +824,7 @@ func (c *Client) settleOnce(conn *chatclient.Conn) error {
 		switch {
 		case !ok:
 			return fmt.Errorf("the server leaves out %s", conv)
-		case sc.Rebuild || len(sc.Messages) > 0:
+		case sc.Rebuild || sc.Settling || len(sc.Messages) > 0:
 			return fmt.Errorf("%s is not at its latest (offset %d, latest %d, %d messages above the offset)",
 				conv, c.view.Offset(conv), sc.Latest, len(sc.Messages))
 		}

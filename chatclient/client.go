@@ -406,7 +406,7 @@ func (c *Conn) SyncAll(ctx context.Context, offsets map[string]int64) (map[strin
 		next = map[string]int64{}
 		for conv, sc := range r.Convs {
 			acc := out[conv]
-			acc.Latest, acc.Rebuild, acc.Floor = sc.Latest, sc.Rebuild, sc.Floor
+			acc.Latest, acc.Rebuild, acc.Floor, acc.Settling = sc.Latest, sc.Rebuild, sc.Floor, sc.Settling
 			acc.Read, acc.PeerRead = max(acc.Read, sc.Read), max(acc.PeerRead, sc.PeerRead)
 			acc.Messages = append(acc.Messages, sc.Messages...)
 			out[conv] = acc

@@ -320,11 +320,15 @@ const SeqGap = 1000
 // clients.
 func (l *Log) ReseededKey(conv string) string { return l.prefix + l.tags.Of(conv) + "reseeded" }
 
+// SeededAtKey is the hash conv -> when (Unix ms) the counter of conv, of
+// conv's shard, was last seeded after a loss.
+func (l *Log) SeededAtKey(conv string) string { return l.prefix + l.tags.Of(conv) + "seededat" }
+
 // reseedScript seeds a missing counter above both what MongoDB holds
 // (ARGV[1]) and what this Redis still holds unwritten (the pending hash),
 // so a seq that exists anywhere is never assigned again, and at least at
-// ARGV[4]. KEYS: seq, reseeded, pending. ARGV: durable latest, gap, conv,
-// lowest value.
+// ARGV[4], and records when (ARGV[5]). KEYS: seq, reseeded, pending,
+// seededat. ARGV: durable latest, gap, conv, lowest value, now in Unix ms.
 var reseedScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local floor = tonumber(ARGV[1])
@@ -339,6 +343,7 @@ redis.call('SET', KEYS[1], top)
 -- first gap, where clients may hold what was lost.
 local old = tonumber(redis.call('HGET', KEYS[2], ARGV[3]) or '')
 if not old or old > floor then redis.call('HSET', KEYS[2], ARGV[3], floor) end
+redis.call('HSET', KEYS[4], ARGV[3], ARGV[5])
 return 1
 `)
 
@@ -349,7 +354,8 @@ return 1
 // lost), and the floor is recorded (Reseeded). A counter that exists is
 // left alone.
 func (l *Log) Reseed(ctx context.Context, conv string, durable, lowest int64) error {
-	if err := reseedScript.Run(ctx, l.rdb, []string{l.SeqKey(conv), l.ReseededKey(conv), l.PendingKey(conv)}, durable, SeqGap, conv, lowest).Err(); err != nil {
+	keys := []string{l.SeqKey(conv), l.ReseededKey(conv), l.PendingKey(conv), l.SeededAtKey(conv)}
+	if err := reseedScript.Run(ctx, l.rdb, keys, durable, SeqGap, conv, lowest, time.Now().UnixMilli()).Err(); err != nil {
 		return fmt.Errorf("chatlog: reseed %s: %w", conv, err)
 	}
 	return nil
@@ -369,6 +375,30 @@ func (l *Log) Reseeded(ctx context.Context, convs []string) (map[string]int64, e
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("chatlog: reseeded: %w", err)
+	}
+	for i, c := range cmds {
+		if v, err := c.Result(); err == nil {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			out[convs[i]] = n
+		}
+	}
+	return out, nil
+}
+
+// SeededAt returns, for those of convs whose counters were seeded after a
+// loss, when (Unix ms) that last happened.
+func (l *Log) SeededAt(ctx context.Context, convs []string) (map[string]int64, error) {
+	out := map[string]int64{}
+	if len(convs) == 0 {
+		return out, nil
+	}
+	pipe := l.rdb.Pipeline()
+	cmds := make([]*redis.StringCmd, len(convs))
+	for i, cv := range convs {
+		cmds[i] = pipe.HGet(ctx, l.SeededAtKey(cv), cv)
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("chatlog: seeded at: %w", err)
 	}
 	for i, c := range cmds {
 		if v, err := c.Result(); err == nil {

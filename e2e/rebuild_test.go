@@ -75,10 +75,21 @@ func TestRebuildAfterServerLostRecentMessages(t *testing.T) {
 
 	// Both sides agree: ria catches up from what she had before the loss
 	// and gets rob's copies, and the conversation continues after them.
-	got, err := ria.conn.SyncAll(ctxT(t, 10*time.Second), map[string]int64{conv: kept})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Until the gap has settled (node.SettleWindow after the seeding) she
+	// is given nothing above the floor: other clients might still give
+	// back messages there.
+	var got map[string]protocol.SyncConv
+	testenv.WaitFor(t, time.Minute, "the gap to settle", func() bool {
+		var err error
+		got, err = ria.conn.SyncAll(ctxT(t, 10*time.Second), map[string]int64{conv: kept})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sc := got[conv]; sc.Settling && (len(sc.Messages) != 0 || sc.Floor != kept) {
+			t.Fatalf("ria's sync while the gap settles: %+v, want nothing above floor %d", sc, kept)
+		}
+		return !got[conv].Settling
+	})
 	if sc := got[conv]; sc.Rebuild || sc.Latest != top || len(sc.Messages) != n-kept {
 		t.Fatalf("ria's sync after the rebuild: %+v", sc)
 	}

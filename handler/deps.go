@@ -77,18 +77,32 @@ type Stored struct {
 	Dup bool
 }
 
+// Gap is what sync must know of a conversation whose counter was seeded
+// after a loss of Redis data: the server may lack messages above Floor,
+// the highest seq then stored (it lost nothing at or below it), which
+// clients still hold and give back (rebuild).
+type Gap struct {
+	Floor int64
+	// Rebuild: the client's offset is above Floor and names a message the
+	// server does not hold: the client holds what the server lost.
+	Rebuild bool
+	// Settling: the counter was seeded moments ago, and other clients may
+	// still give back messages above Floor. A client given what lies above
+	// would move its offset past numbers that may still be filled, and
+	// never see what fills them: it is given nothing above Floor yet.
+	Settling bool
+}
+
 // Journal stores and reads messages.
 type Journal interface {
 	// Append stores m (its Seq is assigned), recording the conversation for
 	// members. A repeated clientMsgID of the same sender returns the first
 	// message with Dup set.
 	Append(ctx context.Context, m protocol.Message, clientMsgID string, members []string) (Stored, error)
-	// Unsure returns the conversations for which the client's offset names
-	// a message the server lost (its counter was re-seeded after a loss of
-	// Redis data and it holds no message at that seq), each with the floor
-	// its counter was seeded from (the highest seq then stored: the server
-	// lost nothing at or below it): the client must rebuild them.
-	Unsure(ctx context.Context, offsets map[string]int64) (map[string]int64, error)
+	// Unsure returns the conversations, of those synced from offsets, whose
+	// counters were seeded after a loss of Redis data and where the
+	// client cannot simply be given what lies above its offset (Gap).
+	Unsure(ctx context.Context, offsets map[string]int64) (map[string]Gap, error)
 	// Latest returns each conversation's latest seq, 0 when it has none.
 	Latest(ctx context.Context, convs []string) (map[string]int64, error)
 	// Convs lists the user's conversations.

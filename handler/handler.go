@@ -541,12 +541,22 @@ func (h *Handler) sync(ctx context.Context, c Conn, req protocol.Request) (any, 
 	for _, cv := range convs {
 		off, top := offsets[cv], latest[cv]
 		sc := protocol.SyncConv{Latest: top, Messages: []protocol.Message{}}
-		floor, lost := unsure[cv]
+		gap := unsure[cv]
 		switch {
-		case lost:
-			sc.Rebuild, sc.Floor = true, min(floor, top)
+		case gap.Rebuild:
+			sc.Rebuild, sc.Floor = true, min(gap.Floor, top)
 		case off > top:
 			sc.Rebuild, sc.Floor = true, top
+		case gap.Settling:
+			sc.Settling, sc.Floor = true, gap.Floor
+			if off < gap.Floor {
+				msgs, err := h.d.Journal.Range(ctx, cv, off, gap.Floor+1, protocol.MaxSyncMessages, false)
+				if err != nil {
+					return nil, err
+				}
+				sc.Messages = nonNil(msgs)
+				sc.More = len(msgs) > 0 && msgs[len(msgs)-1].Seq < gap.Floor
+			}
 		case off < top && read > 0 && h.d.Now() >= stop:
 			sc.More = true
 		case off < top:

@@ -65,6 +65,7 @@ type fakeJournal struct {
 	convs map[string][]protocol.Message
 	idem  map[string]protocol.Message
 	rooms map[string][]string // user -> room conversations joined
+	gaps  map[string]Gap      // what Unsure says, whatever the offsets
 }
 
 func (j *fakeJournal) Append(_ context.Context, m protocol.Message, cid string, members []string) (Stored, error) {
@@ -89,8 +90,8 @@ func (j *fakeJournal) Restore(_ context.Context, conv string, msgs []protocol.Me
 	return n, latest, nil
 }
 
-func (j *fakeJournal) Unsure(context.Context, map[string]int64) (map[string]int64, error) {
-	return nil, nil
+func (j *fakeJournal) Unsure(context.Context, map[string]int64) (map[string]Gap, error) {
+	return j.gaps, nil
 }
 
 func (j *fakeJournal) Latest(_ context.Context, convs []string) (map[string]int64, error) {
@@ -446,6 +447,38 @@ func TestSyncOffsets(t *testing.T) {
 	rep = h.Handle(context.Background(), c, req("sync", map[string]any{}))
 	if sc := rep.Data.(protocol.SyncReply).Convs["dm:amy:bob"]; len(sc.Messages) != 5 {
 		t.Fatalf("empty sync covers every conversation: %+v", rep.Data)
+	}
+}
+
+// While a conversation's gap settles, sync returns what lies at or below
+// the floor and nothing above it, whatever the offset; a client the server
+// lost messages of is still told to rebuild.
+func TestSyncWhileTheGapSettles(t *testing.T) {
+	h, j, _ := newTest()
+	c := &fakeConn{id: "c", user: "amy"}
+	for range 6 {
+		h.Handle(context.Background(), c, req("chat", map[string]string{"to": "bob", "text": "hi"}))
+	}
+	const cv = "dm:amy:bob"
+	j.gaps = map[string]Gap{cv: {Floor: 3, Settling: true}}
+	for _, tc := range []struct {
+		off  int64
+		seqs []int64
+	}{{0, []int64{1, 2, 3}}, {2, []int64{3}}, {3, nil}, {5, nil}} {
+		rep := h.Handle(context.Background(), c, req("sync", map[string]any{"convs": map[string]int64{cv: tc.off}}))
+		sc := rep.Data.(protocol.SyncReply).Convs[cv]
+		var seqs []int64
+		for _, m := range sc.Messages {
+			seqs = append(seqs, m.Seq)
+		}
+		if !sc.Settling || sc.Floor != 3 || sc.Latest != 6 || sc.Rebuild || sc.More || !slices.Equal(seqs, tc.seqs) {
+			t.Fatalf("sync from %d while settling: %+v, want seqs %v, settling above floor 3", tc.off, sc, tc.seqs)
+		}
+	}
+	j.gaps = map[string]Gap{cv: {Floor: 3, Rebuild: true}}
+	rep := h.Handle(context.Background(), c, req("sync", map[string]any{"convs": map[string]int64{cv: 5}}))
+	if sc := rep.Data.(protocol.SyncReply).Convs[cv]; !sc.Rebuild || sc.Settling || sc.Floor != 3 || len(sc.Messages) != 0 {
+		t.Fatalf("sync of a client holding what the server lost: %+v, want rebuild above 3", sc)
 	}
 }
 

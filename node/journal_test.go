@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -268,22 +269,7 @@ func TestSeedingTwiceGivesNoSeqAgain(t *testing.T) {
 	ctx := context.Background()
 	j, rdb, prefix := testJournal(t)
 	const conv = "cs:~visitor:1"
-	lose := func() {
-		t.Helper()
-		var keys []string
-		iter := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
-		for iter.Next(ctx) {
-			keys = append(keys, iter.Val())
-		}
-		if err := iter.Err(); err != nil {
-			t.Fatal(err)
-		}
-		if len(keys) > 0 {
-			if err := rdb.Del(ctx, keys...).Err(); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	lose := func() { t.Helper(); loseRedis(t, rdb, prefix) }
 	send := func(n int) int64 {
 		t.Helper()
 		st, err := j.Append(ctx, protocol.Message{ID: fmt.Sprintf("m%d", n), Conv: conv, From: "~visitor", To: "agent", TS: int64(n), Text: "hi"}, "", nil)
@@ -308,5 +294,82 @@ func TestSeedingTwiceGivesNoSeqAgain(t *testing.T) {
 	}
 	if f, ok := floors[conv]; !ok || f != 0 {
 		t.Fatalf("floor after the second loss %d (%v), want 0: nothing of it is stored, and clients hold what was", f, ok)
+	}
+}
+
+// loseRedis deletes every key of prefix, as a Redis restarted empty.
+func loseRedis(t *testing.T, rdb redis.UniversalClient, prefix string) {
+	t.Helper()
+	ctx := context.Background()
+	var keys []string
+	iter := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+	}
+	if err := iter.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) > 0 {
+		if err := rdb.Del(ctx, keys...).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// Redis loses messages 7 to 10 of a conversation (MongoDB holds 1 to 6),
+// and the first message after the loss, numbered above the gap, reaches
+// both users at once. Alice, at 6, must not be given it before bob, at
+// 10, has given 7 to 10 back: her offset would pass numbers that are
+// filled after it, and she would never see them. So for SettleWindow
+// after the seeding her sync is given nothing above the floor; then
+// everything, in order.
+func TestSyncWaitsWhileLostMessagesComeBack(t *testing.T) {
+	ctx := context.Background()
+	j, rdb, prefix := testJournal(t)
+	const conv = "dm:alice:bob"
+	all := fill(t, j, conv, 10)
+	flush(t, j, rdb, prefix, all, span(1, 6)...)
+	loseRedis(t, rdb, prefix)
+	seeded := time.Now()
+	after, err := j.Append(ctx, protocol.Message{ID: "after", Conv: conv, From: "bob", To: "alice", TS: 5000, Text: "back"}, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := int64(6 + chatlog.SeqGap + 1); after.Message.Seq != want {
+		t.Fatalf("first message after the loss: seq %d, want %d", after.Message.Seq, want)
+	}
+	gaps, err := j.Unsure(ctx, map[string]int64{conv: 6})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := gaps[conv]; time.Since(seeded) < SettleWindow && (!g.Settling || g.Rebuild || g.Floor != 6) {
+		t.Fatalf("alice at 6 right after the seeding: %+v, want settling above floor 6", g)
+	}
+	gaps, err = j.Unsure(ctx, map[string]int64{conv: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := gaps[conv]; !g.Rebuild || g.Floor != 6 {
+		t.Fatalf("bob at 10: %+v, want rebuild above floor 6", g)
+	}
+	if n, _, err := j.Restore(ctx, conv, all[6:], nil); err != nil || n != 4 {
+		t.Fatalf("bob gives back 7 to 10: %d stored, %v; want 4", n, err)
+	}
+	testenv.WaitFor(t, time.Minute, "the gap to settle", func() bool {
+		gaps, err := j.Unsure(ctx, map[string]int64{conv: 6})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return !gaps[conv].Settling
+	})
+	if time.Since(seeded) < SettleWindow {
+		t.Fatalf("settled %v after the seeding, before the window of %v", time.Since(seeded), SettleWindow)
+	}
+	page, err := j.Range(ctx, conv, 6, 0, 100, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := pageSeqs(page), append(span(7, 10), after.Message.Seq); !slices.Equal(got, want) {
+		t.Fatalf("alice's sync from 6 after the window: seqs %v, want %v", got, want)
 	}
 }

@@ -167,37 +167,58 @@ func (j *journal) stored(ctx context.Context, conv string) (int64, error) {
 	return durable, nil
 }
 
-// Unsure implements handler.Journal: conversations whose counter was
-// seeded after a loss, where the client's offset lies above the first
-// floor and the server holds no message at that seq: the client holds what
-// the server lost.
-func (j *journal) Unsure(ctx context.Context, offsets map[string]int64) (map[string]int64, error) {
+// Unsure implements handler.Journal: of the conversations whose counters
+// were seeded after a loss, those where the client's offset lies above
+// the first floor and the server holds no message at that seq (the client
+// holds what the server lost: rebuild), and those seeded less than
+// SettleWindow ago (settling: the clients that hold what was lost are
+// giving it back, typically within a second, as the first message after
+// the loss reaches them all).
+func (j *journal) Unsure(ctx context.Context, offsets map[string]int64) (map[string]handler.Gap, error) {
 	convs := make([]string, 0, len(offsets))
-	for cv, off := range offsets {
-		if off > 0 {
-			convs = append(convs, cv)
-		}
+	for cv := range offsets {
+		convs = append(convs, cv)
 	}
 	floors, err := j.log.Reseeded(ctx, convs)
 	if err != nil || len(floors) == 0 {
 		return nil, unavailable(err)
 	}
-	out := map[string]int64{}
+	seeded := make([]string, 0, len(floors))
+	for cv := range floors {
+		seeded = append(seeded, cv)
+	}
+	at, err := j.log.SeededAt(ctx, seeded)
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	now := time.Now().UnixMilli()
+	out := map[string]handler.Gap{}
 	for cv, floor := range floors {
 		off := offsets[cv]
+		settling := now-at[cv] < SettleWindow.Milliseconds()
 		if off <= floor {
+			if settling {
+				out[cv] = handler.Gap{Floor: floor, Settling: true}
+			}
 			continue
 		}
 		held, err := j.Range(ctx, cv, off-1, off+1, 1, false)
 		if err != nil {
 			return nil, err
 		}
-		if len(held) == 0 {
-			out[cv] = floor
+		switch {
+		case len(held) == 0:
+			out[cv] = handler.Gap{Floor: floor, Rebuild: true}
+		case settling:
+			out[cv] = handler.Gap{Floor: floor, Settling: true}
 		}
 	}
 	return out, nil
 }
+
+// SettleWindow is how long after a counter was seeded following a loss of
+// Redis data a sync returns nothing above the floor (handler.Gap).
+const SettleWindow = 5 * time.Second
 
 func unavailable(err error) error {
 	if err == nil {

@@ -101,9 +101,16 @@ type SyncConv struct {
 	Messages []Message `json:"messages"`
 	Rebuild  bool      `json:"rebuild,omitempty"`
 	// Floor, with Rebuild: the server lost nothing at or below this seq;
-	// the client gives back what it holds above it.
+	// the client gives back what it holds above it. With Settling: what
+	// the reply returns ends at it.
 	Floor int64 `json:"floor,omitempty"`
 	More  bool  `json:"more,omitempty"` // more missing messages than one reply holds: sync again
+	// Settling: the counter was seeded moments ago after a loss of Redis
+	// data, and other clients may still give back messages above Floor;
+	// what lies above it is returned once that time is over. The client
+	// keeps its offset and holds what arrives above it, and syncs again
+	// shortly.
+	Settling bool `json:"settling,omitempty"`
 	// Read is how far the user has read the conversation (the highest
 	// seq marked read); PeerRead, of a direct conversation, how far the
 	// other user has. 0: nothing marked read.

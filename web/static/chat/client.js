@@ -387,6 +387,11 @@ export class ChatClient {
           // More to come; none at all means the server ran out of time
           // before reading this one: again from the same offset.
           todo.push([cv, msgs.length ? msgs[msgs.length - 1].seq : batch[cv]]);
+        } else if (sc.settling) {
+          // Messages lost with Redis are still being given back below
+          // the server's latest (docs/protocol.md, section 4.5): keep the
+          // top where it is and ask again in a moment.
+          setTimeout(() => this.syncConv(cv), 1000);
         } else {
           c.top = Math.max(c.top, sc.latest || 0);
         }
