@@ -16,9 +16,11 @@
 //
 //	users          {_id: name, hash, created, key?, aliasOf?}
 //	rooms          {_id: name, members, epoch, updated}
-//	user_convs     {_id: user + "/" + conv, user, conv}, index {user: 1}:
-//	               the direct conversations of each user, written with the
-//	               messages (before them)
+//	user_conv_lists {_id: user + "/" + k, user, convs}: the direct and
+//	               support conversations of each user, in 8 documents by
+//	               a hash of the conversation, written with the messages
+//	               (before them); user_convs of an earlier build is read
+//	               once to fill it (lookups.go)
 //	message_chunks {_id: conv + "/" + block + "/" + k, conv, block, msgs, edits?}
 //	message_tops   {_id: conv + "/" + k, conv, block}
 //	read_positions {_id: conv + " " + user, conv, user, seq, updated}:

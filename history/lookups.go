@@ -18,12 +18,23 @@ import (
 //
 //	visitor_tokens:   {_id: hash of a visitor's token, visitor}
 //	support_visitors: {_id: visitor, last: its highest conversation number}
+//	user_conv_lists:  {_id: user + "/" + k, user, convs}, k < convBuckets:
+//	                  the direct and support conversations of each user
+//	                  (store.go), read after Redis lost the user's list
 //
 // Each is written before what it points to is (a token before it is
-// handed out, a visitor's last number before its conversation), so it
-// never lags behind. A store of an earlier build lacks them: Open builds
-// them once, from one scan, and records that with a document of _id
-// builtID.
+// handed out, a visitor's last number before its conversation, a
+// conversation before its messages), so it never lags behind. A store of
+// an earlier build lacks them: Open builds them once, from one scan (of
+// visitors, support_convs and user_convs), and records that with a
+// document of _id builtID.
+//
+// support_visitors and user_conv_lists are updated in place ($max,
+// $addToSet). On the embedded store an update is a read and a replace, so
+// two at once on one document can lose one: a user_conv_lists entry only
+// while two history writers overlap at a lease handover, and the
+// conversation is back in the user's list in Redis with its next message.
+// support_visitors is written by the leader alone.
 const (
 	tokensColl    = "visitor_tokens"
 	csVisitorColl = "support_visitors"
@@ -74,6 +85,56 @@ func (s *Store) buildLookups(ctx context.Context) error {
 		}
 		if len(docs) > 0 {
 			s.log.Info().Int("visitors", len(docs)).Msg("visitor tokens indexed by _id")
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	err = buildOnce(ctx, s.convLists, func(ctx context.Context) error {
+		cur, err := s.convs.Find(ctx, bson.D{}, options.Find().SetBatchSize(1000))
+		if err != nil {
+			return err
+		}
+		defer cur.Close(ctx)
+		lists, owner := map[string][]string{}, map[string]string{}
+		n := 0
+		flush := func() error {
+			if len(lists) == 0 {
+				return nil
+			}
+			err := s.addToLists(ctx, lists, owner)
+			clear(lists)
+			clear(owner)
+			return err
+		}
+		for cur.Next(ctx) {
+			var d struct {
+				User string `bson:"user"`
+				Conv string `bson:"conv"`
+			}
+			if err := cur.Decode(&d); err != nil {
+				return err
+			}
+			if d.User == "" || d.Conv == "" {
+				continue
+			}
+			id := convListID(d.User, d.Conv)
+			lists[id], owner[id] = append(lists[id], d.Conv), d.User
+			if n++; len(lists) >= 1000 {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+		if err := cur.Err(); err != nil {
+			return err
+		}
+		if err := flush(); err != nil {
+			return err
+		}
+		if n > 0 {
+			s.log.Info().Int("entries", n).Msg("users' conversations indexed by _id")
 		}
 		return nil
 	})

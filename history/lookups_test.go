@@ -3,6 +3,7 @@ package history_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -43,6 +44,13 @@ func TestLookupsOfAnEarlierBuild(t *testing.T) {
 	if _, err := db.Collection("support_convs").InsertMany(ctx, convs); err != nil {
 		t.Fatal(err)
 	}
+	var pairs []any
+	for _, p := range [][2]string{{"ann", "dm:ann:bo"}, {"bo", "dm:ann:bo"}, {"ann", "dm:ann:cy"}, {"cy", "dm:ann:cy"}, {"~vera", "cs:~vera:3"}, {"ann", "cs:~vera:3"}} {
+		pairs = append(pairs, bson.D{{Key: "_id", Value: p[0] + "/" + p[1]}, {Key: "user", Value: p[0]}, {Key: "conv", Value: p[1]}})
+	}
+	if _, err := db.Collection("user_convs").InsertMany(ctx, pairs); err != nil {
+		t.Fatal(err)
+	}
 
 	s := openStoreAt(t, uri, ns)
 	id, name, channel, err := s.VisitorByToken(ctx, "h-vera")
@@ -61,6 +69,10 @@ func TestLookupsOfAnEarlierBuild(t *testing.T) {
 	}
 	if n, err := s.LastSupportConv(ctx, "~otto"); err != nil || n != 1 {
 		t.Fatalf("LastSupportConv(~otto) = %d, %v; want 1", n, err)
+	}
+
+	if got, err := s.DirectConvs(ctx, "ann"); err != nil || !slices.Equal(got, []string{"cs:~vera:3", "dm:ann:bo", "dm:ann:cy"}) {
+		t.Fatalf("DirectConvs(ann) = %v, %v; want what user_convs held", got, err)
 	}
 
 	// What this build saves, with a number whose conversation was never
@@ -87,5 +99,11 @@ func TestLookupsOfAnEarlierBuild(t *testing.T) {
 	s2 := openStoreAt(t, uri, ns)
 	if n, err := s2.LastSupportConv(ctx, "~vera"); err != nil || n != 5 {
 		t.Fatalf("LastSupportConv(~vera) after a second Open = %d, %v; want 5", n, err)
+	}
+	if err := s2.UpsertMessages(ctx, []protocol.Message{{ID: "d9", Conv: "dm:ann:dee", Seq: 1, From: "dee", To: "ann", Text: "t", TS: 9}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s2.DirectConvs(ctx, "ann"); err != nil || !slices.Equal(got, []string{"cs:~vera:3", "dm:ann:bo", "dm:ann:cy", "dm:ann:dee"}) {
+		t.Fatalf("DirectConvs(ann) after a message = %v, %v", got, err)
 	}
 }

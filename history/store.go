@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -45,12 +47,13 @@ func (e *ConflictError) Is(target error) bool { return target == ErrConflict }
 
 // Collection names.
 const (
-	usersColl = "users"
-	roomsColl = "rooms"
-	convsColl = "user_convs"
-	csColl    = "support_convs"
-	agentColl = "support_agents"
-	visitColl = "visitors"
+	usersColl     = "users"
+	roomsColl     = "rooms"
+	convsColl     = "user_convs" // of an earlier build (lookups.go)
+	convListsColl = "user_conv_lists"
+	csColl        = "support_convs"
+	agentColl     = "support_agents"
+	visitColl     = "visitors"
 )
 
 // DefaultTimeout bounds server selection and connecting: a MongoDB that is
@@ -82,7 +85,7 @@ type Store struct {
 	db       *mongo.Database
 	users    *mongo.Collection
 	rooms    *mongo.Collection
-	convs    *mongo.Collection // user_convs: the direct conversations of each user
+	convs    *mongo.Collection // user_convs: of an earlier build, read once to fill convLists
 	chunks   *mongo.Collection // message_chunks: the messages, by block (blocks.go)
 	tops     *mongo.Collection // message_tops: each conversation's newest block
 	cs       *mongo.Collection // support_convs: customer-service conversations (support.go)
@@ -91,6 +94,9 @@ type Store struct {
 	reads    *mongo.Collection // read_positions: how far each user has read each conversation (reads.go)
 	seeds    *mongo.Collection // seq_seeds: counters seeded after Redis lost its data (seeds.go)
 	tokens   *mongo.Collection // visitor_tokens: a visitor by its token's hash (lookups.go)
+	// convLists is user_conv_lists: the direct and support conversations
+	// of each user, in convBuckets documents per user.
+	convLists *mongo.Collection
 	// csVisitors is support_visitors: each visitor's highest conversation
 	// number (lookups.go).
 	csVisitors *mongo.Collection
@@ -98,7 +104,7 @@ type Store struct {
 	last       lastConvs
 
 	pairsMu sync.Mutex
-	pairs   map[string]struct{} // user_convs ids this Store has written (bounded)
+	pairs   map[string]struct{} // user + "/" + conv this Store has recorded in convLists (bounded)
 
 	// writeMu serialises writes of messages (upsert, Forget); it guards
 	// blocks, what this Store knows of the blocks it wrote lately.
@@ -111,12 +117,12 @@ type Store struct {
 	topsC  *cache2[string, topState]
 }
 
-// maxPairsCached bounds the Store's memory of user_convs ids it wrote.
+// maxPairsCached bounds the Store's memory of the conversations it recorded.
 const maxPairsCached = 100_000
 
 // Open connects to the MongoDB at uri, uses database dbName, and makes sure
 // the collections and indexes exist (users are keyed by name through _id;
-// user_convs has an index on user). Messages a store of an earlier build
+// every lookup of a request is by _id, lookups.go). Messages a store of an earlier build
 // holds in its old layout (one document per message, in "messages" or in
 // the buckets "messages_00".."messages_31") are moved into the block layout
 // first, logging their progress (see migrate.go). It fails, within about
@@ -151,19 +157,13 @@ func Open(ctx context.Context, uri, dbName string, opts ...OpenOption) (*Store, 
 		convs: db.Collection(convsColl), chunks: db.Collection(chunksColl), tops: db.Collection(topsColl),
 		cs: db.Collection(csColl), agents: db.Collection(agentColl), visitors: db.Collection(visitColl),
 		reads: db.Collection(readsColl), seeds: db.Collection(seedsColl),
-		tokens: db.Collection(tokensColl), csVisitors: db.Collection(csVisitorColl),
+		tokens: db.Collection(tokensColl), csVisitors: db.Collection(csVisitorColl), convLists: db.Collection(convListsColl),
 		log:   oo.log.With().Str("component", "history-store").Str("db", dbName).Logger(),
 		pairs: map[string]struct{}{}, blocks: newCache2[blockKey, *blockState](maxBlocksCached),
 		topsC: newCache2[string, topState](maxTopsCached)}
 	fail := func(err error) (*Store, error) {
 		_ = client.Disconnect(context.WithoutCancel(ctx))
 		return nil, fmt.Errorf("history: open %s: %w", uri, err)
-	}
-	_, err = s.convs.Indexes().CreateOne(ctx, mongo.IndexModel{
-		Keys: bson.D{{Key: "user", Value: 1}}, Options: options.Index().SetName("user"),
-	})
-	if err != nil {
-		return fail(fmt.Errorf("create index on %s: %w", convsColl, err))
 	}
 	// Visitors and their conversations are found by _id (lookups.go);
 	// a new leader reads the open conversations by state.
@@ -300,10 +300,11 @@ func (s *Store) KeyUsers(ctx context.Context, key func(name string) string) (key
 }
 
 // addPairs records, for the direct and support messages among msgs, that
-// sender and recipient take part in the conversation (user_convs),
+// sender and recipient take part in the conversation (user_conv_lists),
 // skipping what this Store wrote before.
 func (s *Store) addPairs(ctx context.Context, msgs []protocol.Message) error {
-	var docs []any
+	lists := map[string][]string{} // list id -> conversations to add
+	owner := map[string]string{}   // list id -> user
 	var ids []string
 	batch := map[string]bool{}
 	s.pairsMu.Lock()
@@ -318,17 +319,15 @@ func (s *Store) addPairs(ctx context.Context, msgs []protocol.Message) error {
 			}
 			batch[id] = true
 			ids = append(ids, id)
-			docs = append(docs, bson.D{{Key: "_id", Value: id}, {Key: "user", Value: u}, {Key: "conv", Value: m.Conv}})
+			l := convListID(u, m.Conv)
+			lists[l], owner[l] = append(lists[l], m.Conv), u
 		}
 	}
 	s.pairsMu.Unlock()
-	if len(docs) == 0 {
+	if len(lists) == 0 {
 		return nil
 	}
-	_, err := s.convs.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
-	var bwe mongo.BulkWriteException
-	if err != nil && (!errors.As(err, &bwe) || bwe.WriteConcernError != nil ||
-		slices.ContainsFunc(bwe.WriteErrors, func(we mongo.BulkWriteError) bool { return !isDuplicateKey(we.Code) })) {
+	if err := s.addToLists(ctx, lists, owner); err != nil {
 		return fmt.Errorf("history: record conversations of %d messages: %w", len(msgs), err)
 	}
 	s.pairsMu.Lock()
@@ -340,6 +339,34 @@ func (s *Store) addPairs(ctx context.Context, msgs []protocol.Message) error {
 	}
 	s.pairsMu.Unlock()
 	return nil
+}
+
+// convBuckets is how many documents of user_conv_lists hold a user's
+// conversations: a conversation goes to the one its id hashes to, so
+// that no document grows past 1/convBuckets of the user's list.
+const convBuckets = 8
+
+// convListID is the _id of the user_conv_lists document that holds conv
+// among user's conversations.
+func convListID(user, conv string) string {
+	h := fnv.New32a()
+	h.Write([]byte(conv))
+	return user + "/" + strconv.FormatUint(uint64(h.Sum32()%convBuckets), 10)
+}
+
+// addToLists adds, in one request, the conversations of lists (by
+// user_conv_lists _id) to their documents.
+func (s *Store) addToLists(ctx context.Context, lists map[string][]string, owner map[string]string) error {
+	models := make([]mongo.WriteModel, 0, len(lists))
+	for id, convs := range lists {
+		models = append(models, mongo.NewUpdateOneModel().SetFilter(bson.D{{Key: "_id", Value: id}}).
+			SetUpdate(bson.D{
+				{Key: "$addToSet", Value: bson.D{{Key: "convs", Value: bson.D{{Key: "$each", Value: convs}}}}},
+				{Key: "$set", Value: bson.D{{Key: "user", Value: owner[id]}}},
+			}).SetUpsert(true))
+	}
+	_, err := s.convLists.BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false))
+	return err
 }
 
 func isDuplicateKey(code int) bool { return code == 11000 || code == 11001 }
@@ -363,23 +390,24 @@ func (s *Store) Empty(ctx context.Context) (bool, error) {
 	return true, nil
 }
 
-// DirectConvs returns the direct conversations user has a message in,
-// sorted, from the index UpsertMessages keeps (user_convs): meant for
-// rebuilding a user's list after Redis lost it.
+// DirectConvs returns the direct and support conversations user has a
+// message in, sorted, from the lists UpsertMessages keeps
+// (user_conv_lists), read by _id: meant for rebuilding a user's list
+// after Redis lost it.
 func (s *Store) DirectConvs(ctx context.Context, user string) ([]string, error) {
-	cur, err := s.convs.Find(ctx, bson.D{{Key: "user", Value: user}}, options.Find().SetProjection(bson.D{{Key: "conv", Value: 1}}))
-	if err != nil {
-		return nil, fmt.Errorf("history: conversations of %s: %w", user, err)
-	}
-	var docs []struct {
-		Conv string `bson:"conv"`
-	}
-	if err := cur.All(ctx, &docs); err != nil {
-		return nil, fmt.Errorf("history: conversations of %s: %w", user, err)
-	}
-	convs := make([]string, 0, len(docs))
-	for _, d := range docs {
-		convs = append(convs, d.Conv)
+	var convs []string
+	for k := range convBuckets {
+		var d struct {
+			Convs []string `bson:"convs"`
+		}
+		err := s.convLists.FindOne(ctx, bson.D{{Key: "_id", Value: user + "/" + strconv.Itoa(k)}}).Decode(&d)
+		switch {
+		case errors.Is(err, mongo.ErrNoDocuments):
+			continue
+		case err != nil:
+			return nil, fmt.Errorf("history: conversations of %s: %w", user, err)
+		}
+		convs = append(convs, d.Convs...)
 	}
 	slices.Sort(convs)
 	return slices.Compact(convs), nil
