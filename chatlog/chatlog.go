@@ -364,23 +364,9 @@ func (l *Log) Reseed(ctx context.Context, conv string, durable, lowest int64) er
 // Reseeded returns, for those of convs whose counters were seeded after a
 // loss, the floor they were seeded from.
 func (l *Log) Reseeded(ctx context.Context, convs []string) (map[string]int64, error) {
-	out := map[string]int64{}
-	if len(convs) == 0 {
-		return out, nil
-	}
-	pipe := l.rdb.Pipeline()
-	cmds := make([]*redis.StringCmd, len(convs))
-	for i, cv := range convs {
-		cmds[i] = pipe.HGet(ctx, l.ReseededKey(cv), cv)
-	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+	out, err := l.fieldOfEach(ctx, l.ReseededKey, convs)
+	if err != nil {
 		return nil, fmt.Errorf("chatlog: reseeded: %w", err)
-	}
-	for i, c := range cmds {
-		if v, err := c.Result(); err == nil {
-			n, _ := strconv.ParseInt(v, 10, 64)
-			out[convs[i]] = n
-		}
 	}
 	return out, nil
 }
@@ -388,6 +374,17 @@ func (l *Log) Reseeded(ctx context.Context, convs []string) (map[string]int64, e
 // SeededAt returns, for those of convs whose counters were seeded after a
 // loss, when (Unix ms) that last happened.
 func (l *Log) SeededAt(ctx context.Context, convs []string) (map[string]int64, error) {
+	out, err := l.fieldOfEach(ctx, l.SeededAtKey, convs)
+	if err != nil {
+		return nil, fmt.Errorf("chatlog: seeded at: %w", err)
+	}
+	return out, nil
+}
+
+// fieldOfEach reads, in one round trip, the number each of convs has as a
+// field of its shard's hash key(conv); a conversation without one is left
+// out.
+func (l *Log) fieldOfEach(ctx context.Context, key func(string) string, convs []string) (map[string]int64, error) {
 	out := map[string]int64{}
 	if len(convs) == 0 {
 		return out, nil
@@ -395,10 +392,10 @@ func (l *Log) SeededAt(ctx context.Context, convs []string) (map[string]int64, e
 	pipe := l.rdb.Pipeline()
 	cmds := make([]*redis.StringCmd, len(convs))
 	for i, cv := range convs {
-		cmds[i] = pipe.HGet(ctx, l.SeededAtKey(cv), cv)
+		cmds[i] = pipe.HGet(ctx, key(cv), cv)
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("chatlog: seeded at: %w", err)
+		return nil, err
 	}
 	for i, c := range cmds {
 		if v, err := c.Result(); err == nil {
