@@ -106,6 +106,9 @@ type Client struct {
 	procMu  sync.Mutex // serialises what the client does with messages; guards view and pending
 	view    *View
 	pending map[string][]waiting // per conversation: messages above offset+1, by seq
+	// settling: conversations the last sync answered "settling" (nothing
+	// above the floor yet); the gap check syncs them again.
+	settling map[string]bool
 
 	mu        sync.Mutex
 	conn      *chatclient.Conn // nil while reconnecting
@@ -153,6 +156,7 @@ func NewClient(cfg ClientConfig) *Client {
 		cfg:          cfg,
 		view:         NewView(),
 		pending:      map[string][]waiting{},
+		settling:     map[string]bool{},
 		changed:      make(chan struct{}),
 		reconnectReq: make(chan struct{}, 1),
 		senderDone:   make(chan struct{}),
@@ -686,6 +690,9 @@ func (c *Client) fillGaps(conn *chatclient.Conn) bool {
 	c.procMu.Lock()
 	defer c.procMu.Unlock()
 	offsets := map[string]int64{}
+	for conv := range c.settling {
+		offsets[conv] = c.view.Offset(conv)
+	}
 	for conv, w := range c.pending {
 		for _, x := range w {
 			if time.Since(x.since) >= gapWait {
@@ -757,6 +764,11 @@ func (c *Client) syncLocked(conn *chatclient.Conn, offsets map[string]int64) (un
 		// Settling: the server returned nothing above the floor yet;
 		// what waits above the offset keeps waiting, and the next gap
 		// check syncs again.
+		if sc.Settling {
+			c.settling[conv] = true
+		} else {
+			delete(c.settling, conv)
+		}
 		c.releaseLocked(conv, !sc.Settling)
 	}
 	return unsettled, nil

@@ -253,10 +253,13 @@ type supHold struct {
 	rec     *Record
 	view    *View
 	pending map[string][]waiting
+	// settling: conversations the last sync answered "settling" (nothing
+	// above the floor yet): synced again like a gap.
+	settling map[string]bool
 }
 
 func newHold(user string, rec *Record) *supHold {
-	return &supHold{user: user, rec: rec, view: NewView(), pending: map[string][]waiting{}}
+	return &supHold{user: user, rec: rec, view: NewView(), pending: map[string][]waiting{}, settling: map[string]bool{}}
 }
 
 func (h *supHold) offer(m protocol.Message, src Source) {
@@ -291,17 +294,30 @@ func (h *supHold) release(conv string, all bool) {
 }
 
 // synced takes a sync's messages of conv, everything above the offset
-// the sync was asked from, and then what waited.
-func (h *supHold) synced(conv string, msgs []protocol.Message) {
+// the sync was asked from, and then what waited; while the server says
+// the conversation is settling, only what waited for them.
+func (h *supHold) synced(conv string, msgs []protocol.Message, settling bool) {
 	for _, m := range msgs {
 		h.accept(m, FromSync)
 	}
+	if settling {
+		h.settling[conv] = true
+		h.release(conv, false)
+		return
+	}
+	delete(h.settling, conv)
 	h.release(conv, true)
 }
 
-// gaps are the conversations with a message that has waited longer than d.
+// gaps are the conversations with a message that has waited longer than
+// d, and those settling.
 func (h *supHold) gaps(d time.Duration) []string {
 	var out []string
+	for conv := range h.settling {
+		if _, ok := h.pending[conv]; !ok {
+			out = append(out, conv)
+		}
+	}
 	for conv, w := range h.pending {
 		for _, x := range w {
 			if time.Since(x.since) >= d {
@@ -346,7 +362,7 @@ func supSync(ctx context.Context, conn *chatclient.Conn, h *supHold, offsets map
 		if sc.Rebuild {
 			continue // the next catch-up tries again
 		}
-		h.synced(conv, sc.Messages)
+		h.synced(conv, sc.Messages, sc.Settling)
 	}
 	return nil
 }
@@ -591,7 +607,19 @@ func (v *supVisitor) finish(conn *chatclient.Conn) bool {
 		}
 	}
 	v.closed = true
-	return v.catchUp(conn)
+	// Its last sync: again while the server says the conversation is
+	// settling, until it returns everything.
+	for {
+		if !v.catchUp(conn) {
+			return false
+		}
+		if !v.h.settling[v.conv] {
+			return true
+		}
+		if !sleep(s.ctx, gapWait) {
+			return true
+		}
+	}
 }
 
 // supAgent is one agent.

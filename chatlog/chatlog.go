@@ -327,8 +327,9 @@ func (l *Log) SeededAtKey(conv string) string { return l.prefix + l.tags.Of(conv
 // reseedScript seeds a missing counter above both what MongoDB holds
 // (ARGV[1]) and what this Redis still holds unwritten (the pending hash),
 // so a seq that exists anywhere is never assigned again, and at least at
-// ARGV[4], and records when (ARGV[5]). KEYS: seq, reseeded, pending,
-// seededat. ARGV: durable latest, gap, conv, lowest value, now in Unix ms.
+// ARGV[4], and records when (ARGV[5], unless 0). KEYS: seq, reseeded,
+// pending, seededat. ARGV: durable latest, gap, conv, lowest value, now in
+// Unix ms or 0.
 var reseedScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local floor = tonumber(ARGV[1])
@@ -343,7 +344,7 @@ redis.call('SET', KEYS[1], top)
 -- first gap, where clients may hold what was lost.
 local old = tonumber(redis.call('HGET', KEYS[2], ARGV[3]) or '')
 if not old or old > floor then redis.call('HSET', KEYS[2], ARGV[3], floor) end
-redis.call('HSET', KEYS[4], ARGV[3], ARGV[5])
+if ARGV[5] ~= '0' then redis.call('HSET', KEYS[4], ARGV[3], ARGV[5]) end
 return 1
 `)
 
@@ -353,9 +354,15 @@ return 1
 // that is higher (an earlier seeding's counter, whose messages may all be
 // lost), and the floor is recorded (Reseeded). A counter that exists is
 // left alone.
-func (l *Log) Reseed(ctx context.Context, conv string, durable, lowest int64) error {
+// With settle, the time is recorded too (SeededAt): clients may still give
+// back what lies above the floor.
+func (l *Log) Reseed(ctx context.Context, conv string, durable, lowest int64, settle bool) error {
 	keys := []string{l.SeqKey(conv), l.ReseededKey(conv), l.PendingKey(conv), l.SeededAtKey(conv)}
-	if err := reseedScript.Run(ctx, l.rdb, keys, durable, SeqGap, conv, lowest, time.Now().UnixMilli()).Err(); err != nil {
+	var at int64
+	if settle {
+		at = time.Now().UnixMilli()
+	}
+	if err := reseedScript.Run(ctx, l.rdb, keys, durable, SeqGap, conv, lowest, at).Err(); err != nil {
 		return fmt.Errorf("chatlog: reseed %s: %w", conv, err)
 	}
 	return nil

@@ -142,10 +142,10 @@ func TestReseedLeavesAGapClientsCanFill(t *testing.T) {
 	ctx := context.Background()
 	l := newLog(t)
 	conv := "room:r"
-	if err := l.Reseed(ctx, conv, 40, 0); err != nil {
+	if err := l.Reseed(ctx, conv, 40, 0, true); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Reseed(ctx, conv, 7, 0); err != nil { // an existing counter stays
+	if err := l.Reseed(ctx, conv, 7, 0, true); err != nil { // an existing counter stays
 		t.Fatal(err)
 	}
 	floors, err := l.Reseeded(ctx, []string{conv, "room:other"})
@@ -183,7 +183,7 @@ func TestReseedLeavesAGapClientsCanFill(t *testing.T) {
 	if n, err := l.ForgetCounters(ctx); err != nil || n < 1 {
 		t.Fatalf("ForgetCounters: %d, %v", n, err)
 	}
-	if err := l.Reseed(ctx, conv, 10, 0); err != nil {
+	if err := l.Reseed(ctx, conv, 10, 0, true); err != nil {
 		t.Fatal(err)
 	}
 	again, _, err := appended(l.Append(ctx, protocol.Message{ID: "after", Conv: conv, From: "u", Room: "r", Text: "t", TS: 1}, "", nil))
@@ -194,7 +194,7 @@ func TestReseedLeavesAGapClientsCanFill(t *testing.T) {
 	// Seeded at least at an earlier seeding's value, which is not the
 	// floor: what was numbered from it may all be lost.
 	const lost = "room:lost"
-	if err := l.Reseed(ctx, lost, 5, 3000); err != nil {
+	if err := l.Reseed(ctx, lost, 5, 3000, true); err != nil {
 		t.Fatal(err)
 	}
 	first, _, err := appended(l.Append(ctx, protocol.Message{ID: "l1", Conv: lost, From: "u", Room: "lost", Text: "t", TS: 1}, "", nil))

@@ -104,7 +104,7 @@ func TestLogOnRedisCluster(t *testing.T) {
 	if fresh, err := l.Fresh(ctx); err != nil || fresh {
 		t.Fatalf("Fresh after ForgetCounters = %v, %v", fresh, err)
 	}
-	if err := l.Reseed(ctx, names[1], 3, 0); err != nil {
+	if err := l.Reseed(ctx, names[1], 3, 0, true); err != nil {
 		t.Fatal(err)
 	}
 	floors, err := l.Reseeded(ctx, names[:3])

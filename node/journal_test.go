@@ -352,6 +352,16 @@ func TestSyncWaitsWhileLostMessagesComeBack(t *testing.T) {
 	if g := gaps[conv]; !g.Rebuild || g.Floor != 6 {
 		t.Fatalf("bob at 10: %+v, want rebuild above floor 6", g)
 	}
+	// A conversation begun after the loss has nothing anyone could give
+	// back: its first messages are not held back.
+	const fresh = "dm:carol:dan"
+	first, err := j.Append(ctx, protocol.Message{ID: "new", Conv: fresh, From: "carol", To: "dan", TS: 5001, Text: "hi"}, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gaps, err := j.Unsure(ctx, map[string]int64{fresh: 0}); err != nil || gaps[fresh].Settling || gaps[fresh].Rebuild {
+		t.Fatalf("dan at 0 in a conversation begun after the loss (first seq %d): %+v, %v; want nothing held back", first.Message.Seq, gaps[fresh], err)
+	}
 	if n, _, err := j.Restore(ctx, conv, all[6:], nil); err != nil || n != 4 {
 		t.Fatalf("bob gives back 7 to 10: %d stored, %v; want 4", n, err)
 	}

@@ -146,7 +146,11 @@ func (j *journal) reseed(ctx context.Context, conv string, held int64) error {
 	if err := j.store.RaiseSeededSeq(ctx, conv, base); err != nil {
 		return fmt.Errorf("%w: cannot seed counter of %s: %v", handler.ErrUnavailable, conv, err)
 	}
-	return unavailable(j.log.Reseed(ctx, conv, held, base))
+	// A conversation of which nothing was ever stored nor seeded is,
+	// but for the history writer's last moment before a loss, new: no
+	// client holds anything of it to give back, and its first messages
+	// are not held back (SettleWindow).
+	return unavailable(j.log.Reseed(ctx, conv, held, base, held > 0 || seeded > 0))
 }
 
 // stored returns the highest seq of conv held in Redis (waiting for
