@@ -338,6 +338,11 @@ func supSync(ctx context.Context, conn *chatclient.Conn, h *supHold, offsets map
 	if err != nil {
 		return err
 	}
+	for conv := range offsets {
+		if _, ok := got[conv]; !ok {
+			delete(h.settling, conv) // left out: no longer the client's to read
+		}
+	}
 	convs := make([]string, 0, len(got))
 	for conv := range got {
 		convs = append(convs, conv)
@@ -700,12 +705,19 @@ func (a *supAgent) serve(conn *chatclient.Conn) time.Duration {
 		}
 	}
 	if len(offsets) > 0 {
+		start := time.Now()
 		if err := a.call(func(ctx context.Context) error { return supSync(ctx, conn, a.h, offsets) }); err != nil {
+			s.logf("%s: catch-up of %d conversations failed after %v: %v", a.name, len(offsets), time.Since(start).Round(time.Millisecond), err)
 			return 0
 		}
 	}
 	a.caughtUp.Add(1)
+	// An agent that went away comes back within 2 to 6 s, whatever
+	// happened to its connection meanwhile.
 	churn := time.NewTimer(time.Duration(8+a.rng.IntN(12)) * time.Second)
+	if a.away {
+		churn.Reset(time.Duration(2+a.rng.IntN(4)) * time.Second)
+	}
 	defer churn.Stop()
 	gapTick := time.NewTicker(gapWait)
 	defer gapTick.Stop()
@@ -715,13 +727,16 @@ func (a *supAgent) serve(conn *chatclient.Conn) time.Duration {
 			return 0
 		case <-gapTick.C:
 			if g := a.h.gaps(gapWait); len(g) > 0 && !a.syncAll(conn, g) {
+				s.logf("%s: sync of %d conversations with a gap failed", a.name, len(g))
 				return 0
 			}
 		case p, ok := <-conn.Pushes():
 			if !ok {
+				s.logf("%s: connection lost", a.name)
 				return 0
 			}
 			if !a.push(conn, p) {
+				s.logf("%s: handling a %s push failed", a.name, p.Action)
 				return 0
 			}
 		case <-churn.C:
