@@ -153,6 +153,9 @@ func (c *Client) markRead(rng *rand.Rand) {
 	switch code := chatclient.Code(err); {
 	case err == nil:
 		c.cfg.Record.AddReadAckSince(c.cfg.Name, conv, seq, r.Seq, before)
+		c.procMu.Lock()
+		c.reads[conv] = max(c.reads[conv], r.Seq)
+		c.procMu.Unlock()
 	case code >= 400 && code < 500 && code != 401 && code != 429:
 		// Above the latest (after Redis lost data, before the rebuild),
 		// or a room a service under change does not know: not stored.

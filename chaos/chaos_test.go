@@ -322,7 +322,7 @@ func TestChaos(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	var reconnects, catchUpFailures, kicked, rebuilds, gapSyncs, refused int64
+	var reconnects, catchUpFailures, kicked, rebuilds, gapSyncs, refused, readsBack int64
 	for _, cl := range h.clients {
 		reconnects += cl.Reconnects.Load()
 		catchUpFailures += cl.CatchUpFailures.Load()
@@ -330,9 +330,10 @@ func TestChaos(t *testing.T) {
 		rebuilds += cl.Rebuilds.Load()
 		gapSyncs += cl.GapSyncs.Load()
 		refused += cl.Refused.Load()
+		readsBack += cl.ReadsGivenBack.Load()
 	}
-	t.Logf("clients: %d connections, %d failed catch-up syncs, %d kicked, %d rebuild uploads, %d gap syncs, %d refusals",
-		reconnects, catchUpFailures, kicked, rebuilds, gapSyncs, refused)
+	t.Logf("clients: %d connections, %d failed catch-up syncs, %d kicked, %d rebuild uploads, %d gap syncs, %d refusals, %d read positions given back",
+		reconnects, catchUpFailures, kicked, rebuilds, gapSyncs, refused, readsBack)
 
 	report.Result = Check(h.rec)
 	if sup != nil {

@@ -109,6 +109,10 @@ type Client struct {
 	// settling: conversations the last sync answered "settling" (nothing
 	// above the floor yet); the gap check syncs them again.
 	settling map[string]bool
+	// reads: per conversation, the highest read position a read of this
+	// device had acknowledged; a sync that reports less (Redis lost the
+	// last rises) gets it back.
+	reads map[string]int64
 
 	mu        sync.Mutex
 	conn      *chatclient.Conn // nil while reconnecting
@@ -138,6 +142,9 @@ type Client struct {
 	Rebuilds   atomic.Int64
 	GapSyncs   atomic.Int64
 	Refused    atomic.Int64
+	// ReadsGivenBack counts the read positions sent again after a sync
+	// reported less than acknowledged.
+	ReadsGivenBack atomic.Int64
 	// Catch-up syncs after a (re)connect that failed (and were retried).
 	CatchUpFailures atomic.Int64
 }
@@ -157,6 +164,7 @@ func NewClient(cfg ClientConfig) *Client {
 		view:         NewView(),
 		pending:      map[string][]waiting{},
 		settling:     map[string]bool{},
+		reads:        map[string]int64{},
 		changed:      make(chan struct{}),
 		reconnectReq: make(chan struct{}, 1),
 		senderDone:   make(chan struct{}),
@@ -729,6 +737,7 @@ func (c *Client) syncLocked(conn *chatclient.Conn, offsets map[string]int64) (un
 		convs = append(convs, conv)
 	}
 	sort.Strings(convs)
+	back := map[string]int64{}
 	for _, conv := range convs {
 		sc, ok := got[conv]
 		for round := 0; ok && sc.Rebuild && round < rebuildRounds; round++ {
@@ -770,6 +779,19 @@ func (c *Client) syncLocked(conn *chatclient.Conn, offsets map[string]int64) (un
 			delete(c.settling, conv)
 		}
 		c.releaseLocked(conv, !sc.Settling)
+		if mine := c.reads[conv]; sc.Read < mine {
+			back[conv] = mine
+		}
+	}
+	for conv, seq := range back {
+		// Given back as it was marked; refused (above the latest, before
+		// the messages come back) it waits for the next sync.
+		switch _, err := conn.Read(ctx, conv, seq); {
+		case err == nil:
+			c.ReadsGivenBack.Add(1)
+		case chatclient.Code(err) <= 0:
+			return unsettled, err
+		}
 	}
 	return unsettled, nil
 }
