@@ -1,6 +1,8 @@
 package chaos
 
 import (
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -333,4 +335,18 @@ func TestCheckFinalViews(t *testing.T) {
 			t.Errorf("final views differing %d, lost %d; want 0:\n%s", res.FinalDiffers, res.Lost, strings.Join(res.Problems, "\n"))
 		}
 	})
+}
+
+// What a client gives back while a gap settles: what it shows and what
+// waits, above the floor, each seq once, in order.
+func TestAboveFloor(t *testing.T) {
+	m := func(seq int64) protocol.Message { return protocol.Message{ID: fmt.Sprint("m", seq), Seq: seq} }
+	got := aboveFloor([]protocol.Message{m(3), m(5), m(7)}, []waiting{{m: m(1002)}, {m: m(7)}, {m: m(1001)}}, 4)
+	var seqs []int64
+	for _, x := range got {
+		seqs = append(seqs, x.Seq)
+	}
+	if want := []int64{5, 7, 1001, 1002}; !slices.Equal(seqs, want) {
+		t.Fatalf("aboveFloor = %v, want %v", seqs, want)
+	}
 }

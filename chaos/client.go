@@ -109,6 +109,9 @@ type Client struct {
 	// settling: conversations the last sync answered "settling" (nothing
 	// above the floor yet); the gap check syncs them again.
 	settling map[string]bool
+	// gaveBack: per conversation, the floor (plus one) of the settling
+	// gap this client gave back what it held above.
+	gaveBack map[string]int64
 	// reads: per conversation, the highest read position a read of this
 	// device had acknowledged; a sync that reports less (Redis lost the
 	// last rises) gets it back.
@@ -165,6 +168,7 @@ func NewClient(cfg ClientConfig) *Client {
 		pending:      map[string][]waiting{},
 		settling:     map[string]bool{},
 		reads:        map[string]int64{},
+		gaveBack:     map[string]int64{},
 		changed:      make(chan struct{}),
 		reconnectReq: make(chan struct{}, 1),
 		senderDone:   make(chan struct{}),
@@ -767,6 +771,18 @@ func (c *Client) syncLocked(conn *chatclient.Conn, offsets map[string]int64) (un
 			unsettled = append(unsettled, conv)
 			continue
 		}
+		if sc.Settling && c.gaveBack[conv] != sc.Floor+1 {
+			// The server may lack what lies above the floor: what the
+			// client holds there, shown or still waiting, goes back once.
+			held := aboveFloor(c.view.Held(conv, 0), c.pending[conv], sc.Floor)
+			if len(held) > 0 {
+				if _, err := conn.Rebuild(ctx, conv, held); err != nil {
+					return nil, fmt.Errorf("rebuild %s: %w", conv, err)
+				}
+				c.Rebuilds.Add(1)
+			}
+			c.gaveBack[conv] = sc.Floor + 1
+		}
 		for _, m := range sc.Messages {
 			c.acceptLocked(m, FromSync)
 		}
@@ -794,6 +810,24 @@ func (c *Client) syncLocked(conn *chatclient.Conn, offsets map[string]int64) (un
 		}
 	}
 	return unsettled, nil
+}
+
+// aboveFloor returns, in seq order and at most a request's worth (the
+// newest), the messages of held and of wait above floor.
+func aboveFloor(held []protocol.Message, wait []waiting, floor int64) []protocol.Message {
+	out := slices.DeleteFunc(slices.Clone(held), func(m protocol.Message) bool { return m.Seq <= floor })
+	have := make(map[int64]bool, len(out))
+	for _, m := range out {
+		have[m.Seq] = true
+	}
+	for _, w := range wait {
+		if w.m.Seq > floor && !have[w.m.Seq] {
+			have[w.m.Seq] = true
+			out = append(out, w.m)
+		}
+	}
+	slices.SortFunc(out, func(a, b protocol.Message) int { return cmp.Compare(a.Seq, b.Seq) })
+	return out[max(0, len(out)-protocol.MaxSyncMessages):]
 }
 
 // catchUp syncs every conversation of the client after a (re)connect. A

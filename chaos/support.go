@@ -256,10 +256,13 @@ type supHold struct {
 	// settling: conversations the last sync answered "settling" (nothing
 	// above the floor yet): synced again like a gap.
 	settling map[string]bool
+	// gaveBack: per conversation, the floor (plus one) of the settling gap
+	// the client gave back what it held above.
+	gaveBack map[string]int64
 }
 
 func newHold(user string, rec *Record) *supHold {
-	return &supHold{user: user, rec: rec, view: NewView(), pending: map[string][]waiting{}, settling: map[string]bool{}}
+	return &supHold{user: user, rec: rec, view: NewView(), pending: map[string][]waiting{}, settling: map[string]bool{}, gaveBack: map[string]int64{}}
 }
 
 func (h *supHold) offer(m protocol.Message, src Source) {
@@ -366,6 +369,16 @@ func supSync(ctx context.Context, conn *chatclient.Conn, h *supHold, offsets map
 		}
 		if sc.Rebuild {
 			continue // the next catch-up tries again
+		}
+		if sc.Settling && h.gaveBack[conv] != sc.Floor+1 {
+			// What it holds above the floor, shown or still waiting,
+			// goes back once: the server may lack it.
+			if held := aboveFloor(h.view.Held(conv, 0), h.pending[conv], sc.Floor); len(held) > 0 {
+				if _, err := conn.Rebuild(ctx, conv, held); err != nil {
+					return fmt.Errorf("rebuild %s: %w", conv, err)
+				}
+			}
+			h.gaveBack[conv] = sc.Floor + 1
 		}
 		h.synced(conv, sc.Messages, sc.Settling)
 	}
