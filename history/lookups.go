@@ -215,15 +215,27 @@ func (s *Store) raiseLastConv(ctx context.Context, visitor string, n int64) erro
 
 // lastConv is visitor's highest conversation number, 0 for none.
 func (s *Store) lastConv(ctx context.Context, visitor string) (int64, error) {
-	var d struct {
-		Last int64 `bson:"last"`
-	}
-	err := s.csVisitors.FindOne(ctx, bson.D{{Key: "_id", Value: visitor}}).Decode(&d)
+	return numberByID(ctx, s.csVisitors, visitor, "last")
+}
+
+// numberByID reads the number field of coll's document id: 0 when there
+// is no such document (or it has no such number).
+func numberByID(ctx context.Context, coll *mongo.Collection, id, field string) (int64, error) {
+	var d bson.M
+	err := coll.FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&d)
 	switch {
 	case errors.Is(err, mongo.ErrNoDocuments):
 		return 0, nil
 	case err != nil:
 		return 0, err
 	}
-	return d.Last, nil
+	switch n := d[field].(type) {
+	case int64:
+		return n, nil
+	case int32:
+		return int64(n), nil
+	case float64:
+		return int64(n), nil
+	}
+	return 0, nil
 }

@@ -26,17 +26,11 @@ const seedsColl = "seq_seeds"
 // SeededSeq returns the highest value conv's counter was seeded with, 0
 // if it never was.
 func (s *Store) SeededSeq(ctx context.Context, conv string) (int64, error) {
-	var d struct {
-		Seq int64 `bson:"seq"`
-	}
-	err := s.seeds.FindOne(ctx, bson.D{{Key: "_id", Value: conv}}).Decode(&d)
-	switch {
-	case errors.Is(err, mongo.ErrNoDocuments):
-		return 0, nil
-	case err != nil:
+	n, err := numberByID(ctx, s.seeds, conv, "seq")
+	if err != nil {
 		return 0, fmt.Errorf("history: seeded seq %s: %w", conv, err)
 	}
-	return d.Seq, nil
+	return n, nil
 }
 
 // RaiseSeededSeq records that conv's counter is seeded with seq (a lower
