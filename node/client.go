@@ -64,7 +64,7 @@ type client struct {
 // starts no goroutine: the caller runs readLoop; writes start their loop.
 func newClient(s *Server, ws *websocket.Conn, remote string) *client {
 	c := &client{
-		srv: s, ws: ws, out: wsconn.Of(ws.NetConn()), id: newID(), remote: remote,
+		srv: s, ws: ws, out: wsconn.Of(ws.NetConn()), id: s.ids.next(), remote: remote,
 		send:    newFrameQueue(s.cfg.SendQueue, s.cfg.SendQueueBytes, s.cfg.SlowClientTimeout),
 		closing: make(chan struct{}),
 	}

@@ -50,6 +50,7 @@ type Server struct {
 	journal  *journal
 	reads    *receipt.Store // read positions
 	lazy     *lazyFlusher   // connections whose read and typing frames wait (lazy.go)
+	ids      idSource       // message and connection ids
 	words    *wordsSvc
 	filter   *wordfilter.Filter
 	accounts *accounts.Accounts
@@ -270,7 +271,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		Events:   s.cfg.eventPolicy(),
 		Screen:   s.screenDep(),
 		Now:      func() int64 { return time.Now().UnixMilli() },
-		NewID:    newID,
+		NewID:    s.ids.next,
 		Reads:    readsSvc{s.reads},
 		Pushes:   s.routes,
 	})

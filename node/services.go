@@ -2,13 +2,10 @@ package node
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
 	"sort"
-	"strconv"
 	"time"
 
 	"chatcluster/accounts"
@@ -446,13 +443,6 @@ func trim(msgs []protocol.Message, limit int, newest bool) []protocol.Message {
 		return msgs[len(msgs)-limit:]
 	}
 	return msgs[:limit]
-}
-
-// newID returns a message or connection id: time-ordered, unique.
-func newID() string {
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	return strconv.FormatInt(time.Now().UnixMilli(), 36) + "-" + hex.EncodeToString(b[:])
 }
 
 // sessionsSvc implements handler.Sessions.

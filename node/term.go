@@ -123,7 +123,7 @@ func (s *Server) termDeps() leader.Deps {
 		Parked: s.parked, Ups: &s.ups,
 		Support: s.store, Messages: s.journal, SupportGrace: s.cfg.SupportGrace,
 		MultiDevice: s.multi(),
-		Events:      s.cfg.eventPolicy(), NewID: newID,
+		Events:      s.cfg.eventPolicy(), NewID: s.ids.next,
 	}
 }
 
