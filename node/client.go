@@ -53,6 +53,9 @@ type client struct {
 
 	tokens  float64 // rate limiter, read loops only
 	lastTok time.Time
+	// lastFrame is when the last frame was read (readHandoff); read
+	// loops only.
+	lastFrame time.Time
 
 	typing handler.TypingLimit // typing requests passed on (TypingLimit)
 	// announced says a user.login event was emitted for this connection,
@@ -394,14 +397,32 @@ func (c *client) readLoop(ctx context.Context) {
 			c.srv.disconnected(c)
 			return
 		}
-		_ = c.ws.SetReadDeadline(time.Now().Add(c.readIdle()))
+		now := time.Now()
+		_ = c.ws.SetReadDeadline(now.Add(c.readIdle()))
+		quiet := now.Sub(c.lastFrame) >= readHandoff
+		c.lastFrame = now
 		c.handle(ctx, data)
-		if c.srv.goAttach(func() { c.readLoop(ctx) }) {
+		if quiet && c.srv.goAttach(func() { c.readLoop(ctx) }) {
 			return
 		}
-		// The node is stopping and starts nothing: read on here.
+		// A busy connection reads on here; so does one of a node that is
+		// stopping and starts nothing.
 	}
 }
+
+// readHandoff is the pause after which a frame's handler hands reading on
+// to a new goroutine. Handling a request grows the reading goroutine's
+// stack (a login takes it to 8 KiB), and a goroutine
+// blocked in a read keeps what it grew: the runtime shrinks a stack only
+// while less than a quarter of it is in use, which a read never is. A
+// connection idle for hours should wait in a 4 KiB stack; one that sends
+// several frames a second is better served reading on where it is, as a
+// new goroutine for each frame grows its stack again each time (copying
+// it, a tenth of a busy node's CPU). So a frame that came after a pause
+// (the first, a login, is one) hands reading on; one that came soon after
+// the one before does not. A connection that was busy and falls silent
+// keeps its grown stack until its next frame.
+const readHandoff = time.Second
 
 // readIdle is how long a client may send nothing, not even a pong.
 func (c *client) readIdle() time.Duration { return 2*c.srv.cfg.PingInterval + 5*time.Second }
