@@ -90,7 +90,7 @@ func (l *Term) sendLossy(node string, f *protocol.PeerFrame) {
 	}
 	f.Epoch, f.From = l.epoch, l.id
 	b, err := protocol.EncodePeer(f)
-	if err != nil || !link.Enqueue(b) {
+	if err != nil || !link.EnqueueLazy(b) {
 		l.m.SignalDropped.Inc()
 		return
 	}

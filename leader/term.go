@@ -73,10 +73,11 @@ type Term struct {
 }
 
 // memberLink is what a term needs of its link to a member (a
-// peerlink.Link, which dial runs): queueing without waiting, how full the
-// queue is, and closing.
+// peerlink.Link, which dial runs): queueing without waiting (a frame that
+// may wait for the next write, too), how full the queue is, and closing.
 type memberLink interface {
 	Enqueue(b []byte) bool
+	EnqueueLazy(b []byte) bool
 	Queued() int
 	Cap() int
 	Close()

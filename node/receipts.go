@@ -82,7 +82,7 @@ func (r *router) signal(f *protocol.PeerFrame) {
 	}
 	f.Epoch = r.s.maxEpoch.Load()
 	b, err := protocol.EncodePeer(f)
-	if err != nil || !link.Enqueue(b) {
+	if err != nil || !link.EnqueueLazy(b) {
 		r.s.m.SignalDropped.Inc()
 		return
 	}

@@ -46,6 +46,12 @@ type Link struct {
 	// starts).
 	busy    func() bool
 	handled atomic.Uint64
+
+	// The lazy lane (EnqueueLazy): frames that wait for the next write.
+	lazyMu   sync.Mutex
+	lazy     [][]byte      // guarded by lazyMu
+	lazyDue  bool          // the write loop was told of lazy and has not flushed it since; guarded by lazyMu
+	lazyWake chan struct{} // has a value when lazy went from not due to due
 }
 
 // Options are what the owner of a new link chooses.
@@ -71,6 +77,7 @@ func newLink(ws *websocket.Conn, remote string, epoch int64, queue int, log zero
 	return &Link{
 		ws: ws, out: wsconn.Of(ws.NetConn()), remote: remote, epoch: epoch, log: log.With().Str("peer", remote).Int64("epoch", epoch).Logger(),
 		send: make(chan []byte, queue), closing: make(chan struct{}), done: make(chan struct{}),
+		lazyWake: make(chan struct{}, 1),
 	}
 }
 
@@ -108,6 +115,56 @@ func (l *Link) Enqueue(b []byte) bool {
 		return false
 	}
 }
+
+// EnqueueLazy queues a frame no one waits for (a typing signal), without
+// blocking, to go out in the same write as the next frame Enqueue queues,
+// or lazyFlush later when none comes first: such frames come about as
+// often as messages, and each would otherwise cost a write on this end
+// and a read on the other (system calls, the costliest part of a small
+// frame) and wake both loops. Lazy frames keep their order among
+// themselves, not with the others. False when the link is closed or
+// lazyCap lazy frames wait already.
+func (l *Link) EnqueueLazy(b []byte) bool {
+	if l.Closed() {
+		return false
+	}
+	l.lazyMu.Lock()
+	if len(l.lazy) >= lazyCap {
+		l.lazyMu.Unlock()
+		return false
+	}
+	l.lazy = append(l.lazy, b)
+	wake := !l.lazyDue
+	l.lazyDue = true
+	l.lazyMu.Unlock()
+	if wake {
+		select {
+		case l.lazyWake <- struct{}{}:
+		default:
+		}
+	}
+	return true
+}
+
+// takeLazy returns the lazy frames waiting; due, the lazy flush's call,
+// also says that the write loop has flushed what was due.
+func (l *Link) takeLazy(due bool) [][]byte {
+	l.lazyMu.Lock()
+	out := l.lazy
+	l.lazy = nil
+	if due {
+		l.lazyDue = false
+	}
+	l.lazyMu.Unlock()
+	return out
+}
+
+// lazyFlush is the longest a lazy frame waits for a write; lazyCap is how
+// many may wait.
+const (
+	lazyFlush = 20 * time.Millisecond
+	lazyCap   = 1024
+)
 
 // Queue is the link's queue, for a sender that waits for room: it selects
 // on it together with Closing. Enqueue is the sender that does not wait.
@@ -165,11 +222,20 @@ func (l *Link) WriteLoop(writeTimeout time.Duration) {
 		_ = l.ws.SetWriteDeadline(time.Now().Add(writeTimeout))
 		return l.ws.WriteMessage(websocket.TextMessage, b)
 	}
-	// batch writes b, then what else is queued, and flushes.
-	batch := func(b []byte) error {
+	// batch writes the lazy frames waiting, b (unless nil), then what
+	// else is queued, and flushes.
+	batch := func(b []byte, due bool) error {
 		l.out.Cork()
-		err := write(b)
-		for n := 1; err == nil && n < maxLinkBatch; n++ {
+		var err error
+		for _, lb := range l.takeLazy(due) {
+			if err = write(lb); err != nil {
+				break
+			}
+		}
+		if b != nil && err == nil {
+			err = write(b)
+		}
+		for n := 1; b != nil && err == nil && n < maxLinkBatch; n++ {
 			select {
 			case b = <-l.send:
 			default:
@@ -185,8 +251,19 @@ func (l *Link) WriteLoop(writeTimeout time.Duration) {
 		}
 		return err
 	}
+	lazyT := time.NewTimer(lazyFlush)
+	lazyT.Stop()
+	defer lazyT.Stop()
 	for {
 		select {
+		case <-l.lazyWake:
+			lazyT.Reset(lazyFlush)
+		case <-lazyT.C:
+			if err := batch(nil, true); err != nil {
+				l.log.Warn().Err(err).Msg("peer write failed, closing link")
+				l.Close()
+				return
+			}
 		case <-ackC:
 			n := l.handled.Load()
 			busy := l.busy != nil && l.busy()
@@ -194,14 +271,14 @@ func (l *Link) WriteLoop(writeTimeout time.Duration) {
 				continue
 			}
 			b, _ := protocol.EncodePeer(&protocol.PeerFrame{Type: protocol.PeerAck, Epoch: l.epoch, From: l.ackFrom, Up: n, Busy: busy})
-			if err := batch(b); err != nil {
+			if err := batch(b, false); err != nil {
 				l.log.Warn().Err(err).Msg("peer write failed, closing link")
 				l.Close()
 				return
 			}
 			acked = n
 		case b := <-l.send:
-			if err := batch(b); err != nil {
+			if err := batch(b, false); err != nil {
 				l.log.Warn().Err(err).Msg("peer write failed, closing link")
 				l.Close()
 				return

@@ -133,3 +133,72 @@ func TestClosingLinkAcknowledgesWhatWasHandled(t *testing.T) {
 		t.Fatalf("acks before the close: %v, want the last to be 42", acks)
 	}
 }
+
+// A lazy frame waits for the next frame queued and leaves in the same
+// write, before it; one that nothing follows leaves after lazyFlush. The
+// lazy lane is bounded, and closed with the link.
+func TestLazyFramesWaitForTheNextWrite(t *testing.T) {
+	up := upgrader()
+	accepted := make(chan *websocket.Conn, 1)
+	hs := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if ws, err := up.Upgrade(w, r, nil); err == nil {
+			accepted <- ws
+		}
+	}))
+	hs.Listener = wsconn.Listen(hs.Listener, nil)
+	hs.Start()
+	defer hs.Close()
+	mine, _, err := dialer(10*time.Second).Dial("ws"+strings.TrimPrefix(hs.URL, "http")+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mine.Close()
+	other := <-accepted
+	defer other.Close()
+	link := newLink(mine, "n2", 7, 8, zerolog.Nop())
+	done := make(chan struct{})
+	go func() { defer close(done); link.WriteLoop(time.Minute) }()
+	defer func() { link.Close(); <-done }()
+
+	frame := func(i int) string { return fmt.Sprintf(`{"type":"signal","n":%d}`, i) }
+	before := link.out.Writes()
+	for i := range 3 {
+		if !link.EnqueueLazy([]byte(frame(i))) {
+			t.Fatalf("lazy frame %d refused", i)
+		}
+	}
+	if !link.Enqueue([]byte(frame(3))) {
+		t.Fatal("frame refused")
+	}
+	if err := readFrames(other, 4, frame); err != nil {
+		t.Fatal(err)
+	}
+	if writes := link.out.Writes() - before; writes > 2 { // and perhaps a ping
+		t.Fatalf("3 lazy frames and the frame after them went out in %d writes, want 1", writes)
+	}
+
+	at := time.Now()
+	if !link.EnqueueLazy([]byte(frame(4))) {
+		t.Fatal("lazy frame refused")
+	}
+	if err := readFrames(other, 1, func(int) string { return frame(4) }); err != nil {
+		t.Fatal(err)
+	}
+	if waited := time.Since(at); waited < lazyFlush {
+		t.Fatalf("a lazy frame alone went out after %v, before lazyFlush (%v)", waited, lazyFlush)
+	}
+
+	idle := newLink(other, "n3", 7, 8, zerolog.Nop()) // no write loop: the lane fills
+	for i := range lazyCap {
+		if !idle.EnqueueLazy([]byte(frame(i))) {
+			t.Fatalf("lazy frame %d of %d refused", i, lazyCap)
+		}
+	}
+	if idle.EnqueueLazy([]byte(frame(lazyCap))) {
+		t.Fatalf("lazy frame %d taken, over lazyCap", lazyCap)
+	}
+	link.Close()
+	if link.EnqueueLazy([]byte(frame(5))) {
+		t.Fatal("a closed link took a lazy frame")
+	}
+}
