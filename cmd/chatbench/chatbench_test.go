@@ -191,12 +191,15 @@ func TestScenarios(t *testing.T) {
 		}
 		// Again with typing and read frames beside the messages: every one
 		// answered 200, the messages unharmed.
-		chat, err := runDM(ctx, tg, cm, dmParams{pairs: 3, rate: 30, cross: 0.67, chatter: 4})
+		chat, err := runDM(ctx, tg, cm, dmParams{pairs: 3, rate: 30, cross: 0.67, chatter: 4, phase: 500 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}
 		if c := chat.Chatter; c == nil || c.Typing == 0 || c.Reads == 0 || c.Refused != 0 || c.Unwritten != 0 {
 			t.Errorf("%s on %s: chatter %+v; want typing and read frames sent, none refused or unwritten", chat.Label, tg.name, c)
+		} else if c.Quiet.Count == 0 || c.During.Count == 0 || c.Quiet.Count+c.During.Count >= chat.Latency.Count {
+			t.Errorf("%s on %s: %d messages measured in the quiet phases and %d in the chatter phases of %d; want some in each, and fewer than all (the guards count in neither)",
+				chat.Label, tg.name, c.Quiet.Count, c.During.Count, chat.Latency.Count)
 		}
 		// The same users again, in a room: their messages' clientMsgIds
 		// must not collide with those of the dm run (a node answers a
@@ -512,5 +515,44 @@ func TestSummarizePercentiles(t *testing.T) {
 	}
 	if s.Count != 1000 {
 		t.Errorf("count %d", s.Count)
+	}
+}
+
+func TestChatterPhases(t *testing.T) {
+	start := time.Unix(1000, 0)
+	p := chatterPhases{start: start, phase: time.Second, guard: 250 * time.Millisecond}
+	for _, c := range []struct {
+		after time.Duration
+		of    int
+		on    bool
+	}{
+		{-time.Millisecond, -1, false},
+		{0, -1, false}, // the guard of the first quiet phase
+		{249 * time.Millisecond, -1, false},
+		{250 * time.Millisecond, 0, false},
+		{999 * time.Millisecond, 0, false},
+		{time.Second, -1, true}, // a chatter phase begins, its guard first
+		{1249 * time.Millisecond, -1, true},
+		{1250 * time.Millisecond, 1, true},
+		{1999 * time.Millisecond, 1, true},
+		{2 * time.Second, -1, false},
+		{2500 * time.Millisecond, 0, false},
+		{3500 * time.Millisecond, 1, true},
+	} {
+		at := start.Add(c.after)
+		if got := p.of(at); got != c.of {
+			t.Errorf("of(start%+v) = %d, want %d", c.after, got, c.of)
+		}
+		if got := p.chatterOn(at); got != c.on {
+			t.Errorf("chatterOn(start%+v) = %v, want %v", c.after, got, c.on)
+		}
+	}
+	for _, c := range []struct {
+		run  time.Duration
+		want float64
+	}{{0, 0}, {time.Second, 0}, {1500 * time.Millisecond, 0.5}, {2 * time.Second, 1}, {2500 * time.Millisecond, 1}, {10 * time.Second, 5}, {11500 * time.Millisecond, 5.5}} {
+		if got := p.chatterSeconds(start.Add(c.run)); got != c.want {
+			t.Errorf("chatterSeconds of a run of %v = %g, want %g", c.run, got, c.want)
+		}
 	}
 }

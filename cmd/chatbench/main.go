@@ -121,6 +121,8 @@ type config struct {
 	cross        float64
 	chatter      float64   // dm: typing and read frames per user per second in a second run of each chatter rate
 	chatterRates []float64 // dm: the rates that get that second run
+	chatterPhase time.Duration
+	chatterDur   time.Duration // send phase of the chatter runs; 0: duration
 	roomMembers  int
 	roomPubs     int
 	roomRates    []float64
@@ -157,6 +159,8 @@ func parseFlags(args []string) (config, error) {
 	rates := fs.String("rates", "1000", "dm: comma-separated target rates, messages per second in all; one run each")
 	fs.Float64Var(&c.chatter, "chatter", 0, "dm: also run each of --chatter-rates again with this many typing and read frames per user per second beside the messages (alternately), and compare the message latency; 0: no such runs")
 	chatterRates := fs.String("chatter-rates", "", "dm: comma-separated rates of --rates that get a chatter run (default: all of them)")
+	fs.DurationVar(&c.chatterPhase, "chatter-phase", time.Second, "dm: a chatter run alternates quiet phases and chatter phases this long, quiet first, and compares the message latency of the two kinds")
+	fs.DurationVar(&c.chatterDur, "chatter-duration", 0, "dm: send phase of the chatter runs (default: --duration)")
 	fs.Float64Var(&c.cross, "cross", 0.67, "dm: share of pairs whose users are on different nodes (0..1)")
 	fs.IntVar(&c.roomMembers, "room-members", 100, "room: members")
 	fs.IntVar(&c.roomPubs, "room-publishers", 10, "room: members that post")
@@ -226,6 +230,12 @@ func parseFlags(args []string) (config, error) {
 				return c, fmt.Errorf("--chatter-rates: %g is not one of --rates", r)
 			}
 		}
+	}
+	if c.chatterPhase <= 0 {
+		return c, errors.New("--chatter-phase must be positive")
+	}
+	if c.chatterDur < 0 {
+		return c, errors.New("--chatter-duration must not be negative")
 	}
 	if c.chatter < 0 {
 		return c, errors.New("--chatter must not be negative")
@@ -458,7 +468,11 @@ func runAll(ctx context.Context, cfg config, targets []*target, cm common) ([]Re
 						continue
 					}
 					var r Result
-					if r, err = runDM(ctx, t, cm, dmParams{pairs: cfg.pairs, rate: rate, cross: cfg.cross, chatter: cfg.chatter}); err != nil {
+					ccm := cm
+					if cfg.chatterDur > 0 {
+						ccm.duration = cfg.chatterDur
+					}
+					if r, err = runDM(ctx, t, ccm, dmParams{pairs: cfg.pairs, rate: rate, cross: cfg.cross, chatter: cfg.chatter, phase: cfg.chatterPhase}); err != nil {
 						break
 					}
 					r.Notes = append(r.Notes, chatterNote(r, plain))

@@ -96,3 +96,29 @@ func TestReportSupport(t *testing.T) {
 		t.Errorf("summary %q", sum.String())
 	}
 }
+
+// The typing and read table sets the chatter phases of a run beside its
+// quiet phases, and names the run without chatter for reference only.
+func TestWriteChatter(t *testing.T) {
+	dm := func(label string, p99 float64, ch *ChatterResult) Result {
+		return Result{Scenario: "dm", Label: label, Target: "cluster", Latency: LatencySummary{P99Ms: p99},
+			Params: map[string]any{"rate": 2000.0}, Chatter: ch}
+	}
+	within := &ChatterResult{PerSec: 1000, PhaseMs: 1000, GuardMs: 250,
+		Quiet: LatencySummary{Count: 22500, P50Ms: 2, P99Ms: 20}, During: LatencySummary{Count: 22500, P50Ms: 2.2, P99Ms: 21}}
+	over := &ChatterResult{PerSec: 1000, PhaseMs: 1000, GuardMs: 250,
+		Quiet: LatencySummary{Count: 22500, P50Ms: 2, P99Ms: 20}, During: LatencySummary{Count: 22500, P50Ms: 3, P99Ms: 30}}
+	var b strings.Builder
+	writeChatter(&b, []Result{dm("dm 2000/s", 50, nil), dm("dm 2000/s + chatter", 25, within)})
+	if !strings.Contains(b.String(), "| dm 2000/s + chatter | cluster | 1000 | 0 | 22500 / 22500 | 2 / 2.20 | 20 | 21 | +5% | yes | 50 |") {
+		t.Fatalf("table:\n%s", b.String())
+	}
+	b.Reset()
+	writeChatter(&b, []Result{dm("dm 2000/s + chatter", 25, over)})
+	if !strings.Contains(b.String(), "| 20 | 30 | +50% | no | – |") || !strings.Contains(b.String(), "phases of 1000 ms") {
+		t.Fatalf("table:\n%s", b.String())
+	}
+	if note := chatterNote(dm("dm 2000/s + chatter", 25, over), dm("dm 2000/s", 50, nil)); !strings.Contains(note, "+50%") {
+		t.Fatalf("note %q", note)
+	}
+}

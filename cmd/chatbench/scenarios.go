@@ -175,6 +175,9 @@ type dmParams struct {
 	// the messages, alternately (a read reports the user's last own seq);
 	// 0: none.
 	chatter float64
+	// phase is how long each quiet and each chatter phase of a run with
+	// chatter lasts (chatterPhases).
+	phase time.Duration
 }
 
 // conns are a scenario's connections, by user index; one that broke is
@@ -247,7 +250,10 @@ func runDM(ctx context.Context, t *target, cm common, p dmParams) (Result, error
 	m := newMeter(t)
 	m.begin(ctx)
 	start := time.Now().Add(50 * time.Millisecond)
-	ch := startChatter(ctx, cs, p.chatter, start, start.Add(cm.duration))
+	ch := startChatter(ctx, cs, p.chatter, start, start.Add(cm.duration), p.phase)
+	if p.chatter > 0 {
+		trk.onDeliver = func(to, _ int, due, at time.Time) { ch.record(to, due, at) }
+	}
 	ph := runPhaseFrom(ctx, cm, label+" "+t.name, trk, n, perSender, send, start, m)
 	chr := ch.wait(cs)
 	var notes []string
@@ -262,7 +268,9 @@ func runDM(ctx context.Context, t *target, cm common, p dmParams) (Result, error
 	r.Scenario, r.Label, r.Target = "dm", label, t.name
 	r.Params = map[string]any{"pairs": p.pairs, "rate": p.rate, "crossShare": p.cross, "nodes": k}
 	if chr != nil {
+		ch.summarize(chr)
 		r.Params["chatterPerUser"] = p.chatter
+		r.Params["chatterPhase"] = p.phase.String()
 		r.Chatter = chr
 		r.Notes = append(r.Notes, chr.note())
 	}
