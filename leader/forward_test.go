@@ -60,6 +60,7 @@ func (n *fakeNode) MessagesIn() int64                                           
 type queueLink struct {
 	send   chan []byte
 	closed atomic.Bool
+	lazy   atomic.Int64 // frames queued with EnqueueLazy
 }
 
 func (q *queueLink) Enqueue(b []byte) bool {
@@ -74,12 +75,16 @@ func (q *queueLink) Enqueue(b []byte) bool {
 	}
 }
 
-// EnqueueLazy queues like Enqueue: the test takes every frame alike.
-func (q *queueLink) EnqueueLazy(b []byte) bool { return q.Enqueue(b) }
-func (q *queueLink) Queued() int               { return len(q.send) }
-func (q *queueLink) Cap() int                  { return cap(q.send) }
-func (q *queueLink) Close()                    { q.closed.Store(true) }
-func (q *queueLink) Closed() bool              { return q.closed.Load() }
+// EnqueueLazy queues like Enqueue, and counts: the test takes every
+// frame alike.
+func (q *queueLink) EnqueueLazy(b []byte) bool {
+	q.lazy.Add(1)
+	return q.Enqueue(b)
+}
+func (q *queueLink) Queued() int  { return len(q.send) }
+func (q *queueLink) Cap() int     { return cap(q.send) }
+func (q *queueLink) Close()       { q.closed.Store(true) }
+func (q *queueLink) Closed() bool { return q.closed.Load() }
 
 func dmMessage(i int) protocol.Message {
 	return protocol.Message{ID: fmt.Sprintf("mjuoj484-%016x", i), Conv: "dm:alice:bob", Seq: int64(i + 1), From: "alice", To: "bob",
@@ -103,6 +108,9 @@ func TestLeaderRoutesByRoster(t *testing.T) {
 		out, err := protocol.DecodePeer(b)
 		if err != nil || out.Type != protocol.PeerPush || out.Recipients != "bob" || out.Conv != m.Conv || out.Seq != m.Seq || string(out.Push) != string(push) || out.Epoch != 7 {
 			t.Fatalf("forwarded %s (%v), want a push frame to bob with the sender's bytes", b, err)
+		}
+		if n := link.lazy.Load(); n != 0 {
+			t.Fatalf("a message push went on the link's lazy lane (%d frames)", n)
 		}
 	default:
 		t.Fatal("nothing forwarded to n3")

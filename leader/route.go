@@ -197,7 +197,12 @@ func (l *Term) pushExcept(node string, users []string, conv string, seq int64, p
 		}
 		return
 	}
-	l.send(node, &protocol.PeerFrame{Type: protocol.PeerPush, Recipients: protocol.JoinNames(users), Push: push, Conv: conv, Seq: seq, Again: again, Except: except})
+	f := &protocol.PeerFrame{Type: protocol.PeerPush, Recipients: protocol.JoinNames(users), Push: push, Conv: conv, Seq: seq, Again: again, Except: except}
+	if conv == "" && protocol.IsReceiptFrame(push) {
+		l.sendLazy(node, f)
+		return
+	}
+	l.send(node, f)
 }
 
 // appeared delivers what was parked for user, now online.

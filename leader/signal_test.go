@@ -63,6 +63,9 @@ func TestRawRouteIsNotParked(t *testing.T) {
 	if err != nil || out.Type != protocol.PeerPush || out.Recipients != "bob" || out.Conv != "" || string(out.Push) != string(push) {
 		t.Fatalf("sent %+v (%v), want a push frame to bob without a conversation", out, err)
 	}
+	if n := link.lazy.Load(); n != 1 {
+		t.Fatalf("%d frames on the link's lazy lane, want the read push", n)
+	}
 	if n := l.parked.n.Load(); n != 0 {
 		t.Fatalf("%d pushes parked, want 0", n)
 	}

@@ -351,6 +351,24 @@ func (l *Term) send(node string, f *protocol.PeerFrame) {
 	l.m.LeaderFramesOut.Inc()
 }
 
+// sendLazy is send for a frame no one waits for (a read receipt's push):
+// on a link that is up it goes out in the link's next write, or
+// lazyFlush later (peerlink EnqueueLazy), instead of a write of its own;
+// without one, or with the link's lazy lane full, as send sends it.
+func (l *Term) sendLazy(node string, f *protocol.PeerFrame) {
+	l.mu.Lock()
+	link := l.links[node]
+	l.mu.Unlock()
+	if link != nil && !link.Closed() {
+		f.Epoch, f.From = l.epoch, l.id
+		if b, err := protocol.EncodePeer(f); err == nil && link.EnqueueLazy(b) {
+			l.m.LeaderFramesOut.Inc()
+			return
+		}
+	}
+	l.send(node, f)
+}
+
 // SupportSnapshot is customer service's whole state at one instant; ok is
 // false until the term has loaded it.
 func (l *Term) SupportSnapshot() (protocol.SupportSnapshot, bool) { return l.support.snapshot() }

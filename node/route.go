@@ -196,6 +196,8 @@ func (r *router) DeliverExcept(user, except string, push []byte, m *protocol.Mes
 	f := &protocol.PeerFrame{Type: protocol.PeerRoute, Users: []string{user}, Push: push, Except: except, Away: multi}
 	if m != nil {
 		f.Conv, f.Seq = m.Conv, m.Seq
+	} else if protocol.IsReceiptFrame(push) && r.toLeaderLazy(f) {
+		return
 	}
 	if !r.toLeader(f) {
 		r.s.m.RouteDropped.Inc()
@@ -242,6 +244,28 @@ func (r *router) toLeader(f *protocol.PeerFrame) bool {
 		r.dropLog.Warn().Str("type", f.Type).Str("dest", f.Dest).Msg("no leader and the uplink queue is full; frame dropped (logged at most 5 a second)")
 		return false
 	}
+}
+
+// toLeaderLazy hands the leader a frame no one waits for (a read
+// receipt's push) on the leader link's lazy lane: it goes out in the
+// link's next write, or lazyFlush later (peerlink EnqueueLazy), instead
+// of a write of its own. It carries no uplink number, so the leader does
+// not acknowledge it and a link that fails may lose it, as a read push
+// the leader cannot place is lost (the position is in sync too). False,
+// with nothing sent, while this node leads, the link is down or the
+// uplink queue holds frames: toLeader is then the way.
+func (r *router) toLeaderLazy(f *protocol.PeerFrame) bool {
+	lead, link, _ := r.current()
+	if lead != nil || link == nil || link.Closed() || len(r.up) > 0 {
+		return false
+	}
+	f.From, f.Epoch = r.s.cfg.ID, r.s.maxEpoch.Load()
+	b, err := protocol.EncodePeer(f)
+	if err != nil || !link.EnqueueLazy(b) {
+		return false
+	}
+	r.s.m.UplinkFrames.Inc()
+	return true
 }
 
 // sent records that a frame taken from up has reached the leader (or
