@@ -159,7 +159,7 @@ func parseFlags(args []string) (config, error) {
 	rates := fs.String("rates", "1000", "dm: comma-separated target rates, messages per second in all; one run each")
 	fs.Float64Var(&c.chatter, "chatter", 0, "dm: also run each of --chatter-rates again with this many typing and read frames per user per second beside the messages (alternately), and compare the message latency; 0: no such runs")
 	chatterRates := fs.String("chatter-rates", "", "dm: comma-separated rates of --rates that get a chatter run (default: all of them)")
-	fs.DurationVar(&c.chatterPhase, "chatter-phase", time.Second, "dm: a chatter run alternates quiet phases and chatter phases this long, quiet first, and compares the message latency of the two kinds")
+	fs.DurationVar(&c.chatterPhase, "chatter-phase", 250*time.Millisecond, "dm: a chatter run alternates quiet phases and chatter phases this long, quiet first, and compares the message latency of the two kinds")
 	fs.DurationVar(&c.chatterDur, "chatter-duration", 0, "dm: send phase of the chatter runs (default: --duration)")
 	fs.Float64Var(&c.cross, "cross", 0.67, "dm: share of pairs whose users are on different nodes (0..1)")
 	fs.IntVar(&c.roomMembers, "room-members", 100, "room: members")
