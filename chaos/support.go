@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"slices"
@@ -111,7 +112,7 @@ func (s *SupportLoad) stopped() bool {
 // Start starts the agents, the arrivals and the snapshot checks.
 func (s *SupportLoad) Start() {
 	for i, name := range s.cfg.Agents {
-		a := &supAgent{s: s, name: name, h: newHold(name, s.rec), held: map[string]bool{},
+		a := &supAgent{s: s, name: name, h: newHold(name, s.rec), held: map[string]bool{}, known: map[string]bool{},
 			rng: rand.New(rand.NewPCG(s.cfg.Seed, uint64(i)+100))}
 		s.agents[name] = a
 		s.rec.AddClient(name)
@@ -649,8 +650,13 @@ type supAgent struct {
 
 	mu   sync.Mutex
 	held map[string]bool // the conversations it holds, as it knows them
-	away bool
-	conn *chatclient.Conn
+	// known: every conversation it was ever told it holds (assigned
+	// pushes, its lists), kept across connections: a conversation
+	// assigned to it and taken back while it was away is still owed to
+	// it up to then, as its offsets show nothing of it.
+	known map[string]bool
+	away  bool
+	conn  *chatclient.Conn
 
 	caughtUp atomic.Int64 // catch-ups done since it started
 }
@@ -704,17 +710,26 @@ func (a *supAgent) serve(conn *chatclient.Conn) time.Duration {
 	a.held = map[string]bool{}
 	for _, c := range list.Convs {
 		a.held[c.Conv] = true
+		a.known[c.Conv] = true
 	}
+	known := slices.Collect(maps.Keys(a.known))
 	a.mu.Unlock()
 	defer func() { a.mu.Lock(); a.conn = nil; a.mu.Unlock() }()
 	// Everything it may have missed, from its offsets: every
 	// conversation it holds messages of (the server finds those its list
-	// lacks, after Redis lost it, in the support store), and those it
-	// holds now, whose assigned push it may have missed.
+	// lacks, after Redis lost it, in the support store), those it holds
+	// now, whose assigned push it may have missed, those it was assigned
+	// before and holds nothing of (the messages stored to it meanwhile are
+	// still its to read), and those whose pushes wait for a gap below.
 	offsets := a.h.view.Offsets()
-	for _, c := range list.Convs {
-		if _, ok := offsets[c.Conv]; !ok {
-			offsets[c.Conv] = 0
+	for _, conv := range known {
+		if _, ok := offsets[conv]; !ok {
+			offsets[conv] = 0
+		}
+	}
+	for conv := range a.h.pending {
+		if _, ok := offsets[conv]; !ok {
+			offsets[conv] = 0
 		}
 	}
 	if len(offsets) > 0 {
@@ -807,6 +822,7 @@ func (a *supAgent) push(conn *chatclient.Conn, p chatclient.Push) bool {
 		}
 		a.mu.Lock()
 		a.held[ap.Conv] = true
+		a.known[ap.Conv] = true
 		a.mu.Unlock()
 		// The messages so far come with it, oldest first; the newest
 		// may be past them by the time the agent reads this, and those
@@ -1079,7 +1095,7 @@ func (s *SupportLoad) Check(ctx context.Context, gw *chatclient.Gateway) Support
 		ack := Ack{Msg: a.msg, ClientMsgID: a.cmid}
 		ack.Msg.To = st.To
 		if st.To != "" {
-			ack.Recipients = []string{st.To}
+			ack.Recipients = s.owedTo(st.To, st.Conv)
 		}
 		s.rec.AddAck(ack)
 	}
@@ -1089,6 +1105,38 @@ func (s *SupportLoad) Check(ctx context.Context, gw *chatclient.Gateway) Support
 	res.Problems = append(res.Problems, s.problems...)
 	s.mu.Unlock()
 	return res
+}
+
+// owedTo is who is to show a message of conv stored to to: to itself,
+// unless to is an agent that was never told it held conv (the assigned
+// push went down with its connection, and the conversation went back to
+// the queue before it returned). Such a message is owed to the agents
+// that were told they held conv afterwards: the conversation's, not an
+// agent's it never reached. With none, to itself still, so that a
+// message no one was given shows as lost.
+func (s *SupportLoad) owedTo(to, conv string) []string {
+	a := s.agents[to]
+	if a == nil || a.knows(conv) {
+		return []string{to}
+	}
+	var out []string
+	for name, b := range s.agents {
+		if b.knows(conv) {
+			out = append(out, name)
+		}
+	}
+	if len(out) == 0 {
+		return []string{to}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// knows reports whether the agent was ever told it held conv.
+func (a *supAgent) knows(conv string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.known[conv]
 }
 
 func (s *SupportLoad) readStored(ctx context.Context, gw *chatclient.Gateway, visitors []*supVisitor, out map[string]protocol.Message, seqs map[string][]int64) error {

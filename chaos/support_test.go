@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -48,6 +49,30 @@ func TestSupportSnapshotCheck(t *testing.T) {
 			t.Errorf("%s: problems %q", tc.name, s.problems)
 		case tc.want != "" && (len(s.problems) == 0 || !strings.Contains(strings.Join(s.problems, "|"), tc.want)):
 			t.Errorf("%s: problems %q, want one saying %q", tc.name, s.problems, tc.want)
+		}
+	}
+}
+
+// A message stored to an agent is owed to that agent, unless it was never
+// told it held the conversation: then to the agents that were, and with
+// none, to it still (so that it shows as lost).
+func TestOwedTo(t *testing.T) {
+	s := &SupportLoad{agents: map[string]*supAgent{
+		"agent1": {known: map[string]bool{}},
+		"agent2": {known: map[string]bool{"cs:~v:1": true}},
+		"agent3": {known: map[string]bool{"cs:~v:1": true, "cs:~w:1": true}},
+	}}
+	for _, c := range []struct {
+		to, conv string
+		want     []string
+	}{
+		{"agent2", "cs:~v:1", []string{"agent2"}},
+		{"agent1", "cs:~v:1", []string{"agent2", "agent3"}},
+		{"agent1", "cs:~x:1", []string{"agent1"}},
+		{"~v", "cs:~v:1", []string{"~v"}},
+	} {
+		if got := s.owedTo(c.to, c.conv); !slices.Equal(got, c.want) {
+			t.Errorf("owedTo(%s, %s) = %v, want %v", c.to, c.conv, got, c.want)
 		}
 	}
 }
