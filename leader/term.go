@@ -284,6 +284,16 @@ func (l *Term) dial(ctx context.Context, m cluster.Member) {
 		}
 		backoff = 50 * time.Millisecond
 		l.mu.Lock()
+		if ctx.Err() != nil {
+			// Stopped while it dialled (m left, or registered anew after
+			// its session expired): the dialer started since holds m's
+			// link. Registered here, this one would push that one out of
+			// links and then, closing, leave m with none while the other
+			// stays up unused.
+			l.mu.Unlock()
+			link.Drop()
+			return
+		}
 		l.links[m.ID] = link
 		for _, b := range l.held[m.ID] {
 			if link.Enqueue(b) {
