@@ -112,7 +112,7 @@ func (s *SupportLoad) stopped() bool {
 // Start starts the agents, the arrivals and the snapshot checks.
 func (s *SupportLoad) Start() {
 	for i, name := range s.cfg.Agents {
-		a := &supAgent{s: s, name: name, h: newHold(name, s.rec), held: map[string]bool{}, known: map[string]bool{},
+		a := &supAgent{s: s, name: name, h: newHold(name, s.rec), held: map[string]bool{}, known: map[string]bool{}, owed: map[string]bool{},
 			rng: rand.New(rand.NewPCG(s.cfg.Seed, uint64(i)+100))}
 		s.agents[name] = a
 		s.rec.AddClient(name)
@@ -651,12 +651,15 @@ type supAgent struct {
 	mu   sync.Mutex
 	held map[string]bool // the conversations it holds, as it knows them
 	// known: every conversation it was ever told it holds (assigned
-	// pushes, its lists), kept across connections: a conversation
-	// assigned to it and taken back while it was away is still owed to
-	// it up to then, as its offsets show nothing of it.
+	// pushes, its lists), kept across connections (see owedTo).
 	known map[string]bool
-	away  bool
-	conn  *chatclient.Conn
+	// owed: the conversations it held when a connection ended and has
+	// not caught up on since: one taken back while it was away still
+	// owes it what was stored to it up to then, though it may hold
+	// nothing of it yet.
+	owed map[string]bool
+	away bool
+	conn *chatclient.Conn
 
 	caughtUp atomic.Int64 // catch-ups done since it started
 }
@@ -707,22 +710,31 @@ func (a *supAgent) serve(conn *chatclient.Conn) time.Duration {
 	}
 	a.mu.Lock()
 	a.conn = conn
+	for conv := range a.held {
+		a.owed[conv] = true
+	}
 	a.held = map[string]bool{}
 	for _, c := range list.Convs {
 		a.held[c.Conv] = true
 		a.known[c.Conv] = true
 	}
-	known := slices.Collect(maps.Keys(a.known))
+	owed := slices.Collect(maps.Keys(a.owed))
 	a.mu.Unlock()
 	defer func() { a.mu.Lock(); a.conn = nil; a.mu.Unlock() }()
 	// Everything it may have missed, from its offsets: every
 	// conversation it holds messages of (the server finds those its list
 	// lacks, after Redis lost it, in the support store), those it holds
-	// now, whose assigned push it may have missed, those it was assigned
-	// before and holds nothing of (the messages stored to it meanwhile are
-	// still its to read), and those whose pushes wait for a gap below.
+	// now, whose assigned push it may have missed, those it held when
+	// its last connection ended (what was stored to it until they were
+	// taken back is still its to read), and those whose pushes wait for
+	// a gap below.
 	offsets := a.h.view.Offsets()
-	for _, conv := range known {
+	for _, c := range list.Convs {
+		if _, ok := offsets[c.Conv]; !ok {
+			offsets[c.Conv] = 0
+		}
+	}
+	for _, conv := range owed {
 		if _, ok := offsets[conv]; !ok {
 			offsets[conv] = 0
 		}
@@ -739,6 +751,11 @@ func (a *supAgent) serve(conn *chatclient.Conn) time.Duration {
 			return 0
 		}
 	}
+	a.mu.Lock()
+	for _, conv := range owed {
+		delete(a.owed, conv)
+	}
+	a.mu.Unlock()
 	a.caughtUp.Add(1)
 	// An agent that went away comes back within 2 to 6 s, whatever
 	// happened to its connection meanwhile.
