@@ -84,15 +84,19 @@ func (l *Term) sendLossy(node string, f *protocol.PeerFrame) {
 	l.mu.Lock()
 	link := l.links[node]
 	l.mu.Unlock()
-	if link == nil || link.Closed() || link.Queued() >= min(signalRoom, link.Cap()/4) {
+	if link == nil || link.Closed() || link.Queued() >= min(signalRoom, link.Cap()/4) || !l.lazy(link, f) {
 		l.m.SignalDropped.Inc()
-		return
 	}
+}
+
+// lazy queues f, stamped with this term, on the lazy lane of link
+// (peerlink EnqueueLazy); false if it was not queued.
+func (l *Term) lazy(link memberLink, f *protocol.PeerFrame) bool {
 	f.Epoch, f.From = l.epoch, l.id
 	b, err := protocol.EncodePeer(f)
 	if err != nil || !link.EnqueueLazy(b) {
-		l.m.SignalDropped.Inc()
-		return
+		return false
 	}
 	l.m.LeaderFramesOut.Inc()
+	return true
 }

@@ -369,12 +369,8 @@ func (l *Term) sendLazy(node string, f *protocol.PeerFrame) {
 	l.mu.Lock()
 	link := l.links[node]
 	l.mu.Unlock()
-	if link != nil && !link.Closed() {
-		f.Epoch, f.From = l.epoch, l.id
-		if b, err := protocol.EncodePeer(f); err == nil && link.EnqueueLazy(b) {
-			l.m.LeaderFramesOut.Inc()
-			return
-		}
+	if link != nil && !link.Closed() && l.lazy(link, f) {
+		return
 	}
 	l.send(node, f)
 }

@@ -76,17 +76,10 @@ func (r *router) signal(f *protocol.PeerFrame) {
 		lead.Handle(r.s.cfg.ID, *f)
 		return
 	}
-	if link == nil || link.Closed() || len(r.up) > 0 || link.Queued() >= min(signalRoom, link.Cap()/4) || time.Now().UnixNano() < r.busyUntil.Load() {
+	if link == nil || link.Closed() || len(r.up) > 0 || link.Queued() >= min(signalRoom, link.Cap()/4) || time.Now().UnixNano() < r.busyUntil.Load() ||
+		!r.upLazy(link, f) {
 		r.s.m.SignalDropped.Inc()
-		return
 	}
-	f.Epoch = r.s.maxEpoch.Load()
-	b, err := protocol.EncodePeer(f)
-	if err != nil || !link.EnqueueLazy(b) {
-		r.s.m.SignalDropped.Inc()
-		return
-	}
-	r.s.m.UplinkFrames.Inc()
 }
 
 // deliverSignal hands a push that may be lost (typing) to the named users

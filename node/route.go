@@ -259,6 +259,12 @@ func (r *router) toLeaderLazy(f *protocol.PeerFrame) bool {
 	if lead != nil || link == nil || link.Closed() || len(r.up) > 0 {
 		return false
 	}
+	return r.upLazy(link, f)
+}
+
+// upLazy queues f, stamped from this node, on the lazy lane of link, the
+// leader link, without an uplink number; false if it was not queued.
+func (r *router) upLazy(link *peerlink.Link, f *protocol.PeerFrame) bool {
 	f.From, f.Epoch = r.s.cfg.ID, r.s.maxEpoch.Load()
 	b, err := protocol.EncodePeer(f)
 	if err != nil || !link.EnqueueLazy(b) {
