@@ -159,6 +159,16 @@ type Appended struct {
 	Dup bool
 }
 
+// RunLazy runs script with keys and args beside the appends: in the next
+// pipeline the group commit sends for them, or, when none goes within
+// about 10 ms, in one of its own. For writes that may wait a little
+// (read positions): under load they cost no round trip of their own. The
+// script must not depend on the appends it rides with. Its reply is a
+// slice, as Append's.
+func (l *Log) RunLazy(ctx context.Context, script *redis.Script, keys []string, args ...any) ([]any, error) {
+	return l.commit.runLazy(ctx, script, keys, args)
+}
+
 // Append assigns m the next seq of m.Conv and records it. m.Seq is ignored.
 // members are the users whose conversation lists gain m.Conv. If
 // clientMsgID is not empty and m.From already sent it (among their last

@@ -22,9 +22,18 @@ import (
 // so no caller sends more than one pipeline for others. Within a pipeline
 // the calls run in the order they queued: one conversation's appends keep
 // the order in which their callers asked.
+//
+// A lazy call (runLazy) is never the reason for a pipeline: it waits for
+// the next one to go, at most defaultLazyWait, and rides in it behind the
+// appends, so that under load it costs Redis and this process no round
+// trip and no system call of its own.
 const (
 	maxInFlight = 2
 	maxBatch    = 256
+	// defaultLazyWait bounds how long a lazy call waits for a pipeline
+	// to ride in; then it sends one of its own (with the lazy calls
+	// queued beside it).
+	defaultLazyWait = 10 * time.Millisecond
 	// batchTimeout bounds a pipeline's round trip: a caller whose own
 	// context is longer still gets an answer after it.
 	batchTimeout = 5 * time.Second
@@ -38,9 +47,12 @@ type committer struct {
 	replicas    int
 	replicaWait time.Duration
 	short       func(got int)
+	// lazyWait is how long a lazy call waits (defaultLazyWait when 0).
+	lazyWait time.Duration
 
 	mu       sync.Mutex
 	queue    []*call // guarded by mu
+	lazy     []*call // lazy calls waiting for a pipeline; guarded by mu
 	inFlight int     // pipelines sent and not yet returned; guarded by mu
 }
 
@@ -59,6 +71,7 @@ type call struct {
 	err   error
 	wake  chan bool // true: res and err are set; false: send batch
 	batch []*call   // handed to this caller to send, itself first
+	taken bool      // in a batch; guarded by committer.mu
 }
 
 // run runs script with keys and args, batched with concurrent calls, and
@@ -83,19 +96,76 @@ func (c *committer) run(ctx context.Context, script *redis.Script, keys []string
 	return cl.res, cl.err
 }
 
-// takeLocked takes up to maxBatch queued calls, oldest first, and
-// releases c.mu.
+// runLazy is run for a call that may wait: it goes in the next pipeline
+// sent for other calls, or after lazyWait in one of its own. Its script
+// must not depend on the calls it rides with.
+func (c *committer) runLazy(ctx context.Context, script *redis.Script, keys []string, args []any) ([]any, error) {
+	cl := &call{ctx: ctx, script: script, keys: keys, args: args, wake: make(chan bool, 1)}
+	c.mu.Lock()
+	c.lazy = append(c.lazy, cl)
+	c.mu.Unlock()
+	wait := c.lazyWait
+	if wait <= 0 {
+		wait = defaultLazyWait
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case done := <-cl.wake:
+		for !done {
+			c.send(cl.batch)
+			done = <-cl.wake
+		}
+		return cl.res, cl.err
+	case <-t.C:
+	}
+	c.mu.Lock()
+	if cl.taken {
+		c.mu.Unlock()
+	} else {
+		// No pipeline came: the lazy calls queue like any other, this
+		// one sends them if a slot is free.
+		c.queue = append(c.queue, c.lazy...)
+		clear(c.lazy)
+		c.lazy = c.lazy[:0]
+		if c.inFlight < maxInFlight {
+			c.inFlight++
+			c.send(c.takeLocked())
+		} else {
+			c.mu.Unlock()
+		}
+	}
+	for !<-cl.wake {
+		c.send(cl.batch)
+	}
+	return cl.res, cl.err
+}
+
+// takeLocked takes up to maxBatch queued calls, oldest first, then lazy
+// calls up to maxBatch in all, and releases c.mu.
 func (c *committer) takeLocked() []*call {
 	n := min(len(c.queue), maxBatch)
-	batch := make([]*call, n)
-	copy(batch, c.queue)
-	clear(c.queue[:n])
-	c.queue = c.queue[n:]
-	if len(c.queue) == 0 {
-		c.queue = nil
+	l := min(len(c.lazy), maxBatch-n)
+	batch := make([]*call, 0, n+l)
+	batch = append(batch, c.queue[:n]...)
+	batch = append(batch, c.lazy[:l]...)
+	c.queue = shift(c.queue, n)
+	c.lazy = shift(c.lazy, l)
+	for _, cl := range batch {
+		cl.taken = true
 	}
 	c.mu.Unlock()
 	return batch
+}
+
+// shift drops the first n calls of q.
+func shift(q []*call, n int) []*call {
+	clear(q[:n])
+	q = q[n:]
+	if len(q) == 0 {
+		return nil
+	}
+	return q
 }
 
 // send sends batch, then hands what queued meanwhile to the oldest of

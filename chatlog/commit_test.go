@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"chatcluster/protocol"
 )
 
@@ -201,5 +203,108 @@ func TestAppendWaitsForReplicasBounded(t *testing.T) {
 	}
 	if len(short) != 1 || short[0] != 0 {
 		t.Fatalf("shortfalls reported %v, want [0] (a lone Redis has no replica)", short)
+	}
+}
+
+// pipelineSizes records the number of commands of every pipeline a
+// client sends.
+type pipelineSizes struct {
+	mu    sync.Mutex
+	sizes []int
+}
+
+func (p *pipelineSizes) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (p *pipelineSizes) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (p *pipelineSizes) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		p.mu.Lock()
+		p.sizes = append(p.sizes, len(cmds))
+		p.mu.Unlock()
+		return next(ctx, cmds)
+	}
+}
+
+func (p *pipelineSizes) all() []int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]int(nil), p.sizes...)
+}
+
+// lazyEcho doubles its argument and counts its calls in KEYS[1].
+var lazyEcho = redis.NewScript(`return {tonumber(ARGV[1]) * 2, redis.call('INCR', KEYS[1])}`)
+
+type lazyResult struct {
+	res []any
+	err error
+}
+
+// A lazy call sends nothing of its own while it may wait: it goes to
+// Redis in the pipeline of the next append, and gets its own reply.
+func TestLazyCallRidesWithTheNextAppend(t *testing.T) {
+	ctx := context.Background()
+	l := newLog(t)
+	if err := l.MarkFresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	l.commit.lazyWait = time.Hour // only an append can take it
+	for _, sc := range []*redis.Script{appendScript, lazyEcho} {
+		if err := sc.Load(ctx, l.rdb).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sizes := &pipelineSizes{}
+	l.rdb.AddHook(sizes)
+	done := make(chan lazyResult, 1)
+	go func() {
+		res, err := l.RunLazy(ctx, lazyEcho, []string{l.prefix + "lazy"}, 21)
+		done <- lazyResult{res, err}
+	}()
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		l.commit.mu.Lock()
+		queued := len(l.commit.lazy)
+		l.commit.mu.Unlock()
+		if queued == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the lazy call never queued")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if got := sizes.all(); len(got) != 0 {
+		t.Fatalf("pipelines sent before any append: %v", got)
+	}
+	if _, _, err := appended(l.Append(ctx, protocol.Message{ID: "a", Conv: "dm:a:b", From: "a", Text: "x"}, "", nil)); err != nil {
+		t.Fatal(err)
+	}
+	var r lazyResult
+	select {
+	case r = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the lazy call did not return after the append")
+	}
+	if r.err != nil || len(r.res) != 2 || r.res[0] != int64(42) || r.res[1] != int64(1) {
+		t.Fatalf("lazy call: %v %v, want [42 1]", r.res, r.err)
+	}
+	// The append's pipeline: its conversation-list adds (none), its
+	// script, and the lazy call's.
+	if got := sizes.all(); len(got) != 1 || got[0] != 2 {
+		t.Fatalf("pipelines sent: %v, want one of 2 commands, the append's and the lazy call's", got)
+	}
+}
+
+// With no append to ride in, a lazy call goes by itself after its wait,
+// also to a Redis that forgot the script.
+func TestLazyCallAloneGoesAfterItsWait(t *testing.T) {
+	ctx := context.Background()
+	l := newLog(t)
+	if err := l.rdb.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		res, err := l.RunLazy(ctx, lazyEcho, []string{l.prefix + "lazy"}, i)
+		if err != nil || len(res) != 2 || res[0] != int64(2*i) || res[1] != int64(i+1) {
+			t.Fatalf("lazy call %d: %v %v, want [%d %d]", i, res, err, 2*i, i+1)
+		}
 	}
 }

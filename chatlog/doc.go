@@ -22,7 +22,8 @@
 //
 // Appends that arrive together share one pipeline (group commit, see
 // commit.go): under load a message costs a fraction of a round trip, and
-// without load none waits.
+// without load none waits. RunLazy lets other writes that may wait a
+// little (read positions) ride in those pipelines.
 //
 // MigrateLayout moves the keys of the layout before the shards, once.
 package chatlog

@@ -239,7 +239,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 	s.journal = &journal{log: s.chatlog, store: s.store}
 	s.reads = receipt.New(receipt.Config{Redis: s.rdb, Prefix: s.cfg.RedisPrefix, Durable: durableReads{s.store},
-		Marker: s.chatlog.MarkerKey, Counter: s.chatlog.SeqKey, Holder: s.cfg.ID, Log: s.log})
+		Marker: s.chatlog.MarkerKey, Counter: s.chatlog.SeqKey, Beside: s.chatlog.RunLazy, Holder: s.cfg.ID, Log: s.log})
 	s.words = newWordsSvc(s)
 	if err = s.markFresh(ctx); err != nil {
 		return err

@@ -45,6 +45,11 @@ type Config struct {
 	// position against the conversation's latest seq in its own round
 	// trip. nil: Mark checks nothing.
 	Counter func(conv string) string
+	// Beside, when set, runs the mark script beside other writes
+	// (chatlog.Log.RunLazy): a read may wait a few milliseconds for a
+	// pipeline going to Redis anyway rather than cost a round trip of
+	// its own. nil: each mark is its own round trip.
+	Beside func(ctx context.Context, script *redis.Script, keys []string, args ...any) ([]any, error)
 	// Queue bounds the positions waiting to be made durable in each of
 	// the keyspace.Shards queues (default DefaultQueue).
 	Queue int
@@ -69,6 +74,7 @@ type Store struct {
 	durable Durable
 	marker  func(conv string) string
 	counter func(conv string) string
+	beside  func(ctx context.Context, script *redis.Script, keys []string, args ...any) ([]any, error)
 	log     zerolog.Logger
 	// warn is log, at most a few lines a second.
 	warn     zerolog.Logger
@@ -91,7 +97,7 @@ func New(cfg Config) *Store {
 	}
 	log := cfg.Log.With().Str("component", "receipts").Logger()
 	return &Store{
-		rdb: cfg.Redis, prefix: cfg.Prefix, tags: keyspace.NewTags(), durable: cfg.Durable, marker: cfg.Marker, counter: cfg.Counter,
+		rdb: cfg.Redis, prefix: cfg.Prefix, tags: keyspace.NewTags(), durable: cfg.Durable, marker: cfg.Marker, counter: cfg.Counter, beside: cfg.Beside,
 		log: log, warn: log.Sample(&zerolog.BurstSampler{Burst: 5, Period: time.Second}),
 		queueCap: cfg.Queue, leaseKey: LeaseKey(cfg.Prefix), holder: cfg.Holder, lease: cfg.Lease,
 	}
@@ -183,7 +189,7 @@ func (s *Store) Mark(ctx context.Context, conv, user string, seq int64, check bo
 	if s.durable == nil {
 		qcap = 0
 	}
-	res, err := markScript.Run(ctx, s.rdb, keys, user, seq, "", checkArg, field, qcap).Int64Slice()
+	res, err := s.mark(ctx, keys, user, seq, "", checkArg, field, qcap)
 	if err == nil && len(res) == 2 && res[0] < 0 {
 		floor := int64(0)
 		if s.durable != nil {
@@ -195,7 +201,7 @@ func (s *Store) Mark(ctx context.Context, conv, user string, seq int64, check bo
 				floor = got[0].Seq
 			}
 		}
-		res, err = markScript.Run(ctx, s.rdb, keys, user, seq, floor, checkArg, field, qcap).Int64Slice()
+		res, err = s.mark(ctx, keys, user, seq, floor, checkArg, field, qcap)
 	}
 	if err == nil && len(res) == 2 {
 		switch res[0] {
@@ -216,6 +222,26 @@ func (s *Store) Mark(ctx context.Context, conv, user string, seq int64, check bo
 			Msg("too many read positions of this shard wait to be made durable; this one stays in Redis only (logged at most 5 a second)")
 	}
 	return res[1], res[0] >= 1, nil
+}
+
+// mark runs markScript, beside other writes where it may.
+func (s *Store) mark(ctx context.Context, keys []string, args ...any) ([]int64, error) {
+	if s.beside == nil {
+		return markScript.Run(ctx, s.rdb, keys, args...).Int64Slice()
+	}
+	vals, err := s.beside(ctx, markScript, keys, args...)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]int64, len(vals))
+	for i, v := range vals {
+		n, ok := v.(int64)
+		if !ok {
+			return nil, fmt.Errorf("unexpected reply %v", vals)
+		}
+		out[i] = n
+	}
+	return out, nil
 }
 
 // fillScript puts positions read from MongoDB back in Redis, each only

@@ -101,10 +101,29 @@ func mark(t *testing.T, s *Store, conv, user string, seq int64) (int64, bool) {
 // A checked mark compares seq with the conversation's counter in the same
 // script: above it nothing changes, without one the caller is told.
 func TestMarkChecksTheCounter(t *testing.T) {
+	forEachWay(t, testMarkChecksTheCounter)
+}
+
+// forEachWay runs test with a Store whose marks are round trips of their
+// own and with one whose marks ride with a chat log's appends.
+func forEachWay(t *testing.T, test func(t *testing.T, beside bool)) {
+	t.Run("alone", func(t *testing.T) { test(t, false) })
+	t.Run("beside", func(t *testing.T) { test(t, true) })
+}
+
+// besideFor is the Beside of a Store over rdb, or nil.
+func besideFor(rdb *redis.Client, prefix string, beside bool) func(context.Context, *redis.Script, []string, ...any) ([]any, error) {
+	if !beside {
+		return nil
+	}
+	return chatlog.New(rdb, prefix).RunLazy
+}
+
+func testMarkChecksTheCounter(t *testing.T, beside bool) {
 	ctx := context.Background()
 	rdb := redisClient(t)
 	prefix := testenv.Namespace(t) + ":"
-	st := New(Config{Redis: rdb, Prefix: prefix, Log: zerolog.Nop(),
+	st := New(Config{Redis: rdb, Prefix: prefix, Log: zerolog.Nop(), Beside: besideFor(rdb, prefix, beside),
 		Marker:  func(conv string) string { return prefix + keyspace.NewTags().Of(conv) + "marker" },
 		Counter: func(conv string) string { return prefix + keyspace.NewTags().Of(conv) + "seq:" + conv }})
 	const conv = "dm:amy:bob"
@@ -135,10 +154,14 @@ func TestMarkChecksTheCounter(t *testing.T) {
 
 // A position only rises; where Redis has none, the durable one is the
 // floor, read once and then kept in Redis.
-func TestMarkRisesOnly(t *testing.T) {
+func TestMarkRisesOnly(t *testing.T) { forEachWay(t, testMarkRisesOnly) }
+
+func testMarkRisesOnly(t *testing.T, beside bool) {
 	d := newFake()
 	d.stored[posKey{"dm:a:b", "a"}] = 4
-	s := newStore(t, redisClient(t), d, nil, 0)
+	rdb := redisClient(t)
+	prefix := testenv.Namespace(t) + ":"
+	s := New(Config{Redis: rdb, Prefix: prefix, Durable: d, Beside: besideFor(rdb, prefix, beside), Log: zerolog.Nop()})
 	steps := []struct {
 		seq    int64
 		stored int64
