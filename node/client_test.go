@@ -577,3 +577,27 @@ func TestReceiptFramesWaitForTheNextWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The lazy flush writes each connection at its own time, lazyFlush after
+// it was handed over, not every connection of a window at once: a take
+// holds those added up to the time given and leaves the later ones
+// waiting, in the order they came.
+func TestLazyFlushTakesOnlyThoseDue(t *testing.T) {
+	f := newLazyFlusher()
+	cs := []*client{{}, {}, {}, {}}
+	t0 := time.Now()
+	for i, after := range []time.Duration{0, lazyStep / 2, lazyStep * 3, lazyStep * 10} {
+		f.add(cs[i])
+		f.due[len(f.due)-1].at = t0.Add(after)
+	}
+	got := f.take(nil, t0.Add(lazyStep*3))
+	if len(got) != 3 || got[0] != cs[0] || got[1] != cs[1] || got[2] != cs[2] {
+		t.Fatalf("take up to t0+%v: %d connections, want the first 3", lazyStep*3, len(got))
+	}
+	if len(f.due) != 1 || f.due[0].c != cs[3] {
+		t.Fatalf("%d connections left waiting, want the last one", len(f.due))
+	}
+	if got := f.take(nil, t0.Add(lazyStep*10)); len(got) != 1 || got[0] != cs[3] || f.due != nil {
+		t.Fatalf("second take: %d connections, %d left; want the last one, none left", len(got), len(f.due))
+	}
+}
