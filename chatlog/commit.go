@@ -84,14 +84,27 @@ func (c *committer) run(ctx context.Context, script *redis.Script, keys []string
 	cl := &call{ctx: ctx, script: script, keys: keys, args: args, adds: adds, member: member, wake: make(chan bool, 1)}
 	c.mu.Lock()
 	c.queue = append(c.queue, cl)
+	c.sendLocked()
+	return c.await(cl, <-cl.wake)
+}
+
+// sendLocked sends what is queued if fewer than maxInFlight pipelines are
+// in flight, and releases c.mu.
+func (c *committer) sendLocked() {
 	if c.inFlight < maxInFlight {
 		c.inFlight++
 		c.send(c.takeLocked())
-	} else {
-		c.mu.Unlock()
+		return
 	}
-	for !<-cl.wake {
+	c.mu.Unlock()
+}
+
+// await returns cl's reply, first sending each batch handed to it; done
+// is what its wake said first.
+func (c *committer) await(cl *call, done bool) ([]any, error) {
+	for !done {
 		c.send(cl.batch)
+		done = <-cl.wake
 	}
 	return cl.res, cl.err
 }
@@ -112,11 +125,7 @@ func (c *committer) runLazy(ctx context.Context, script *redis.Script, keys []st
 	defer t.Stop()
 	select {
 	case done := <-cl.wake:
-		for !done {
-			c.send(cl.batch)
-			done = <-cl.wake
-		}
-		return cl.res, cl.err
+		return c.await(cl, done)
 	case <-t.C:
 	}
 	c.mu.Lock()
@@ -126,19 +135,10 @@ func (c *committer) runLazy(ctx context.Context, script *redis.Script, keys []st
 		// No pipeline came: the lazy calls queue like any other, this
 		// one sends them if a slot is free.
 		c.queue = append(c.queue, c.lazy...)
-		clear(c.lazy)
-		c.lazy = c.lazy[:0]
-		if c.inFlight < maxInFlight {
-			c.inFlight++
-			c.send(c.takeLocked())
-		} else {
-			c.mu.Unlock()
-		}
+		c.lazy = nil
+		c.sendLocked()
 	}
-	for !<-cl.wake {
-		c.send(cl.batch)
-	}
-	return cl.res, cl.err
+	return c.await(cl, <-cl.wake)
 }
 
 // takeLocked takes up to maxBatch queued calls, oldest first, then lazy

@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"chatcluster/internal/testenv"
 	"chatcluster/protocol"
 )
 
@@ -259,18 +260,11 @@ func TestLazyCallRidesWithTheNextAppend(t *testing.T) {
 		res, err := l.RunLazy(ctx, lazyEcho, []string{l.prefix + "lazy"}, 21)
 		done <- lazyResult{res, err}
 	}()
-	for deadline := time.Now().Add(30 * time.Second); ; {
+	testenv.WaitFor(t, 30*time.Second, "the lazy call to queue", func() bool {
 		l.commit.mu.Lock()
-		queued := len(l.commit.lazy)
-		l.commit.mu.Unlock()
-		if queued == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the lazy call never queued")
-		}
-		time.Sleep(time.Millisecond)
-	}
+		defer l.commit.mu.Unlock()
+		return len(l.commit.lazy) == 1
+	})
 	if got := sizes.all(); len(got) != 0 {
 		t.Fatalf("pipelines sent before any append: %v", got)
 	}
